@@ -1,0 +1,71 @@
+# Treadle: the two commands a newcomer types are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STATE := $(or $(TREADLE_STATE_DIR),$(CURDIR)/.treadle)
+LOCAL_KUBECONFIG := $(STATE)/kubeconfig
+
+.PHONY: help venv tools redis-server cluster-up cluster-down cluster-status run stop test \
+        test-unit test-integration test-e2e lint format crds
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "[make] installing Python dependencies into $(VENV)"
+	@$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+venv: $(BIN)/.installed ## create .venv with the package and the test tools
+
+tools: ## build or install the pinned cluster tools into ~/.cache/treadle
+	@bash hack/tools.sh >/dev/null
+
+redis-server: ## install Debian's redis-server when missing
+	@bash hack/redis.sh install
+
+cluster-up: venv tools ## start the local cluster (etcd, kube-apiserver, controller-manager, node agent)
+	@hack/cluster up
+
+cluster-down: ## stop the local cluster and everything make run started
+	@-bash hack/run.sh stop
+	@hack/cluster down
+
+cluster-status: ## show what the local cluster runs
+	@hack/cluster status
+
+run: venv tools redis-server ## start everything and run the example workflow
+	@bash hack/run.sh start
+
+stop: ## stop the operator and Redis that make run started (the cluster keeps running)
+	@bash hack/run.sh stop
+
+crds: venv ## regenerate crds/ from the models
+	@$(BIN)/python -m treadle.api.crds crds
+
+lint: venv ## ruff, mypy and import-linter
+	$(BIN)/ruff check operator tests hack
+	$(BIN)/ruff format --check operator tests hack
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: venv ## apply ruff's fixes and formatting
+	$(BIN)/ruff check --fix operator tests hack
+	$(BIN)/ruff format operator tests hack
+
+test: venv tools redis-server lint ## install what tests need and run the whole suite
+	$(BIN)/python -m pytest tests
+
+test-unit: venv ## only the unit tests (no servers)
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: venv tools redis-server
+	$(BIN)/python -m pytest tests/integration
+
+test-e2e: venv tools redis-server
+	$(BIN)/python -m pytest tests/e2e

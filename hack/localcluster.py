@@ -1,0 +1,538 @@
+"""The local cluster: etcd, kube-apiserver, kube-controller-manager and the node agent as
+local processes on 127.0.0.1, with generated certificates.  No Docker engine is needed.
+
+    hack/cluster up       start what is not running (idempotent), write .treadle/kubeconfig
+    hack/cluster down     stop every process of the cluster (data is kept)
+    hack/cluster status   print what runs, and the kubeconfig path
+    hack/cluster purge    down, then delete the state directory (certificates, etcd data, logs)
+
+State lives in $TREADLE_STATE_DIR (default: .treadle in the checkout); binaries come from
+hack/tools.sh's cache.  Ports are chosen free on first start and kept in ports.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+REPO = Path(__file__).resolve().parent.parent
+SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_FIRST_IP = "10.0.0.1"
+NODE_NAME = "treadle-local"
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "node-agent")
+START_TIMEOUT_SECONDS = 90
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("TREADLE_STATE_DIR", REPO / ".treadle")).resolve()
+
+
+def tools_bin() -> Path:
+    out = subprocess.run(
+        ["bash", str(REPO / "hack" / "tools.sh"), "--print"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return Path(out.stdout.strip())
+
+
+def log(message: str) -> None:
+    print(f"[cluster {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- certificates -------------------------------------------------------------------------
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+
+
+def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key
+
+
+def _issue(
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
+    *,
+    server_names: tuple[str, ...] = (),
+    client: bool = False,
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    issuer_name = issuer[0].subject if issuer else subject
+    signing_key = issuer[1] if issuer else key
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=3650 if issuer is None else 825))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if issuer is None:
+        builder = builder.add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )
+    else:
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [ExtendedKeyUsageOID.SERVER_AUTH]
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    if server_names:
+        alt: list[x509.GeneralName] = []
+        for name in server_names:
+            try:
+                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                alt.append(x509.DNSName(name))
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
+def _name(common_name: str, organization: str | None = None) -> x509.Name:
+    parts = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        parts.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(parts)
+
+
+@dataclass(frozen=True)
+class Pki:
+    root: Path
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def ensure(self) -> None:
+        """Generates the CA, the serving, client and service-account keys once."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.path("ca.crt").exists():
+            log("generating the cluster CA and certificates")
+            ca_key = _key()
+            ca = _issue(_name("treadle-local-ca"), ca_key, None)
+            _write_key(self.path("ca.key"), ca_key)
+            self.path("ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        ca = x509.load_pem_x509_certificate(self.path("ca.crt").read_bytes())
+        ca_key = _load_key(self.path("ca.key"))
+        issued = {
+            "apiserver": dict(
+                subject=_name("kube-apiserver"),
+                server_names=(
+                    "localhost",
+                    "127.0.0.1",
+                    SERVICE_FIRST_IP,
+                    "kubernetes",
+                    "kubernetes.default",
+                    "kubernetes.default.svc",
+                    "kubernetes.default.svc.cluster.local",
+                ),
+            ),
+            "admin": dict(subject=_name("treadle-admin", "system:masters"), client=True),
+            "apiserver-kubelet-client": dict(
+                subject=_name("kube-apiserver-kubelet-client", "system:masters"), client=True
+            ),
+            "kubelet": dict(subject=_name(f"system:node:{NODE_NAME}"), server_names=("127.0.0.1",)),
+        }
+        for name, options in issued.items():
+            if self.path(f"{name}.crt").exists():
+                continue
+            key = _key()
+            cert = _issue(
+                options["subject"],  # type: ignore[arg-type]
+                key,
+                (ca, ca_key),
+                server_names=options.get("server_names", ()),  # type: ignore[arg-type]
+                client=bool(options.get("client", False)),
+            )
+            _write_key(self.path(f"{name}.key"), key)
+            self.path(f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        if not self.path("sa.key").exists():
+            key = _key()
+            _write_key(self.path("sa.key"), key)
+            self.path("sa.pub").write_bytes(
+                key.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
+
+
+# --- ports and processes ------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+PORT_NAMES = ("etcd_client", "etcd_peer", "apiserver", "controller_manager", "kubelet")
+
+
+def ports(state: Path, *, choose: bool) -> dict[str, int]:
+    path = state / "ports.json"
+    known: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+    if choose:
+        for name in PORT_NAMES:
+            if name not in known or not _port_free(known[name]):
+                known[name] = _free_port()
+        path.write_text(json.dumps(known, indent=2))
+    return known
+
+
+def _pid_file(state: Path, component: str) -> Path:
+    return state / "run" / f"{component}.pid"
+
+
+def running_pid(state: Path, component: str) -> int | None:
+    """The pid of a component if it is alive and still the process we started."""
+    path = _pid_file(state, component)
+    if not path.exists():
+        return None
+    pid, _, marker = path.read_text().partition("\n")
+    try:
+        cmdline = Path(f"/proc/{int(pid)}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError):
+        return None
+    if marker.strip() and marker.strip() not in cmdline:
+        return None
+    stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        return None
+    return int(pid)
+
+
+def _start(state: Path, component: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+    (state / "run").mkdir(parents=True, exist_ok=True)
+    (state / "logs").mkdir(parents=True, exist_ok=True)
+    logfile = open(state / "logs" / f"{component}.log", "ab")  # noqa: SIM115 - handed to the child
+    process = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=logfile,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+        cwd=state,
+    )
+    logfile.close()
+    _pid_file(state, component).write_text(f"{process.pid}\n{Path(argv[0]).name}\n")
+
+
+def stop_component(state: Path, component: str, timeout_seconds: float = 15) -> bool:
+    pid = running_pid(state, component)
+    if pid is None:
+        _pid_file(state, component).unlink(missing_ok=True)
+        return False
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + (timeout_seconds if sig == signal.SIGTERM else 5)
+        while time.monotonic() < deadline and running_pid(state, component) == pid:
+            time.sleep(0.1)
+        if running_pid(state, component) != pid:
+            break
+    _pid_file(state, component).unlink(missing_ok=True)
+    return True
+
+
+# --- the API server -------------------------------------------------------------------------
+
+
+def _ssl_context(pki: Pki) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(pki.path("ca.crt")))
+    context.load_cert_chain(str(pki.path("admin.crt")), str(pki.path("admin.key")))
+    return context
+
+
+def _get(url: str, context: ssl.SSLContext | None = None) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, context=context, timeout=3) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read().decode(errors="replace")
+    except (urllib.error.URLError, OSError) as error:
+        return 0, str(error)
+
+
+def _wait(what: str, check: object, state: Path, component: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    assert callable(check)
+    while time.monotonic() < deadline:
+        if check():
+            return
+        if running_pid(state, component) is None:
+            tail = (state / "logs" / f"{component}.log").read_text(errors="replace")[-3000:]
+            raise SystemExit(f"{component} exited while starting; end of its log:\n{tail}")
+        time.sleep(0.2)
+    raise SystemExit(f"{what} did not become ready in {START_TIMEOUT_SECONDS} s")
+
+
+def write_kubeconfig(state: Path, pki: Pki, apiserver_port: int) -> Path:
+    def b64(name: str) -> str:
+        return base64.b64encode(pki.path(name).read_bytes()).decode()
+
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "treadle-local",
+                "cluster": {
+                    "server": f"https://127.0.0.1:{apiserver_port}",
+                    "certificate-authority-data": b64("ca.crt"),
+                },
+            }
+        ],
+        "users": [
+            {
+                "name": "treadle-admin",
+                "user": {
+                    "client-certificate-data": b64("admin.crt"),
+                    "client-key-data": b64("admin.key"),
+                },
+            }
+        ],
+        "contexts": [
+            {
+                "name": "treadle-local",
+                "context": {"cluster": "treadle-local", "user": "treadle-admin"},
+            }
+        ],
+        "current-context": "treadle-local",
+    }
+    path = state / "kubeconfig"
+    path.write_text(json.dumps(config, indent=2))
+    path.chmod(0o600)
+    return path
+
+
+def up() -> None:
+    started = time.monotonic()
+    state = state_dir()
+    state.mkdir(parents=True, exist_ok=True)
+    if all(running_pid(state, c) for c in COMPONENTS):
+        log(f"already running; kubeconfig: {state / 'kubeconfig'}")
+        return
+    binaries = tools_bin()
+    missing = [b for b in ("etcd", "kube-apiserver", "kube-controller-manager") if not (binaries / b).exists()]
+    if missing:
+        raise SystemExit(f"missing {', '.join(missing)} in {binaries}: run hack/tools.sh first")
+    pki = Pki(state / "pki")
+    pki.ensure()
+    chosen = ports(state, choose=not any(running_pid(state, c) for c in COMPONENTS))
+    kubeconfig = write_kubeconfig(state, pki, chosen["apiserver"])
+    context = _ssl_context(pki)
+
+    if not running_pid(state, "etcd"):
+        log(f"starting etcd on 127.0.0.1:{chosen['etcd_client']}")
+        _start(
+            state,
+            "etcd",
+            [
+                str(binaries / "etcd"),
+                "--name=treadle",
+                f"--data-dir={state / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{chosen['etcd_client']}",
+                f"--advertise-client-urls=http://127.0.0.1:{chosen['etcd_client']}",
+                f"--listen-peer-urls=http://127.0.0.1:{chosen['etcd_peer']}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{chosen['etcd_peer']}",
+                f"--initial-cluster=treadle=http://127.0.0.1:{chosen['etcd_peer']}",
+                "--unsafe-no-fsync=false",
+                "--quota-backend-bytes=4294967296",
+                "--log-level=warn",
+            ],
+        )
+        _wait(
+            "etcd",
+            lambda: _get(f"http://127.0.0.1:{chosen['etcd_client']}/health")[0] == 200,
+            state,
+            "etcd",
+        )
+
+    if not running_pid(state, "kube-apiserver"):
+        log(f"starting kube-apiserver on https://127.0.0.1:{chosen['apiserver']}")
+        _start(
+            state,
+            "kube-apiserver",
+            [
+                str(binaries / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{chosen['etcd_client']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={chosen['apiserver']}",
+                f"--cert-dir={state / 'pki'}",
+                f"--tls-cert-file={pki.path('apiserver.crt')}",
+                f"--tls-private-key-file={pki.path('apiserver.key')}",
+                f"--client-ca-file={pki.path('ca.crt')}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki.path('sa.pub')}",
+                f"--service-account-signing-key-file={pki.path('sa.key')}",
+                "--authorization-mode=Node,RBAC",
+                "--enable-admission-plugins=NodeRestriction",
+                "--allow-privileged=true",
+                "--enable-aggregator-routing=true",
+                f"--kubelet-client-certificate={pki.path('apiserver-kubelet-client.crt')}",
+                f"--kubelet-client-key={pki.path('apiserver-kubelet-client.key')}",
+                f"--kubelet-certificate-authority={pki.path('ca.crt')}",
+                "--kubelet-preferred-address-types=InternalIP",
+                "--profiling=false",
+                "--v=1",
+            ],
+        )
+        _wait(
+            "kube-apiserver",
+            lambda: _get(f"https://127.0.0.1:{chosen['apiserver']}/readyz", context)[0] == 200,
+            state,
+            "kube-apiserver",
+        )
+
+    if not running_pid(state, "kube-controller-manager"):
+        log("starting kube-controller-manager")
+        _start(
+            state,
+            "kube-controller-manager",
+            [
+                str(binaries / "kube-controller-manager"),
+                f"--kubeconfig={kubeconfig}",
+                f"--authentication-kubeconfig={kubeconfig}",
+                f"--authorization-kubeconfig={kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={chosen['controller_manager']}",
+                f"--cert-dir={state / 'pki' / 'controller-manager'}",
+                "--leader-elect=false",
+                "--use-service-account-credentials=false",
+                f"--service-account-private-key-file={pki.path('sa.key')}",
+                f"--root-ca-file={pki.path('ca.crt')}",
+                f"--cluster-signing-cert-file={pki.path('ca.crt')}",
+                f"--cluster-signing-key-file={pki.path('ca.key')}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--controllers=*",
+                "--v=1",
+            ],
+        )
+
+    if not running_pid(state, "node-agent"):
+        log(f"starting the node agent (node {NODE_NAME})")
+        _start(
+            state,
+            "node-agent",
+            [
+                sys.executable,
+                str(REPO / "hack" / "nodeagent.py"),
+                f"--kubeconfig={kubeconfig}",
+                f"--node-name={NODE_NAME}",
+                f"--state-dir={state / 'agent'}",
+                f"--kubelet-port={chosen['kubelet']}",
+                f"--tls-cert={pki.path('kubelet.crt')}",
+                f"--tls-key={pki.path('kubelet.key')}",
+                f"--client-ca={pki.path('ca.crt')}",
+            ],
+            env={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
+        )
+
+    def ready() -> bool:
+        # The node is Ready and the controller manager has created the default ServiceAccount.
+        base = f"https://127.0.0.1:{chosen['apiserver']}"
+        code, body = _get(f"{base}/api/v1/nodes/{NODE_NAME}", context)
+        if code != 200:
+            return False
+        conditions = json.loads(body).get("status", {}).get("conditions", [])
+        if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+            return False
+        return _get(f"{base}/api/v1/namespaces/default/serviceaccounts/default", context)[0] == 200
+
+    _wait("the node and the default ServiceAccount", ready, state, "node-agent")
+    for component in COMPONENTS:
+        if not running_pid(state, component):
+            raise SystemExit(f"{component} is not running; see {state / 'logs' / component}.log")
+    log(f"cluster up in {time.monotonic() - started:.1f} s; kubeconfig: {kubeconfig}")
+
+
+def down() -> None:
+    state = state_dir()
+    for component in reversed(COMPONENTS):
+        if stop_component(state, component):
+            log(f"stopped {component}")
+    log("cluster down")
+
+
+def status() -> int:
+    state = state_dir()
+    alive = 0
+    for component in COMPONENTS:
+        pid = running_pid(state, component)
+        alive += pid is not None
+        print(f"{component:<24} {'running, pid ' + str(pid) if pid else 'stopped'}")
+    print(f"kubeconfig               {state / 'kubeconfig'}")
+    return 0 if alive == len(COMPONENTS) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="hack/cluster", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=("up", "down", "status", "purge", "kubeconfig"))
+    args = parser.parse_args()
+    if args.command == "up":
+        up()
+    elif args.command == "down":
+        down()
+    elif args.command == "purge":
+        down()
+        shutil.rmtree(state_dir(), ignore_errors=True)
+        log(f"removed {state_dir()}")
+    elif args.command == "kubeconfig":
+        print(state_dir() / "kubeconfig")
+    else:
+        return status()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# make run / make stop: the local cluster (or $KUBECONFIG's), Redis, the CRDs, the operator and
+# the first example, then what to try next.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+state=${TREADLE_STATE_DIR:-$root/.treadle}
+bin=$root/.venv/bin
+run=$state/run
+mkdir -p "$run" "$state/logs"
+
+say() { printf '[run %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+alive() { [[ -f $1 ]] && kill -0 "$(head -1 "$1")" 2>/dev/null; }
+
+start() {
+  if [[ -n ${KUBECONFIG:-} ]]; then
+    say "using the cluster of KUBECONFIG=$KUBECONFIG"
+    local_cluster=0
+  else
+    "$root/hack/cluster" up
+    export KUBECONFIG=$state/kubeconfig
+    local_cluster=1
+  fi
+  kubectl=$bin/kubectl
+
+  bash "$root/hack/redis.sh" start "$state/redis"
+  # shellcheck disable=SC1091
+  source "$state/redis/redis.env"
+  export TREADLE_REDIS_URL
+
+  say "installing the CRDs"
+  "$kubectl" apply --server-side --force-conflicts -f "$root/crds/" >/dev/null
+  "$kubectl" wait --for condition=established --timeout=60s \
+    crd/workflows.treadle.dev crd/syncjobs.treadle.dev >/dev/null
+
+  if alive "$run/operator.pid"; then
+    say "operator already running (pid $(head -1 "$run/operator.pid"))"
+  else
+    local health metrics
+    health=$(free_port)
+    metrics=$(free_port)
+    say "starting the operator (health 127.0.0.1:$health, metrics 127.0.0.1:$metrics)"
+    setsid "$bin/treadle" operator --health-address "127.0.0.1:$health" \
+      --metrics-address "127.0.0.1:$metrics" >>"$state/logs/operator.log" 2>&1 </dev/null &
+    echo $! >"$run/operator.pid"
+    echo "$health $metrics" >"$run/operator.ports"
+    for _ in $(seq 150); do
+      curl -fsS "http://127.0.0.1:$health/healthz" >/dev/null 2>&1 && break
+      alive "$run/operator.pid" || { tail -30 "$state/logs/operator.log" >&2; exit 1; }
+      sleep 0.2
+    done
+    curl -fsS "http://127.0.0.1:$health/healthz" >/dev/null || {
+      say "the operator did not become healthy; see $state/logs/operator.log"
+      exit 1
+    }
+  fi
+
+  say "applying examples/01-hello.yaml"
+  "$kubectl" apply -f "$root/examples/01-hello.yaml" >/dev/null
+  "$kubectl" wait --for=jsonpath='{.status.observedGeneration}'="$("$kubectl" get twf hello -o jsonpath='{.metadata.generation}')" \
+    --timeout=60s twf/hello >/dev/null
+  echo
+  "$kubectl" get treadle
+  echo
+  cat <<EOF
+Treadle is running.$([[ $local_cluster == 1 ]] && echo " The local cluster's kubeconfig: $KUBECONFIG")
+
+Try next:
+  export KUBECONFIG=$KUBECONFIG PATH=$bin:\$PATH
+  kubectl get twf                          # workflows: Phase, Progress, Age, Message
+  kubectl describe twf hello               # status, conditions and events
+  kubectl explain twf.spec.tasks           # every field, documented
+  kubectl apply -f examples/               # the other examples
+  tail -f $state/logs/operator.log         # the operator's JSON log
+  make stop                                # stop the operator and Redis
+  make cluster-down                        # and the local cluster
+EOF
+}
+
+stop() {
+  if alive "$run/operator.pid"; then
+    local pid
+    pid=$(head -1 "$run/operator.pid")
+    say "stopping the operator (pid $pid)"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$run/operator.pid"
+  bash "$root/hack/redis.sh" stop "$state/redis"
+}
+
+"$@"

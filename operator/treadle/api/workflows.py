@@ -1,0 +1,301 @@
+"""The Workflow resource: a DAG of tasks run by worker pods from a Redis stream."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from treadle.api.base import SET_LIST, Condition, ResourceModel, cel, free_form, map_list
+
+KIND = "Workflow"
+PLURAL = "workflows"
+SINGULAR = "workflow"
+SHORT_NAMES = ["twf"]
+
+TASK_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MAX_TASKS = 500
+EXACTLY_ONE_ACTION = (
+    "[has(self.http), has(self.command), has(self.python)].exists_one(x, x)",
+    "a task needs exactly one action: http, command or python",
+)
+
+
+class Backoff(ResourceModel):
+    """Exponential backoff between attempts: duration × factor^(attempt-1), capped, jittered."""
+
+    duration_seconds: float = Field(default=1.0, gt=0, le=3600)
+    """Delay before the first retry, in seconds."""
+    factor: float = Field(default=2.0, ge=1, le=10)
+    """Multiplier applied to the delay after each failed attempt."""
+    max_duration_seconds: float = Field(default=30.0, gt=0, le=86400)
+    """Upper bound of any single delay, in seconds."""
+    jitter: float = Field(default=0.2, ge=0, le=1)
+    """Fraction of the delay randomised away (0: none, 1: full jitter)."""
+
+
+class RetryPolicy(ResourceModel):
+    """How often a failed task is tried again before it is dead-lettered."""
+
+    limit: int = Field(default=4, ge=0, le=100)
+    """Retries after the first attempt; 0 dead-letters on the first failure."""
+    backoff: Backoff = Field(default_factory=Backoff)
+    """Delay between attempts."""
+
+
+class CircuitBreaker(ResourceModel):
+    """A breaker per target, shared by all workers: opens after consecutive failures."""
+
+    failure_threshold: int = Field(default=5, ge=1, le=1000)
+    """Consecutive failures that open the breaker."""
+    open_seconds: float = Field(default=30.0, gt=0, le=86400)
+    """How long the breaker stays open before one trial call is let through."""
+
+
+class RateLimit(ResourceModel):
+    """A token bucket per target, shared by all workers."""
+
+    per_second: float = Field(gt=0, le=100000)
+    """Tokens added per second."""
+    burst: int = Field(default=1, ge=1, le=100000)
+    """Bucket size: calls allowed at once after a quiet period."""
+
+
+class TaskSettings(ResourceModel):
+    """Per-task settings; set under spec.defaults for all tasks, or on one task."""
+
+    timeout_seconds: float | None = Field(default=None, gt=0, le=86400)
+    """Time one attempt may take before it counts as failed."""
+    retry: RetryPolicy | None = None
+    """Retry policy."""
+    circuit_breaker: CircuitBreaker | None = None
+    """Circuit breaker for the task's target."""
+    rate_limit: RateLimit | None = None
+    """Rate limit for the task's target."""
+
+
+class SecretKeyRef(ResourceModel):
+    """A key of a Secret in the workflow's namespace."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """Name of the Secret."""
+    key: str = Field(min_length=1, max_length=253)
+    """Key inside the Secret."""
+
+
+class HeaderSource(ResourceModel):
+    """Where a header's value comes from."""
+
+    secret_key_ref: SecretKeyRef
+    """A Secret key; the value never appears in status, events or logs."""
+
+
+class Header(ResourceModel):
+    """An HTTP header: a literal value (templated) or one taken from a Secret."""
+
+    model_config = ResourceModel.model_config | {
+        "json_schema_extra": cel(
+            ("has(self.value) != has(self.valueFrom)", "set exactly one of value or valueFrom")
+        )
+    }
+
+    name: str = Field(min_length=1, max_length=256)
+    """Header name."""
+    value: str | None = Field(default=None, max_length=8192)
+    """Header value; may use templates."""
+    value_from: HeaderSource | None = None
+    """Take the value from a Secret."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Header:
+        if (self.value is None) == (self.value_from is None):
+            raise ValueError("set exactly one of value or valueFrom")
+        return self
+
+
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+class HttpAction(ResourceModel):
+    """Call an HTTP endpoint; the output is the JSON body, or the text when it is not JSON."""
+
+    method: HttpMethod = "GET"
+    """HTTP method."""
+    url: str = Field(min_length=1, max_length=8192)
+    """URL; may use templates."""
+    headers: list[Header] = Field(default_factory=list, max_length=64, json_schema_extra=map_list("name"))
+    """Request headers."""
+    body: Any = free_form("Request body: a string is sent as is, anything else as JSON.")
+    expected_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=list, max_length=64, json_schema_extra=SET_LIST
+    )
+    """Status codes that count as success; empty means any 2xx."""
+
+
+class CommandAction(ResourceModel):
+    """Run argv in the worker; the output is stdout, parsed as JSON when it parses."""
+
+    args: list[str] = Field(min_length=1, max_length=1024)
+    """The program and its arguments; each may use templates."""
+
+
+class PythonAction(ResourceModel):
+    """Call a function importable in the worker image with rendered keyword arguments."""
+
+    callable: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$", max_length=512)
+    """`module:function`, e.g. `mypkg.merge:run`; its JSON-serialisable return value is the output."""
+    kwargs: dict[str, Any] | None = free_form("Keyword arguments; string values may use templates.")
+
+
+class Task(TaskSettings):
+    """One node of the DAG."""
+
+    model_config = TaskSettings.model_config | {"json_schema_extra": cel(EXACTLY_ONE_ACTION)}
+
+    name: str = Field(min_length=1, max_length=63, pattern=TASK_NAME_PATTERN)
+    """Task name, unique in the workflow (lower case, digits and '-')."""
+    depends_on: list[Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=list, max_length=MAX_TASKS, json_schema_extra=SET_LIST
+    )
+    """Tasks that must succeed before this one starts."""
+    for_each: str | None = Field(default=None, max_length=4096)
+    """A template that renders to a list: one child task per item, available as `item`."""
+    http: HttpAction | None = None
+    """Call an HTTP endpoint."""
+    command: CommandAction | None = None
+    """Run a command in the worker container."""
+    python: PythonAction | None = None
+    """Call a Python function in the worker."""
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Task:
+        if sum(a is not None for a in (self.http, self.command, self.python)) != 1:
+            raise ValueError(EXACTLY_ONE_ACTION[1])
+        return self
+
+
+class Workers(ResourceModel):
+    """The worker pods the operator runs for this workflow."""
+
+    replicas: int = Field(default=1, ge=1, le=100)
+    """Number of worker pods."""
+    image: str | None = Field(default=None, max_length=1024)
+    """Worker image; defaults to the operator's own image."""
+    resources: dict[str, Any] | None = free_form("Container resources (requests, limits).")
+    env: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Extra environment variables (core/v1 EnvVar).",
+        json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}},
+    )
+
+
+def _unique_task_names(tasks: list[Task]) -> list[Task]:
+    seen: set[str] = set()
+    for index, task in enumerate(tasks):
+        if task.name in seen:
+            raise ValueError(f"tasks[{index}].name: duplicate task name {task.name!r}")
+        seen.add(task.name)
+    return tasks
+
+
+class WorkflowSpec(ResourceModel):
+    """What to run: the tasks, their parameters and limits."""
+
+    suspend: bool = False
+    """When true the workflow is validated but not started; set false to start it."""
+    params: dict[str, Any] | None = free_form("Free-form parameters, available to templates as params.")
+    concurrency: int = Field(default=8, ge=1, le=10000)
+    """Maximum tasks of this workflow executing at once."""
+    active_deadline_seconds: int | None = Field(default=None, ge=1)
+    """The workflow fails when it has run longer than this."""
+    ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
+    """Delete the workflow this long after it finished."""
+    workers: Workers = Field(default_factory=Workers)
+    """Worker pods for this workflow."""
+    defaults: TaskSettings = Field(default_factory=TaskSettings)
+    """Settings every task inherits unless it sets its own."""
+    tasks: list[Task] = Field(min_length=1, max_length=MAX_TASKS, json_schema_extra=map_list("name"))
+    """The tasks of the DAG."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> WorkflowSpec:
+        _unique_task_names(self.tasks)
+        return self
+
+
+WorkflowPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended", "Invalid"]
+TaskPhase = Literal["Pending", "Queued", "Running", "Retrying", "Succeeded", "DeadLettered", "Skipped"]
+
+
+class TaskStatus(ResourceModel):
+    """What happened to one task (or, for forEach, to its children)."""
+
+    phase: TaskPhase
+    """Task phase."""
+    attempts: int | None = Field(default=None, ge=0)
+    """Attempts made so far."""
+    started_at: str | None = None
+    """When the first attempt started."""
+    finished_at: str | None = None
+    """When the task reached a final phase."""
+    next_retry_at: str | None = None
+    """When a Retrying task is tried again."""
+    output: Any = free_form("The task's output, when small; larger outputs live in Redis.")
+    output_ref: str | None = None
+    """Where a large output is stored."""
+    error: str | None = None
+    """The last error."""
+    items: int | None = Field(default=None, ge=0)
+    """forEach: number of children."""
+    succeeded: int | None = Field(default=None, ge=0)
+    """forEach: children that succeeded."""
+    failed: int | None = Field(default=None, ge=0)
+    """forEach: children that failed at least once."""
+    dead_lettered: int | None = Field(default=None, ge=0)
+    """forEach: children that were dead-lettered."""
+
+
+class DeadLetter(ResourceModel):
+    """A task (or forEach child) that exhausted its retries."""
+
+    task: str
+    """Task name."""
+    item: int | None = None
+    """forEach child index."""
+    attempts: int = Field(ge=0)
+    """Attempts made."""
+    error: str
+    """The last error."""
+    at: str
+    """When it was dead-lettered."""
+
+
+class WorkflowStatus(ResourceModel):
+    """The record of truth of a workflow's run."""
+
+    phase: WorkflowPhase | None = None
+    """Pending, Running, Succeeded, Failed, Suspended or Invalid."""
+    progress: str | None = None
+    """Finished / total tasks, forEach children counted."""
+    observed_generation: int | None = None
+    """The metadata.generation this status was computed from."""
+    started_at: str | None = None
+    """When the first task started."""
+    finished_at: str | None = None
+    """When the workflow reached Succeeded or Failed."""
+    message: str | None = None
+    """A human-readable summary of the current phase."""
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=map_list("type"))
+    """Ready, Reconciling and Stalled conditions (metav1.Condition)."""
+    tasks: dict[str, TaskStatus] = Field(default_factory=dict)
+    """Status per task, by task name."""
+    dead_letters: list[DeadLetter] = Field(default_factory=list)
+    """Tasks that exhausted their retries."""
+
+
+PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message"},
+]

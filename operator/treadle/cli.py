@@ -1,0 +1,75 @@
+"""The `treadle` command: the operator process and tools around it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import treadle
+
+
+def _operator(args: argparse.Namespace) -> int:
+    from treadle.handlers import runner
+
+    options = runner.OperatorOptions(
+        namespaces=tuple(args.namespace or ()),
+        health_address=args.health_address,
+        metrics_address=args.metrics_address,
+        log_format=args.log_format,
+        verbose=args.verbose,
+    )
+    asyncio.run(runner.run(options))
+    return 0
+
+
+def _crds(args: argparse.Namespace) -> int:
+    from treadle.api import crds
+
+    if args.output:
+        for path in crds.write(Path(args.output)):
+            print(path)
+    else:
+        sys.stdout.write("---\n".join(crds.render(c) for c in crds.definitions().values()))
+    return 0
+
+
+def _version(_: argparse.Namespace) -> int:
+    print(treadle.__version__)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="treadle", description=treadle.__doc__)
+    commands = top.add_subparsers(dest="command", required=True)
+
+    operator = commands.add_parser("operator", help="run the operator against the current cluster")
+    operator.add_argument(
+        "-n", "--namespace", action="append", help="serve this namespace (repeatable); default all"
+    )
+    operator.add_argument("--health-address", default="127.0.0.1:8080", help="host:port of /healthz")
+    operator.add_argument(
+        "--metrics-address", default="127.0.0.1:9090", help="host:port of /metrics; '' disables"
+    )
+    operator.add_argument("--log-format", choices=("json", "text"), default="json")
+    operator.add_argument("-v", "--verbose", action="store_true")
+    operator.set_defaults(handler=_operator)
+
+    crds = commands.add_parser("crds", help="print the CustomResourceDefinitions")
+    crds.add_argument("-o", "--output", help="write one file per CRD into this directory")
+    crds.set_defaults(handler=_crds)
+
+    version = commands.add_parser("version", help="print the version")
+    version.set_defaults(handler=_version)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""metav1.Condition bookkeeping: set a condition, keeping lastTransitionTime when unchanged."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+
+def timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with second precision, as Kubernetes writes it."""
+    if moment.tzinfo is None:
+        raise ValueError("a timestamp needs an aware datetime")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    conditions: Sequence[dict[str, Any]],
+    *,
+    type: str,
+    status: ConditionStatus,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """The conditions with `type` set; lastTransitionTime moves only when the status changes."""
+    previous = next((c for c in conditions if c.get("type") == type), None)
+    changed = previous is None or previous.get("status") != status
+    updated: dict[str, Any] = {
+        "type": type,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": timestamp(now) if changed else previous["lastTransitionTime"],
+    }
+    if generation is not None:
+        updated["observedGeneration"] = generation
+    others = [c for c in conditions if c.get("type") != type]
+    return sorted([*others, updated], key=lambda c: str(c["type"]))

@@ -1,0 +1,29 @@
+"""Operator settings: where kopf keeps its state on our objects, and watch timeouts."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from treadle.api import GROUP
+from treadle.handlers.registry import registry
+
+FINALIZER = f"{GROUP}/finalizer"
+WATCH_SERVER_TIMEOUT_SECONDS = 300
+WATCH_CLIENT_TIMEOUT_SECONDS = 330
+
+
+@kopf.on.startup(registry=registry)
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = FINALIZER
+    # Watch streams can go silent without an error: make both ends time out and reconnect.
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_SECONDS
+    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_SECONDS
+    settings.watching.connect_timeout = 30
+    settings.posting.level = logging.INFO

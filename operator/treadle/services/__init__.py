@@ -1,0 +1,1 @@
+"""Services: the one place that talks to each outside system (Kubernetes, Redis, HTTP)."""

@@ -1,0 +1,104 @@
+"""Fixtures of every tier: the local cluster, a namespace per test, Redis, the operator.
+
+Servers are real: the cluster is hack/cluster's (started once per session, reused when it is
+already running), Redis is Debian's redis-server.  A failing test gets the tail of the logs of
+whatever it used attached to its report.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from support import cluster as local_cluster
+from support import operator as operator_process
+from support import redis_server
+from support.cluster import REPO, Cluster
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    running, started = local_cluster.start()
+    os.environ["KUBECONFIG"] = str(running.kubeconfig)
+    yield running
+    if started and not os.environ.get("TREADLE_KEEP_CLUSTER"):
+        local_cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> Cluster:
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=established", "--timeout=60s",
+        "crd/workflows.treadle.dev", "crd/syncjobs.treadle.dev",
+    )
+    return cluster
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (without waiting)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"t-{slug}-{secrets.token_hex(3)}"
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl(
+        "wait", "--for=jsonpath={.metadata.name}=default", "--timeout=60s",
+        "serviceaccount/default", "-n", name,
+    )
+    yield name
+    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis_server.RedisServer]:
+    server = redis_server.start(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis(redis_server_process: redis_server.RedisServer) -> AsyncIterator[aioredis.Redis]:
+    """A client of the session's Redis with an empty database."""
+    client = aioredis.Redis.from_url(redis_server_process.url)
+    await client.flushdb()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def operator(
+    crds: Cluster, redis_server_process: redis_server.RedisServer, tmp_path: Path
+) -> Iterator[operator_process.OperatorProcess]:
+    """The operator as a subprocess against the local cluster, for one test."""
+    running = operator_process.start(crds, tmp_path / "operator.log", redis_server_process.url)
+    yield running
+    running.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    report: pytest.TestReport = yield
+    if report.failed:
+        funcargs = getattr(item, "funcargs", {})
+        running = funcargs.get("operator")
+        if isinstance(running, operator_process.OperatorProcess):
+            report.sections.append(("operator log", running.log_tail()))
+        if "cluster" in funcargs or "crds" in funcargs or "namespace" in funcargs:
+            agent_log = local_cluster.state_dir() / "logs" / "node-agent.log"
+            if agent_log.exists():
+                report.sections.append(("node agent log", agent_log.read_text(errors="replace")[-6000:]))
+    return report
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks tests by their tier folder, so `-m "not e2e"` works."""
+    for item in items:
+        for tier in ("integration", "e2e"):
+            if f"/tests/{tier}/" in str(item.path):
+                item.add_marker(getattr(pytest.mark, tier))

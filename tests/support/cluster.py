@@ -1,0 +1,71 @@
+"""The local cluster for tests: started once per session (reused when already running)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER = REPO / "hack" / "cluster"
+KUBECTL = REPO / ".venv" / "bin" / "kubectl"
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("TREADLE_STATE_DIR", REPO / ".treadle")).resolve()
+
+
+def is_running() -> bool:
+    return subprocess.run([CLUSTER, "status"], capture_output=True).returncode == 0
+
+
+@dataclass(frozen=True)
+class Cluster:
+    kubeconfig: Path
+
+    @property
+    def logs(self) -> Path:
+        return state_dir() / "logs"
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Runs kubectl against the cluster; with check, a failure shows kubectl's stderr."""
+        result = subprocess.run(
+            [str(KUBECTL), f"--kubeconfig={self.kubeconfig}", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def get(self, kind: str, name: str, namespace: str) -> dict[str, Any]:
+        out = self.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout
+        return dict(json.loads(out))
+
+    def wait(self, what: str, namespace: str, condition: str, timeout_seconds: int = 60) -> None:
+        """Blocks on the API server's watch until `condition` (kubectl wait's --for) holds."""
+        result = self.kubectl(
+            "wait", what, "-n", namespace, f"--for={condition}", f"--timeout={timeout_seconds}s",
+            check=False, timeout=timeout_seconds + 30,
+        )
+        if result.returncode != 0:
+            state = self.kubectl("get", what, "-n", namespace, "-o", "yaml", check=False).stdout
+            raise AssertionError(f"{what} never reached {condition}: {result.stderr}\n{state}")
+
+
+def start() -> tuple[Cluster, bool]:
+    """The running cluster, starting it when needed; the flag says whether this call started it."""
+    started = not is_running()
+    subprocess.run([CLUSTER, "up"], check=True)
+    return Cluster(state_dir() / "kubeconfig"), started
+
+
+def stop() -> None:
+    subprocess.run([CLUSTER, "down"], check=True)
