@@ -361,7 +361,11 @@ def up() -> None:
         log(f"already running; kubeconfig: {state / 'kubeconfig'}")
         return
     binaries = tools_bin()
-    missing = [b for b in ("etcd", "kube-apiserver", "kube-controller-manager") if not (binaries / b).exists()]
+    missing = [
+        b
+        for b in ("etcd", "kube-apiserver", "kube-controller-manager")
+        if not (binaries / b).exists()
+    ]
     if missing:
         raise SystemExit(f"missing {', '.join(missing)} in {binaries}: run hack/tools.sh first")
     pki = Pki(state / "pki")

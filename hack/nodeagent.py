@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime
-import json
 import logging
 import os
 import platform
@@ -31,12 +30,12 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgspec
 from aiohttp import web
 from lightkube import ALL_NS, ApiError, AsyncClient, KubeConfig
 from lightkube.models.meta_v1 import ObjectMeta
@@ -120,7 +119,9 @@ class Lookups:
         if ref["key"] not in data:
             if optional:
                 return None
-            raise ConfigError(f'couldn\'t find key {ref["key"]} in {kind} {self.namespace}/{ref["name"]}')
+            raise ConfigError(
+                f"couldn't find key {ref['key']} in {kind} {self.namespace}/{ref['name']}"
+            )
         return str(data[ref["key"]])
 
     async def all_of(self, kind: str, ref: Json) -> dict[str, str]:
@@ -156,7 +157,9 @@ def field_value(pod: Json, path: str) -> str:
     raise ConfigError(f"unsupported fieldRef {path}")
 
 
-async def container_env(pod: Json, container: Json, lookups: Lookups, base: dict[str, str]) -> dict[str, str]:
+async def container_env(
+    pod: Json, container: Json, lookups: Lookups, base: dict[str, str]
+) -> dict[str, str]:
     env = dict(base)
     for source in container.get("envFrom") or []:
         prefix = source.get("prefix", "")
@@ -206,9 +209,10 @@ async def probe_once(probe: Json, container: Json, env: dict[str, str], cwd: str
             scheme = (spec.get("scheme") or "HTTP").lower()
             url = f"{scheme}://127.0.0.1:{_port(container, spec['port'])}{spec.get('path') or '/'}"
             headers = {h["name"]: h["value"] for h in spec.get("httpHeaders") or []}
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-                async with session.get(url, headers=headers, ssl=False) as response:
-                    return 200 <= response.status < 400
+            async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as session, session.get(url, headers=headers, ssl=False) as response:
+                return 200 <= response.status < 400
         if probe.get("tcpSocket"):
             port = _port(container, probe["tcpSocket"]["port"])
             _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
@@ -314,13 +318,19 @@ class PodRunner:
         self.dirty.set()
 
     def render_status(self) -> Json:
-        ready = self.phase == "Running" and all(c.ready for c in self.main) and all(
-            c.ready for c in self.init if c.spec.get("restartPolicy") == "Always"
+        ready = (
+            self.phase == "Running"
+            and all(c.ready for c in self.main)
+            and all(c.ready for c in self.init if c.spec.get("restartPolicy") == "Always")
         )
         containers_ready = all(c.ready for c in self.main)
 
         def condition(kind: str, status: bool, reason: str | None = None) -> Json:
-            entry: Json = {"type": kind, "status": "True" if status else "False", "lastProbeTime": None}
+            entry: Json = {
+                "type": kind,
+                "status": "True" if status else "False",
+                "lastProbeTime": None,
+            }
             entry["lastTransitionTime"] = now_iso()
             if reason and not status:
                 entry["reason"] = reason
@@ -392,7 +402,7 @@ class PodRunner:
         except TimeoutError:
             await self.kill_all(grace_seconds=0)
             self.phase, self.reason = "Failed", "DeadlineExceeded"
-            self.message = f"Pod was active on the node longer than the specified deadline"
+            self.message = "Pod was active on the node longer than the specified deadline"
             for container in self.main + self.init:
                 container.ready = False
         except asyncio.CancelledError:
@@ -412,7 +422,9 @@ class PodRunner:
                 )
                 await started.wait()
                 continue
-            await self.keep_running(container, lookups, "Never" if self.policy == "Never" else "OnFailure", None)
+            await self.keep_running(
+                container, lookups, "Never" if self.policy == "Never" else "OnFailure", None
+            )
             if container.exit_code != 0:
                 self.phase = "Failed"
                 self.reason = "InitContainerFailed"
@@ -442,19 +454,30 @@ class PodRunner:
         return float(self.pod["spec"].get("terminationGracePeriodSeconds", 30))
 
     async def keep_running(
-        self, container: ContainerState, lookups: Lookups, policy: str, started: asyncio.Event | None
+        self,
+        container: ContainerState,
+        lookups: Lookups,
+        policy: str,
+        started: asyncio.Event | None,
     ) -> None:
         """Runs a container, restarting it by policy, until it is done or the pod terminates."""
         while not self.terminating:
             try:
-                env = await container_env(self.pod, container.spec, lookups, self.agent.base_env(self.pod))
+                env = await container_env(
+                    self.pod, container.spec, lookups, self.agent.base_env(self.pod)
+                )
             except ConfigError as error:
-                container.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(error)}}
+                container.state = {
+                    "waiting": {"reason": "CreateContainerConfigError", "message": str(error)}
+                }
                 self.changed()
                 lookups._cache.clear()
                 await asyncio.sleep(2)
                 continue
-            argv = [expand(a, env) for a in (container.spec.get("command") or []) + (container.spec.get("args") or [])]
+            argv = [
+                expand(a, env)
+                for a in (container.spec.get("command") or []) + (container.spec.get("args") or [])
+            ]
             program = shutil.which(argv[0], path=env.get("PATH")) if argv else None
             if program is None:
                 container.state = {
@@ -517,7 +540,9 @@ class PodRunner:
                 return
             container.last_state = {"terminated": terminated}
             container.restart_count += 1
-            delay = backoff_seconds(container.restart_count, self.agent.backoff_base, self.agent.backoff_cap)
+            delay = backoff_seconds(
+                container.restart_count, self.agent.backoff_base, self.agent.backoff_cap
+            )
             container.state = {
                 "waiting": {
                     "reason": "CrashLoopBackOff",
@@ -528,10 +553,18 @@ class PodRunner:
             await asyncio.sleep(delay)
 
     async def run_probes(
-        self, container: ContainerState, env: dict[str, str], cwd: str, started: asyncio.Event | None
+        self,
+        container: ContainerState,
+        env: dict[str, str],
+        cwd: str,
+        started: asyncio.Event | None,
     ) -> None:
         spec = container.spec
-        startup, readiness, liveness = spec.get("startupProbe"), spec.get("readinessProbe"), spec.get("livenessProbe")
+        startup, readiness, liveness = (
+            spec.get("startupProbe"),
+            spec.get("readinessProbe"),
+            spec.get("livenessProbe"),
+        )
         if startup:
             if not await self.probe_until(startup, container, env, cwd, want_success=True):
                 await self.stop_process(container, 1)
@@ -549,7 +582,15 @@ class PodRunner:
             loops.append(self.liveness_loop(liveness, container, env, cwd))
         await asyncio.gather(*loops)
 
-    async def probe_until(self, probe: Json, container: ContainerState, env: dict[str, str], cwd: str, *, want_success: bool) -> bool:
+    async def probe_until(
+        self,
+        probe: Json,
+        container: ContainerState,
+        env: dict[str, str],
+        cwd: str,
+        *,
+        want_success: bool,
+    ) -> bool:
         await asyncio.sleep(float(probe.get("initialDelaySeconds") or 0))
         failures = 0
         threshold = int(probe.get("failureThreshold") or 3)
@@ -561,7 +602,14 @@ class PodRunner:
                 return False
             await asyncio.sleep(float(probe.get("periodSeconds") or 10))
 
-    async def readiness_loop(self, probe: Json, container: ContainerState, env: dict[str, str], cwd: str, started: asyncio.Event | None) -> None:
+    async def readiness_loop(
+        self,
+        probe: Json,
+        container: ContainerState,
+        env: dict[str, str],
+        cwd: str,
+        started: asyncio.Event | None,
+    ) -> None:
         await asyncio.sleep(float(probe.get("initialDelaySeconds") or 0))
         successes = failures = 0
         while True:
@@ -577,14 +625,18 @@ class PodRunner:
                 self.changed()
             await asyncio.sleep(float(probe.get("periodSeconds") or 10))
 
-    async def liveness_loop(self, probe: Json, container: ContainerState, env: dict[str, str], cwd: str) -> None:
+    async def liveness_loop(
+        self, probe: Json, container: ContainerState, env: dict[str, str], cwd: str
+    ) -> None:
         await asyncio.sleep(float(probe.get("initialDelaySeconds") or 0))
         failures = 0
         while True:
             failures = 0 if await probe_once(probe, container.spec, env, cwd) else failures + 1
             if failures >= int(probe.get("failureThreshold") or 3):
                 log.info("liveness probe of %s/%s failed; restarting", self.name, container.name)
-                await self.stop_process(container, float(self.pod["spec"].get("terminationGracePeriodSeconds", 30)))
+                await self.stop_process(
+                    container, float(self.pod["spec"].get("terminationGracePeriodSeconds", 30))
+                )
                 return
             await asyncio.sleep(float(probe.get("periodSeconds") or 10))
 
@@ -645,7 +697,9 @@ class Agent:
         self.backoff_base: float = args.restart_backoff_seconds
         self.backoff_cap: float = args.restart_backoff_max_seconds
         self.tls = (args.tls_cert, args.tls_key, args.client_ca)
-        self.client = AsyncClient(config=KubeConfig.from_file(args.kubeconfig), field_manager="treadle-node-agent")
+        self.client = AsyncClient(
+            config=KubeConfig.from_file(args.kubeconfig), field_manager="treadle-node-agent"
+        )
         self.runners: dict[str, PodRunner] = {}
         self.server_host, self.server_port = self._server_address(args.kubeconfig)
 
@@ -708,7 +762,9 @@ class Agent:
                 condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "enough memory"),
                 condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "no disk pressure"),
                 condition("PIDPressure", "False", "KubeletHasSufficientPID", "enough PIDs"),
-                condition("Ready", "True", "KubeletReady", "treadle node agent is posting ready status"),
+                condition(
+                    "Ready", "True", "KubeletReady", "treadle node agent is posting ready status"
+                ),
             ],
             "addresses": [
                 {"type": "InternalIP", "address": POD_IP},
@@ -725,7 +781,9 @@ class Agent:
                 "kubeletVersion": KUBERNETES_VERSION,
                 "kubeProxyVersion": "",
                 "operatingSystem": "linux",
-                "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine()),
+                "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(
+                    platform.machine(), platform.machine()
+                ),
             },
         }
 
@@ -763,7 +821,12 @@ class Agent:
             },
         }
         await self.client.patch(
-            Lease, self.node_name, body, namespace="kube-node-lease", patch_type=PatchType.APPLY, force=True
+            Lease,
+            self.node_name,
+            body,
+            namespace="kube-node-lease",
+            patch_type=PatchType.APPLY,
+            force=True,
         )
 
     async def heartbeat(self) -> None:
@@ -786,10 +849,16 @@ class Agent:
             "target": {"apiVersion": "v1", "kind": "Node", "name": self.node_name},
         }
         try:
-            await self.client.create(Pod.Binding.from_dict(binding), meta["name"], namespace=meta["namespace"])
+            await self.client.create(
+                Pod.Binding.from_dict(binding), meta["name"], namespace=meta["namespace"]
+            )
         except ApiError as error:
             if error.status.code not in (404, 409):
                 log.warning("binding %s/%s: %s", meta["namespace"], meta["name"], error)
+        except msgspec.ValidationError:
+            # The API server answers a Binding with a Status, which lightkube cannot decode
+            # as a Binding: the bind itself succeeded.
+            pass
 
     async def finalize(self, namespace: str, name: str) -> None:
         self.runners_by_name_done(namespace, name)
@@ -810,7 +879,9 @@ class Agent:
                 await runner.kill_all(grace_seconds=0)
             return
         if not spec.get("nodeName"):
-            if spec.get("schedulerName", "default-scheduler") == "default-scheduler" and not meta.get("deletionTimestamp"):
+            if spec.get(
+                "schedulerName", "default-scheduler"
+            ) == "default-scheduler" and not meta.get("deletionTimestamp"):
                 await self.bind(pod)
             return
         if spec["nodeName"] != self.node_name:
@@ -847,8 +918,12 @@ class Agent:
     # kubelet API: just enough for `kubectl logs` -----------------------------------------------
 
     async def container_logs(self, request: web.Request) -> web.StreamResponse:
-        namespace, name, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
-        candidates = sorted((self.state_dir / "pods").glob(f"{namespace}_{name}_*"), key=lambda p: p.stat().st_mtime)
+        namespace, name, container = (
+            request.match_info[k] for k in ("namespace", "pod", "container")
+        )
+        candidates = sorted(
+            (self.state_dir / "pods").glob(f"{namespace}_{name}_*"), key=lambda p: p.stat().st_mtime
+        )
         if not candidates:
             raise web.HTTPNotFound(text=f"pod {namespace}/{name} has no logs on this node")
         logdir = candidates[-1] / container
@@ -863,7 +938,7 @@ class Agent:
         tail = request.query.get("tailLines")
         if tail is not None:
             lines = data.splitlines(keepends=True)
-            data = b"".join(lines[-int(tail):]) if int(tail) > 0 else b""
+            data = b"".join(lines[-int(tail) :]) if int(tail) > 0 else b""
         response = web.StreamResponse(headers={"Content-Type": "text/plain"})
         await response.prepare(request)
         await response.write(data)
@@ -877,7 +952,14 @@ class Agent:
                         handle.seek(offset)
                         await response.write(handle.read(size - offset))
                     offset = size
-                runner = next((r for r in self.runners.values() if r.name == name and r.namespace == namespace), None)
+                runner = next(
+                    (
+                        r
+                        for r in self.runners.values()
+                        if r.name == name and r.namespace == namespace
+                    ),
+                    None,
+                )
                 if runner is None or runner.finished.is_set():
                     break
         await response.write_eof()
@@ -906,7 +988,9 @@ class Agent:
 
     async def shutdown(self) -> None:
         """Agent stop: containers are stopped (like a node that shuts down), pods stay."""
-        await asyncio.gather(*(r.kill_all(grace_seconds=5) for r in self.runners.values()), return_exceptions=True)
+        await asyncio.gather(
+            *(r.kill_all(grace_seconds=5) for r in self.runners.values()), return_exceptions=True
+        )
 
 
 async def _ok() -> web.Response:
@@ -944,7 +1028,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--restart-backoff-max-seconds", type=float, default=30.0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     asyncio.run(amain(args))
 
 

@@ -7,6 +7,8 @@ whatever it used attached to its report.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import re
 import secrets
@@ -22,6 +24,20 @@ from support import redis_server
 from support.cluster import REPO, Cluster
 
 
+@pytest.fixture(autouse=True)
+def _event_loop_for_sync_tests(request: pytest.FixtureRequest) -> Iterator[None]:
+    """looptime's hook asks the policy for a loop even around sync tests, which creates one that
+    nobody closes (a ResourceWarning, an error here); give sync tests a loop and close it."""
+    if inspect.iscoroutinefunction(request.function):
+        yield
+        return
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     running, started = local_cluster.start()
@@ -35,8 +51,11 @@ def cluster() -> Iterator[Cluster]:
 def crds(cluster: Cluster) -> Cluster:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     cluster.kubectl(
-        "wait", "--for=condition=established", "--timeout=60s",
-        "crd/workflows.treadle.dev", "crd/syncjobs.treadle.dev",
+        "wait",
+        "--for=condition=established",
+        "--timeout=60s",
+        "crd/workflows.treadle.dev",
+        "crd/syncjobs.treadle.dev",
     )
     return cluster
 
@@ -48,15 +67,21 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     name = f"t-{slug}-{secrets.token_hex(3)}"
     cluster.kubectl("create", "namespace", name)
     cluster.kubectl(
-        "wait", "--for=jsonpath={.metadata.name}=default", "--timeout=60s",
-        "serviceaccount/default", "-n", name,
+        "wait",
+        "--for=jsonpath={.metadata.name}=default",
+        "--timeout=60s",
+        "serviceaccount/default",
+        "-n",
+        name,
     )
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="session")
-def redis_server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[redis_server.RedisServer]:
+def redis_server_process(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[redis_server.RedisServer]:
     server = redis_server.start(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
@@ -71,12 +96,16 @@ async def redis(redis_server_process: redis_server.RedisServer) -> AsyncIterator
     await client.aclose()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def operator(
-    crds: Cluster, redis_server_process: redis_server.RedisServer, tmp_path: Path
+    crds: Cluster,
+    redis_server_process: redis_server.RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[operator_process.OperatorProcess]:
-    """The operator as a subprocess against the local cluster, for one test."""
-    running = operator_process.start(crds, tmp_path / "operator.log", redis_server_process.url)
+    """The operator as a subprocess against the local cluster, shared by the session's tests
+    (each works in its own namespace)."""
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    running = operator_process.start(crds, log, redis_server_process.url)
     yield running
     running.stop()
 
@@ -92,7 +121,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if "cluster" in funcargs or "crds" in funcargs or "namespace" in funcargs:
             agent_log = local_cluster.state_dir() / "logs" / "node-agent.log"
             if agent_log.exists():
-                report.sections.append(("node agent log", agent_log.read_text(errors="replace")[-6000:]))
+                report.sections.append(
+                    ("node agent log", agent_log.read_text(errors="replace")[-6000:])
+                )
     return report
 
 

@@ -48,7 +48,9 @@ def parser() -> argparse.ArgumentParser:
     operator.add_argument(
         "-n", "--namespace", action="append", help="serve this namespace (repeatable); default all"
     )
-    operator.add_argument("--health-address", default="127.0.0.1:8080", help="host:port of /healthz")
+    operator.add_argument(
+        "--health-address", default="127.0.0.1:8080", help="host:port of /healthz"
+    )
     operator.add_argument(
         "--metrics-address", default="127.0.0.1:9090", help="host:port of /metrics; '' disables"
     )

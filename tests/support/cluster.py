@@ -52,8 +52,14 @@ class Cluster:
     def wait(self, what: str, namespace: str, condition: str, timeout_seconds: int = 60) -> None:
         """Blocks on the API server's watch until `condition` (kubectl wait's --for) holds."""
         result = self.kubectl(
-            "wait", what, "-n", namespace, f"--for={condition}", f"--timeout={timeout_seconds}s",
-            check=False, timeout=timeout_seconds + 30,
+            "wait",
+            what,
+            "-n",
+            namespace,
+            f"--for={condition}",
+            f"--timeout={timeout_seconds}s",
+            check=False,
+            timeout=timeout_seconds + 30,
         )
         if result.returncode != 0:
             state = self.kubectl("get", what, "-n", namespace, "-o", "yaml", check=False).stdout

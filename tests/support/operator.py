@@ -39,10 +39,14 @@ def start(cluster: Cluster, log: Path, redis_url: str) -> OperatorProcess:
     handle = log.open("ab")
     process = subprocess.Popen(
         [
-            str(TREADLE), "operator",
-            f"--health-address=127.0.0.1:{health}", f"--metrics-address=127.0.0.1:{metrics}",
+            str(TREADLE),
+            "operator",
+            f"--health-address=127.0.0.1:{health}",
+            f"--metrics-address=127.0.0.1:{metrics}",
         ],
-        stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
         env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "TREADLE_REDIS_URL": redis_url},
     )
     handle.close()

@@ -40,14 +40,30 @@ class RedisServer:
 def start(directory: Path) -> RedisServer:
     binary = shutil.which("redis-server")
     if binary is None:
-        raise RuntimeError("redis-server is missing: run `make redis-server` (hack/redis.sh install)")
+        raise RuntimeError(
+            "redis-server is missing: run `make redis-server` (hack/redis.sh install)"
+        )
     port, password = free_port(), secrets.token_hex(12)
     directory.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
         [
-            binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-            "--requirepass", password, "--logfile", str(directory / "redis.log"),
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dir",
+            str(directory),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--requirepass",
+            password,
+            "--logfile",
+            str(directory / "redis.log"),
         ],
         stdin=subprocess.DEVNULL,
     )

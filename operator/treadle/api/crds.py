@@ -52,9 +52,7 @@ def structural(node: Schema, defs: dict[str, Schema]) -> Schema:
         return structural({**options[0], **{k: v for k, v in node.items() if k != "default"}}, defs)
     out: Schema = {}
     for key, value in node.items():
-        if key in _KEPT:
-            out[key] = value
-        elif key.startswith("x-kubernetes-"):
+        if key in _KEPT or key.startswith("x-kubernetes-"):
             out[key] = value
         elif key == "const":
             out["enum"] = [value]

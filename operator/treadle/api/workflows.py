@@ -123,7 +123,9 @@ class HttpAction(ResourceModel):
     """HTTP method."""
     url: str = Field(min_length=1, max_length=8192)
     """URL; may use templates."""
-    headers: list[Header] = Field(default_factory=list, max_length=64, json_schema_extra=map_list("name"))
+    headers: list[Header] = Field(
+        default_factory=list, max_length=64, json_schema_extra=map_list("name")
+    )
     """Request headers."""
     body: Any = free_form("Request body: a string is sent as is, anything else as JSON.")
     expected_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
@@ -142,7 +144,9 @@ class CommandAction(ResourceModel):
 class PythonAction(ResourceModel):
     """Call a function importable in the worker image with rendered keyword arguments."""
 
-    callable: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$", max_length=512)
+    callable: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$", max_length=512
+    )
     """`module:function`, e.g. `mypkg.merge:run`; its JSON-serialisable return value is the output."""
     kwargs: dict[str, Any] | None = free_form("Keyword arguments; string values may use templates.")
 
@@ -203,7 +207,9 @@ class WorkflowSpec(ResourceModel):
 
     suspend: bool = False
     """When true the workflow is validated but not started; set false to start it."""
-    params: dict[str, Any] | None = free_form("Free-form parameters, available to templates as params.")
+    params: dict[str, Any] | None = free_form(
+        "Free-form parameters, available to templates as params."
+    )
     concurrency: int = Field(default=8, ge=1, le=10000)
     """Maximum tasks of this workflow executing at once."""
     active_deadline_seconds: int | None = Field(default=None, ge=1)
@@ -214,7 +220,9 @@ class WorkflowSpec(ResourceModel):
     """Worker pods for this workflow."""
     defaults: TaskSettings = Field(default_factory=TaskSettings)
     """Settings every task inherits unless it sets its own."""
-    tasks: list[Task] = Field(min_length=1, max_length=MAX_TASKS, json_schema_extra=map_list("name"))
+    tasks: list[Task] = Field(
+        min_length=1, max_length=MAX_TASKS, json_schema_extra=map_list("name")
+    )
     """The tasks of the DAG."""
 
     @model_validator(mode="after")
@@ -224,7 +232,9 @@ class WorkflowSpec(ResourceModel):
 
 
 WorkflowPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended", "Invalid"]
-TaskPhase = Literal["Pending", "Queued", "Running", "Retrying", "Succeeded", "DeadLettered", "Skipped"]
+TaskPhase = Literal[
+    "Pending", "Queued", "Running", "Retrying", "Succeeded", "DeadLettered", "Skipped"
+]
 
 
 class TaskStatus(ResourceModel):

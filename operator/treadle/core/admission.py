@@ -60,16 +60,31 @@ def workflow_status(
         message = "waiting for its tasks to be scheduled"
         phase, ready_reason, stalled = "Pending", "Pending", False
     current = conditions.set_condition(
-        previous, type="Ready", status="False", reason=ready_reason, message=message,
-        generation=generation, now=now,
+        previous,
+        type="Ready",
+        status="False",
+        reason=ready_reason,
+        message=message,
+        generation=generation,
+        now=now,
     )
     current = conditions.set_condition(
-        current, type="Stalled", status="True" if stalled else "False", reason=ready_reason,
-        message=message if stalled else "", generation=generation, now=now,
+        current,
+        type="Stalled",
+        status="True" if stalled else "False",
+        reason=ready_reason,
+        message=message if stalled else "",
+        generation=generation,
+        now=now,
     )
     current = conditions.set_condition(
-        current, type="Reconciling", status="False" if stalled or phase == "Suspended" else "True",
-        reason=ready_reason, message="" if stalled else message, generation=generation, now=now,
+        current,
+        type="Reconciling",
+        status="False" if stalled or phase == "Suspended" else "True",
+        reason=ready_reason,
+        message="" if stalled else message,
+        generation=generation,
+        now=now,
     )
     total = 0 if parsed is None else len(parsed.tasks)
     return {

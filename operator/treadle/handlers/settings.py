@@ -27,3 +27,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_SECONDS
     settings.watching.connect_timeout = 30
     settings.posting.level = logging.INFO
+
+
+@kopf.on.login(registry=registry)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config."""
+    credentials: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+    return credentials or kopf.login_with_kubeconfig(**kwargs)

@@ -35,7 +35,9 @@ def test_crd_files_match_the_models(name: str) -> None:
 def test_crd_schema_is_structural(name: str) -> None:
     root = crds.definitions()[name]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     for path, node in walk(root):
-        assert not {"$ref", "anyOf", "oneOf", "allOf", "const", "title", "default"} & node.keys(), path
+        assert not {"$ref", "anyOf", "oneOf", "allOf", "const", "title", "default"} & node.keys(), (
+            path
+        )
         assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), path
         assert node.get("additionalProperties") is not True, path
 
@@ -44,15 +46,22 @@ def test_crd_schema_is_structural(name: str) -> None:
 def test_every_spec_field_is_described_for_kubectl_explain(name: str) -> None:
     root = crds.definitions()[name]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     spec = root["properties"]["spec"]
-    missing = [path for path, node in walk(spec, ".spec")[1:] if not node.get("description")
-               and not path.endswith("[]")]
+    missing = [
+        path
+        for path, node in walk(spec, ".spec")[1:]
+        if not node.get("description") and not path.endswith("[]")
+    ]
     assert missing == []
 
 
 def test_workflow_crd_names_match_the_spec() -> None:
     crd = yaml.safe_load((CRD_DIR / "workflows.treadle.dev.yaml").read_text())
     names = crd["spec"]["names"]
-    assert (names["kind"], names["shortNames"], names["categories"]) == ("Workflow", ["twf"], ["treadle"])
+    assert (names["kind"], names["shortNames"], names["categories"]) == (
+        "Workflow",
+        ["twf"],
+        ["treadle"],
+    )
     columns = [c["name"] for c in crd["spec"]["versions"][0]["additionalPrinterColumns"]]
     assert columns == ["Phase", "Progress", "Age", "Message"]
 
@@ -60,12 +69,18 @@ def test_workflow_crd_names_match_the_spec() -> None:
 def test_syncjob_crd_names_match_the_spec() -> None:
     crd = yaml.safe_load((CRD_DIR / "syncjobs.treadle.dev.yaml").read_text())
     names = crd["spec"]["names"]
-    assert (names["kind"], names["shortNames"], names["categories"]) == ("SyncJob", ["sj"], ["treadle"])
+    assert (names["kind"], names["shortNames"], names["categories"]) == (
+        "SyncJob",
+        ["sj"],
+        ["treadle"],
+    )
 
 
 def test_tasks_are_a_map_list_keyed_by_name_with_one_action_rule() -> None:
     crd = crds.definitions()["workflows.treadle.dev.yaml"]
-    tasks = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["tasks"]
+    tasks = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"
+    ]["tasks"]
     assert tasks["x-kubernetes-list-type"] == "map"
     assert tasks["x-kubernetes-list-map-keys"] == ["name"]
     rules = [v["rule"] for v in tasks["items"]["x-kubernetes-validations"]]

@@ -61,7 +61,11 @@ def test_a_header_takes_a_value_or_a_secret_not_both() -> None:
 
 
 def test_skipped_retry_bounds_must_be_ordered() -> None:
-    job = {"schedule": "* * * * *", "template": {"spec": {}}, "skippedRetry": {"minSeconds": 60, "maxSeconds": 30}}
+    job = {
+        "schedule": "* * * * *",
+        "template": {"spec": {}},
+        "skippedRetry": {"minSeconds": 60, "maxSeconds": 30},
+    }
     _, problems = admission.parse(syncjobs.SyncJobSpec, job)
     assert problems == ["spec.skippedRetry: minSeconds must not exceed maxSeconds"]
 
@@ -69,7 +73,9 @@ def test_skipped_retry_bounds_must_be_ordered() -> None:
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_example_parses(path: Path) -> None:
     for document in yaml.safe_load_all(path.read_text()):
-        model = {"Workflow": workflows.WorkflowSpec, "SyncJob": syncjobs.SyncJobSpec}[document["kind"]]
+        model = {"Workflow": workflows.WorkflowSpec, "SyncJob": syncjobs.SyncJobSpec}[
+            document["kind"]
+        ]
         _, problems = admission.parse(model, document["spec"])
         assert problems == []
 

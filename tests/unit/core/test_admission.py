@@ -3,8 +3,12 @@ from datetime import UTC, datetime
 from treadle.core import admission
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
-VALID = {"tasks": [{"name": "a", "command": {"args": ["true"]}},
-                   {"name": "b", "dependsOn": ["a"], "command": {"args": ["true"]}}]}
+VALID = {
+    "tasks": [
+        {"name": "a", "command": {"args": ["true"]}},
+        {"name": "b", "dependsOn": ["a"], "command": {"args": ["true"]}},
+    ]
+}
 
 
 def condition(status: dict, kind: str) -> dict:
@@ -13,7 +17,11 @@ def condition(status: dict, kind: str) -> dict:
 
 def test_a_valid_workflow_is_pending_and_not_ready_while_reconciling() -> None:
     status = admission.workflow_status(VALID, None, generation=3, now=NOW)
-    assert (status["phase"], status["observedGeneration"], status["progress"]) == ("Pending", 3, "0/2")
+    assert (status["phase"], status["observedGeneration"], status["progress"]) == (
+        "Pending",
+        3,
+        "0/2",
+    )
     assert condition(status, "Ready")["status"] == "False"
     assert condition(status, "Reconciling")["status"] == "True"
     assert condition(status, "Stalled")["status"] == "False"

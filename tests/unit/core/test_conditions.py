@@ -12,33 +12,58 @@ def test_a_new_condition_transitions_now() -> None:
         [], type="Ready", status="False", reason="Pending", message="m", generation=1, now=T0
     )
     assert ready == {
-        "type": "Ready", "status": "False", "reason": "Pending", "message": "m",
-        "lastTransitionTime": "2026-11-22T08:00:00Z", "observedGeneration": 1,
+        "type": "Ready",
+        "status": "False",
+        "reason": "Pending",
+        "message": "m",
+        "lastTransitionTime": "2026-11-22T08:00:00Z",
+        "observedGeneration": 1,
     }
 
 
 def test_same_status_keeps_the_transition_time_but_updates_the_rest() -> None:
-    first = conditions.set_condition([], type="Ready", status="False", reason="A", message="",
-                                     generation=1, now=T0)
-    [again] = conditions.set_condition(first, type="Ready", status="False", reason="B",
-                                       message="x", generation=2, now=T0 + timedelta(hours=1))
+    first = conditions.set_condition(
+        [], type="Ready", status="False", reason="A", message="", generation=1, now=T0
+    )
+    [again] = conditions.set_condition(
+        first,
+        type="Ready",
+        status="False",
+        reason="B",
+        message="x",
+        generation=2,
+        now=T0 + timedelta(hours=1),
+    )
     assert (again["lastTransitionTime"], again["reason"], again["observedGeneration"]) == (
-        "2026-11-22T08:00:00Z", "B", 2)
+        "2026-11-22T08:00:00Z",
+        "B",
+        2,
+    )
 
 
 def test_a_status_change_moves_the_transition_time() -> None:
-    first = conditions.set_condition([], type="Ready", status="False", reason="A", message="",
-                                     generation=1, now=T0)
-    [changed] = conditions.set_condition(first, type="Ready", status="True", reason="Done",
-                                         message="", generation=1, now=T0 + timedelta(minutes=5))
+    first = conditions.set_condition(
+        [], type="Ready", status="False", reason="A", message="", generation=1, now=T0
+    )
+    [changed] = conditions.set_condition(
+        first,
+        type="Ready",
+        status="True",
+        reason="Done",
+        message="",
+        generation=1,
+        now=T0 + timedelta(minutes=5),
+    )
     assert changed["lastTransitionTime"] == "2026-11-22T08:05:00Z"
 
 
 def test_other_conditions_are_kept_and_sorted_by_type() -> None:
-    current = conditions.set_condition([], type="Stalled", status="False", reason="A", message="",
-                                       generation=1, now=T0)
-    current = conditions.set_condition(current, type="Ready", status="False", reason="A",
-                                       message="", generation=1, now=T0)
+    current = conditions.set_condition(
+        [], type="Stalled", status="False", reason="A", message="", generation=1, now=T0
+    )
+    current = conditions.set_condition(
+        current, type="Ready", status="False", reason="A", message="", generation=1, now=T0
+    )
     assert [c["type"] for c in current] == ["Ready", "Stalled"]
 
 

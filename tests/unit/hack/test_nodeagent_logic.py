@@ -11,8 +11,13 @@ def test_expansion_replaces_known_names_and_keeps_unknown_ones() -> None:
 
 @pytest.mark.parametrize(
     ("policy", "exit_code", "restart"),
-    [("Always", 0, True), ("Always", 1, True), ("OnFailure", 0, False), ("OnFailure", 2, True),
-     ("Never", 1, False)],
+    [
+        ("Always", 0, True),
+        ("Always", 1, True),
+        ("OnFailure", 0, False),
+        ("OnFailure", 2, True),
+        ("Never", 1, False),
+    ],
 )
 def test_restart_follows_the_pod_restart_policy(policy: str, exit_code: int, restart: bool) -> None:
     assert nodeagent.restart_wanted(policy, exit_code) is restart
@@ -23,8 +28,17 @@ def test_crash_loop_backoff_doubles_up_to_the_cap() -> None:
 
 
 def test_field_refs_resolve_pod_metadata() -> None:
-    pod = {"metadata": {"name": "p", "namespace": "n", "uid": "u", "labels": {"app": "x"}},
-           "spec": {"nodeName": "node"}}
-    assert [nodeagent.field_value(pod, f) for f in (
-        "metadata.name", "metadata.namespace", "metadata.uid", "status.podIP",
-        "metadata.labels['app']")] == ["p", "n", "u", "127.0.0.1", "x"]
+    pod = {
+        "metadata": {"name": "p", "namespace": "n", "uid": "u", "labels": {"app": "x"}},
+        "spec": {"nodeName": "node"},
+    }
+    assert [
+        nodeagent.field_value(pod, f)
+        for f in (
+            "metadata.name",
+            "metadata.namespace",
+            "metadata.uid",
+            "status.podIP",
+            "metadata.labels['app']",
+        )
+    ] == ["p", "n", "u", "127.0.0.1", "x"]

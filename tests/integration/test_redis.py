@@ -1,0 +1,39 @@
+"""The tests' Redis is a real redis-server with a password, AOF on, and a fresh database."""
+
+from __future__ import annotations
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, ResponseError
+
+from support.redis_server import RedisServer
+
+
+async def test_redis_refuses_clients_without_the_password(
+    redis_server_process: RedisServer,
+) -> None:
+    client = aioredis.Redis(host="127.0.0.1", port=redis_server_process.port)
+    with pytest.raises((AuthenticationError, ResponseError)):
+        await client.ping()
+    await client.aclose()
+
+
+async def test_redis_runs_with_append_only_persistence(redis: aioredis.Redis) -> None:
+    assert await redis.config_get("appendonly") in ({"appendonly": "yes"}, {b"appendonly": b"yes"})
+
+
+async def test_each_test_starts_with_an_empty_database(redis: aioredis.Redis) -> None:
+    assert await redis.dbsize() == 0
+    await redis.set("left-behind", 1)
+
+
+async def test_another_test_does_not_see_the_first_ones_keys(redis: aioredis.Redis) -> None:
+    assert await redis.get("left-behind") is None
+
+
+async def test_redis_has_streams_with_autoclaim(redis: aioredis.Redis) -> None:
+    await redis.xgroup_create("s", "g", id="0", mkstream=True)
+    await redis.xadd("s", {"k": "v"})
+    await redis.xreadgroup("g", "c1", {"s": ">"})
+    claimed = await redis.xautoclaim("s", "g", "c2", min_idle_time=0)
+    assert len(claimed[1]) == 1
