@@ -29,7 +29,7 @@ tools: ## build or install the pinned cluster tools into ~/.cache/treadle
 redis-server: ## install Debian's redis-server when missing
 	@bash hack/redis.sh install
 
-cluster-up: venv tools ## start the local cluster (etcd, kube-apiserver, controller-manager, node agent)
+cluster-up: venv ## start the local cluster (etcd, kube-apiserver, controller-manager, node agent)
 	@hack/cluster up
 
 cluster-down: ## stop the local cluster and everything make run started
@@ -39,7 +39,7 @@ cluster-down: ## stop the local cluster and everything make run started
 cluster-status: ## show what the local cluster runs
 	@hack/cluster status
 
-run: venv tools redis-server ## start everything and run the example workflow
+run: venv redis-server ## start everything and run the example workflow
 	@bash hack/run.sh start
 
 stop: ## stop the operator and Redis that make run started (the cluster keeps running)
@@ -58,14 +58,14 @@ format: venv ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix operator tests hack
 	$(BIN)/ruff format operator tests hack
 
-test: venv tools redis-server lint ## install what tests need and run the whole suite
+test: venv redis-server lint ## install what tests need and run the whole suite
 	$(BIN)/python -m pytest tests
 
 test-unit: venv ## only the unit tests (no servers)
 	$(BIN)/python -m pytest tests/unit
 
-test-integration: venv tools redis-server
+test-integration: venv redis-server
 	$(BIN)/python -m pytest tests/integration
 
-test-e2e: venv tools redis-server
+test-e2e: venv redis-server
 	$(BIN)/python -m pytest tests/e2e

@@ -209,9 +209,10 @@ async def probe_once(probe: Json, container: Json, env: dict[str, str], cwd: str
             scheme = (spec.get("scheme") or "HTTP").lower()
             url = f"{scheme}://127.0.0.1:{_port(container, spec['port'])}{spec.get('path') or '/'}"
             headers = {h["name"]: h["value"] for h in spec.get("httpHeaders") or []}
-            async with aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as session, session.get(url, headers=headers, ssl=False) as response:
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
+                session.get(url, headers=headers, ssl=False) as response,
+            ):
                 return 200 <= response.status < 400
         if probe.get("tcpSocket"):
             port = _port(container, probe["tcpSocket"]["port"])
@@ -302,6 +303,7 @@ class PodRunner:
         self.initialized = False
         self.start_time = now_iso()
         self.terminating = False
+        self.terminator: asyncio.Task[None] | None = None
         self.dirty = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.flusher: asyncio.Task[None] | None = None
@@ -483,8 +485,8 @@ class PodRunner:
                 container.state = {
                     "waiting": {
                         "reason": "CreateContainerError",
-                        "message": f"executable {argv[0] if argv else '(none)'!r} not found "
-                        "(the local node agent ignores images; name the program in command or args)",
+                        "message": f"executable {argv[0] if argv else '(none)'!r} not found (the "
+                        "local node agent ignores images; name the program in command or args)",
                     }
                 }
                 container.done, container.exit_code = True, 128
@@ -512,9 +514,8 @@ class PodRunner:
             container.state = {"running": {"startedAt": started_at}}
             container.exit_code = None
             probes = asyncio.create_task(self.run_probes(container, env, cwd, started))
-            if self.initialized or container.spec.get("restartPolicy") == "Always":
-                if self.phase == "Pending" and container in self.main:
-                    self.phase = "Running"
+            if self.phase == "Pending" and container in self.main:
+                self.phase = "Running"
             self.changed()
             code = await container.process.wait()
             probes.cancel()
@@ -546,7 +547,8 @@ class PodRunner:
             container.state = {
                 "waiting": {
                     "reason": "CrashLoopBackOff",
-                    "message": f"back-off {delay:g}s restarting failed container={container.name} pod={self.name}",
+                    "message": f"back-off {delay:g}s restarting failed "
+                    f"container={container.name} pod={self.name}",
                 }
             }
             self.changed()
@@ -565,10 +567,9 @@ class PodRunner:
             spec.get("readinessProbe"),
             spec.get("livenessProbe"),
         )
-        if startup:
-            if not await self.probe_until(startup, container, env, cwd, want_success=True):
-                await self.stop_process(container, 1)
-                return
+        if startup and not await self.probe_until(startup, container, env, cwd):
+            await self.stop_process(container, 1)
+            return
         container.started = True
         if readiness is None:
             container.ready = True
@@ -892,7 +893,9 @@ class Agent:
                 await self.finalize(meta["namespace"], meta["name"])
             elif not runner.terminating:
                 runner.pod = pod
-                asyncio.create_task(runner.terminate(), name=f"terminate:{meta['name']}")
+                runner.terminator = asyncio.create_task(
+                    runner.terminate(), name=f"terminate:{meta['name']}"
+                )
             return
         if runner is None:
             phase = (pod.get("status") or {}).get("phase")

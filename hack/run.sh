@@ -73,7 +73,7 @@ Try next:
   kubectl describe twf hello               # status, conditions and events
   kubectl explain twf.spec.tasks           # every field, documented
   kubectl apply -f examples/               # the other examples
-  tail -f $state/logs/operator.log         # the operator's JSON log
+  tail -f .treadle/logs/operator.log       # the operator's JSON log
   make stop                                # stop the operator and Redis
   make cluster-down                        # and the local cluster
 EOF

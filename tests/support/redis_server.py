@@ -72,9 +72,10 @@ def start(directory: Path) -> RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return RedisServer(directory, port, password, process)
-        except OSError:
+        except OSError as error:
             if process.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {(directory / 'redis.log').read_text()}")
+                log = (directory / "redis.log").read_text()
+                raise RuntimeError(f"redis-server exited: {log}") from error
             time.sleep(0.05)
     process.kill()
     raise RuntimeError("redis-server did not start in 10 s")

@@ -22,7 +22,8 @@ class SkippedRetry(ResourceModel):
     model_config = ResourceModel.model_config | {
         "json_schema_extra": cel(
             (
-                "!has(self.minSeconds) || !has(self.maxSeconds) || self.minSeconds <= self.maxSeconds",
+                "!has(self.minSeconds) || !has(self.maxSeconds)"
+                " || self.minSeconds <= self.maxSeconds",
                 "minSeconds must not exceed maxSeconds",
             )
         )

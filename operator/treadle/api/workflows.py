@@ -147,7 +147,8 @@ class PythonAction(ResourceModel):
     callable: str = Field(
         pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$", max_length=512
     )
-    """`module:function`, e.g. `mypkg.merge:run`; its JSON-serialisable return value is the output."""
+    """`module:function`, e.g. `mypkg.merge:run`; its JSON-serialisable return value is the
+    output."""
     kwargs: dict[str, Any] | None = free_form("Keyword arguments; string values may use templates.")
 
 

@@ -34,7 +34,9 @@ def set_condition(
         "status": status,
         "reason": reason,
         "message": message,
-        "lastTransitionTime": timestamp(now) if changed else previous["lastTransitionTime"],
+        "lastTransitionTime": (
+            timestamp(now) if previous is None or changed else previous["lastTransitionTime"]
+        ),
     }
     if generation is not None:
         updated["observedGeneration"] = generation
