@@ -68,7 +68,7 @@ start() {
 Treadle is running.$([[ $local_cluster == 1 ]] && echo " The local cluster's kubeconfig: $KUBECONFIG")
 
 Try next:
-  export KUBECONFIG=$KUBECONFIG PATH=$bin:\$PATH
+  export KUBECONFIG=$KUBECONFIG PATH=$bin:$(bash "$root/hack/tools.sh" --print):\$PATH
   kubectl get twf                          # workflows: Phase, Progress, Age, Message
   kubectl describe twf hello               # status, conditions and events
   kubectl explain twf.spec.tasks           # every field, documented

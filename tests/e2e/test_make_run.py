@@ -1,0 +1,48 @@
+"""`make run`'s script brings up a private cluster, Redis, the CRDs, the operator and the first
+example, and ends with `kubectl get treadle` answering and the next commands printed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from support.cluster import CLUSTER, KUBECTL, REPO
+
+
+def test_make_run_starts_everything_and_applies_the_first_example(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env["TREADLE_STATE_DIR"] = str(tmp_path / "state")
+    run = REPO / "hack" / "run.sh"
+    try:
+        started = subprocess.run(
+            ["bash", str(run), "start"], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert started.returncode == 0, started.stderr
+        assert "workflow.treadle.dev/hello" in started.stdout
+        assert "Try next:" in started.stdout
+        kubeconfig = tmp_path / "state" / "kubeconfig"
+        phase = subprocess.run(
+            [
+                str(KUBECTL),
+                f"--kubeconfig={kubeconfig}",
+                "get",
+                "twf",
+                "hello",
+                "-o",
+                "jsonpath={.status.phase}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert phase == "Pending"
+        again = subprocess.run(
+            ["bash", str(run), "start"], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert again.returncode == 0, again.stderr
+        assert "operator already running" in again.stderr
+    finally:
+        subprocess.run(["bash", str(run), "stop"], env=env, timeout=120)
+        subprocess.run([str(CLUSTER), "down"], env=env, timeout=120)
+    assert not (tmp_path / "state" / "run" / "operator.pid").exists()

@@ -1,0 +1,66 @@
+"""hack/cluster is idempotent and `down` leaves no process behind (on a private second cluster)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from support.cluster import CLUSTER, KUBECTL, Cluster
+
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "node-agent")
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def private_state(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    return {**env, "TREADLE_STATE_DIR": str(tmp_path / "state")}
+
+
+def cluster_command(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLUSTER), *args], env=env, capture_output=True, text=True, timeout=180
+    )
+
+
+def test_up_twice_reports_the_running_cluster_and_down_leaves_no_process(
+    private_state: dict[str, str], tmp_path: Path
+) -> None:
+    first = cluster_command(private_state, "up")
+    try:
+        assert first.returncode == 0, first.stderr
+        state = Path(private_state["TREADLE_STATE_DIR"])
+        pids = [int((state / "run" / f"{c}.pid").read_text().split()[0]) for c in COMPONENTS]
+        assert all(alive(pid) for pid in pids)
+        second = cluster_command(private_state, "up")
+        assert "already running" in second.stderr
+        assert cluster_command(private_state, "status").returncode == 0
+        nodes = subprocess.run(
+            [str(KUBECTL), f"--kubeconfig={state / 'kubeconfig'}", "get", "nodes", "-o", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        [node] = json.loads(nodes.stdout)["items"]
+        ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "True"
+    finally:
+        down = cluster_command(private_state, "down")
+    assert down.returncode == 0
+    assert not any(alive(pid) for pid in pids)
+    assert cluster_command(private_state, "status").returncode == 1
+
+
+def test_the_api_server_listens_on_loopback_only(cluster: Cluster) -> None:
+    server = json.loads(cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    assert server.startswith("https://127.0.0.1:")
