@@ -69,3 +69,20 @@ def test_the_operator_logs_json(crds: Cluster, operator: OperatorProcess, namesp
     lines = [line for line in operator.log_tail(100_000).splitlines() if line.startswith("{")]
     assert lines, "no JSON log line"
     assert all("message" in json.loads(line) for line in lines)
+
+
+def test_a_cyclic_workflow_is_refused_with_the_cycle_path_and_never_runs(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    tasks = [
+        {"name": "a", "dependsOn": ["c"], "command": {"args": ["true"]}},
+        {"name": "b", "dependsOn": ["a"], "command": {"args": ["true"]}},
+        {"name": "c", "dependsOn": ["b"], "command": {"args": ["true"]}},
+    ]
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=workflow("loop", tasks=tasks))
+    crds.wait("twf/loop", namespace, "jsonpath={.status.phase}=Invalid")
+    status = crds.get("twf", "loop", namespace)["status"]
+    assert status["message"] == "spec.tasks: dependency cycle a -> b -> c -> a"
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True"
+    assert crds.kubectl("get", "pods", "-n", namespace, "-o", "name").stdout == ""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, ResponseError
 
 from support.redis_server import RedisServer
@@ -12,7 +14,9 @@ from support.redis_server import RedisServer
 async def test_redis_refuses_clients_without_the_password(
     redis_server_process: RedisServer,
 ) -> None:
-    client = aioredis.Redis(host="127.0.0.1", port=redis_server_process.port)
+    client = aioredis.Redis(
+        host="127.0.0.1", port=redis_server_process.port, retry=Retry(NoBackoff(), retries=0)
+    )
     with pytest.raises((AuthenticationError, ResponseError)):
         await client.ping()
     await client.aclose()

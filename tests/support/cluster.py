@@ -15,11 +15,16 @@ KUBECTL = REPO / ".venv" / "bin" / "kubectl"
 
 
 def state_dir() -> Path:
-    return Path(os.environ.get("TREADLE_STATE_DIR", REPO / ".treadle")).resolve()
+    """The tests' own cluster, apart from `make run`'s, so that no other operator interferes."""
+    return Path(os.environ.get("TREADLE_TEST_STATE_DIR", REPO / ".treadle" / "test")).resolve()
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "TREADLE_STATE_DIR": str(state_dir())}
 
 
 def is_running() -> bool:
-    return subprocess.run([CLUSTER, "status"], capture_output=True).returncode == 0
+    return subprocess.run([CLUSTER, "status"], capture_output=True, env=_env()).returncode == 0
 
 
 @dataclass(frozen=True)
@@ -69,9 +74,9 @@ class Cluster:
 def start() -> tuple[Cluster, bool]:
     """The running cluster, starting it when needed; the flag says whether this call started it."""
     started = not is_running()
-    subprocess.run([CLUSTER, "up"], check=True)
+    subprocess.run([CLUSTER, "up"], check=True, env=_env())
     return Cluster(state_dir() / "kubeconfig"), started
 
 
 def stop() -> None:
-    subprocess.run([CLUSTER, "down"], check=True)
+    subprocess.run([CLUSTER, "down"], check=True, env=_env())

@@ -41,6 +41,7 @@ def start(cluster: Cluster, log: Path, redis_url: str) -> OperatorProcess:
         [
             str(TREADLE),
             "operator",
+            "--verbose",
             f"--health-address=127.0.0.1:{health}",
             f"--metrics-address=127.0.0.1:{metrics}",
         ],

@@ -6,14 +6,14 @@ so a workflow that slipped past a missing webhook still never runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from treadle.api import workflows
-from treadle.core import conditions
+from treadle.core import conditions, dags, templating
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -44,11 +44,22 @@ def parse(model: type[Model], spec: Any) -> tuple[Model | None, list[str]]:
 
 
 def workflow_status(
-    spec: Any, status: dict[str, Any] | None, *, generation: int | None, now: datetime
+    spec: Any,
+    status: dict[str, Any] | None,
+    *,
+    generation: int | None,
+    now: datetime,
+    workflow: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The status a newly seen or changed workflow gets before its engine takes over."""
+    """The status a newly seen or changed workflow gets before its engine takes over.
+
+    `workflow` is what templates see as `workflow` (name, namespace, uid)."""
     status = dict(status or {})
     parsed, problems = parse(workflows.WorkflowSpec, spec)
+    if parsed is not None:
+        problems = workflow_problems(parsed, workflow or {})
+        if problems:
+            parsed = None
     previous = status.get("conditions") or []
     if parsed is None:
         message = "; ".join(problems)
@@ -94,3 +105,85 @@ def workflow_status(
         "progress": f"0/{total}",
         "conditions": current,
     }
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every string inside a JSON value, with its field path."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, child in value.items():
+            yield from _strings(child, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _strings(child, f"{path}[{index}]")
+
+
+def _templates(task: workflows.Task, index: int) -> Iterator[tuple[str, str]]:
+    """The templated fields of a task (not forEach), as (field path, source)."""
+    base = f"spec.tasks[{index}]"
+    if task.http is not None:
+        yield f"{base}.http.url", task.http.url
+        for number, header in enumerate(task.http.headers):
+            if header.value is not None:
+                yield f"{base}.http.headers[{number}].value", header.value
+        yield from _strings(task.http.body, f"{base}.http.body")
+    if task.command is not None:
+        for number, arg in enumerate(task.command.args):
+            yield f"{base}.command.args[{number}]", arg
+    if task.python is not None:
+        yield from _strings(task.python.kwargs, f"{base}.python.kwargs")
+
+
+def _check_template(
+    source: str, path: str, task: str, dag: dags.Dag, *, item_allowed: bool
+) -> list[str]:
+    try:
+        found = templating.references(source)
+    except templating.TemplateError as error:
+        return [f"{path}: {error}"]
+    problems = []
+    if "item" in found.names and not item_allowed:
+        problems.append(f"{path}: `item` is only defined in the templates of a forEach task")
+    for referenced in sorted(found.tasks):
+        if referenced not in dag.depends_on:
+            problems.append(f"{path}: unknown task {referenced!r}")
+        elif referenced not in dag.ancestors(task):
+            problems.append(
+                f"{path}: task {referenced!r} is not an ancestor of {task!r} "
+                f"(add it to dependsOn, directly or through another task)"
+            )
+    return problems
+
+
+def workflow_problems(spec: workflows.WorkflowSpec, workflow: Mapping[str, Any]) -> list[str]:
+    """What the schema cannot see: the graph, the templates, a static forEach that is no list."""
+    dag = dags.Dag.from_tasks([(t.name, t.depends_on) for t in spec.tasks])
+    problems = dag.problems()
+    if problems:
+        return problems
+    for index, task in enumerate(spec.tasks):
+        if task.for_each is not None:
+            path = f"spec.tasks[{index}].forEach"
+            found = _check_template(task.for_each, path, task.name, dag, item_allowed=False)
+            problems += found
+            if not found and not templating.references(task.for_each).tasks:
+                problems += _static_list(task.for_each, path, spec, workflow)
+        for path, source in _templates(task, index):
+            problems += _check_template(
+                source, path, task.name, dag, item_allowed=task.for_each is not None
+            )
+    return problems
+
+
+def _static_list(
+    source: str, path: str, spec: workflows.WorkflowSpec, workflow: Mapping[str, Any]
+) -> list[str]:
+    """A forEach over params or workflow fields can be rendered now: it must give a list."""
+    try:
+        value = templating.render_value(source, {"params": spec.params or {}, "workflow": workflow})
+    except templating.TemplateError as error:
+        return [f"{path}: {error}"]
+    if not isinstance(value, list):
+        return [f"{path}: must render to a list, got {type(value).__name__} {value!r:.80}"]
+    return []

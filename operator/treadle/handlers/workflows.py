@@ -24,7 +24,15 @@ def admit_workflow(
     if current.get("observedGeneration") == generation and current.get("phase"):
         return  # resumed with nothing new to admit
     new_status = admission.workflow_status(
-        dict(spec), current, generation=generation, now=datetime.now(UTC)
+        dict(spec),
+        current,
+        generation=generation,
+        now=datetime.now(UTC),
+        workflow={
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+        },
     )
     metrics.ADMISSIONS.labels(kind=workflows.KIND, phase=new_status["phase"]).inc()
     patch.status.update(new_status)

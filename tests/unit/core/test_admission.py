@@ -44,3 +44,50 @@ def test_an_invalid_workflow_is_invalid_and_stalled_with_the_field_named() -> No
 
 def test_field_paths_read_like_kubernetes_paths() -> None:
     assert admission.field_path(("tasks", 2, "retry", "limit")) == "spec.tasks[2].retry.limit"
+
+
+def problems_of(tasks: list[dict], **spec: object) -> list[str]:
+    status = admission.workflow_status({"tasks": tasks, **spec}, None, generation=1, now=NOW)
+    return status["message"].split("; ") if status["phase"] == "Invalid" else []
+
+
+def cmd(name: str, *args: str, **extra: object) -> dict:
+    return {"name": name, "command": {"args": list(args) or ["true"]}, **extra}
+
+
+def test_a_cyclic_workflow_is_invalid_with_the_cycle_path() -> None:
+    tasks = [cmd("a", dependsOn=["c"]), cmd("b", dependsOn=["a"]), cmd("c", dependsOn=["b"])]
+    assert problems_of(tasks) == ["spec.tasks: dependency cycle a -> b -> c -> a"]
+
+
+def test_a_template_reading_a_non_ancestor_is_invalid() -> None:
+    tasks = [cmd("a"), cmd("b", "echo", "{{ tasks.a.output }}")]
+    assert problems_of(tasks) == [
+        "spec.tasks[1].command.args[1]: task 'a' is not an ancestor of 'b' "
+        "(add it to dependsOn, directly or through another task)"
+    ]
+
+
+def test_a_template_reading_a_transitive_ancestor_is_valid() -> None:
+    tasks = [cmd("a"), cmd("b", dependsOn=["a"]), cmd("c", "{{ tasks.a.output }}", dependsOn=["b"])]
+    assert problems_of(tasks) == []
+
+
+def test_item_outside_a_for_each_task_is_invalid() -> None:
+    assert problems_of([cmd("a", "echo", "{{ item }}")]) == [
+        "spec.tasks[0].command.args[1]: `item` is only defined in the templates of a forEach task"
+    ]
+
+
+def test_a_static_for_each_must_render_to_a_list() -> None:
+    tasks = [cmd("a", "{{ item }}", forEach="{{ params.one }}")]
+    assert problems_of(tasks, params={"one": 5}) == [
+        "spec.tasks[0].forEach: must render to a list, got int 5"
+    ]
+    assert problems_of(tasks, params={"one": [5]}) == []
+
+
+def test_template_syntax_errors_name_the_field() -> None:
+    tasks = [{"name": "a", "http": {"url": "{{ params.base "}}]
+    [problem] = problems_of(tasks, params={"base": "x"})
+    assert problem.startswith("spec.tasks[0].http.url: template syntax error")
