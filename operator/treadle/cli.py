@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import socket
 import sys
 from pathlib import Path
 
@@ -21,6 +23,35 @@ def _operator(args: argparse.Namespace) -> int:
         verbose=args.verbose,
     )
     asyncio.run(runner.run(options))
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+
+    from treadle.services import workers
+
+    if not args.redis_url:
+        print("treadle worker: set --redis-url or TREADLE_REDIS_URL", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    options = workers.WorkerOptions(
+        redis_url=args.redis_url,
+        pool=args.pool,
+        consumer=args.consumer,
+        concurrency=args.concurrency,
+        reap_idle_seconds=args.reap_idle_seconds,
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await workers.serve(options, stop)
+
+    asyncio.run(main())
     return 0
 
 
@@ -57,6 +88,27 @@ def parser() -> argparse.ArgumentParser:
     operator.add_argument("--log-format", choices=("json", "text"), default="json")
     operator.add_argument("-v", "--verbose", action="store_true")
     operator.set_defaults(handler=_operator)
+
+    worker = commands.add_parser("worker", help="run task workers of one pool (in worker pods)")
+    worker.add_argument("--pool", required=True, help="the pool whose stream to serve")
+    worker.add_argument(
+        "--redis-url",
+        default=os.environ.get("TREADLE_REDIS_URL"),
+        help="default $TREADLE_REDIS_URL",
+    )
+    worker.add_argument(
+        "--consumer",
+        default=f"{socket.gethostname()}-{os.getpid()}",
+        help="consumer name in the stream's group (default: host name and pid)",
+    )
+    worker.add_argument("--concurrency", type=int, default=32, help="attempts run at once")
+    worker.add_argument(
+        "--reap-idle-seconds",
+        type=float,
+        default=25.0,
+        help="re-deliver messages unacknowledged this long (their worker died)",
+    )
+    worker.set_defaults(handler=_worker)
 
     crds = commands.add_parser("crds", help="print the CustomResourceDefinitions")
     crds.add_argument("-o", "--output", help="write one file per CRD into this directory")

@@ -1,0 +1,136 @@
+"""Running a task's action in the worker: command, python, http.  The only module that calls
+out on behalf of tasks.
+
+Each returns the task's output or raises `ActionFailed` with a message fit for status (never a
+secret: header values are not echoed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import json
+import os
+import signal
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import aiohttp
+
+OUTPUT_LIMIT_BYTES = 1 << 20
+
+
+class ActionFailed(Exception):
+    """The attempt failed; the message says why."""
+
+
+def _parse(text: str) -> Any:
+    """stdout or a body as JSON when it parses, else the text without its final newline."""
+    stripped = text.strip()
+    if not stripped:
+        return None
+    try:
+        return json.loads(stripped)
+    except ValueError:
+        return text.rstrip("\n")
+
+
+async def run_command(spec: Mapping[str, Any], timeout_seconds: float) -> Any:
+    args = [str(a) for a in spec["args"]]
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as error:
+        raise ActionFailed(f"cannot run {args[0]!r}: {error.strerror}") from error
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_seconds)
+    except (TimeoutError, asyncio.CancelledError) as stop:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        await process.wait()
+        if isinstance(stop, asyncio.CancelledError):
+            raise
+        raise ActionFailed(f"timed out after {timeout_seconds:g} s") from stop
+    if len(stdout) > OUTPUT_LIMIT_BYTES:
+        raise ActionFailed(f"output larger than {OUTPUT_LIMIT_BYTES} bytes")
+    if process.returncode != 0:
+        tail = stderr.decode(errors="replace").strip()[-500:]
+        raise ActionFailed(f"exit code {process.returncode}" + (f": {tail}" if tail else ""))
+    return _parse(stdout.decode(errors="replace"))
+
+
+def _resolve(path: str) -> Callable[..., Any]:
+    module_name, _, function_name = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        function = getattr(module, function_name)
+    except (ImportError, AttributeError) as error:
+        raise ActionFailed(f"cannot import {path}: {error}") from error
+    if not callable(function):
+        raise ActionFailed(f"{path} is not callable")
+    return function  # type: ignore[no-any-return]
+
+
+async def run_python(spec: Mapping[str, Any], timeout_seconds: float) -> Any:
+    function = _resolve(spec["callable"])
+    kwargs = dict(spec.get("kwargs") or {})
+    try:
+        if inspect.iscoroutinefunction(function):
+            result = await asyncio.wait_for(function(**kwargs), timeout_seconds)
+        else:
+            result = await asyncio.wait_for(asyncio.to_thread(function, **kwargs), timeout_seconds)
+    except TimeoutError as error:
+        raise ActionFailed(f"timed out after {timeout_seconds:g} s") from error
+    except ActionFailed:
+        raise
+    except Exception as error:
+        raise ActionFailed(f"{type(error).__name__}: {error}") from error
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError) as error:
+        raise ActionFailed(f"the return value is not JSON-serialisable: {error}") from error
+    return result
+
+
+async def run_http(
+    spec: Mapping[str, Any],
+    timeout_seconds: float,
+    idempotency_key: str,
+    session: aiohttp.ClientSession,
+) -> Any:
+    headers = {h["name"]: h["value"] for h in spec.get("headers") or [] if "value" in h}
+    headers["Idempotency-Key"] = idempotency_key
+    body = spec.get("body")
+    data: str | None = None
+    if body is not None:
+        if isinstance(body, str):
+            data = body
+        else:
+            data = json.dumps(body)
+            headers.setdefault("Content-Type", "application/json")
+    expected = set(spec.get("expectedStatus") or [])
+    method, url = spec.get("method", "GET"), spec["url"]
+    try:
+        async with session.request(
+            method,
+            url,
+            headers=headers,
+            data=data,
+            timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+        ) as response:
+            text = await response.text(errors="replace")
+            ok = response.status in expected if expected else 200 <= response.status < 300
+            if not ok:
+                raise ActionFailed(f"{response.status} from {response.url.host}: {text[:200]}")
+            return _parse(text)
+    except TimeoutError as error:
+        raise ActionFailed(f"timed out after {timeout_seconds:g} s calling {url}") from error
+    except aiohttp.ClientError as error:
+        raise ActionFailed(f"{method} {url}: {error}") from error

@@ -1,0 +1,254 @@
+"""The task queue on Redis streams: every key name and Lua script of Treadle lives here.
+
+Layout (one Redis, prefix `treadle:`):
+
+| key | type | what |
+|---|---|---|
+| `treadle:pool:<pool>:tasks` | stream, group `workers` | attempts for one pool's workers |
+| `treadle:results` | stream, group `operator` | attempt results for the operator |
+| `treadle:wf:<uid>:done` | hash | idempotency, see below |
+| `treadle:dlq` | stream | poison messages the reaper gave up on, with the reason |
+
+The idempotency hash holds `<key>` (the message id) once an attempt of that task item
+succeeded, and `<key>#<attempt>` once a failed attempt was reported.
+
+The queue is keyed by pool, not by workflow: a workflow's dedicated workers are a pool of one
+workflow, and a shared pool serves many (SPEC, Worker pools).
+
+Delivery is at least once; what makes it effectively once is the idempotency hash: a worker
+skips a message whose key already succeeded, and `finish` publishes a result and acknowledges in
+one script, so a result is published at most once per success (or per failed attempt) even when
+the reaper re-delivered the message to a second worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from treadle.core.messages import TaskMessage, TaskResult
+
+log = logging.getLogger(__name__)
+
+PREFIX = "treadle"
+WORKERS_GROUP = "workers"
+OPERATOR_GROUP = "operator"
+RESULTS = f"{PREFIX}:results"
+DEAD_LETTERS = f"{PREFIX}:dlq"
+REAPER_CONSUMER = "reaper"
+
+
+def tasks_stream(pool: str) -> str:
+    return f"{PREFIX}:pool:{pool}:tasks"
+
+
+def done_hash(workflow_uid: str) -> str:
+    return f"{PREFIX}:wf:{workflow_uid}:done"
+
+
+# KEYS: tasks stream, done hash, results stream
+# ARGV: group, message id, done field, result fields as JSON-free flat pairs (key, uid, result)
+FINISH = """
+local fresh = redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[2])
+if fresh == 1 then
+  redis.call('XADD', KEYS[3], '*', 'key', ARGV[4], 'uid', ARGV[5], 'result', ARGV[6])
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+return fresh
+"""
+
+# KEYS: tasks stream, dead-letter stream
+# ARGV: group, reaper consumer, message id, min idle ms, max redeliveries
+# Returns 0: nothing to do (acknowledged meanwhile, or no longer idle); 1: re-published;
+# 2: dead-lettered as poison.
+REAP = """
+local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[4], ARGV[3])
+if #claimed == 0 or not claimed[1] then return 0 end
+local fields = claimed[1][2]
+local redeliveries = 0
+for i = 1, #fields, 2 do
+  if fields[i] == 'redeliveries' then redeliveries = tonumber(fields[i + 1]) end
+end
+local result
+if redeliveries + 1 > tonumber(ARGV[5]) then
+  local entry = {}
+  for i = 1, #fields do entry[#entry + 1] = fields[i] end
+  entry[#entry + 1] = 'reason'
+  entry[#entry + 1] = 'poison: its worker went silent ' .. (redeliveries + 1) .. ' times'
+  redis.call('XADD', KEYS[2], '*', unpack(entry))
+  result = 2
+else
+  local entry = {}
+  for i = 1, #fields, 2 do
+    entry[#entry + 1] = fields[i]
+    if fields[i] == 'redeliveries' then
+      entry[#entry + 1] = tostring(redeliveries + 1)
+    else
+      entry[#entry + 1] = fields[i + 1]
+    end
+  end
+  redis.call('XADD', KEYS[1], '*', unpack(entry))
+  result = 1
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
+redis.call('XDEL', KEYS[1], ARGV[3])
+return result
+"""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message handed to this consumer; `id` is its stream entry id."""
+
+    id: str
+    message: TaskMessage
+
+
+@dataclass(frozen=True)
+class ReapReport:
+    republished: int = 0
+    dead_lettered: int = 0
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client with string responses and health checks (the only way Treadle opens Redis)."""
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url, decode_responses=True, health_check_interval=30, socket_keepalive=True
+    )
+    return client
+
+
+class TaskQueue:
+    """One pool's task stream, seen by one consumer (a worker process, or the reaper)."""
+
+    def __init__(self, client: aioredis.Redis, pool: str, consumer: str) -> None:
+        self.client = client
+        self.pool = pool
+        self.consumer = consumer
+        self.stream = tasks_stream(pool)
+        self._finish = client.register_script(FINISH)
+        self._reap = client.register_script(REAP)
+
+    async def ensure_groups(self) -> None:
+        for stream, group in ((self.stream, WORKERS_GROUP), (RESULTS, OPERATOR_GROUP)):
+            try:
+                await self.client.xgroup_create(stream, group, id="0", mkstream=True)
+            except ResponseError as error:
+                if "BUSYGROUP" not in str(error):
+                    raise
+
+    async def enqueue(self, messages: Sequence[TaskMessage]) -> list[str]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for message in messages:
+                pipe.xadd(self.stream, message.encode())  # type: ignore[arg-type]
+            ids: list[str] = await pipe.execute()
+        return ids
+
+    async def read(self, count: int, block_ms: int) -> list[Delivery]:
+        """New messages for this consumer; waits up to `block_ms` when there are none."""
+        reply: Any = await self.client.xreadgroup(
+            WORKERS_GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms
+        )
+        deliveries = []
+        for _, entries in reply or []:
+            for entry_id, fields in entries:
+                if fields is None:  # deleted while pending
+                    continue
+                deliveries.append(Delivery(entry_id, TaskMessage.decode(fields)))
+        return deliveries
+
+    async def already_succeeded(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for delivery in deliveries:
+                message = delivery.message
+                pipe.hexists(done_hash(message.workflow_uid), message.key)
+            found: list[bool] = await pipe.execute()
+        return [bool(f) for f in found]
+
+    async def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
+        """Resets the idle time of in-flight messages so the reaper leaves them alone."""
+        if deliveries:
+            await self.client.xclaim(
+                self.stream,
+                WORKERS_GROUP,
+                self.consumer,
+                0,
+                [d.id for d in deliveries],
+                justid=True,
+            )
+
+    async def finish(self, done: Sequence[tuple[Delivery, TaskResult | None]]) -> list[bool]:
+        """Publishes each result (None: skip, the key already succeeded) and acknowledges, in
+        one pipeline; returns which results were published (False: a duplicate)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for delivery, result in done:
+                if result is None:
+                    pipe.xack(self.stream, WORKERS_GROUP, delivery.id)
+                    pipe.xdel(self.stream, delivery.id)
+                    continue
+                message = delivery.message
+                field = (
+                    message.key
+                    if result.outcome == "succeeded"
+                    else (f"{message.key}#{message.attempt}")
+                )
+                encoded = result.encode()
+                await self._finish(
+                    keys=[self.stream, done_hash(message.workflow_uid), RESULTS],
+                    args=[
+                        WORKERS_GROUP,
+                        delivery.id,
+                        field,
+                        encoded["key"],
+                        encoded["uid"],
+                        encoded["result"],
+                    ],
+                    client=pipe,
+                )
+            replies: list[Any] = await pipe.execute()
+        published = []
+        index = 0
+        for _, result in done:
+            if result is None:
+                index += 2
+                published.append(False)
+            else:
+                published.append(replies[index] == 1)
+                index += 1
+        return published
+
+    async def reap(self, min_idle_ms: int, max_redeliveries: int, count: int = 100) -> ReapReport:
+        """Re-publishes messages idle longer than `min_idle_ms` (their worker died), or
+        dead-letters them once they were re-published `max_redeliveries` times."""
+        pending = await self.client.xpending_range(
+            self.stream, WORKERS_GROUP, min="-", max="+", count=count, idle=min_idle_ms
+        )
+        republished = dead = 0
+        for entry in pending:
+            outcome = await self._reap(
+                keys=[self.stream, DEAD_LETTERS],
+                args=[
+                    WORKERS_GROUP,
+                    REAPER_CONSUMER,
+                    entry["message_id"],
+                    min_idle_ms,
+                    max_redeliveries,
+                ],
+            )
+            republished += outcome == 1
+            dead += outcome == 2
+        if republished or dead:
+            log.warning(
+                "reaped pool %s: %d re-published, %d dead-lettered", self.pool, republished, dead
+            )
+        return ReapReport(republished, dead)
+
+    async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
+        entries: Any = await self.client.xrange(DEAD_LETTERS, count=count)
+        return [{"id": entry_id, **fields} for entry_id, fields in entries]

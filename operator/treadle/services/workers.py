@@ -1,0 +1,181 @@
+"""The task worker and the reaper, as actions of the worker runtime.
+
+A worker reads a batch from its pool's stream, skips what already succeeded (idempotency),
+runs the rest concurrently, keeps their messages alive while they run (so the reaper does not
+hand them to someone else), and publishes results and acknowledges in one pipeline.  The reaper
+re-publishes messages whose worker went silent and dead-letters those that keep killing workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from treadle.core.messages import TaskMessage, TaskResult
+from treadle.runtime import CancelToken, Directive
+from treadle.services import actions
+from treadle.services.queues import Delivery, TaskQueue
+
+log = logging.getLogger(__name__)
+
+DEFAULT_REAP_IDLE_SECONDS = 25.0
+DEFAULT_MAX_REDELIVERIES = 3
+
+
+async def run_attempt(message: TaskMessage, session: aiohttp.ClientSession) -> TaskResult:
+    """Runs one attempt; a failure is a result, never an exception."""
+    started = time.time()
+    kind, spec = next(iter(message.action.items()))
+    try:
+        if kind == "command":
+            output = await actions.run_command(spec, message.timeout_seconds)
+        elif kind == "python":
+            output = await actions.run_python(spec, message.timeout_seconds)
+        elif kind == "http":
+            output = await actions.run_http(spec, message.timeout_seconds, message.key, session)
+        else:
+            raise actions.ActionFailed(f"unknown action {kind!r}")
+    except actions.ActionFailed as error:
+        return _result(message, "failed", None, str(error), started)
+    return _result(message, "succeeded", output, None, started)
+
+
+def _result(
+    message: TaskMessage, outcome: str, output: object, error: str | None, started: float
+) -> TaskResult:
+    return TaskResult(
+        workflow_uid=message.workflow_uid,
+        workflow=message.workflow,
+        task=message.task,
+        item=message.item,
+        attempt=message.attempt,
+        outcome="succeeded" if outcome == "succeeded" else "failed",
+        output=output,
+        error=error,
+        started_at=started,
+        finished_at=time.time(),
+    )
+
+
+@dataclass
+class TaskWorker:
+    """Runtime action: one batch per execution; the blocking read is the wait for work."""
+
+    queue: TaskQueue
+    batch_size: int = 100
+    block_ms: int = 1000
+    concurrency: int = 32
+    keep_alive_seconds: float = DEFAULT_REAP_IDLE_SECONDS / 3
+    executed: int = 0
+    skipped: int = 0
+    _session: aiohttp.ClientSession | None = field(default=None, repr=False)
+
+    async def execute(self, cancel: CancelToken) -> Directive:
+        deliveries = await self.queue.read(self.batch_size, self.block_ms)
+        if not deliveries:
+            return Directive.proceed()
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        succeeded = await self.queue.already_succeeded(deliveries)
+        to_run = [d for d, done in zip(deliveries, succeeded, strict=True) if not done]
+        self.skipped += len(deliveries) - len(to_run)
+        results = await self._run_all(to_run)
+        outcome: dict[str, TaskResult | None] = {d.id: None for d in deliveries}
+        outcome.update(results)
+        await self.queue.finish([(d, outcome[d.id]) for d in deliveries])
+        self.executed += len(to_run)
+        return Directive.proceed()
+
+    async def _run_all(self, deliveries: Sequence[Delivery]) -> dict[str, TaskResult]:
+        limit = asyncio.Semaphore(self.concurrency)
+
+        async def one(delivery: Delivery) -> tuple[str, TaskResult]:
+            async with limit:
+                assert self._session is not None
+                return delivery.id, await run_attempt(delivery.message, self._session)
+
+        keeper = asyncio.create_task(self._keep_alive(deliveries))
+        try:
+            return dict(await asyncio.gather(*(one(d) for d in deliveries)))
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+
+    async def _keep_alive(self, deliveries: Sequence[Delivery]) -> None:
+        while True:
+            await asyncio.sleep(self.keep_alive_seconds)
+            try:
+                await self.queue.keep_alive(deliveries)
+            except Exception:  # the reaper may re-deliver; idempotency covers it
+                log.warning("could not keep %d messages alive", len(deliveries), exc_info=True)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+@dataclass
+class Reaper:
+    """Runtime action: one sweep of stalled messages, then sleep."""
+
+    queue: TaskQueue
+    idle_seconds: float = DEFAULT_REAP_IDLE_SECONDS
+    max_redeliveries: int = DEFAULT_MAX_REDELIVERIES
+    interval_seconds: float = 5.0
+
+    async def execute(self, cancel: CancelToken) -> Directive:
+        await self.queue.reap(int(self.idle_seconds * 1000), self.max_redeliveries)
+        return Directive.sleep(self.interval_seconds)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    redis_url: str
+    pool: str
+    consumer: str
+    concurrency: int = 32
+    batch_size: int = 100
+    reap_idle_seconds: float = DEFAULT_REAP_IDLE_SECONDS
+    max_redeliveries: int = DEFAULT_MAX_REDELIVERIES
+
+
+async def serve(options: WorkerOptions, stop: asyncio.Event) -> None:
+    """Runs the task worker and the reaper of one pool until `stop` is set."""
+    from treadle.runtime import Loop, TaskSet
+    from treadle.services.queues import connect
+
+    client = connect(options.redis_url)
+    queue = TaskQueue(client, options.pool, options.consumer)
+    await queue.ensure_groups()
+    worker = TaskWorker(
+        queue,
+        batch_size=options.batch_size,
+        concurrency=options.concurrency,
+        keep_alive_seconds=options.reap_idle_seconds / 3,
+    )
+    reaper = Reaper(
+        TaskQueue(client, options.pool, f"{options.consumer}-reaper"),
+        idle_seconds=options.reap_idle_seconds,
+        max_redeliveries=options.max_redeliveries,
+        interval_seconds=max(1.0, options.reap_idle_seconds / 5),
+    )
+    tasks = TaskSet()
+    start = Directive.proceed()
+    tasks.spawn("task-worker", Loop("task-worker", worker, tasks.cancel, start=start).run())
+    tasks.spawn("reaper", Loop("reaper", reaper, tasks.cancel, start=start).run())
+    log.info("worker %s serving pool %s", options.consumer, options.pool)
+    try:
+        await stop.wait()
+    finally:
+        stuck = await tasks.shutdown(grace_seconds=30)
+        if stuck:
+            log.error("loops that would not stop: %s", ", ".join(stuck))
+        await worker.close()
+        await client.aclose()

@@ -1,0 +1,230 @@
+"""The task queue and the worker against a real Redis: delivery, idempotency, the reaper."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from support.redis_server import RedisServer
+from treadle.core.messages import TaskMessage, TaskResult
+from treadle.runtime import CancelToken
+from treadle.services import queues
+from treadle.services.workers import Reaper, TaskWorker, WorkerOptions, serve
+
+POOL = "test-pool"
+
+
+@pytest.fixture
+async def client(
+    redis: aioredis.Redis, redis_server_process: RedisServer
+) -> AsyncIterator[aioredis.Redis]:
+    """A string-decoding client as the services use (the `redis` fixture emptied the db)."""
+    connection = queues.connect(redis_server_process.url)
+    yield connection
+    await connection.aclose()
+
+
+async def queue_for(client: aioredis.Redis, consumer: str) -> queues.TaskQueue:
+    queue = queues.TaskQueue(client, POOL, consumer)
+    await queue.ensure_groups()
+    return queue
+
+
+def command(task: str, *args: str, item: int | None = None, uid: str = "uid-1") -> TaskMessage:
+    return TaskMessage(uid, "ns/wf", task, item, 1, {"command": {"args": list(args)}}, 10)
+
+
+def counting(task: str, log: Path) -> TaskMessage:
+    """A task whose every execution appends a line to `log` (the side-effect log)."""
+    return command(task, "sh", "-c", f'echo {task} >> {log}; echo \'{{"ran": "{task}"}}\'')
+
+
+async def results(client: aioredis.Redis) -> list[TaskResult]:
+    entries = await client.xrange(queues.RESULTS)
+    return [TaskResult.decode(fields) for _, fields in entries]
+
+
+async def test_a_worker_runs_a_batch_and_publishes_each_result(client: aioredis.Redis) -> None:
+    queue = await queue_for(client, "w1")
+    await queue.enqueue([command(f"t{i}", "echo", f'{{"n": {i}}}', item=i) for i in range(3)])
+    worker = TaskWorker(queue, block_ms=100)
+    await worker.execute(CancelToken())
+    await worker.close()
+    published = await results(client)
+    assert sorted((r.task, r.outcome, r.output["n"]) for r in published) == [
+        ("t0", "succeeded", 0),
+        ("t1", "succeeded", 1),
+        ("t2", "succeeded", 2),
+    ]
+    assert await client.xpending(queue.stream, queues.WORKERS_GROUP) == {
+        "pending": 0,
+        "min": None,
+        "max": None,
+        "consumers": [],
+    }
+
+
+async def test_a_failing_command_reports_the_exit_code_and_stderr(client: aioredis.Redis) -> None:
+    queue = await queue_for(client, "w1")
+    await queue.enqueue([command("bad", "sh", "-c", "echo oops >&2; exit 4")])
+    worker = TaskWorker(queue, block_ms=100)
+    await worker.execute(CancelToken())
+    await worker.close()
+    [result] = await results(client)
+    assert (result.outcome, result.error) == ("failed", "exit code 4: oops")
+
+
+async def test_python_callables_run_sync_and_async_and_failures_are_results(
+    client: aioredis.Redis,
+) -> None:
+    queue = await queue_for(client, "w1")
+    calls = [
+        ("add", {"callable": "support.tasks:add", "kwargs": {"a": 2, "b": 3}}),
+        ("greet", {"callable": "support.tasks:greet", "kwargs": {"name": "ada"}}),
+        ("explode", {"callable": "support.tasks:explode"}),
+        ("missing", {"callable": "support.nowhere:run"}),
+    ]
+    await queue.enqueue(
+        [TaskMessage("u", "ns/wf", name, None, 1, {"python": spec}, 10) for name, spec in calls]
+    )
+    worker = TaskWorker(queue, block_ms=100)
+    await worker.execute(CancelToken())
+    await worker.close()
+    by_task = {r.task: r for r in await results(client)}
+    assert by_task["add"].output == {"sum": 5}
+    assert by_task["greet"].output == "hello ada"
+    assert by_task["explode"].error == "RuntimeError: kaboom"
+    assert by_task["missing"].error.startswith("cannot import support.nowhere:run")
+
+
+async def test_http_tasks_send_the_idempotency_key_and_return_the_json_body(
+    client: aioredis.Redis,
+) -> None:
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers["Idempotency-Key"])
+        if request.path == "/down":
+            return web.Response(status=503, text="maintenance")
+        return web.json_response({"path": request.path})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        queue = await queue_for(client, "w1")
+        await queue.enqueue(
+            [
+                TaskMessage(
+                    "u", "ns/wf", "up", 7, 1, {"http": {"url": f"http://127.0.0.1:{port}/users"}}, 5
+                ),
+                TaskMessage(
+                    "u",
+                    "ns/wf",
+                    "down",
+                    None,
+                    1,
+                    {"http": {"url": f"http://127.0.0.1:{port}/down"}},
+                    5,
+                ),
+            ]
+        )
+        worker = TaskWorker(queue, block_ms=100)
+        await worker.execute(CancelToken())
+        await worker.close()
+    finally:
+        await runner.cleanup()
+    by_task = {r.task: r for r in await results(client)}
+    assert by_task["up"].output == {"path": "/users"}
+    assert by_task["down"].error == "503 from 127.0.0.1: maintenance"
+    assert sorted(seen) == ["u/down/-", "u/up/7"]
+
+
+async def test_a_killed_consumers_message_is_reaped_and_completed_once(
+    client: aioredis.Redis, tmp_path: Path
+) -> None:
+    side_effects = tmp_path / "ran.log"
+    dead = await queue_for(client, "dead-worker")
+    await dead.enqueue([counting("fetch", side_effects)])
+    [lost] = await dead.read(10, 100)  # delivered to a worker that then dies
+    reaper = Reaper(await queue_for(client, "reaper"), idle_seconds=0)
+    assert (await reaper.queue.reap(0, 3)).republished == 1
+    survivor = TaskWorker(await queue_for(client, "survivor"), block_ms=100)
+    await survivor.execute(CancelToken())
+    await survivor.close()
+    # The dead worker comes back and reports the same attempt late: nothing is published twice.
+    late = TaskResult("uid-1", "ns/wf", "fetch", None, 1, "succeeded", {"ran": "fetch"})
+    assert await dead.finish([(lost, late)]) == [False]
+    assert side_effects.read_text().splitlines() == ["fetch"]
+    assert [r.task for r in await results(client)] == ["fetch"]
+
+
+async def test_a_poison_message_is_dead_lettered_after_the_redelivery_limit(
+    client: aioredis.Redis,
+) -> None:
+    queue = await queue_for(client, "doomed")
+    await queue.enqueue([command("poison", "true")])
+    reports = []
+    for _ in range(3):  # each time, the worker that took it dies before finishing
+        assert len(await queue.read(10, 100)) == 1
+        reports.append(await queue.reap(0, max_redeliveries=2))
+    assert [(r.republished, r.dead_lettered) for r in reports] == [(1, 0), (1, 0), (0, 1)]
+    [letter] = await queue.dead_letters()
+    assert letter["task"] == "poison"
+    assert letter["reason"] == "poison: its worker went silent 3 times"
+    assert await queue.read(10, 100) == []
+
+
+async def test_a_redelivered_message_whose_key_succeeded_is_not_executed_again(
+    client: aioredis.Redis, tmp_path: Path
+) -> None:
+    side_effects = tmp_path / "ran.log"
+    queue = await queue_for(client, "w1")
+    worker = TaskWorker(queue, block_ms=100)
+    await queue.enqueue([counting("once", side_effects)])
+    await worker.execute(CancelToken())
+    await queue.enqueue([counting("once", side_effects)])  # the same attempt, delivered again
+    await worker.execute(CancelToken())
+    await worker.close()
+    assert side_effects.read_text().splitlines() == ["once"]
+    assert (worker.executed, worker.skipped) == (1, 1)
+    assert len(await results(client)) == 1
+
+
+async def test_messages_kept_alive_by_their_worker_are_not_reaped(client: aioredis.Redis) -> None:
+    queue = await queue_for(client, "busy")
+    await queue.enqueue([command("slow", "true")])
+    deliveries = await queue.read(10, 100)
+    await queue.keep_alive(deliveries)
+    assert await queue.reap(60_000, 3) == queues.ReapReport(0, 0)
+
+
+async def test_the_worker_process_serves_its_pool_until_stopped(
+    client: aioredis.Redis, redis_server_process: RedisServer
+) -> None:
+    stop = asyncio.Event()
+    options = WorkerOptions(redis_server_process.url, POOL, "served", reap_idle_seconds=25)
+    serving = asyncio.create_task(serve(options, stop))
+    queue = await queue_for(client, "producer")
+    await queue.enqueue([command(f"t{i}", "echo", str(i), item=i) for i in range(20)])
+    seen: list[TaskResult] = []
+    last = "0"
+    while len(seen) < 20:
+        reply = await client.xread({queues.RESULTS: last}, block=10_000)
+        assert reply, "no result within 10 s"
+        for last, fields in reply[0][1]:
+            seen.append(TaskResult.decode(fields))
+    stop.set()
+    await asyncio.wait_for(serving, 30)
+    assert sorted(r.output for r in seen) == list(range(20))
+    assert json.dumps(seen[0].encode())

@@ -1,0 +1,15 @@
+"""Python callables for `python` task tests (importable as support.tasks:...)."""
+
+from __future__ import annotations
+
+
+def add(a: int, b: int) -> dict[str, int]:
+    return {"sum": a + b}
+
+
+async def greet(name: str) -> str:
+    return f"hello {name}"
+
+
+def explode() -> None:
+    raise RuntimeError("kaboom")
