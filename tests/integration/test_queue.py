@@ -222,8 +222,9 @@ async def test_the_worker_process_serves_its_pool_until_stopped(
     while len(seen) < 20:
         reply = await client.xread({queues.RESULTS: last}, block=10_000)
         assert reply, "no result within 10 s"
-        for last, fields in reply[0][1]:
+        for entry_id, fields in reply[0][1]:
             seen.append(TaskResult.decode(fields))
+            last = entry_id
     stop.set()
     await asyncio.wait_for(serving, 30)
     assert sorted(r.output for r in seen) == list(range(20))
