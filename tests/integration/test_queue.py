@@ -15,6 +15,7 @@ from support.redis_server import RedisServer
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.runtime import CancelToken
 from treadle.services import queues
+from treadle.services.guards import Guards
 from treadle.services.workers import Reaper, TaskWorker, WorkerOptions, serve
 
 POOL = "test-pool"
@@ -229,3 +230,64 @@ async def test_the_worker_process_serves_its_pool_until_stopped(
     await asyncio.wait_for(serving, 30)
     assert sorted(r.output for r in seen) == list(range(20))
     assert json.dumps(seen[0].encode())
+
+
+async def test_an_open_breaker_fails_tasks_fast_without_running_them(
+    client: aioredis.Redis, tmp_path: Path
+) -> None:
+    side_effects = tmp_path / "ran.log"
+    guards = Guards(client)
+    queue = await queue_for(client, "w1")
+    settings = {"circuitBreaker": {"failureThreshold": 2, "openSeconds": 3600}}
+    failing = [
+        TaskMessage(
+            "u", "ns/wf", "flaky", i, 1, {"command": {"args": ["false"]}}, 5, guards=settings
+        )
+        for i in range(2)
+    ]
+    await queue.enqueue(failing)
+    worker = TaskWorker(queue, block_ms=100, guards=guards)
+    await worker.execute(CancelToken())
+    guarded = counting("flaky", side_effects)
+    await queue.enqueue(
+        [
+            TaskMessage(
+                guarded.workflow_uid,
+                guarded.workflow,
+                "flaky",
+                9,
+                1,
+                guarded.action,
+                5,
+                guards=settings,
+            )
+        ]
+    )
+    await worker.execute(CancelToken())
+    await worker.close()
+    last = (await results(client))[-1]
+    assert (last.item, last.outcome, last.error) == (
+        9,
+        "failed",
+        "circuit open for task:flaky: failing fast",
+    )
+    assert not side_effects.exists()
+
+
+async def test_a_rate_limited_task_waits_for_its_token(client: aioredis.Redis) -> None:
+    queue = await queue_for(client, "w1")
+    limited = {"rateLimit": {"perSecond": 20, "burst": 1}}
+    await queue.enqueue(
+        [
+            TaskMessage(
+                "u", "ns/wf", "paced", i, 1, {"command": {"args": ["true"]}}, 5, guards=limited
+            )
+            for i in range(3)
+        ]
+    )
+    worker = TaskWorker(queue, block_ms=100, guards=Guards(client), concurrency=1)
+    await worker.execute(CancelToken())
+    await worker.close()
+    published = sorted(await results(client), key=lambda r: r.started_at)
+    assert [r.outcome for r in published] == ["succeeded"] * 3
+    assert published[-1].started_at - published[0].started_at >= 0.09

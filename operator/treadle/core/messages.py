@@ -34,6 +34,8 @@ class TaskMessage:
     timeout_seconds: float = 60.0
     redeliveries: int = 0
     """How often the reaper re-published this attempt after its worker went silent."""
+    guards: dict[str, Any] = field(default_factory=dict)
+    """The task's `circuitBreaker` and `rateLimit` settings, as in its spec."""
 
     @property
     def key(self) -> str:
@@ -49,6 +51,7 @@ class TaskMessage:
             "action": json.dumps(self.action, separators=(",", ":")),
             "timeout": repr(self.timeout_seconds),
             "redeliveries": str(self.redeliveries),
+            "guards": json.dumps(self.guards, separators=(",", ":")),
         }
 
     @classmethod
@@ -62,6 +65,7 @@ class TaskMessage:
             action=json.loads(fields["action"]),
             timeout_seconds=float(fields.get("timeout", "60")),
             redeliveries=int(fields.get("redeliveries", "0")),
+            guards=json.loads(fields.get("guards") or "{}"),
         )
 
 

@@ -1,4 +1,4 @@
-"""The task queue on Redis streams: every key name and Lua script of Treadle lives here.
+"""The task queue on Redis streams (key names in treadle.services.keys).
 
 Layout (one Redis, prefix `treadle:`):
 
@@ -32,23 +32,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from treadle.core.messages import TaskMessage, TaskResult
+from treadle.services.keys import DEAD_LETTERS, RESULTS, done_hash, tasks_stream
 
 log = logging.getLogger(__name__)
 
-PREFIX = "treadle"
 WORKERS_GROUP = "workers"
 OPERATOR_GROUP = "operator"
-RESULTS = f"{PREFIX}:results"
-DEAD_LETTERS = f"{PREFIX}:dlq"
 REAPER_CONSUMER = "reaper"
-
-
-def tasks_stream(pool: str) -> str:
-    return f"{PREFIX}:pool:{pool}:tasks"
-
-
-def done_hash(workflow_uid: str) -> str:
-    return f"{PREFIX}:wf:{workflow_uid}:done"
 
 
 # KEYS: tasks stream, done hash, results stream

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from treadle.core import breakers
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.runtime import CancelToken, Directive
 from treadle.services import actions
+from treadle.services.guards import BreakerSettings, Guards, RateSettings
 from treadle.services.queues import Delivery, TaskQueue
 
 log = logging.getLogger(__name__)
@@ -28,9 +30,34 @@ DEFAULT_REAP_IDLE_SECONDS = 25.0
 DEFAULT_MAX_REDELIVERIES = 3
 
 
-async def run_attempt(message: TaskMessage, session: aiohttp.ClientSession) -> TaskResult:
-    """Runs one attempt; a failure is a result, never an exception."""
+async def run_attempt(
+    message: TaskMessage, session: aiohttp.ClientSession, guards: Guards | None = None
+) -> TaskResult:
+    """Runs one attempt behind its target's rate limit and circuit breaker; a failure is a
+    result, never an exception."""
     started = time.time()
+    target = breakers.target_of(message.action, message.task)
+    breaker = message.guards.get("circuitBreaker")
+    rate = message.guards.get("rateLimit")
+    breaker_settings = (
+        BreakerSettings(int(breaker["failureThreshold"]), float(breaker["openSeconds"]))
+        if breaker and guards
+        else None
+    )
+    if rate and guards:
+        limit = RateSettings(float(rate["perSecond"]), int(rate.get("burst", 1)))
+        # The shared bucket says how long until a token is due; no event announces it.
+        while (wait := await guards.take(target, limit)) > 0:  # noqa: ASYNC110
+            await asyncio.sleep(wait)
+    if breaker_settings and guards and not await guards.admit(target, breaker_settings):
+        return _result(message, "failed", None, f"circuit open for {target}: failing fast", started)
+    result = await _act(message, session, started)
+    if breaker_settings and guards:
+        await guards.record(target, result.outcome == "succeeded", breaker_settings)
+    return result
+
+
+async def _act(message: TaskMessage, session: aiohttp.ClientSession, started: float) -> TaskResult:
     kind, spec = next(iter(message.action.items()))
     try:
         if kind == "command":
@@ -72,6 +99,7 @@ class TaskWorker:
     block_ms: int = 1000
     concurrency: int = 32
     keep_alive_seconds: float = DEFAULT_REAP_IDLE_SECONDS / 3
+    guards: Guards | None = None
     executed: int = 0
     skipped: int = 0
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
@@ -98,7 +126,8 @@ class TaskWorker:
         async def one(delivery: Delivery) -> tuple[str, TaskResult]:
             async with limit:
                 assert self._session is not None
-                return delivery.id, await run_attempt(delivery.message, self._session)
+                result = await run_attempt(delivery.message, self._session, self.guards)
+                return delivery.id, result
 
         keeper = asyncio.create_task(self._keep_alive(deliveries))
         try:
@@ -156,6 +185,7 @@ async def serve(options: WorkerOptions, stop: asyncio.Event) -> None:
     await queue.ensure_groups()
     worker = TaskWorker(
         queue,
+        guards=Guards(client),
         batch_size=options.batch_size,
         concurrency=options.concurrency,
         keep_alive_seconds=options.reap_idle_seconds / 3,

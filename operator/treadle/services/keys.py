@@ -1,0 +1,27 @@
+"""Every Redis key name Treadle uses, in one place (prefix `treadle:`)."""
+
+from __future__ import annotations
+
+PREFIX = "treadle"
+RESULTS = f"{PREFIX}:results"
+DEAD_LETTERS = f"{PREFIX}:dlq"
+
+
+def tasks_stream(pool: str) -> str:
+    """Attempts for the workers of one pool (stream, group `workers`)."""
+    return f"{PREFIX}:pool:{pool}:tasks"
+
+
+def done_hash(workflow_uid: str) -> str:
+    """Idempotency records of one workflow (hash)."""
+    return f"{PREFIX}:wf:{workflow_uid}:done"
+
+
+def breaker_hash(target: str) -> str:
+    """The circuit breaker of one target (hash: failures, opened_at, trial_started_at)."""
+    return f"{PREFIX}:breaker:{target}"
+
+
+def bucket_hash(target: str) -> str:
+    """The rate-limit token bucket of one target (hash: tokens, updated_at)."""
+    return f"{PREFIX}:bucket:{target}"
