@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime
-import ipaddress
 import json
 import os
 import shutil
@@ -31,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+
+from treadle.services import certificates
 
 REPO = Path(__file__).resolve().parent.parent
 SERVICE_CIDR = "10.0.0.0/24"
@@ -64,73 +62,6 @@ def log(message: str) -> None:
 # --- certificates -------------------------------------------------------------------------
 
 
-def _key() -> ec.EllipticCurvePrivateKey:
-    return ec.generate_private_key(ec.SECP256R1())
-
-
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    path.chmod(0o600)
-
-
-def _load_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
-    return key
-
-
-def _issue(
-    subject: x509.Name,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-    *,
-    server_names: tuple[str, ...] = (),
-    client: bool = False,
-) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    issuer_name = issuer[0].subject if issuer else subject
-    signing_key = issuer[1] if issuer else key
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=3650 if issuer is None else 825))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if issuer is None:
-        builder = builder.add_extension(
-            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
-        )
-    else:
-        usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [ExtendedKeyUsageOID.SERVER_AUTH]
-        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-    if server_names:
-        alt: list[x509.GeneralName] = []
-        for name in server_names:
-            try:
-                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-            except ValueError:
-                alt.append(x509.DNSName(name))
-        builder = builder.add_extension(x509.SubjectAlternativeName(alt), critical=False)
-    return builder.sign(signing_key, hashes.SHA256())
-
-
-def _name(common_name: str, organization: str | None = None) -> x509.Name:
-    parts = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if organization:
-        parts.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    return x509.Name(parts)
-
-
 @dataclass(frozen=True)
 class Pki:
     root: Path
@@ -138,20 +69,26 @@ class Pki:
     def path(self, name: str) -> Path:
         return self.root / name
 
+    def _write_key(self, name: str, key: certificates.Key) -> None:
+        self.path(name).write_bytes(certificates.key_pem(key))
+        self.path(name).chmod(0o600)
+
     def ensure(self) -> None:
         """Generates the CA, the serving, client and service-account keys once."""
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.path("ca.crt").exists():
             log("generating the cluster CA and certificates")
-            ca_key = _key()
-            ca = _issue(_name("treadle-local-ca"), ca_key, None)
-            _write_key(self.path("ca.key"), ca_key)
-            self.path("ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-        ca = x509.load_pem_x509_certificate(self.path("ca.crt").read_bytes())
-        ca_key = _load_key(self.path("ca.key"))
+            ca_key = certificates.new_key()
+            ca_cert = certificates.issue(certificates.name("treadle-local-ca"), ca_key, None)
+            self._write_key("ca.key", ca_key)
+            self.path("ca.crt").write_bytes(certificates.cert_pem(ca_cert))
+        ca = certificates.Issuer(
+            x509.load_pem_x509_certificate(self.path("ca.crt").read_bytes()),
+            certificates.load_key(self.path("ca.key").read_bytes()),
+        )
         issued = {
             "apiserver": dict(
-                subject=_name("kube-apiserver"),
+                subject=certificates.name("kube-apiserver"),
                 server_names=(
                     "localhost",
                     "127.0.0.1",
@@ -162,28 +99,33 @@ class Pki:
                     "kubernetes.default.svc.cluster.local",
                 ),
             ),
-            "admin": dict(subject=_name("treadle-admin", "system:masters"), client=True),
-            "apiserver-kubelet-client": dict(
-                subject=_name("kube-apiserver-kubelet-client", "system:masters"), client=True
+            "admin": dict(
+                subject=certificates.name("treadle-admin", "system:masters"), client=True
             ),
-            "kubelet": dict(subject=_name(f"system:node:{NODE_NAME}"), server_names=("127.0.0.1",)),
+            "apiserver-kubelet-client": dict(
+                subject=certificates.name("kube-apiserver-kubelet-client", "system:masters"),
+                client=True,
+            ),
+            "kubelet": dict(
+                subject=certificates.name(f"system:node:{NODE_NAME}"), server_names=("127.0.0.1",)
+            ),
         }
         for name, options in issued.items():
             if self.path(f"{name}.crt").exists():
                 continue
-            key = _key()
-            cert = _issue(
+            key = certificates.new_key()
+            cert = certificates.issue(
                 options["subject"],  # type: ignore[arg-type]
                 key,
-                (ca, ca_key),
+                ca,
                 server_names=options.get("server_names", ()),  # type: ignore[arg-type]
                 client=bool(options.get("client", False)),
             )
-            _write_key(self.path(f"{name}.key"), key)
-            self.path(f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+            self._write_key(f"{name}.key", key)
+            self.path(f"{name}.crt").write_bytes(certificates.cert_pem(cert))
         if not self.path("sa.key").exists():
-            key = _key()
-            _write_key(self.path("sa.key"), key)
+            key = certificates.new_key()
+            self._write_key("sa.key", key)
             self.path("sa.pub").write_bytes(
                 key.public_key().public_bytes(
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

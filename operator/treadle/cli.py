@@ -19,6 +19,7 @@ def _operator(args: argparse.Namespace) -> int:
         namespaces=tuple(args.namespace or ()),
         health_address=args.health_address,
         metrics_address=args.metrics_address,
+        webhook_address=args.webhook_address,
         log_format=args.log_format,
         verbose=args.verbose,
     )
@@ -84,6 +85,11 @@ def parser() -> argparse.ArgumentParser:
     )
     operator.add_argument(
         "--metrics-address", default="127.0.0.1:9090", help="host:port of /metrics; '' disables"
+    )
+    operator.add_argument(
+        "--webhook-address",
+        default="",
+        help="host:port to serve the admission webhook on and register it; '' (default): none",
     )
     operator.add_argument("--log-format", choices=("json", "text"), default="json")
     operator.add_argument("-v", "--verbose", action="store_true")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from collections.abc import Iterator
+
+import pytest
 
 from support.cluster import Cluster
 from support.operator import OperatorProcess
@@ -71,8 +74,20 @@ def test_the_operator_logs_json(crds: Cluster, operator: OperatorProcess, namesp
     assert all("message" in json.loads(line) for line in lines)
 
 
-def test_a_cyclic_workflow_is_refused_with_the_cycle_path_and_never_runs(
-    crds: Cluster, operator: OperatorProcess, namespace: str
+@pytest.fixture
+def without_webhook(crds: Cluster, operator: OperatorProcess) -> Iterator[None]:
+    """The webhook configuration removed for one test, as on a cluster that lacks it."""
+    name = "validatingwebhookconfiguration/treadle.dev"
+    saved = json.loads(crds.kubectl("get", name, "-o", "json").stdout)
+    crds.kubectl("delete", name)
+    yield
+    for field in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+        saved["metadata"].pop(field, None)
+    crds.kubectl("create", "-f", "-", input=json.dumps(saved))
+
+
+def test_without_the_webhook_the_operator_refuses_a_cyclic_workflow_with_its_path(
+    crds: Cluster, operator: OperatorProcess, namespace: str, without_webhook: None
 ) -> None:
     tasks = [
         {"name": "a", "dependsOn": ["c"], "command": {"args": ["true"]}},
@@ -86,3 +101,74 @@ def test_a_cyclic_workflow_is_refused_with_the_cycle_path_and_never_runs(
     stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
     assert stalled["status"] == "True"
     assert crds.kubectl("get", "pods", "-n", namespace, "-o", "name").stdout == ""
+
+
+def test_kubectl_apply_of_a_cyclic_workflow_is_rejected_by_the_webhook_with_the_path(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    crds.wait(
+        "validatingwebhookconfiguration/treadle.dev",
+        "default",
+        "jsonpath={.metadata.name}=treadle.dev",
+    )
+    tasks = [
+        {"name": "a", "dependsOn": ["b"], "command": {"args": ["true"]}},
+        {"name": "b", "dependsOn": ["a"], "command": {"args": ["true"]}},
+    ]
+    result = crds.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=workflow("cyclic", tasks=tasks), check=False
+    )
+    assert result.returncode != 0
+    assert "spec.tasks: dependency cycle a -> b -> a" in result.stderr
+    assert crds.kubectl("get", "twf", "-n", namespace, "-o", "name").stdout == ""
+
+
+def test_kubectl_apply_of_a_template_reading_a_non_ancestor_is_rejected(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    tasks = [
+        {"name": "a", "command": {"args": ["true"]}},
+        {"name": "b", "command": {"args": ["echo", "{{ tasks.a.output }}"]}},
+    ]
+    result = crds.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=workflow("peek", tasks=tasks), check=False
+    )
+    assert result.returncode != 0
+    assert "spec.tasks[1].command.args[1]: task 'a' is not an ancestor of 'b'" in result.stderr
+
+
+def test_kubectl_apply_of_a_sync_job_with_a_bad_schedule_is_rejected(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    job = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "SyncJob",
+        "metadata": {"name": "bad"},
+        "spec": {
+            "schedule": "61 * * * *",
+            "timeZone": "Mars/Olympus",
+            "template": {"spec": {"containers": [{"name": "c", "command": ["true"]}]}},
+        },
+    }
+    result = crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(job), check=False)
+    assert result.returncode != 0
+    assert "spec.timeZone: unknown time zone 'Mars/Olympus'" in result.stderr
+    assert "spec.schedule:" in result.stderr
+
+
+def test_an_invalid_workflow_admitted_before_the_webhook_can_still_be_labelled_and_deleted(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    tasks = [{"name": "a", "dependsOn": ["a"], "command": {"args": ["true"]}}]
+    name = "validatingwebhookconfiguration/treadle.dev"
+    saved = json.loads(crds.kubectl("get", name, "-o", "json").stdout)
+    crds.kubectl("delete", name)
+    try:
+        crds.kubectl("apply", "-n", namespace, "-f", "-", input=workflow("legacy", tasks=tasks))
+    finally:
+        for field in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+            saved["metadata"].pop(field, None)
+        crds.kubectl("create", "-f", "-", input=json.dumps(saved))
+    crds.wait("twf/legacy", namespace, "jsonpath={.status.phase}=Invalid")
+    crds.kubectl("label", "twf", "legacy", "-n", namespace, "team=data")
+    crds.kubectl("delete", "twf", "legacy", "-n", namespace, "--timeout=30s")

@@ -35,7 +35,7 @@ class OperatorProcess:
 
 
 def start(cluster: Cluster, log: Path, redis_url: str) -> OperatorProcess:
-    health, metrics = free_port(), free_port()
+    health, metrics, webhook = free_port(), free_port(), free_port()
     handle = log.open("ab")
     process = subprocess.Popen(
         [
@@ -44,6 +44,7 @@ def start(cluster: Cluster, log: Path, redis_url: str) -> OperatorProcess:
             "--verbose",
             f"--health-address=127.0.0.1:{health}",
             f"--metrics-address=127.0.0.1:{metrics}",
+            f"--webhook-address=127.0.0.1:{webhook}",
         ],
         stdin=subprocess.DEVNULL,
         stdout=handle,

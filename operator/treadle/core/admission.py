@@ -6,13 +6,15 @@ so a workflow that slipped past a missing webhook still never runs.
 
 from __future__ import annotations
 
+import zoneinfo
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+import cronsim
 from pydantic import BaseModel, ValidationError
 
-from treadle.api import workflows
+from treadle.api import syncjobs, workflows
 from treadle.core import conditions, dags, templating
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -55,11 +57,7 @@ def workflow_status(
 
     `workflow` is what templates see as `workflow` (name, namespace, uid)."""
     status = dict(status or {})
-    parsed, problems = parse(workflows.WorkflowSpec, spec)
-    if parsed is not None:
-        problems = workflow_problems(parsed, workflow or {})
-        if problems:
-            parsed = None
+    parsed, problems = admit_workflow(spec, workflow or {})
     previous = status.get("conditions") or []
     if parsed is None:
         message = "; ".join(problems)
@@ -153,6 +151,35 @@ def _check_template(
                 f"{path}: task {referenced!r} is not an ancestor of {task!r} "
                 f"(add it to dependsOn, directly or through another task)"
             )
+    return problems
+
+
+def admit_workflow(
+    spec: Any, workflow: Mapping[str, Any]
+) -> tuple[workflows.WorkflowSpec | None, list[str]]:
+    """The spec parsed and checked, or every problem found (the webhook's and the operator's
+    one verdict)."""
+    parsed, problems = parse(workflows.WorkflowSpec, spec)
+    if parsed is None:
+        return None, problems
+    problems = workflow_problems(parsed, workflow)
+    return (None, problems) if problems else (parsed, [])
+
+
+def syncjob_problems(spec: Any) -> list[str]:
+    """A SyncJob's problems: the schema's, then an unparsable schedule or unknown time zone."""
+    parsed, problems = parse(syncjobs.SyncJobSpec, spec)
+    if parsed is None:
+        return problems
+    try:
+        zone = zoneinfo.ZoneInfo(parsed.time_zone or "UTC")
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        problems.append(f"spec.timeZone: unknown time zone {parsed.time_zone!r} (an IANA name)")
+        zone = zoneinfo.ZoneInfo("UTC")
+    try:
+        cronsim.CronSim(parsed.schedule, datetime.now(zone))
+    except cronsim.CronSimError as error:
+        problems.append(f"spec.schedule: {error} in {parsed.schedule!r}")
     return problems
 
 
