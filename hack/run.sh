@@ -38,12 +38,14 @@ start() {
   if alive "$run/operator.pid"; then
     say "operator already running (pid $(head -1 "$run/operator.pid"))"
   else
-    local health metrics
+    local health metrics webhook
     health=$(free_port)
     metrics=$(free_port)
-    say "starting the operator (health 127.0.0.1:$health, metrics 127.0.0.1:$metrics)"
+    webhook=$(free_port)
+    say "starting the operator (health 127.0.0.1:$health, metrics 127.0.0.1:$metrics, webhook 127.0.0.1:$webhook)"
     setsid "$bin/treadle" operator --health-address "127.0.0.1:$health" \
-      --metrics-address "127.0.0.1:$metrics" >>"$state/logs/operator.log" 2>&1 </dev/null &
+      --metrics-address "127.0.0.1:$metrics" --webhook-address "127.0.0.1:$webhook" \
+      >>"$state/logs/operator.log" 2>&1 </dev/null &
     echo $! >"$run/operator.pid"
     echo "$health $metrics" >"$run/operator.ports"
     for _ in $(seq 150); do

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -74,16 +76,24 @@ def test_the_operator_logs_json(crds: Cluster, operator: OperatorProcess, namesp
     assert all("message" in json.loads(line) for line in lines)
 
 
+@contextlib.contextmanager
+def webhook_removed(cluster: Cluster) -> Iterator[None]:
+    """The webhook configuration removed for a while, as on a cluster that lacks it."""
+    name = "validatingwebhookconfiguration/treadle.dev"
+    saved = json.loads(cluster.kubectl("get", name, "-o", "json").stdout)
+    cluster.kubectl("delete", name)
+    try:
+        yield
+    finally:
+        for field in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+            saved["metadata"].pop(field, None)
+        cluster.kubectl("create", "-f", "-", input=json.dumps(saved))
+
+
 @pytest.fixture
 def without_webhook(crds: Cluster, operator: OperatorProcess) -> Iterator[None]:
-    """The webhook configuration removed for one test, as on a cluster that lacks it."""
-    name = "validatingwebhookconfiguration/treadle.dev"
-    saved = json.loads(crds.kubectl("get", name, "-o", "json").stdout)
-    crds.kubectl("delete", name)
-    yield
-    for field in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
-        saved["metadata"].pop(field, None)
-    crds.kubectl("create", "-f", "-", input=json.dumps(saved))
+    with webhook_removed(crds):
+        yield
 
 
 def test_without_the_webhook_the_operator_refuses_a_cyclic_workflow_with_its_path(
@@ -160,15 +170,19 @@ def test_an_invalid_workflow_admitted_before_the_webhook_can_still_be_labelled_a
     crds: Cluster, operator: OperatorProcess, namespace: str
 ) -> None:
     tasks = [{"name": "a", "dependsOn": ["a"], "command": {"args": ["true"]}}]
-    name = "validatingwebhookconfiguration/treadle.dev"
-    saved = json.loads(crds.kubectl("get", name, "-o", "json").stdout)
-    crds.kubectl("delete", name)
-    try:
+    with webhook_removed(crds):
         crds.kubectl("apply", "-n", namespace, "-f", "-", input=workflow("legacy", tasks=tasks))
-    finally:
-        for field in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
-            saved["metadata"].pop(field, None)
-        crds.kubectl("create", "-f", "-", input=json.dumps(saved))
     crds.wait("twf/legacy", namespace, "jsonpath={.status.phase}=Invalid")
     crds.kubectl("label", "twf", "legacy", "-n", namespace, "team=data")
     crds.kubectl("delete", "twf", "legacy", "-n", namespace, "--timeout=30s")
+
+
+def test_the_operator_runs_without_the_webhook(crds: Cluster, tmp_path: Path) -> None:
+    from support import operator as operator_process
+
+    plain = operator_process.start(crds, tmp_path / "plain.log", "redis://unused", webhook=False)
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{plain.health_port}/healthz") as reply:
+            assert reply.status == 200
+    finally:
+        plain.stop()

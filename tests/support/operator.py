@@ -34,8 +34,8 @@ class OperatorProcess:
             self.process.wait()
 
 
-def start(cluster: Cluster, log: Path, redis_url: str) -> OperatorProcess:
-    health, metrics, webhook = free_port(), free_port(), free_port()
+def start(cluster: Cluster, log: Path, redis_url: str, *, webhook: bool = True) -> OperatorProcess:
+    health, metrics, webhook_port = free_port(), free_port(), free_port()
     handle = log.open("ab")
     process = subprocess.Popen(
         [
@@ -44,7 +44,7 @@ def start(cluster: Cluster, log: Path, redis_url: str) -> OperatorProcess:
             "--verbose",
             f"--health-address=127.0.0.1:{health}",
             f"--metrics-address=127.0.0.1:{metrics}",
-            f"--webhook-address=127.0.0.1:{webhook}",
+            f"--webhook-address=127.0.0.1:{webhook_port}" if webhook else "--webhook-address=",
         ],
         stdin=subprocess.DEVNULL,
         stdout=handle,

@@ -68,6 +68,7 @@ async def run(options: OperatorOptions) -> None:
         log.info("metrics on http://%s:%d/metrics", host, port)
     operator_settings = kopf.OperatorSettings()
     if options.webhook_address:
+        validation.register(registry)
         operator_settings.admission.server = _webhook_server(options.webhook_address)
         operator_settings.admission.managed = validation.WEBHOOK_CONFIGURATION
     await kopf.operator(

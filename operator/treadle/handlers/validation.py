@@ -15,7 +15,6 @@ import kopf
 
 from treadle.api import GROUP, VERSION, syncjobs, workflows
 from treadle.core import admission
-from treadle.handlers.registry import registry
 
 WEBHOOK_CONFIGURATION = GROUP
 OPERATIONS: list[Any] = ["CREATE", "UPDATE"]
@@ -25,15 +24,6 @@ def _spec_unchanged(spec: kopf.Spec, old: Any) -> bool:
     return old is not None and dict(old.get("spec") or {}) == dict(spec)
 
 
-@kopf.on.validate(
-    GROUP,
-    VERSION,
-    workflows.PLURAL,
-    id="validate-workflow",
-    operations=OPERATIONS,
-    ignore_failures=True,
-    registry=registry,
-)
 def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
     if _spec_unchanged(spec, kwargs.get("old")):
         return
@@ -47,18 +37,27 @@ def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
         raise kopf.AdmissionError("; ".join(problems), code=422)
 
 
-@kopf.on.validate(
-    GROUP,
-    VERSION,
-    syncjobs.PLURAL,
-    id="validate-syncjob",
-    operations=OPERATIONS,
-    ignore_failures=True,
-    registry=registry,
-)
 def validate_syncjob(spec: kopf.Spec, **kwargs: Any) -> None:
     if _spec_unchanged(spec, kwargs.get("old")):
         return
     problems = admission.syncjob_problems(dict(spec))
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
+
+
+def register(registry: kopf.OperatorRegistry) -> None:
+    """Adds the webhook handlers; only an operator that serves the webhook has them (kopf
+    refuses to start with admission handlers and no server)."""
+    for plural, handler in (
+        (workflows.PLURAL, validate_workflow),
+        (syncjobs.PLURAL, validate_syncjob),
+    ):
+        kopf.on.validate(
+            GROUP,
+            VERSION,
+            plural,
+            id=handler.__name__.replace("_", "-"),
+            operations=OPERATIONS,
+            ignore_failures=True,
+            registry=registry,
+        )(handler)

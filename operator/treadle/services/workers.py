@@ -35,7 +35,6 @@ async def run_attempt(
 ) -> TaskResult:
     """Runs one attempt behind its target's rate limit and circuit breaker; a failure is a
     result, never an exception."""
-    started = time.time()
     target = breakers.target_of(message.action, message.task)
     breaker = message.guards.get("circuitBreaker")
     rate = message.guards.get("rateLimit")
@@ -49,6 +48,7 @@ async def run_attempt(
         # The shared bucket says how long until a token is due; no event announces it.
         while (wait := await guards.take(target, limit)) > 0:  # noqa: ASYNC110
             await asyncio.sleep(wait)
+    started = time.time()
     if breaker_settings and guards and not await guards.admit(target, breaker_settings):
         return _result(message, "failed", None, f"circuit open for {target}: failing fast", started)
     result = await _act(message, session, started)
