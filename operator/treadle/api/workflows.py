@@ -264,6 +264,24 @@ class TaskStatus(ResourceModel):
     """forEach: children that failed at least once."""
     dead_lettered: int | None = Field(default=None, ge=0)
     """forEach: children that were dead-lettered."""
+    running_items: str | None = None
+    """forEach: children in flight, as index ranges ("0-7,9")."""
+    done_items: str | None = None
+    """forEach: children that succeeded, as index ranges."""
+    dead_items: str | None = None
+    """forEach: children that were dead-lettered, as index ranges."""
+    item_attempts: dict[str, int] | None = None
+    """forEach: attempts of children past their first, by index."""
+    retry_at: dict[str, str] | None = None
+    """forEach: when each failed child is tried again, by index."""
+    outputs: dict[str, Any] | None = free_form("forEach: each child's output, by index.")
+    item_values: list[Any] | None = Field(
+        default=None,
+        description="forEach: the items the forEach template rendered to, while children run.",
+        json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}},
+    )
+    next_item: int | None = Field(default=None, ge=0)
+    """forEach: the next child index to launch."""
 
 
 class DeadLetter(ResourceModel):

@@ -13,6 +13,8 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from treadle.core import backoff
+
 
 @dataclass(frozen=True)
 class Backoff:
@@ -31,12 +33,14 @@ class Backoff:
 
     def delay(self, consecutive_errors: int, rng: random.Random) -> float:
         """The wait after the n-th error in a row (n ≥ 1), in [d × (1 − jitter), d]."""
-        exponent = max(0, consecutive_errors - 1)
-        try:
-            ceiling = min(self.max_seconds, self.initial_seconds * self.multiplier**exponent)
-        except OverflowError:
-            ceiling = self.max_seconds
-        return ceiling * (1 - self.jitter * rng.random())
+        return backoff.delay_seconds(
+            consecutive_errors,
+            initial_seconds=self.initial_seconds,
+            factor=self.multiplier,
+            max_seconds=self.max_seconds,
+            jitter=self.jitter,
+            rng=rng,
+        )
 
 
 @dataclass

@@ -1,0 +1,549 @@
+"""The workflow engine: a pure state machine from (spec, status, results, now) to the next
+status and the attempts to enqueue.
+
+Status is the record of truth: everything the engine needs to go on lives in it, so an operator
+that restarts (or a Redis that lost its data) resumes from status alone.  For a forEach task the
+children are kept as compact index sets (`runningItems`, `doneItems`, `deadItems`) plus the
+attempts and retry times of children that failed, so a 10,000-child fan-out stays small.
+
+Rules:
+- a task is ready when every task it depends on Succeeded; a task downstream of a DeadLettered
+  or Skipped task is Skipped;
+- at most `spec.concurrency` attempts are in flight (queued or running) at once; retries that
+  are due go first, then tasks in DAG order, then forEach children in item order;
+- a failed attempt is retried after an exponential backoff with jitter until `retry.limit`
+  retries were spent, then the task (or child) is dead-lettered; a forEach task with a
+  dead-lettered child ends DeadLettered once its other children finished;
+- a template that cannot be rendered dead-letters its task at once (retrying cannot help);
+- the workflow Succeeds when every task Succeeded, Fails when nothing else can run and some
+  task was dead-lettered or skipped, or when `activeDeadlineSeconds` passed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from treadle.api import workflows
+from treadle.api.workflows import Task, WorkflowSpec
+from treadle.core import backoff, conditions, dags, ranges, templating
+from treadle.core.messages import TaskMessage, TaskResult
+
+DEFAULT_TIMEOUT_SECONDS = 60.0
+OUTPUT_LIMIT_BYTES = 4096
+"""Largest output kept in status per task (per child for forEach); larger ones are cut to a
+note.  Large outputs move to Redis with a reference in status in a later version."""
+
+FINISHED = ("Succeeded", "DeadLettered", "Skipped")
+IN_FLIGHT = ("Queued", "Running")
+
+
+@dataclass(frozen=True)
+class Identity:
+    uid: str
+    name: str
+    namespace: str
+    pool: str
+
+    @property
+    def context(self) -> dict[str, str]:
+        return {"name": self.name, "namespace": self.namespace, "uid": self.uid}
+
+
+@dataclass
+class Step:
+    status: dict[str, Any]
+    enqueue: list[TaskMessage] = field(default_factory=list)
+    wake_at: datetime | None = None
+    """When the engine should be called again without new results (a retry or the deadline)."""
+
+    @property
+    def finished(self) -> bool:
+        return self.status.get("phase") in ("Succeeded", "Failed")
+
+
+def _ts(moment: datetime) -> str:
+    return conditions.timestamp(moment)
+
+
+def _parse_ts(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def _cap(output: Any) -> Any:
+    encoded = json.dumps(output)
+    if len(encoded) <= OUTPUT_LIMIT_BYTES:
+        return output
+    return {"truncated": True, "bytes": len(encoded)}
+
+
+def _settings(spec: WorkflowSpec, task: Task) -> workflows.TaskSettings:
+    defaults = spec.defaults
+    return workflows.TaskSettings(
+        timeout_seconds=task.timeout_seconds or defaults.timeout_seconds,
+        retry=task.retry or defaults.retry or workflows.RetryPolicy(),
+        circuit_breaker=task.circuit_breaker or defaults.circuit_breaker,
+        rate_limit=task.rate_limit or defaults.rate_limit,
+    )
+
+
+class _Run:
+    """One call of the engine: mutable working state over a deep copy of status."""
+
+    def __init__(
+        self,
+        spec: WorkflowSpec,
+        status: Mapping[str, Any],
+        now: datetime,
+        who: Identity,
+        rng: random.Random,
+    ) -> None:
+        self.spec, self.now, self.who, self.rng = spec, now, who, rng
+        self.status: dict[str, Any] = copy.deepcopy(dict(status))
+        self.tasks: dict[str, dict[str, Any]] = self.status.setdefault("tasks", {})
+        for task in spec.tasks:
+            self.tasks.setdefault(task.name, {"phase": "Pending"})
+        self.by_name = {task.name: task for task in spec.tasks}
+        self.dag = dags.Dag.from_tasks([(t.name, t.depends_on) for t in spec.tasks])
+        self.enqueue: list[TaskMessage] = []
+        self.status.setdefault("deadLetters", [])
+
+    # results ---------------------------------------------------------------------------------
+
+    def apply(self, result: TaskResult) -> None:
+        task = self.by_name.get(result.task)
+        entry = self.tasks.get(result.task)
+        if task is None or entry is None:
+            return
+        if task.for_each is None:
+            if entry["phase"] not in IN_FLIGHT or entry.get("attempts") != result.attempt:
+                return  # a duplicate or a straggler of an earlier attempt
+            if result.outcome == "succeeded":
+                entry.update(
+                    phase="Succeeded", finishedAt=_ts(self.now), output=_cap(result.output)
+                )
+                entry.pop("error", None)
+            else:
+                self._failed(task, entry, None, result.attempt, result.error or "failed")
+            return
+        running = ranges.decode(entry.get("runningItems"))
+        item = result.item
+        attempts = entry.setdefault("itemAttempts", {})
+        if item is None or item not in running or attempts.get(str(item), 1) != result.attempt:
+            return
+        running.discard(item)
+        entry["runningItems"] = ranges.encode(running)
+        if result.outcome == "succeeded":
+            done = ranges.decode(entry.get("doneItems"))
+            done.add(item)
+            entry["doneItems"] = ranges.encode(done)
+            entry["succeeded"] = len(done)
+            entry.setdefault("outputs", {})[str(item)] = _cap(result.output)
+            attempts.pop(str(item), None)
+        else:
+            entry["failed"] = int(entry.get("failed", 0)) + 1
+            self._failed(task, entry, item, result.attempt, result.error or "failed")
+
+    def _failed(
+        self, task: Task, entry: dict[str, Any], item: int | None, attempt: int, error: str
+    ) -> None:
+        retry = _settings(self.spec, task).retry
+        assert retry is not None
+        if attempt <= retry.limit:
+            wait = backoff.delay_seconds(
+                attempt,
+                initial_seconds=retry.backoff.duration_seconds,
+                factor=retry.backoff.factor,
+                max_seconds=retry.backoff.max_duration_seconds,
+                jitter=retry.backoff.jitter,
+                rng=self.rng,
+            )
+            due = _ts(self.now + timedelta(seconds=wait))
+            entry["error"] = error
+            if item is None:
+                entry.update(phase="Retrying", nextRetryAt=due)
+            else:
+                entry.setdefault("retryAt", {})[str(item)] = due
+            return
+        self._dead_letter(entry, item, attempt, error)
+
+    def _dead_letter(
+        self, entry: dict[str, Any], item: int | None, attempts: int, error: str
+    ) -> None:
+        name = next(n for n, e in self.tasks.items() if e is entry)
+        letter: dict[str, Any] = {
+            "task": name,
+            "attempts": attempts,
+            "error": error,
+            "at": _ts(self.now),
+        }
+        if item is None:
+            entry.update(phase="DeadLettered", finishedAt=_ts(self.now), error=error)
+            entry.pop("nextRetryAt", None)
+        else:
+            letter["item"] = item
+            dead = ranges.decode(entry.get("deadItems"))
+            dead.add(item)
+            entry["deadItems"] = ranges.encode(dead)
+            entry["deadLettered"] = len(dead)
+            entry.setdefault("itemAttempts", {}).pop(str(item), None)
+        self.status["deadLetters"].append(letter)
+
+    # scheduling ------------------------------------------------------------------------------
+
+    def in_flight(self) -> int:
+        count = 0
+        for task in self.spec.tasks:
+            entry = self.tasks[task.name]
+            if task.for_each is None:
+                count += entry["phase"] in IN_FLIGHT
+            else:
+                count += len(ranges.decode(entry.get("runningItems")))
+        return count
+
+    def context(self, item: Any = None) -> dict[str, Any]:
+        outputs: dict[str, Any] = {}
+        for task in self.spec.tasks:
+            entry = self.tasks[task.name]
+            if entry["phase"] != "Succeeded":
+                continue
+            if task.for_each is None:
+                outputs[task.name] = {"output": entry.get("output")}
+            else:
+                children = entry.get("outputs") or {}
+                ordered = [children.get(str(i)) for i in range(int(entry.get("items", 0)))]
+                outputs[task.name] = {"outputs": ordered}
+        found: dict[str, Any] = {
+            "params": self.spec.params or {},
+            "workflow": self.who.context,
+            "tasks": outputs,
+        }
+        if item is not None:
+            found["item"] = item
+        return found
+
+    def render(self, task: Task, item: Any) -> dict[str, Any]:
+        context = self.context(item)
+        if task.command is not None:
+            args = [templating.render_text(arg, context) for arg in task.command.args]
+            return {"command": {"args": args}}
+        if task.python is not None:
+            kwargs = _render_values(task.python.kwargs or {}, context)
+            return {"python": {"callable": task.python.callable, "kwargs": kwargs}}
+        assert task.http is not None
+        http = task.http.model_dump(by_alias=True, exclude_none=True)
+        http["url"] = templating.render_text(task.http.url, context)
+        http["headers"] = [
+            {**header, "value": templating.render_text(header["value"], context)}
+            if "value" in header
+            else header
+            for header in http.get("headers", [])
+        ]
+        if task.http.body is not None:
+            http["body"] = _render_texts(task.http.body, context)
+        return {"http": http}
+
+    def message(
+        self, task: Task, item: int | None, attempt: int, action: dict[str, Any]
+    ) -> TaskMessage:
+        settings = _settings(self.spec, task)
+        guards: dict[str, Any] = {}
+        if settings.circuit_breaker is not None:
+            guards["circuitBreaker"] = settings.circuit_breaker.model_dump(by_alias=True)
+        if settings.rate_limit is not None:
+            guards["rateLimit"] = settings.rate_limit.model_dump(by_alias=True)
+        return TaskMessage(
+            workflow_uid=self.who.uid,
+            workflow=f"{self.who.namespace}/{self.who.name}",
+            task=task.name,
+            item=item,
+            attempt=attempt,
+            action=action,
+            timeout_seconds=settings.timeout_seconds or DEFAULT_TIMEOUT_SECONDS,
+            guards=guards,
+        )
+
+    def launch(self, task: Task, item: int | None, attempt: int) -> bool:
+        """Enqueues one attempt; False when its templates cannot be rendered (dead-lettered)."""
+        entry = self.tasks[task.name]
+        item_value = None
+        if item is not None:
+            item_value = (entry.get("itemValues") or [])[item]
+        try:
+            action = self.render(task, item_value)
+        except templating.TemplateError as error:
+            self._dead_letter(entry, item, attempt, f"template: {error}")
+            return False
+        self.enqueue.append(self.message(task, item, attempt, action))
+        entry.setdefault("startedAt", _ts(self.now))
+        if item is None:
+            entry.update(phase="Queued", attempts=attempt)
+            entry.pop("nextRetryAt", None)
+        else:
+            running = ranges.decode(entry.get("runningItems"))
+            running.add(item)
+            entry["runningItems"] = ranges.encode(running)
+            if attempt > 1:
+                entry.setdefault("itemAttempts", {})[str(item)] = attempt
+        return True
+
+    def expand(self, task: Task) -> None:
+        """A ready forEach task: render its list, then its children wait to be launched."""
+        entry = self.tasks[task.name]
+        assert task.for_each is not None
+        try:
+            values = templating.render_value(task.for_each, self.context())
+        except templating.TemplateError as error:
+            self._dead_letter(entry, None, 0, f"forEach: {error}")
+            return
+        if not isinstance(values, list):
+            self._dead_letter(
+                entry, None, 0, f"forEach must render to a list, got {type(values).__name__}"
+            )
+            return
+        entry.update(
+            phase="Running",
+            items=len(values),
+            itemValues=values,
+            succeeded=0,
+            failed=0,
+            deadLettered=0,
+            startedAt=_ts(self.now),
+        )
+
+    def schedule(self) -> None:
+        slots = self.spec.concurrency - self.in_flight()
+        # Retries that are due go first.
+        for task in self.spec.tasks:
+            entry = self.tasks[task.name]
+            if task.for_each is None and entry["phase"] == "Retrying":
+                if slots > 0 and _parse_ts(entry["nextRetryAt"]) <= self.now:
+                    slots -= self.launch(task, None, int(entry.get("attempts", 1)) + 1)
+            elif task.for_each is not None:
+                for key, due in sorted(
+                    (entry.get("retryAt") or {}).items(), key=lambda kv: int(kv[0])
+                ):
+                    if slots <= 0 or _parse_ts(due) > self.now:
+                        continue
+                    item = int(key)
+                    del entry["retryAt"][key]
+                    attempt = int(entry.setdefault("itemAttempts", {}).get(key, 1)) + 1
+                    slots -= self.launch(task, item, attempt)
+        for name in self.dag.order:
+            task, entry = self.by_name[name], self.tasks[name]
+            if entry["phase"] == "Pending":
+                deps = [self.tasks[d]["phase"] for d in task.depends_on]
+                if any(phase in ("DeadLettered", "Skipped") for phase in deps):
+                    entry.update(phase="Skipped", finishedAt=_ts(self.now))
+                    continue
+                if not all(phase == "Succeeded" for phase in deps):
+                    continue
+                if task.for_each is not None:
+                    self.expand(task)
+                elif slots > 0:
+                    slots -= self.launch(task, None, 1)
+            if task.for_each is not None and entry["phase"] == "Running":
+                slots = self._launch_children(task, entry, slots)
+
+    def _launch_children(self, task: Task, entry: dict[str, Any], slots: int) -> int:
+        started = (
+            ranges.decode(entry.get("runningItems"))
+            | ranges.decode(entry.get("doneItems"))
+            | ranges.decode(entry.get("deadItems"))
+            | {int(k) for k in entry.get("retryAt") or {}}
+        )
+        item = int(entry.get("nextItem", 0))
+        while slots > 0 and item < int(entry["items"]):
+            if item not in started:
+                slots -= self.launch(task, item, 1)
+            item += 1
+        entry["nextItem"] = item
+        return slots
+
+    # phases ----------------------------------------------------------------------------------
+
+    def settle(self) -> None:
+        for task in self.spec.tasks:
+            entry = self.tasks[task.name]
+            if task.for_each is None or entry["phase"] != "Running":
+                continue
+            total = int(entry["items"])
+            done = len(ranges.decode(entry.get("doneItems")))
+            dead = len(ranges.decode(entry.get("deadItems")))
+            if done + dead < total:
+                continue
+            entry["finishedAt"] = _ts(self.now)
+            entry["phase"] = "Succeeded" if dead == 0 else "DeadLettered"
+            entry.pop("itemValues", None)
+            entry.pop("nextItem", None)
+
+    def progress(self) -> tuple[int, int]:
+        finished = total = 0
+        for task in self.spec.tasks:
+            entry = self.tasks[task.name]
+            if task.for_each is not None and "items" in entry:
+                total += int(entry["items"])
+                finished += int(entry.get("succeeded", 0)) + int(entry.get("deadLettered", 0))
+                if entry["phase"] == "Skipped":
+                    total += 1
+                    finished += 1
+            else:
+                total += 1
+                finished += entry["phase"] in FINISHED
+        return finished, total
+
+    def wake_at(self) -> datetime | None:
+        moments = []
+        for entry in self.tasks.values():
+            if entry.get("phase") == "Retrying":
+                moments.append(_parse_ts(entry["nextRetryAt"]))
+            moments += [_parse_ts(due) for due in (entry.get("retryAt") or {}).values()]
+        deadline = self.deadline()
+        if deadline is not None and self.status.get("phase") not in ("Succeeded", "Failed"):
+            moments.append(deadline)
+        return min(moments) if moments else None
+
+    def deadline(self) -> datetime | None:
+        started = self.status.get("startedAt")
+        if self.spec.active_deadline_seconds is None or not started:
+            return None
+        return _parse_ts(started) + timedelta(seconds=self.spec.active_deadline_seconds)
+
+    def conclude(self, generation: int | None) -> None:
+        phases = [self.tasks[t.name]["phase"] for t in self.spec.tasks]
+        if self.status.get("phase") in ("Succeeded", "Failed"):
+            phase, message = self.status["phase"], self.status.get("message", "")
+        elif all(p == "Succeeded" for p in phases):
+            phase, message = "Succeeded", "all tasks succeeded"
+        elif (deadline := self.deadline()) is not None and self.now >= deadline:
+            phase = "Failed"
+            message = f"activeDeadlineSeconds ({self.spec.active_deadline_seconds}) exceeded"
+            for entry in self.tasks.values():
+                if entry["phase"] not in FINISHED:
+                    entry.update(phase="Skipped", finishedAt=_ts(self.now))
+        elif all(p in FINISHED for p in phases):
+            failed = sorted(
+                t.name for t in self.spec.tasks if self.tasks[t.name]["phase"] == "DeadLettered"
+            )
+            phase, message = "Failed", f"dead-lettered: {', '.join(failed)}"
+        elif self.spec.suspend:
+            phase, message = "Suspended", "suspended: running tasks finish, no new ones start"
+        else:
+            phase = "Running"
+            message = f"{self.in_flight()} in flight"
+        if phase in ("Succeeded", "Failed"):
+            self.status.setdefault("finishedAt", _ts(self.now))
+        if phase != "Suspended" and self.enqueue:
+            self.status.setdefault("startedAt", _ts(self.now))
+        finished, total = self.progress()
+        self.status.update(
+            phase=phase,
+            message=message,
+            progress=f"{finished}/{total}",
+            observedGeneration=generation,
+        )
+        ready = phase == "Succeeded"
+        current = self.status.get("conditions") or []
+        current = conditions.set_condition(
+            current,
+            type="Ready",
+            status="True" if ready else "False",
+            reason=phase,
+            message=message,
+            generation=generation,
+            now=self.now,
+        )
+        current = conditions.set_condition(
+            current,
+            type="Reconciling",
+            status="True" if phase == "Running" else "False",
+            reason=phase,
+            message=message if phase == "Running" else "",
+            generation=generation,
+            now=self.now,
+        )
+        current = conditions.set_condition(
+            current,
+            type="Stalled",
+            status="True" if phase == "Failed" else "False",
+            reason=phase,
+            message=message if phase == "Failed" else "",
+            generation=generation,
+            now=self.now,
+        )
+        self.status["conditions"] = current
+
+
+def _render_values(value: Any, context: Mapping[str, Any]) -> Any:
+    if isinstance(value, str):
+        return templating.render_value(value, context)
+    if isinstance(value, dict):
+        return {k: _render_values(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_values(v, context) for v in value]
+    return value
+
+
+def _render_texts(value: Any, context: Mapping[str, Any]) -> Any:
+    if isinstance(value, str):
+        return templating.render_text(value, context)
+    if isinstance(value, dict):
+        return {k: _render_texts(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_texts(v, context) for v in value]
+    return value
+
+
+def advance(
+    spec: WorkflowSpec,
+    status: Mapping[str, Any],
+    results: Sequence[TaskResult],
+    *,
+    now: datetime,
+    who: Identity,
+    generation: int | None = None,
+    rng: random.Random | None = None,
+) -> Step:
+    """The next status and the attempts to enqueue, given the results that arrived."""
+    run = _Run(spec, status, now, who, rng or random.Random())
+    if run.status.get("phase") not in ("Succeeded", "Failed"):
+        for result in results:
+            run.apply(result)
+        run.settle()
+        if not spec.suspend and not _deadline_passed(run):
+            run.schedule()
+            run.settle()
+    run.conclude(generation)
+    return Step(run.status, run.enqueue, run.wake_at())
+
+
+def _deadline_passed(run: _Run) -> bool:
+    deadline = run.deadline()
+    return deadline is not None and run.now >= deadline
+
+
+def requeue_in_flight(
+    spec: WorkflowSpec, status: Mapping[str, Any], *, now: datetime, who: Identity
+) -> list[TaskMessage]:
+    """The attempts status says are in flight, to enqueue again after Redis lost its data
+    (idempotency keys make a duplicate harmless when one survived)."""
+    run = _Run(spec, status, now, who, random.Random())
+    again: list[TaskMessage] = []
+    for task in spec.tasks:
+        entry = run.tasks[task.name]
+        if task.for_each is None and entry["phase"] in IN_FLIGHT:
+            again.append(
+                run.message(task, None, int(entry.get("attempts", 1)), run.render(task, None))
+            )
+        elif task.for_each is not None:
+            attempts = entry.get("itemAttempts") or {}
+            values = entry.get("itemValues") or []
+            for item in sorted(ranges.decode(entry.get("runningItems"))):
+                action = run.render(task, values[item])
+                again.append(run.message(task, item, int(attempts.get(str(item), 1)), action))
+    return again

@@ -1,0 +1,261 @@
+"""The engine's transitions, on fixed times, with results fed in by hand."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from treadle.api.workflows import WorkflowSpec
+from treadle.core import engine
+from treadle.core.messages import TaskMessage, TaskResult
+
+T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+WHO = engine.Identity(uid="u1", name="wf", namespace="ns", pool="wf-u1")
+
+
+def spec(*tasks: dict[str, Any], **extra: Any) -> WorkflowSpec:
+    return WorkflowSpec.model_validate({"tasks": list(tasks), **extra})
+
+
+def cmd(name: str, *args: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "command": {"args": list(args) or ["true"]}, **extra}
+
+
+def ok(message: TaskMessage, output: Any = None) -> TaskResult:
+    return TaskResult(
+        message.workflow_uid,
+        message.workflow,
+        message.task,
+        message.item,
+        message.attempt,
+        "succeeded",
+        output,
+    )
+
+
+def failed(message: TaskMessage, error: str = "boom") -> TaskResult:
+    return TaskResult(
+        message.workflow_uid,
+        message.workflow,
+        message.task,
+        message.item,
+        message.attempt,
+        "failed",
+        error=error,
+    )
+
+
+def step(
+    workflow: WorkflowSpec,
+    status: dict[str, Any],
+    results: list[TaskResult] = (),
+    now: datetime = T0,
+) -> engine.Step:
+    return engine.advance(
+        workflow, status, list(results), now=now, who=WHO, generation=1, rng=random.Random(0)
+    )
+
+
+def test_a_chain_runs_in_dependency_order_and_passes_outputs_along() -> None:
+    workflow = spec(
+        cmd("say", "echo"),
+        cmd("shout", "echo", "{{ tasks.say.output.words | upper }}", dependsOn=["say"]),
+    )
+    first = step(workflow, {})
+    assert [(m.task, m.attempt) for m in first.enqueue] == [("say", 1)]
+    assert (first.status["phase"], first.status["progress"]) == ("Running", "0/2")
+    second = step(workflow, first.status, [ok(first.enqueue[0], {"words": "hi"})])
+    assert second.enqueue[0].action == {"command": {"args": ["echo", "HI"]}}
+    third = step(workflow, second.status, [ok(second.enqueue[0], "HI")])
+    assert (third.status["phase"], third.status["progress"], third.enqueue) == (
+        "Succeeded",
+        "2/2",
+        [],
+    )
+    ready = next(c for c in third.status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+
+
+def test_independent_tasks_run_in_parallel_up_to_the_concurrency() -> None:
+    workflow = spec(*(cmd(f"t{i}") for i in range(5)), concurrency=2)
+    first = step(workflow, {})
+    assert [m.task for m in first.enqueue] == ["t0", "t1"]
+    second = step(workflow, first.status, [ok(first.enqueue[0])])
+    assert [m.task for m in second.enqueue] == ["t2"]
+
+
+def test_for_each_fans_out_and_the_fan_in_sees_every_output_in_item_order() -> None:
+    workflow = spec(
+        cmd("list"),
+        cmd(
+            "square",
+            "echo",
+            "{{ item }}",
+            dependsOn=["list"],
+            forEach="{{ tasks.list.output.ids }}",
+        ),
+        {
+            "name": "total",
+            "dependsOn": ["square"],
+            "python": {"callable": "m:f", "kwargs": {"values": "{{ tasks.square.outputs }}"}},
+        },
+    )
+    first = step(workflow, {})
+    second = step(workflow, first.status, [ok(first.enqueue[0], {"ids": [3, 1, 2]})])
+    assert [(m.task, m.item, m.action["command"]["args"][1]) for m in second.enqueue] == [
+        ("square", 0, "3"),
+        ("square", 1, "1"),
+        ("square", 2, "2"),
+    ]
+    assert second.enqueue[0].key == "u1/square/0"
+    # Children finish out of order; the fan-in sees outputs in item order.
+    third = step(workflow, second.status, [ok(second.enqueue[2], 4), ok(second.enqueue[0], 9)])
+    assert third.status["tasks"]["square"]["doneItems"] == "0,2"
+    fourth = step(workflow, third.status, [ok(second.enqueue[1], 1)])
+    [fan_in] = fourth.enqueue
+    assert fan_in.action["python"]["kwargs"] == {"values": [9, 1, 4]}
+    assert fourth.status["progress"] == "4/5"
+
+
+def test_a_failure_is_retried_with_growing_delays_then_dead_lettered_and_downstream_skipped() -> (
+    None
+):
+    retry = {"limit": 2, "backoff": {"durationSeconds": 10, "factor": 2, "jitter": 0}}
+    workflow = spec(cmd("flaky", retry=retry), cmd("after", dependsOn=["flaky"]))
+    current = step(workflow, {})
+    attempt = current.enqueue[0]
+    now = T0
+    delays = []
+    for _ in range(2):
+        current = step(workflow, current.status, [failed(attempt)], now=now)
+        entry = current.status["tasks"]["flaky"]
+        assert entry["phase"] == "Retrying"
+        due = datetime.strptime(entry["nextRetryAt"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        delays.append((due - now).total_seconds())
+        assert current.wake_at == due
+        assert step(workflow, current.status, now=due - timedelta(seconds=1)).enqueue == []
+        current = step(workflow, current.status, now=due)
+        now = due
+        [attempt] = current.enqueue
+    assert delays == [10, 20]
+    assert attempt.attempt == 3
+    final = step(workflow, current.status, [failed(attempt, "503 from api")], now=now)
+    assert final.status["tasks"]["flaky"]["phase"] == "DeadLettered"
+    assert final.status["tasks"]["after"]["phase"] == "Skipped"
+    assert final.status["phase"] == "Failed"
+    assert final.status["deadLetters"] == [
+        {"task": "flaky", "attempts": 3, "error": "503 from api", "at": engine._ts(now)}
+    ]
+    stalled = next(c for c in final.status["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True"
+
+
+def test_a_duplicate_or_stale_result_changes_nothing() -> None:
+    workflow = spec(cmd("a"), cmd("b", dependsOn=["a"]))
+    first = step(workflow, {})
+    second = step(workflow, first.status, [ok(first.enqueue[0], 1)])
+    again = step(workflow, second.status, [ok(first.enqueue[0], 2)])
+    assert again.enqueue == []
+    assert again.status["tasks"]["a"]["output"] == 1
+
+
+def test_a_child_that_exhausts_its_retries_dead_letters_its_for_each_task() -> None:
+    workflow = spec(
+        cmd("each", "echo", "{{ item }}", forEach="{{ params.ids }}", retry={"limit": 0}),
+        params={"ids": [1, 2]},
+    )
+    first = step(workflow, {})
+    second = step(workflow, first.status, [ok(first.enqueue[0]), failed(first.enqueue[1])])
+    entry = second.status["tasks"]["each"]
+    assert (entry["phase"], entry["deadItems"], entry["succeeded"]) == ("DeadLettered", "1", 1)
+    assert second.status["deadLetters"][0]["item"] == 1
+
+
+def test_an_empty_for_each_succeeds_at_once() -> None:
+    workflow = spec(cmd("each", "{{ item }}", forEach="{{ params.ids }}"), params={"ids": []})
+    assert step(workflow, {}).status["phase"] == "Succeeded"
+
+
+def test_a_template_that_fails_to_render_dead_letters_the_task_without_retries() -> None:
+    workflow = spec(cmd("a"), cmd("b", "{{ tasks.a.output.missing }}", dependsOn=["a"]))
+    first = step(workflow, {})
+    second = step(workflow, first.status, [ok(first.enqueue[0], {})])
+    assert second.status["tasks"]["b"]["phase"] == "DeadLettered"
+    assert second.status["tasks"]["b"]["error"].startswith("template:")
+
+
+def test_the_active_deadline_fails_the_workflow_and_skips_what_is_left() -> None:
+    workflow = spec(cmd("slow"), cmd("later", dependsOn=["slow"]), activeDeadlineSeconds=60)
+    first = step(workflow, {})
+    assert first.wake_at == T0 + timedelta(seconds=60)
+    late = step(workflow, first.status, now=T0 + timedelta(seconds=61))
+    assert late.status["phase"] == "Failed"
+    assert "activeDeadlineSeconds" in late.status["message"]
+    assert {e["phase"] for e in late.status["tasks"].values()} == {"Skipped"}
+
+
+def test_a_suspended_workflow_starts_nothing() -> None:
+    current = step(spec(cmd("a"), suspend=True), {})
+    assert (current.status["phase"], current.enqueue) == ("Suspended", [])
+
+
+def test_guards_and_timeouts_travel_with_the_attempt() -> None:
+    workflow = spec(
+        {"name": "call", "http": {"url": "http://{{ params.host }}/x"}, "timeoutSeconds": 5},
+        params={"host": "api"},
+        defaults={
+            "circuitBreaker": {"failureThreshold": 3, "openSeconds": 10},
+            "rateLimit": {"perSecond": 5, "burst": 2},
+        },
+    )
+    [message] = step(workflow, {}).enqueue
+    assert message.action["http"]["url"] == "http://api/x"
+    assert message.timeout_seconds == 5
+    assert message.guards == {
+        "circuitBreaker": {"failureThreshold": 3, "openSeconds": 10.0},
+        "rateLimit": {"perSecond": 5.0, "burst": 2},
+    }
+
+
+def test_in_flight_attempts_can_be_rebuilt_from_status_alone() -> None:
+    workflow = spec(
+        cmd("each", "echo", "{{ item }}", forEach="{{ params.ids }}"),
+        params={"ids": [5, 6, 7]},
+        concurrency=2,
+    )
+    first = step(workflow, {})
+    again = engine.requeue_in_flight(workflow, first.status, now=T0, who=WHO)
+    assert [(m.item, m.action) for m in again] == [(m.item, m.action) for m in first.enqueue]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=40),
+    st.integers(min_value=1, max_value=8),
+    st.randoms(use_true_random=False),
+)
+def test_a_fan_out_finishes_with_every_child_run_once_whatever_the_order(
+    children: int, concurrency: int, shuffle: random.Random
+) -> None:
+    workflow = spec(
+        cmd("each", "echo", "{{ item }}", forEach="{{ params.ids }}"),
+        params={"ids": list(range(children))},
+        concurrency=concurrency,
+    )
+    current = step(workflow, {})
+    pending = list(current.enqueue)
+    seen: list[int] = []
+    while pending:
+        assert len(pending) <= concurrency
+        shuffle.shuffle(pending)
+        done, pending = pending[:1], pending[1:]
+        seen += [m.item for m in done]
+        current = step(workflow, current.status, [ok(m, m.item) for m in done])
+        pending += current.enqueue
+    assert sorted(seen) == list(range(children))
+    assert current.status["phase"] == "Succeeded"
+    assert current.status["progress"] == f"{children}/{children}"
