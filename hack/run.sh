@@ -59,10 +59,16 @@ start() {
     }
   fi
 
-  say "applying examples/01-hello.yaml"
+  say "applying examples/01-hello.yaml and waiting for it to succeed"
   "$kubectl" apply -f "$root/examples/01-hello.yaml" >/dev/null
-  "$kubectl" wait --for=jsonpath='{.status.observedGeneration}'="$("$kubectl" get twf hello -o jsonpath='{.metadata.generation}')" \
-    --timeout=60s twf/hello >/dev/null
+  if ! "$kubectl" wait --for=condition=Ready --timeout=180s twf/hello >/dev/null; then
+    "$kubectl" get twf hello -o yaml >&2
+    say "the example did not succeed; see $state/logs/operator.log"
+    exit 1
+  fi
+  echo
+  echo "hello's outputs:"
+  "$kubectl" get twf hello -o jsonpath='{range .status.tasks.*}{.output}{"\n"}{end}'
   echo
   "$kubectl" get treadle
   echo
@@ -72,7 +78,7 @@ Treadle is running.$([[ $local_cluster == 1 ]] && echo " The local cluster's kub
 Try next:
   export KUBECONFIG=$KUBECONFIG PATH=$bin:$(bash "$root/hack/tools.sh" --print):\$PATH
   kubectl get twf                          # workflows: Phase, Progress, Age, Message
-  kubectl describe twf hello               # status, conditions and events
+  kubectl get twf hello -o yaml            # status: tasks, outputs, conditions
   kubectl explain twf.spec.tasks           # every field, documented
   kubectl apply -f examples/               # the other examples
   tail -f .treadle/logs/operator.log       # the operator's JSON log

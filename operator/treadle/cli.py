@@ -20,6 +20,8 @@ def _operator(args: argparse.Namespace) -> int:
         health_address=args.health_address,
         metrics_address=args.metrics_address,
         webhook_address=args.webhook_address,
+        redis_url=args.redis_url or "",
+        worker_image=args.worker_image,
         log_format=args.log_format,
         verbose=args.verbose,
     )
@@ -85,6 +87,16 @@ def parser() -> argparse.ArgumentParser:
     )
     operator.add_argument(
         "--metrics-address", default="127.0.0.1:9090", help="host:port of /metrics; '' disables"
+    )
+    operator.add_argument(
+        "--redis-url",
+        default=os.environ.get("TREADLE_REDIS_URL"),
+        help="Redis of the task queue (default $TREADLE_REDIS_URL); without it nothing runs",
+    )
+    operator.add_argument(
+        "--worker-image",
+        default="treadle:dev",
+        help="image of worker pods (spec.workers.image wins)",
     )
     operator.add_argument(
         "--webhook-address",

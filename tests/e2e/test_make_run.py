@@ -20,6 +20,7 @@ def test_make_run_starts_everything_and_applies_the_first_example(tmp_path: Path
         )
         assert started.returncode == 0, started.stderr
         assert "workflow.treadle.dev/hello" in started.stdout
+        assert "HELLO WORLD" in started.stdout
         assert "Try next:" in started.stdout
         kubeconfig = tmp_path / "state" / "kubeconfig"
         phase = subprocess.run(
@@ -36,7 +37,7 @@ def test_make_run_starts_everything_and_applies_the_first_example(tmp_path: Path
             text=True,
             check=True,
         ).stdout
-        assert phase == "Pending"
+        assert phase == "Succeeded"
         again = subprocess.run(
             ["bash", str(run), "start"], env=env, capture_output=True, text=True, timeout=300
         )

@@ -24,23 +24,34 @@ def workflow(name: str, **spec: object) -> str:
     return json.dumps(body)
 
 
-def test_a_new_workflow_gets_observed_generation_a_ready_condition_and_pending(
+def test_a_workflow_runs_on_worker_pods_to_succeeded_and_becomes_ready(
     crds: Cluster, operator: OperatorProcess, namespace: str
 ) -> None:
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=workflow("fresh"))
-    crds.wait("twf/fresh", namespace, "jsonpath={.status.phase}=Pending")
+    crds.wait("twf/fresh", namespace, "condition=Ready", timeout_seconds=120)
     status = crds.get("twf", "fresh", namespace)["status"]
-    assert status["observedGeneration"] == 1
-    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == (
-        "False",
-        "Pending",
+    assert (status["phase"], status["progress"], status["observedGeneration"]) == (
+        "Succeeded",
+        "1/1",
         1,
     )
-    assert status["progress"] == "0/1"
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["reason"], ready["observedGeneration"]) == ("Succeeded", 1)
+    assert status["tasks"]["a"]["phase"] == "Succeeded"
+    # The worker pods go once the workflow finished.
+    crds.kubectl(
+        "wait",
+        "--for=delete",
+        "pod",
+        "-l",
+        "treadle.dev/workflow=fresh",
+        "-n",
+        namespace,
+        "--timeout=60s",
+    )
 
 
-def test_a_suspended_workflow_reports_suspended_and_resumes_to_pending(
+def test_a_suspended_workflow_reports_suspended_and_runs_when_resumed(
     crds: Cluster, operator: OperatorProcess, namespace: str
 ) -> None:
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=workflow("held", suspend=True))
@@ -48,17 +59,17 @@ def test_a_suspended_workflow_reports_suspended_and_resumes_to_pending(
     crds.kubectl(
         "patch", "twf", "held", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}'
     )
-    crds.wait("twf/held", namespace, "jsonpath={.status.observedGeneration}=2")
-    assert crds.get("twf", "held", namespace)["status"]["phase"] == "Pending"
+    crds.wait("twf/held", namespace, "jsonpath={.status.phase}=Succeeded", timeout_seconds=120)
+    assert crds.get("twf", "held", namespace)["status"]["observedGeneration"] == 2
 
 
 def test_kubectl_get_shows_phase_and_progress_columns(
     crds: Cluster, operator: OperatorProcess, namespace: str
 ) -> None:
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=workflow("listed"))
-    crds.wait("twf/listed", namespace, "jsonpath={.status.phase}=Pending")
+    crds.wait("twf/listed", namespace, "jsonpath={.status.phase}=Succeeded", timeout_seconds=120)
     row = crds.kubectl("get", "twf", "listed", "-n", namespace, "--no-headers").stdout.split()
-    assert row[:3] == ["listed", "Pending", "0/1"]
+    assert row[:3] == ["listed", "Succeeded", "1/1"]
 
 
 def test_the_operator_serves_health_and_metrics(operator: OperatorProcess) -> None:
@@ -70,7 +81,7 @@ def test_the_operator_serves_health_and_metrics(operator: OperatorProcess) -> No
 
 def test_the_operator_logs_json(crds: Cluster, operator: OperatorProcess, namespace: str) -> None:
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=workflow("logged"))
-    crds.wait("twf/logged", namespace, "jsonpath={.status.phase}=Pending")
+    crds.wait("twf/logged", namespace, "jsonpath={.status.observedGeneration}=1")
     lines = [line for line in operator.log_tail(100_000).splitlines() if line.startswith("{")]
     assert lines, "no JSON log line"
     assert all("message" in json.loads(line) for line in lines)
@@ -180,7 +191,7 @@ def test_an_invalid_workflow_admitted_before_the_webhook_can_still_be_labelled_a
 def test_the_operator_runs_without_the_webhook(crds: Cluster, tmp_path: Path) -> None:
     from support import operator as operator_process
 
-    plain = operator_process.start(crds, tmp_path / "plain.log", "redis://unused", webhook=False)
+    plain = operator_process.start(crds, tmp_path / "plain.log", "", webhook=False)
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{plain.health_port}/healthz") as reply:
             assert reply.status == 200

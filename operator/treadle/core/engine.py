@@ -71,7 +71,7 @@ def _ts(moment: datetime) -> str:
     return conditions.timestamp(moment)
 
 
-def _parse_ts(text: str) -> datetime:
+def parse_timestamp(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
@@ -322,13 +322,13 @@ class _Run:
         for task in self.spec.tasks:
             entry = self.tasks[task.name]
             if task.for_each is None and entry["phase"] == "Retrying":
-                if slots > 0 and _parse_ts(entry["nextRetryAt"]) <= self.now:
+                if slots > 0 and parse_timestamp(entry["nextRetryAt"]) <= self.now:
                     slots -= self.launch(task, None, int(entry.get("attempts", 1)) + 1)
             elif task.for_each is not None:
                 for key, due in sorted(
                     (entry.get("retryAt") or {}).items(), key=lambda kv: int(kv[0])
                 ):
-                    if slots <= 0 or _parse_ts(due) > self.now:
+                    if slots <= 0 or parse_timestamp(due) > self.now:
                         continue
                     item = int(key)
                     del entry["retryAt"][key]
@@ -401,8 +401,8 @@ class _Run:
         moments = []
         for entry in self.tasks.values():
             if entry.get("phase") == "Retrying":
-                moments.append(_parse_ts(entry["nextRetryAt"]))
-            moments += [_parse_ts(due) for due in (entry.get("retryAt") or {}).values()]
+                moments.append(parse_timestamp(entry["nextRetryAt"]))
+            moments += [parse_timestamp(due) for due in (entry.get("retryAt") or {}).values()]
         deadline = self.deadline()
         if deadline is not None and self.status.get("phase") not in ("Succeeded", "Failed"):
             moments.append(deadline)
@@ -412,7 +412,7 @@ class _Run:
         started = self.status.get("startedAt")
         if self.spec.active_deadline_seconds is None or not started:
             return None
-        return _parse_ts(started) + timedelta(seconds=self.spec.active_deadline_seconds)
+        return parse_timestamp(started) + timedelta(seconds=self.spec.active_deadline_seconds)
 
     def conclude(self, generation: int | None) -> None:
         phases = [self.tasks[t.name]["phase"] for t in self.spec.tasks]

@@ -12,9 +12,10 @@ import kopf
 import prometheus_client
 
 # Importing the handler modules registers them in the project's registry.
-from treadle.handlers import settings, validation, workflows  # noqa: F401
+from treadle.handlers import driver, settings, validation, workflows  # noqa: F401
 from treadle.handlers.registry import registry
-from treadle.services import certificates
+from treadle.runtime import Directive, Loop, Pacing, TaskSet
+from treadle.services import certificates, kube, queues
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,12 @@ class OperatorOptions:
     """host:port of the liveness/readiness endpoint (/healthz)."""
     metrics_address: str = "127.0.0.1:9090"
     """host:port of the Prometheus metrics endpoint; empty disables it."""
+    redis_url: str = ""
+    """Redis for the task queue; empty: admission only, nothing runs."""
+    worker_image: str = "treadle:dev"
+    """Image of worker pods whose workflow names none."""
+    consumer: str = "treadle-operator"
+    """This operator's name in the results stream's consumer group."""
     webhook_address: str = ""
     """host:port of the admission webhook the operator serves and registers; empty: none."""
     log_format: str = "json"
@@ -71,9 +78,36 @@ async def run(options: OperatorOptions) -> None:
         validation.register(registry)
         operator_settings.admission.server = _webhook_server(options.webhook_address)
         operator_settings.admission.managed = validation.WEBHOOK_CONFIGURATION
+    memo = kopf.Memo()
+    tasks = TaskSet()
+    redis_client = None
+    if options.redis_url:
+        redis_client = queues.connect(options.redis_url)
+        results = queues.ResultStream(redis_client, options.consumer)
+        memo.driver = driver.Driver(results, kube.client(), options.redis_url, options.worker_image)
+        loop = Loop(
+            "engine-driver",
+            memo.driver,
+            tasks.cancel,
+            start=Directive.proceed(),
+            pacing=Pacing(min_interval_seconds=1.0),
+        )
+        tasks.spawn("engine-driver", loop.run())
+    try:
+        await _run_kopf(options, operator_settings, memo)
+    finally:
+        await tasks.shutdown(grace_seconds=10)
+        if redis_client is not None:
+            await redis_client.aclose()
+
+
+async def _run_kopf(
+    options: OperatorOptions, operator_settings: kopf.OperatorSettings, memo: kopf.Memo
+) -> None:
     await kopf.operator(
         registry=registry,
         settings=operator_settings,
+        memo=memo,
         standalone=True,
         clusterwide=not options.namespaces,
         namespaces=options.namespaces,

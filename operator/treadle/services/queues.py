@@ -242,3 +242,48 @@ class TaskQueue:
     async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
         entries: Any = await self.client.xrange(DEAD_LETTERS, count=count)
         return [{"id": entry_id, **fields} for entry_id, fields in entries]
+
+
+class ResultStream:
+    """The operator's side of the results stream.  The consumer name is stable per operator, so
+    an operator that restarts first re-reads the results it had not acknowledged."""
+
+    def __init__(self, client: aioredis.Redis, consumer: str) -> None:
+        self.client = client
+        self.consumer = consumer
+        self._backlog = True
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.client.xgroup_create(RESULTS, OPERATOR_GROUP, id="0", mkstream=True)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    async def read(self, count: int, block_ms: int) -> list[tuple[str, TaskResult]]:
+        """Unacknowledged results of this consumer first (after a restart), then new ones."""
+        start = "0" if self._backlog else ">"
+        reply: Any = await self.client.xreadgroup(
+            OPERATOR_GROUP,
+            self.consumer,
+            {RESULTS: start},
+            count=count,
+            block=None if self._backlog else block_ms,
+        )
+        entries = [(entry_id, fields) for _, batch in reply or [] for entry_id, fields in batch]
+        if self._backlog and not entries:
+            self._backlog = False
+        return [(entry_id, TaskResult.decode(fields)) for entry_id, fields in entries if fields]
+
+    async def ack(self, ids: Sequence[str]) -> None:
+        if ids:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.xack(RESULTS, OPERATOR_GROUP, *ids)
+                pipe.xdel(RESULTS, *ids)
+                await pipe.execute()
+
+    async def enqueue(self, pool: str, messages: Sequence[TaskMessage]) -> None:
+        if messages:
+            queue = TaskQueue(self.client, pool, self.consumer)
+            await queue.ensure_groups()
+            await queue.enqueue(messages)

@@ -1,0 +1,155 @@
+"""The engine driver: feeds results and timer ticks to the pure engine and carries out its
+answer (enqueue attempts, keep worker pods, write status).
+
+It runs as one loop of the worker runtime beside kopf.  Each pass reads up to a thousand
+results, advances every workflow that got results or whose retry or deadline is due, writes one
+status patch per workflow, and only then acknowledges the results, so a crash between the two
+re-reads them (the engine ignores what it already applied).  Passes are at least a second apart,
+so a busy workflow gets about one status write a second, never one per task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from lightkube import AsyncClient
+
+from treadle.api.workflows import WorkflowSpec
+from treadle.core import engine
+from treadle.core.messages import TaskResult
+from treadle.runtime import CancelToken, Directive
+from treadle.services import kube
+from treadle.services.queues import ResultStream
+
+log = logging.getLogger(__name__)
+
+POD_CHECK_SECONDS = 30.0
+BATCH = 1000
+
+
+@dataclass
+class Tracked:
+    who: engine.Identity
+    spec: WorkflowSpec
+    status: dict[str, Any]
+    generation: int | None
+    due: datetime | None = None
+    """When to advance without results; now-ish for a workflow that was just tracked."""
+    pods_checked_at: datetime | None = None
+
+
+@dataclass
+class Driver:
+    results: ResultStream
+    api: AsyncClient
+    redis_url: str
+    worker_image: str
+    workflows: dict[str, Tracked] = field(default_factory=dict)
+    secrets_ensured: set[str] = field(default_factory=set)
+    _group_ready: bool = False
+
+    def track(self, body: dict[str, Any], spec: WorkflowSpec, status: dict[str, Any]) -> None:
+        """Starts (or resumes, or updates) driving a valid workflow."""
+        meta = body["metadata"]
+        uid = meta["uid"]
+        who = engine.Identity(
+            uid=uid, name=meta["name"], namespace=meta["namespace"], pool=f"wf-{uid}"
+        )
+        self.workflows[uid] = Tracked(who, spec, status, meta.get("generation"), datetime.now(UTC))
+
+    def forget(self, uid: str) -> None:
+        self.workflows.pop(uid, None)
+
+    async def execute(self, cancel: CancelToken) -> Directive:
+        try:
+            return await self._pass()
+        except Exception:
+            # Redis may have restarted without its data: make the group again next time.
+            self._group_ready = False
+            raise
+
+    async def _pass(self) -> Directive:
+        if not self._group_ready:
+            await self.results.ensure_group()
+            self._group_ready = True
+        now = datetime.now(UTC)
+        block_ms = 1000
+        upcoming = [t.due for t in self.workflows.values() if t.due is not None]
+        if upcoming:
+            block_ms = int(max(0.0, min(1.0, (min(upcoming) - now).total_seconds())) * 1000)
+        read = await self.results.read(BATCH, max(1, block_ms))
+        by_workflow: dict[str, list[TaskResult]] = defaultdict(list)
+        for _, result in read:
+            by_workflow[result.workflow_uid].append(result)
+        now = datetime.now(UTC)
+        due = {uid for uid, t in self.workflows.items() if t.due is not None and t.due <= now}
+        for uid in sorted(set(by_workflow) | due):
+            tracked = self.workflows.get(uid)
+            if tracked is None:
+                continue  # results of a workflow that is gone or not ours
+            await self.advance(tracked, by_workflow.get(uid, []), now)
+        await self.results.ack([entry_id for entry_id, _ in read])
+        return Directive.proceed()
+
+    async def advance(self, tracked: Tracked, results: list[TaskResult], now: datetime) -> None:
+        who = tracked.who
+        step = engine.advance(
+            tracked.spec, tracked.status, results, now=now, who=who, generation=tracked.generation
+        )
+        if who.namespace not in self.secrets_ensured and not step.finished:
+            await kube.ensure_redis_secret(self.api, who.namespace, self.redis_url)
+            self.secrets_ensured.add(who.namespace)
+        await self.results.enqueue(who.pool, step.enqueue)
+        if step.finished:
+            await kube.delete_worker_pods(self.api, who.namespace, who.name)
+        elif tracked.pods_checked_at is None or now - tracked.pods_checked_at >= timedelta(
+            seconds=POD_CHECK_SECONDS
+        ):
+            await self._ensure_pods(tracked)
+            tracked.pods_checked_at = now
+        if not await kube.patch_workflow_status(self.api, who.namespace, who.name, step.status):
+            self.forget(who.uid)
+            return
+        tracked.status = step.status
+        tracked.due = step.wake_at
+        if step.finished:
+            tracked.due = self._ttl_due(tracked)
+            if tracked.due is not None and tracked.due <= now:
+                log.info("deleting %s/%s: ttlSecondsAfterFinished passed", who.namespace, who.name)
+                await kube.delete_workflow(self.api, who.namespace, who.name)
+                self.forget(who.uid)
+            elif tracked.due is None:
+                self.forget(who.uid)
+        else:
+            tracked.due = min(
+                filter(None, [step.wake_at, now + timedelta(seconds=POD_CHECK_SECONDS)])
+            )
+
+    def _ttl_due(self, tracked: Tracked) -> datetime | None:
+        ttl = tracked.spec.ttl_seconds_after_finished
+        finished = tracked.status.get("finishedAt")
+        if ttl is None or not finished:
+            return None
+        return engine.parse_timestamp(finished) + timedelta(seconds=ttl)
+
+    async def _ensure_pods(self, tracked: Tracked) -> None:
+        who, workers = tracked.who, tracked.spec.workers
+        pods = [
+            kube.worker_pod(
+                workflow_name=who.name,
+                namespace=who.namespace,
+                uid=who.uid,
+                pool=who.pool,
+                index=index,
+                spec=workers,
+                default_image=self.worker_image,
+            )
+            for index in range(workers.replicas)
+        ]
+        created = await kube.ensure_worker_pods(self.api, pods)
+        if created:
+            log.info("created %d worker pod(s) for %s/%s", created, who.namespace, who.name)

@@ -1,0 +1,181 @@
+"""Kubernetes API calls made outside kopf handlers: status writes of the engine driver, the
+Redis Secret and the worker pods of a workflow.
+
+Worker pods run with the Pod Security Standards *restricted* profile and no service-account
+token: they need nothing from the API server, only Redis.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from typing import Any
+
+from lightkube import ApiError, AsyncClient
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.core_v1 import Pod, Secret
+from lightkube.types import PatchType
+
+from treadle.api import GROUP, VERSION, workflows
+
+Workflow = create_namespaced_resource(GROUP, VERSION, workflows.KIND, workflows.PLURAL)
+
+REDIS_SECRET = "treadle-redis"
+LABEL_WORKFLOW = f"{GROUP}/workflow"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+FIELD_MANAGER = "treadle-operator"
+
+
+def client() -> AsyncClient:
+    return AsyncClient(field_manager=FIELD_MANAGER)
+
+
+async def patch_workflow_status(
+    api: AsyncClient, namespace: str, name: str, status: Mapping[str, Any]
+) -> bool:
+    """Merge-patches a workflow's status; False when the workflow is gone."""
+    try:
+        await api.patch(
+            Workflow.Status,
+            name,
+            {"status": dict(status)},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+    except ApiError as error:
+        if error.status.code == 404:
+            return False
+        raise
+    return True
+
+
+async def delete_workflow(api: AsyncClient, namespace: str, name: str) -> None:
+    try:
+        await api.delete(Workflow, name, namespace=namespace)
+    except ApiError as error:
+        if error.status.code != 404:
+            raise
+
+
+async def ensure_redis_secret(api: AsyncClient, namespace: str, redis_url: str) -> None:
+    """The Secret worker pods read the Redis URL (with its password) from."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": REDIS_SECRET,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "treadle"},
+        },
+        "data": {"url": base64.b64encode(redis_url.encode()).decode()},
+    }
+    await api.patch(
+        Secret, REDIS_SECRET, body, namespace=namespace, patch_type=PatchType.APPLY, force=True
+    )
+
+
+def worker_pod(
+    *,
+    workflow_name: str,
+    namespace: str,
+    uid: str,
+    pool: str,
+    index: int,
+    spec: workflows.Workers,
+    default_image: str,
+) -> dict[str, Any]:
+    """A worker pod of one workflow, owned by it (garbage-collected with it)."""
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": spec.image or default_image,
+        "command": ["treadle", "worker", f"--pool={pool}"],
+        "env": [
+            {
+                "name": "TREADLE_REDIS_URL",
+                "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": "url"}},
+            },
+            *(spec.env or []),
+        ],
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if spec.resources:
+        container["resources"] = spec.resources
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{workflow_name}-worker-{index}",
+            "namespace": namespace,
+            "labels": {
+                LABEL_WORKFLOW: workflow_name,
+                LABEL_COMPONENT: "worker",
+                "app.kubernetes.io/name": "treadle",
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": workflows.KIND,
+                    "name": workflow_name,
+                    "uid": uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "restartPolicy": "Always",
+            "automountServiceAccountToken": False,
+            "terminationGracePeriodSeconds": 30,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 65532,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [container],
+        },
+    }
+
+
+async def ensure_worker_pods(api: AsyncClient, pods: list[dict[str, Any]]) -> int:
+    """Creates the pods that do not exist (a deleted or failed one is replaced); returns how
+    many were created."""
+    created = 0
+    for body in pods:
+        meta = body["metadata"]
+        try:
+            existing = await api.get(Pod, meta["name"], namespace=meta["namespace"])
+        except ApiError as error:
+            if error.status.code != 404:
+                raise
+        else:
+            phase = existing.status.phase if existing.status else None
+            if (
+                existing.metadata
+                and existing.metadata.deletionTimestamp is None
+                and phase not in ("Failed", "Succeeded")
+            ):
+                continue
+            if phase in ("Failed", "Succeeded"):
+                await api.delete(Pod, meta["name"], namespace=meta["namespace"])
+            continue  # a terminating pod is replaced on the next pass
+        pod: Pod = Pod.from_dict(body)  # type: ignore[assignment]
+        await api.create(pod)
+        created += 1
+    return created
+
+
+async def delete_worker_pods(api: AsyncClient, namespace: str, workflow_name: str) -> None:
+    labels: dict[str, Any] = {LABEL_WORKFLOW: workflow_name, LABEL_COMPONENT: "worker"}
+    async for pod in api.list(Pod, namespace=namespace, labels=labels):
+        if pod.metadata is None or pod.metadata.name is None:
+            continue
+        try:
+            await api.delete(Pod, pod.metadata.name, namespace=namespace)
+        except ApiError as error:
+            if error.status.code != 404:
+                raise
