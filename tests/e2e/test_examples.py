@@ -1,0 +1,64 @@
+"""Every manifest under examples/ applies; every example workflow runs to Succeeded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from support.cluster import REPO, Cluster
+from support.operator import OperatorProcess
+
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_applies_and_its_workflows_succeed(
+    crds: Cluster, operator: OperatorProcess, namespace: str, path: Path
+) -> None:
+    crds.kubectl("apply", "-n", namespace, "-f", str(path))
+    for document in yaml.safe_load_all(path.read_text()):
+        if document["kind"] != "Workflow":
+            continue
+        name = document["metadata"]["name"]
+        crds.wait(f"twf/{name}", namespace, "condition=Ready", timeout_seconds=180)
+
+
+def test_the_fan_out_example_merges_every_child_output(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    crds.kubectl("apply", "-n", namespace, "-f", str(REPO / "examples" / "02-fan-out.yaml"))
+    crds.wait("twf/fan-out", namespace, "condition=Ready", timeout_seconds=180)
+    status = crds.get("twf", "fan-out", namespace)["status"]
+    assert status["tasks"]["square"]["succeeded"] == 5
+    assert status["tasks"]["total"]["output"] == 1 + 4 + 9 + 16 + 25
+    assert status["progress"] == "7/7"
+
+
+def test_a_failing_task_is_retried_then_dead_lettered_and_the_workflow_fails(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    body = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "doomed"},
+        "spec": {
+            "defaults": {"retry": {"limit": 2, "backoff": {"durationSeconds": 1, "jitter": 0}}},
+            "tasks": [
+                {"name": "fail", "command": {"args": ["sh", "-c", "echo nope >&2; exit 3"]}},
+                {"name": "after", "dependsOn": ["fail"], "command": {"args": ["true"]}},
+            ],
+        },
+    }
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+    crds.wait("twf/doomed", namespace, "jsonpath={.status.phase}=Failed", timeout_seconds=180)
+    status = crds.get("twf", "doomed", namespace)["status"]
+    assert status["tasks"]["fail"]["phase"] == "DeadLettered"
+    assert status["tasks"]["fail"]["attempts"] == 3
+    assert status["tasks"]["after"]["phase"] == "Skipped"
+    [letter] = status["deadLetters"]
+    assert (letter["task"], letter["attempts"], letter["error"]) == ("fail", 3, "exit code 3: nope")
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True"
