@@ -188,7 +188,9 @@ def running_pid(state: Path, component: str) -> int | None:
     return int(pid)
 
 
-def _start(state: Path, component: str, argv: list[str], env: dict[str, str] | None = None) -> None:
+def _start(
+    state: Path, component: str, argv: list[str], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     (state / "run").mkdir(parents=True, exist_ok=True)
     (state / "logs").mkdir(parents=True, exist_ok=True)
     logfile = open(state / "logs" / f"{component}.log", "ab")  # noqa: SIM115 - handed to the child
@@ -203,6 +205,7 @@ def _start(state: Path, component: str, argv: list[str], env: dict[str, str] | N
     )
     logfile.close()
     _pid_file(state, component).write_text(f"{process.pid}\n{Path(argv[0]).name}\n")
+    return process
 
 
 def stop_component(state: Path, component: str, timeout_seconds: float = 15) -> bool:
@@ -243,15 +246,24 @@ def _get(url: str, context: ssl.SSLContext | None = None) -> tuple[int, str]:
         return 0, str(error)
 
 
-def _wait(what: str, check: object, state: Path, component: str) -> None:
+def _wait(
+    what: str,
+    check: object,
+    state: Path,
+    component: str,
+    process: subprocess.Popen[bytes] | None = None,
+) -> None:
+    """Polls `check` until it holds; fails at once if the component's process exited."""
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     assert callable(check)
     while time.monotonic() < deadline:
         if check():
             return
-        if running_pid(state, component) is None:
+        exited = process.poll() is not None if process else running_pid(state, component) is None
+        if exited:
+            code = process.returncode if process else "?"
             tail = (state / "logs" / f"{component}.log").read_text(errors="replace")[-3000:]
-            raise SystemExit(f"{component} exited while starting; end of its log:\n{tail}")
+            raise SystemExit(f"{component} exited ({code}) while starting; end of its log:\n{tail}")
         time.sleep(0.2)
     raise SystemExit(f"{what} did not become ready in {START_TIMEOUT_SECONDS} s")
 
@@ -318,7 +330,7 @@ def up() -> None:
 
     if not running_pid(state, "etcd"):
         log(f"starting etcd on 127.0.0.1:{chosen['etcd_client']}")
-        _start(
+        process = _start(
             state,
             "etcd",
             [
@@ -340,11 +352,12 @@ def up() -> None:
             lambda: _get(f"http://127.0.0.1:{chosen['etcd_client']}/health")[0] == 200,
             state,
             "etcd",
+            process,
         )
 
     if not running_pid(state, "kube-apiserver"):
         log(f"starting kube-apiserver on https://127.0.0.1:{chosen['apiserver']}")
-        _start(
+        process = _start(
             state,
             "kube-apiserver",
             [
@@ -378,6 +391,7 @@ def up() -> None:
             lambda: _get(f"https://127.0.0.1:{chosen['apiserver']}/readyz", context)[0] == 200,
             state,
             "kube-apiserver",
+            process,
         )
 
     if not running_pid(state, "kube-controller-manager"):
@@ -466,7 +480,12 @@ def main() -> int:
     parser.add_argument("command", choices=("up", "down", "status", "purge", "kubeconfig"))
     args = parser.parse_args()
     if args.command == "up":
-        up()
+        try:
+            up()
+        except (SystemExit, Exception):
+            log("start failed; stopping what did start")
+            down()
+            raise
     elif args.command == "down":
         down()
     elif args.command == "purge":
