@@ -291,3 +291,22 @@ async def test_a_rate_limited_task_waits_for_its_token(client: aioredis.Redis) -
     published = sorted(await results(client), key=lambda r: r.started_at)
     assert [r.outcome for r in published] == ["succeeded"] * 3
     assert published[-1].started_at - published[0].started_at >= 0.09
+
+
+async def test_a_header_from_a_secret_missing_in_the_worker_fails_loudly(
+    client: aioredis.Redis,
+) -> None:
+    queue = await queue_for(client, "w1")
+    header = {
+        "name": "Authorization",
+        "valueFrom": {"secretKeyRef": {"name": "api", "key": "token"}},
+    }
+    action = {"http": {"url": "http://127.0.0.1:9/x", "headers": [header]}}
+    await queue.enqueue([TaskMessage("u", "ns/wf", "call", None, 1, action, 5)])
+    worker = TaskWorker(queue, block_ms=100)
+    await worker.execute(CancelToken())
+    await worker.close()
+    [result] = await results(client)
+    assert result.error == (
+        "header Authorization: key 'token' of Secret 'api' is not in this worker's environment"
+    )

@@ -13,3 +13,8 @@ async def greet(name: str) -> str:
 
 def explode() -> None:
     raise RuntimeError("kaboom")
+
+
+def merge(users: list[dict[str, object]]) -> dict[str, object]:
+    """The seed's fan-in: merge every fetched user into one result."""
+    return {"count": len(users), "names": [u["name"] for u in users]}

@@ -7,11 +7,18 @@ moves them, the engine creates and reads them.  No I/O here.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Fields = dict[str, str]
 Outcome = Literal["succeeded", "failed"]
+
+
+def secret_env_name(secret: str, key: str) -> str:
+    """The worker pod's environment variable that carries one Secret key (header values from
+    Secrets reach the worker this way, never through Redis)."""
+    return "TREADLE_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", f"{secret}__{key}").upper()
 
 
 def idempotency_key(workflow_uid: str, task: str, item: int | None) -> str:

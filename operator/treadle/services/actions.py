@@ -19,6 +19,8 @@ from typing import Any
 
 import aiohttp
 
+from treadle.core import messages
+
 OUTPUT_LIMIT_BYTES = 1 << 20
 
 
@@ -99,13 +101,26 @@ async def run_python(spec: Mapping[str, Any], timeout_seconds: float) -> Any:
     return result
 
 
+def _header_value(header: Mapping[str, Any]) -> str:
+    if "value" in header:
+        return str(header["value"])
+    ref = header["valueFrom"]["secretKeyRef"]
+    value = os.environ.get(messages.secret_env_name(ref["name"], ref["key"]))
+    if value is None:
+        raise ActionFailed(
+            f"header {header['name']}: key {ref['key']!r} of Secret {ref['name']!r} is not in "
+            "this worker's environment"
+        )
+    return value
+
+
 async def run_http(
     spec: Mapping[str, Any],
     timeout_seconds: float,
     idempotency_key: str,
     session: aiohttp.ClientSession,
 ) -> Any:
-    headers = {h["name"]: h["value"] for h in spec.get("headers") or [] if "value" in h}
+    headers = {h["name"]: _header_value(h) for h in spec.get("headers") or []}
     headers["Idempotency-Key"] = idempotency_key
     body = spec.get("body")
     data: str | None = None

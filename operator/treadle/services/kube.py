@@ -8,7 +8,7 @@ token: they need nothing from the API server, only Redis.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
@@ -17,6 +17,7 @@ from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import PatchType
 
 from treadle.api import GROUP, VERSION, workflows
+from treadle.core.messages import secret_env_name
 
 Workflow = create_namespaced_resource(GROUP, VERSION, workflows.KIND, workflows.PLURAL)
 
@@ -83,8 +84,10 @@ def worker_pod(
     index: int,
     spec: workflows.Workers,
     default_image: str,
+    secret_refs: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
-    """A worker pod of one workflow, owned by it (garbage-collected with it)."""
+    """A worker pod of one workflow, owned by it (garbage-collected with it).  `secret_refs`
+    are the (Secret, key) pairs its HTTP headers read, passed in as environment variables."""
     container: dict[str, Any] = {
         "name": "worker",
         "image": spec.image or default_image,
@@ -94,6 +97,13 @@ def worker_pod(
                 "name": "TREADLE_REDIS_URL",
                 "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": "url"}},
             },
+            *(
+                {
+                    "name": secret_env_name(secret, key),
+                    "valueFrom": {"secretKeyRef": {"name": secret, "key": key}},
+                }
+                for secret, key in secret_refs
+            ),
             *(spec.env or []),
         ],
         "securityContext": {
