@@ -21,6 +21,22 @@ class OperatorProcess:
     log: Path
     health_port: int
     metrics_port: int
+    argv: list[str]
+    env: dict[str, str]
+
+    def crash_and_restart(self) -> None:
+        """SIGKILL (no cleanup at all), then the same command again, healthy."""
+        self.process.kill()
+        self.process.wait()
+        with self.log.open("ab") as handle:
+            self.process = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+            )
+        _wait_healthy(self)
 
     def log_tail(self, characters: int = 8000) -> str:
         return self.log.read_text(errors="replace")[-characters:]
@@ -36,23 +52,26 @@ class OperatorProcess:
 
 def start(cluster: Cluster, log: Path, redis_url: str, *, webhook: bool = True) -> OperatorProcess:
     health, metrics, webhook_port = free_port(), free_port(), free_port()
-    handle = log.open("ab")
-    process = subprocess.Popen(
-        [
-            str(TREADLE),
-            "operator",
-            "--verbose",
-            f"--health-address=127.0.0.1:{health}",
-            f"--metrics-address=127.0.0.1:{metrics}",
-            f"--webhook-address=127.0.0.1:{webhook_port}" if webhook else "--webhook-address=",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "TREADLE_REDIS_URL": redis_url},
-    )
-    handle.close()
-    operator = OperatorProcess(process, log, health, metrics)
+    argv = [
+        str(TREADLE),
+        "operator",
+        "--verbose",
+        f"--health-address=127.0.0.1:{health}",
+        f"--metrics-address=127.0.0.1:{metrics}",
+        f"--webhook-address=127.0.0.1:{webhook_port}" if webhook else "--webhook-address=",
+    ]
+    env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "TREADLE_REDIS_URL": redis_url}
+    with log.open("ab") as handle:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, env=env
+        )
+    operator = OperatorProcess(process, log, health, metrics, argv, env)
+    _wait_healthy(operator)
+    return operator
+
+
+def _wait_healthy(operator: OperatorProcess) -> None:
+    process, health = operator.process, operator.health_port
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -60,7 +79,7 @@ def start(cluster: Cluster, log: Path, redis_url: str, *, webhook: bool = True) 
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=1) as reply:
                 if reply.status == 200:
-                    return operator
+                    return
         except OSError:
             time.sleep(0.1)
     operator.stop()

@@ -61,6 +61,13 @@ class Driver:
         )
         self.workflows[uid] = Tracked(who, spec, status, meta.get("generation"), datetime.now(UTC))
 
+    def worker_pod_gone(self, workflow_uid: str) -> None:
+        """A worker pod of this workflow died or went: replace it on the next pass."""
+        tracked = self.workflows.get(workflow_uid)
+        if tracked is not None:
+            tracked.pods_checked_at = None
+            tracked.due = datetime.now(UTC)
+
     def forget(self, uid: str) -> None:
         self.workflows.pop(uid, None)
 

@@ -12,7 +12,7 @@ import kopf
 import prometheus_client
 
 # Importing the handler modules registers them in the project's registry.
-from treadle.handlers import driver, settings, validation, workflows  # noqa: F401
+from treadle.handlers import driver, pods, settings, validation, workflows  # noqa: F401
 from treadle.handlers.registry import registry
 from treadle.runtime import Directive, Loop, Pacing, TaskSet
 from treadle.services import certificates, kube, queues

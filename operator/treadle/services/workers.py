@@ -102,9 +102,25 @@ class TaskWorker:
     guards: Guards | None = None
     executed: int = 0
     skipped: int = 0
+    draining: bool = False
+    """Set on shutdown: take no new work; `idle` is set once the batch in hand is finished."""
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        self.idle.set()
+
     async def execute(self, cancel: CancelToken) -> Directive:
+        if self.draining:
+            self.idle.set()
+            return Directive.sleep(3600)
+        self.idle.clear()
+        try:
+            return await self._batch()
+        finally:
+            self.idle.set()
+
+    async def _batch(self) -> Directive:
         deliveries = await self.queue.read(self.batch_size, self.block_ms)
         if not deliveries:
             return Directive.proceed()
@@ -173,6 +189,8 @@ class WorkerOptions:
     batch_size: int = 100
     reap_idle_seconds: float = DEFAULT_REAP_IDLE_SECONDS
     max_redeliveries: int = DEFAULT_MAX_REDELIVERIES
+    drain_seconds: float = 25.0
+    """On SIGTERM, how long to let tasks in hand finish (below the pod's grace period)."""
 
 
 async def serve(options: WorkerOptions, stop: asyncio.Event) -> None:
@@ -203,8 +221,15 @@ async def serve(options: WorkerOptions, stop: asyncio.Event) -> None:
     log.info("worker %s serving pool %s", options.consumer, options.pool)
     try:
         await stop.wait()
+        # Drain: finish the tasks in hand (they were read, so no other worker has them) before
+        # the loops are cancelled; whatever is left after the grace goes back via the reaper.
+        worker.draining = True
+        try:
+            await asyncio.wait_for(worker.idle.wait(), timeout=options.drain_seconds)
+        except TimeoutError:
+            log.warning("tasks still running after %.0f s of draining", options.drain_seconds)
     finally:
-        stuck = await tasks.shutdown(grace_seconds=30)
+        stuck = await tasks.shutdown(grace_seconds=5)
         if stuck:
             log.error("loops that would not stop: %s", ", ".join(stuck))
         await worker.close()
