@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -233,7 +233,9 @@ class _Run:
             args = [templating.render_text(arg, context) for arg in task.command.args]
             return {"command": {"args": args}}
         if task.python is not None:
-            kwargs = _render_values(task.python.kwargs or {}, context)
+            kwargs = _render_strings(
+                task.python.kwargs or {}, lambda text: templating.render_value(text, context)
+            )
             return {"python": {"callable": task.python.callable, "kwargs": kwargs}}
         assert task.http is not None
         http = task.http.model_dump(by_alias=True, exclude_none=True)
@@ -245,7 +247,9 @@ class _Run:
             for header in http.get("headers", [])
         ]
         if task.http.body is not None:
-            http["body"] = _render_texts(task.http.body, context)
+            http["body"] = _render_strings(
+                task.http.body, lambda text: templating.render_text(text, context)
+            )
         return {"http": http}
 
     def message(
@@ -479,23 +483,14 @@ class _Run:
         self.status["conditions"] = current
 
 
-def _render_values(value: Any, context: Mapping[str, Any]) -> Any:
+def _render_strings(value: Any, render: Callable[[str], Any]) -> Any:
+    """Every string inside a JSON value rendered with `render`; the rest kept as it is."""
     if isinstance(value, str):
-        return templating.render_value(value, context)
+        return render(value)
     if isinstance(value, dict):
-        return {k: _render_values(v, context) for k, v in value.items()}
+        return {key: _render_strings(child, render) for key, child in value.items()}
     if isinstance(value, list):
-        return [_render_values(v, context) for v in value]
-    return value
-
-
-def _render_texts(value: Any, context: Mapping[str, Any]) -> Any:
-    if isinstance(value, str):
-        return templating.render_text(value, context)
-    if isinstance(value, dict):
-        return {k: _render_texts(v, context) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_render_texts(v, context) for v in value]
+        return [_render_strings(child, render) for child in value]
     return value
 
 
