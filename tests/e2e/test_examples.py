@@ -62,3 +62,23 @@ def test_a_failing_task_is_retried_then_dead_lettered_and_the_workflow_fails(
     assert (letter["task"], letter["attempts"], letter["error"]) == ("fail", 3, "exit code 3: nope")
     stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
     assert stalled["status"] == "True"
+
+
+def test_the_operator_counts_results_dead_letters_and_finished_workflows(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    """After the tests above in this module (a success and a dead letter at least)."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics") as reply:
+        text = reply.read().decode()
+    samples = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines()
+        if line.startswith("treadle_") and " " in line
+    }
+    assert samples['treadle_task_results_total{outcome="succeeded"}'] >= 1
+    assert samples['treadle_task_results_total{outcome="failed"}'] >= 3
+    assert samples["treadle_dead_letters_total"] >= 1
+    assert samples['treadle_workflows_finished_total{phase="Failed"}'] >= 1
+    assert samples["treadle_status_write_seconds_count"] >= 1

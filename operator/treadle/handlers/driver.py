@@ -21,6 +21,7 @@ from lightkube import AsyncClient
 from treadle.api.workflows import WorkflowSpec
 from treadle.core import engine
 from treadle.core.messages import TaskResult
+from treadle.handlers import metrics
 from treadle.runtime import CancelToken, Directive
 from treadle.services import kube
 from treadle.services.queues import ResultStream
@@ -104,6 +105,7 @@ class Driver:
 
     async def advance(self, tracked: Tracked, results: list[TaskResult], now: datetime) -> None:
         who = tracked.who
+        letters_before = len(tracked.status.get("deadLetters") or [])
         step = engine.advance(
             tracked.spec, tracked.status, results, now=now, who=who, generation=tracked.generation
         )
@@ -118,9 +120,19 @@ class Driver:
         ):
             await self._ensure_pods(tracked)
             tracked.pods_checked_at = now
-        if not await kube.patch_workflow_status(self.api, who.namespace, who.name, step.status):
+        with metrics.STATUS_WRITE_SECONDS.time():
+            written = await kube.patch_workflow_status(
+                self.api, who.namespace, who.name, step.status
+            )
+        if not written:
             self.forget(who.uid)
             return
+        for result in results:
+            metrics.TASK_RESULTS.labels(outcome=result.outcome).inc()
+        metrics.ATTEMPTS_ENQUEUED.inc(len(step.enqueue))
+        metrics.DEAD_LETTERS.inc(len(step.status.get("deadLetters") or []) - letters_before)
+        if step.finished and tracked.status.get("phase") != step.status["phase"]:
+            metrics.WORKFLOWS_FINISHED.labels(phase=step.status["phase"]).inc()
         tracked.status = step.status
         tracked.due = step.wake_at
         if step.finished:

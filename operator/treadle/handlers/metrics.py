@@ -1,6 +1,6 @@
 """Prometheus metrics of the operator process (names in base units, `treadle_` prefix)."""
 
-from prometheus_client import Counter, Info
+from prometheus_client import Counter, Histogram, Info
 
 import treadle
 
@@ -11,4 +11,23 @@ ADMISSIONS = Counter(
     "treadle_admissions_total",
     "Resources admitted by the operator, by kind and resulting phase.",
     ["kind", "phase"],
+)
+
+TASK_RESULTS = Counter(
+    "treadle_task_results_total",
+    "Task attempt results the operator applied, by outcome (succeeded, failed).",
+    ["outcome"],
+)
+ATTEMPTS_ENQUEUED = Counter(
+    "treadle_task_attempts_enqueued_total",
+    "Task attempts the operator enqueued (retries included).",
+)
+DEAD_LETTERS = Counter(
+    "treadle_dead_letters_total", "Tasks and forEach children dead-lettered after their retries."
+)
+WORKFLOWS_FINISHED = Counter(
+    "treadle_workflows_finished_total", "Workflows that reached a final phase, by phase.", ["phase"]
+)
+STATUS_WRITE_SECONDS = Histogram(
+    "treadle_status_write_seconds", "Time to write one workflow status patch."
 )
