@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import redis.asyncio as aioredis
+
 from support.cluster import Cluster
 from support.operator import OperatorProcess
+from support.redis_server import RedisServer
 
 
 def chain(name: str, log: Path, length: int) -> str:
@@ -57,3 +60,31 @@ def test_a_worker_pod_deleted_mid_task_loses_nothing_and_runs_nothing_twice(
     )
     crds.wait("twf/resilient", namespace, "condition=Ready", timeout_seconds=180)
     assert log.read_text().splitlines() == ["t0", "t1", "t2"]
+
+
+async def test_redis_losing_all_its_data_mid_run_loses_no_task(
+    crds: Cluster,
+    operator: OperatorProcess,
+    namespace: str,
+    tmp_path: Path,
+    redis_server_process: RedisServer,
+) -> None:
+    log = tmp_path / "ran.log"
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=chain("amnesia", log, 4))
+    crds.wait(
+        "twf/amnesia", namespace, "jsonpath={.status.tasks.t1.phase}=Queued", timeout_seconds=120
+    )
+    client = aioredis.Redis.from_url(redis_server_process.url)
+    await client.flushall()
+    await client.aclose()
+    crds.wait("twf/amnesia", namespace, "condition=Ready", timeout_seconds=180)
+    ran = log.read_text().splitlines()
+    # Status is the record of truth: every task ran, in order; only the attempt in flight when
+    # the data vanished may have run again.
+    assert [name for index, name in enumerate(ran) if name not in ran[:index]] == [
+        "t0",
+        "t1",
+        "t2",
+        "t3",
+    ]
+    assert len(ran) <= 5

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 POD_CHECK_SECONDS = 30.0
 BATCH = 1000
+MAX_PER_PASS = 20_000
 
 
 @dataclass
@@ -41,6 +42,8 @@ class Tracked:
     due: datetime | None = None
     """When to advance without results; now-ish for a workflow that was just tracked."""
     pods_checked_at: datetime | None = None
+    requeued_epoch: int = 0
+    """The last Redis data loss this workflow's in-flight attempts were enqueued again for."""
 
 
 @dataclass
@@ -52,6 +55,9 @@ class Driver:
     workflows: dict[str, Tracked] = field(default_factory=dict)
     secrets_ensured: set[str] = field(default_factory=set)
     _group_ready: bool = False
+    _lost_epoch: int = 0
+    """Counts the times Redis was found without our data (new, or flushed); every tracked
+    workflow re-enqueues its in-flight attempts once per such loss."""
 
     def track(self, body: dict[str, Any], spec: WorkflowSpec, status: dict[str, Any]) -> None:
         """Starts (or resumes, or updates) driving a valid workflow."""
@@ -82,7 +88,9 @@ class Driver:
 
     async def _pass(self) -> Directive:
         if not self._group_ready:
-            await self.results.ensure_group()
+            if await self.results.ensure_group():
+                self._lost_epoch += 1
+                log.warning("the results stream was missing: in-flight attempts are enqueued again")
             self._group_ready = True
         now = datetime.now(UTC)
         block_ms = 1000
@@ -90,6 +98,12 @@ class Driver:
         if upcoming:
             block_ms = int(max(0.0, min(1.0, (min(upcoming) - now).total_seconds())) * 1000)
         read = await self.results.read(BATCH, max(1, block_ms))
+        # Drain what is already there (up to MAX_PER_PASS) so one pass applies it all.
+        while read and len(read) % BATCH == 0 and len(read) < MAX_PER_PASS:
+            more = await self.results.read(BATCH, 1)
+            if not more:
+                break
+            read += more
         by_workflow: dict[str, list[TaskResult]] = defaultdict(list)
         for _, result in read:
             by_workflow[result.workflow_uid].append(result)
@@ -105,6 +119,10 @@ class Driver:
 
     async def advance(self, tracked: Tracked, results: list[TaskResult], now: datetime) -> None:
         who = tracked.who
+        if tracked.requeued_epoch < self._lost_epoch:
+            again = engine.requeue_in_flight(tracked.spec, tracked.status, now=now, who=who)
+            await self.results.enqueue(who.pool, again)
+            tracked.requeued_epoch = self._lost_epoch
         letters_before = len(tracked.status.get("deadLetters") or [])
         step = engine.advance(
             tracked.spec, tracked.status, results, now=now, who=who, generation=tracked.generation

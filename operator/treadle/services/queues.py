@@ -106,6 +106,22 @@ class ReapReport:
     dead_lettered: int = 0
 
 
+async def create_group(client: aioredis.Redis, stream: str, group: str) -> bool:
+    """Creates a consumer group (and its stream); False when it existed already."""
+    try:
+        await client.xgroup_create(stream, group, id="0", mkstream=True)
+    except ResponseError as error:
+        if "BUSYGROUP" not in str(error):
+            raise
+        return False
+    return True
+
+
+def is_missing_group(error: Exception) -> bool:
+    """A stream or group is gone: Redis restarted without its data."""
+    return isinstance(error, ResponseError) and "NOGROUP" in str(error)
+
+
 def connect(url: str) -> aioredis.Redis:
     """A client with string responses and health checks (the only way Treadle opens Redis)."""
     client: aioredis.Redis = aioredis.Redis.from_url(
@@ -126,12 +142,8 @@ class TaskQueue:
         self._reap = client.register_script(REAP)
 
     async def ensure_groups(self) -> None:
-        for stream, group in ((self.stream, WORKERS_GROUP), (RESULTS, OPERATOR_GROUP)):
-            try:
-                await self.client.xgroup_create(stream, group, id="0", mkstream=True)
-            except ResponseError as error:
-                if "BUSYGROUP" not in str(error):
-                    raise
+        await create_group(self.client, self.stream, WORKERS_GROUP)
+        await create_group(self.client, RESULTS, OPERATOR_GROUP)
 
     async def enqueue(self, messages: Sequence[TaskMessage]) -> list[str]:
         async with self.client.pipeline(transaction=False) as pipe:
@@ -253,12 +265,9 @@ class ResultStream:
         self.consumer = consumer
         self._backlog = True
 
-    async def ensure_group(self) -> None:
-        try:
-            await self.client.xgroup_create(RESULTS, OPERATOR_GROUP, id="0", mkstream=True)
-        except ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
+    async def ensure_group(self) -> bool:
+        """True when the group had to be made: Redis is new, or lost its data."""
+        return await create_group(self.client, RESULTS, OPERATOR_GROUP)
 
     async def read(self, count: int, block_ms: int) -> list[tuple[str, TaskResult]]:
         """Unacknowledged results of this consumer first (after a restart), then new ones."""

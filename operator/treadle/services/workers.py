@@ -22,7 +22,7 @@ from treadle.core.messages import TaskMessage, TaskResult
 from treadle.runtime import CancelToken, Directive
 from treadle.services import actions
 from treadle.services.guards import BreakerSettings, Guards, RateSettings
-from treadle.services.queues import Delivery, TaskQueue
+from treadle.services.queues import Delivery, TaskQueue, is_missing_group
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,17 @@ class TaskWorker:
             self.idle.set()
 
     async def _batch(self) -> Directive:
-        deliveries = await self.queue.read(self.batch_size, self.block_ms)
+        try:
+            deliveries = await self.queue.read(self.batch_size, self.block_ms)
+        except Exception as error:
+            if not is_missing_group(error):
+                raise
+            log.warning(
+                "pool %s: the stream's group is gone (Redis lost its data); making it again",
+                self.queue.pool,
+            )
+            await self.queue.ensure_groups()
+            return Directive.proceed()
         if not deliveries:
             return Directive.proceed()
         if self._session is None:
