@@ -68,30 +68,13 @@ def workflow_status(
     else:
         message = "waiting for its tasks to be scheduled"
         phase, ready_reason, stalled = "Pending", "Pending", False
-    current = conditions.set_condition(
+    current = conditions.kstatus(
         previous,
-        type="Ready",
-        status="False",
+        ready=False,
+        reconciling=not stalled and phase != "Suspended",
+        stalled=stalled,
         reason=ready_reason,
         message=message,
-        generation=generation,
-        now=now,
-    )
-    current = conditions.set_condition(
-        current,
-        type="Stalled",
-        status="True" if stalled else "False",
-        reason=ready_reason,
-        message=message if stalled else "",
-        generation=generation,
-        now=now,
-    )
-    current = conditions.set_condition(
-        current,
-        type="Reconciling",
-        status="False" if stalled or phase == "Suspended" else "True",
-        reason=ready_reason,
-        message="" if stalled else message,
         generation=generation,
         now=now,
     )

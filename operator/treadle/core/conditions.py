@@ -42,3 +42,34 @@ def set_condition(
         updated["observedGeneration"] = generation
     others = [c for c in conditions if c.get("type") != type]
     return sorted([*others, updated], key=lambda c: str(c["type"]))
+
+
+def kstatus(
+    conditions: Sequence[dict[str, Any]],
+    *,
+    ready: bool,
+    reconciling: bool,
+    stalled: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Ready, Reconciling and Stalled together, as kstatus (Flux, kubectl wait) reads them; the
+    message goes on Ready and on whichever of the other two is True."""
+    current = list(conditions)
+    for kind, status, text in (
+        ("Ready", ready, message),
+        ("Reconciling", reconciling, message if reconciling else ""),
+        ("Stalled", stalled, message if stalled else ""),
+    ):
+        current = set_condition(
+            current,
+            type=kind,
+            status="True" if status else "False",
+            reason=reason,
+            message=text,
+            generation=generation,
+            now=now,
+        )
+    return current

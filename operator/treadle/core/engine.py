@@ -452,31 +452,13 @@ class _Run:
             observedGeneration=generation,
         )
         ready = phase == "Succeeded"
-        current = self.status.get("conditions") or []
-        current = conditions.set_condition(
-            current,
-            type="Ready",
-            status="True" if ready else "False",
+        current = conditions.kstatus(
+            self.status.get("conditions") or [],
+            ready=ready,
+            reconciling=phase == "Running",
+            stalled=phase == "Failed",
             reason=phase,
             message=message,
-            generation=generation,
-            now=self.now,
-        )
-        current = conditions.set_condition(
-            current,
-            type="Reconciling",
-            status="True" if phase == "Running" else "False",
-            reason=phase,
-            message=message if phase == "Running" else "",
-            generation=generation,
-            now=self.now,
-        )
-        current = conditions.set_condition(
-            current,
-            type="Stalled",
-            status="True" if phase == "Failed" else "False",
-            reason=phase,
-            message=message if phase == "Failed" else "",
             generation=generation,
             now=self.now,
         )
