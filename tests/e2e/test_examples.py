@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from support.cluster import REPO, Cluster
+from support.conditions import condition
 from support.operator import OperatorProcess
 
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
@@ -60,7 +61,7 @@ def test_a_failing_task_is_retried_then_dead_lettered_and_the_workflow_fails(
     assert status["tasks"]["after"]["phase"] == "Skipped"
     [letter] = status["deadLetters"]
     assert (letter["task"], letter["attempts"], letter["error"]) == ("fail", 3, "exit code 3: nope")
-    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    stalled = condition(status, "Stalled")
     assert stalled["status"] == "True"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from support.cluster import Cluster
+from support.conditions import condition
 from support.operator import OperatorProcess
 
 
@@ -35,7 +36,7 @@ def test_a_workflow_runs_on_worker_pods_to_succeeded_and_becomes_ready(
         "1/1",
         1,
     )
-    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    ready = condition(status, "Ready")
     assert (ready["reason"], ready["observedGeneration"]) == ("Succeeded", 1)
     assert status["tasks"]["a"]["phase"] == "Succeeded"
     # The worker pods go once the workflow finished.
@@ -119,7 +120,7 @@ def test_without_the_webhook_the_operator_refuses_a_cyclic_workflow_with_its_pat
     crds.wait("twf/loop", namespace, "jsonpath={.status.phase}=Invalid")
     status = crds.get("twf", "loop", namespace)["status"]
     assert status["message"] == "spec.tasks: dependency cycle a -> b -> c -> a"
-    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    stalled = condition(status, "Stalled")
     assert stalled["status"] == "True"
     assert crds.kubectl("get", "pods", "-n", namespace, "-o", "name").stdout == ""
 

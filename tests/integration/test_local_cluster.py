@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from support.cluster import CLUSTER, KUBECTL, Cluster
+from support.conditions import condition
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "node-agent")
 
@@ -52,7 +53,7 @@ def test_up_twice_reports_the_running_cluster_and_down_leaves_no_process(
             check=True,
         )
         [node] = json.loads(nodes.stdout)["items"]
-        ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+        ready = condition(node["status"], "Ready")
         assert ready["status"] == "True"
     finally:
         down = cluster_command(private_state, "down")

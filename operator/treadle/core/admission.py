@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import zoneinfo
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -45,6 +46,37 @@ def parse(model: type[Model], spec: Any) -> tuple[Model | None, list[str]]:
         return None, problems
 
 
+FINAL_PHASES = ("Succeeded", "Failed", "Invalid")
+
+
+@dataclass(frozen=True)
+class Admission:
+    status: dict[str, Any] | None
+    """The new status, or None when this generation was admitted already."""
+    runnable: workflows.WorkflowSpec | None
+    """The parsed spec when the engine is to drive the workflow (valid, not finished)."""
+
+
+def admit(
+    spec: Any,
+    status: Mapping[str, Any] | None,
+    *,
+    generation: int | None,
+    now: datetime,
+    workflow: Mapping[str, Any],
+) -> Admission:
+    """A created, changed or resumed workflow: its status when this generation is new, and
+    whether the engine should drive it.  The spec is parsed once."""
+    current = dict(status or {})
+    parsed, problems = admit_workflow(spec, workflow)
+    new_status = None
+    if current.get("observedGeneration") != generation or not current.get("phase"):
+        new_status = _admitted_status(parsed, problems, current, generation=generation, now=now)
+        current = new_status
+    runnable = parsed if current.get("phase") not in FINAL_PHASES else None
+    return Admission(new_status, runnable)
+
+
 def workflow_status(
     spec: Any,
     status: dict[str, Any] | None,
@@ -56,8 +88,18 @@ def workflow_status(
     """The status a newly seen or changed workflow gets before its engine takes over.
 
     `workflow` is what templates see as `workflow` (name, namespace, uid)."""
-    status = dict(status or {})
     parsed, problems = admit_workflow(spec, workflow or {})
+    return _admitted_status(parsed, problems, dict(status or {}), generation=generation, now=now)
+
+
+def _admitted_status(
+    parsed: workflows.WorkflowSpec | None,
+    problems: list[str],
+    status: dict[str, Any],
+    *,
+    generation: int | None,
+    now: datetime,
+) -> dict[str, Any]:
     previous = status.get("conditions") or []
     if parsed is None:
         message = "; ".join(problems)

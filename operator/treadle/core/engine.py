@@ -170,12 +170,10 @@ class _Run:
             else:
                 entry.setdefault("retryAt", {})[str(item)] = due
             return
-        self._dead_letter(entry, item, attempt, error)
+        self._dead_letter(task.name, item, attempt, error)
 
-    def _dead_letter(
-        self, entry: dict[str, Any], item: int | None, attempts: int, error: str
-    ) -> None:
-        name = next(n for n, e in self.tasks.items() if e is entry)
+    def _dead_letter(self, name: str, item: int | None, attempts: int, error: str) -> None:
+        entry = self.tasks[name]
         letter: dict[str, Any] = {
             "task": name,
             "attempts": attempts,
@@ -281,7 +279,7 @@ class _Run:
         try:
             action = self.render(task, item_value)
         except templating.TemplateError as error:
-            self._dead_letter(entry, item, attempt, f"template: {error}")
+            self._dead_letter(task.name, item, attempt, f"template: {error}")
             return False
         self.enqueue.append(self.message(task, item, attempt, action))
         entry.setdefault("startedAt", _ts(self.now))
@@ -303,11 +301,11 @@ class _Run:
         try:
             values = templating.render_value(task.for_each, self.context())
         except templating.TemplateError as error:
-            self._dead_letter(entry, None, 0, f"forEach: {error}")
+            self._dead_letter(task.name, None, 0, f"forEach: {error}")
             return
         if not isinstance(values, list):
             self._dead_letter(
-                entry, None, 0, f"forEach must render to a list, got {type(values).__name__}"
+                task.name, None, 0, f"forEach must render to a list, got {type(values).__name__}"
             )
             return
         entry.update(
@@ -474,6 +472,19 @@ def _render_strings(value: Any, render: Callable[[str], Any]) -> Any:
     if isinstance(value, list):
         return [_render_strings(child, render) for child in value]
     return value
+
+
+def secret_refs(spec: WorkflowSpec) -> list[tuple[str, str]]:
+    """The (Secret, key) pairs the workflow's HTTP headers read; worker pods get them as env."""
+    return sorted(
+        {
+            (header.value_from.secret_key_ref.name, header.value_from.secret_key_ref.key)
+            for task in spec.tasks
+            if task.http is not None
+            for header in task.http.headers
+            if header.value_from is not None
+        }
+    )
 
 
 def advance(

@@ -175,15 +175,7 @@ class Driver:
 
     async def _ensure_pods(self, tracked: Tracked) -> None:
         who, workers = tracked.who, tracked.spec.workers
-        refs = sorted(
-            {
-                (header.value_from.secret_key_ref.name, header.value_from.secret_key_ref.key)
-                for task in tracked.spec.tasks
-                if task.http is not None
-                for header in task.http.headers
-                if header.value_from is not None
-            }
-        )
+        refs = engine.secret_refs(tracked.spec)
         pods = [
             kube.worker_pod(
                 workflow_name=who.name,

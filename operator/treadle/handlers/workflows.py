@@ -12,8 +12,6 @@ from treadle.core import admission
 from treadle.handlers import metrics
 from treadle.handlers.registry import registry
 
-FINAL = ("Succeeded", "Failed", "Invalid")
-
 
 @kopf.on.create(GROUP, VERSION, workflows.PLURAL, registry=registry)
 @kopf.on.update(GROUP, VERSION, workflows.PLURAL, field="spec", registry=registry)
@@ -27,22 +25,23 @@ def admit_workflow(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    generation = meta.get("generation")
-    current = dict(status)
     workflow = {
         "name": meta.get("name"),
         "namespace": meta.get("namespace"),
         "uid": meta.get("uid"),
     }
-    if current.get("observedGeneration") != generation or not current.get("phase"):
-        current = admission.workflow_status(
-            dict(spec), current, generation=generation, now=datetime.now(UTC), workflow=workflow
-        )
-        metrics.ADMISSIONS.labels(kind=workflows.KIND, phase=current["phase"]).inc()
-        patch.status.update(current)
+    verdict = admission.admit(
+        dict(spec),
+        dict(status),
+        generation=meta.get("generation"),
+        now=datetime.now(UTC),
+        workflow=workflow,
+    )
+    current = dict(status)
+    if verdict.status is not None:
+        metrics.ADMISSIONS.labels(kind=workflows.KIND, phase=verdict.status["phase"]).inc()
+        patch.status.update(verdict.status)
+        current = verdict.status
     driver = getattr(memo, "driver", None)
-    if driver is None or current.get("phase") in FINAL:
-        return
-    parsed = admission.admit_workflow(dict(spec), workflow)[0]
-    if parsed is not None:
-        driver.track(dict(body), parsed, current)
+    if driver is not None and verdict.runnable is not None:
+        driver.track(dict(body), verdict.runnable, current)

@@ -264,10 +264,15 @@ class ResultStream:
         self.client = client
         self.consumer = consumer
         self._backlog = True
+        self._pools_ready: set[str] = set()
 
     async def ensure_group(self) -> bool:
-        """True when the group had to be made: Redis is new, or lost its data."""
-        return await create_group(self.client, RESULTS, OPERATOR_GROUP)
+        """True when the group had to be made: Redis is new, or lost its data (then the pools'
+        groups are made again too, on their next enqueue)."""
+        created = await create_group(self.client, RESULTS, OPERATOR_GROUP)
+        if created:
+            self._pools_ready.clear()
+        return created
 
     async def read(self, count: int, block_ms: int) -> list[tuple[str, TaskResult]]:
         """Unacknowledged results of this consumer first (after a restart), then new ones."""
@@ -294,5 +299,7 @@ class ResultStream:
     async def enqueue(self, pool: str, messages: Sequence[TaskMessage]) -> None:
         if messages:
             queue = TaskQueue(self.client, pool, self.consumer)
-            await queue.ensure_groups()
+            if pool not in self._pools_ready:
+                await create_group(self.client, queue.stream, WORKERS_GROUP)
+                self._pools_ready.add(pool)
             await queue.enqueue(messages)

@@ -1,5 +1,6 @@
 from datetime import UTC, datetime
 
+from support.conditions import condition
 from treadle.core import admission
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -9,10 +10,6 @@ VALID = {
         {"name": "b", "dependsOn": ["a"], "command": {"args": ["true"]}},
     ]
 }
-
-
-def condition(status: dict, kind: str) -> dict:
-    return next(c for c in status["conditions"] if c["type"] == kind)
 
 
 def test_a_valid_workflow_is_pending_and_not_ready_while_reconciling() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from support.conditions import condition
 from treadle.api.workflows import WorkflowSpec
 from treadle.core import engine
 from treadle.core.messages import TaskMessage, TaskResult
@@ -76,7 +77,7 @@ def test_a_chain_runs_in_dependency_order_and_passes_outputs_along() -> None:
         "2/2",
         [],
     )
-    ready = next(c for c in third.status["conditions"] if c["type"] == "Ready")
+    ready = condition(third.status, "Ready")
     assert ready["status"] == "True"
 
 
@@ -150,7 +151,7 @@ def test_a_failure_is_retried_with_growing_delays_then_dead_lettered_and_downstr
     assert final.status["deadLetters"] == [
         {"task": "flaky", "attempts": 3, "error": "503 from api", "at": engine._ts(now)}
     ]
-    stalled = next(c for c in final.status["conditions"] if c["type"] == "Stalled")
+    stalled = condition(final.status, "Stalled")
     assert stalled["status"] == "True"
 
 
