@@ -14,6 +14,7 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
 
+import hypothesis
 import pytest
 import redis.asyncio as aioredis
 
@@ -21,6 +22,11 @@ from support import cluster as local_cluster
 from support import operator as operator_process
 from support import redis_server
 from support.cluster import REPO, Cluster
+
+# The suite shares two cores with an API server, etcd and Redis: a single slow example says
+# nothing about the code under test, so hypothesis judges results, not timings.
+hypothesis.settings.register_profile("treadle", deadline=None)
+hypothesis.settings.load_profile("treadle")
 
 
 @pytest.fixture(autouse=True)

@@ -50,6 +50,21 @@ class Cluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
         return result
 
+    def plugin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Runs `kubectl treadle ...` as a user would: kubectl finds the plugin on PATH (kubectl
+        refuses flags before a plugin's name, so the kubeconfig comes from the environment)."""
+        path = f"{KUBECTL.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        result = subprocess.run(
+            [str(KUBECTL), "treadle", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PATH": path, "KUBECONFIG": str(self.kubeconfig)},
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"kubectl treadle {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
     def get(self, kind: str, name: str, namespace: str) -> dict[str, Any]:
         out = self.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout
         return dict(json.loads(out))

@@ -282,6 +282,10 @@ class TaskStatus(ResourceModel):
     )
     next_item: int | None = Field(default=None, ge=0)
     """forEach: the next child index to launch."""
+    attempt_base: int | None = Field(default=None, ge=0)
+    """Attempts spent before the last manual retry; retry.limit counts from here."""
+    item_attempt_base: dict[str, int] | None = None
+    """forEach: attempts each manually retried child had spent before, by index."""
 
 
 class DeadLetter(ResourceModel):

@@ -111,3 +111,7 @@ class Dag:
                 direct |= found[dep]
             found[name] = frozenset(direct)
         return found
+
+    def descendants(self, name: str) -> frozenset[str]:
+        """Every task that waits, directly or not, on `name`."""
+        return frozenset(other for other in self.depends_on if name in self._ancestors[other])

@@ -71,6 +71,12 @@ def _ts(moment: datetime) -> str:
     return conditions.timestamp(moment)
 
 
+def _due(moment: datetime) -> str:
+    """A retry time, rounded up to the second status can hold: never earlier than asked."""
+    whole = moment.replace(microsecond=0)
+    return _ts(whole if whole == moment else whole + timedelta(seconds=1))
+
+
 def parse_timestamp(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
@@ -145,6 +151,7 @@ class _Run:
             entry["succeeded"] = len(done)
             entry.setdefault("outputs", {})[str(item)] = _cap(result.output)
             attempts.pop(str(item), None)
+            (entry.get("itemAttemptBase") or {}).pop(str(item), None)
         else:
             entry["failed"] = int(entry.get("failed", 0)) + 1
             self._failed(task, entry, item, result.attempt, result.error or "failed")
@@ -154,7 +161,11 @@ class _Run:
     ) -> None:
         retry = _settings(self.spec, task).retry
         assert retry is not None
-        if attempt <= retry.limit:
+        if item is None:
+            base = int(entry.get("attemptBase") or 0)
+        else:
+            base = int((entry.get("itemAttemptBase") or {}).get(str(item), 0))
+        if attempt - base <= retry.limit:
             wait = backoff.delay_seconds(
                 attempt,
                 initial_seconds=retry.backoff.duration_seconds,
@@ -163,7 +174,7 @@ class _Run:
                 jitter=retry.backoff.jitter,
                 rng=self.rng,
             )
-            due = _ts(self.now + timedelta(seconds=wait))
+            due = _due(self.now + timedelta(seconds=wait))
             entry["error"] = error
             if item is None:
                 entry.update(phase="Retrying", nextRetryAt=due)
@@ -381,8 +392,10 @@ class _Run:
                 continue
             entry["finishedAt"] = _ts(self.now)
             entry["phase"] = "Succeeded" if dead == 0 else "DeadLettered"
-            entry.pop("itemValues", None)
             entry.pop("nextItem", None)
+            if dead == 0:  # a manual retry of dead children needs their values
+                entry.pop("itemValues", None)
+                entry.pop("itemAttemptBase", None)
 
     def progress(self) -> tuple[int, int]:
         finished = total = 0
@@ -508,6 +521,76 @@ def advance(
             run.settle()
     run.conclude(generation)
     return Step(run.status, run.enqueue, run.wake_at())
+
+
+class NothingToRetry(ValueError):
+    """A manual retry named a task with nothing dead-lettered."""
+
+
+def revive(
+    spec: WorkflowSpec, status: Mapping[str, Any], target: str, *, now: datetime
+) -> tuple[dict[str, Any], list[str]]:
+    """A manual retry (`target` is a task name or "all"): the dead-lettered tasks and forEach
+    children are due again at once with a fresh retry budget, the tasks skipped because of them
+    are Pending again, their dead letters leave status, and a Failed workflow is Running again.
+
+    Returns the new status and what was revived ("task" or "task[item]").  Raises
+    NothingToRetry when the target has nothing dead-lettered.
+    """
+    revived_status = copy.deepcopy(dict(status))
+    tasks: dict[str, dict[str, Any]] = revived_status.setdefault("tasks", {})
+    by_name = {task.name: task for task in spec.tasks}
+    if target != "all" and target not in by_name:
+        raise NothingToRetry(f"workflow has no task {target!r}")
+    names = [t.name for t in spec.tasks] if target == "all" else [target]
+    letters = revived_status.get("deadLetters") or []
+    revived: list[str] = []
+    due = _ts(now)
+    for name in names:
+        entry = tasks.get(name) or {}
+        if by_name[name].for_each is None or "items" not in entry:
+            if entry.get("phase") != "DeadLettered":
+                continue
+            entry.update(phase="Retrying", nextRetryAt=due, attemptBase=entry.get("attempts", 0))
+            entry.pop("finishedAt", None)
+            if by_name[name].for_each is not None:  # its list never rendered: render it again
+                entry.update(phase="Pending")
+                entry.pop("nextRetryAt", None)
+            revived.append(name)
+            continue
+        dead = sorted(ranges.decode(entry.get("deadItems")))
+        if not dead:
+            continue
+        spent = {
+            int(letter["item"]): int(letter.get("attempts", 1))
+            for letter in letters
+            if letter.get("task") == name and letter.get("item") is not None
+        }
+        for item in dead:
+            attempts = spent.get(item, 1)
+            entry.setdefault("itemAttempts", {})[str(item)] = attempts
+            entry.setdefault("itemAttemptBase", {})[str(item)] = attempts
+            entry.setdefault("retryAt", {})[str(item)] = due
+            revived.append(f"{name}[{item}]")
+        entry.update(deadItems="", deadLettered=0, phase="Running")
+        entry.pop("finishedAt", None)
+    if not revived:
+        what = "nothing is" if target == "all" else f"task {target!r} is not"
+        raise NothingToRetry(f"{what} dead-lettered")
+    again = {label.split("[")[0] for label in revived}
+    dag = dags.Dag.from_tasks([(t.name, t.depends_on) for t in spec.tasks])
+    downstream = {d for name in again for d in dag.descendants(name)}
+    for name in downstream:
+        entry = tasks.get(name) or {}
+        if entry.get("phase") == "Skipped":
+            tasks[name] = {"phase": "Pending"}
+    revived_status["deadLetters"] = [
+        letter for letter in letters if letter.get("task") not in again
+    ]
+    if revived_status.get("phase") == "Failed":
+        revived_status["phase"] = "Running"
+        revived_status.pop("finishedAt", None)
+    return revived_status, revived
 
 
 def _deadline_passed(run: _Run) -> bool:

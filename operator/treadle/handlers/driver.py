@@ -5,7 +5,12 @@ It runs as one loop of the worker runtime beside kopf.  Each pass reads up to a 
 results, advances every workflow that got results or whose retry or deadline is due, writes one
 status patch per workflow, and only then acknowledges the results, so a crash between the two
 re-reads them (the engine ignores what it already applied).  Passes are at least a second apart,
-so a busy workflow gets about one status write a second, never one per task.
+so a busy workflow gets about one status write a second, never one per task, and each write
+is the merge patch from the status last written (so it carries only what changed).
+
+A manual retry (the `treadle.dev/retry` annotation) is applied on the next pass: the engine
+revives the dead-lettered work, the status is written, then the annotation is removed.  Events
+tell the workflow's story: started, dead letters, retried, succeeded or failed.
 """
 
 from __future__ import annotations
@@ -17,13 +22,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lightkube import AsyncClient
+from lightkube.models.core_v1 import ObjectReference
 
+from treadle.api import GROUP, VERSION, workflows
 from treadle.api.workflows import WorkflowSpec
-from treadle.core import engine
+from treadle.core import engine, notices, patches
 from treadle.core.messages import TaskResult
 from treadle.handlers import metrics
 from treadle.runtime import CancelToken, Directive
-from treadle.services import kube
+from treadle.services import events, kube
 from treadle.services.queues import ResultStream
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,21 @@ class Tracked:
     pods_checked_at: datetime | None = None
     requeued_epoch: int = 0
     """The last Redis data loss this workflow's in-flight attempts were enqueued again for."""
+    retry: str | None = None
+    """A manual retry asked for (a task name or "all"), carried out on the next pass."""
+    retry_cleared_version: int = 0
+    """The resourceVersion at which the last retry annotation was removed: older watch events
+    still carrying it are not a new request."""
+
+    @property
+    def reference(self) -> ObjectReference:
+        return events.reference(
+            api_version=f"{GROUP}/{VERSION}",
+            kind=workflows.KIND,
+            name=self.who.name,
+            namespace=self.who.namespace,
+            uid=self.who.uid,
+        )
 
 
 @dataclass
@@ -74,6 +96,19 @@ class Driver:
         if tracked is not None:
             tracked.pods_checked_at = None
             tracked.due = datetime.now(UTC)
+
+    def tracks(self, uid: str) -> bool:
+        return uid in self.workflows
+
+    def request_retry(self, uid: str, target: str, resource_version: str) -> None:
+        """A `treadle.dev/retry` annotation was seen: revive on the next pass."""
+        tracked = self.workflows.get(uid)
+        if tracked is None or tracked.retry is not None:
+            return
+        if resource_version.isdigit() and int(resource_version) <= tracked.retry_cleared_version:
+            return  # an event from before we removed the annotation
+        tracked.retry = target
+        tracked.due = datetime.now(UTC)
 
     def forget(self, uid: str) -> None:
         self.workflows.pop(uid, None)
@@ -123,10 +158,12 @@ class Driver:
             again = engine.requeue_in_flight(tracked.spec, tracked.status, now=now, who=who)
             await self.results.enqueue(who.pool, again)
             tracked.requeued_epoch = self._lost_epoch
-        letters_before = len(tracked.status.get("deadLetters") or [])
+        current, told = self._revive(tracked, now)
+        letters_before = len(current.get("deadLetters") or [])
         step = engine.advance(
-            tracked.spec, tracked.status, results, now=now, who=who, generation=tracked.generation
+            tracked.spec, current, results, now=now, who=who, generation=tracked.generation
         )
+        told += notices.workflow_notices(current, step.status)
         if who.namespace not in self.secrets_ensured and not step.finished:
             await kube.ensure_redis_secret(self.api, who.namespace, self.redis_url)
             self.secrets_ensured.add(who.namespace)
@@ -138,13 +175,21 @@ class Driver:
         ):
             await self._ensure_pods(tracked)
             tracked.pods_checked_at = now
-        with metrics.STATUS_WRITE_SECONDS.time():
-            written = await kube.patch_workflow_status(
-                self.api, who.namespace, who.name, step.status
+        change = patches.merge_patch(tracked.status, step.status)
+        if change:
+            with metrics.STATUS_WRITE_SECONDS.time():
+                written = await kube.patch_workflow_status(
+                    self.api, who.namespace, who.name, change
+                )
+            if not written:
+                self.forget(who.uid)
+                return
+        if tracked.retry is not None:
+            await self._clear_retry(tracked)
+        for notice in told:
+            await events.post(
+                self.api, tracked.reference, notice.type, notice.reason, notice.message
             )
-        if not written:
-            self.forget(who.uid)
-            return
         for result in results:
             metrics.TASK_RESULTS.labels(outcome=result.outcome).inc()
         metrics.ATTEMPTS_ENQUEUED.inc(len(step.enqueue))
@@ -165,6 +210,33 @@ class Driver:
             tracked.due = min(
                 filter(None, [step.wake_at, now + timedelta(seconds=POD_CHECK_SECONDS)])
             )
+
+    def _revive(
+        self, tracked: Tracked, now: datetime
+    ) -> tuple[dict[str, Any], list[notices.Notice]]:
+        """The status to advance from, with a requested manual retry applied."""
+        if tracked.retry is None:
+            return tracked.status, []
+        target = tracked.retry
+        try:
+            revived, what = engine.revive(tracked.spec, tracked.status, target, now=now)
+        except engine.NothingToRetry as refusal:
+            log.warning("%s: retry %r refused: %s", tracked.who.name, target, refusal)
+            return tracked.status, [notices.Notice("Warning", "RetryRefused", str(refusal))]
+        shown = ", ".join(what[:10]) + (f" and {len(what) - 10} more" if len(what) > 10 else "")
+        log.info("%s: manual retry of %s", tracked.who.name, shown)
+        metrics.MANUAL_RETRIES.inc(len(what))
+        return revived, [notices.Notice("Normal", "Retried", f"re-queued {shown}")]
+
+    async def _clear_retry(self, tracked: Tracked) -> None:
+        who, target = tracked.who, tracked.retry
+        assert target is not None
+        version = await kube.clear_annotation(
+            self.api, who.namespace, who.name, kube.RETRY_ANNOTATION, target
+        )
+        tracked.retry = None
+        if version is not None and version.isdigit():
+            tracked.retry_cleared_version = int(version)
 
     def _ttl_due(self, tracked: Tracked) -> datetime | None:
         ttl = tracked.spec.ttl_seconds_after_finished

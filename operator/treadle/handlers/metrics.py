@@ -25,6 +25,10 @@ ATTEMPTS_ENQUEUED = Counter(
 DEAD_LETTERS = Counter(
     "treadle_dead_letters_total", "Tasks and forEach children dead-lettered after their retries."
 )
+MANUAL_RETRIES = Counter(
+    "treadle_manual_retries_total",
+    "Dead-lettered tasks and forEach children re-queued by a manual retry.",
+)
 WORKFLOWS_FINISHED = Counter(
     "treadle_workflows_finished_total", "Workflows that reached a final phase, by phase.", ["phase"]
 )

@@ -1,4 +1,5 @@
-"""Workflow handlers: admit a new or changed Workflow, then hand it to the engine driver."""
+"""Workflow handlers: admit a new or changed Workflow and hand it to the engine driver; pass
+manual retry requests and deletions on to the driver."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from treadle.api import GROUP, VERSION, workflows
 from treadle.core import admission
 from treadle.handlers import metrics
 from treadle.handlers.registry import registry
+from treadle.services import kube
 
 
 @kopf.on.create(GROUP, VERSION, workflows.PLURAL, registry=registry)
@@ -25,23 +27,67 @@ def admit_workflow(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    workflow = {
-        "name": meta.get("name"),
-        "namespace": meta.get("namespace"),
-        "uid": meta.get("uid"),
-    }
-    verdict = admission.admit(
-        dict(spec),
-        dict(status),
-        generation=meta.get("generation"),
-        now=datetime.now(UTC),
-        workflow=workflow,
-    )
+    verdict = _admit(spec, status, meta)
     current = dict(status)
     if verdict.status is not None:
         metrics.ADMISSIONS.labels(kind=workflows.KIND, phase=verdict.status["phase"]).inc()
         patch.status.update(verdict.status)
         current = verdict.status
+        if verdict.status["phase"] == "Invalid":
+            kopf.warn(body, reason="Invalid", message=verdict.status.get("message", ""))
     driver = getattr(memo, "driver", None)
     if driver is not None and verdict.runnable is not None:
         driver.track(dict(body), verdict.runnable, current)
+
+
+@kopf.on.event(
+    GROUP,
+    VERSION,
+    workflows.PLURAL,
+    annotations={kube.RETRY_ANNOTATION: kopf.PRESENT},
+    registry=registry,
+)
+def retry_requested(
+    type: str | None,
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """`treadle.dev/retry: <task>|all`: the driver re-queues the dead-lettered work (a Failed
+    workflow is no longer tracked, so it is taken up again first)."""
+    driver = getattr(memo, "driver", None)
+    if driver is None or type == "DELETED":
+        return
+    uid = meta["uid"]
+    if not driver.tracks(uid):
+        parsed, _problems = admission.admit_workflow(dict(spec), _identity(meta))
+        if parsed is None or status.get("phase") == "Invalid":
+            return  # an invalid workflow never ran: nothing to retry
+        driver.track(dict(body), parsed, dict(status))
+    target = str(meta.get("annotations", {}).get(kube.RETRY_ANNOTATION, "")).strip() or "all"
+    driver.request_retry(uid, target, str(meta.get("resourceVersion", "")))
+
+
+@kopf.on.event(GROUP, VERSION, workflows.PLURAL, registry=registry)
+def workflow_gone(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    driver = getattr(memo, "driver", None)
+    if driver is not None and type == "DELETED":
+        driver.forget(meta["uid"])
+
+
+def _admit(spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta) -> admission.Admission:
+    return admission.admit(
+        dict(spec),
+        dict(status),
+        generation=meta.get("generation"),
+        now=datetime.now(UTC),
+        workflow=_identity(meta),
+    )
+
+
+def _identity(meta: kopf.Meta) -> dict[str, Any]:
+    """What templates see as `workflow`."""
+    return {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")}

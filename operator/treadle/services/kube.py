@@ -24,6 +24,8 @@ Workflow = create_namespaced_resource(GROUP, VERSION, workflows.KIND, workflows.
 REDIS_SECRET = "treadle-redis"
 LABEL_WORKFLOW = f"{GROUP}/workflow"
 LABEL_COMPONENT = "app.kubernetes.io/component"
+RETRY_ANNOTATION = f"{GROUP}/retry"
+"""Set to a task name or "all" to re-queue dead-lettered work; the operator removes it."""
 FIELD_MANAGER = "treadle-operator"
 
 
@@ -48,6 +50,27 @@ async def patch_workflow_status(
             return False
         raise
     return True
+
+
+async def clear_annotation(
+    api: AsyncClient, namespace: str, name: str, key: str, value: str
+) -> str | None:
+    """Removes annotation `key` if it still holds `value` (a newer request stays); returns the
+    resourceVersion after the change, or None when it changed meanwhile or the object is gone."""
+    path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
+    try:
+        changed = await api.patch(
+            Workflow,
+            name,
+            [{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}],
+            namespace=namespace,
+            patch_type=PatchType.JSON,
+        )
+    except ApiError as error:
+        if error.status.code in (404, 422):
+            return None
+        raise
+    return changed.metadata.resourceVersion if changed.metadata else None
 
 
 async def delete_workflow(api: AsyncClient, namespace: str, name: str) -> None:

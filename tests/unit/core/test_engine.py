@@ -6,6 +6,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -260,3 +261,88 @@ def test_a_fan_out_finishes_with_every_child_run_once_whatever_the_order(
     assert sorted(seen) == list(range(children))
     assert current.status["phase"] == "Succeeded"
     assert current.status["progress"] == f"{children}/{children}"
+
+
+def dead_lettered(workflow: WorkflowSpec) -> engine.Step:
+    """Runs `workflow` failing every attempt until nothing more can run."""
+    current = step(workflow, {})
+    now = T0
+    while not current.finished:
+        results = [failed(message) for message in current.enqueue]
+        if current.wake_at is not None and not results:
+            now = current.wake_at
+        current = step(workflow, current.status, results, now=now)
+    return current
+
+
+def test_a_manual_retry_revives_a_failed_workflow_with_a_fresh_retry_budget() -> None:
+    retry = {"limit": 1, "backoff": {"durationSeconds": 5, "jitter": 0}}
+    workflow = spec(cmd("flaky", retry=retry), cmd("after", dependsOn=["flaky"]))
+    failed_run = dead_lettered(workflow)
+    assert failed_run.status["tasks"]["flaky"]["attempts"] == 2
+    later = T0 + timedelta(hours=1)
+    status, revived = engine.revive(workflow, failed_run.status, "all", now=later)
+    assert revived == ["flaky"]
+    assert (status["phase"], status["deadLetters"]) == ("Running", [])
+    assert status["tasks"]["after"] == {"phase": "Pending"}
+    again = step(workflow, status, now=later)
+    [attempt] = again.enqueue
+    assert (attempt.task, attempt.attempt) == ("flaky", 3)
+    assert "finishedAt" not in again.status
+    # The budget counts from the retry: one more failure is retried, not dead-lettered.
+    retried = step(workflow, again.status, [failed(attempt)], now=later)
+    assert retried.status["tasks"]["flaky"]["phase"] == "Retrying"
+    fourth = step(workflow, retried.status, now=retried.wake_at)
+    done = step(workflow, fourth.status, [ok(fourth.enqueue[0], "fine")], now=retried.wake_at)
+    last = step(workflow, done.status, [ok(m) for m in done.enqueue], now=retried.wake_at)
+    assert last.status["phase"] == "Succeeded"
+    assert condition(last.status, "Ready")["status"] == "True"
+
+
+def test_a_manual_retry_of_a_for_each_requeues_only_its_dead_children() -> None:
+    workflow = spec(
+        {
+            "name": "each",
+            "python": {"callable": "m:f", "kwargs": {"id": "{{ item }}"}},
+            "forEach": "{{ params.ids }}",
+            "retry": {"limit": 0},
+        },
+        cmd("merge", dependsOn=["each"]),
+        params={"ids": [10, 20, 30]},
+    )
+    first = step(workflow, {})
+    results = [ok(first.enqueue[0], "a"), failed(first.enqueue[1]), ok(first.enqueue[2], "c")]
+    failed_run = step(workflow, first.status, results)
+    assert failed_run.status["phase"] == "Failed"
+    status, revived = engine.revive(workflow, failed_run.status, "each", now=T0)
+    assert revived == ["each[1]"]
+    again = step(workflow, status)
+    [child] = again.enqueue
+    assert (child.item, child.attempt, child.action["python"]["kwargs"]) == (1, 2, {"id": 20})
+    fan_in = step(workflow, again.status, [ok(child, "b")])
+    assert fan_in.status["tasks"]["each"]["phase"] == "Succeeded"
+    assert "itemValues" not in fan_in.status["tasks"]["each"]
+    assert [m.task for m in fan_in.enqueue] == ["merge"]
+    assert fan_in.status["progress"] == "3/4"
+
+
+def test_a_manual_retry_of_nothing_dead_lettered_is_refused_with_the_reason() -> None:
+    workflow = spec(cmd("a"))
+    running = step(workflow, {})
+    for target, reason in (
+        ("all", "nothing is dead-lettered"),
+        ("a", "task 'a' is not dead-lettered"),
+        ("nope", "workflow has no task 'nope'"),
+    ):
+        with pytest.raises(engine.NothingToRetry, match=reason):
+            engine.revive(workflow, running.status, target, now=T0)
+
+
+def test_a_retry_is_never_due_before_its_backoff_even_between_whole_seconds() -> None:
+    retry = {"limit": 1, "backoff": {"durationSeconds": 1, "jitter": 0}}
+    workflow = spec(cmd("flaky", retry=retry))
+    now = T0 + timedelta(milliseconds=700)
+    first = step(workflow, {}, now=now)
+    retrying = step(workflow, first.status, [failed(first.enqueue[0])], now=now)
+    assert retrying.wake_at is not None
+    assert retrying.wake_at - now >= timedelta(seconds=1)

@@ -1,0 +1,60 @@
+"""What a status change means to a user, as the Events the operator posts about it.
+
+Pure: compares the status before and after one engine step.  A burst of dead-lettered forEach
+children yields a few Events and a count, never one Event per child.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+MAX_DEAD_LETTER_NOTICES = 5
+
+
+@dataclass(frozen=True)
+class Notice:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+def _letter_key(letter: Mapping[str, Any]) -> tuple[Any, ...]:
+    return letter.get("task"), letter.get("item"), letter.get("attempts"), letter.get("at")
+
+
+def _letter_text(letter: Mapping[str, Any]) -> str:
+    item = "" if letter.get("item") is None else f" item {letter['item']}"
+    return (
+        f"task {letter.get('task')}{item} dead-lettered after {letter.get('attempts')} "
+        f"attempt(s): {letter.get('error')}"
+    )
+
+
+def workflow_notices(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Notice]:
+    """The Events one step of a workflow deserves: phase changes and new dead letters."""
+    found: list[Notice] = []
+    old_letters = {_letter_key(letter) for letter in before.get("deadLetters") or []}
+    new_letters = [
+        letter
+        for letter in after.get("deadLetters") or []
+        if _letter_key(letter) not in old_letters
+    ]
+    for letter in new_letters[:MAX_DEAD_LETTER_NOTICES]:
+        found.append(Notice("Warning", "DeadLettered", _letter_text(letter)))
+    if len(new_letters) > MAX_DEAD_LETTER_NOTICES:
+        more = len(new_letters) - MAX_DEAD_LETTER_NOTICES
+        found.append(Notice("Warning", "DeadLettered", f"{more} more dead-lettered"))
+    old, new = before.get("phase"), after.get("phase")
+    if old == new or new is None:
+        return found
+    message = str(after.get("message") or "")
+    if new == "Running":
+        reason = {"Suspended": "Resumed", "Failed": "Retrying"}.get(str(old), "Started")
+        found.append(Notice("Normal", reason, f"workflow running: {after.get('progress')} done"))
+    elif new == "Failed":
+        found.append(Notice("Warning", "Failed", message))
+    elif new in ("Succeeded", "Suspended"):
+        found.append(Notice("Normal", str(new), message))
+    return found
