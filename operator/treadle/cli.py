@@ -22,6 +22,7 @@ def _operator(args: argparse.Namespace) -> int:
         webhook_address=args.webhook_address,
         redis_url=args.redis_url or "",
         worker_image=args.worker_image,
+        worker_metrics_port=args.worker_metrics_port,
         log_format=args.log_format,
         verbose=args.verbose,
     )
@@ -29,8 +30,25 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker(args: argparse.Namespace) -> int:
+def _worker_logging(log_format: str) -> None:
     import logging
+
+    handler = logging.StreamHandler()
+    if log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                rename_fields={"levelname": "severity", "asctime": "timestamp"},
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+
+
+def _worker(args: argparse.Namespace) -> int:
     import signal
 
     from treadle.services import workers
@@ -38,7 +56,12 @@ def _worker(args: argparse.Namespace) -> int:
     if not args.redis_url:
         print("treadle worker: set --redis-url or TREADLE_REDIS_URL", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _worker_logging(args.log_format)
+    if args.metrics_address:
+        import prometheus_client
+
+        host, _, port = args.metrics_address.rpartition(":")
+        prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")
     options = workers.WorkerOptions(
         redis_url=args.redis_url,
         pool=args.pool,
@@ -99,6 +122,12 @@ def parser() -> argparse.ArgumentParser:
         help="image of worker pods (spec.workers.image wins)",
     )
     operator.add_argument(
+        "--worker-metrics-port",
+        type=int,
+        default=0,
+        help="port worker pods serve Prometheus metrics on; 0 (default): none",
+    )
+    operator.add_argument(
         "--webhook-address",
         default="",
         help="host:port to serve the admission webhook on and register it; '' (default): none",
@@ -126,6 +155,10 @@ def parser() -> argparse.ArgumentParser:
         default=25.0,
         help="re-deliver messages unacknowledged this long (their worker died)",
     )
+    worker.add_argument(
+        "--metrics-address", default="", help="host:port of /metrics; '' (default) disables"
+    )
+    worker.add_argument("--log-format", choices=("json", "text"), default="json")
     worker.set_defaults(handler=_worker)
 
     crds = commands.add_parser("crds", help="print the CustomResourceDefinitions")

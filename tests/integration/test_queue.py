@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
+from prometheus_client import REGISTRY
 
 from support.redis_server import RedisServer
 from treadle.core.messages import TaskMessage, TaskResult
@@ -44,6 +45,10 @@ def command(task: str, *args: str, item: int | None = None, uid: str = "uid-1") 
 def counting(task: str, log: Path) -> TaskMessage:
     """A task whose every execution appends a line to `log` (the side-effect log)."""
     return command(task, "sh", "-c", f'echo {task} >> {log}; echo \'{{"ran": "{task}"}}\'')
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def results(client: aioredis.Redis) -> list[TaskResult]:
@@ -159,7 +164,9 @@ async def test_a_killed_consumers_message_is_reaped_and_completed_once(
     await dead.enqueue([counting("fetch", side_effects)])
     [lost] = await dead.read(10, 100)  # delivered to a worker that then dies
     reaper = Reaper(await queue_for(client, "reaper"), idle_seconds=0)
-    assert (await reaper.queue.reap(0, 3)).republished == 1
+    redelivered = sample("treadle_reaped_messages_total", fate="redelivered")
+    await reaper.execute(CancelToken())
+    assert sample("treadle_reaped_messages_total", fate="redelivered") == redelivered + 1
     survivor = TaskWorker(await queue_for(client, "survivor"), block_ms=100)
     await survivor.execute(CancelToken())
     await survivor.close()
@@ -190,6 +197,7 @@ async def test_a_redelivered_message_whose_key_succeeded_is_not_executed_again(
     client: aioredis.Redis, tmp_path: Path
 ) -> None:
     side_effects = tmp_path / "ran.log"
+    skipped_before = sample("treadle_worker_duplicates_skipped_total")
     queue = await queue_for(client, "w1")
     worker = TaskWorker(queue, block_ms=100)
     await queue.enqueue([counting("once", side_effects)])
@@ -199,6 +207,7 @@ async def test_a_redelivered_message_whose_key_succeeded_is_not_executed_again(
     await worker.close()
     assert side_effects.read_text().splitlines() == ["once"]
     assert (worker.executed, worker.skipped) == (1, 1)
+    assert sample("treadle_worker_duplicates_skipped_total") == skipped_before + 1
     assert len(await results(client)) == 1
 
 
@@ -236,6 +245,12 @@ async def test_an_open_breaker_fails_tasks_fast_without_running_them(
     client: aioredis.Redis, tmp_path: Path
 ) -> None:
     side_effects = tmp_path / "ran.log"
+    target = {"target": "task:flaky"}
+    before = [
+        sample(n, **target)
+        for n in ("treadle_circuit_breaker_opened_total", "treadle_circuit_breaker_fail_fast_total")
+    ]
+    failed_before = sample("treadle_worker_task_attempts_total", action="command", outcome="failed")
     guards = Guards(client)
     queue = await queue_for(client, "w1")
     settings = {"circuitBreaker": {"failureThreshold": 2, "openSeconds": 3600}}
@@ -272,6 +287,13 @@ async def test_an_open_breaker_fails_tasks_fast_without_running_them(
         "circuit open for task:flaky: failing fast",
     )
     assert not side_effects.exists()
+    after = [
+        sample(n, **target)
+        for n in ("treadle_circuit_breaker_opened_total", "treadle_circuit_breaker_fail_fast_total")
+    ]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1]
+    failed = sample("treadle_worker_task_attempts_total", action="command", outcome="failed")
+    assert failed == failed_before + 2  # the fail-fast attempt never ran
 
 
 async def test_a_rate_limited_task_waits_for_its_token(client: aioredis.Redis) -> None:
@@ -310,3 +332,13 @@ async def test_a_header_from_a_secret_missing_in_the_worker_fails_loudly(
     assert result.error == (
         "header Authorization: key 'token' of Secret 'api' is not in this worker's environment"
     )
+
+
+async def test_the_operator_sees_how_much_work_waits_and_runs(client: aioredis.Redis) -> None:
+    stream = queues.ResultStream(client, "operator")
+    await stream.ensure_group()
+    queue = await queue_for(client, "w1")
+    await queue.enqueue([command(f"t{i}", "true", item=i) for i in range(3)])
+    await queue.read(1, 100)
+    depth = await stream.depth([POOL, "a-pool-with-no-stream"])
+    assert depth == queues.QueueDepth(waiting=2, in_flight=1, results=0, poison=0)

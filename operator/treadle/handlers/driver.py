@@ -36,6 +36,7 @@ from treadle.services.queues import ResultStream
 log = logging.getLogger(__name__)
 
 POD_CHECK_SECONDS = 30.0
+GAUGE_SECONDS = 15.0
 BATCH = 1000
 MAX_PER_PASS = 20_000
 
@@ -74,9 +75,11 @@ class Driver:
     api: AsyncClient
     redis_url: str
     worker_image: str
+    worker_metrics_port: int = 0
     workflows: dict[str, Tracked] = field(default_factory=dict)
     secrets_ensured: set[str] = field(default_factory=set)
     _group_ready: bool = False
+    _gauges_at: datetime | None = None
     _lost_epoch: int = 0
     """Counts the times Redis was found without our data (new, or flushed); every tracked
     workflow re-enqueues its in-flight attempts once per such loss."""
@@ -150,7 +153,18 @@ class Driver:
                 continue  # results of a workflow that is gone or not ours
             await self.advance(tracked, by_workflow.get(uid, []), now)
         await self.results.ack([entry_id for entry_id, _ in read])
+        if self._gauges_at is None or now - self._gauges_at >= timedelta(seconds=GAUGE_SECONDS):
+            await self._set_gauges()
+            self._gauges_at = now
         return Directive.proceed()
+
+    async def _set_gauges(self) -> None:
+        depth = await self.results.depth([t.who.pool for t in self.workflows.values()])
+        metrics.QUEUE_MESSAGES.labels(state="waiting").set(depth.waiting)
+        metrics.QUEUE_MESSAGES.labels(state="in_flight").set(depth.in_flight)
+        metrics.QUEUE_MESSAGES.labels(state="results").set(depth.results)
+        metrics.POISON_MESSAGES.set(depth.poison)
+        metrics.TRACKED_WORKFLOWS.set(len(self.workflows))
 
     async def advance(self, tracked: Tracked, results: list[TaskResult], now: datetime) -> None:
         who = tracked.who
@@ -257,6 +271,7 @@ class Driver:
                 index=index,
                 spec=workers,
                 default_image=self.worker_image,
+                metrics_port=self.worker_metrics_port,
                 secret_refs=refs,
             )
             for index in range(workers.replicas)

@@ -1,6 +1,6 @@
 """Prometheus metrics of the operator process (names in base units, `treadle_` prefix)."""
 
-from prometheus_client import Counter, Histogram, Info
+from prometheus_client import Counter, Gauge, Histogram, Info
 
 import treadle
 
@@ -35,3 +35,13 @@ WORKFLOWS_FINISHED = Counter(
 STATUS_WRITE_SECONDS = Histogram(
     "treadle_status_write_seconds", "Time to write one workflow status patch."
 )
+QUEUE_MESSAGES = Gauge(
+    "treadle_queue_messages",
+    "Messages in the task and result streams of the workflows this operator drives, by state "
+    "(waiting: not read by a worker yet; in_flight: read, not finished; results: not applied).",
+    ["state"],
+)
+POISON_MESSAGES = Gauge(
+    "treadle_poison_messages", "Messages the reaper dead-lettered as poison (the DLQ stream)."
+)
+TRACKED_WORKFLOWS = Gauge("treadle_workflows_running", "Workflows the operator is driving.")

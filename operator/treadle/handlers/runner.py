@@ -31,6 +31,8 @@ class OperatorOptions:
     redis_url: str = ""
     """Redis for the task queue; empty: admission only, nothing runs."""
     worker_image: str = "treadle:dev"
+    worker_metrics_port: int = 0
+    """Port worker pods serve Prometheus metrics on; 0 (default): none."""
     """Image of worker pods whose workflow names none."""
     consumer: str = "treadle-operator"
     """This operator's name in the results stream's consumer group."""
@@ -84,7 +86,13 @@ async def run(options: OperatorOptions) -> None:
     if options.redis_url:
         redis_client = queues.connect(options.redis_url)
         results = queues.ResultStream(redis_client, options.consumer)
-        memo.driver = driver.Driver(results, kube.client(), options.redis_url, options.worker_image)
+        memo.driver = driver.Driver(
+            results,
+            kube.client(),
+            options.redis_url,
+            options.worker_image,
+            worker_metrics_port=options.worker_metrics_port,
+        )
         loop = Loop(
             "engine-driver",
             memo.driver,

@@ -108,13 +108,20 @@ def worker_pod(
     spec: workflows.Workers,
     default_image: str,
     secret_refs: Sequence[tuple[str, str]] = (),
+    metrics_port: int = 0,
 ) -> dict[str, Any]:
     """A worker pod of one workflow, owned by it (garbage-collected with it).  `secret_refs`
-    are the (Secret, key) pairs its HTTP headers read, passed in as environment variables."""
+    are the (Secret, key) pairs its HTTP headers read, passed in as environment variables;
+    with a `metrics_port` the worker serves Prometheus metrics there."""
+    command = ["treadle", "worker", f"--pool={pool}"]
+    annotations: dict[str, str] = {}
+    if metrics_port:
+        command.append(f"--metrics-address=0.0.0.0:{metrics_port}")
+        annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port)}
     container: dict[str, Any] = {
         "name": "worker",
         "image": spec.image or default_image,
-        "command": ["treadle", "worker", f"--pool={pool}"],
+        "command": command,
         "env": [
             {
                 "name": "TREADLE_REDIS_URL",
@@ -138,12 +145,15 @@ def worker_pod(
     }
     if spec.resources:
         container["resources"] = spec.resources
+    if metrics_port:
+        container["ports"] = [{"name": "metrics", "containerPort": metrics_port}]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": f"{workflow_name}-worker-{index}",
             "namespace": namespace,
+            "annotations": annotations,
             "labels": {
                 LABEL_WORKFLOW: workflow_name,
                 LABEL_COMPONENT: "worker",

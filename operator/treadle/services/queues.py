@@ -303,3 +303,34 @@ class ResultStream:
                 await create_group(self.client, queue.stream, WORKERS_GROUP)
                 self._pools_ready.add(pool)
             await queue.enqueue(messages)
+
+    async def depth(self, pools: Sequence[str]) -> QueueDepth:
+        """How much work waits in these pools' streams and in the results stream, and how
+        many poison messages were dead-lettered, for the operator's gauges."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for pool in pools:
+                pipe.xinfo_groups(tasks_stream(pool))
+            pipe.xinfo_groups(RESULTS)
+            pipe.xlen(DEAD_LETTERS)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        waiting = in_flight = results = 0
+        for reply in replies[:-2]:
+            for group in reply if isinstance(reply, list) else []:
+                waiting += int(group.get("lag") or 0)
+                in_flight += int(group.get("pending") or 0)
+        for group in replies[-2] if isinstance(replies[-2], list) else []:
+            results += int(group.get("lag") or 0) + int(group.get("pending") or 0)
+        poison = replies[-1] if isinstance(replies[-1], int) else 0
+        return QueueDepth(waiting, in_flight, results, poison)
+
+
+@dataclass(frozen=True)
+class QueueDepth:
+    waiting: int
+    """Attempts enqueued and not yet read by a worker."""
+    in_flight: int
+    """Attempts read by a worker and not yet finished."""
+    results: int
+    """Results the operator has not applied yet."""
+    poison: int
+    """Messages the reaper dead-lettered as poison."""

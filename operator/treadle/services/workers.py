@@ -20,7 +20,7 @@ import aiohttp
 from treadle.core import breakers
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.runtime import CancelToken, Directive
-from treadle.services import actions
+from treadle.services import actions, worker_metrics
 from treadle.services.guards import BreakerSettings, Guards, RateSettings
 from treadle.services.queues import Delivery, TaskQueue, is_missing_group
 
@@ -46,14 +46,21 @@ async def run_attempt(
     if rate and guards:
         limit = RateSettings(float(rate["perSecond"]), int(rate.get("burst", 1)))
         # The shared bucket says how long until a token is due; no event announces it.
-        while (wait := await guards.take(target, limit)) > 0:  # noqa: ASYNC110
+        while (wait := await guards.take(target, limit)) > 0:
+            worker_metrics.RATE_LIMIT_WAIT_SECONDS.labels(target=target).inc(wait)
             await asyncio.sleep(wait)
     started = time.time()
     if breaker_settings and guards and not await guards.admit(target, breaker_settings):
+        worker_metrics.FAIL_FAST.labels(target=target).inc()
         return _result(message, "failed", None, f"circuit open for {target}: failing fast", started)
     result = await _act(message, session, started)
+    kind = next(iter(message.action), "unknown")
+    worker_metrics.TASKS.labels(action=kind, outcome=result.outcome).inc()
+    worker_metrics.TASK_SECONDS.labels(action=kind).observe(time.time() - started)
     if breaker_settings and guards:
-        await guards.record(target, result.outcome == "succeeded", breaker_settings)
+        failures = await guards.record(target, result.outcome == "succeeded", breaker_settings)
+        if failures == breaker_settings.failure_threshold:
+            worker_metrics.BREAKER_OPEN.labels(target=target).inc()
     return result
 
 
@@ -139,6 +146,7 @@ class TaskWorker:
         succeeded = await self.queue.already_succeeded(deliveries)
         to_run = [d for d, done in zip(deliveries, succeeded, strict=True) if not done]
         self.skipped += len(deliveries) - len(to_run)
+        worker_metrics.DUPLICATES.inc(len(deliveries) - len(to_run))
         results = await self._run_all(to_run)
         outcome: dict[str, TaskResult | None] = {d.id: None for d in deliveries}
         outcome.update(results)
@@ -186,7 +194,9 @@ class Reaper:
     interval_seconds: float = 5.0
 
     async def execute(self, cancel: CancelToken) -> Directive:
-        await self.queue.reap(int(self.idle_seconds * 1000), self.max_redeliveries)
+        report = await self.queue.reap(int(self.idle_seconds * 1000), self.max_redeliveries)
+        worker_metrics.REAPED.labels(fate="redelivered").inc(report.republished)
+        worker_metrics.REAPED.labels(fate="dead_lettered").inc(report.dead_lettered)
         return Directive.sleep(self.interval_seconds)
 
 
