@@ -274,6 +274,23 @@ class ContainerState:
         }
 
 
+CONTAINER_MARKER = "TREADLE_LOCAL_CONTAINER"
+
+
+def kill_marked(marker: str) -> int:
+    """SIGKILLs every process whose environment carries `marker`; returns how many."""
+    needle = f"{CONTAINER_MARKER}={marker}".encode()
+    killed = 0
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if needle in environ.read_bytes().split(b"\0"):
+                os.kill(int(environ.parent.name), signal.SIGKILL)
+                killed += 1
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to read
+    return killed
+
+
 def restart_wanted(policy: str, exit_code: int) -> bool:
     return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
 
@@ -480,6 +497,10 @@ class PodRunner:
                 expand(a, env)
                 for a in (container.spec.get("command") or []) + (container.spec.get("args") or [])
             ]
+            # Every process the container starts inherits this marker, even in a new session,
+            # so the container's end can take them all down, as a real runtime's does.
+            marker = f"{self.uid}/{container.name}/{container.restart_count}"
+            env = {**env, CONTAINER_MARKER: marker}
             program = shutil.which(argv[0], path=env.get("PATH")) if argv else None
             if program is None:
                 container.state = {
@@ -518,6 +539,9 @@ class PodRunner:
                 self.phase = "Running"
             self.changed()
             code = await container.process.wait()
+            killed = kill_marked(marker)
+            if killed:
+                log.info("%s/%s: killed %d leftover process(es)", self.name, container.name, killed)
             probes.cancel()
             await asyncio.gather(probes, return_exceptions=True)
             self.agent.forget_process(self.uid, container.name)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -12,13 +15,13 @@ from support.operator import OperatorProcess
 from support.redis_server import RedisServer
 
 
-def chain(name: str, log: Path, length: int) -> str:
+def chain(name: str, log: Path, length: int, script: str = "echo {task} >> {log}; sleep 1") -> str:
     """A chain of tasks; each appends its name to `log` (the side-effect log) and takes 1 s."""
     tasks = []
     for index in range(length):
         task = {
             "name": f"t{index}",
-            "command": {"args": ["sh", "-c", f"echo t{index} >> {log}; sleep 1"]},
+            "command": {"args": ["sh", "-c", script.format(task=f"t{index}", log=log)]},
         }
         if index:
             task["dependsOn"] = [f"t{index - 1}"]
@@ -88,3 +91,39 @@ async def test_redis_losing_all_its_data_mid_run_loses_no_task(
         "t3",
     ]
     assert len(ran) <= 5
+
+
+def worker_pids(pool: str) -> list[int]:
+    """Worker processes of a pool, found as the local node agent runs them."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"--pool={pool}".encode() in argv and b"worker" in argv:
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+def test_a_worker_process_sigkilled_mid_task_loses_nothing_and_applies_nothing_twice(
+    crds: Cluster, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    """The task in hand is re-delivered by the reaper (after 25 s of silence) and run again;
+    its effect, made at its end, happens once."""
+    log, started = tmp_path / "ran.log", tmp_path / "started.log"
+    script = f"echo {{task}} >> {started}; sleep 2; echo {{task}} >> {{log}}"
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=chain("killed", log, 3, script))
+    crds.wait(
+        "twf/killed", namespace, "jsonpath={.status.tasks.t1.phase}=Queued", timeout_seconds=120
+    )
+    deadline = time.monotonic() + 30
+    while "t1" not in (started.read_text() if started.exists() else "").split():
+        assert time.monotonic() < deadline, "t1 never started"
+        time.sleep(0.05)
+    uid = crds.get("twf", "killed", namespace)["metadata"]["uid"]
+    [pid] = worker_pids(f"wf-{uid}")
+    os.kill(pid, signal.SIGKILL)
+    crds.wait("twf/killed", namespace, "condition=Ready", timeout_seconds=180)
+    assert log.read_text().splitlines() == ["t0", "t1", "t2"]
+    assert started.read_text().splitlines() == ["t0", "t1", "t1", "t2"]

@@ -187,3 +187,17 @@ def test_a_pod_is_ready_only_when_its_readiness_probe_passes(
     )
     cluster.wait("pod/probed", namespace, "condition=Ready")
     assert (tmp_path / "ready").exists()
+
+
+def test_when_a_container_ends_every_process_it_started_ends_with_it(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """As in a real container runtime: even a process in its own session does not outlive it."""
+    script = "setsid sleep 300 & echo $! > child.pid; sleep 0.5"
+    run(cluster, namespace, pod("parent", script, workdir=tmp_path))
+    cluster.wait("pod/parent", namespace, "jsonpath={.status.phase}=Succeeded")
+    child = int((tmp_path / "child.pid").read_text())
+    deadline = time.monotonic() + 10
+    while process_alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not process_alive(child)
