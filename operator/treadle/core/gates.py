@@ -87,14 +87,7 @@ class Gate:
         held.append(pipeline)
         for table in request.tables:
             lock = table_lock(table)
-            if request.ddl:
-                blocker = await self._wait_for(
-                    lambda lock=lock: self.store.acquire(lock, request.holder), deadline
-                )
-            else:
-                blocker = await self._wait_for(
-                    lambda lock=lock: self._foreign(lock, request), deadline
-                )
+            blocker = await self._wait_for(self._table_attempt(lock, request), deadline)
             if blocker is not None:
                 return await self._skip(request, "TableLocked", lock, blocker, held, started)
             if request.ddl:
@@ -104,9 +97,18 @@ class Gate:
             await self.on_acquired(request, result)
         return result
 
-    async def _foreign(self, lock: str, request: LockRequest) -> str | None:
-        holder = await self.store.holder(lock)
-        return None if holder in (None, request.holder) else holder
+    def _table_attempt(
+        self, lock: str, request: LockRequest
+    ) -> Callable[[], Awaitable[str | None]]:
+        """A DDL job takes the table's lock; others only need no one else to hold it."""
+
+        async def attempt() -> str | None:
+            if request.ddl:
+                return await self.store.acquire(lock, request.holder)
+            holder = await self.store.holder(lock)
+            return None if holder in (None, request.holder) else holder
+
+        return attempt
 
     async def _wait_for(
         self, attempt: Callable[[], Awaitable[str | None]], deadline: float

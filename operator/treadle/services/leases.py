@@ -1,0 +1,167 @@
+"""Locks as `coordination.k8s.io/v1` Leases in the job's namespace.
+
+- Taking a lock is optimistic: read the Lease, and write it back with the resourceVersion read;
+  a 409 means someone else wrote first, so read and decide again.  Creating a missing Lease
+  is the same race, settled by the API server's 409 on create.
+- A Lease is held while `renewTime + leaseDurationSeconds` is in the future; after that anyone
+  may take it over.  Its holder renews it well before (every third of the duration).
+- `leaseTransitions` counts changes of holder: a holder that finds a different count (or a
+  different holder) on renewal has lost the lock, and its work must stop (fencing).
+- Releasing clears the holder and keeps the Lease (and its transition count).
+
+Times are wall-clock times written by whoever takes or renews a Lease and compared by whoever
+reads it: the machines involved must have clocks in step to well within a Lease's duration
+(NTP-synced nodes are within milliseconds; the default duration is a minute).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from lightkube import ApiError, AsyncClient
+from lightkube.models.coordination_v1 import LeaseSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.coordination_v1 import Lease
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DURATION_SECONDS = 60
+CONFLICT_RETRIES = 5
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def current_holder(spec: LeaseSpec | None, now: datetime) -> str | None:
+    """Who holds the Lease at `now`: None when nobody does or the holder's time ran out."""
+    if spec is None or not spec.holderIdentity:
+        return None
+    renewed = spec.renewTime or spec.acquireTime
+    if renewed is None:
+        return None
+    duration = timedelta(seconds=spec.leaseDurationSeconds or DEFAULT_DURATION_SECONDS)
+    return spec.holderIdentity if now < renewed + duration else None
+
+
+@dataclass(frozen=True)
+class Held:
+    lock: str
+    holder: str
+    transitions: int
+    """The Lease's leaseTransitions when taken: the fencing token."""
+
+
+@dataclass
+class LeaseStore:
+    api: AsyncClient
+    namespace: str
+    duration_seconds: int = DEFAULT_DURATION_SECONDS
+    clock: Callable[[], datetime] = field(default=_wall_clock)
+
+    async def _get(self, lock: str) -> Lease | None:
+        try:
+            return await self.api.get(Lease, lock, namespace=self.namespace)
+        except ApiError as error:
+            if error.status.code == 404:
+                return None
+            raise
+
+    async def take(
+        self, lock: str, holder: str, duration_seconds: int | None = None
+    ) -> Held | str:
+        """Takes (or renews) `lock` for `holder`: what is now held, or who else holds it."""
+        duration = duration_seconds or self.duration_seconds
+        for _ in range(CONFLICT_RETRIES):
+            now = self.clock()
+            lease = await self._get(lock)
+            if lease is None:
+                spec = LeaseSpec(
+                    holderIdentity=holder,
+                    leaseDurationSeconds=duration,
+                    acquireTime=now,
+                    renewTime=now,
+                    leaseTransitions=0,
+                )
+                body = Lease(metadata=ObjectMeta(name=lock, namespace=self.namespace), spec=spec)
+                try:
+                    await self.api.create(body)
+                except ApiError as error:
+                    if error.status.code == 409:
+                        continue  # created by someone else meanwhile
+                    raise
+                return Held(lock, holder, 0)
+            spec = lease.spec or LeaseSpec()
+            other = current_holder(spec, now)
+            if other not in (None, holder):
+                return other
+            transitions = spec.leaseTransitions or 0
+            if spec.holderIdentity != holder:
+                transitions += 1
+                spec.acquireTime = now
+            spec.holderIdentity = holder
+            spec.leaseDurationSeconds = duration
+            spec.renewTime = now
+            spec.leaseTransitions = transitions
+            lease.spec = spec
+            try:
+                await self.api.replace(lease)  # carries the resourceVersion we read
+            except ApiError as error:
+                if error.status.code == 409:
+                    continue
+                raise
+            return Held(lock, holder, transitions)
+        return await self.holder(lock) or "(contended)"
+
+    async def acquire(self, lock: str, holder: str) -> str | None:
+        """The gate's view (`treadle.core.gates.LockStore`): None when held by `holder`."""
+        taken = await self.take(lock, holder)
+        return None if isinstance(taken, Held) else taken
+
+    async def holder(self, lock: str) -> str | None:
+        lease = await self._get(lock)
+        return current_holder(lease.spec if lease else None, self.clock())
+
+    async def renew(self, held: Held) -> bool:
+        """Extends a held lock; False when it was lost (taken over after expiring)."""
+        for _ in range(CONFLICT_RETRIES):
+            lease = await self._get(held.lock)
+            spec = lease.spec if lease else None
+            if (
+                lease is None
+                or spec is None
+                or spec.holderIdentity != held.holder
+                or (spec.leaseTransitions or 0) != held.transitions
+            ):
+                return False
+            spec.renewTime = self.clock()
+            try:
+                await self.api.replace(lease)
+            except ApiError as error:
+                if error.status.code == 409:
+                    continue
+                raise
+            return True
+        return False
+
+    async def release(self, lock: str, holder: str) -> bool:
+        """Gives up `lock` if `holder` holds it; True when it did."""
+        for _ in range(CONFLICT_RETRIES):
+            lease = await self._get(lock)
+            spec = lease.spec if lease else None
+            if lease is None or spec is None or spec.holderIdentity != holder:
+                return False
+            spec.holderIdentity = None
+            spec.renewTime = None
+            spec.acquireTime = None
+            try:
+                await self.api.replace(lease)
+            except ApiError as error:
+                if error.status.code == 409:
+                    continue
+                raise
+            return True
+        return False

@@ -1,0 +1,76 @@
+"""Lease locks against the real API server: mutual exclusion under contention, expiry, fencing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from lightkube import AsyncClient, KubeConfig
+
+from support.cluster import Cluster
+from treadle.services.leases import Held, LeaseStore
+
+ROUNDS = 200
+ACQUIRERS = 4
+
+
+@pytest.fixture
+async def api(crds: Cluster, namespace: str) -> AsyncIterator[AsyncClient]:
+    client = AsyncClient(KubeConfig.from_file(crds.kubeconfig), namespace=namespace)
+    yield client
+    await client.close()
+
+
+async def test_concurrent_acquirers_never_see_two_holders(api: AsyncClient, namespace: str) -> None:
+    stores = [LeaseStore(api, namespace) for _ in range(ACQUIRERS)]
+    winners_per_round = []
+    for round_ in range(ROUNDS):
+        taken = await asyncio.gather(
+            *(store.take("treadle-pipeline-race", f"run-{i}") for i, store in enumerate(stores))
+        )
+        winners = [t for t in taken if isinstance(t, Held)]
+        losers = {t for t in taken if isinstance(t, str)}
+        winners_per_round.append(len(winners))
+        assert len(winners) == 1, f"round {round_}: {taken}"
+        assert losers <= {winners[0].holder}, f"round {round_}: losers saw {losers}"
+        assert await stores[0].release("treadle-pipeline-race", winners[0].holder)
+    assert winners_per_round == [1] * ROUNDS
+
+
+async def test_a_holder_that_stops_renewing_loses_the_lock_after_expiry_and_not_before(
+    api: AsyncClient, namespace: str
+) -> None:
+    start = datetime.now(UTC)
+    first = LeaseStore(api, namespace, duration_seconds=60, clock=lambda: start)
+    held = await first.take("treadle-pipeline-orders", "run-a")
+    assert held == Held("treadle-pipeline-orders", "run-a", 0)
+    almost = LeaseStore(api, namespace, clock=lambda: start + timedelta(seconds=59.9))
+    assert await almost.take("treadle-pipeline-orders", "run-b") == "run-a"
+    assert await almost.holder("treadle-pipeline-orders") == "run-a"
+    after = LeaseStore(api, namespace, clock=lambda: start + timedelta(seconds=60))
+    assert await after.holder("treadle-pipeline-orders") is None
+    taken_over = await after.take("treadle-pipeline-orders", "run-b")
+    assert taken_over == Held("treadle-pipeline-orders", "run-b", 1)
+    # Fencing: the old holder's renewal fails, and it cannot release what it lost.
+    assert not await first.renew(held)
+    assert not await first.release("treadle-pipeline-orders", "run-a")
+    assert await after.holder("treadle-pipeline-orders") == "run-b"
+
+
+async def test_a_renewed_lock_stays_held_and_a_released_one_is_free(
+    api: AsyncClient, namespace: str
+) -> None:
+    now = [datetime.now(UTC)]
+    store = LeaseStore(api, namespace, duration_seconds=30, clock=lambda: now[0])
+    held = await store.take("treadle-table-orders", "migrate-1")
+    assert isinstance(held, Held)
+    for _ in range(3):
+        now[0] += timedelta(seconds=20)
+        assert await store.renew(held)
+    assert await store.holder("treadle-table-orders") == "migrate-1"
+    assert await store.release("treadle-table-orders", "migrate-1")
+    assert await store.holder("treadle-table-orders") is None
+    again = await store.take("treadle-table-orders", "migrate-2")
+    assert again == Held("treadle-table-orders", "migrate-2", 1)
