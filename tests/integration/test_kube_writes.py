@@ -8,6 +8,7 @@ import json
 from lightkube import AsyncClient, KubeConfig
 
 from support.cluster import Cluster
+from treadle.api import RETRY_ANNOTATION
 from treadle.core.patches import merge_patch
 from treadle.services import kube
 
@@ -17,7 +18,7 @@ def workflow(name: str) -> str:
         {
             "apiVersion": "treadle.dev/v1alpha1",
             "kind": "Workflow",
-            "metadata": {"name": name, "annotations": {kube.RETRY_ANNOTATION: "all"}},
+            "metadata": {"name": name, "annotations": {RETRY_ANNOTATION: "all"}},
             "spec": {"tasks": [{"name": "a", "command": {"args": ["true"]}}]},
         }
     )
@@ -34,16 +35,16 @@ async def test_the_retry_annotation_is_removed_only_while_it_holds_the_handled_v
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=workflow("asked"))
     api = client(crds, namespace)
     try:
-        kept = await kube.clear_annotation(api, namespace, "asked", kube.RETRY_ANNOTATION, "a")
+        kept = await kube.clear_annotation(api, namespace, "asked", RETRY_ANNOTATION, "a")
         assert kept is None
         annotations = crds.get("twf", "asked", namespace)["metadata"]["annotations"]
-        assert annotations[kube.RETRY_ANNOTATION] == "all"
-        cleared = await kube.clear_annotation(api, namespace, "asked", kube.RETRY_ANNOTATION, "all")
+        assert annotations[RETRY_ANNOTATION] == "all"
+        cleared = await kube.clear_annotation(api, namespace, "asked", RETRY_ANNOTATION, "all")
         assert cleared is not None
         assert cleared.isdigit()
         annotations = crds.get("twf", "asked", namespace)["metadata"].get("annotations") or {}
-        assert kube.RETRY_ANNOTATION not in annotations
-        gone = await kube.clear_annotation(api, namespace, "nope", kube.RETRY_ANNOTATION, "all")
+        assert RETRY_ANNOTATION not in annotations
+        gone = await kube.clear_annotation(api, namespace, "nope", RETRY_ANNOTATION, "all")
         assert gone is None
     finally:
         await api.close()

@@ -7,3 +7,10 @@ described once, here, and `kubectl explain` shows the same words.
 GROUP = "treadle.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+
+RETRY_ANNOTATION = f"{GROUP}/retry"
+"""On a Workflow: a task name or "all" re-queues dead-lettered work; the operator removes it."""
+RUN_NOW_ANNOTATION = f"{GROUP}/run-now"
+"""On a SyncJob: any value starts a run now (locks apply); the operator removes it."""
+RESET_FAILURES_ANNOTATION = f"{GROUP}/reset-failures"
+"""On a SyncJob: any value resets its consecutive failures (a Degraded job schedules again)."""

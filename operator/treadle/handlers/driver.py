@@ -24,7 +24,7 @@ from typing import Any
 from lightkube import AsyncClient
 from lightkube.models.core_v1 import ObjectReference
 
-from treadle.api import GROUP, VERSION, workflows
+from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
 from treadle.api.workflows import WorkflowSpec
 from treadle.core import engine, notices, patches
 from treadle.core.messages import TaskResult
@@ -246,7 +246,7 @@ class Driver:
         who, target = tracked.who, tracked.retry
         assert target is not None
         version = await kube.clear_annotation(
-            self.api, who.namespace, who.name, kube.RETRY_ANNOTATION, target
+            self.api, who.namespace, who.name, RETRY_ANNOTATION, target
         )
         tracked.retry = None
         if version is not None and version.isdigit():

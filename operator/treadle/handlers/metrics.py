@@ -45,3 +45,29 @@ POISON_MESSAGES = Gauge(
     "treadle_poison_messages", "Messages the reaper dead-lettered as poison (the DLQ stream)."
 )
 TRACKED_WORKFLOWS = Gauge("treadle_workflows_running", "Workflows the operator is driving.")
+
+SYNC_RUNS = Counter(
+    "treadle_sync_runs_total",
+    "SyncJob runs that ended, by outcome (Succeeded, Failed).",
+    ["outcome"],
+)
+SYNC_RUNS_STARTED = Counter("treadle_sync_runs_started_total", "SyncJob runs started.")
+SYNC_SKIPS = Counter(
+    "treadle_sync_skips_total",
+    "SyncJob attempts skipped because a lock was taken, by reason (PipelineLocked, TableLocked).",
+    ["reason"],
+)
+SYNC_ABANDONED_RETRIES = Counter(
+    "treadle_sync_abandoned_retries_total",
+    "Retries of skipped runs abandoned because the next slot began.",
+)
+SYNC_LOCK_WAIT_SECONDS = Histogram(
+    "treadle_sync_lock_wait_seconds",
+    "Time an attempt spent getting (or waiting for) its locks.",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900),
+)
+SYNC_SCHEDULE_DELAY_SECONDS = Histogram(
+    "treadle_sync_schedule_delay_seconds",
+    "Time from a slot's fire time to its first run's start.",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
+)

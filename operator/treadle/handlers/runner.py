@@ -12,12 +12,22 @@ import kopf
 import prometheus_client
 
 # Importing the handler modules registers them in the project's registry.
-from treadle.handlers import driver, pods, settings, validation, workflows  # noqa: F401
+from treadle.handlers import (  # noqa: F401
+    driver,
+    pods,
+    scheduler,
+    settings,
+    syncjobs,
+    validation,
+    workflows,
+)
 from treadle.handlers.registry import registry
-from treadle.runtime import Directive, Loop, Pacing, TaskSet
+from treadle.runtime import Directive, Loop, Pacing, TaskSet, poker
 from treadle.services import certificates, kube, queues
 
 log = logging.getLogger(__name__)
+
+SCHEDULER_SAFETY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,17 @@ async def run(options: OperatorOptions) -> None:
             pacing=Pacing(min_interval_seconds=1.0),
         )
         tasks.spawn("engine-driver", loop.run())
+    memo.scheduler = scheduler.Scheduler(kube.client())
+    # The scheduler's timer wakes it when a job is due; the poker is the safety net.
+    safety, _poking = poker(SCHEDULER_SAFETY_SECONDS, tasks.cancel)
+    sync_loop = Loop(
+        "sync-scheduler",
+        memo.scheduler,
+        tasks.cancel,
+        notifiers=[memo.scheduler.wake, safety],
+        start=Directive.proceed(),
+    )
+    tasks.spawn("sync-scheduler", sync_loop.run())
     try:
         await _run_kopf(options, operator_settings, memo)
     finally:

@@ -8,11 +8,10 @@ from typing import Any
 
 import kopf
 
-from treadle.api import GROUP, VERSION, workflows
+from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
 from treadle.core import admission
 from treadle.handlers import metrics
 from treadle.handlers.registry import registry
-from treadle.services import kube
 
 
 @kopf.on.create(GROUP, VERSION, workflows.PLURAL, registry=registry)
@@ -44,7 +43,7 @@ def admit_workflow(
     GROUP,
     VERSION,
     workflows.PLURAL,
-    annotations={kube.RETRY_ANNOTATION: kopf.PRESENT},
+    annotations={RETRY_ANNOTATION: kopf.PRESENT},
     registry=registry,
 )
 def retry_requested(
@@ -67,7 +66,7 @@ def retry_requested(
         if parsed is None or status.get("phase") == "Invalid":
             return  # an invalid workflow never ran: nothing to retry
         driver.track(dict(body), parsed, dict(status))
-    target = str(meta.get("annotations", {}).get(kube.RETRY_ANNOTATION, "")).strip() or "all"
+    target = str(meta.get("annotations", {}).get(RETRY_ANNOTATION, "")).strip() or "all"
     driver.request_retry(uid, target, str(meta.get("resourceVersion", "")))
 
 

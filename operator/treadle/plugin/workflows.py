@@ -14,6 +14,7 @@ from typing import Any
 from lightkube import ApiError, Client
 from lightkube.types import PatchType
 
+from treadle.api import RETRY_ANNOTATION
 from treadle.plugin import flags
 from treadle.plugin.output import Failure, as_json, table
 from treadle.services import kube
@@ -109,7 +110,7 @@ def retry_workflow(client: Client, args: argparse.Namespace) -> int:
     client.patch(
         kube.Workflow,
         args.workflow,
-        {"metadata": {"annotations": {kube.RETRY_ANNOTATION: target}}},
+        {"metadata": {"annotations": {RETRY_ANNOTATION: target}}},
         patch_type=PatchType.MERGE,
     )
     count = len(letters)
@@ -120,7 +121,7 @@ def retry_workflow(client: Client, args: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         current = _get(client, args.workflow)
         annotations = current["metadata"].get("annotations") or {}
-        if kube.RETRY_ANNOTATION not in annotations:
+        if RETRY_ANNOTATION not in annotations:
             status = current.get("status") or {}
             print(
                 f"workflow {args.workflow}: re-queued {count} dead letter(s); "
@@ -130,5 +131,5 @@ def retry_workflow(client: Client, args: argparse.Namespace) -> int:
         time.sleep(WAIT_POLL_SECONDS)
     raise Failure(
         f"the operator did not take up the retry within {args.timeout:g} s "
-        f"(annotation {kube.RETRY_ANNOTATION}={target} is still set; is the operator running?)"
+        f"(annotation {RETRY_ANNOTATION}={target} is still set; is the operator running?)"
     )

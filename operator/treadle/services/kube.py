@@ -16,16 +16,15 @@ from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import PatchType
 
-from treadle.api import GROUP, VERSION, workflows
+from treadle.api import GROUP, VERSION, syncjobs, workflows
 from treadle.core.messages import secret_env_name
 
 Workflow = create_namespaced_resource(GROUP, VERSION, workflows.KIND, workflows.PLURAL)
+SyncJob = create_namespaced_resource(GROUP, VERSION, syncjobs.KIND, syncjobs.PLURAL)
 
 REDIS_SECRET = "treadle-redis"
 LABEL_WORKFLOW = f"{GROUP}/workflow"
 LABEL_COMPONENT = "app.kubernetes.io/component"
-RETRY_ANNOTATION = f"{GROUP}/retry"
-"""Set to a task name or "all" to re-queue dead-lettered work; the operator removes it."""
 FIELD_MANAGER = "treadle-operator"
 
 
@@ -37,9 +36,16 @@ async def patch_workflow_status(
     api: AsyncClient, namespace: str, name: str, status: Mapping[str, Any]
 ) -> bool:
     """Merge-patches a workflow's status; False when the workflow is gone."""
+    return await patch_status(api, Workflow, namespace, name, status)
+
+
+async def patch_status(
+    api: AsyncClient, resource: Any, namespace: str, name: str, status: Mapping[str, Any]
+) -> bool:
+    """Merge-patches the status of a Treadle object; False when it is gone."""
     try:
         await api.patch(
-            Workflow.Status,
+            resource.Status,
             name,
             {"status": dict(status)},
             namespace=namespace,
@@ -53,14 +59,14 @@ async def patch_workflow_status(
 
 
 async def clear_annotation(
-    api: AsyncClient, namespace: str, name: str, key: str, value: str
+    api: AsyncClient, namespace: str, name: str, key: str, value: str, resource: Any = Workflow
 ) -> str | None:
     """Removes annotation `key` if it still holds `value` (a newer request stays); returns the
     resourceVersion after the change, or None when it changed meanwhile or the object is gone."""
     path = "/metadata/annotations/" + key.replace("~", "~0").replace("/", "~1")
     try:
         changed = await api.patch(
-            Workflow,
+            resource,
             name,
             [{"op": "test", "path": path, "value": value}, {"op": "remove", "path": path}],
             namespace=namespace,

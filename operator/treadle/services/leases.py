@@ -61,6 +61,8 @@ class LeaseStore:
     namespace: str
     duration_seconds: int = DEFAULT_DURATION_SECONDS
     clock: Callable[[], datetime] = field(default=_wall_clock)
+    taken: dict[tuple[str, str], Held] = field(default_factory=dict)
+    """What `acquire` took, by (lock, holder): the fencing tokens to renew with."""
 
     async def _get(self, lock: str) -> Lease | None:
         try:
@@ -70,9 +72,7 @@ class LeaseStore:
                 return None
             raise
 
-    async def take(
-        self, lock: str, holder: str, duration_seconds: int | None = None
-    ) -> Held | str:
+    async def take(self, lock: str, holder: str, duration_seconds: int | None = None) -> Held | str:
         """Takes (or renews) `lock` for `holder`: what is now held, or who else holds it."""
         duration = duration_seconds or self.duration_seconds
         for _ in range(CONFLICT_RETRIES):
@@ -119,7 +119,10 @@ class LeaseStore:
     async def acquire(self, lock: str, holder: str) -> str | None:
         """The gate's view (`treadle.core.gates.LockStore`): None when held by `holder`."""
         taken = await self.take(lock, holder)
-        return None if isinstance(taken, Held) else taken
+        if isinstance(taken, Held):
+            self.taken[(lock, holder)] = taken
+            return None
+        return taken
 
     async def holder(self, lock: str) -> str | None:
         lease = await self._get(lock)
@@ -149,6 +152,7 @@ class LeaseStore:
 
     async def release(self, lock: str, holder: str) -> bool:
         """Gives up `lock` if `holder` holds it; True when it did."""
+        self.taken.pop((lock, holder), None)
         for _ in range(CONFLICT_RETRIES):
             lease = await self._get(lock)
             spec = lease.spec if lease else None

@@ -1,0 +1,437 @@
+"""The SyncJob scheduler: one loop of the worker runtime drives every SyncJob.
+
+Each execution decides, for every job whose time came (its slot, its retry, its run's lock
+renewal or deadline), what the pure decision (`treadle.core.syncs`) says, carries it out, and
+writes status; then it arms a timer for the earliest next moment and idles.  kopf timers are
+not used: they do not know cron, and one loop with one timer costs nothing between slots.
+
+An attempt takes its locks through the gate (`treadle.core.gates`) in a task of its own, so a
+job waiting `lockWaitSeconds` for a lock holds up no other job.  A run is a pod named after the
+job and its slot: after a crash, the same attempt finds the same pod (a 409) and adopts it, so a
+slot never runs twice.  Status is the record of truth: an operator that restarts mid-run finds
+`activeRun`, takes its locks again for the same holder, and watches the pod to its end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.models.core_v1 import ObjectReference
+
+from treadle.api import GROUP, RUN_NOW_ANNOTATION, VERSION, syncjobs
+from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
+from treadle.api.syncjobs import SyncJobSpec
+from treadle.core import gates, patches, slots, syncs
+from treadle.handlers import metrics
+from treadle.runtime import CancelToken, Directive, Notify
+from treadle.services import events, kube, runs
+from treadle.services.leases import Held, LeaseStore
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_ERROR_SECONDS = 10.0
+GONE = "Gone"
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Job:
+    uid: str
+    name: str
+    namespace: str
+    spec: SyncJobSpec
+    status: dict[str, Any]
+    """As last written."""
+    created: datetime
+    generation: int | None
+    due: datetime | None = None
+    """When to look at the job again without news; None: at once."""
+    attempt: asyncio.Task[None] | None = None
+    held: list[Held] = field(default_factory=list)
+    renew_at: datetime | None = None
+    run_phase: str | None = None
+    """The active run pod's phase as last seen (Gone: deleted); None: not looked at yet."""
+    requests: dict[str, str] = field(default_factory=dict)
+    """Annotations asking for something (run now, reset failures), by annotation."""
+    cleared_version: int = 0
+
+    @property
+    def reference(self) -> ObjectReference:
+        return events.reference(
+            api_version=f"{GROUP}/{VERSION}",
+            kind=syncjobs.KIND,
+            name=self.name,
+            namespace=self.namespace,
+            uid=self.uid,
+        )
+
+    def locks(self) -> list[str]:
+        """The locks a run of this job holds."""
+        held = [gates.pipeline_lock(self.spec.pipeline or self.name)]
+        if self.spec.ddl:
+            held += [gates.table_lock(table) for table in self.spec.tables]
+        return held
+
+
+@dataclass
+class WriterAwareLocks:
+    """The lock store as a DDL job sees it: a table is also taken while another job's run
+    writes to it, so a schema change never starts under a running writer."""
+
+    store: LeaseStore
+    writer_of: Callable[[str, str], str | None]
+
+    async def acquire(self, lock: str, holder: str) -> str | None:
+        if lock.startswith(gates.TABLE_PREFIX):
+            writer = self.writer_of(lock.removeprefix(gates.TABLE_PREFIX), holder)
+            if writer is not None:
+                return writer
+        return await self.store.acquire(lock, holder)
+
+    async def holder(self, lock: str) -> str | None:
+        return await self.store.holder(lock)
+
+    async def release(self, lock: str, holder: str) -> None:
+        await self.store.release(lock, holder)
+
+
+@dataclass
+class Scheduler:
+    api: AsyncClient
+    clock: Callable[[], datetime] = field(default=_wall_clock)
+    lease_seconds: int = 60
+    lock_poll_seconds: float = 1.0
+    jobs: dict[str, Job] = field(default_factory=dict)
+    wake: Notify = field(default_factory=Notify)
+    _timer: asyncio.TimerHandle | None = None
+
+    # news from kopf handlers (called on the operator's event loop) ---------------------------
+
+    def track(self, body: dict[str, Any], spec: SyncJobSpec, status: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        uid, generation = meta["uid"], meta.get("generation")
+        job = self.jobs.get(uid)
+        if job is None:
+            created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
+            self.jobs[uid] = Job(
+                uid, meta["name"], meta["namespace"], spec, dict(status), created, generation
+            )
+        else:
+            if job.generation != generation:
+                job.requests[RESET_ANNOTATION] = "spec changed"
+            job.spec, job.generation, job.due = spec, generation, None
+        self.wake.notify()
+
+    def forget(self, uid: str) -> None:
+        job = self.jobs.pop(uid, None)
+        if job is not None and job.attempt is not None:
+            job.attempt.cancel()
+
+    def run_changed(self, job_uid: str, run: str, phase: str | None) -> None:
+        """A run pod changed (phase None: it is gone)."""
+        job = self.jobs.get(job_uid)
+        if job is not None and job.status.get("activeRun") == run:
+            job.run_phase = phase or GONE
+            job.due = None
+            self.wake.notify()
+
+    def request(self, job_uid: str, annotation: str, value: str, resource_version: str) -> None:
+        job = self.jobs.get(job_uid)
+        if job is None or annotation in job.requests:
+            return
+        if resource_version.isdigit() and int(resource_version) <= job.cleared_version:
+            return  # an event from before we removed the annotation
+        job.requests[annotation] = value
+        job.due = None
+        self.wake.notify()
+
+    # the loop's action ------------------------------------------------------------------------
+
+    async def execute(self, cancel: CancelToken) -> Directive:
+        for job in list(self.jobs.values()):
+            if job.attempt is not None:
+                if not job.attempt.done():
+                    continue
+                job.attempt = None
+            try:
+                await self._step(job, self.clock())
+            except Exception:
+                log.exception("sync job %s/%s: step failed", job.namespace, job.name)
+                job.due = self.clock() + timedelta(seconds=RETRY_AFTER_ERROR_SECONDS)
+        self._arm()
+        return Directive.idle()
+
+    def _arm(self) -> None:
+        """One timer, at the earliest moment any job needs looking at."""
+        if self._timer is not None:
+            self._timer.cancel()
+        moments = [j.due for j in self.jobs.values() if j.due is not None and j.attempt is None]
+        if not moments:
+            return
+        delay = max(0.0, (min(moments) - self.clock()).total_seconds())
+        self._timer = asyncio.get_running_loop().call_later(delay, self.wake.notify)
+
+    async def _step(self, job: Job, now: datetime) -> None:
+        if RESET_ANNOTATION in job.requests:
+            await self._reset(job, now)
+        if job.status.get("activeRun"):
+            await self._watch_run(job, now)
+            return
+        if RUN_NOW_ANNOTATION in job.requests:
+            await self._run_now(job, now)
+            return
+        if job.due is not None and job.due > now:
+            return
+        decision = syncs.decide(job.spec, job.status, now=now, created=job.created)
+        if decision.abandoned_slot is not None:
+            abandoned = syncs.ts(decision.abandoned_slot)
+            log.info("%s/%s: %s (%s)", job.namespace, job.name, syncs.ABANDONING_MESSAGE, abandoned)
+            await self._tell(
+                job, "Normal", "AbandonedRetry", f"{syncs.ABANDONING_MESSAGE} ({abandoned})"
+            )
+            metrics.SYNC_ABANDONED_RETRIES.inc()
+        if decision.run and decision.slot is not None:
+            if decision.retry:
+                attempt = int(job.status.get("attemptsInSlot") or 0) + 1
+                await self._tell(
+                    job,
+                    "Normal",
+                    "RetryingSkipped",
+                    f"{syncs.RETRYING_MESSAGE} (attempt {attempt})",
+                )
+            self._start_attempt(job, decision.slot, manual=False)
+            return
+        waiting = {
+            **job.status,
+            "nextScheduleTime": syncs.ts(syncs.schedule_of(job.spec).next_after(now)),
+        }
+        if decision.abandoned_slot is not None:
+            waiting["nextRetryTime"] = None
+        await self._write(job, waiting, now, decision.reason)
+        job.due = decision.wake_at
+
+    # attempts ---------------------------------------------------------------------------------
+
+    def _start_attempt(self, job: Job, slot: slots.Slot, *, manual: bool) -> None:
+        job.due = None
+        job.attempt = asyncio.create_task(self._attempt(job, slot, manual=manual))
+        job.attempt.add_done_callback(lambda _: self.wake.notify())
+
+    async def _attempt(self, job: Job, slot: slots.Slot, *, manual: bool) -> None:
+        name = runs.run_name(job.name, self.clock() if manual else slot.start, manual=manual)
+        store = LeaseStore(self.api, job.namespace, self.lease_seconds, self.clock)
+        gate = gates.Gate(
+            WriterAwareLocks(store, self._writer_of(job)), poll_seconds=self.lock_poll_seconds
+        )
+        request = gates.LockRequest(
+            holder=name,
+            pipeline=job.spec.pipeline or job.name,
+            tables=tuple(job.spec.tables),
+            ddl=job.spec.ddl,
+            wait_seconds=job.spec.lock_wait_seconds,
+        )
+        try:
+            result = await gate.pass_through(request)
+            metrics.SYNC_LOCK_WAIT_SECONDS.observe(result.waited_seconds)
+            now = self.clock()
+            if not result.passed:
+                assert result.reason is not None
+                await self._skipped(job, slot, result, now)
+                return
+            held = [store.taken[(lock, name)] for lock in result.held]
+            try:
+                body = runs.run_pod(
+                    job=job.name,
+                    namespace=job.namespace,
+                    uid=job.uid,
+                    spec=job.spec,
+                    name=name,
+                    slot=slot.start,
+                    locks=[(h.lock, h.transitions) for h in held],
+                )
+                created = await runs.create_run(self.api, body)
+            except Exception:
+                for lock in held:
+                    await store.release(lock.lock, lock.holder)
+                raise
+            first = job.status.get("currentSlot") != syncs.ts(slot.start)
+            job.held, job.run_phase = held, None
+            job.renew_at = now + timedelta(seconds=self.lease_seconds / 3)
+            await self._write(
+                job,
+                syncs.started(job.status, slot, now=now, run=name),
+                now,
+                f"run {name} in progress",
+            )
+            what = "started" if created else "adopted (it existed already)"
+            await self._tell(
+                job, "Normal", "Started", f"run {name} {what}; holding {', '.join(result.held)}"
+            )
+            metrics.SYNC_RUNS_STARTED.inc()
+            if first and not manual:
+                metrics.SYNC_SCHEDULE_DELAY_SECONDS.observe((now - slot.start).total_seconds())
+        except Exception:
+            log.exception("sync job %s/%s: attempt failed", job.namespace, job.name)
+            job.due = self.clock() + timedelta(seconds=RETRY_AFTER_ERROR_SECONDS)
+
+    async def _skipped(
+        self, job: Job, slot: slots.Slot, result: gates.GateResult, now: datetime
+    ) -> None:
+        assert result.reason is not None
+        status = syncs.skipped(
+            job.spec, job.status, slot, now=now, reason=result.reason, holder=result.holder
+        )
+        retry = status.get("nextRetryTime")
+        then = f"retrying within the slot at {retry}" if retry else "waiting for the next slot"
+        message = f"skipped: {result.blocked_by} is held by {result.holder}; {then}"
+        await self._write(job, status, now, message)
+        await self._tell(job, "Normal", "Skipped", message)
+        metrics.SYNC_SKIPS.labels(reason=result.reason).inc()
+        job.due = syncs.parse(retry) or slot.end
+
+    async def _run_now(self, job: Job, now: datetime) -> None:
+        value = job.requests.pop(RUN_NOW_ANNOTATION)
+        await self._clear(job, RUN_NOW_ANNOTATION, value)
+        schedule = syncs.schedule_of(job.spec)
+        slot = schedule.slot_at(now) or slots.Slot(now, schedule.next_after(now))
+        await self._tell(job, "Normal", "RunRequested", "run requested by hand")
+        self._start_attempt(job, slot, manual=True)
+
+    def _writer_of(self, job: Job) -> Callable[[str, str], str | None]:
+        def writer(table: str, holder: str) -> str | None:
+            for other in self.jobs.values():
+                run = other.status.get("activeRun")
+                if (
+                    other is not job
+                    and other.namespace == job.namespace
+                    and run
+                    and run != holder
+                    and not other.spec.ddl
+                    and table in other.spec.tables
+                ):
+                    return str(run)
+            return None
+
+        return writer
+
+    # runs -------------------------------------------------------------------------------------
+
+    async def _watch_run(self, job: Job, now: datetime) -> None:
+        run = str(job.status["activeRun"])
+        store = LeaseStore(self.api, job.namespace, self.lease_seconds, self.clock)
+        if job.run_phase is None:
+            job.run_phase = await runs.run_phase(self.api, job.namespace, run) or GONE
+        if not job.held:
+            # After a restart: take the run's locks again as the same holder.
+            for lock in job.locks():
+                taken = await store.take(lock, run)
+                if isinstance(taken, str):
+                    await self._stop_run(job, run, now, f"lost {lock} to {taken} while it ran")
+                    return
+                job.held.append(taken)
+            job.renew_at = now + timedelta(seconds=self.lease_seconds / 3)
+        if job.run_phase in ("Succeeded", "Failed", GONE):
+            succeeded = job.run_phase == "Succeeded"
+            why = {GONE: "its pod was deleted"}.get(job.run_phase, job.run_phase.lower())
+            await self._finish(job, run, now, succeeded=succeeded, why=why)
+            return
+        started = syncs.parse(job.status.get("lastAttemptTime")) or now
+        deadline = None
+        if job.spec.active_deadline_seconds is not None:
+            deadline = started + timedelta(seconds=job.spec.active_deadline_seconds)
+            if now >= deadline:
+                await self._stop_run(
+                    job,
+                    run,
+                    now,
+                    f"activeDeadlineSeconds ({job.spec.active_deadline_seconds}) exceeded",
+                )
+                return
+        if job.renew_at is not None and now >= job.renew_at:
+            for held in job.held:
+                if not await store.renew(held):
+                    await self._tell(
+                        job, "Warning", "LockLost", f"{held.lock} was taken over; stopping {run}"
+                    )
+                    await self._stop_run(job, run, now, f"lost {held.lock} while it ran")
+                    return
+            job.renew_at = now + timedelta(seconds=self.lease_seconds / 3)
+        job.due = min(filter(None, [job.renew_at, deadline]))
+
+    async def _stop_run(self, job: Job, run: str, now: datetime, why: str) -> None:
+        await runs.delete_run(self.api, job.namespace, run)
+        await self._finish(job, run, now, succeeded=False, why=why)
+
+    async def _finish(
+        self, job: Job, run: str, now: datetime, *, succeeded: bool, why: str
+    ) -> None:
+        store = LeaseStore(self.api, job.namespace, self.lease_seconds, self.clock)
+        for held in job.held:
+            await store.release(held.lock, held.holder)
+        job.held, job.run_phase, job.renew_at = [], None, None
+        status = syncs.finished(job.spec, job.status, now=now, succeeded=succeeded)
+        outcome = "Succeeded" if succeeded else "Failed"
+        message = f"run {run} {why}" if not succeeded else f"run {run} succeeded"
+        await self._write(job, status, now, message)
+        await self._tell(job, "Normal" if succeeded else "Warning", outcome, message)
+        metrics.SYNC_RUNS.labels(outcome=outcome).inc()
+        if syncs.is_degraded(job.spec, status):
+            await self._tell(
+                job,
+                "Warning",
+                "Degraded",
+                str(
+                    next(c["message"] for c in job.status["conditions"] if c["type"] == "Degraded")
+                ),
+            )
+        await runs.prune_runs(
+            self.api,
+            job.namespace,
+            job.name,
+            keep_succeeded=job.spec.successful_runs_history_limit,
+            keep_failed=job.spec.failed_runs_history_limit,
+        )
+        job.due = None
+
+    async def _reset(self, job: Job, now: datetime) -> None:
+        value = job.requests.pop(RESET_ANNOTATION)
+        if int(job.status.get("consecutiveFailures") or 0):
+            await self._write(job, syncs.reset_failures(job.status), now, "failures reset")
+            await self._tell(
+                job, "Normal", "FailuresReset", f"consecutive failures reset ({value})"
+            )
+        if value != "spec changed":
+            await self._clear(job, RESET_ANNOTATION, value)
+
+    # writes -----------------------------------------------------------------------------------
+
+    async def _write(self, job: Job, status: dict[str, Any], now: datetime, message: str) -> None:
+        status = syncs.with_conditions(
+            job.spec, status, now=now, generation=job.generation, message=message
+        )
+        change = patches.merge_patch(job.status, status)
+        if change and not await kube.patch_status(
+            self.api, kube.SyncJob, job.namespace, job.name, change
+        ):
+            self.forget(job.uid)
+            return
+        job.status = status
+
+    async def _tell(self, job: Job, type: str, reason: str, message: str) -> None:
+        await events.post(self.api, job.reference, type, reason, message)
+
+    async def _clear(self, job: Job, annotation: str, value: str) -> None:
+        version = await kube.clear_annotation(
+            self.api, job.namespace, job.name, annotation, value, resource=kube.SyncJob
+        )
+        if version is not None and version.isdigit():
+            job.cleared_version = int(version)

@@ -1,0 +1,103 @@
+"""SyncJob handlers: admit a new or changed SyncJob and hand it to the scheduler; pass run pod
+changes, annotations (run now, reset failures) and deletions on to it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from treadle.api import GROUP, RUN_NOW_ANNOTATION, VERSION, syncjobs
+from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
+from treadle.api.syncjobs import SyncJobSpec
+from treadle.core import admission, conditions
+from treadle.handlers import metrics
+from treadle.handlers.registry import registry
+from treadle.services import kube, runs
+
+
+@kopf.on.create(GROUP, VERSION, syncjobs.PLURAL, registry=registry)
+@kopf.on.update(GROUP, VERSION, syncjobs.PLURAL, field="spec", registry=registry)
+@kopf.on.resume(GROUP, VERSION, syncjobs.PLURAL, registry=registry)
+def admit_syncjob(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    problems = admission.syncjob_problems(dict(spec))
+    generation = meta.get("generation")
+    if problems:
+        message = "; ".join(problems)
+        metrics.ADMISSIONS.labels(kind=syncjobs.KIND, phase="Invalid").inc()
+        patch.status["conditions"] = conditions.kstatus(
+            list(status.get("conditions") or []),
+            ready=False,
+            reconciling=False,
+            stalled=True,
+            reason="Invalid",
+            message=message,
+            generation=generation,
+            now=datetime.now(UTC),
+        )
+        patch.status["observedGeneration"] = generation
+        kopf.warn(body, reason="Invalid", message=message)
+        return
+    metrics.ADMISSIONS.labels(kind=syncjobs.KIND, phase="Scheduled").inc()
+    scheduler = getattr(memo, "scheduler", None)
+    if scheduler is not None:
+        scheduler.track(dict(body), SyncJobSpec.model_validate(dict(spec)), dict(status))
+
+
+@kopf.on.event(
+    GROUP,
+    VERSION,
+    syncjobs.PLURAL,
+    annotations={RUN_NOW_ANNOTATION: kopf.PRESENT},
+    registry=registry,
+)
+@kopf.on.event(
+    GROUP, VERSION, syncjobs.PLURAL, annotations={RESET_ANNOTATION: kopf.PRESENT}, registry=registry
+)
+def syncjob_requested(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    scheduler = getattr(memo, "scheduler", None)
+    if scheduler is None or type == "DELETED":
+        return
+    annotations = meta.get("annotations") or {}
+    for annotation in (RUN_NOW_ANNOTATION, RESET_ANNOTATION):
+        if annotation in annotations:
+            scheduler.request(
+                meta["uid"],
+                annotation,
+                str(annotations[annotation]),
+                str(meta.get("resourceVersion", "")),
+            )
+
+
+@kopf.on.event(GROUP, VERSION, syncjobs.PLURAL, registry=registry)
+def syncjob_gone(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    scheduler = getattr(memo, "scheduler", None)
+    if scheduler is not None and type == "DELETED":
+        scheduler.forget(meta["uid"])
+
+
+@kopf.on.event(
+    "v1",
+    "pods",
+    labels={runs.LABEL_SYNCJOB: kopf.PRESENT, kube.LABEL_COMPONENT: "sync-run"},
+    registry=registry,
+)
+def run_pod_changed(
+    type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any
+) -> None:
+    scheduler = getattr(memo, "scheduler", None)
+    if scheduler is None:
+        return
+    phase = None if type == "DELETED" else (body.get("status") or {}).get("phase") or "Pending"
+    for owner in meta.get("ownerReferences") or []:
+        if owner.get("kind") == syncjobs.KIND:
+            scheduler.run_changed(owner["uid"], meta["name"], phase)
