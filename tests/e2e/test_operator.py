@@ -52,6 +52,33 @@ def test_a_workflow_runs_on_worker_pods_to_succeeded_and_becomes_ready(
     )
 
 
+def test_a_large_output_lives_in_redis_and_still_reaches_the_next_task(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    rows = "[" + ",".join(f'{{"id": {i}, "name": "customer-{i:05d}"}}' for i in range(400)) + "]"
+    body = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "large"},
+        "spec": {
+            "tasks": [
+                {"name": "export", "command": {"args": ["echo", rows]}},
+                {
+                    "name": "count",
+                    "dependsOn": ["export"],
+                    "command": {"args": ["echo", "{{ tasks.export.output | length }}"]},
+                },
+            ]
+        },
+    }
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+    crds.wait("twf/large", namespace, "condition=Ready", timeout_seconds=120)
+    tasks = crds.get("twf", "large", namespace)["status"]["tasks"]
+    assert tasks["export"]["outputRef"].endswith(":out:export:-")
+    assert "output" not in tasks["export"]
+    assert tasks["count"]["output"] == 400
+
+
 def test_a_suspended_workflow_reports_suspended_and_runs_when_resumed(
     crds: Cluster, operator: OperatorProcess, namespace: str
 ) -> None:

@@ -342,3 +342,24 @@ async def test_the_operator_sees_how_much_work_waits_and_runs(client: aioredis.R
     await queue.read(1, 100)
     depth = await stream.depth([POOL, "a-pool-with-no-stream"])
     assert depth == queues.QueueDepth(waiting=2, in_flight=1, results=0, poison=0)
+
+
+async def test_a_large_output_is_stored_apart_and_read_back_by_reference(
+    client: aioredis.Redis,
+) -> None:
+    queue = await queue_for(client, "w1")
+    big = json.dumps({"rows": ["x" * 100] * 100})
+    await queue.enqueue([command("big", "echo", big), command("small", "echo", '{"n": 1}')])
+    worker = TaskWorker(queue, block_ms=100)
+    await worker.execute(CancelToken())
+    await worker.close()
+    by_task = {r.task: r for r in await results(client)}
+    assert by_task["small"].output == {"n": 1}
+    assert by_task["small"].output_ref is None
+    ref = by_task["big"].output_ref
+    assert ref == "treadle:wf:uid-1:out:big:-"
+    assert by_task["big"].output is None
+    assert 0 < await client.ttl(ref) <= queues.OUTPUT_TTL_SECONDS
+    stream = queues.ResultStream(client, "operator")
+    loaded = await stream.load_outputs([ref, "treadle:wf:uid-1:out:gone:-"])
+    assert loaded == {ref: json.loads(big)}

@@ -61,7 +61,8 @@ class SyncJobSpec(ResourceModel):
     """When to run, which locks to hold, and what to run."""
 
     schedule: str = Field(min_length=1, max_length=256)
-    """Cron schedule, five fields (minute hour day-of-month month day-of-week)."""
+    """Cron schedule: five fields (minute hour day-of-month month day-of-week), or six with
+    seconds first."""
     time_zone: str | None = Field(default=None, max_length=64)
     """IANA time zone of the schedule, e.g. Europe/Berlin; default UTC."""
     suspend: bool = False

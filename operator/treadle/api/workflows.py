@@ -253,7 +253,7 @@ class TaskStatus(ResourceModel):
     """When a Retrying task is tried again."""
     output: Any = free_form("The task's output, when small; larger outputs live in Redis.")
     output_ref: str | None = None
-    """Where a large output is stored."""
+    """Where an output larger than 4 KiB is stored (a Redis key); templates see its value."""
     error: str | None = None
     """The last error."""
     items: int | None = Field(default=None, ge=0)
@@ -275,6 +275,8 @@ class TaskStatus(ResourceModel):
     retry_at: dict[str, str] | None = None
     """forEach: when each failed child is tried again, by index."""
     outputs: dict[str, Any] | None = free_form("forEach: each child's output, by index.")
+    output_refs: dict[str, str] | None = None
+    """forEach: where each child's output larger than 4 KiB is stored, by index."""
     item_values: list[Any] | None = Field(
         default=None,
         description="forEach: the items the forEach template rendered to, while children run.",

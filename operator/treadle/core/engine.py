@@ -22,6 +22,7 @@ Rules:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -32,12 +33,13 @@ from typing import Any
 from treadle.api import workflows
 from treadle.api.workflows import Task, WorkflowSpec
 from treadle.core import backoff, conditions, dags, ranges, templating
-from treadle.core.messages import TaskMessage, TaskResult
+from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, TaskMessage, TaskResult
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
-OUTPUT_LIMIT_BYTES = 4096
-"""Largest output kept in status per task (per child for forEach); larger ones are cut to a
-note.  Large outputs move to Redis with a reference in status in a later version."""
+OUTPUT_LIMIT_BYTES = INLINE_OUTPUT_LIMIT_BYTES
+"""Largest output kept in status per task (per child for forEach).  Workers store larger ones
+in Redis and report a reference (`outputRef`); the driver reads them back for templates
+(`advance(..., outputs=...)`).  A larger output that arrives inline anyway is cut to a note."""
 
 FINISHED = ("Succeeded", "DeadLettered", "Skipped")
 IN_FLIGHT = ("Queued", "Running")
@@ -108,8 +110,10 @@ class _Run:
         now: datetime,
         who: Identity,
         rng: random.Random,
+        outputs: Mapping[str, Any] | None = None,
     ) -> None:
         self.spec, self.now, self.who, self.rng = spec, now, who, rng
+        self.stored_outputs = outputs or {}
         self.status: dict[str, Any] = copy.deepcopy(dict(status))
         self.tasks: dict[str, dict[str, Any]] = self.status.setdefault("tasks", {})
         for task in spec.tasks:
@@ -130,9 +134,11 @@ class _Run:
             if entry["phase"] not in IN_FLIGHT or entry.get("attempts") != result.attempt:
                 return  # a duplicate or a straggler of an earlier attempt
             if result.outcome == "succeeded":
-                entry.update(
-                    phase="Succeeded", finishedAt=_ts(self.now), output=_cap(result.output)
-                )
+                entry.update(phase="Succeeded", finishedAt=_ts(self.now))
+                if result.output_ref is not None:
+                    entry["outputRef"] = result.output_ref
+                else:
+                    entry["output"] = _cap(result.output)
                 entry.pop("error", None)
             else:
                 self._failed(task, entry, None, result.attempt, result.error or "failed")
@@ -149,7 +155,10 @@ class _Run:
             done.add(item)
             entry["doneItems"] = ranges.encode(done)
             entry["succeeded"] = len(done)
-            entry.setdefault("outputs", {})[str(item)] = _cap(result.output)
+            if result.output_ref is not None:
+                entry.setdefault("outputRefs", {})[str(item)] = result.output_ref
+            else:
+                entry.setdefault("outputs", {})[str(item)] = _cap(result.output)
             attempts.pop(str(item), None)
             (entry.get("itemAttemptBase") or {}).pop(str(item), None)
         else:
@@ -221,12 +230,31 @@ class _Run:
             entry = self.tasks[task.name]
             if entry["phase"] != "Succeeded":
                 continue
+            # An output stored in Redis that could not be read back (Redis lost it) is left out:
+            # a template that reads it fails and names it.
             if task.for_each is None:
-                outputs[task.name] = {"output": entry.get("output")}
+                ref = entry.get("outputRef")
+                if ref is None:
+                    outputs[task.name] = {"output": entry.get("output")}
+                elif ref in self.stored_outputs:
+                    outputs[task.name] = {"output": self.stored_outputs[ref]}
+                else:
+                    outputs[task.name] = {}
             else:
                 children = entry.get("outputs") or {}
-                ordered = [children.get(str(i)) for i in range(int(entry.get("items", 0)))]
-                outputs[task.name] = {"outputs": ordered}
+                refs = entry.get("outputRefs") or {}
+                ordered = []
+                for index in range(int(entry.get("items", 0))):
+                    ref = refs.get(str(index))
+                    if ref is not None and ref not in self.stored_outputs:
+                        break
+                    ordered.append(
+                        self.stored_outputs[ref] if ref is not None else children.get(str(index))
+                    )
+                else:
+                    outputs[task.name] = {"outputs": ordered}
+                    continue
+                outputs[task.name] = {}
         found: dict[str, Any] = {
             "params": self.spec.params or {},
             "workflow": self.who.context,
@@ -509,9 +537,13 @@ def advance(
     who: Identity,
     generation: int | None = None,
     rng: random.Random | None = None,
+    outputs: Mapping[str, Any] | None = None,
 ) -> Step:
-    """The next status and the attempts to enqueue, given the results that arrived."""
-    run = _Run(spec, status, now, who, rng or random.Random())
+    """The next status and the attempts to enqueue, given the results that arrived.
+
+    `outputs` holds the values of outputs stored in Redis, by reference (`output_refs` says
+    which ones status and the results refer to)."""
+    run = _Run(spec, status, now, who, rng or random.Random(), outputs)
     if run.status.get("phase") not in ("Succeeded", "Failed"):
         for result in results:
             run.apply(result)
@@ -598,12 +630,32 @@ def _deadline_passed(run: _Run) -> bool:
     return deadline is not None and run.now >= deadline
 
 
+def replace_output(result: TaskResult, ref: str) -> TaskResult:
+    """`result` with its output stored elsewhere, under `ref`."""
+    return dataclasses.replace(result, output=None, output_ref=ref)
+
+
+def output_refs(status: Mapping[str, Any]) -> set[str]:
+    """Every stored output status refers to (what templates may need read back)."""
+    found: set[str] = set()
+    for entry in (status.get("tasks") or {}).values():
+        if entry.get("outputRef"):
+            found.add(entry["outputRef"])
+        found.update((entry.get("outputRefs") or {}).values())
+    return found
+
+
 def requeue_in_flight(
-    spec: WorkflowSpec, status: Mapping[str, Any], *, now: datetime, who: Identity
+    spec: WorkflowSpec,
+    status: Mapping[str, Any],
+    *,
+    now: datetime,
+    who: Identity,
+    outputs: Mapping[str, Any] | None = None,
 ) -> list[TaskMessage]:
     """The attempts status says are in flight, to enqueue again after Redis lost its data
     (idempotency keys make a duplicate harmless when one survived)."""
-    run = _Run(spec, status, now, who, random.Random())
+    run = _Run(spec, status, now, who, random.Random(), outputs)
     again: list[TaskMessage] = []
     for task in spec.tasks:
         entry = run.tasks[task.name]

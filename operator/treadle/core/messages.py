@@ -76,6 +76,11 @@ class TaskMessage:
         )
 
 
+INLINE_OUTPUT_LIMIT_BYTES = 4096
+"""Largest output (as JSON) carried in a result and kept in status; larger ones are stored in
+Redis, and status holds a reference."""
+
+
 @dataclass(frozen=True)
 class TaskResult:
     """The outcome of one attempt, as the worker reports it to the operator."""
@@ -91,6 +96,8 @@ class TaskResult:
     started_at: float = 0.0
     finished_at: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    output_ref: str | None = None
+    """Where a large output is stored (in Redis) instead of `output`."""
 
     @property
     def key(self) -> str:

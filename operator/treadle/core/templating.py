@@ -56,7 +56,12 @@ def render_text(source: str, context: Mapping[str, Any]) -> str:
 
 def render_value(source: str, context: Mapping[str, Any]) -> Any:
     try:
-        return _NATIVE.from_string(source).render(context)
+        value = _NATIVE.from_string(source).render(context)
+        if isinstance(value, jinja2.Undefined):
+            # A lone expression comes back as the object itself, unrendered: make an undefined
+            # one fail here as it would inside text.
+            str(value)
+        return value
     except jinja2.TemplateError as error:
         raise TemplateError(f"{source!r}: {error}") from error
 

@@ -52,6 +52,8 @@ class Tracked:
     pods_checked_at: datetime | None = None
     requeued_epoch: int = 0
     """The last Redis data loss this workflow's in-flight attempts were enqueued again for."""
+    outputs: dict[str, Any] = field(default_factory=dict)
+    """Large outputs read back from Redis, by reference, for templates."""
     retry: str | None = None
     """A manual retry asked for (a task name or "all"), carried out on the next pass."""
     retry_cleared_version: int = 0
@@ -168,14 +170,23 @@ class Driver:
 
     async def advance(self, tracked: Tracked, results: list[TaskResult], now: datetime) -> None:
         who = tracked.who
+        await self._read_outputs(tracked, results)
         if tracked.requeued_epoch < self._lost_epoch:
-            again = engine.requeue_in_flight(tracked.spec, tracked.status, now=now, who=who)
+            again = engine.requeue_in_flight(
+                tracked.spec, tracked.status, now=now, who=who, outputs=tracked.outputs
+            )
             await self.results.enqueue(who.pool, again)
             tracked.requeued_epoch = self._lost_epoch
         current, told = self._revive(tracked, now)
         letters_before = len(current.get("deadLetters") or [])
         step = engine.advance(
-            tracked.spec, current, results, now=now, who=who, generation=tracked.generation
+            tracked.spec,
+            current,
+            results,
+            now=now,
+            who=who,
+            generation=tracked.generation,
+            outputs=tracked.outputs,
         )
         told += notices.workflow_notices(current, step.status)
         if who.namespace not in self.secrets_ensured and not step.finished:
@@ -224,6 +235,16 @@ class Driver:
             tracked.due = min(
                 filter(None, [step.wake_at, now + timedelta(seconds=POD_CHECK_SECONDS)])
             )
+
+    async def _read_outputs(self, tracked: Tracked, results: list[TaskResult]) -> None:
+        """Reads the large outputs status and these results refer to that are not read yet
+        (each once per workflow: outputs never change)."""
+        wanted = engine.output_refs(tracked.status) | {
+            r.output_ref for r in results if r.output_ref is not None
+        }
+        missing = sorted(wanted - tracked.outputs.keys())
+        if missing:
+            tracked.outputs.update(await self.results.load_outputs(missing))
 
     def _revive(
         self, tracked: Tracked, now: datetime

@@ -25,3 +25,8 @@ def breaker_hash(target: str) -> str:
 def bucket_hash(target: str) -> str:
     """The rate-limit token bucket of one target (hash: tokens, updated_at)."""
     return f"{PREFIX}:bucket:{target}"
+
+
+def output_key(workflow_uid: str, task: str, item: int | None) -> str:
+    """A large output of one task (or forEach child), as JSON (string, with a TTL)."""
+    return f"{PREFIX}:wf:{workflow_uid}:out:{task}:{'-' if item is None else item}"

@@ -23,6 +23,8 @@ the reaper re-delivered the message to a second worker.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,8 +33,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from treadle.core.messages import TaskMessage, TaskResult
-from treadle.services.keys import DEAD_LETTERS, RESULTS, done_hash, tasks_stream
+from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, TaskMessage, TaskResult
+from treadle.services.keys import DEAD_LETTERS, RESULTS, done_hash, output_key, tasks_stream
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,11 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
 redis.call('XDEL', KEYS[1], ARGV[3])
 return result
 """
+
+
+OUTPUT_TTL_SECONDS = 7 * 86400
+"""How long a large output stays in Redis: long enough for its workflow to finish and for a
+manual retry of what reads it."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,23 @@ class TaskQueue:
                 [d.id for d in deliveries],
                 justid=True,
             )
+
+    async def store_large_outputs(self, results: Sequence[TaskResult]) -> list[TaskResult]:
+        """Results whose output is too large for status, with the output moved to its own key
+        (kept OUTPUT_TTL_SECONDS) and a reference in its place."""
+        moved: list[TaskResult] = []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for result in results:
+                if result.output is not None and result.output_ref is None:
+                    encoded = json.dumps(result.output)
+                    if len(encoded) > INLINE_OUTPUT_LIMIT_BYTES:
+                        key = output_key(result.workflow_uid, result.task, result.item)
+                        pipe.set(key, encoded, ex=OUTPUT_TTL_SECONDS)
+                        result = dataclasses.replace(result, output=None, output_ref=key)
+                moved.append(result)
+            if len(pipe):
+                await pipe.execute()
+        return moved
 
     async def finish(self, done: Sequence[tuple[Delivery, TaskResult | None]]) -> list[bool]:
         """Publishes each result (None: skip, the key already succeeded) and acknowledges, in
@@ -288,6 +312,13 @@ class ResultStream:
         if self._backlog and not entries:
             self._backlog = False
         return [(entry_id, TaskResult.decode(fields)) for entry_id, fields in entries if fields]
+
+    async def load_outputs(self, refs: Sequence[str]) -> dict[str, Any]:
+        """Large outputs by reference; a reference whose key is gone is left out."""
+        if not refs:
+            return {}
+        values: list[Any] = await self.client.mget(list(refs))
+        return {ref: json.loads(v) for ref, v in zip(refs, values, strict=True) if v is not None}
 
     async def ack(self, ids: Sequence[str]) -> None:
         if ids:

@@ -149,7 +149,8 @@ class TaskWorker:
         worker_metrics.DUPLICATES.inc(len(deliveries) - len(to_run))
         results = await self._run_all(to_run)
         outcome: dict[str, TaskResult | None] = {d.id: None for d in deliveries}
-        outcome.update(results)
+        stored = await self.queue.store_large_outputs(list(results.values()))
+        outcome.update(zip(results, stored, strict=True))
         await self.queue.finish([(d, outcome[d.id]) for d in deliveries])
         self.executed += len(to_run)
         return Directive.proceed()

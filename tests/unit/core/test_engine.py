@@ -346,3 +346,38 @@ def test_a_retry_is_never_due_before_its_backoff_even_between_whole_seconds() ->
     retrying = step(workflow, first.status, [failed(first.enqueue[0])], now=now)
     assert retrying.wake_at is not None
     assert retrying.wake_at - now >= timedelta(seconds=1)
+
+
+def test_large_outputs_stored_elsewhere_reach_templates_by_reference() -> None:
+    workflow = spec(
+        cmd("big"),
+        cmd("each", "{{ item }}", forEach="{{ params.ids }}"),
+        {
+            "name": "use",
+            "dependsOn": ["big", "each"],
+            "python": {
+                "callable": "m:f",
+                "kwargs": {"big": "{{ tasks.big.output }}", "each": "{{ tasks.each.outputs }}"},
+            },
+        },
+        params={"ids": [0, 1]},
+    )
+    first = step(workflow, {})
+    big, child0, child1 = first.enqueue
+    stored = engine.replace_output(ok(big), "treadle:wf:u1:out:big:-")
+    results = [stored, ok(child0, "small"), engine.replace_output(ok(child1), "ref-1")]
+    second = step(workflow, first.status, results)
+    assert second.status["tasks"]["big"]["outputRef"] == "treadle:wf:u1:out:big:-"
+    assert "output" not in second.status["tasks"]["big"]
+    assert second.status["tasks"]["each"]["outputRefs"] == {"1": "ref-1"}
+    assert engine.output_refs(second.status) == {"treadle:wf:u1:out:big:-", "ref-1"}
+    outputs = {"treadle:wf:u1:out:big:-": {"rows": 5000}, "ref-1": "large"}
+    third = engine.advance(
+        workflow, first.status, results, now=T0, who=WHO, generation=1, outputs=outputs
+    )
+    [use] = third.enqueue
+    assert use.action["python"]["kwargs"] == {"big": {"rows": 5000}, "each": ["small", "large"]}
+    # An output Redis lost cannot be read: the task that needs it is dead-lettered, naming it.
+    lost = step(workflow, first.status, results)
+    assert lost.status["tasks"]["use"]["phase"] == "DeadLettered"
+    assert "big" in lost.status["tasks"]["use"]["error"]

@@ -76,3 +76,8 @@ def test_what_templates_may_not_do_is_refused_with_a_reason(source: str, problem
 def test_local_names_from_set_and_for_are_allowed() -> None:
     found = templating.references("{% for x in params.ids %}{{ x }}{% endfor %}")
     assert found.names == {"params"}
+
+
+def test_a_lone_expression_naming_nothing_known_fails_instead_of_passing_undefined_on() -> None:
+    with pytest.raises(templating.TemplateError, match="has no attribute 'output'"):
+        templating.render_value("{{ tasks.big.output }}", {"tasks": {"big": {}}})
