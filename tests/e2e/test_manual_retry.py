@@ -62,15 +62,6 @@ def workflow(name: str, url: str) -> str:
     )
 
 
-def reasons(cluster: Cluster, namespace: str, name: str) -> list[str]:
-    listing = cluster.kubectl(
-        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}",
-        "-o", "json",
-    ).stdout  # fmt: skip
-    found = sorted(json.loads(listing)["items"], key=lambda e: e["metadata"]["creationTimestamp"])
-    return [event["reason"] for event in found]
-
-
 def test_a_dead_lettered_task_succeeds_after_kubectl_treadle_retry(
     crds: Cluster, operator: OperatorProcess, namespace: str, endpoint: str
 ) -> None:
@@ -100,7 +91,7 @@ def test_a_dead_lettered_task_succeeds_after_kubectl_treadle_retry(
     assert len(Flaky.calls) == 4
     annotations = crds.get("twf", "flaky", namespace)["metadata"].get("annotations") or {}
     assert "treadle.dev/retry" not in annotations
-    seen = reasons(crds, namespace, "flaky")
+    seen = [event["reason"] for event in crds.events(namespace, "flaky")]
     for reason in ("Started", "DeadLettered", "Failed", "Retried", "Succeeded"):
         assert reason in seen, seen
 

@@ -50,12 +50,7 @@ def eventually(
 
 
 def reasons(cluster: Cluster, namespace: str, name: str) -> list[str]:
-    listing = cluster.kubectl(
-        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}",
-        "-o", "json",
-    ).stdout  # fmt: skip
-    found = sorted(json.loads(listing)["items"], key=lambda e: e["metadata"]["creationTimestamp"])
-    return [f"{event['reason']}: {event['message']}" for event in found]
+    return [f"{e['reason']}: {e['message']}" for e in cluster.events(namespace, name)]
 
 
 def test_a_job_whose_pipeline_lock_is_held_by_hand_is_skipped_retried_in_its_slot_then_runs(

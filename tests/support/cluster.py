@@ -65,6 +65,17 @@ class Cluster:
             raise AssertionError(f"kubectl treadle {' '.join(args)} failed:\n{result.stderr}")
         return result
 
+    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """Events about the object `name`, oldest first."""
+        listing = self.kubectl(
+            "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}",
+            "-o", "json",
+        ).stdout  # fmt: skip
+        items = json.loads(listing)["items"]
+        return sorted(
+            items, key=lambda e: (e["metadata"]["creationTimestamp"], e["metadata"]["name"])
+        )
+
     def get(self, kind: str, name: str, namespace: str) -> dict[str, Any]:
         out = self.kubectl("get", kind, name, "-n", namespace, "-o", "json").stdout
         return dict(json.loads(out))

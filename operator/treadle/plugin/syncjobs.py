@@ -12,24 +12,21 @@ import asyncio
 import getpass
 import re
 import socket
-import time
 from datetime import UTC, datetime
 from typing import Any
 
-from lightkube import ApiError, AsyncClient, Client
+from lightkube import AsyncClient, Client
 from lightkube.resources.coordination_v1 import Lease
-from lightkube.types import PatchType
 
 from treadle.api import RUN_NOW_ANNOTATION
 from treadle.core import gates
-from treadle.plugin import flags
+from treadle.plugin import flags, objects
 from treadle.plugin.output import Failure, table
 from treadle.services import kube
 from treadle.services.leases import Held, LeaseStore, current_holder
 
 DURATION = re.compile(r"^(\d+)([smhd]?)$")
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-WAIT_POLL_SECONDS = 0.5
 
 
 def seconds(text: str) -> int:
@@ -144,38 +141,18 @@ def lock_list(client: Client, args: argparse.Namespace) -> int:
 
 
 def _get_job(client: Client, name: str) -> Any:
-    try:
-        return client.get(kube.SyncJob, name)
-    except ApiError as error:
-        if error.status.code == 404:
-            where = f"namespace {client.namespace!r}"
-            raise Failure(f"sync job {name!r} not found in {where}") from None
-        raise
+    return objects.get(client, kube.SyncJob, "sync job", name)
 
 
 def sync_run(client: Client, args: argparse.Namespace) -> int:
     _get_job(client, args.job)
     asked = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    client.patch(
-        kube.SyncJob,
-        args.job,
-        {"metadata": {"annotations": {RUN_NOW_ANNOTATION: asked}}},
-        patch_type=PatchType.MERGE,
+    taken = objects.ask(
+        client, kube.SyncJob, "sync job", args.job, RUN_NOW_ANNOTATION, asked, args.timeout
     )
-    if args.timeout <= 0:
-        print(f"sync job {args.job}: run requested")
-        return 0
-    deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline:
-        job = _get_job(client, args.job)
-        if RUN_NOW_ANNOTATION not in (job["metadata"].get("annotations") or {}):
-            print(f"sync job {args.job}: run requested at {asked}; taken up by the operator")
-            return 0
-        time.sleep(WAIT_POLL_SECONDS)
-    raise Failure(
-        f"the operator did not take up the run within {args.timeout:g} s "
-        f"(annotation {RUN_NOW_ANNOTATION} is still set; is the operator running?)"
-    )
+    what = "taken up by the operator" if taken is not None else "requested"
+    print(f"sync job {args.job}: run {what} ({asked})")
+    return 0
 
 
 def sync_status(client: Client, args: argparse.Namespace) -> int:

@@ -8,18 +8,14 @@ and removes the annotation, which is how the plugin knows the retry was carried 
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
-from lightkube import ApiError, Client
-from lightkube.types import PatchType
+from lightkube import Client
 
 from treadle.api import RETRY_ANNOTATION
-from treadle.plugin import flags
+from treadle.plugin import flags, objects
 from treadle.plugin.output import Failure, as_json, table
 from treadle.services import kube
-
-WAIT_POLL_SECONDS = 0.5
 
 
 def add_commands(commands: Any) -> None:
@@ -47,13 +43,7 @@ def add_commands(commands: Any) -> None:
 
 
 def _get(client: Client, name: str) -> Any:
-    try:
-        return client.get(kube.Workflow, name)
-    except ApiError as error:
-        if error.status.code == 404:
-            where = f"namespace {client.namespace!r}"
-            raise Failure(f"workflow {name!r} not found in {where}") from None
-        raise
+    return objects.get(client, kube.Workflow, "workflow", name)
 
 
 def dead_letters(workflow: Any) -> list[dict[str, Any]]:
@@ -107,29 +97,16 @@ def retry_workflow(client: Client, args: argparse.Namespace) -> int:
         what = f"task {args.task!r} of " if args.task else ""
         raise Failure(f"{what}workflow {args.workflow!r} has nothing dead-lettered")
     target = args.task or "all"
-    client.patch(
-        kube.Workflow,
-        args.workflow,
-        {"metadata": {"annotations": {RETRY_ANNOTATION: target}}},
-        patch_type=PatchType.MERGE,
-    )
     count = len(letters)
-    if args.timeout <= 0:
+    current = objects.ask(
+        client, kube.Workflow, "workflow", args.workflow, RETRY_ANNOTATION, target, args.timeout
+    )
+    if current is None:
         print(f"workflow {args.workflow}: retry of {target} requested ({count} dead letter(s))")
         return 0
-    deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline:
-        current = _get(client, args.workflow)
-        annotations = current["metadata"].get("annotations") or {}
-        if RETRY_ANNOTATION not in annotations:
-            status = current.get("status") or {}
-            print(
-                f"workflow {args.workflow}: re-queued {count} dead letter(s); "
-                f"phase {status.get('phase')}, progress {status.get('progress')}"
-            )
-            return 0
-        time.sleep(WAIT_POLL_SECONDS)
-    raise Failure(
-        f"the operator did not take up the retry within {args.timeout:g} s "
-        f"(annotation {RETRY_ANNOTATION}={target} is still set; is the operator running?)"
+    status = current.get("status") or {}
+    print(
+        f"workflow {args.workflow}: re-queued {count} dead letter(s); "
+        f"phase {status.get('phase')}, progress {status.get('progress')}"
     )
+    return 0

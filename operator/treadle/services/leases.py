@@ -130,37 +130,33 @@ class LeaseStore:
 
     async def renew(self, held: Held) -> bool:
         """Extends a held lock; False when it was lost (taken over after expiring)."""
-        for _ in range(CONFLICT_RETRIES):
-            lease = await self._get(held.lock)
-            spec = lease.spec if lease else None
-            if (
-                lease is None
-                or spec is None
-                or spec.holderIdentity != held.holder
-                or (spec.leaseTransitions or 0) != held.transitions
-            ):
+
+        def extend(spec: LeaseSpec) -> bool:
+            if (spec.leaseTransitions or 0) != held.transitions:
                 return False
             spec.renewTime = self.clock()
-            try:
-                await self.api.replace(lease)
-            except ApiError as error:
-                if error.status.code == 409:
-                    continue
-                raise
             return True
-        return False
+
+        return await self._rewrite(held.lock, held.holder, extend)
 
     async def release(self, lock: str, holder: str) -> bool:
         """Gives up `lock` if `holder` holds it; True when it did."""
         self.taken.pop((lock, holder), None)
+
+        def clear(spec: LeaseSpec) -> bool:
+            spec.holderIdentity = spec.renewTime = spec.acquireTime = None
+            return True
+
+        return await self._rewrite(lock, holder, clear)
+
+    async def _rewrite(self, lock: str, holder: str, change: Callable[[LeaseSpec], bool]) -> bool:
+        """Applies `change` to the Lease while `holder` holds it, re-reading on conflicts;
+        False when `holder` does not hold it or `change` declines."""
         for _ in range(CONFLICT_RETRIES):
             lease = await self._get(lock)
             spec = lease.spec if lease else None
-            if lease is None or spec is None or spec.holderIdentity != holder:
+            if lease is None or spec is None or spec.holderIdentity != holder or not change(spec):
                 return False
-            spec.holderIdentity = None
-            spec.renewTime = None
-            spec.acquireTime = None
             try:
                 await self.api.replace(lease)
             except ApiError as error:
