@@ -25,6 +25,8 @@ def _operator(args: argparse.Namespace) -> int:
         worker_metrics_port=args.worker_metrics_port,
         log_format=args.log_format,
         verbose=args.verbose,
+        leader_election_namespace=args.leader_election_namespace,
+        identity=os.environ.get("POD_NAME", ""),
     )
     asyncio.run(runner.run(options))
     return 0
@@ -131,6 +133,12 @@ def parser() -> argparse.ArgumentParser:
         "--webhook-address",
         default="",
         help="host:port to serve the admission webhook on and register it; '' (default): none",
+    )
+    operator.add_argument(
+        "--leader-election-namespace",
+        default="",
+        help="elect a leader among replicas through the Lease treadle-operator in this "
+        "namespace; '' (default): no election, run one replica only",
     )
     operator.add_argument("--log-format", choices=("json", "text"), default="json")
     operator.add_argument("-v", "--verbose", action="store_true")

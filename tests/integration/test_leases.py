@@ -10,6 +10,7 @@ import pytest
 from lightkube import AsyncClient, KubeConfig
 
 from support.cluster import Cluster
+from treadle.handlers.leadership import LEASE_NAME, Leadership
 from treadle.services.leases import Held, LeaseStore
 
 ROUNDS = 200
@@ -74,3 +75,23 @@ async def test_a_renewed_lock_stays_held_and_a_released_one_is_free(
     assert await store.holder("treadle-table-orders") is None
     again = await store.take("treadle-table-orders", "migrate-2")
     assert again == Held("treadle-table-orders", "migrate-2", 1)
+
+
+async def test_a_standby_leads_once_the_leader_stops_renewing_and_the_old_leader_steps_down(
+    api: AsyncClient, namespace: str
+) -> None:
+    leader = Leadership(LeaseStore(api, namespace), "operator-a", duration_seconds=1)
+    held = await leader.acquire()
+    keeping = asyncio.create_task(leader.keep(held))
+    standby_store = LeaseStore(api, namespace)
+    assert await standby_store.holder(LEASE_NAME) == "operator-a"
+    # The leader's process freezes (no renewals); the standby's clock is past its Lease.
+    keeping.cancel()
+    later = datetime.now(UTC) + timedelta(seconds=2)
+    standby = Leadership(LeaseStore(api, namespace, clock=lambda: later), "operator-b")
+    taken = await asyncio.wait_for(standby.acquire(), timeout=10)
+    assert (taken.holder, taken.transitions) == ("operator-b", 1)
+    # The old leader wakes up: its next renewal fails and it stops leading.
+    await asyncio.wait_for(leader.keep(held), timeout=10)
+    await standby.release(taken)
+    assert await standby_store.holder(LEASE_NAME) is None

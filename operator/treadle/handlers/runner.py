@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import tempfile
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import kopf
 import prometheus_client
@@ -21,13 +24,16 @@ from treadle.handlers import (  # noqa: F401
     validation,
     workflows,
 )
+from treadle.handlers.leadership import Leadership
 from treadle.handlers.registry import registry
 from treadle.runtime import Directive, Loop, Pacing, TaskSet, poker
 from treadle.services import certificates, kube, queues
+from treadle.services.leases import Held, LeaseStore
 
 log = logging.getLogger(__name__)
 
 SCHEDULER_SAFETY_SECONDS = 60.0
+LOST_LEADERSHIP_EXIT_CODE = 3
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,10 @@ class OperatorOptions:
     """host:port of the admission webhook the operator serves and registers; empty: none."""
     log_format: str = "json"
     verbose: bool = False
+    leader_election_namespace: str = ""
+    """Namespace of the leader Lease; empty: no election (one replica only)."""
+    identity: str = ""
+    """This replica's name in the leader Lease (the pod's name)."""
     stop_flag: asyncio.Event | None = field(default=None, compare=False)
 
 
@@ -85,6 +95,12 @@ async def run(options: OperatorOptions) -> None:
         host, port = _split(options.metrics_address)
         prometheus_client.start_http_server(port, addr=host)
         log.info("metrics on http://%s:%d/metrics", host, port)
+    leadership = None
+    held = None
+    if options.leader_election_namespace:
+        store = LeaseStore(kube.client(), options.leader_election_namespace)
+        leadership = Leadership(store, options.identity or socket.gethostname())
+        held = await leadership.acquire()
     operator_settings = kopf.OperatorSettings()
     if options.webhook_address:
         validation.register(registry)
@@ -123,11 +139,32 @@ async def run(options: OperatorOptions) -> None:
     )
     tasks.spawn("sync-scheduler", sync_loop.run())
     try:
-        await _run_kopf(options, operator_settings, memo)
+        if leadership is not None and held is not None:
+            await _lead(leadership, held, _run_kopf(options, operator_settings, memo))
+        else:
+            await _run_kopf(options, operator_settings, memo)
     finally:
         await tasks.shutdown(grace_seconds=10)
         if redis_client is not None:
             await redis_client.aclose()
+        if leadership is not None and held is not None:
+            await leadership.release(held)
+
+
+async def _lead(leadership: Leadership, held: Held, work: Coroutine[Any, Any, None]) -> None:
+    """Runs `work` while the leadership lasts; losing it stops the work and fails the process
+    (it restarts as a standby)."""
+    working = asyncio.ensure_future(work)
+    keeping = asyncio.ensure_future(leadership.keep(held))
+    try:
+        done, _ = await asyncio.wait({working, keeping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (working, keeping):
+            task.cancel()
+        await asyncio.gather(working, keeping, return_exceptions=True)
+    if keeping in done:
+        raise SystemExit(LOST_LEADERSHIP_EXIT_CODE)
+    working.result()
 
 
 async def _run_kopf(
