@@ -26,6 +26,7 @@ def _operator(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         verbose=args.verbose,
         leader_election_namespace=args.leader_election_namespace,
+        webhook_service=args.webhook_service,
         identity=os.environ.get("POD_NAME", ""),
     )
     asyncio.run(runner.run(options))
@@ -133,6 +134,12 @@ def parser() -> argparse.ArgumentParser:
         "--webhook-address",
         default="",
         help="host:port to serve the admission webhook on and register it; '' (default): none",
+    )
+    operator.add_argument(
+        "--webhook-service",
+        default="",
+        help="namespace/name:port of the Service the API server reaches the webhook through "
+        "(in a cluster); '' (default): by URL at --webhook-address",
     )
     operator.add_argument(
         "--leader-election-namespace",

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import socket
 import tempfile
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,9 @@ class OperatorOptions:
     """host:port of the admission webhook the operator serves and registers; empty: none."""
     log_format: str = "json"
     verbose: bool = False
+    webhook_service: str = ""
+    """namespace/name:port of the Service the API server reaches the webhook through; empty:
+    by URL, at the webhook address."""
     leader_election_namespace: str = ""
     """Namespace of the leader Lease; empty: no election (one replica only)."""
     identity: str = ""
@@ -63,20 +66,53 @@ class OperatorOptions:
     stop_flag: asyncio.Event | None = field(default=None, compare=False)
 
 
-def _webhook_server(address: str) -> kopf.WebhookServer:
-    """A TLS webhook server on `address` with a fresh self-signed CA for its certificate."""
+class ServiceWebhookServer(kopf.WebhookServer):
+    """kopf's webhook server, registered as reached through a Service (in a cluster) rather
+    than by URL."""
+
+    def __init__(self, *, service: tuple[str, str, int], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.service = service
+
+    async def __call__(self, fn: Any) -> AsyncIterator[Any]:
+        namespace, name, port = self.service
+        async for config in super().__call__(fn):
+            found: dict[str, Any] = {
+                "service": {"namespace": namespace, "name": name, "port": port, "path": ""}
+            }
+            if config.get("caBundle"):
+                found["caBundle"] = config["caBundle"]
+            yield found
+
+
+def _webhook_server(address: str, service: str = "") -> kopf.WebhookServer:
+    """A TLS webhook server on `address` with a fresh self-signed CA for its certificate; with
+    `service` ("namespace/name:port") the API server reaches it through that Service."""
     host, port = _split(address)
-    ca, cert, key = certificates.serving_pair("treadle-webhook", (host, "localhost"))
+    names = [host, "localhost"]
+    target = None
+    if service:
+        namespace, _, rest = service.partition("/")
+        name, _, service_port = rest.partition(":")
+        target = (namespace, name, int(service_port or 443))
+        names += [name, f"{name}.{namespace}", f"{name}.{namespace}.svc"]
+        names.append(f"{name}.{namespace}.svc.cluster.local")
+    ca, cert, key = certificates.serving_pair("treadle-webhook", tuple(names))
     directory = Path(tempfile.mkdtemp(prefix="treadle-webhook-"))
-    for name, pem in (("ca.crt", ca), ("tls.crt", cert), ("tls.key", key)):
-        (directory / name).write_bytes(pem)
+    for file, pem in (("ca.crt", ca), ("tls.crt", cert), ("tls.key", key)):
+        (directory / file).write_bytes(pem)
+    cafile, certfile, pkeyfile = (str(directory / f) for f in ("ca.crt", "tls.crt", "tls.key"))
+    if target is not None:
+        return ServiceWebhookServer(
+            service=target,
+            addr=host,
+            port=port,
+            cafile=cafile,
+            certfile=certfile,
+            pkeyfile=pkeyfile,
+        )
     return kopf.WebhookServer(
-        addr=host,
-        port=port,
-        host=host,
-        cafile=str(directory / "ca.crt"),
-        certfile=str(directory / "tls.crt"),
-        pkeyfile=str(directory / "tls.key"),
+        addr=host, port=port, host=host, cafile=cafile, certfile=certfile, pkeyfile=pkeyfile
     )
 
 
@@ -104,7 +140,9 @@ async def run(options: OperatorOptions) -> None:
     operator_settings = kopf.OperatorSettings()
     if options.webhook_address:
         validation.register(registry)
-        operator_settings.admission.server = _webhook_server(options.webhook_address)
+        operator_settings.admission.server = _webhook_server(
+            options.webhook_address, options.webhook_service
+        )
         operator_settings.admission.managed = validation.WEBHOOK_CONFIGURATION
     memo = kopf.Memo()
     tasks = TaskSet()

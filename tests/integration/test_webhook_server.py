@@ -1,0 +1,36 @@
+"""The webhook server registers itself as reached through a Service when told one."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from cryptography import x509
+
+from support.redis_server import free_port
+from treadle.handlers import runner
+
+
+async def handler(*_: object, **__: object) -> None:
+    return None
+
+
+async def test_a_webhook_behind_a_service_is_registered_by_service_with_its_ca() -> None:
+    server = runner._webhook_server(
+        f"127.0.0.1:{free_port()}", "treadle-system/treadle-webhook:443"
+    )
+    configs = server(handler)  # type: ignore[arg-type]
+    config = await anext(configs)
+    await configs.aclose()
+    assert config["service"] == {
+        "namespace": "treadle-system",
+        "name": "treadle-webhook",
+        "port": 443,
+        "path": "",
+    }
+    assert "url" not in config
+    ca = x509.load_pem_x509_certificate(base64.b64decode(config["caBundle"]))
+    assert ca.subject.rfc4514_string() == "CN=treadle-webhook-ca"
+    cert = x509.load_pem_x509_certificate(Path(str(server.certfile)).read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "treadle-webhook.treadle-system.svc" in names.get_values_for_type(x509.DNSName)
