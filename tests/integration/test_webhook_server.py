@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from pathlib import Path
 
@@ -31,6 +32,7 @@ async def test_a_webhook_behind_a_service_is_registered_by_service_with_its_ca()
     assert "url" not in config
     ca = x509.load_pem_x509_certificate(base64.b64decode(config["caBundle"]))
     assert ca.subject.rfc4514_string() == "CN=treadle-webhook-ca"
-    cert = x509.load_pem_x509_certificate(Path(str(server.certfile)).read_bytes())
+    pem = await asyncio.to_thread(Path(str(server.certfile)).read_bytes)
+    cert = x509.load_pem_x509_certificate(pem)
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "treadle-webhook.treadle-system.svc" in names.get_values_for_type(x509.DNSName)
