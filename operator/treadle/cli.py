@@ -21,6 +21,7 @@ def _operator(args: argparse.Namespace) -> int:
         metrics_address=args.metrics_address,
         webhook_address=args.webhook_address,
         redis_url=args.redis_url or "",
+        worker_redis_url=args.worker_redis_url or "",
         worker_image=args.worker_image,
         worker_metrics_port=args.worker_metrics_port,
         log_format=args.log_format,
@@ -118,6 +119,12 @@ def parser() -> argparse.ArgumentParser:
         "--redis-url",
         default=os.environ.get("TREADLE_REDIS_URL"),
         help="Redis of the task queue (default $TREADLE_REDIS_URL); without it nothing runs",
+    )
+    operator.add_argument(
+        "--worker-redis-url",
+        default=os.environ.get("TREADLE_WORKER_REDIS_URL"),
+        help="the Redis URL worker pods get, e.g. through a Service "
+        "(default $TREADLE_WORKER_REDIS_URL, else --redis-url)",
     )
     operator.add_argument(
         "--worker-image",

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_SAFETY_SECONDS = 60.0
 LOST_LEADERSHIP_EXIT_CODE = 3
+LEADER_LABEL = "treadle.dev/leader"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class OperatorOptions:
     metrics_address: str = "127.0.0.1:9090"
     """host:port of the Prometheus metrics endpoint; empty disables it."""
     redis_url: str = ""
+    worker_redis_url: str = ""
+    """The Redis URL worker pods get (e.g. through a Service); empty: the operator's own."""
     """Redis for the task queue; empty: admission only, nothing runs."""
     worker_image: str = "treadle:dev"
     worker_metrics_port: int = 0
@@ -136,7 +139,13 @@ async def run(options: OperatorOptions) -> None:
     if options.leader_election_namespace:
         store = LeaseStore(kube.client(), options.leader_election_namespace)
         leadership = Leadership(store, options.identity or socket.gethostname())
+        pod = options.identity and (options.leader_election_namespace, options.identity)
+        if pod:
+            await kube.label_pod(kube.client(), *pod, LEADER_LABEL, "false")
         held = await leadership.acquire()
+        if pod:
+            # The Redis Service selects the leader's pod, so workers reach the leader's Redis.
+            await kube.label_pod(kube.client(), *pod, LEADER_LABEL, "true")
     operator_settings = kopf.OperatorSettings()
     if options.webhook_address:
         validation.register(registry)
@@ -153,7 +162,7 @@ async def run(options: OperatorOptions) -> None:
         memo.driver = driver.Driver(
             results,
             kube.client(),
-            options.redis_url,
+            options.worker_redis_url or options.redis_url,
             options.worker_image,
             worker_metrics_port=options.worker_metrics_port,
         )

@@ -228,3 +228,14 @@ async def delete_worker_pods(api: AsyncClient, namespace: str, workflow_name: st
         except ApiError as error:
             if error.status.code != 404:
                 raise
+
+
+async def label_pod(api: AsyncClient, namespace: str, name: str, key: str, value: str) -> None:
+    """Sets a label on a pod (the operator's own, to mark the leader)."""
+    await api.patch(
+        Pod,
+        name,
+        {"metadata": {"labels": {key: value}}},
+        namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )

@@ -1,0 +1,232 @@
+"""The Helm chart: lint-clean, CRDs identical to crds/, every object accepted by the API server,
+RBAC granting exactly what the operator uses, and every pod Treadle creates admitted by a
+namespace that enforces the Pod Security Standards *restricted* profile."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import yaml
+
+from support.cluster import REPO, Cluster
+from treadle.api.syncjobs import SyncJobSpec
+from treadle.api.workflows import Workers
+from treadle.services import kube, runs
+
+CHART = REPO / "charts" / "treadle"
+SERVICE_ACCOUNT = "treadle"
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    tools = subprocess.run(
+        [str(REPO / "hack" / "tools.sh"), "--print"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    result = subprocess.run([f"{tools}/helm", *args], capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def render(namespace: str, *values: str) -> str:
+    return helm("template", "treadle", str(CHART), "--namespace", namespace, *values).stdout
+
+
+def test_helm_lint_is_clean() -> None:
+    linted = helm("lint", str(CHART), "--strict")
+    assert "1 chart(s) linted, 0 chart(s) failed" in linted.stdout
+    assert "[WARNING]" not in linted.stdout
+    assert "[ERROR]" not in linted.stdout
+
+
+def test_the_chart_ships_the_crds_of_crds_dir_unchanged() -> None:
+    shipped = {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
+    generated = {p.name: p.read_text() for p in (REPO / "crds").glob("*.yaml")}
+    assert shipped == generated
+
+
+def test_bad_values_are_refused_naming_the_value() -> None:
+    refused = helm("template", "t", str(CHART), "--set", "replicas=0", check=False)
+    assert refused.returncode != 0
+    assert "/replicas" in refused.stderr
+    typo = helm(
+        "template", "t", str(CHART), "--set", "redis.externalUrl=localhost:6379", check=False
+    )
+    assert "/redis/externalUrl" in typo.stderr
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        (),
+        ("--set", "redis.sidecar.enabled=false", "--set", "redis.externalUrl=redis://r:6379/0"),
+        ("--set", "networkPolicy.enabled=true", "--set", "replicas=3"),
+    ],
+    ids=["defaults", "external-redis", "network-policy"],
+)
+def test_every_rendered_object_is_accepted_by_the_api_server(
+    crds: Cluster, namespace: str, values: tuple[str, ...]
+) -> None:
+    manifest = render(namespace, *values)
+    applied = crds.kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=manifest
+    ).stdout
+    kinds = {line.split("/")[0] for line in applied.splitlines()}
+    assert {
+        "deployment.apps",
+        "service",
+        "serviceaccount",
+        "clusterrole.rbac.authorization.k8s.io",
+    } <= kinds
+
+
+GRANTED = [
+    ("get", "workflows.treadle.dev"),
+    ("watch", "syncjobs.treadle.dev"),
+    ("patch", "workflows.treadle.dev"),
+    ("delete", "workflows.treadle.dev"),
+    ("patch", "workflows.treadle.dev/status"),
+    ("patch", "syncjobs.treadle.dev/status"),
+    ("create", "pods"),
+    ("delete", "pods"),
+    ("list", "pods"),
+    ("create", "secrets"),
+    ("patch", "secrets"),
+    ("create", "events"),
+    ("create", "leases.coordination.k8s.io"),
+    ("update", "leases.coordination.k8s.io"),
+    ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("patch", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
+]
+REFUSED = [
+    ("get", "secrets"),
+    ("list", "secrets"),
+    ("delete", "secrets"),
+    ("create", "pods/exec"),
+    ("create", "deployments.apps"),
+    ("update", "workflows.treadle.dev"),
+    ("update", "workflows.treadle.dev/status"),
+    ("delete", "leases.coordination.k8s.io"),
+    ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+    ("delete", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
+    ("list", "nodes"),
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+]
+
+
+def cluster_scoped_for(namespace: str, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chart's RBAC with cluster-scoped names suffixed, so tests in parallel namespaces do
+    not collide."""
+    rbac = [
+        d for d in documents if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")
+    ]
+    for document in rbac:
+        if document["kind"] != "ServiceAccount":
+            document["metadata"]["name"] += f"-{namespace}"
+        if document["kind"] == "ClusterRoleBinding":
+            document["roleRef"]["name"] += f"-{namespace}"
+    return rbac
+
+
+def can(cluster: Cluster, verb: str, resource: str, who: str, namespace: str) -> str:
+    """kubectl auth can-i; `resource/sub` asks about a subresource (not an object's name)."""
+    kind, _, sub = resource.partition("/")
+    extra = [f"--subresource={sub}"] if sub else []
+    answer = cluster.kubectl(
+        "auth", "can-i", verb, kind, *extra, "--as", who, "-n", namespace, check=False
+    )
+    return answer.stdout.strip()
+
+
+def test_the_operator_account_may_do_what_the_operator_does_and_nothing_more(
+    crds: Cluster, namespace: str
+) -> None:
+    rbac = cluster_scoped_for(namespace, [d for d in yaml.safe_load_all(render(namespace)) if d])
+    listing = {"apiVersion": "v1", "kind": "List", "items": rbac}
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(listing))
+    operator = f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"
+    editor_binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "alice-edits"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": f"treadle-editor-{namespace}"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
+    }  # fmt: skip
+    viewer_binding = json.loads(json.dumps(editor_binding).replace("alice", "bob"))
+    viewer_binding["roleRef"]["name"] = f"treadle-viewer-{namespace}"
+    for binding in (editor_binding, viewer_binding):
+        crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(binding))
+    try:
+        for verb, resource in GRANTED + REFUSED:
+            expected = "yes" if (verb, resource) in GRANTED else "no"
+            assert can(crds, verb, resource, operator, namespace) == expected, f"{verb} {resource}"
+        assert can(crds, "create", "workflows.treadle.dev", "alice", namespace) == "yes"
+        assert can(crds, "update", "leases.coordination.k8s.io", "alice", namespace) == "yes"
+        assert can(crds, "get", "secrets", "alice", namespace) == "no"
+        assert can(crds, "list", "syncjobs.treadle.dev", "bob", namespace) == "yes"
+        assert can(crds, "create", "workflows.treadle.dev", "bob", namespace) == "no"
+    finally:
+        for document in rbac:
+            if document["kind"] != "ServiceAccount":
+                crds.kubectl(
+                    "delete", document["kind"], document["metadata"]["name"], "--ignore-not-found"
+                )
+
+
+def test_a_restricted_namespace_admits_every_pod_treadle_creates(
+    crds: Cluster, namespace: str
+) -> None:
+    crds.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    crds.kubectl("create", "serviceaccount", SERVICE_ACCOUNT, "-n", namespace)
+    worker = kube.worker_pod(
+        workflow_name="wf", namespace=namespace, uid="u", pool="wf-u", index=0,
+        spec=Workers(), default_image="treadle:dev", secret_refs=[("api", "token")],
+        metrics_port=9091,
+    )  # fmt: skip
+    job = SyncJobSpec.model_validate(
+        {
+            "schedule": "0 * * * *",
+            "template": {"spec": {"containers": [{"name": "s", "image": "x"}]}},
+        }
+    )
+    run = runs.run_pod(
+        job="j",
+        namespace=namespace,
+        uid="u",
+        spec=job,
+        name="j-1",
+        slot=datetime.now(UTC),
+        locks=[],
+    )
+    operators = [
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "operator", "labels": d["spec"]["template"]["metadata"]["labels"]},
+            "spec": d["spec"]["template"]["spec"],
+        }
+        for d in yaml.safe_load_all(render(namespace))
+        if d and d["kind"] == "Deployment"
+    ]
+    lax = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "lax"},
+        "spec": {"containers": [{"name": "c", "image": "x"}]},
+    }
+    refused = crds.kubectl(
+        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(lax), check=False
+    )
+    assert "violates PodSecurity" in refused.stderr  # the namespace does enforce the profile
+    for pod in [worker, run, *operators]:
+        pod["metadata"].pop("ownerReferences", None)
+        admitted = crds.kubectl(
+            "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=json.dumps(pod),
+            check=False,
+        )  # fmt: skip
+        assert admitted.returncode == 0, f"{pod['metadata']['name']}: {admitted.stderr}"
+        assert "would violate" not in admitted.stderr, admitted.stderr
