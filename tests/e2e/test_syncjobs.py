@@ -142,13 +142,17 @@ def test_a_failing_run_is_not_retried_until_the_next_slot(
 def test_a_table_held_by_a_ddl_job_makes_a_writer_wait_then_run_or_skip_after_its_wait(
     crds: Cluster, operator: OperatorProcess, namespace: str, tmp_path: Path
 ) -> None:
-    log = tmp_path / "order.log"
+    log, done = tmp_path / "order.log", tmp_path / "migration-done"
     never = "0 0 1 1 *"  # these jobs run when asked
+    # The migration holds its table until the test says it is done.
+    migration = (
+        f"echo migrate-start >> {log}; while [ ! -f {done} ]; do sleep 0.1; done; "
+        f"echo migrate-end >> {log}"
+    )
     jobs = [
-        sync_job("migrate", f"echo migrate-start >> {log}; sleep 4; echo migrate-end >> {log}",
-                 schedule=never, ddl=True, tables=["warehouse.orders"]),
+        sync_job("migrate", migration, schedule=never, ddl=True, tables=["warehouse.orders"]),
         sync_job("writer", f"echo writer >> {log}", schedule=never, tables=["warehouse.orders"],
-                 lockWaitSeconds=20),
+                 lockWaitSeconds=30),
         sync_job("impatient", f"echo impatient >> {log}", schedule=never,
                  tables=["warehouse.orders"], lockWaitSeconds=1),
     ]  # fmt: skip
@@ -156,7 +160,6 @@ def test_a_table_held_by_a_ddl_job_makes_a_writer_wait_then_run_or_skip_after_it
         crds.kubectl("apply", "-n", namespace, "-f", "-", input=job)
     crds.plugin("sync", "run", "migrate", "-n", namespace)
     eventually(lambda: log.exists() and "migrate-start" in log.read_text(), "the migration runs")
-    crds.plugin("sync", "run", "writer", "-n", namespace)
     crds.plugin("sync", "run", "impatient", "-n", namespace)
     impatient = eventually(
         lambda: (s := status_of(crds, namespace, "impatient")).get("lastOutcome") and s,
@@ -164,6 +167,13 @@ def test_a_table_held_by_a_ddl_job_makes_a_writer_wait_then_run_or_skip_after_it
     )
     assert (impatient["lastOutcome"], impatient["lastSkipReason"]) == ("Skipped", "TableLocked")
     assert impatient["lastSkipHolder"].startswith("migrate-manual-")
+    crds.plugin("sync", "run", "writer", "-n", namespace)
+    eventually(
+        lambda: status_of(crds, namespace, "writer").get("attemptsInSlot") is None,
+        "the writer waiting for the table",
+        timeout_seconds=5,
+    )
+    done.touch()
     writer = eventually(
         lambda: (s := status_of(crds, namespace, "writer")).get("lastOutcome") and s,
         "the patient writer's outcome",
