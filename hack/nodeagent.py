@@ -7,12 +7,14 @@ exit codes and restarts by restartPolicy; runs init containers in order and keep
 (init containers with restartPolicy Always) running beside the main containers; runs readiness,
 liveness and startup probes (httpGet, tcpSocket, exec); enforces activeDeadlineSeconds; and on
 deletion sends SIGTERM, waits the grace period, SIGKILLs and finalizes the deletion.  It serves
-the kubelet's containerLogs endpoint so that `kubectl logs` works.
+the kubelet's containerLogs endpoint so that `kubectl logs` works.  Volumes (emptyDir,
+configMap, secret, downwardAPI, projected with the service-account token) are mounted at their
+paths in a mount namespace per container (hack/volumes.py), so in-cluster clients work.
 
 What it does not do, on purpose: images are ignored (a container must name its program in
 `command` or `args`; programs resolve on the agent's PATH, which includes the project's virtual
-environment); volumes are not mounted; every pod shares the host's network (like hostNetwork),
-so its IP is 127.0.0.1 and two pods must not listen on the same port; resources are not limited.
+environment); every pod shares the host's network (like hostNetwork), so its IP is 127.0.0.1
+and two pods must not listen on the same port; resources are not limited.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import ConfigMap, Node, Pod, Secret
 from lightkube.types import PatchType
+
+import volumes
 
 log = logging.getLogger("nodeagent")
 
@@ -326,6 +330,7 @@ class PodRunner:
         self.flusher: asyncio.Task[None] | None = None
         self.finished = asyncio.Event()
         self.sidecar_tasks: list[asyncio.Task[None]] = []
+        self.volumes: dict[str, Path] = {}
         previous = {s["name"]: s for s in (pod.get("status") or {}).get("containerStatuses") or []}
         for container in self.main:
             if container.name in previous:
@@ -433,6 +438,21 @@ class PodRunner:
 
     async def lifecycle(self) -> None:
         lookups = Lookups(self.agent.client, self.namespace)
+        while True:
+            try:
+                self.volumes = await volumes.prepare(
+                    self.agent.client, self.pod, lookups, self.dir, field_value
+                )
+                break
+            except Exception as error:  # a missing object, or the API server away: try again
+                log.warning("%s/%s: volumes: %s", self.namespace, self.name, error)
+                for container in self.init + self.main:
+                    container.state = {
+                        "waiting": {"reason": "ContainerCreating", "message": f"volumes: {error}"}
+                    }
+                self.changed()
+                lookups._cache.clear()
+                await asyncio.sleep(2)
         for container in self.init:
             if container.spec.get("restartPolicy") == "Always":
                 started = asyncio.Event()
@@ -519,6 +539,8 @@ class PodRunner:
             Path(cwd).mkdir(parents=True, exist_ok=True)
             logdir = self.dir / container.name
             logdir.mkdir(parents=True, exist_ok=True)
+            mounts = volumes.mounts_for(container.spec, self.volumes)
+            enter = volumes.entering(mounts) if mounts and self.agent.can_mount else None
             with open(logdir / f"{container.restart_count}.log", "ab") as logfile:
                 container.process = await asyncio.create_subprocess_exec(
                     program,
@@ -529,6 +551,7 @@ class PodRunner:
                     stdout=logfile,
                     stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=enter,
                 )
             self.agent.remember_process(self.uid, container.name, container.process.pid)
             started_at = now_iso()
@@ -727,6 +750,9 @@ class Agent:
         )
         self.runners: dict[str, PodRunner] = {}
         self.server_host, self.server_port = self._server_address(args.kubeconfig)
+        self.can_mount = volumes.mounts_possible()
+        if not self.can_mount:
+            log.warning("not root (or no mount namespaces): containers run without volume mounts")
 
     @staticmethod
     def _server_address(kubeconfig: str) -> tuple[str, str]:

@@ -73,7 +73,7 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     cluster.kubectl("create", "namespace", name)
     cluster.kubectl(
         "wait",
-        "--for=jsonpath={.metadata.name}=default",
+        "--for=create",  # the controller manager makes it a moment after the namespace
         "--timeout=60s",
         "serviceaccount/default",
         "-n",
@@ -110,7 +110,7 @@ def operator(
     """The operator as a subprocess against the local cluster, shared by the session's tests
     (each works in its own namespace)."""
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    running = operator_process.start(crds, log, redis_server_process.url)
+    running = operator_process.start(crds, log, redis_server_process.operator_url)
     yield running
     running.stop()
 

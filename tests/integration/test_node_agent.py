@@ -201,3 +201,34 @@ def test_when_a_container_ends_every_process_it_started_ends_with_it(
     while process_alive(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not process_alive(child)
+
+
+def test_volumes_are_mounted_where_the_container_asks_and_the_token_is_the_pods(
+    cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    cluster.kubectl("create", "configmap", "settings", "-n", namespace, "--from-literal=mode=fast")
+    cluster.kubectl("create", "secret", "generic", "creds", "-n", namespace, "--from-literal=pw=s3")
+    account = "/var/run/secrets/kubernetes.io/serviceaccount"
+    script = (
+        f"cat /etc/settings/mode /etc/creds/pw {account}/namespace > {tmp_path}/seen; "
+        f"wc -c < {account}/token > {tmp_path}/token-bytes; "
+        f"test -f {account}/ca.crt && touch /scratch/ok && ls /scratch > {tmp_path}/scratch"
+    )
+    volumes = [
+        {"name": "settings", "configMap": {"name": "settings"}},
+        {"name": "creds", "secret": {"secretName": "creds"}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    mounts = [
+        {"name": "settings", "mountPath": "/etc/settings", "readOnly": True},
+        {"name": "creds", "mountPath": "/etc/creds", "readOnly": True},
+        {"name": "scratch", "mountPath": "/scratch"},
+    ]
+    manifest = pod("mounted", script, workdir=tmp_path, volumes=volumes,
+                   container={"volumeMounts": mounts})  # fmt: skip
+    run(cluster, namespace, manifest)
+    cluster.wait("pod/mounted", namespace, "jsonpath={.status.phase}=Succeeded")
+    assert (tmp_path / "seen").read_text() == f"fasts3{namespace}"
+    assert int((tmp_path / "token-bytes").read_text()) > 100
+    assert (tmp_path / "scratch").read_text() == "ok\n"
+    assert not Path("/scratch/ok").exists()  # the mount was the container's alone

@@ -26,7 +26,14 @@ class RedisServer:
 
     @property
     def url(self) -> str:
+        """Database 0: what integration tests use (and empty between tests)."""
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    @property
+    def operator_url(self) -> str:
+        """Database 1: the session operator's, so it never consumes the results that
+        integration tests publish on the same server."""
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/1"
 
     def stop(self) -> None:
         self.process.terminate()
