@@ -31,6 +31,7 @@ import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -367,7 +368,6 @@ class PodRunner:
             "podIP": POD_IP,
             "podIPs": [{"ip": POD_IP}],
             "startTime": self.start_time,
-            "qosClass": "BestEffort",
             "conditions": [
                 condition("PodScheduled", True),
                 condition("Initialized", self.initialized, "ContainersNotInitialized"),
@@ -539,20 +539,29 @@ class PodRunner:
             Path(cwd).mkdir(parents=True, exist_ok=True)
             logdir = self.dir / container.name
             logdir.mkdir(parents=True, exist_ok=True)
-            mounts = volumes.mounts_for(container.spec, self.volumes)
-            enter = volumes.entering(mounts) if mounts and self.agent.can_mount else None
-            with open(logdir / f"{container.restart_count}.log", "ab") as logfile:
-                container.process = await asyncio.create_subprocess_exec(
-                    program,
-                    *argv[1:],
-                    env=env,
-                    cwd=cwd,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=logfile,
-                    stderr=asyncio.subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=enter,
-                )
+            try:
+                mounts = volumes.mounts_for(container.spec, self.volumes)
+                enter = volumes.entering(mounts) if mounts and self.agent.can_mount else None
+                with open(logdir / f"{container.restart_count}.log", "ab") as logfile:
+                    container.process = await asyncio.create_subprocess_exec(
+                        program,
+                        *argv[1:],
+                        env=env,
+                        cwd=cwd,
+                        stdin=asyncio.subprocess.DEVNULL,
+                        stdout=logfile,
+                        stderr=asyncio.subprocess.STDOUT,
+                        start_new_session=True,
+                        preexec_fn=enter,
+                    )
+            except (OSError, subprocess.SubprocessError, volumes.VolumeError) as error:
+                log.warning("%s/%s: cannot start: %s", self.name, container.name, error)
+                container.state = {
+                    "waiting": {"reason": "CreateContainerError", "message": str(error)}
+                }
+                self.changed()
+                await asyncio.sleep(2)
+                continue
             self.agent.remember_process(self.uid, container.name, container.process.pid)
             started_at = now_iso()
             container.state = {"running": {"startedAt": started_at}}

@@ -100,7 +100,7 @@ async def _token(client: AsyncClient, pod: Json, source: Json) -> bytes:
             boundObjectRef=BoundObjectReference(
                 apiVersion="v1", kind="Pod", name=meta["name"], uid=meta["uid"]
             ),
-        )
+        ),
     )
     account = spec.get("serviceAccountName") or "default"
     answer = await client.create(request, name=account, namespace=meta["namespace"])
@@ -163,21 +163,34 @@ def mounts_for(container: Json, volumes: dict[str, Path]) -> list[tuple[str, str
 
 def entering(mounts: list[tuple[str, str, bool]]) -> Callable[[], None]:
     """A preexec function: a private mount namespace with the container's mounts in place."""
-    for _, target, _ in mounts:
-        Path(target).mkdir(parents=True, exist_ok=True)
+    for source, target, _ in mounts:
+        if Path(source).is_dir():
+            Path(target).mkdir(parents=True, exist_ok=True)
+        else:  # a subPath file: mounted over a file
+            Path(target).parent.mkdir(parents=True, exist_ok=True)
+            Path(target).touch(exist_ok=True)
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
     def check(result: int, what: str) -> None:
         if result != 0:
             raise OSError(ctypes.get_errno(), f"{what}: {os.strerror(ctypes.get_errno())}")
 
+    # Parents before children, so that /var/run/x mounts on top of a mount at /var.
+    ordered = sorted(mounts, key=lambda mount: len(Path(mount[1]).parts))
+
     def enter() -> None:
         check(libc.unshare(CLONE_NEWNS), "unshare")
         check(libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate")
-        for source, target, read_only in mounts:
-            check(libc.mount(source.encode(), target.encode(), None, MS_BIND, None), target)
+        # Hold every source open first (in this namespace): a mount at /tmp would hide the
+        # sources that live under it.
+        handles = [os.open(source, os.O_RDONLY) for source, _, _ in ordered]
+        for handle, (_, target, read_only) in zip(handles, ordered, strict=True):
+            source = f"/proc/self/fd/{handle}".encode()
+            check(libc.mount(source, target.encode(), None, MS_BIND, None), target)
             if read_only:
                 flags = MS_BIND | MS_REMOUNT | MS_RDONLY
                 check(libc.mount(None, target.encode(), None, flags, None), target)
+        for handle in handles:
+            os.close(handle)
 
     return enter

@@ -100,6 +100,7 @@ GRANTED = [
     ("update", "leases.coordination.k8s.io"),
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ("patch", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
+    ("create", "mutatingwebhookconfigurations.admissionregistration.k8s.io"),
 ]
 REFUSED = [
     ("get", "secrets"),

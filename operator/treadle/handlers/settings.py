@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -33,4 +35,13 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """In a pod: the service account; elsewhere: KUBECONFIG or ~/.kube/config."""
     credentials: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
-    return credentials or kopf.login_with_kubeconfig(**kwargs)
+    if credentials is not None:
+        # kopf names kubernetes.default.svc; like client-go, prefer the address the kubelet
+        # gives every pod (no cluster DNS needed).
+        host = os.environ.get("KUBERNETES_SERVICE_HOST")
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if host:
+            host = f"[{host}]" if ":" in host else host
+            credentials = dataclasses.replace(credentials, server=f"https://{host}:{port}")
+        return credentials
+    return kopf.login_with_kubeconfig(**kwargs)
