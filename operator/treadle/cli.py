@@ -28,7 +28,7 @@ def _operator(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         leader_election_namespace=args.leader_election_namespace,
         webhook_service=args.webhook_service,
-        identity=os.environ.get("POD_NAME", ""),
+        pod_name=os.environ.get("POD_NAME", ""),
     )
     asyncio.run(runner.run(options))
     return 0

@@ -6,6 +6,7 @@ import os
 import subprocess
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,17 @@ class OperatorProcess:
             self.process.wait()
 
 
-def start(cluster: Cluster, log: Path, redis_url: str, *, webhook: bool = True) -> OperatorProcess:
+def start(
+    cluster: Cluster,
+    log: Path,
+    redis_url: str,
+    *,
+    webhook: bool = True,
+    extra: Sequence[str] = (),
+    leading: bool = True,
+) -> OperatorProcess:
+    """Starts an operator and waits until it serves: its health endpoint once it leads (kopf
+    runs), or only its metrics when it may be a standby (`leading=False`)."""
     health, metrics, webhook_port = free_port(), free_port(), free_port()
     argv = [
         str(TREADLE),
@@ -59,6 +70,7 @@ def start(cluster: Cluster, log: Path, redis_url: str, *, webhook: bool = True) 
         f"--health-address=127.0.0.1:{health}",
         f"--metrics-address=127.0.0.1:{metrics}",
         f"--webhook-address=127.0.0.1:{webhook_port}" if webhook else "--webhook-address=",
+        *extra,
     ]
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "TREADLE_REDIS_URL": redis_url}
     with log.open("ab") as handle:
@@ -66,18 +78,19 @@ def start(cluster: Cluster, log: Path, redis_url: str, *, webhook: bool = True) 
             argv, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, env=env
         )
     operator = OperatorProcess(process, log, health, metrics, argv, env)
-    _wait_healthy(operator)
+    _wait_healthy(operator, "healthz" if leading else "metrics")
     return operator
 
 
-def _wait_healthy(operator: OperatorProcess) -> None:
-    process, health = operator.process, operator.health_port
+def _wait_healthy(operator: OperatorProcess, endpoint: str = "healthz") -> None:
+    process = operator.process
+    port = operator.health_port if endpoint == "healthz" else operator.metrics_port
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"the operator exited:\n{operator.log_tail()}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{health}/healthz", timeout=1) as reply:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/{endpoint}", timeout=1) as reply:
                 if reply.status == 200:
                     return
         except OSError:

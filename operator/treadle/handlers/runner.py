@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Coroutine
@@ -64,8 +65,9 @@ class OperatorOptions:
     by URL, at the webhook address."""
     leader_election_namespace: str = ""
     """Namespace of the leader Lease; empty: no election (one replica only)."""
-    identity: str = ""
-    """This replica's name in the leader Lease (the pod's name)."""
+    pod_name: str = ""
+    """The operator's pod ($POD_NAME): its name in the leader Lease, and the pod the leader
+    labels; outside a pod, the Lease holder is <host>-<pid>."""
     stop_flag: asyncio.Event | None = field(default=None, compare=False)
 
 
@@ -138,8 +140,9 @@ async def run(options: OperatorOptions) -> None:
     held = None
     if options.leader_election_namespace:
         store = LeaseStore(kube.client(), options.leader_election_namespace)
-        leadership = Leadership(store, options.identity or socket.gethostname())
-        pod = options.identity and (options.leader_election_namespace, options.identity)
+        identity = options.pod_name or f"{socket.gethostname()}-{os.getpid()}"
+        leadership = Leadership(store, identity)
+        pod = options.pod_name and (options.leader_election_namespace, options.pod_name)
         if pod:
             await kube.label_pod(kube.client(), *pod, LEADER_LABEL, "false")
         held = await leadership.acquire()
