@@ -12,6 +12,8 @@ import inspect
 import os
 import re
 import secrets
+import shutil
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 
 import hypothesis
@@ -43,13 +45,54 @@ def _event_loop_for_sync_tests(request: pytest.FixtureRequest) -> Iterator[None]
     loop.close()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cluster",
+        choices=("local", "kind"),
+        default="local",
+        help="where integration and end-to-end tests run: the local cluster built from source "
+        "(default, what CI runs) or kind (needs a Docker engine)",
+    )
+
+
+def docker_engine_missing() -> str | None:
+    """Why no Docker engine can run kind here, or None when one answers."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return "no docker command on PATH"
+    answer = subprocess.run([docker, "info"], capture_output=True, text=True, check=False)
+    if answer.returncode != 0:
+        return f"`docker info` failed: {answer.stderr.strip()[:200]}"
+    return None
+
+
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    if request.config.getoption("cluster") == "kind":
+        yield from _kind_cluster(request)
+        return
     running, started = local_cluster.start()
     os.environ["KUBECONFIG"] = str(running.kubeconfig)
     yield running
     if started and not os.environ.get("TREADLE_KEEP_CLUSTER"):
         local_cluster.stop()
+
+
+def _kind_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """A kind cluster (pytest-kind) with the Treadle image built and loaded into it."""
+    missing = docker_engine_missing()
+    if missing is not None:
+        pytest.skip(f"--cluster=kind needs a Docker engine, and there is none here: {missing}")
+    from pytest_kind import KindCluster
+
+    kind = KindCluster("treadle-e2e")
+    kind.create()
+    subprocess.run(["docker", "build", "-t", "treadle:dev", str(REPO)], check=True)
+    kind.load_docker_image("treadle:dev")
+    os.environ["KUBECONFIG"] = str(kind.kubeconfig_path)
+    yield Cluster(kind.kubeconfig_path)
+    if not os.environ.get("TREADLE_KEEP_CLUSTER"):
+        kind.delete()
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from support.cluster import CLUSTER, KUBECTL, Cluster
+from support.cluster import CLUSTER, KUBECTL, REPO, Cluster
 from support.conditions import condition
 
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "node-agent")
@@ -65,3 +66,19 @@ def test_up_twice_reports_the_running_cluster_and_down_leaves_no_process(
 def test_the_api_server_listens_on_loopback_only(cluster: Cluster) -> None:
     server = json.loads(cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
     assert server.startswith("https://127.0.0.1:")
+
+
+def test_the_kind_back_end_without_a_docker_engine_is_a_clear_skip_not_an_error() -> None:
+    from conftest import docker_engine_missing
+
+    if docker_engine_missing() is None:
+        pytest.skip("a Docker engine is here: --cluster=kind would really run")
+    target = "tests/integration/test_crds_apply.py::test_kubectl_explain_shows_the_field_docs"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "--cluster=kind", "-p", "no:cacheprovider",
+         target],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "1 skipped" in run.stdout
+    assert "--cluster=kind needs a Docker engine, and there is none here" in run.stdout
