@@ -12,6 +12,7 @@ import pytest
 
 from support.cluster import REPO, Cluster
 from support.operator import OperatorProcess
+from support.redis_server import RedisServer
 
 TOKEN = "s3cret-token"
 
@@ -55,7 +56,11 @@ def api() -> Iterator[str]:
 
 
 def test_the_parallel_api_fetcher_fans_out_fans_in_and_reports(
-    crds: Cluster, operator: OperatorProcess, namespace: str, api: str
+    crds: Cluster,
+    operator: OperatorProcess,
+    namespace: str,
+    api: str,
+    redis_server_process: RedisServer,
 ) -> None:
     crds.kubectl(
         "create",
@@ -120,5 +125,14 @@ def test_the_parallel_api_fetcher_fans_out_fans_in_and_reports(
     assert sorted(Api.seen_keys) == sorted(
         [f"{uid}/list-users/-"] + [f"{uid}/fetch-user/{i}" for i in range(3)]
     )
-    # The token never shows in status.
+    # The token never shows in status, Events, the operator's log, or the workers' logs.
     assert TOKEN not in json.dumps(status)
+    assert TOKEN not in json.dumps(crds.events(namespace, "parallel-api-fetcher"))
+    operator_log = operator.log.read_text(errors="replace")
+    assert TOKEN not in operator_log
+    assert redis_server_process.password not in operator_log
+    for index in range(2):
+        logs = crds.kubectl(
+            "logs", f"parallel-api-fetcher-worker-{index}", "-n", namespace, check=False
+        ).stdout
+        assert TOKEN not in logs
