@@ -45,8 +45,10 @@ run: venv redis-server ## start everything and run the example workflow
 stop: ## stop the operator and Redis that make run started (the cluster keeps running)
 	@bash hack/run.sh stop
 
-crds: venv ## regenerate crds/ from the models
+crds: venv ## regenerate crds/, the chart's copy and docs/reference from the models
 	@$(BIN)/python -m treadle.api.crds crds
+	@$(BIN)/python -m treadle.api.crds charts/treadle/crds
+	@$(BIN)/python -m treadle.api.reference docs/reference
 
 lint: venv ## ruff, mypy and import-linter
 	$(BIN)/ruff check operator tests hack

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 import yaml
 
-from treadle.api import crds
+from treadle.api import crds, reference
 
-CRD_DIR = Path(__file__).resolve().parents[3] / "crds"
+REPO = Path(__file__).resolve().parents[3]
+CRD_DIR = REPO / "crds"
 
 
 def walk(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
@@ -85,3 +86,11 @@ def test_tasks_are_a_map_list_keyed_by_name_with_one_action_rule() -> None:
     assert tasks["x-kubernetes-list-map-keys"] == ["name"]
     rules = [v["rule"] for v in tasks["items"]["x-kubernetes-validations"]]
     assert any("exists_one" in rule for rule in rules)
+
+
+@pytest.mark.parametrize("name", sorted(crds.definitions()))
+def test_the_field_reference_in_docs_matches_the_models(name: str) -> None:
+    crd = crds.definitions()[name]
+    path = REPO / "docs" / "reference" / f"{crd['spec']['names']['singular']}.md"
+    assert path.read_text() == reference.render(crd), "run `make crds` to regenerate docs/reference"
+    assert "`spec.tasks[].forEach`" in path.read_text() or "`spec.schedule`" in path.read_text()
