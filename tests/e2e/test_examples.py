@@ -21,10 +21,13 @@ def test_every_example_applies_and_its_workflows_succeed(
 ) -> None:
     crds.kubectl("apply", "-n", namespace, "-f", str(path))
     for document in yaml.safe_load_all(path.read_text()):
-        if document["kind"] != "Workflow":
-            continue
         name = document["metadata"]["name"]
-        crds.wait(f"twf/{name}", namespace, "condition=Ready", timeout_seconds=180)
+        if document["kind"] == "Workflow":  # end state: Succeeded
+            crds.wait(f"twf/{name}", namespace, "condition=Ready", timeout_seconds=180)
+        elif document["kind"] == "SyncJob":  # end state: scheduled, waiting for its next slot
+            crds.wait(f"sj/{name}", namespace, "condition=Ready", timeout_seconds=60)
+            status = crds.get("sj", name, namespace)["status"]
+            assert status["nextScheduleTime"] > status["conditions"][0]["lastTransitionTime"]
 
 
 def test_the_fan_out_example_merges_every_child_output(
