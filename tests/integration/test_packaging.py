@@ -1,0 +1,42 @@
+"""What the image installs (`pip install .`, as the Dockerfile does) is complete: the package
+and its three entry points work from a plain, non-editable install."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+from support.cluster import REPO
+
+
+def test_a_plain_install_gives_the_operator_worker_and_kubectl_plugin(tmp_path: Path) -> None:
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+         "--target", str(target), str(REPO)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert (target / "treadle" / "api" / "workflows.py").exists()
+    dependencies = sysconfig.get_paths()["purelib"]
+    env = {**os.environ, "PYTHONPATH": f"{target}{os.pathsep}{dependencies}"}
+    env.pop("KUBECONFIG", None)
+    for command, expected in (
+        (["treadle", "version"], "0."),
+        (["treadle", "worker", "--help"], "--pool"),
+        (["treadle", "operator", "--help"], "--leader-election-namespace"),
+        (["kubectl-treadle", "--help"], "dlq"),
+    ):
+        script = target / "bin" / command[0]
+        ran = subprocess.run(
+            [sys.executable, str(script), *command[1:]], env=env, cwd=tmp_path,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert ran.returncode == 0, ran.stderr
+        assert expected in ran.stdout
+        assert str(target) in subprocess.run(
+            [sys.executable, "-c", "import treadle; print(treadle.__file__)"],
+            env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
