@@ -28,6 +28,7 @@ def _operator(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         leader_election_namespace=args.leader_election_namespace,
         webhook_service=args.webhook_service,
+        webhook_cert_dir=args.webhook_cert_dir,
         pod_name=os.environ.get("POD_NAME", ""),
     )
     asyncio.run(runner.run(options))
@@ -147,6 +148,12 @@ def parser() -> argparse.ArgumentParser:
         default="",
         help="namespace/name:port of the Service the API server reaches the webhook through "
         "(in a cluster); '' (default): by URL at --webhook-address",
+    )
+    operator.add_argument(
+        "--webhook-cert-dir",
+        default="",
+        help="directory with the webhook's tls.crt, tls.key and ca.crt (e.g. a cert-manager "
+        "Secret, reloaded when renewed); '' (default): generate a self-signed pair",
     )
     operator.add_argument(
         "--leader-election-namespace",

@@ -231,3 +231,30 @@ def test_a_restricted_namespace_admits_every_pod_treadle_creates(
         )  # fmt: skip
         assert admitted.returncode == 0, f"{pod['metadata']['name']}: {admitted.stderr}"
         assert "would violate" not in admitted.stderr, admitted.stderr
+
+
+def test_with_cert_manager_the_webhook_certificate_is_issued_and_mounted(namespace: str) -> None:
+    rendered = [
+        d
+        for d in yaml.safe_load_all(render(namespace, "--set", "webhook.certManager.enabled=true"))
+        if d
+    ]
+    certificates = {d["metadata"]["name"]: d for d in rendered if d["kind"] == "Certificate"}
+    serving = certificates["treadle-webhook"]["spec"]
+    assert f"treadle-webhook.{namespace}.svc" in serving["dnsNames"]
+    assert serving["issuerRef"] == {"name": "treadle-webhook-ca", "kind": "Issuer"}
+    assert certificates["treadle-webhook-ca"]["spec"]["isCA"] is True
+    [deployment] = [d for d in rendered if d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    operator = pod["containers"][0]
+    assert "--webhook-cert-dir=/etc/treadle/webhook" in operator["args"]
+    assert {"name": "webhook-tls", "secret": {"secretName": "treadle-webhook-tls"}} in pod[
+        "volumes"
+    ]
+    given = render(namespace, "--set", "webhook.certManager.enabled=true",
+                   "--set", "webhook.certManager.issuerRef.name=corp-ca",
+                   "--set", "webhook.certManager.issuerRef.kind=ClusterIssuer")  # fmt: skip
+    kinds = [d["kind"] for d in yaml.safe_load_all(given) if d]
+    assert kinds.count("Certificate") == 1
+    assert "Issuer" not in kinds
+    assert "kind: ClusterIssuer" in given

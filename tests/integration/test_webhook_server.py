@@ -10,6 +10,7 @@ from cryptography import x509
 
 from support.redis_server import free_port
 from treadle.handlers import runner
+from treadle.services import certificates
 
 
 async def handler(*_: object, **__: object) -> None:
@@ -36,3 +37,19 @@ async def test_a_webhook_behind_a_service_is_registered_by_service_with_its_ca()
     cert = x509.load_pem_x509_certificate(pem)
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert "treadle-webhook.treadle-system.svc" in names.get_values_for_type(x509.DNSName)
+
+
+async def test_a_webhook_with_a_given_certificate_serves_it_and_registers_its_ca(
+    tmp_path: Path,
+) -> None:
+    ca, cert, key = certificates.serving_pair("corp", ("treadle-webhook.ns.svc",))
+    for name, pem in (("ca.crt", ca), ("tls.crt", cert), ("tls.key", key)):
+        await asyncio.to_thread((tmp_path / name).write_bytes, pem)
+    server = runner._webhook_server(
+        f"127.0.0.1:{free_port()}", "ns/treadle-webhook:443", str(tmp_path)
+    )
+    configs = server(handler)  # type: ignore[arg-type]
+    config = await anext(configs)
+    await configs.aclose()
+    assert base64.b64decode(config["caBundle"]) == ca
+    assert server.certfile == str(tmp_path / "tls.crt")

@@ -63,6 +63,8 @@ class OperatorOptions:
     webhook_service: str = ""
     """namespace/name:port of the Service the API server reaches the webhook through; empty:
     by URL, at the webhook address."""
+    webhook_cert_dir: str = ""
+    """Directory with the webhook's tls.crt, tls.key and ca.crt; empty: generate them."""
     leader_election_namespace: str = ""
     """Namespace of the leader Lease; empty: no election (one replica only)."""
     pod_name: str = ""
@@ -90,9 +92,11 @@ class ServiceWebhookServer(kopf.WebhookServer):
             yield found
 
 
-def _webhook_server(address: str, service: str = "") -> kopf.WebhookServer:
-    """A TLS webhook server on `address` with a fresh self-signed CA for its certificate; with
-    `service` ("namespace/name:port") the API server reaches it through that Service."""
+def _webhook_server(address: str, service: str = "", cert_dir: str = "") -> kopf.WebhookServer:
+    """A TLS webhook server on `address` with a fresh self-signed CA for its certificate, or
+    with the certificate in `cert_dir` (tls.crt, tls.key, ca.crt, e.g. from cert-manager; it
+    is reloaded when it changes); with `service` ("namespace/name:port") the API server reaches
+    it through that Service."""
     host, port = _split(address)
     names = [host, "localhost"]
     target = None
@@ -102,10 +106,13 @@ def _webhook_server(address: str, service: str = "") -> kopf.WebhookServer:
         target = (namespace, name, int(service_port or 443))
         names += [name, f"{name}.{namespace}", f"{name}.{namespace}.svc"]
         names.append(f"{name}.{namespace}.svc.cluster.local")
-    ca, cert, key = certificates.serving_pair("treadle-webhook", tuple(names))
-    directory = Path(tempfile.mkdtemp(prefix="treadle-webhook-"))
-    for file, pem in (("ca.crt", ca), ("tls.crt", cert), ("tls.key", key)):
-        (directory / file).write_bytes(pem)
+    if cert_dir:
+        directory = Path(cert_dir)
+    else:
+        ca, cert, key = certificates.serving_pair("treadle-webhook", tuple(names))
+        directory = Path(tempfile.mkdtemp(prefix="treadle-webhook-"))
+        for file, pem in (("ca.crt", ca), ("tls.crt", cert), ("tls.key", key)):
+            (directory / file).write_bytes(pem)
     cafile, certfile, pkeyfile = (str(directory / f) for f in ("ca.crt", "tls.crt", "tls.key"))
     if target is not None:
         return ServiceWebhookServer(
@@ -153,7 +160,7 @@ async def run(options: OperatorOptions) -> None:
     if options.webhook_address:
         validation.register(registry)
         operator_settings.admission.server = _webhook_server(
-            options.webhook_address, options.webhook_service
+            options.webhook_address, options.webhook_service, options.webhook_cert_dir
         )
         operator_settings.admission.managed = validation.WEBHOOK_CONFIGURATION
     memo = kopf.Memo()
