@@ -121,31 +121,34 @@ async def prepare(
         directory = pod_dir / "volumes" / volume["name"]
         directory.mkdir(parents=True, exist_ok=True)
         prepared[volume["name"]] = directory
-        if "configMap" in volume or "secret" in volume:
-            kind = "ConfigMap" if "configMap" in volume else "Secret"
-            source = volume.get("configMap") or volume["secret"]
-            data = await _object_data(lookups, kind, source)
-            if data is not None:
-                _write(directory, _pick(data, source.get("items"), f"{kind} {source}"))
-        elif "downwardAPI" in volume:
-            _write(directory, _downward(pod, volume["downwardAPI"].get("items") or [], field_value))
-        elif "projected" in volume:
-            for source in volume["projected"].get("sources") or []:
-                if "serviceAccountToken" in source:
-                    token_source = source["serviceAccountToken"]
-                    token = await _token(client, pod, token_source)
-                    _write(directory, {token_source["path"]: token}, 0o600)
-                elif "configMap" in source or "secret" in source:
-                    kind = "ConfigMap" if "configMap" in source else "Secret"
-                    inner = source.get("configMap") or source["secret"]
-                    data = await _object_data(lookups, kind, inner)
-                    if data is not None:
-                        _write(directory, _pick(data, inner.get("items"), f"{kind} {inner}"))
-                elif "downwardAPI" in source:
-                    items = source["downwardAPI"].get("items") or []
-                    _write(directory, _downward(pod, items, field_value))
-        # emptyDir (and anything else): the empty directory itself.
+        # A projected volume is several sources in one directory; the others are one source.
+        # emptyDir (and anything else) is the empty directory itself.
+        sources = (volume.get("projected") or {}).get("sources") or [volume]
+        for source in sources:
+            await _write_source(client, pod, lookups, directory, source, field_value)
     return prepared
+
+
+async def _write_source(
+    client: AsyncClient,
+    pod: Json,
+    lookups: Any,
+    directory: Path,
+    source: Json,
+    field_value: Callable[[Json, str], str],
+) -> None:
+    if "serviceAccountToken" in source:
+        token_source = source["serviceAccountToken"]
+        token = await _token(client, pod, token_source)
+        _write(directory, {token_source["path"]: token}, 0o600)
+    elif "configMap" in source or "secret" in source:
+        kind = "ConfigMap" if "configMap" in source else "Secret"
+        inner = source.get("configMap") or source["secret"]
+        data = await _object_data(lookups, kind, inner)
+        if data is not None:
+            _write(directory, _pick(data, inner.get("items"), f"{kind} {inner}"))
+    elif "downwardAPI" in source:
+        _write(directory, _downward(pod, source["downwardAPI"].get("items") or [], field_value))
 
 
 def mounts_for(container: Json, volumes: dict[str, Path]) -> list[tuple[str, str, bool]]:
