@@ -9,7 +9,7 @@ STATE := $(or $(TREADLE_STATE_DIR),$(CURDIR)/.treadle)
 LOCAL_KUBECONFIG := $(STATE)/kubeconfig
 
 .PHONY: help venv tools redis-server cluster-up cluster-down cluster-status run stop test \
-        test-unit test-integration test-e2e lint format crds
+        test-unit test-integration test-e2e lint format crds bench
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -41,6 +41,11 @@ cluster-status: ## show what the local cluster runs
 
 run: venv redis-server ## start everything and run the example workflow
 	@bash hack/run.sh start
+
+bench: run ## benchmarks (bench/README.md): results, JSON and plots under bench/results
+	@$(BIN)/pip install -q -e '.[test,bench]'
+	@$(BIN)/python bench/throughput.py --tasks $${TASKS:-10000} --workers $${WORKERS:-2}
+	@$(BIN)/python bench/fanout.py --children $${TASKS:-10000} --workers $${WORKERS:-2}
 
 stop: ## stop the operator and Redis that make run started (the cluster keeps running)
 	@bash hack/run.sh stop

@@ -541,7 +541,9 @@ class PodRunner:
             logdir.mkdir(parents=True, exist_ok=True)
             try:
                 mounts = volumes.mounts_for(container.spec, self.volumes)
-                enter = volumes.entering(mounts) if mounts and self.agent.can_mount else None
+                enter = None
+                if mounts and self.agent.can_mount:
+                    enter = volumes.entering(mounts, self.agent.host_paths)
                 with open(logdir / f"{container.restart_count}.log", "ab") as logfile:
                     container.process = await asyncio.create_subprocess_exec(
                         program,
@@ -760,6 +762,12 @@ class Agent:
         self.runners: dict[str, PodRunner] = {}
         self.server_host, self.server_port = self._server_address(args.kubeconfig)
         self.can_mount = volumes.mounts_possible()
+        # What containers run lives on this machine, not in an image: keep it visible.
+        here = Path(__file__).resolve().parent.parent
+        self.host_paths = tuple(
+            str(p)
+            for p in {here, Path(sys.prefix), Path(sys.base_prefix), self.state_dir.resolve()}
+        )
         if not self.can_mount:
             log.warning("not root (or no mount namespaces): containers run without volume mounts")
 

@@ -164,8 +164,15 @@ def mounts_for(container: Json, volumes: dict[str, Path]) -> list[tuple[str, str
     return found
 
 
-def entering(mounts: list[tuple[str, str, bool]]) -> Callable[[], None]:
-    """A preexec function: a private mount namespace with the container's mounts in place."""
+def entering(
+    mounts: list[tuple[str, str, bool]], keep: list[str] | tuple[str, ...] = ()
+) -> Callable[[], None]:
+    """A preexec function: a private mount namespace with the container's mounts in place.
+
+    There is no image here: the container runs the machine's programs.  So the paths in `keep`
+    (the checkout, its virtual environment, the agent's state) stay visible even under a mount
+    that covers them (an emptyDir at /tmp over a checkout in /tmp): they are bound back inside
+    it."""
     for source, target, _ in mounts:
         if Path(source).is_dir():
             Path(target).mkdir(parents=True, exist_ok=True)
@@ -180,6 +187,15 @@ def entering(mounts: list[tuple[str, str, bool]]) -> Callable[[], None]:
 
     # Parents before children, so that /var/run/x mounts on top of a mount at /var.
     ordered = sorted(mounts, key=lambda mount: len(Path(mount[1]).parts))
+    targets = [Path(target) for _, target, _ in ordered]
+    covered = sorted(
+        {path for path in keep if any(Path(path).is_relative_to(t) for t in targets)},
+        key=lambda path: len(Path(path).parts),
+    )
+
+    def bind(handle: int, target: str) -> None:
+        source = f"/proc/self/fd/{handle}".encode()
+        check(libc.mount(source, target.encode(), None, MS_BIND | MS_REC, None), target)
 
     def enter() -> None:
         check(libc.unshare(CLONE_NEWNS), "unshare")
@@ -187,13 +203,16 @@ def entering(mounts: list[tuple[str, str, bool]]) -> Callable[[], None]:
         # Hold every source open first (in this namespace): a mount at /tmp would hide the
         # sources that live under it.
         handles = [os.open(source, os.O_RDONLY) for source, _, _ in ordered]
+        kept = [os.open(path, os.O_RDONLY) for path in covered]
         for handle, (_, target, read_only) in zip(handles, ordered, strict=True):
-            source = f"/proc/self/fd/{handle}".encode()
-            check(libc.mount(source, target.encode(), None, MS_BIND, None), target)
+            bind(handle, target)
             if read_only:
                 flags = MS_BIND | MS_REMOUNT | MS_RDONLY
                 check(libc.mount(None, target.encode(), None, flags, None), target)
-        for handle in handles:
+        for handle, path in zip(kept, covered, strict=True):
+            os.makedirs(path, exist_ok=True)
+            bind(handle, path)
+        for handle in handles + kept:
             os.close(handle)
 
     return enter
