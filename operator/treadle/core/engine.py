@@ -122,6 +122,21 @@ class _Run:
         self.dag = dags.Dag.from_tasks([(t.name, t.depends_on) for t in spec.tasks])
         self.enqueue: list[TaskMessage] = []
         self.status.setdefault("deadLetters", [])
+        self._sets: dict[tuple[str, str], set[int]] = {}
+
+    def items(self, name: str, key: str) -> set[int]:
+        """A forEach task's index set (runningItems, doneItems, deadItems), decoded once per
+        engine call and written back by `flush`: a pass applying thousands of results must not
+        decode and encode the sets once per result."""
+        if (name, key) not in self._sets:
+            self._sets[(name, key)] = ranges.decode(self.tasks[name].get(key))
+        return self._sets[(name, key)]
+
+    def flush(self) -> None:
+        for (name, key), found in self._sets.items():
+            entry = self.tasks[name]
+            if key in entry or found:
+                entry[key] = ranges.encode(found)
 
     # results ---------------------------------------------------------------------------------
 
@@ -143,17 +158,15 @@ class _Run:
             else:
                 self._failed(task, entry, None, result.attempt, result.error or "failed")
             return
-        running = ranges.decode(entry.get("runningItems"))
+        running = self.items(task.name, "runningItems")
         item = result.item
         attempts = entry.setdefault("itemAttempts", {})
         if item is None or item not in running or attempts.get(str(item), 1) != result.attempt:
             return
         running.discard(item)
-        entry["runningItems"] = ranges.encode(running)
         if result.outcome == "succeeded":
-            done = ranges.decode(entry.get("doneItems"))
+            done = self.items(task.name, "doneItems")
             done.add(item)
-            entry["doneItems"] = ranges.encode(done)
             entry["succeeded"] = len(done)
             if result.output_ref is not None:
                 entry.setdefault("outputRefs", {})[str(item)] = result.output_ref
@@ -205,9 +218,8 @@ class _Run:
             entry.pop("nextRetryAt", None)
         else:
             letter["item"] = item
-            dead = ranges.decode(entry.get("deadItems"))
+            dead = self.items(name, "deadItems")
             dead.add(item)
-            entry["deadItems"] = ranges.encode(dead)
             entry["deadLettered"] = len(dead)
             entry.setdefault("itemAttempts", {}).pop(str(item), None)
         self.status["deadLetters"].append(letter)
@@ -221,7 +233,7 @@ class _Run:
             if task.for_each is None:
                 count += entry["phase"] in IN_FLIGHT
             else:
-                count += len(ranges.decode(entry.get("runningItems")))
+                count += len(self.items(task.name, "runningItems"))
         return count
 
     def context(self, item: Any = None) -> dict[str, Any]:
@@ -326,9 +338,7 @@ class _Run:
             entry.update(phase="Queued", attempts=attempt)
             entry.pop("nextRetryAt", None)
         else:
-            running = ranges.decode(entry.get("runningItems"))
-            running.add(item)
-            entry["runningItems"] = ranges.encode(running)
+            self.items(task.name, "runningItems").add(item)
             if attempt > 1:
                 entry.setdefault("itemAttempts", {})[str(item)] = attempt
         return True
@@ -393,9 +403,9 @@ class _Run:
 
     def _launch_children(self, task: Task, entry: dict[str, Any], slots: int) -> int:
         started = (
-            ranges.decode(entry.get("runningItems"))
-            | ranges.decode(entry.get("doneItems"))
-            | ranges.decode(entry.get("deadItems"))
+            self.items(task.name, "runningItems")
+            | self.items(task.name, "doneItems")
+            | self.items(task.name, "deadItems")
             | {int(k) for k in entry.get("retryAt") or {}}
         )
         item = int(entry.get("nextItem", 0))
@@ -414,8 +424,8 @@ class _Run:
             if task.for_each is None or entry["phase"] != "Running":
                 continue
             total = int(entry["items"])
-            done = len(ranges.decode(entry.get("doneItems")))
-            dead = len(ranges.decode(entry.get("deadItems")))
+            done = len(self.items(task.name, "doneItems"))
+            dead = len(self.items(task.name, "deadItems"))
             if done + dead < total:
                 continue
             entry["finishedAt"] = _ts(self.now)
@@ -552,6 +562,7 @@ def advance(
             run.schedule()
             run.settle()
     run.conclude(generation)
+    run.flush()
     return Step(run.status, run.enqueue, run.wake_at())
 
 
