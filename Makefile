@@ -46,6 +46,7 @@ bench: run ## benchmarks (bench/README.md): results, JSON and plots under bench/
 	@$(BIN)/pip install -q -e '.[test,bench]'
 	@$(BIN)/python bench/throughput.py --tasks $${TASKS:-10000} --workers $${WORKERS:-2}
 	@$(BIN)/python bench/fanout.py --children $${TASKS:-10000} --workers $${WORKERS:-2}
+	@$(BIN)/python bench/latency.py --tasks $${CHAIN:-500}
 
 stop: ## stop the operator and Redis that make run started (the cluster keeps running)
 	@bash hack/run.sh stop
