@@ -363,3 +363,22 @@ async def test_a_large_output_is_stored_apart_and_read_back_by_reference(
     stream = queues.ResultStream(client, "operator")
     loaded = await stream.load_outputs([ref, "treadle:wf:uid-1:out:gone:-"])
     assert loaded == {ref: json.loads(big)}
+
+
+async def test_a_restarted_operator_reads_its_unacknowledged_results_once_then_new_ones(
+    client: aioredis.Redis,
+) -> None:
+    first = queues.ResultStream(client, "operator")
+    await first.ensure_group()
+    published = [TaskResult("u", "ns/wf", f"t{i}", None, 1, "succeeded", i) for i in range(3)]
+    for result in published:
+        await client.xadd(queues.RESULTS, result.encode())
+    assert await first.read(10, 100) == []  # a fresh operator has no backlog
+    assert len(await first.read(10, 100)) == 3  # read, never acknowledged: the operator dies
+    again = queues.ResultStream(client, "operator")
+    backlog = await again.read(2, 100)
+    backlog += await again.read(2, 100)
+    assert [r.task for _, r in backlog] == ["t0", "t1", "t2"]
+    await client.xadd(queues.RESULTS, TaskResult("u", "ns/wf", "t3", None, 1, "succeeded").encode())
+    assert [r.task for _, r in await again.read(10, 100)] == []  # the backlog ends here
+    assert [r.task for _, r in await again.read(10, 100)] == ["t3"]

@@ -1,12 +1,16 @@
 """The engine driver: feeds results and timer ticks to the pure engine and carries out its
 answer (enqueue attempts, keep worker pods, write status).
 
-It runs as one loop of the worker runtime beside kopf.  Each pass reads up to a thousand
-results, advances every workflow that got results or whose retry or deadline is due, writes one
-status patch per workflow, and only then acknowledges the results, so a crash between the two
-re-reads them (the engine ignores what it already applied).  Passes are at least a second apart,
-so a busy workflow gets about one status write a second, never one per task, and each write
-is the merge patch from the status last written (so it carries only what changed).
+It runs as one loop of the worker runtime beside kopf.  Each pass reads the results waiting
+(up to 20,000) and advances every workflow that got results or whose retry, deadline or status
+write is due.  Results are acknowledged only once the status that records them is written, so
+a crash re-reads them (the engine ignores what it already applied).
+
+Results are applied, and the next tasks enqueued, as soon as they arrive (passes are at least
+PASS_INTERVAL_SECONDS apart), while a workflow's status is written at most once a second, never
+once per task: the write, and the acknowledgement of the results it records, waits for the
+workflow's next write slot.  Each write is the merge patch from the status last written (so it
+carries only what changed).
 
 A manual retry (the `treadle.dev/retry` annotation) is applied on the next pass: the engine
 revives the dead-lettered work, the status is written, then the annotation is removed.  Events
@@ -36,6 +40,13 @@ from treadle.services.queues import ResultStream
 log = logging.getLogger(__name__)
 
 POD_CHECK_SECONDS = 30.0
+PASS_INTERVAL_SECONDS = 0.05
+"""The floor between passes: a task's successor is enqueued within about this of its result."""
+UNCLAIMED = timedelta(seconds=120)
+"""How long results of a workflow the driver does not track are kept for it (it may not be
+tracked yet: the operator just started) before they are dropped as a gone workflow's."""
+WRITE_INTERVAL = timedelta(seconds=1)
+"""A workflow's status is written at most this often (and at once when it finishes)."""
 GAUGE_SECONDS = 15.0
 BATCH = 1000
 MAX_PER_PASS = 20_000
@@ -52,6 +63,13 @@ class Tracked:
     pods_checked_at: datetime | None = None
     requeued_epoch: int = 0
     """The last Redis data loss this workflow's in-flight attempts were enqueued again for."""
+    written: dict[str, Any] = field(default_factory=dict)
+    """The status as last written: the base of the next merge patch."""
+    written_at: datetime | None = None
+    unacked: list[str] = field(default_factory=list)
+    """Results applied to `status` but not yet written: acknowledged once they are."""
+    unwritten: list[TaskResult] = field(default_factory=list)
+    """Those results themselves, to apply again if `status` is replaced before the write."""
     outputs: dict[str, Any] = field(default_factory=dict)
     """Large outputs read back from Redis, by reference, for templates."""
     retry: str | None = None
@@ -82,6 +100,8 @@ class Driver:
     secrets_ensured: set[str] = field(default_factory=set)
     _group_ready: bool = False
     _gauges_at: datetime | None = None
+    _orphan_acks: list[str] = field(default_factory=list)
+    _unclaimed: dict[str, list[tuple[str, TaskResult, datetime]]] = field(default_factory=dict)
     _lost_epoch: int = 0
     """Counts the times Redis was found without our data (new, or flushed); every tracked
     workflow re-enqueues its in-flight attempts once per such loss."""
@@ -93,7 +113,18 @@ class Driver:
         who = engine.Identity(
             uid=uid, name=meta["name"], namespace=meta["namespace"], pool=f"wf-{uid}"
         )
-        self.workflows[uid] = Tracked(who, spec, status, meta.get("generation"), datetime.now(UTC))
+        tracked = Tracked(who, spec, status, meta.get("generation"), datetime.now(UTC))
+        tracked.written = status
+        previous = self.workflows.get(uid)
+        if previous is not None:
+            # The new status comes from the API server: what was applied since the last write
+            # is not in it, so it is applied again (the engine ignores what it has already).
+            tracked.unacked, tracked.unwritten = previous.unacked, previous.unwritten
+        for entry_id, result, _ in self._unclaimed.pop(uid, []):
+            # Results that came before the workflow was tracked (the operator just started).
+            tracked.unacked.append(entry_id)
+            tracked.unwritten.append(result)
+        self.workflows[uid] = tracked
 
     def worker_pod_gone(self, workflow_uid: str) -> None:
         """A worker pod of this workflow died or went: replace it on the next pass."""
@@ -116,7 +147,9 @@ class Driver:
         tracked.due = datetime.now(UTC)
 
     def forget(self, uid: str) -> None:
-        self.workflows.pop(uid, None)
+        gone = self.workflows.pop(uid, None)
+        if gone is not None:
+            self._orphan_acks += gone.unacked
 
     async def execute(self, cancel: CancelToken) -> Directive:
         try:
@@ -145,16 +178,29 @@ class Driver:
                 break
             read += more
         by_workflow: dict[str, list[TaskResult]] = defaultdict(list)
-        for _, result in read:
+        ids: dict[str, list[str]] = defaultdict(list)
+        for entry_id, result in read:
             by_workflow[result.workflow_uid].append(result)
+            ids[result.workflow_uid].append(entry_id)
         now = datetime.now(UTC)
         due = {uid for uid, t in self.workflows.items() if t.due is not None and t.due <= now}
+        done = self._orphan_acks
+        self._orphan_acks = []
+        for uid, waiting in list(self._unclaimed.items()):
+            if now - waiting[0][2] > UNCLAIMED:  # a workflow that is gone (or not ours)
+                done += [entry_id for entry_id, _, _ in waiting]
+                del self._unclaimed[uid]
         for uid in sorted(set(by_workflow) | due):
             tracked = self.workflows.get(uid)
             if tracked is None:
-                continue  # results of a workflow that is gone or not ours
-            await self.advance(tracked, by_workflow.get(uid, []), now)
-        await self.results.ack([entry_id for entry_id, _ in read])
+                unclaimed = self._unclaimed.setdefault(uid, [])
+                unclaimed += [(i, r, now) for i, r in zip(ids[uid], by_workflow[uid], strict=True)]
+                continue
+            tracked.unacked += ids.get(uid, [])
+            done += await self.advance(tracked, by_workflow.get(uid, []), now)
+        # Only results whose effect is in written status are acknowledged: after a crash the
+        # others are read again (the engine ignores what it applied already).
+        await self.results.ack(done)
         if self._gauges_at is None or now - self._gauges_at >= timedelta(seconds=GAUGE_SECONDS):
             await self._set_gauges()
             self._gauges_at = now
@@ -168,8 +214,13 @@ class Driver:
         metrics.POISON_MESSAGES.set(depth.poison)
         metrics.TRACKED_WORKFLOWS.set(len(self.workflows))
 
-    async def advance(self, tracked: Tracked, results: list[TaskResult], now: datetime) -> None:
+    async def advance(
+        self, tracked: Tracked, results: list[TaskResult], now: datetime
+    ) -> list[str]:
+        """Advances one workflow; returns the result ids now safe to acknowledge."""
         who = tracked.who
+        if tracked.written is tracked.status and tracked.unwritten:  # status was replaced
+            results, tracked.unwritten = tracked.unwritten + results, []
         await self._read_outputs(tracked, results)
         if tracked.requeued_epoch < self._lost_epoch:
             again = engine.requeue_in_flight(
@@ -200,15 +251,27 @@ class Driver:
         ):
             await self._ensure_pods(tracked)
             tracked.pods_checked_at = now
-        change = patches.merge_patch(tracked.status, step.status)
-        if change:
-            with metrics.STATUS_WRITE_SECONDS.time():
-                written = await kube.patch_workflow_status(
-                    self.api, who.namespace, who.name, change
-                )
-            if not written:
-                self.forget(who.uid)
-                return
+        acked: list[str] = []
+        write = (
+            step.finished
+            or tracked.retry is not None
+            or tracked.written_at is None
+            or now - tracked.written_at >= WRITE_INTERVAL
+        )
+        if write:
+            change = patches.merge_patch(tracked.written, step.status)
+            if change:
+                with metrics.STATUS_WRITE_SECONDS.time():
+                    written = await kube.patch_workflow_status(
+                        self.api, who.namespace, who.name, change
+                    )
+                if not written:
+                    self.forget(who.uid)
+                    return []
+            tracked.written, tracked.written_at = step.status, now
+            acked, tracked.unacked, tracked.unwritten = tracked.unacked, [], []
+        else:
+            tracked.unwritten += results
         if tracked.retry is not None:
             await self._clear_retry(tracked)
         for notice in told:
@@ -232,9 +295,13 @@ class Driver:
             elif tracked.due is None:
                 self.forget(who.uid)
         else:
-            tracked.due = min(
-                filter(None, [step.wake_at, now + timedelta(seconds=POD_CHECK_SECONDS)])
-            )
+            moments = [now + timedelta(seconds=POD_CHECK_SECONDS)]
+            if step.wake_at is not None:
+                moments.append(step.wake_at)
+            if tracked.written is not step.status and tracked.written_at is not None:
+                moments.append(tracked.written_at + WRITE_INTERVAL)  # write what is applied
+            tracked.due = min(moments)
+        return acked
 
     async def _read_outputs(self, tracked: Tracked, results: list[TaskResult]) -> None:
         """Reads the large outputs status and these results refer to that are not read yet

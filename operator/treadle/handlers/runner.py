@@ -181,7 +181,7 @@ async def run(options: OperatorOptions) -> None:
             memo.driver,
             tasks.cancel,
             start=Directive.proceed(),
-            pacing=Pacing(min_interval_seconds=1.0),
+            pacing=Pacing(min_interval_seconds=driver.PASS_INTERVAL_SECONDS),
         )
         tasks.spawn("engine-driver", loop.run())
     memo.scheduler = scheduler.Scheduler(kube.client())

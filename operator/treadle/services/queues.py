@@ -288,6 +288,7 @@ class ResultStream:
         self.client = client
         self.consumer = consumer
         self._backlog = True
+        self._cursor = "0"
         self._pools_ready: set[str] = set()
 
     async def ensure_group(self) -> bool:
@@ -299,8 +300,9 @@ class ResultStream:
         return created
 
     async def read(self, count: int, block_ms: int) -> list[tuple[str, TaskResult]]:
-        """Unacknowledged results of this consumer first (after a restart), then new ones."""
-        start = "0" if self._backlog else ">"
+        """Unacknowledged results of this consumer first (after a restart, each once), then
+        new ones."""
+        start = self._cursor if self._backlog else ">"
         reply: Any = await self.client.xreadgroup(
             OPERATOR_GROUP,
             self.consumer,
@@ -309,8 +311,11 @@ class ResultStream:
             block=None if self._backlog else block_ms,
         )
         entries = [(entry_id, fields) for _, batch in reply or [] for entry_id, fields in batch]
-        if self._backlog and not entries:
-            self._backlog = False
+        if self._backlog:
+            if entries:
+                self._cursor = entries[-1][0]
+            else:
+                self._backlog = False
         return [(entry_id, TaskResult.decode(fields)) for entry_id, fields in entries if fields]
 
     async def load_outputs(self, refs: Sequence[str]) -> dict[str, Any]:
