@@ -1,5 +1,5 @@
 """The operator's own writes against a real API server: status merge patches that remove keys,
-and the retry annotation removed only while it still asks for what was done."""
+and a request annotation removed only while it still asks for what was done."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import json
 from lightkube import AsyncClient, KubeConfig
 
 from support.cluster import Cluster
-from treadle.api import RETRY_ANNOTATION
 from treadle.core.patches import merge_patch
 from treadle.services import kube
+
+REQUEST = "example.com/request"
 
 
 def workflow(name: str) -> str:
@@ -18,8 +19,11 @@ def workflow(name: str) -> str:
         {
             "apiVersion": "treadle.dev/v1alpha1",
             "kind": "Workflow",
-            "metadata": {"name": name, "annotations": {RETRY_ANNOTATION: "all"}},
-            "spec": {"tasks": [{"name": "a", "command": {"args": ["true"]}}]},
+            # An annotation the operator ignores (the same code clears treadle.dev/retry), and
+            # a suspended workflow, so that an operator running beside the test writes no more
+            # than its first status.
+            "metadata": {"name": name, "annotations": {REQUEST: "all"}},
+            "spec": {"suspend": True, "tasks": [{"name": "a", "command": {"args": ["true"]}}]},
         }
     )
 
@@ -35,16 +39,16 @@ async def test_the_retry_annotation_is_removed_only_while_it_holds_the_handled_v
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=workflow("asked"))
     api = client(crds, namespace)
     try:
-        kept = await kube.clear_annotation(api, namespace, "asked", RETRY_ANNOTATION, "a")
+        kept = await kube.clear_annotation(api, namespace, "asked", REQUEST, "a")
         assert kept is None
         annotations = crds.get("twf", "asked", namespace)["metadata"]["annotations"]
-        assert annotations[RETRY_ANNOTATION] == "all"
-        cleared = await kube.clear_annotation(api, namespace, "asked", RETRY_ANNOTATION, "all")
+        assert annotations[REQUEST] == "all"
+        cleared = await kube.clear_annotation(api, namespace, "asked", REQUEST, "all")
         assert cleared is not None
         assert cleared.isdigit()
         annotations = crds.get("twf", "asked", namespace)["metadata"].get("annotations") or {}
-        assert RETRY_ANNOTATION not in annotations
-        gone = await kube.clear_annotation(api, namespace, "nope", RETRY_ANNOTATION, "all")
+        assert REQUEST not in annotations
+        gone = await kube.clear_annotation(api, namespace, "nope", REQUEST, "all")
         assert gone is None
     finally:
         await api.close()
@@ -53,16 +57,25 @@ async def test_the_retry_annotation_is_removed_only_while_it_holds_the_handled_v
 async def test_a_status_patch_from_the_last_written_status_removes_dropped_keys(
     crds: Cluster, namespace: str
 ) -> None:
-    crds.kubectl("apply", "-n", namespace, "-f", "-", input=workflow("patched"))
+    # A sync job whose slot never comes: an operator running beside the test writes only
+    # fields of its own (nextScheduleTime, conditions), never these.
+    job = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "SyncJob",
+        "metadata": {"name": "patched"},
+        "spec": {"schedule": "0 0 1 1 *", "template": {"spec": {"containers": []}}},
+    }
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(job))
     api = client(crds, namespace)
-    before = {"phase": "Running", "tasks": {"a": {"phase": "Retrying", "nextRetryAt": "x"}}}
-    after = {"phase": "Running", "tasks": {"a": {"phase": "Queued", "attempts": 2}}}
+    before = {"lastOutcome": "Skipped", "lastSkipReason": "PipelineLocked", "nextRetryTime": "x"}
+    after = {"lastOutcome": "Succeeded", "attemptsInSlot": 2}
     try:
-        assert await kube.patch_workflow_status(api, namespace, "patched", before)
-        assert await kube.patch_workflow_status(
-            api, namespace, "patched", merge_patch(before, after)
-        )
+        assert await kube.patch_status(api, kube.SyncJob, namespace, "patched", before)
+        change = merge_patch(before, after)
+        assert await kube.patch_status(api, kube.SyncJob, namespace, "patched", change)
     finally:
         await api.close()
-    # (An operator of an earlier test may be running and write conditions of its own.)
-    assert crds.get("twf", "patched", namespace)["status"]["tasks"] == after["tasks"]
+    status = crds.get("sj", "patched", namespace)["status"]
+    assert (status["lastOutcome"], status["attemptsInSlot"]) == ("Succeeded", 2)
+    assert "lastSkipReason" not in status
+    assert "nextRetryTime" not in status
