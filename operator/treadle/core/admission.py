@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-import cronsim
 from pydantic import BaseModel, ValidationError
 
 from treadle.api import syncjobs, workflows
-from treadle.core import conditions, dags, templating
+from treadle.core import conditions, dags, slots, templating
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -193,19 +192,53 @@ def admit_workflow(
 
 def syncjob_problems(spec: Any) -> list[str]:
     """A SyncJob's problems: the schema's, then an unparsable schedule or unknown time zone."""
+    return _check_syncjob(spec)[1]
+
+
+def _check_syncjob(spec: Any) -> tuple[syncjobs.SyncJobSpec | None, list[str]]:
     parsed, problems = parse(syncjobs.SyncJobSpec, spec)
     if parsed is None:
-        return problems
+        return None, problems
     try:
-        zone = zoneinfo.ZoneInfo(parsed.time_zone or "UTC")
+        zoneinfo.ZoneInfo(parsed.time_zone or "UTC")
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         problems.append(f"spec.timeZone: unknown time zone {parsed.time_zone!r} (an IANA name)")
-        zone = zoneinfo.ZoneInfo("UTC")
     try:
-        cronsim.CronSim(parsed.schedule, datetime.now(zone))
-    except cronsim.CronSimError as error:
-        problems.append(f"spec.schedule: {error} in {parsed.schedule!r}")
-    return problems
+        slots.Schedule(parsed.schedule)
+    except slots.ScheduleError as error:
+        problems.append(f"spec.schedule: {error}")
+    return (None, problems) if problems else (parsed, [])
+
+
+@dataclass(frozen=True)
+class SyncJobAdmission:
+    status: dict[str, Any] | None
+    """Status to write: the conditions of an invalid job (None for a valid one)."""
+    runnable: syncjobs.SyncJobSpec | None
+    """The parsed spec of a valid job, for the scheduler."""
+    message: str = ""
+
+
+def admit_syncjob(
+    spec: Any, status: Mapping[str, Any] | None, *, generation: int | None, now: datetime
+) -> SyncJobAdmission:
+    """A created, changed or resumed SyncJob: its parsed spec, or the conditions that say why
+    it is invalid (nothing of it ever runs)."""
+    parsed, problems = _check_syncjob(spec)
+    if parsed is not None:
+        return SyncJobAdmission(None, parsed)
+    message = "; ".join(problems)
+    found = conditions.kstatus(
+        list((status or {}).get("conditions") or []),
+        ready=False,
+        reconciling=False,
+        stalled=True,
+        reason="Invalid",
+        message=message,
+        generation=generation,
+        now=now,
+    )
+    return SyncJobAdmission({"conditions": found, "observedGeneration": generation}, None, message)
 
 
 def workflow_problems(spec: workflows.WorkflowSpec, workflow: Mapping[str, Any]) -> list[str]:

@@ -10,8 +10,7 @@ import kopf
 
 from treadle.api import GROUP, RUN_NOW_ANNOTATION, VERSION, syncjobs
 from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
-from treadle.api.syncjobs import SyncJobSpec
-from treadle.core import admission, conditions
+from treadle.core import admission
 from treadle.handlers import metrics
 from treadle.handlers.registry import registry
 from treadle.services import kube, runs
@@ -29,28 +28,18 @@ def admit_syncjob(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
-    problems = admission.syncjob_problems(dict(spec))
-    generation = meta.get("generation")
-    if problems:
-        message = "; ".join(problems)
+    verdict = admission.admit_syncjob(
+        dict(spec), dict(status), generation=meta.get("generation"), now=datetime.now(UTC)
+    )
+    if verdict.runnable is None:
         metrics.ADMISSIONS.labels(kind=syncjobs.KIND, phase="Invalid").inc()
-        patch.status["conditions"] = conditions.kstatus(
-            list(status.get("conditions") or []),
-            ready=False,
-            reconciling=False,
-            stalled=True,
-            reason="Invalid",
-            message=message,
-            generation=generation,
-            now=datetime.now(UTC),
-        )
-        patch.status["observedGeneration"] = generation
-        kopf.warn(body, reason="Invalid", message=message)
+        patch.status.update(verdict.status or {})
+        kopf.warn(body, reason="Invalid", message=verdict.message)
         return
     metrics.ADMISSIONS.labels(kind=syncjobs.KIND, phase="Scheduled").inc()
     scheduler = getattr(memo, "scheduler", None)
     if scheduler is not None:
-        scheduler.track(dict(body), SyncJobSpec.model_validate(dict(spec)), dict(status))
+        scheduler.track(dict(body), verdict.runnable, dict(status))
 
 
 @kopf.on.event(

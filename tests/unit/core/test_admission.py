@@ -88,3 +88,22 @@ def test_template_syntax_errors_name_the_field() -> None:
     tasks = [{"name": "a", "http": {"url": "{{ params.base "}}]
     [problem] = problems_of(tasks, params={"base": "x"})
     assert problem.startswith("spec.tasks[0].http.url: template syntax error")
+
+
+def test_an_invalid_sync_job_gets_stalled_conditions_and_a_valid_one_its_parsed_spec() -> None:
+    now = datetime(2026, 11, 22, tzinfo=UTC)
+    template = {"spec": {"containers": [{"name": "s", "image": "x"}]}}
+    bad = admission.admit_syncjob(
+        {"schedule": "61 * * * *", "template": template}, {}, generation=2, now=now
+    )
+    assert bad.runnable is None
+    assert bad.message.startswith("spec.schedule:")
+    assert bad.status is not None
+    assert bad.status["observedGeneration"] == 2
+    kinds = {c["type"]: (c["status"], c["reason"]) for c in bad.status["conditions"]}
+    assert kinds["Ready"] == ("False", "Invalid")
+    assert kinds["Stalled"] == ("True", "Invalid")
+    good = admission.admit_syncjob(
+        {"schedule": "0 * * * *", "template": template}, {}, generation=1, now=now
+    )
+    assert (good.status, good.runnable is not None) == (None, True)
