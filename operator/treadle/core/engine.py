@@ -22,7 +22,6 @@ Rules:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -639,11 +638,6 @@ def revive(
 def _deadline_passed(run: _Run) -> bool:
     deadline = run.deadline()
     return deadline is not None and run.now >= deadline
-
-
-def replace_output(result: TaskResult, ref: str) -> TaskResult:
-    """`result` with its output stored elsewhere, under `ref`."""
-    return dataclasses.replace(result, output=None, output_ref=ref)
 
 
 def output_refs(status: Mapping[str, Any]) -> set[str]:

@@ -6,6 +6,7 @@ moves them, the engine creates and reads them.  No I/O here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -102,6 +103,10 @@ class TaskResult:
     @property
     def key(self) -> str:
         return idempotency_key(self.workflow_uid, self.task, self.item)
+
+    def stored_at(self, ref: str) -> TaskResult:
+        """This result with its output stored elsewhere, under `ref`."""
+        return dataclasses.replace(self, output=None, output_ref=ref)
 
     def encode(self) -> Fields:
         body = asdict(self)

@@ -197,6 +197,14 @@ def reset_failures(status: Mapping[str, Any]) -> dict[str, Any]:
     return {**status, "consecutiveFailures": 0}
 
 
+def degraded_message(spec: SyncJobSpec, status: Mapping[str, Any]) -> str:
+    failures = int(status.get("consecutiveFailures") or 0)
+    return (
+        f"{failures} failed runs in a row (maxConsecutiveFailures {spec.max_consecutive_failures})"
+        "; annotate treadle.dev/reset-failures or change the spec to schedule again"
+    )
+
+
 def with_conditions(
     spec: SyncJobSpec,
     status: Mapping[str, Any],
@@ -209,10 +217,7 @@ def with_conditions(
     updated = dict(status)
     degraded = is_degraded(spec, status)
     failures = int(status.get("consecutiveFailures") or 0)
-    degraded_message = (
-        f"{failures} failed runs in a row (maxConsecutiveFailures {spec.max_consecutive_failures})"
-        "; annotate treadle.dev/reset-failures or change the spec to schedule again"
-    )
+    why = degraded_message(spec, status)
     reason = "Degraded" if degraded else "Suspended" if spec.suspend else "Scheduling"
     found = conditions.kstatus(
         status.get("conditions") or [],
@@ -220,7 +225,7 @@ def with_conditions(
         reconciling=False,
         stalled=degraded,
         reason=reason,
-        message=degraded_message if degraded else message,
+        message=why if degraded else message,
         generation=generation,
         now=now,
     )
@@ -229,7 +234,7 @@ def with_conditions(
         type="Degraded",
         status="True" if degraded else "False",
         reason="TooManyFailures" if degraded else "Healthy",
-        message=degraded_message if degraded else f"{failures} failed runs in a row",
+        message=why if degraded else f"{failures} failed runs in a row",
         generation=generation,
         now=now,
     )

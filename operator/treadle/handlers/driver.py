@@ -72,6 +72,8 @@ class Tracked:
     """Those results themselves, to apply again if `status` is replaced before the write."""
     outputs: dict[str, Any] = field(default_factory=dict)
     """Large outputs read back from Redis, by reference, for templates."""
+    outputs_scanned: bool = False
+    lost_outputs: set[str] = field(default_factory=set)
     retry: str | None = None
     """A manual retry asked for (a task name or "all"), carried out on the next pass."""
     retry_cleared_version: int = 0
@@ -304,14 +306,17 @@ class Driver:
         return acked
 
     async def _read_outputs(self, tracked: Tracked, results: list[TaskResult]) -> None:
-        """Reads the large outputs status and these results refer to that are not read yet
-        (each once per workflow: outputs never change)."""
-        wanted = engine.output_refs(tracked.status) | {
-            r.output_ref for r in results if r.output_ref is not None
-        }
-        missing = sorted(wanted - tracked.outputs.keys())
+        """Reads the large outputs these results (and, the first time, status) refer to, each
+        once per workflow: outputs never change, and one Redis lost stays lost."""
+        wanted = {r.output_ref for r in results if r.output_ref is not None}
+        if not tracked.outputs_scanned:
+            wanted |= engine.output_refs(tracked.status)
+            tracked.outputs_scanned = True
+        missing = sorted(wanted - tracked.outputs.keys() - tracked.lost_outputs)
         if missing:
-            tracked.outputs.update(await self.results.load_outputs(missing))
+            found = await self.results.load_outputs(missing)
+            tracked.outputs.update(found)
+            tracked.lost_outputs.update(set(missing) - found.keys())
 
     def _revive(
         self, tracked: Tracked, now: datetime

@@ -60,6 +60,8 @@ class Job:
     renew_at: datetime | None = None
     run_phase: str | None = None
     """The active run pod's phase as last seen (Gone: deleted); None: not looked at yet."""
+    spec_changed: bool = False
+    """A new generation was admitted: its failures are reset."""
     requests: dict[str, str] = field(default_factory=dict)
     """Annotations asking for something (run now, reset failures), by annotation."""
     cleared_version: int = 0
@@ -127,7 +129,7 @@ class Scheduler:
             )
         else:
             if job.generation != generation:
-                job.requests[RESET_ANNOTATION] = "spec changed"
+                job.spec_changed = True
             job.spec, job.generation, job.due = spec, generation, None
         self.wake.notify()
 
@@ -181,7 +183,7 @@ class Scheduler:
         self._timer = asyncio.get_running_loop().call_later(delay, self.wake.notify)
 
     async def _step(self, job: Job, now: datetime) -> None:
-        if RESET_ANNOTATION in job.requests:
+        if job.spec_changed or RESET_ANNOTATION in job.requests:
             await self._reset(job, now)
         if job.status.get("activeRun"):
             await self._watch_run(job, now)
@@ -385,14 +387,7 @@ class Scheduler:
         await self._tell(job, "Normal" if succeeded else "Warning", outcome, message)
         metrics.SYNC_RUNS.labels(outcome=outcome).inc()
         if syncs.is_degraded(job.spec, status):
-            await self._tell(
-                job,
-                "Warning",
-                "Degraded",
-                str(
-                    next(c["message"] for c in job.status["conditions"] if c["type"] == "Degraded")
-                ),
-            )
+            await self._tell(job, "Warning", "Degraded", syncs.degraded_message(job.spec, status))
         await runs.prune_runs(
             self.api,
             job.namespace,
@@ -403,13 +398,14 @@ class Scheduler:
         job.due = None
 
     async def _reset(self, job: Job, now: datetime) -> None:
-        value = job.requests.pop(RESET_ANNOTATION)
+        """A new spec, or the reset annotation: a Degraded job schedules again."""
+        value = job.requests.pop(RESET_ANNOTATION, None)
+        why = "spec changed" if job.spec_changed else f"{RESET_ANNOTATION}={value}"
+        job.spec_changed = False
         if int(job.status.get("consecutiveFailures") or 0):
             await self._write(job, syncs.reset_failures(job.status), now, "failures reset")
-            await self._tell(
-                job, "Normal", "FailuresReset", f"consecutive failures reset ({value})"
-            )
-        if value != "spec changed":
+            await self._tell(job, "Normal", "FailuresReset", f"consecutive failures reset ({why})")
+        if value is not None:
             await self._clear(job, RESET_ANNOTATION, value)
 
     # writes -----------------------------------------------------------------------------------

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.models.core_v1 import EventSource, ObjectReference
@@ -27,17 +25,6 @@ def reference(
 ) -> ObjectReference:
     return ObjectReference(
         apiVersion=api_version, kind=kind, name=name, namespace=namespace, uid=uid
-    )
-
-
-def reference_of(body: Mapping[str, Any]) -> ObjectReference:
-    meta = body["metadata"]
-    return reference(
-        api_version=body["apiVersion"],
-        kind=body["kind"],
-        name=meta["name"],
-        namespace=meta["namespace"],
-        uid=meta.get("uid"),
     )
 
 

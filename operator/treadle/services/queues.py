@@ -23,7 +23,6 @@ the reaper re-delivered the message to a second worker.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -203,7 +202,7 @@ class TaskQueue:
                     if len(encoded) > INLINE_OUTPUT_LIMIT_BYTES:
                         key = output_key(result.workflow_uid, result.task, result.item)
                         pipe.set(key, encoded, ex=OUTPUT_TTL_SECONDS)
-                        result = dataclasses.replace(result, output=None, output_ref=key)
+                        result = result.stored_at(key)
                 moved.append(result)
             if len(pipe):
                 await pipe.execute()

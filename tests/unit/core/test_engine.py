@@ -364,8 +364,8 @@ def test_large_outputs_stored_elsewhere_reach_templates_by_reference() -> None:
     )
     first = step(workflow, {})
     big, child0, child1 = first.enqueue
-    stored = engine.replace_output(ok(big), "treadle:wf:u1:out:big:-")
-    results = [stored, ok(child0, "small"), engine.replace_output(ok(child1), "ref-1")]
+    stored = ok(big).stored_at("treadle:wf:u1:out:big:-")
+    results = [stored, ok(child0, "small"), ok(child1).stored_at("ref-1")]
     second = step(workflow, first.status, results)
     assert second.status["tasks"]["big"]["outputRef"] == "treadle:wf:u1:out:big:-"
     assert "output" not in second.status["tasks"]["big"]
