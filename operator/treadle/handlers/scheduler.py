@@ -331,7 +331,7 @@ class Scheduler:
         run = str(job.status["activeRun"])
         store = LeaseStore(self.api, job.namespace, self.lease_seconds, self.clock)
         if job.run_phase is None:
-            job.run_phase = await runs.run_phase(self.api, job.namespace, run) or GONE
+            await self._look_at_run(job, run)
         if not job.held:
             # After a restart: take the run's locks again as the same holder.
             for lock in job.locks():
@@ -341,10 +341,7 @@ class Scheduler:
                     return
                 job.held.append(taken)
             job.renew_at = now + timedelta(seconds=self.lease_seconds / 3)
-        if job.run_phase in ("Succeeded", "Failed", GONE):
-            succeeded = job.run_phase == "Succeeded"
-            why = {GONE: "its pod was deleted"}.get(job.run_phase, job.run_phase.lower())
-            await self._finish(job, run, now, succeeded=succeeded, why=why)
+        if await self._finished(job, run, now):
             return
         started = syncs.parse(job.status.get("lastAttemptTime")) or now
         deadline = None
@@ -367,7 +364,28 @@ class Scheduler:
                     await self._stop_run(job, run, now, f"lost {held.lock} while it ran")
                     return
             job.renew_at = now + timedelta(seconds=self.lease_seconds / 3)
+            # The safety net for a watch event that never came: look at the pod itself.
+            await self._look_at_run(job, run)
+            if await self._finished(job, run, now):
+                return
         job.due = min(filter(None, [job.renew_at, deadline]))
+
+    async def _look_at_run(self, job: Job, run: str) -> None:
+        """Reads the run pod's phase, unless a watch event tells it while the read is under
+        way: the event is at least as new, the read's answer may be older."""
+        job.run_phase = None
+        phase = await runs.run_phase(self.api, job.namespace, run) or GONE
+        if job.run_phase is None:
+            job.run_phase = phase
+
+    async def _finished(self, job: Job, run: str, now: datetime) -> bool:
+        """Finishes the run if its pod ended or is gone."""
+        if job.run_phase not in ("Succeeded", "Failed", GONE):
+            return False
+        succeeded = job.run_phase == "Succeeded"
+        why = {GONE: "its pod was deleted"}.get(job.run_phase, job.run_phase.lower())
+        await self._finish(job, run, now, succeeded=succeeded, why=why)
+        return True
 
     async def _stop_run(self, job: Job, run: str, now: datetime, why: str) -> None:
         await runs.delete_run(self.api, job.namespace, run)

@@ -1,0 +1,103 @@
+"""The scheduler following a run pod to its end against the real API server, when the pod's
+watch events come at awkward moments or not at all."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from lightkube import AsyncClient, KubeConfig
+from lightkube.types import PatchType
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Pod
+
+from support.cluster import Cluster
+from treadle.core import admission
+from treadle.handlers.scheduler import Scheduler
+from treadle.runtime import CancelToken
+from treadle.services import kube, runs
+
+RUN = "orders-manual-1"
+
+
+@pytest.fixture
+async def api(crds: Cluster, namespace: str) -> AsyncIterator[AsyncClient]:
+    config = KubeConfig.from_file(crds.kubeconfig)
+    client = AsyncClient(config, namespace=namespace, field_manager=kube.FIELD_MANAGER)
+    yield client
+    await client.close()
+
+
+async def running_job(api: AsyncClient, namespace: str, phase: str) -> Scheduler:
+    """A SyncJob whose status says its run is active, the run's pod in `phase` (on a node no
+    agent serves, so nothing changes it), and a scheduler tracking the job."""
+    # Suspended and yearly: an operator running beside the test never starts a run of it.
+    spec = {
+        "schedule": "0 0 1 1 *",
+        "suspend": True,
+        "template": {"spec": {"containers": [{"name": "sync", "image": "x"}]}},
+    }
+    job = await api.create(
+        kube.SyncJob.from_dict(
+            {"metadata": {"name": "orders", "namespace": namespace}, "spec": spec}
+        )
+    )
+    body: dict[str, Any] = job.to_dict()
+    status = {"activeRun": RUN, "lastAttemptTime": "2026-01-01T00:00:00Z"}
+    assert await kube.patch_status(api, kube.SyncJob, namespace, "orders", status)
+    pod = Pod(
+        metadata=ObjectMeta(name=RUN, namespace=namespace),
+        spec={"nodeName": "nowhere", "containers": [{"name": "sync", "image": "x"}]},
+    )
+    await api.create(pod)
+    await api.patch(
+        Pod.Status, RUN, {"status": {"phase": phase}}, namespace=namespace, patch_type=PatchType.MERGE
+    )
+    verdict = admission.admit_syncjob(spec, {}, generation=1, now=datetime.now(UTC))
+    assert verdict.runnable is not None
+    scheduler = Scheduler(api)
+    scheduler.track(body, verdict.runnable, status)
+    return scheduler
+
+
+async def outcome(api: AsyncClient, namespace: str) -> Any:
+    job = await api.get(kube.SyncJob, "orders", namespace=namespace)
+    return (job.status or {}).get("lastOutcome"), (job.status or {}).get("activeRun")
+
+
+async def test_a_pod_event_that_lands_while_the_phase_is_read_is_not_overwritten(
+    api: AsyncClient, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scheduler = await running_job(api, namespace, "Running")
+    read = runs.run_phase
+
+    async def read_then_hear(client: AsyncClient, ns: str, name: str) -> str | None:
+        phase = await read(client, ns, name)
+        # The pod ended, and its watch event arrived, while the answer was on its way.
+        uid = next(iter(scheduler.jobs))
+        scheduler.run_changed(uid, name, "Succeeded")
+        return phase
+
+    monkeypatch.setattr(runs, "run_phase", read_then_hear)
+    await scheduler.execute(CancelToken())
+    assert await outcome(api, namespace) == ("Succeeded", None)
+
+
+async def test_a_run_whose_end_was_never_heard_of_is_found_at_its_next_lock_renewal(
+    api: AsyncClient, namespace: str
+) -> None:
+    scheduler = await running_job(api, namespace, "Running")
+    await scheduler.execute(CancelToken())  # takes the run's locks, sees it running
+    assert await outcome(api, namespace) == (None, RUN)
+    job = next(iter(scheduler.jobs.values()))
+    assert job.held and job.run_phase == "Running"
+    # The pod ends, and no watch event ever tells the scheduler.
+    await api.patch(
+        Pod.Status, RUN, {"status": {"phase": "Failed"}}, namespace=namespace, patch_type=PatchType.MERGE
+    )
+    job.renew_at = datetime.now(UTC)
+    await scheduler.execute(CancelToken())
+    assert await outcome(api, namespace) == ("Failed", None)
+    assert not job.held
