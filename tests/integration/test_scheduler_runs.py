@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 from lightkube import AsyncClient, KubeConfig
-from lightkube.types import PatchType
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Pod
+from lightkube.types import PatchType
 
 from support.cluster import Cluster
 from treadle.core import admission
@@ -52,14 +52,17 @@ async def running_job(api: AsyncClient, namespace: str, phase: str) -> Scheduler
         spec={"nodeName": "nowhere", "containers": [{"name": "sync", "image": "x"}]},
     )
     await api.create(pod)
-    await api.patch(
-        Pod.Status, RUN, {"status": {"phase": phase}}, namespace=namespace, patch_type=PatchType.MERGE
-    )
+    await set_phase(api, namespace, phase)
     verdict = admission.admit_syncjob(spec, {}, generation=1, now=datetime.now(UTC))
     assert verdict.runnable is not None
     scheduler = Scheduler(api)
     scheduler.track(body, verdict.runnable, status)
     return scheduler
+
+
+async def set_phase(api: AsyncClient, namespace: str, phase: str) -> None:
+    change = {"status": {"phase": phase}}
+    await api.patch(Pod.Status, RUN, change, namespace=namespace, patch_type=PatchType.MERGE)
 
 
 async def outcome(api: AsyncClient, namespace: str) -> Any:
@@ -92,11 +95,10 @@ async def test_a_run_whose_end_was_never_heard_of_is_found_at_its_next_lock_rene
     await scheduler.execute(CancelToken())  # takes the run's locks, sees it running
     assert await outcome(api, namespace) == (None, RUN)
     job = next(iter(scheduler.jobs.values()))
-    assert job.held and job.run_phase == "Running"
+    assert job.held
+    assert job.run_phase == "Running"
     # The pod ends, and no watch event ever tells the scheduler.
-    await api.patch(
-        Pod.Status, RUN, {"status": {"phase": "Failed"}}, namespace=namespace, patch_type=PatchType.MERGE
-    )
+    await set_phase(api, namespace, "Failed")
     job.renew_at = datetime.now(UTC)
     await scheduler.execute(CancelToken())
     assert await outcome(api, namespace) == ("Failed", None)
