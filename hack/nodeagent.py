@@ -9,7 +9,9 @@ liveness and startup probes (httpGet, tcpSocket, exec); enforces activeDeadlineS
 deletion sends SIGTERM, waits the grace period, SIGKILLs and finalizes the deletion.  It serves
 the kubelet's containerLogs endpoint so that `kubectl logs` works.  Volumes (emptyDir,
 configMap, secret, downwardAPI, projected with the service-account token) are mounted at their
-paths in a mount namespace per container (hack/volumes.py), so in-cluster clients work.
+paths in a mount namespace per container (hack/volumes.py), so in-cluster clients work.  Like
+a kubelet it runs at most `--max-pods` pods at once (110, the kubelet's default); a pod beyond
+that stays Pending, unbound, until one ends.
 
 What it does not do, on purpose: images are ignored (a container must name its program in
 `command` or `args`; programs resolve on the agent's PATH, which includes the project's virtual
@@ -435,6 +437,7 @@ class PodRunner:
         finally:
             self.changed()
             self.finished.set()
+            self.agent.room_made()
 
     async def lifecycle(self) -> None:
         lookups = Lookups(self.agent.client, self.namespace)
@@ -755,6 +758,11 @@ class Agent:
         self.kubelet_port: int = args.kubelet_port
         self.backoff_base: float = args.restart_backoff_seconds
         self.backoff_cap: float = args.restart_backoff_max_seconds
+        self.max_pods: int = args.max_pods
+        self.bound: set[str] = set()
+        """Pods bound here whose runner has not started yet."""
+        self.waiting: dict[str, Json] = {}
+        """Pods left unbound while the node is full, by uid."""
         self.tls = (args.tls_cert, args.tls_key, args.client_ca)
         self.client = AsyncClient(
             config=KubeConfig.from_file(args.kubeconfig), field_manager="treadle-node-agent"
@@ -810,7 +818,11 @@ class Agent:
 
     def node_status(self) -> Json:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        capacity = {"cpu": str(os.cpu_count() or 1), "memory": f"{memory // 1024}Ki", "pods": "250"}
+        capacity = {
+            "cpu": str(os.cpu_count() or 1),
+            "memory": f"{memory // 1024}Ki",
+            "pods": str(self.max_pods),
+        }
         heartbeat = now_iso()
 
         def condition(kind: str, status: str, reason: str, message: str) -> Json:
@@ -908,6 +920,33 @@ class Agent:
 
     # pods ------------------------------------------------------------------------------------
 
+    def pods_here(self) -> int:
+        """Pods that count against --max-pods: bound and not finished."""
+        running = sum(1 for r in self.runners.values() if not r.finished.is_set())
+        return running + len(self.bound)
+
+    async def admit(self, pod: Json) -> None:
+        """Binds the pod here, or, like a full node, leaves it Pending until a pod ends."""
+        uid = pod["metadata"]["uid"]
+        if self.pods_here() >= self.max_pods:
+            self.waiting[uid] = pod
+            return
+        self.waiting.pop(uid, None)
+        self.bound.add(uid)
+        await self.bind(pod)
+
+    def room_made(self) -> None:
+        if self.waiting:
+            asyncio.get_running_loop().create_task(self.admit_waiting())
+
+    async def admit_waiting(self) -> None:
+        for uid, pod in list(self.waiting.items()):
+            if self.pods_here() >= self.max_pods:
+                return
+            if self.waiting.pop(uid, None) is not None:
+                self.bound.add(uid)
+                await self.bind(pod)
+
     async def bind(self, pod: Json) -> None:
         meta = pod["metadata"]
         binding = {
@@ -921,6 +960,8 @@ class Agent:
                 Pod.Binding.from_dict(binding), meta["name"], namespace=meta["namespace"]
             )
         except ApiError as error:
+            if error.status.code != 409:  # not bound here: it no longer counts
+                self.bound.discard(meta["uid"])
             if error.status.code not in (404, 409):
                 log.warning("binding %s/%s: %s", meta["namespace"], meta["name"], error)
         except msgspec.ValidationError:
@@ -942,6 +983,8 @@ class Agent:
         meta, spec = pod["metadata"], pod["spec"]
         uid = meta["uid"]
         if event == "DELETED":
+            self.waiting.pop(uid, None)
+            self.bound.discard(uid)
             runner = self.runners.pop(uid, None)
             if runner and not runner.terminating:
                 await runner.kill_all(grace_seconds=0)
@@ -950,7 +993,7 @@ class Agent:
             if spec.get(
                 "schedulerName", "default-scheduler"
             ) == "default-scheduler" and not meta.get("deletionTimestamp"):
-                await self.bind(pod)
+                await self.admit(pod)
             return
         if spec["nodeName"] != self.node_name:
             return
@@ -970,6 +1013,7 @@ class Agent:
                 return
             runner = PodRunner(self, pod)
             self.runners[uid] = runner
+            self.bound.discard(uid)
             log.info("starting pod %s/%s", meta["namespace"], meta["name"])
             runner.start()
 
@@ -1097,6 +1141,12 @@ def main(argv: list[str] | None = None) -> None:
         help="first crash-loop back-off (the kubelet uses 10 s; shorter here for fast local loops)",
     )
     parser.add_argument("--restart-backoff-max-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--max-pods",
+        type=int,
+        default=110,
+        help="pods the node runs at once (the kubelet's default); more wait Pending",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stdout

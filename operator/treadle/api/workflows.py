@@ -187,6 +187,9 @@ class Workers(ResourceModel):
     image: str | None = Field(default=None, max_length=1024)
     """Worker image; defaults to the operator's own image."""
     resources: dict[str, Any] | None = free_form("Container resources (requests, limits).")
+    redeliver_after_seconds: int = Field(default=25, ge=2, le=3600)
+    """How long a task message may stay unacknowledged before another worker gets it (its
+    worker died); a live worker renews the messages in hand every third of this."""
     env: list[dict[str, Any]] | None = Field(
         default=None,
         description="Extra environment variables (core/v1 EnvVar).",

@@ -120,6 +120,7 @@ def worker_pod(
     are the (Secret, key) pairs its HTTP headers read, passed in as environment variables;
     with a `metrics_port` the worker serves Prometheus metrics there."""
     command = ["treadle", "worker", f"--pool={pool}"]
+    command.append(f"--reap-idle-seconds={spec.redeliver_after_seconds}")
     annotations: dict[str, str] = {}
     if metrics_port:
         command.append(f"--metrics-address=0.0.0.0:{metrics_port}")

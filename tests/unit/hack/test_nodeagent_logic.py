@@ -1,5 +1,7 @@
 """The node agent's pure helpers: $(VAR) expansion, restart policy, back-off, field refs."""
 
+from typing import Any
+
 import pytest
 
 import nodeagent
@@ -42,3 +44,22 @@ def test_field_refs_resolve_pod_metadata() -> None:
             "metadata.labels['app']",
         )
     ] == ["p", "n", "u", "127.0.0.1", "x"]
+
+
+async def test_a_full_node_leaves_pods_pending_and_binds_them_as_room_is_made() -> None:
+    agent = object.__new__(nodeagent.Agent)
+    agent.max_pods, agent.runners, agent.bound, agent.waiting = 2, {}, set(), {}
+    bound: list[str] = []
+
+    async def bind(pod: dict[str, Any]) -> None:
+        bound.append(pod["metadata"]["uid"])
+
+    agent.bind = bind  # type: ignore[method-assign]
+    for uid in ("a", "b", "c"):
+        await agent.admit({"metadata": {"uid": uid}})
+    assert bound == ["a", "b"]
+    assert list(agent.waiting) == ["c"]
+    agent.bound.discard("a")  # its runner started and finished
+    await agent.admit_waiting()
+    assert bound == ["a", "b", "c"]
+    assert not agent.waiting
