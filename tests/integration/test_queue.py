@@ -61,6 +61,7 @@ async def test_a_worker_runs_a_batch_and_publishes_each_result(client: aioredis.
     await queue.enqueue([command(f"t{i}", "echo", f'{{"n": {i}}}', item=i) for i in range(3)])
     worker = TaskWorker(queue, block_ms=100)
     await worker.execute(CancelToken())
+    await worker.settle()
     await worker.close()
     published = await results(client)
     assert sorted((r.task, r.outcome, r.output["n"]) for r in published) == [
@@ -76,11 +77,31 @@ async def test_a_worker_runs_a_batch_and_publishes_each_result(client: aioredis.
     }
 
 
+async def test_each_result_is_published_as_its_attempt_ends_not_with_the_slowest(
+    client: aioredis.Redis, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    queue = await queue_for(client, "w1")
+    wait = f"while [ ! -e {release} ]; do sleep 0.02; done"
+    await queue.enqueue([command("slow", "sh", "-c", wait), command("quick", "echo", "1")])
+    worker = TaskWorker(queue, block_ms=100)
+    await worker.execute(CancelToken())
+    assert await client.xread({queues.RESULTS: "0"}, count=1, block=5000)  # the first result
+    assert [r.task for r in await results(client)] == ["quick"]  # the slow one still runs
+    pending = await client.xpending(queue.stream, queues.WORKERS_GROUP)
+    assert pending["pending"] == 1  # and only its message is still unacknowledged
+    release.touch()
+    await worker.settle()
+    await worker.close()
+    assert sorted(r.task for r in await results(client)) == ["quick", "slow"]
+
+
 async def test_a_failing_command_reports_the_exit_code_and_stderr(client: aioredis.Redis) -> None:
     queue = await queue_for(client, "w1")
     await queue.enqueue([command("bad", "sh", "-c", "echo oops >&2; exit 4")])
     worker = TaskWorker(queue, block_ms=100)
     await worker.execute(CancelToken())
+    await worker.settle()
     await worker.close()
     [result] = await results(client)
     assert (result.outcome, result.error) == ("failed", "exit code 4: oops")
@@ -101,6 +122,7 @@ async def test_python_callables_run_sync_and_async_and_failures_are_results(
     )
     worker = TaskWorker(queue, block_ms=100)
     await worker.execute(CancelToken())
+    await worker.settle()
     await worker.close()
     by_task = {r.task: r for r in await results(client)}
     assert by_task["add"].output == {"sum": 5}
@@ -147,6 +169,7 @@ async def test_http_tasks_send_the_idempotency_key_and_return_the_json_body(
         )
         worker = TaskWorker(queue, block_ms=100)
         await worker.execute(CancelToken())
+        await worker.settle()
         await worker.close()
     finally:
         await runner.cleanup()
@@ -169,6 +192,7 @@ async def test_a_killed_consumers_message_is_reaped_and_completed_once(
     assert sample("treadle_reaped_messages_total", fate="redelivered") == redelivered + 1
     survivor = TaskWorker(await queue_for(client, "survivor"), block_ms=100)
     await survivor.execute(CancelToken())
+    await survivor.settle()
     await survivor.close()
     # The dead worker comes back and reports the same attempt late: nothing is published twice.
     late = TaskResult("uid-1", "ns/wf", "fetch", None, 1, "succeeded", {"ran": "fetch"})
@@ -202,8 +226,10 @@ async def test_a_redelivered_message_whose_key_succeeded_is_not_executed_again(
     worker = TaskWorker(queue, block_ms=100)
     await queue.enqueue([counting("once", side_effects)])
     await worker.execute(CancelToken())
+    await worker.settle()
     await queue.enqueue([counting("once", side_effects)])  # the same attempt, delivered again
     await worker.execute(CancelToken())
+    await worker.settle()
     await worker.close()
     assert side_effects.read_text().splitlines() == ["once"]
     assert (worker.executed, worker.skipped) == (1, 1)
@@ -263,6 +289,7 @@ async def test_an_open_breaker_fails_tasks_fast_without_running_them(
     await queue.enqueue(failing)
     worker = TaskWorker(queue, block_ms=100, guards=guards)
     await worker.execute(CancelToken())
+    await worker.settle()
     guarded = counting("flaky", side_effects)
     await queue.enqueue(
         [
@@ -279,6 +306,7 @@ async def test_an_open_breaker_fails_tasks_fast_without_running_them(
         ]
     )
     await worker.execute(CancelToken())
+    await worker.settle()
     await worker.close()
     last = (await results(client))[-1]
     assert (last.item, last.outcome, last.error) == (
@@ -308,7 +336,9 @@ async def test_a_rate_limited_task_waits_for_its_token(client: aioredis.Redis) -
         ]
     )
     worker = TaskWorker(queue, block_ms=100, guards=Guards(client), concurrency=1)
-    await worker.execute(CancelToken())
+    while worker.executed < 3:  # one slot: one message at a time
+        await worker.execute(CancelToken())
+    await worker.settle()
     await worker.close()
     published = sorted(await results(client), key=lambda r: r.started_at)
     assert [r.outcome for r in published] == ["succeeded"] * 3
@@ -327,6 +357,7 @@ async def test_a_header_from_a_secret_missing_in_the_worker_fails_loudly(
     await queue.enqueue([TaskMessage("u", "ns/wf", "call", None, 1, action, 5)])
     worker = TaskWorker(queue, block_ms=100)
     await worker.execute(CancelToken())
+    await worker.settle()
     await worker.close()
     [result] = await results(client)
     assert result.error == (
@@ -352,6 +383,7 @@ async def test_a_large_output_is_stored_apart_and_read_back_by_reference(
     await queue.enqueue([command("big", "echo", big), command("small", "echo", '{"n": 1}')])
     worker = TaskWorker(queue, block_ms=100)
     await worker.execute(CancelToken())
+    await worker.settle()
     await worker.close()
     by_task = {r.task: r for r in await results(client)}
     assert by_task["small"].output == {"n": 1}

@@ -1,15 +1,15 @@
 """The task worker and the reaper, as actions of the worker runtime.
 
-A worker reads a batch from its pool's stream, skips what already succeeded (idempotency),
-runs the rest concurrently, keeps their messages alive while they run (so the reaper does not
-hand them to someone else), and publishes results and acknowledges in one pipeline.  The reaper
+A worker reads from its pool's stream as many messages as it has free slots, skips what already
+succeeded (idempotency), runs the rest concurrently, keeps their messages alive while they run
+(so the reaper does not hand them to someone else), and publishes each result and acknowledges
+its message as soon as the attempt ends.  The reaper
 re-publishes messages whose worker went silent and dead-letters those that keep killing workers.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -99,7 +99,10 @@ def _result(
 
 @dataclass
 class TaskWorker:
-    """Runtime action: one batch per execution; the blocking read is the wait for work."""
+    """Runtime action: each execution reads as many messages as there are free slots (the
+    blocking read is the wait for work) and starts them; each attempt's result is published and
+    acknowledged as soon as it ends, together with whatever else ended in the same moment, so a
+    slow task holds up no other and a worker killed mid-way loses only the attempts in hand."""
 
     queue: TaskQueue
     batch_size: int = 100
@@ -110,26 +113,28 @@ class TaskWorker:
     executed: int = 0
     skipped: int = 0
     draining: bool = False
-    """Set on shutdown: take no new work; `idle` is set once the batch in hand is finished."""
+    """Set on shutdown: take no new work; `idle` is set once the attempts in hand are finished."""
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
+    _in_hand: dict[str, Delivery] = field(default_factory=dict, repr=False)
+    _running: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    _ended: list[tuple[Delivery, TaskResult | None]] = field(default_factory=list, repr=False)
+    _flusher: asyncio.Task[None] | None = field(default=None, repr=False)
+    _keeper: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.idle.set()
 
     async def execute(self, cancel: CancelToken) -> Directive:
         if self.draining:
-            self.idle.set()
+            await self.settle()
             return Directive.sleep(3600)
-        self.idle.clear()
+        if len(self._running) >= self.concurrency:
+            await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
+            return Directive.proceed()
         try:
-            return await self._batch()
-        finally:
-            self.idle.set()
-
-    async def _batch(self) -> Directive:
-        try:
-            deliveries = await self.queue.read(self.batch_size, self.block_ms)
+            free = self.concurrency - len(self._running)
+            deliveries = await self.queue.read(min(self.batch_size, free), self.block_ms)
         except Exception as error:
             if not is_missing_group(error):
                 raise
@@ -139,48 +144,96 @@ class TaskWorker:
             )
             await self.queue.ensure_groups()
             return Directive.proceed()
-        if not deliveries:
-            return Directive.proceed()
+        if deliveries:
+            await self._start(deliveries)
+        return Directive.proceed()
+
+    async def settle(self) -> None:
+        """Waits until every attempt in hand has ended and its result is published."""
+        while self._running or self._flusher is not None:
+            pending = [*self._running, *filter(None, [self._flusher])]
+            await asyncio.gather(*pending, return_exceptions=True)
+        self.idle.set()
+
+    async def _start(self, deliveries: Sequence[Delivery]) -> None:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         succeeded = await self.queue.already_succeeded(deliveries)
-        to_run = [d for d, done in zip(deliveries, succeeded, strict=True) if not done]
-        self.skipped += len(deliveries) - len(to_run)
-        worker_metrics.DUPLICATES.inc(len(deliveries) - len(to_run))
-        results = await self._run_all(to_run)
-        outcome: dict[str, TaskResult | None] = {d.id: None for d in deliveries}
-        stored = await self.queue.store_large_outputs(list(results.values()))
-        outcome.update(zip(results, stored, strict=True))
-        await self.queue.finish([(d, outcome[d.id]) for d in deliveries])
-        self.executed += len(to_run)
-        return Directive.proceed()
+        skipped = [d for d, done in zip(deliveries, succeeded, strict=True) if done]
+        self.skipped += len(skipped)
+        worker_metrics.DUPLICATES.inc(len(skipped))
+        self._ended.extend((d, None) for d in skipped)
+        for delivery, done in zip(deliveries, succeeded, strict=True):
+            if not done:
+                self.idle.clear()
+                self._in_hand[delivery.id] = delivery
+                attempt = asyncio.create_task(self._attempt(delivery))
+                self._running.add(attempt)
+                attempt.add_done_callback(self._running.discard)
+        if self._keeper is None:
+            self._keeper = asyncio.create_task(self._keep_alive())
+        self._flush_soon()
 
-    async def _run_all(self, deliveries: Sequence[Delivery]) -> dict[str, TaskResult]:
-        limit = asyncio.Semaphore(self.concurrency)
-
-        async def one(delivery: Delivery) -> tuple[str, TaskResult]:
-            async with limit:
-                assert self._session is not None
-                result = await run_attempt(delivery.message, self._session, self.guards)
-                return delivery.id, result
-
-        keeper = asyncio.create_task(self._keep_alive(deliveries))
+    async def _attempt(self, delivery: Delivery) -> None:
+        assert self._session is not None
         try:
-            return dict(await asyncio.gather(*(one(d) for d in deliveries)))
-        finally:
-            keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await keeper
+            result = await run_attempt(delivery.message, self._session, self.guards)
+        except Exception:
+            # Not a task failure (those are results): a fault of the worker itself.  The
+            # message stays pending and is re-delivered by the reaper.
+            log.exception("attempt %s failed in the worker", delivery.message.key)
+            self._in_hand.pop(delivery.id, None)
+            return
+        self.executed += 1
+        self._ended.append((delivery, result))
+        self._flush_soon()
 
-    async def _keep_alive(self, deliveries: Sequence[Delivery]) -> None:
+    def _flush_soon(self) -> None:
+        """One flush at a time publishes everything that ended meanwhile."""
+        if self._ended and self._flusher is None:
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        delay = 0.0
+        try:
+            while self._ended:
+                await asyncio.sleep(delay)  # let attempts ending in the same moment join
+                ended, self._ended = self._ended, []
+                try:
+                    results = [r for _, r in ended if r is not None]
+                    stored = iter(await self.queue.store_large_outputs(results))
+                    await self.queue.finish(
+                        [(d, None if r is None else next(stored)) for d, r in ended]
+                    )
+                except Exception:
+                    # Redis away: keep the results (their messages stay pending, kept alive)
+                    # and try again, so that nothing finished is run a second time.
+                    log.warning("could not publish %d results; retrying", len(ended), exc_info=True)
+                    self._ended[:0] = ended
+                    delay = min(5.0, max(0.5, delay * 2))
+                    continue
+                delay = 0.0
+                for delivery, _ in ended:
+                    self._in_hand.pop(delivery.id, None)
+        finally:
+            self._flusher = None
+        if not self._running and not self._ended:
+            self.idle.set()
+
+    async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self.keep_alive_seconds)
             try:
-                await self.queue.keep_alive(deliveries)
+                await self.queue.keep_alive(list(self._in_hand.values()))
             except Exception:  # the reaper may re-deliver; idempotency covers it
-                log.warning("could not keep %d messages alive", len(deliveries), exc_info=True)
+                log.warning("could not keep %d messages alive", len(self._in_hand), exc_info=True)
 
     async def close(self) -> None:
+        """Stops: attempts still in hand are abandoned (the reaper re-delivers them)."""
+        tasks = [*self._running, *filter(None, [self._flusher, self._keeper])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._session is not None:
             await self._session.close()
 
