@@ -215,6 +215,20 @@ async def test_a_poison_message_is_dead_lettered_after_the_redelivery_limit(
     assert letter["task"] == "poison"
     assert letter["reason"] == "poison: its worker went silent 3 times"
     assert await queue.read(10, 100) == []
+    # The operator hears of it as a failed attempt, to retry or dead-letter by the task's policy.
+    [failed] = await results(client)
+    assert failed == TaskResult(
+        "uid-1",
+        "ns/wf",
+        "poison",
+        None,
+        1,
+        "failed",
+        error="poison: its worker went silent 3 times",
+        finished_at=failed.finished_at,
+    )
+    assert failed.key == "uid-1/poison/-"
+    assert failed.finished_at > 0
 
 
 async def test_a_redelivered_message_whose_key_succeeded_is_not_executed_again(

@@ -54,25 +54,43 @@ redis.call('XDEL', KEYS[1], ARGV[2])
 return fresh
 """
 
-# KEYS: tasks stream, dead-letter stream
+# KEYS: tasks stream, dead-letter stream, results stream
 # ARGV: group, reaper consumer, message id, min idle ms, max redeliveries
 # Returns 0: nothing to do (acknowledged meanwhile, or no longer idle); 1: re-published;
-# 2: dead-lettered as poison.
+# 2: dead-lettered as poison, and the attempt reported failed (a TaskResult), so the engine
+# retries it by its policy or dead-letters the task, instead of waiting for it forever.
 REAP = """
 local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[4], ARGV[3])
 if #claimed == 0 or not claimed[1] then return 0 end
 local fields = claimed[1][2]
 local redeliveries = 0
+local message = {}
 for i = 1, #fields, 2 do
+  message[fields[i]] = fields[i + 1]
   if fields[i] == 'redeliveries' then redeliveries = tonumber(fields[i + 1]) end
 end
 local result
 if redeliveries + 1 > tonumber(ARGV[5]) then
+  local reason = 'poison: its worker went silent ' .. (redeliveries + 1) .. ' times'
   local entry = {}
   for i = 1, #fields do entry[#entry + 1] = fields[i] end
   entry[#entry + 1] = 'reason'
-  entry[#entry + 1] = 'poison: its worker went silent ' .. (redeliveries + 1) .. ' times'
+  entry[#entry + 1] = reason
   redis.call('XADD', KEYS[2], '*', unpack(entry))
+  local item = cjson.null
+  if message['item'] ~= nil and message['item'] ~= '' then item = tonumber(message['item']) end
+  local now = redis.call('TIME')
+  local failed = {
+    workflow_uid = message['uid'], workflow = message['workflow'], task = message['task'],
+    item = item, attempt = tonumber(message['attempt']), outcome = 'failed',
+    output = cjson.null, error = reason, started_at = 0,
+    finished_at = tonumber(now[1]) + tonumber(now[2]) / 1000000, output_ref = cjson.null,
+  }
+  local key = message['uid'] .. '/' .. message['task'] .. '/'
+  if item == cjson.null then key = key .. '-' else key = key .. message['item'] end
+  redis.call(
+    'XADD', KEYS[3], '*', 'key', key, 'uid', message['uid'], 'result', cjson.encode(failed)
+  )
   result = 2
 else
   local entry = {}
@@ -257,7 +275,7 @@ class TaskQueue:
         republished = dead = 0
         for entry in pending:
             outcome = await self._reap(
-                keys=[self.stream, DEAD_LETTERS],
+                keys=[self.stream, DEAD_LETTERS, RESULTS],
                 args=[
                     WORKERS_GROUP,
                     REAPER_CONSUMER,
