@@ -9,7 +9,7 @@ STATE := $(or $(TREADLE_STATE_DIR),$(CURDIR)/.treadle)
 LOCAL_KUBECONFIG := $(STATE)/kubeconfig
 
 .PHONY: help venv tools redis-server cluster-up cluster-down cluster-status run stop test \
-        test-unit test-integration test-e2e lint format crds bench
+        test-unit test-integration test-e2e lint format crds bench faults
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -42,11 +42,19 @@ cluster-status: ## show what the local cluster runs
 run: venv redis-server ## start everything and run the example workflow
 	@bash hack/run.sh start
 
+faults: venv redis-server ## the fault-injection suite at full size; counts in bench/results/faults.*
+	@$(BIN)/pip install -q -e '.[test,bench]'
+	@TREADLE_FAULTS=full TREADLE_FAULTS_REPORT=bench/results/faults.json \
+	  $(BIN)/python -m pytest tests/faults -v; status=$$?; \
+	  $(BIN)/python bench/faults_report.py; exit $$status
+
 bench: run ## benchmarks (bench/README.md): results, JSON and plots under bench/results
 	@$(BIN)/pip install -q -e '.[test,bench]'
 	@$(BIN)/python bench/throughput.py --tasks $${TASKS:-10000} --workers $${WORKERS:-2}
 	@$(BIN)/python bench/fanout.py --children $${TASKS:-10000} --workers $${WORKERS:-2}
 	@$(BIN)/python bench/latency.py --tasks $${CHAIN:-500}
+	@$(BIN)/python bench/workflows.py --workflows $${WORKFLOWS:-1000}
+	@$(BIN)/python bench/syncjobs.py --jobs $${JOBS:-500} --slots $${SLOTS:-2}
 
 stop: ## stop the operator and Redis that make run started (the cluster keeps running)
 	@bash hack/run.sh stop

@@ -4,28 +4,17 @@
     .venv/bin/python bench/fanout.py --children 10000 --workers 2 --concurrency 500
 
 Prints and writes bench/results/fanout-<children>.json: seconds from apply to Succeeded,
-children per second, and the size of the Workflow object (bytes of its JSON) when it finished.
+children per second, and the size of the Workflow object (bytes of its JSON) when it finished;
+and .png, children succeeded over time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-KUBECTL = str(ROOT / ".venv" / "bin" / "kubectl")
-
-
-def kubectl(*args: str, stdin: str | None = None) -> str:
-    env = dict(os.environ)
-    env.setdefault("KUBECONFIG", str(ROOT / ".treadle" / "kubeconfig"))
-    return subprocess.run([KUBECTL, *args], input=stdin, capture_output=True, text=True,
-                          check=True, env=env).stdout
+from common import kubectl, namespace, pyplot, write
 
 
 def main() -> None:
@@ -36,8 +25,7 @@ def main() -> None:
     parser.add_argument("--namespace", default="bench")
     args = parser.parse_args()
     name = f"fanout-{args.children}"
-    subprocess.run([KUBECTL, "create", "namespace", args.namespace], capture_output=True,
-                   env={**os.environ, "KUBECONFIG": os.environ.get("KUBECONFIG", str(ROOT / ".treadle" / "kubeconfig"))})
+    namespace(args.namespace)
     kubectl("delete", "twf", name, "-n", args.namespace, "--ignore-not-found", "--wait=true")
     workflow = {
         "apiVersion": "treadle.dev/v1alpha1",
@@ -53,10 +41,13 @@ def main() -> None:
     }
     started = time.monotonic()
     kubectl("apply", "-n", args.namespace, "-f", "-", stdin=json.dumps(workflow))
-    phase = ""
+    phase, timeline = "", []
     while phase not in ("Succeeded", "Failed"):
         time.sleep(1)
-        phase = kubectl("get", "twf", name, "-n", args.namespace, "-o", "jsonpath={.status.phase}")
+        found = kubectl("get", "twf", name, "-n", args.namespace, "-o",
+                        "jsonpath={.status.phase} {.status.tasks.noop.succeeded}")  # fmt: skip
+        phase, _, done = found.partition(" ")
+        timeline.append((time.monotonic() - started, int(done or 0)))
     seconds = time.monotonic() - started
     body = kubectl("get", "twf", name, "-n", args.namespace, "-o", "json")
     result = {
@@ -68,11 +59,16 @@ def main() -> None:
         "children_per_second": round(args.children / seconds, 1),
         "object_bytes": len(body.encode()),
         "status_bytes": len(json.dumps(json.loads(body)["status"]).encode()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
     }
-    print(json.dumps(result, indent=2))
-    out = ROOT / "bench" / "results" / f"fanout-{args.children}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    png = write(f"fanout-{args.children}", result)
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.plot([t for t, _ in timeline], [n for _, n in timeline], color="#2b8a3e")
+    axis.set_xlabel("seconds since apply")
+    axis.set_ylabel("children succeeded")
+    axis.set_title(f"One workflow, {args.children} forEach children")
+    figure.tight_layout()
+    figure.savefig(png, dpi=120)
 
 
 if __name__ == "__main__":

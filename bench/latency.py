@@ -12,28 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-KUBECTL = str(ROOT / ".venv" / "bin" / "kubectl")
-
-
-def kubectl(*args: str, stdin: str | None = None) -> str:
-    env = {**os.environ}
-    env.setdefault("KUBECONFIG", str(ROOT / ".treadle" / "kubeconfig"))
-    return subprocess.run([KUBECTL, *args], input=stdin, capture_output=True, text=True,
-                          check=True, env=env).stdout  # fmt: skip
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+from common import kubectl, namespace, percentile, pyplot, write
 
 
 def main() -> None:
@@ -51,7 +35,7 @@ def main() -> None:
     ]  # fmt: skip
     body = {"apiVersion": "treadle.dev/v1alpha1", "kind": "Workflow",
             "metadata": {"name": name}, "spec": {"tasks": tasks}}  # fmt: skip
-    subprocess.run([KUBECTL, "create", "namespace", args.namespace], capture_output=True)
+    namespace(args.namespace)
     kubectl("delete", "twf", name, "-n", args.namespace, "--ignore-not-found", "--wait=true")
     kubectl("apply", "-n", args.namespace, "-f", "-", stdin=json.dumps(body))
     phase = ""
@@ -72,23 +56,16 @@ def main() -> None:
             "p99": round(percentile(gaps, 0.99), 3),
             "mean": round(statistics.fmean(gaps), 3),
         },
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
     }
-    print(json.dumps(result, indent=2))
-    out = ROOT / "bench" / "results" / f"latency-{args.tasks}"
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    png = write(f"latency-{args.tasks}", result)
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 3.5))
     axis.hist(gaps, bins=40, color="#2b8a3e")
     axis.set_xlabel("seconds from a task's end to its successor's start")
     axis.set_ylabel("links")
     axis.set_title(f"Dependency latency, {args.tasks}-task chain")
     figure.tight_layout()
-    figure.savefig(out.with_suffix(".png"), dpi=120)
+    figure.savefig(png, dpi=120)
 
 
 if __name__ == "__main__":

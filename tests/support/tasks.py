@@ -18,3 +18,38 @@ def explode() -> None:
 def merge(users: list[dict[str, object]]) -> dict[str, object]:
     """The seed's fan-in: merge every fetched user into one result."""
     return {"count": len(users), "names": [u["name"] for u in users]}
+
+
+def record(log: str, key: str, seconds: float = 0.0) -> str:
+    """The fault suite's idempotent task.  It notes each start in `<log>.started`, works for
+    `seconds`, notes its end in `<log>.finished`, and makes its effect once per key: the
+    exclusive creation of `<log>.keys/<key>` (atomic across processes) decides which execution
+    makes it, and that one notes it in `<log>.effects`."""
+    import os
+    import time
+    from pathlib import Path
+
+    key = str(key)  # a template of only `{{ item }}` renders the item itself: a number here
+    with open(f"{log}.started", "a") as started:
+        started.write(f"{key}\n")
+    time.sleep(seconds)
+    keys = Path(f"{log}.keys")
+    keys.mkdir(exist_ok=True)
+    try:
+        os.close(os.open(keys / key, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        pass
+    else:
+        with open(f"{log}.effects", "a") as effects:
+            effects.write(f"{key}\n")
+    with open(f"{log}.finished", "a") as finished:
+        finished.write(f"{key}\n")
+    return key
+
+
+def die() -> None:
+    """A poison task: it kills the worker process that runs it, every time."""
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,94 @@
+"""What the benchmark scripts share: kubectl against the cluster `make run` started, the
+operator's process, the API server's request counters, percentiles, and writing results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = Path(os.environ.get("TREADLE_STATE_DIR", ROOT / ".treadle"))
+KUBECTL = str(ROOT / ".venv" / "bin" / "kubectl")
+RESULTS = ROOT / "bench" / "results"
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def env() -> dict[str, str]:
+    return {"KUBECONFIG": str(STATE / "kubeconfig"), **os.environ}
+
+
+def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> str:
+    return subprocess.run(
+        [KUBECTL, *args], input=stdin, capture_output=True, text=True, check=check, env=env()
+    ).stdout
+
+
+def namespace(name: str) -> None:
+    subprocess.run([KUBECTL, "create", "namespace", name], capture_output=True, env=env())
+
+
+def machine() -> str:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**30
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, {memory} GiB, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def write(stem: str, result: dict[str, Any]) -> Path:
+    result = {**result, "machine": machine()}
+    print(json.dumps(result, indent=2))
+    out = RESULTS / f"{stem}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    return out.with_suffix(".png")
+
+
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def operator_pid() -> int:
+    """The operator `make run` started (hack/run.sh writes its pid)."""
+    return int((STATE / "run" / "operator.pid").read_text().split()[0])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def apiserver_writes(resource_pattern: str = ".*") -> int:
+    """Write requests the API server has served since it started (its own metrics)."""
+    text = kubectl("get", "--raw", "/metrics")
+    total = 0
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        verb = labels.get("verb", "")
+        if verb in WRITE_VERBS or verb == "APPLY":
+            if re.fullmatch(resource_pattern, labels.get("resource", "")):
+                total += int(float(line.rsplit(" ", 1)[1]))
+    return total
