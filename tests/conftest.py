@@ -12,7 +12,6 @@ import inspect
 import os
 import re
 import secrets
-import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 
@@ -23,7 +22,7 @@ import redis.asyncio as aioredis
 from support import cluster as local_cluster
 from support import operator as operator_process
 from support import redis_server
-from support.cluster import REPO, Cluster
+from support.cluster import REPO, Cluster, docker_engine_missing
 
 # The suite shares two cores with an API server, etcd and Redis: a single slow example says
 # nothing about the code under test, so hypothesis judges results, not timings.
@@ -53,17 +52,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="where integration and end-to-end tests run: the local cluster built from source "
         "(default, what CI runs) or kind (needs a Docker engine)",
     )
-
-
-def docker_engine_missing() -> str | None:
-    """Why no Docker engine can run kind here, or None when one answers."""
-    docker = shutil.which("docker")
-    if docker is None:
-        return "no docker command on PATH"
-    answer = subprocess.run([docker, "info"], capture_output=True, text=True, check=False)
-    if answer.returncode != 0:
-        return f"`docker info` failed: {answer.stderr.strip()[:200]}"
-    return None
 
 
 @pytest.fixture(scope="session")

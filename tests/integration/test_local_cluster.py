@@ -69,7 +69,7 @@ def test_the_api_server_listens_on_loopback_only(cluster: Cluster) -> None:
 
 
 def test_the_kind_back_end_without_a_docker_engine_is_a_clear_skip_not_an_error() -> None:
-    from conftest import docker_engine_missing
+    from support.cluster import docker_engine_missing
 
     if docker_engine_missing() is None:
         pytest.skip("a Docker engine is here: --cluster=kind would really run")

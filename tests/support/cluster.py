@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,3 +107,14 @@ def start() -> tuple[Cluster, bool]:
 
 def stop() -> None:
     subprocess.run([CLUSTER, "down"], check=True, env=_env())
+
+
+def docker_engine_missing() -> str | None:
+    """Why no Docker engine can run kind here, or None when one answers."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return "no docker command on PATH"
+    answer = subprocess.run([docker, "info"], capture_output=True, text=True, check=False)
+    if answer.returncode != 0:
+        return f"`docker info` failed: {answer.stderr.strip()[:200]}"
+    return None
