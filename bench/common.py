@@ -92,3 +92,15 @@ def apiserver_writes(resource_pattern: str = ".*") -> int:
             if re.fullmatch(resource_pattern, labels.get("resource", "")):
                 total += int(float(line.rsplit(" ", 1)[1]))
     return total
+
+
+def save_plot(png: Any, title: str, xlabel: str, ylabel: str, draw: Any) -> None:
+    """One small figure: `draw(axis)` puts the data on it."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    draw(axis)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(png, dpi=120)

@@ -14,7 +14,7 @@ import argparse
 import json
 import time
 
-from common import kubectl, namespace, pyplot, write
+from common import kubectl, namespace, save_plot, write
 
 
 def main() -> None:
@@ -35,8 +35,13 @@ def main() -> None:
             "concurrency": args.concurrency,
             "workers": {"replicas": args.workers},
             "params": {"n": args.children},
-            "tasks": [{"name": "noop", "forEach": "{{ range(params.n) | list }}",
-                       "python": {"callable": "time:time"}}],
+            "tasks": [
+                {
+                    "name": "noop",
+                    "forEach": "{{ range(params.n) | list }}",
+                    "python": {"callable": "time:time"},
+                }
+            ],
         },
     }
     started = time.monotonic()
@@ -61,14 +66,13 @@ def main() -> None:
         "status_bytes": len(json.dumps(json.loads(body)["status"]).encode()),
     }
     png = write(f"fanout-{args.children}", result)
-    plt = pyplot()
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.plot([t for t, _ in timeline], [n for _, n in timeline], color="#2b8a3e")
-    axis.set_xlabel("seconds since apply")
-    axis.set_ylabel("children succeeded")
-    axis.set_title(f"One workflow, {args.children} forEach children")
-    figure.tight_layout()
-    figure.savefig(png, dpi=120)
+    save_plot(
+        png,
+        f"One workflow, {args.children} forEach children",
+        "seconds since apply",
+        "children succeeded",
+        lambda axis: axis.plot([t for t, _ in timeline], [n for _, n in timeline], color="#2b8a3e"),
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import kubectl, namespace, percentile, pyplot, write
+from common import kubectl, namespace, percentile, save_plot, write
 
 
 def main() -> None:
@@ -58,14 +58,13 @@ def main() -> None:
         },
     }
     png = write(f"latency-{args.tasks}", result)
-    plt = pyplot()
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.hist(gaps, bins=40, color="#2b8a3e")
-    axis.set_xlabel("seconds from a task's end to its successor's start")
-    axis.set_ylabel("links")
-    axis.set_title(f"Dependency latency, {args.tasks}-task chain")
-    figure.tight_layout()
-    figure.savefig(png, dpi=120)
+    save_plot(
+        png,
+        f"Dependency latency, {args.tasks}-task chain",
+        "seconds from a task's end to its successor's start",
+        "links",
+        lambda axis: axis.hist(gaps, bins=40, color="#2b8a3e"),
+    )
 
 
 if __name__ == "__main__":

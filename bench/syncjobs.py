@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import cpu_seconds, kubectl, namespace, operator_pid, percentile, pyplot, write
+from common import cpu_seconds, kubectl, namespace, operator_pid, percentile, save_plot, write
 
 
 def job(index: int, log: Path) -> dict[str, object]:
@@ -93,14 +93,13 @@ def main() -> None:
         "operator_cpu_share_of_a_core": round(cpu / wall, 3),
     }
     png = write(f"syncjobs-{args.jobs}", result)
-    plt = pyplot()
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.hist(delays, bins=40, color="#e8590c")
-    axis.set_xlabel("seconds from the slot to the run's process start")
-    axis.set_ylabel("runs")
-    axis.set_title(f"{args.jobs} SyncJobs, every minute, {args.slots} slots")
-    figure.tight_layout()
-    figure.savefig(png, dpi=120)
+    save_plot(
+        png,
+        f"{args.jobs} SyncJobs, every minute, {args.slots} slots",
+        "seconds from the slot to the run's process start",
+        "runs",
+        lambda axis: axis.hist(delays, bins=40, color="#e8590c"),
+    )
     kubectl("delete", "namespace", space, "--wait=false")
 
 

@@ -16,7 +16,7 @@ import json
 import threading
 import time
 
-from common import apiserver_writes, kubectl, namespace, operator_pid, pyplot, rss_bytes, write
+from common import apiserver_writes, kubectl, namespace, operator_pid, rss_bytes, save_plot, write
 
 TASKS_PER_WORKFLOW = 5
 
@@ -68,7 +68,11 @@ def main() -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     by_resource = {r: apiserver_writes(r) for r in ("pods|bindings", "workflows", "events", ".*")}
-    body = {"apiVersion": "v1", "kind": "List", "items": [workflow(i) for i in range(args.workflows)]}
+    body = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [workflow(i) for i in range(args.workflows)],
+    }
     started = time.monotonic()
     kubectl("create", "-n", space, "-f", "-", stdin=json.dumps(body))
     applied = time.monotonic() - started
@@ -102,14 +106,13 @@ def main() -> None:
         },
     }
     png = write(f"workflows-{args.workflows}", result)
-    plt = pyplot()
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.plot([t for t, _ in timeline], [n for _, n in timeline], color="#1c7ed6")
-    axis.set_xlabel("seconds since apply")
-    axis.set_ylabel("workflows finished")
-    axis.set_title(f"{args.workflows} workflows x {TASKS_PER_WORKFLOW} tasks")
-    figure.tight_layout()
-    figure.savefig(png, dpi=120)
+    save_plot(
+        png,
+        f"{args.workflows} workflows x {TASKS_PER_WORKFLOW} tasks",
+        "seconds since apply",
+        "workflows finished",
+        lambda axis: axis.plot([t for t, _ in timeline], [n for _, n in timeline], color="#1c7ed6"),
+    )
     kubectl("delete", "namespace", space, "--wait=false")
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from support.cluster import Cluster
+from support.faults import worker_pids
 from support.operator import OperatorProcess
 from support.redis_server import RedisServer
 
@@ -91,19 +92,6 @@ async def test_redis_losing_all_its_data_mid_run_loses_no_task(
         "t3",
     ]
     assert len(ran) <= 5
-
-
-def worker_pids(pool: str) -> list[int]:
-    """Worker processes of a pool, found as the local node agent runs them."""
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            argv = cmdline.read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"--pool={pool}".encode() in argv and b"worker" in argv:
-            found.append(int(cmdline.parent.name))
-    return found
 
 
 def test_a_worker_process_sigkilled_mid_task_loses_nothing_and_applies_nothing_twice(
