@@ -35,6 +35,7 @@ import socket
 import ssl
 import subprocess
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -768,6 +769,8 @@ class Agent:
             config=KubeConfig.from_file(args.kubeconfig), field_manager="treadle-node-agent"
         )
         self.runners: dict[str, PodRunner] = {}
+        self.chores: set[asyncio.Task[None]] = set()
+        """Bindings and finalizations under way: the pod watch does not wait for them."""
         self.server_host, self.server_port = self._server_address(args.kubeconfig)
         self.can_mount = volumes.mounts_possible()
         # What containers run lives on this machine, not in an image: keep it visible.
@@ -925,7 +928,7 @@ class Agent:
         running = sum(1 for r in self.runners.values() if not r.finished.is_set())
         return running + len(self.bound)
 
-    async def admit(self, pod: Json) -> None:
+    def admit(self, pod: Json) -> None:
         """Binds the pod here, or, like a full node, leaves it Pending until a pod ends."""
         uid = pod["metadata"]["uid"]
         if self.pods_here() >= self.max_pods:
@@ -933,19 +936,21 @@ class Agent:
             return
         self.waiting.pop(uid, None)
         self.bound.add(uid)
-        await self.bind(pod)
+        self.soon(self.bind(pod))
+
+    def soon(self, chore: Coroutine[Any, Any, None]) -> None:
+        """Runs an API call beside the pod watch, so a burst of new pods is bound at once."""
+        task = asyncio.get_running_loop().create_task(chore)
+        self.chores.add(task)
+        task.add_done_callback(self.chores.discard)
 
     def room_made(self) -> None:
-        if self.waiting:
-            asyncio.get_running_loop().create_task(self.admit_waiting())
-
-    async def admit_waiting(self) -> None:
         for uid, pod in list(self.waiting.items()):
             if self.pods_here() >= self.max_pods:
                 return
-            if self.waiting.pop(uid, None) is not None:
-                self.bound.add(uid)
-                await self.bind(pod)
+            del self.waiting[uid]
+            self.bound.add(uid)
+            self.soon(self.bind(pod))
 
     async def bind(self, pod: Json) -> None:
         meta = pod["metadata"]
@@ -993,14 +998,14 @@ class Agent:
             if spec.get(
                 "schedulerName", "default-scheduler"
             ) == "default-scheduler" and not meta.get("deletionTimestamp"):
-                await self.admit(pod)
+                self.admit(pod)
             return
         if spec["nodeName"] != self.node_name:
             return
         runner = self.runners.get(uid)
         if meta.get("deletionTimestamp"):
             if runner is None:
-                await self.finalize(meta["namespace"], meta["name"])
+                self.soon(self.finalize(meta["namespace"], meta["name"]))
             elif not runner.terminating:
                 runner.pod = pod
                 runner.terminator = asyncio.create_task(

@@ -85,6 +85,7 @@ async def test_a_pod_event_that_lands_while_the_phase_is_read_is_not_overwritten
 
     monkeypatch.setattr(runs, "run_phase", read_then_hear)
     await scheduler.execute(CancelToken())
+    await scheduler.settle()
     assert await outcome(api, namespace) == ("Succeeded", None)
 
 
@@ -93,13 +94,15 @@ async def test_a_run_whose_end_was_never_heard_of_is_found_at_its_next_lock_rene
 ) -> None:
     scheduler = await running_job(api, namespace, "Running")
     await scheduler.execute(CancelToken())  # takes the run's locks, sees it running
+    await scheduler.settle()
     assert await outcome(api, namespace) == (None, RUN)
     job = next(iter(scheduler.jobs.values()))
     assert job.held
     assert job.run_phase == "Running"
     # The pod ends, and no watch event ever tells the scheduler.
     await set_phase(api, namespace, "Failed")
-    job.renew_at = datetime.now(UTC)
+    job.due = job.renew_at = datetime.now(UTC)
     await scheduler.execute(CancelToken())
+    await scheduler.settle()
     assert await outcome(api, namespace) == ("Failed", None)
     assert not job.held

@@ -21,7 +21,6 @@ Rules:
 
 from __future__ import annotations
 
-import copy
 import json
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +30,7 @@ from typing import Any
 
 from treadle.api import workflows
 from treadle.api.workflows import Task, WorkflowSpec
-from treadle.core import backoff, conditions, dags, ranges, templating
+from treadle.core import backoff, conditions, dags, patches, ranges, templating
 from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, TaskMessage, TaskResult
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
@@ -113,7 +112,7 @@ class _Run:
     ) -> None:
         self.spec, self.now, self.who, self.rng = spec, now, who, rng
         self.stored_outputs = outputs or {}
-        self.status: dict[str, Any] = copy.deepcopy(dict(status))
+        self.status: dict[str, Any] = patches.copy_json(status)
         self.tasks: dict[str, dict[str, Any]] = self.status.setdefault("tasks", {})
         for task in spec.tasks:
             self.tasks.setdefault(task.name, {"phase": "Pending"})
@@ -579,7 +578,7 @@ def revive(
     Returns the new status and what was revived ("task" or "task[item]").  Raises
     NothingToRetry when the target has nothing dead-lettered.
     """
-    revived_status = copy.deepcopy(dict(status))
+    revived_status = patches.copy_json(status)
     tasks: dict[str, dict[str, Any]] = revived_status.setdefault("tasks", {})
     by_name = {task.name: task for task in spec.tasks}
     if target != "all" and target not in by_name:

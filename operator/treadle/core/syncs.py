@@ -15,14 +15,13 @@ Slot-aware retry:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from treadle.api.syncjobs import SyncJobSpec
-from treadle.core import conditions, slots
+from treadle.core import conditions, patches, slots
 
 SUCCEEDED, FAILED, SKIPPED = "Succeeded", "Failed", "Skipped"
 
@@ -129,7 +128,7 @@ def decide(
 
 
 def _attempted(status: Mapping[str, Any], slot: slots.Slot, now: datetime) -> dict[str, Any]:
-    updated = copy.deepcopy(dict(status))
+    updated: dict[str, Any] = patches.copy_json(status)
     same = updated.get("currentSlot") == ts(slot.start)
     updated.update(
         currentSlot=ts(slot.start),
@@ -180,7 +179,7 @@ def finished(
     spec: SyncJobSpec, status: Mapping[str, Any], *, now: datetime, succeeded: bool
 ) -> dict[str, Any]:
     """The run's pod ended (or was stopped): its outcome, and the failure count."""
-    updated = copy.deepcopy(dict(status))
+    updated: dict[str, Any] = patches.copy_json(status)
     updated["activeRun"] = None
     if succeeded:
         updated.update(lastOutcome=SUCCEEDED, consecutiveFailures=0, lastSuccessfulTime=ts(now))

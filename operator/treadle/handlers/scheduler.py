@@ -5,11 +5,13 @@ renewal or deadline), what the pure decision (`treadle.core.syncs`) says, carrie
 writes status; then it arms a timer for the earliest next moment and idles.  kopf timers are
 not used: they do not know cron, and one loop with one timer costs nothing between slots.
 
-An attempt takes its locks through the gate (`treadle.core.gates`) in a task of its own, so a
-job waiting `lockWaitSeconds` for a lock holds up no other job.  A run is a pod named after the
-job and its slot: after a crash, the same attempt finds the same pod (a 409) and adopts it, so a
-slot never runs twice.  Status is the record of truth: an operator that restarts mid-run finds
-`activeRun`, takes its locks again for the same holder, and watches the pod to its end.
+Each job is looked at in a task of its own, so one job's API round trips hold up no other job;
+at most `concurrency` jobs talk to the API server at once.  An attempt that waits
+`lockWaitSeconds` for a lock gives up its place while it waits, so it holds up nothing either.
+A run is a pod named after the job and its slot: after a crash, the same attempt finds the same
+pod (a 409) and adopts it, so a slot never runs twice.  Status is the record of truth: an
+operator that restarts mid-run finds `activeRun`, takes its locks again for the same holder, and
+watches the pod to its end.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_ERROR_SECONDS = 10.0
 GONE = "Gone"
+CONCURRENCY = 32
+"""Jobs looked at, or runs started, at once: 500 jobs due in one minute start in seconds, and a
+burst never asks more of the API server than a few dozen requests at a time."""
 
 
 def _wall_clock() -> datetime:
@@ -55,7 +60,8 @@ class Job:
     generation: int | None
     due: datetime | None = None
     """When to look at the job again without news; None: at once."""
-    attempt: asyncio.Task[None] | None = None
+    busy: asyncio.Task[None] | None = None
+    """The look at the job (and the attempt it starts) under way: the loop leaves it alone."""
     held: list[Held] = field(default_factory=list)
     renew_at: datetime | None = None
     run_phase: str | None = None
@@ -82,6 +88,14 @@ class Job:
         if self.spec.ddl:
             held += [gates.table_lock(table) for table in self.spec.tables]
         return held
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """An attempt the decision asked for: the slot it is for; manual: run by hand."""
+
+    slot: slots.Slot
+    manual: bool
 
 
 @dataclass
@@ -112,9 +126,14 @@ class Scheduler:
     clock: Callable[[], datetime] = field(default=_wall_clock)
     lease_seconds: int = 60
     lock_poll_seconds: float = 1.0
+    concurrency: int = CONCURRENCY
     jobs: dict[str, Job] = field(default_factory=dict)
     wake: Notify = field(default_factory=Notify)
     _timer: asyncio.TimerHandle | None = None
+    _talking: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._talking = asyncio.Semaphore(self.concurrency)
 
     # news from kopf handlers (called on the operator's event loop) ---------------------------
 
@@ -135,8 +154,8 @@ class Scheduler:
 
     def forget(self, uid: str) -> None:
         job = self.jobs.pop(uid, None)
-        if job is not None and job.attempt is not None:
-            job.attempt.cancel()
+        if job is not None and job.busy is not None:
+            job.busy.cancel()
 
     def run_changed(self, job_uid: str, run: str, phase: str | None) -> None:
         """A run pod changed (phase None: it is gone)."""
@@ -159,40 +178,54 @@ class Scheduler:
     # the loop's action ------------------------------------------------------------------------
 
     async def execute(self, cancel: CancelToken) -> Directive:
+        now = self.clock()
         for job in list(self.jobs.values()):
-            if job.attempt is not None:
-                if not job.attempt.done():
+            if job.busy is not None:
+                if not job.busy.done():
                     continue
-                job.attempt = None
-            try:
-                await self._step(job, self.clock())
-            except Exception:
-                log.exception("sync job %s/%s: step failed", job.namespace, job.name)
-                job.due = self.clock() + timedelta(seconds=RETRY_AFTER_ERROR_SECONDS)
+                job.busy = None
+            if job.due is None or job.due <= now:
+                job.busy = asyncio.create_task(self._look(job), name=f"syncjob:{job.name}")
+                job.busy.add_done_callback(lambda _: self.wake.notify())
         self._arm()
         return Directive.idle()
+
+    async def settle(self) -> None:
+        """Waits until no job is being looked at (for tests and shutdown)."""
+        while busy := [job.busy for job in self.jobs.values() if job.busy and not job.busy.done()]:
+            await asyncio.wait(busy)
+
+    async def _look(self, job: Job) -> None:
+        try:
+            async with self._talking:
+                attempt = await self._step(job, self.clock())
+                if attempt is not None:
+                    await self._attempt(job, attempt.slot, manual=attempt.manual)
+        except Exception:
+            log.exception("sync job %s/%s: step failed", job.namespace, job.name)
+            job.due = self.clock() + timedelta(seconds=RETRY_AFTER_ERROR_SECONDS)
 
     def _arm(self) -> None:
         """One timer, at the earliest moment any job needs looking at."""
         if self._timer is not None:
             self._timer.cancel()
-        moments = [j.due for j in self.jobs.values() if j.due is not None and j.attempt is None]
+        moments = [j.due for j in self.jobs.values() if j.due is not None and j.busy is None]
         if not moments:
             return
         delay = max(0.0, (min(moments) - self.clock()).total_seconds())
         self._timer = asyncio.get_running_loop().call_later(delay, self.wake.notify)
 
-    async def _step(self, job: Job, now: datetime) -> None:
+    async def _step(self, job: Job, now: datetime) -> Attempt | None:
+        """Carries out what the job needs now; returns the attempt to make, if one is due."""
         if job.spec_changed or RESET_ANNOTATION in job.requests:
             await self._reset(job, now)
         if job.status.get("activeRun"):
             await self._watch_run(job, now)
-            return
+            return None
         if RUN_NOW_ANNOTATION in job.requests:
-            await self._run_now(job, now)
-            return
+            return await self._run_now(job, now)
         if job.due is not None and job.due > now:
-            return
+            return None
         decision = syncs.decide(job.spec, job.status, now=now, created=job.created)
         if decision.abandoned_slot is not None:
             abandoned = syncs.ts(decision.abandoned_slot)
@@ -210,8 +243,8 @@ class Scheduler:
                     "RetryingSkipped",
                     f"{syncs.RETRYING_MESSAGE} (attempt {attempt})",
                 )
-            self._start_attempt(job, decision.slot, manual=False)
-            return
+            job.due = None
+            return Attempt(decision.slot, manual=False)
         waiting = {
             **job.status,
             "nextScheduleTime": syncs.ts(syncs.schedule_of(job.spec).next_after(now)),
@@ -220,19 +253,25 @@ class Scheduler:
             waiting["nextRetryTime"] = None
         await self._write(job, waiting, now, decision.reason)
         job.due = decision.wake_at
+        return None
 
     # attempts ---------------------------------------------------------------------------------
 
-    def _start_attempt(self, job: Job, slot: slots.Slot, *, manual: bool) -> None:
-        job.due = None
-        job.attempt = asyncio.create_task(self._attempt(job, slot, manual=manual))
-        job.attempt.add_done_callback(lambda _: self.wake.notify())
+    async def _quiet_sleep(self, seconds: float) -> None:
+        """A wait for a lock gives up its place among the jobs talking to the API server."""
+        self._talking.release()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            await self._talking.acquire()
 
     async def _attempt(self, job: Job, slot: slots.Slot, *, manual: bool) -> None:
         name = runs.run_name(job.name, self.clock() if manual else slot.start, manual=manual)
         store = LeaseStore(self.api, job.namespace, self.lease_seconds, self.clock)
         gate = gates.Gate(
-            WriterAwareLocks(store, self._writer_of(job)), poll_seconds=self.lock_poll_seconds
+            WriterAwareLocks(store, self._writer_of(job)),
+            sleep=self._quiet_sleep,
+            poll_seconds=self.lock_poll_seconds,
         )
         request = gates.LockRequest(
             holder=name,
@@ -300,13 +339,14 @@ class Scheduler:
         metrics.SYNC_SKIPS.labels(reason=result.reason).inc()
         job.due = syncs.parse(retry) or slot.end
 
-    async def _run_now(self, job: Job, now: datetime) -> None:
+    async def _run_now(self, job: Job, now: datetime) -> Attempt:
         value = job.requests.pop(RUN_NOW_ANNOTATION)
         await self._clear(job, RUN_NOW_ANNOTATION, value)
         schedule = syncs.schedule_of(job.spec)
         slot = schedule.slot_at(now) or slots.Slot(now, schedule.next_after(now))
         await self._tell(job, "Normal", "RunRequested", "run requested by hand")
-        self._start_attempt(job, slot, manual=True)
+        job.due = None
+        return Attempt(slot, manual=True)
 
     def _writer_of(self, job: Job) -> Callable[[str, str], str | None]:
         def writer(table: str, holder: str) -> str | None:

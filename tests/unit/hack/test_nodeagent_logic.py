@@ -1,5 +1,6 @@
 """The node agent's pure helpers: $(VAR) expansion, restart policy, back-off, field refs."""
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -49,6 +50,7 @@ def test_field_refs_resolve_pod_metadata() -> None:
 async def test_a_full_node_leaves_pods_pending_and_binds_them_as_room_is_made() -> None:
     agent = object.__new__(nodeagent.Agent)
     agent.max_pods, agent.runners, agent.bound, agent.waiting = 2, {}, set(), {}
+    agent.chores = set()
     bound: list[str] = []
 
     async def bind(pod: dict[str, Any]) -> None:
@@ -56,10 +58,12 @@ async def test_a_full_node_leaves_pods_pending_and_binds_them_as_room_is_made() 
 
     agent.bind = bind  # type: ignore[method-assign]
     for uid in ("a", "b", "c"):
-        await agent.admit({"metadata": {"uid": uid}})
+        agent.admit({"metadata": {"uid": uid}})
+    await asyncio.gather(*agent.chores)  # bindings run beside the watch
     assert bound == ["a", "b"]
     assert list(agent.waiting) == ["c"]
     agent.bound.discard("a")  # its runner started and finished
-    await agent.admit_waiting()
+    agent.room_made()
+    await asyncio.gather(*agent.chores)
     assert bound == ["a", "b", "c"]
     assert not agent.waiting
