@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from lightkube import AsyncClient, KubeConfig
@@ -24,8 +25,14 @@ async def api(crds: Cluster, namespace: str) -> AsyncIterator[AsyncClient]:
     await client.close()
 
 
-async def test_concurrent_acquirers_never_see_two_holders(api: AsyncClient, namespace: str) -> None:
-    stores = [LeaseStore(api, namespace) for _ in range(ACQUIRERS)]
+@pytest.mark.parametrize("memory", ["reading first", "each with its own remembered copies"])
+async def test_concurrent_acquirers_never_see_two_holders(
+    api: AsyncClient, namespace: str, memory: str
+) -> None:
+    remembering = memory != "reading first"
+    stores = [
+        LeaseStore(api, namespace, known={} if remembering else None) for _ in range(ACQUIRERS)
+    ]
     winners_per_round = []
     for round_ in range(ROUNDS):
         taken = await asyncio.gather(
@@ -75,6 +82,45 @@ async def test_a_renewed_lock_stays_held_and_a_released_one_is_free(
     assert await store.holder("treadle-table-orders") is None
     again = await store.take("treadle-table-orders", "migrate-2")
     assert again == Held("treadle-table-orders", "migrate-2", 1)
+
+
+async def test_a_remembered_lease_is_taken_renewed_and_released_in_one_request_each(
+    api: AsyncClient, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LeaseStore(api, namespace, known={})
+    first = await store.take("treadle-pipeline-remembered", "run-1")
+    assert isinstance(first, Held)
+    calls: list[str] = []
+    for verb in ("get", "create", "replace"):
+        real = getattr(api, verb)
+
+        def counted(*args: Any, _verb: str = verb, _real: Any = real, **kwargs: Any) -> Any:
+            calls.append(_verb)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(api, verb, counted)
+    assert await store.renew(first)
+    assert await store.release("treadle-pipeline-remembered", "run-1")
+    second = await store.take("treadle-pipeline-remembered", "run-2")
+    assert second == Held("treadle-pipeline-remembered", "run-2", 1)
+    assert calls == ["replace", "replace", "replace"]
+    # Released here, then taken by hand elsewhere: the copy says free, so the store writes from
+    # it; the API server refuses the stale write, and the store reads who holds it.
+    assert await store.release("treadle-pipeline-remembered", "run-2")
+    other = LeaseStore(api, namespace)
+    assert await other.take("treadle-pipeline-remembered", "by-hand") == Held(
+        "treadle-pipeline-remembered", "by-hand", 2
+    )
+    calls.clear()
+    assert await store.take("treadle-pipeline-remembered", "run-3") == "by-hand"
+    assert calls == ["replace", "get"]
+    # Remembered as held by someone else: confirmed by a fresh read, never trusted as it is.
+    assert await other.release("treadle-pipeline-remembered", "by-hand")
+    calls.clear()
+    assert await store.take("treadle-pipeline-remembered", "run-3") == Held(
+        "treadle-pipeline-remembered", "run-3", 3
+    )
+    assert calls == ["get", "replace"]
 
 
 async def test_a_standby_leads_once_the_leader_stops_renewing_and_the_old_leader_steps_down(

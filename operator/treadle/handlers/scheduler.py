@@ -25,6 +25,7 @@ from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.models.core_v1 import ObjectReference
+from lightkube.resources.coordination_v1 import Lease
 
 from treadle.api import GROUP, RUN_NOW_ANNOTATION, VERSION, syncjobs
 from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
@@ -131,6 +132,9 @@ class Scheduler:
     wake: Notify = field(default_factory=Notify)
     _timer: asyncio.TimerHandle | None = None
     _talking: asyncio.Semaphore = field(init=False)
+    _leases: dict[tuple[str, str], Lease] = field(default_factory=dict)
+    """Every job's Leases as last read or written: a run's locks cost a request each to take
+    and to release, not two."""
 
     def __post_init__(self) -> None:
         self._talking = asyncio.Semaphore(self.concurrency)
@@ -257,6 +261,11 @@ class Scheduler:
 
     # attempts ---------------------------------------------------------------------------------
 
+    def _store(self, job: Job) -> LeaseStore:
+        return LeaseStore(
+            self.api, job.namespace, self.lease_seconds, self.clock, known=self._leases
+        )
+
     async def _quiet_sleep(self, seconds: float) -> None:
         """A wait for a lock gives up its place among the jobs talking to the API server."""
         self._talking.release()
@@ -267,7 +276,7 @@ class Scheduler:
 
     async def _attempt(self, job: Job, slot: slots.Slot, *, manual: bool) -> None:
         name = runs.run_name(job.name, self.clock() if manual else slot.start, manual=manual)
-        store = LeaseStore(self.api, job.namespace, self.lease_seconds, self.clock)
+        store = self._store(job)
         gate = gates.Gate(
             WriterAwareLocks(store, self._writer_of(job)),
             sleep=self._quiet_sleep,
@@ -369,7 +378,7 @@ class Scheduler:
 
     async def _watch_run(self, job: Job, now: datetime) -> None:
         run = str(job.status["activeRun"])
-        store = LeaseStore(self.api, job.namespace, self.lease_seconds, self.clock)
+        store = self._store(job)
         if job.run_phase is None:
             await self._look_at_run(job, run)
         if not job.held:
@@ -434,7 +443,7 @@ class Scheduler:
     async def _finish(
         self, job: Job, run: str, now: datetime, *, succeeded: bool, why: str
     ) -> None:
-        store = LeaseStore(self.api, job.namespace, self.lease_seconds, self.clock)
+        store = self._store(job)
         for held in job.held:
             await store.release(held.lock, held.holder)
         job.held, job.run_phase, job.renew_at = [], None, None

@@ -8,6 +8,11 @@
 - `leaseTransitions` counts changes of holder: a holder that finds a different count (or a
   different holder) on renewal has lost the lock, and its work must stop (fencing).
 - Releasing clears the holder and keeps the Lease (and its transition count).
+- A store may remember each Lease as it last read or wrote it (`known`, shareable between
+  stores): the next write starts from that copy instead of a fresh read, and the API server's
+  409 for a stale copy sends it back to read.  A lock taken, renewed and released by the same
+  operator then costs one request each time, not two.  Only a write is ever based on a
+  remembered copy: "someone else holds it" is always confirmed by a fresh read.
 
 Times are wall-clock times written by whoever takes or renews a Lease and compared by whoever
 reads it: the machines involved must have clocks in step to well within a Lease's duration
@@ -16,6 +21,7 @@ reads it: the machines involved must have clocks in step to well within a Lease'
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +69,8 @@ class LeaseStore:
     clock: Callable[[], datetime] = field(default=_wall_clock)
     taken: dict[tuple[str, str], Held] = field(default_factory=dict)
     """What `acquire` took, by (lock, holder): the fencing tokens to renew with."""
+    known: dict[tuple[str, str], Lease] | None = None
+    """Leases as last read or written, by (namespace, lock); None: always read first."""
 
     async def _get(self, lock: str) -> Lease | None:
         try:
@@ -72,12 +80,36 @@ class LeaseStore:
                 return None
             raise
 
+    async def _read(self, lock: str) -> tuple[Lease | None, bool]:
+        """The Lease to base a write on, and whether it is a remembered copy."""
+        if self.known is not None and (kept := self.known.get((self.namespace, lock))):
+            return copy.deepcopy(kept), True  # its own: another job may write from it too
+        return self._remember(lock, await self._get(lock)), False
+
+    def _remember(self, lock: str, lease: Lease | None) -> Lease | None:
+        if self.known is not None:
+            if lease is None:
+                self.known.pop((self.namespace, lock), None)
+            else:
+                self.known[(self.namespace, lock)] = lease
+        return lease
+
+    async def _write(self, lease: Lease, lock: str, *, create: bool = False) -> None:
+        """Writes the Lease (with the resourceVersion it carries); a failed write forgets the
+        remembered copy, so the next try reads."""
+        try:
+            written = await (self.api.create(lease) if create else self.api.replace(lease))
+        except BaseException:
+            self._remember(lock, None)
+            raise
+        self._remember(lock, written)
+
     async def take(self, lock: str, holder: str, duration_seconds: int | None = None) -> Held | str:
         """Takes (or renews) `lock` for `holder`: what is now held, or who else holds it."""
         duration = duration_seconds or self.duration_seconds
         for _ in range(CONFLICT_RETRIES):
             now = self.clock()
-            lease = await self._get(lock)
+            lease, remembered = await self._read(lock)
             if lease is None:
                 spec = LeaseSpec(
                     holderIdentity=holder,
@@ -88,7 +120,7 @@ class LeaseStore:
                 )
                 body = Lease(metadata=ObjectMeta(name=lock, namespace=self.namespace), spec=spec)
                 try:
-                    await self.api.create(body)
+                    await self._write(body, lock, create=True)
                 except ApiError as error:
                     if error.status.code == 409:
                         continue  # created by someone else meanwhile
@@ -97,6 +129,9 @@ class LeaseStore:
             spec = lease.spec or LeaseSpec()
             other = current_holder(spec, now)
             if other not in (None, holder):
+                if remembered:
+                    self._remember(lock, None)
+                    continue  # confirm with a fresh read
                 return other
             transitions = spec.leaseTransitions or 0
             if spec.holderIdentity != holder:
@@ -108,7 +143,7 @@ class LeaseStore:
             spec.leaseTransitions = transitions
             lease.spec = spec
             try:
-                await self.api.replace(lease)  # carries the resourceVersion we read
+                await self._write(lease, lock)  # carries the resourceVersion we read
             except ApiError as error:
                 if error.status.code == 409:
                     continue
@@ -153,12 +188,15 @@ class LeaseStore:
         """Applies `change` to the Lease while `holder` holds it, re-reading on conflicts;
         False when `holder` does not hold it or `change` declines."""
         for _ in range(CONFLICT_RETRIES):
-            lease = await self._get(lock)
+            lease, remembered = await self._read(lock)
             spec = lease.spec if lease else None
             if lease is None or spec is None or spec.holderIdentity != holder or not change(spec):
+                if remembered:
+                    self._remember(lock, None)
+                    continue  # confirm with a fresh read
                 return False
             try:
-                await self.api.replace(lease)
+                await self._write(lease, lock)
             except ApiError as error:
                 if error.status.code == 409:
                     continue
