@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, cast
 
 import kopf
 
@@ -17,10 +18,26 @@ WATCH_SERVER_TIMEOUT_SECONDS = 300
 WATCH_CLIENT_TIMEOUT_SECONDS = 330
 
 
+class LeanDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff base (spec, labels, annotations: what `on.update` compares), built from the
+    object without its status and managedFields.  kopf deep-copies the whole object on every
+    watch event and only then drops them; a 10,000-child workflow's status and managedFields
+    are most of its 480 KB, and that copy was 4 % of the operator's time in a profile."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        if extra_fields:  # a handler reads fields of status: kopf's own way keeps them
+            return super().build(body=body, extra_fields=extra_fields)
+        lean = {key: value for key, value in body.items() if key != "status"}
+        lean["metadata"] = {k: v for k, v in body.metadata.items() if k != "managedFields"}
+        return super().build(body=kopf.Body(cast(kopf.RawBody, lean)))
+
+
 @kopf.on.startup(registry=registry)
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = LeanDiffBase(
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.persistence.finalizer = FINALIZER
