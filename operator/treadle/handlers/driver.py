@@ -3,8 +3,9 @@ answer (enqueue attempts, keep worker pods, write status).
 
 It runs as one loop of the worker runtime beside kopf.  Each pass reads the results waiting
 (up to 20,000) and advances every workflow that got results or whose retry, deadline or status
-write is due.  Results are acknowledged only once the status that records them is written, so
-a crash re-reads them (the engine ignores what it already applied).
+write is due, side by side (at most ADVANCE_CONCURRENCY at once).  Results are acknowledged
+only once the status that records them is written, so a crash re-reads them (the engine
+ignores what it already applied).
 
 Results are applied, and the next tasks enqueued, as soon as they arrive (passes are at least
 PASS_INTERVAL_SECONDS apart), while a workflow's status is written at most once a second, never
@@ -19,6 +20,7 @@ tell the workflow's story: started, dead letters, retried, succeeded or failed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -50,6 +52,10 @@ WRITE_INTERVAL = timedelta(seconds=1)
 GAUGE_SECONDS = 15.0
 BATCH = 1000
 MAX_PER_PASS = 20_000
+ADVANCE_CONCURRENCY = 32
+"""Workflows advanced at once in a pass: a thousand small workflows are not advanced one API
+round trip after another, and a pass never asks more of the API server than a few dozen
+requests at a time."""
 
 
 @dataclass
@@ -192,6 +198,7 @@ class Driver:
             if now - waiting[0][2] > UNCLAIMED:  # a workflow that is gone (or not ours)
                 done += [entry_id for entry_id, _, _ in waiting]
                 del self._unclaimed[uid]
+        work: list[tuple[Tracked, list[TaskResult]]] = []
         for uid in sorted(set(by_workflow) | due):
             tracked = self.workflows.get(uid)
             if tracked is None:
@@ -199,14 +206,37 @@ class Driver:
                 unclaimed += [(i, r, now) for i, r in zip(ids[uid], by_workflow[uid], strict=True)]
                 continue
             tracked.unacked += ids.get(uid, [])
-            done += await self.advance(tracked, by_workflow.get(uid, []), now)
+            work.append((tracked, by_workflow.get(uid, [])))
+        advanced, failure = await self._advance_all(work, now)
         # Only results whose effect is in written status are acknowledged: after a crash the
         # others are read again (the engine ignores what it applied already).
-        await self.results.ack(done)
+        await self.results.ack(done + advanced)
+        if failure is not None:
+            raise failure
         if self._gauges_at is None or now - self._gauges_at >= timedelta(seconds=GAUGE_SECONDS):
             await self._set_gauges()
             self._gauges_at = now
         return Directive.proceed()
+
+    async def _advance_all(
+        self, work: list[tuple[Tracked, list[TaskResult]]], now: datetime
+    ) -> tuple[list[str], BaseException | None]:
+        """Advances the workflows side by side, at most ADVANCE_CONCURRENCY talking to the API
+        server at once; returns the result ids safe to acknowledge, and the first failure (the
+        failed workflow keeps its results unacknowledged, to apply on a later pass)."""
+        slots = asyncio.Semaphore(ADVANCE_CONCURRENCY)
+
+        async def one(tracked: Tracked, results: list[TaskResult]) -> list[str]:
+            async with slots:
+                return await self.advance(tracked, results, now)
+
+        outcomes = await asyncio.gather(*(one(t, r) for t, r in work), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, asyncio.CancelledError):
+                raise outcome
+        acked = [entry for outcome in outcomes if isinstance(outcome, list) for entry in outcome]
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        return acked, failures[0] if failures else None
 
     async def _set_gauges(self) -> None:
         depth = await self.results.depth([t.who.pool for t in self.workflows.values()])
