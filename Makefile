@@ -65,14 +65,14 @@ crds: venv ## regenerate crds/, the chart's copy and docs/reference from the mod
 	@$(BIN)/python -m treadle.api.reference docs/reference
 
 lint: venv ## ruff, mypy and import-linter
-	$(BIN)/ruff check operator tests hack
-	$(BIN)/ruff format --check operator tests hack
+	$(BIN)/ruff check operator tests hack bench
+	$(BIN)/ruff format --check operator tests hack bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 format: venv ## apply ruff's fixes and formatting
-	$(BIN)/ruff check --fix operator tests hack
-	$(BIN)/ruff format operator tests hack
+	$(BIN)/ruff check --fix operator tests hack bench
+	$(BIN)/ruff format operator tests hack bench
 
 test: venv redis-server lint ## install what tests need and run the whole suite
 	$(BIN)/python -m pytest tests

@@ -42,7 +42,7 @@ def machine() -> str:
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def write(stem: str, result: dict[str, Any]) -> Path:
@@ -88,9 +88,10 @@ def apiserver_writes(resource_pattern: str = ".*") -> int:
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
         verb = labels.get("verb", "")
-        if verb in WRITE_VERBS or verb == "APPLY":
-            if re.fullmatch(resource_pattern, labels.get("resource", "")):
-                total += int(float(line.rsplit(" ", 1)[1]))
+        if (verb in WRITE_VERBS or verb == "APPLY") and re.fullmatch(
+            resource_pattern, labels.get("resource", "")
+        ):
+            total += int(float(line.rsplit(" ", 1)[1]))
     return total
 
 

@@ -140,7 +140,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--state", type=Path, default=ROOT / ".treadle")
     args = parser.parse_args()
-    env = {**os.environ, "BENCH_REDIS_URL": redis_url(args.state), "PYTHONPATH": str(ROOT / "bench")}
+    env = {
+        **os.environ,
+        "BENCH_REDIS_URL": redis_url(args.state),
+        "PYTHONPATH": str(ROOT / "bench"),
+    }
     os.environ["BENCH_REDIS_URL"] = env["BENCH_REDIS_URL"]
     seconds = {
         "treadle": run_treadle(args.tasks, args.workers),
@@ -153,8 +157,11 @@ def main() -> None:
         "workers": args.workers,
         "seconds": {k: round(v, 2) for k, v in seconds.items()},
         "tasks_per_second": rates,
-        "treadle_ratio": {k: round(rates["treadle"] / v, 2) for k, v in rates.items() if k != "treadle"},
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "treadle_ratio": {
+            k: round(rates["treadle"] / v, 2) for k, v in rates.items() if k != "treadle"
+        },
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
         "note": "Treadle end to end: kubectl apply to phase Succeeded as kubectl get sees it "
         "(polled each second), worker pods started inside the clock; Celery and Dramatiq from the "
         "first enqueue to the last result read, workers already warm.",

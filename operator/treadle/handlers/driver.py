@@ -53,6 +53,7 @@ GAUGE_SECONDS = 15.0
 BATCH = 1000
 MAX_PER_PASS = 20_000
 ADVANCE_CONCURRENCY = 32
+RETRY_AFTER_FAILURE = timedelta(seconds=2)
 """Workflows advanced at once in a pass: a thousand small workflows are not advanced one API
 round trip after another, and a pass never asks more of the API server than a few dozen
 requests at a time."""
@@ -76,6 +77,8 @@ class Tracked:
     """Results applied to `status` but not yet written: acknowledged once they are."""
     unwritten: list[TaskResult] = field(default_factory=list)
     """Those results themselves, to apply again if `status` is replaced before the write."""
+    retained: list[TaskResult] = field(default_factory=list)
+    """Results whose advance failed (API server or Redis away), applied on the next one."""
     outputs: dict[str, Any] = field(default_factory=dict)
     """Large outputs read back from Redis, by reference, for templates."""
     outputs_scanned: bool = False
@@ -128,6 +131,7 @@ class Driver:
             # The new status comes from the API server: what was applied since the last write
             # is not in it, so it is applied again (the engine ignores what it has already).
             tracked.unacked, tracked.unwritten = previous.unacked, previous.unwritten
+            tracked.retained = previous.retained
         for entry_id, result, _ in self._unclaimed.pop(uid, []):
             # Results that came before the workflow was tracked (the operator just started).
             tracked.unacked.append(entry_id)
@@ -222,13 +226,33 @@ class Driver:
         self, work: list[tuple[Tracked, list[TaskResult]]], now: datetime
     ) -> tuple[list[str], BaseException | None]:
         """Advances the workflows side by side, at most ADVANCE_CONCURRENCY talking to the API
-        server at once; returns the result ids safe to acknowledge, and the first failure (the
-        failed workflow keeps its results unacknowledged, to apply on a later pass)."""
+        server at once; returns the result ids safe to acknowledge, and a failure when every
+        workflow failed (the API server or Redis is away: the loop backs off).
+
+        A workflow whose advance fails keeps the results it was given, to apply on its next
+        advance (due in RETRY_AFTER_FAILURE): their ids are already among its unacknowledged
+        ones, so a later write must not acknowledge them without them."""
         slots = asyncio.Semaphore(ADVANCE_CONCURRENCY)
 
         async def one(tracked: Tracked, results: list[TaskResult]) -> list[str]:
+            given, tracked.retained = tracked.retained + results, []
             async with slots:
-                return await self.advance(tracked, results, now)
+                try:
+                    return await self.advance(tracked, given, now)
+                except BaseException as error:
+                    # Kept on the workflow as tracked now (a handler may have replaced it).
+                    current = self.workflows.get(tracked.who.uid, tracked)
+                    current.retained = given + current.retained
+                    if isinstance(error, Exception):
+                        current.due = now + RETRY_AFTER_FAILURE
+                        log.warning(
+                            "advancing %s/%s failed; again in %s s",
+                            tracked.who.namespace,
+                            tracked.who.name,
+                            RETRY_AFTER_FAILURE.total_seconds(),
+                            exc_info=True,
+                        )
+                    raise
 
         outcomes = await asyncio.gather(*(one(t, r) for t, r in work), return_exceptions=True)
         for outcome in outcomes:
@@ -236,7 +260,8 @@ class Driver:
                 raise outcome
         acked = [entry for outcome in outcomes if isinstance(outcome, list) for entry in outcome]
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        return acked, failures[0] if failures else None
+        everyone = bool(failures) and len(failures) == len(outcomes)
+        return acked, failures[0] if everyone else None
 
     async def _set_gauges(self) -> None:
         depth = await self.results.depth([t.who.pool for t in self.workflows.values()])

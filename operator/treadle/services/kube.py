@@ -211,10 +211,19 @@ async def ensure_worker_pods(api: AsyncClient, pods: list[dict[str, Any]]) -> in
             ):
                 continue
             if phase in ("Failed", "Succeeded"):
-                await api.delete(Pod, meta["name"], namespace=meta["namespace"])
+                try:
+                    await api.delete(Pod, meta["name"], namespace=meta["namespace"])
+                except ApiError as error:
+                    if error.status.code != 404:  # gone meanwhile: as good
+                        raise
             continue  # a terminating pod is replaced on the next pass
         pod: Pod = Pod.from_dict(body)  # type: ignore[assignment]
-        await api.create(pod)
+        try:
+            await api.create(pod)
+        except ApiError as error:
+            if error.status.code != 409:  # made meanwhile (a pass that failed after it): kept
+                raise
+            continue
         created += 1
     return created
 

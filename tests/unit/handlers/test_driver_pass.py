@@ -15,6 +15,7 @@ from treadle.core.messages import TaskResult
 from treadle.handlers import driver
 from treadle.handlers.driver import Driver, Tracked
 
+UTC_NOW = datetime.now(UTC)
 SPEC = WorkflowSpec.model_validate({"tasks": [{"name": "a", "python": {"callable": "time:time"}}]})
 
 
@@ -26,6 +27,7 @@ def tracked(name: str) -> Tracked:
 def bare_driver(advance: Any) -> Driver:
     bare: Driver = object.__new__(Driver)
     bare.advance = advance  # type: ignore[method-assign]
+    bare.workflows = {}
     return bare
 
 
@@ -53,16 +55,53 @@ async def test_workflows_are_advanced_side_by_side_at_most_the_limit_at_once() -
     assert sorted(acked) == sorted(f"w{i}-result" for i in range(100))
 
 
-async def test_one_workflow_failing_costs_the_others_nothing() -> None:
+def result(task: str) -> TaskResult:
+    return TaskResult(
+        workflow_uid="broken",
+        workflow="broken",
+        task=task,
+        item=None,
+        attempt=1,
+        outcome="succeeded",
+    )
+
+
+async def test_one_workflow_failing_costs_the_others_nothing_and_keeps_its_results() -> None:
+    given: list[list[str]] = []
+
     async def advance(t: Tracked, results: list[TaskResult], now: datetime) -> list[str]:
         if t.who.name == "broken":
-            raise RuntimeError("API server said no")
+            given.append([r.task for r in results])
+            if len(given) == 1:
+                raise RuntimeError("API server said no")
         return [f"{t.who.name}-result"]
 
-    work = [(tracked(name), []) for name in ("first", "broken", "last")]
-    acked, failure = await bare_driver(advance)._advance_all(work, datetime.now(UTC))
+    broken = tracked("broken")
+    bare = bare_driver(advance)
+    bare.workflows["broken"] = broken
+    now = datetime.now(UTC)
+    work = [(tracked("first"), []), (broken, [result("a")]), (tracked("last"), [])]
+    acked, failure = await bare._advance_all(work, now)
     assert sorted(acked) == ["first-result", "last-result"]
-    assert isinstance(failure, RuntimeError)
+    assert failure is None  # the others went on: no back-off for everyone
+    assert [r.task for r in broken.retained] == ["a"]
+    assert broken.due == now + driver.RETRY_AFTER_FAILURE
+    # Its next advance is given the result again, before the new ones.
+    acked, failure = await bare._advance_all([(broken, [result("b")])], now)
+    assert given == [["a"], ["a", "b"]]
+    assert acked == ["broken-result"]
+    assert failure is None
+    assert not broken.retained
+
+
+async def test_when_every_workflow_fails_the_pass_fails() -> None:
+    async def advance(t: Tracked, results: list[TaskResult], now: datetime) -> list[str]:
+        raise ConnectionError("no API server")
+
+    bare = bare_driver(advance)
+    acked, failure = await bare._advance_all([(tracked("a"), []), (tracked("b"), [])], UTC_NOW)
+    assert acked == []
+    assert isinstance(failure, ConnectionError)
 
 
 async def test_a_cancelled_pass_is_cancelled_not_reported_as_a_failure() -> None:
