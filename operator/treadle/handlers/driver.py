@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 from lightkube.models.core_v1 import ObjectReference
 
 from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
@@ -239,19 +239,14 @@ class Driver:
             async with slots:
                 try:
                     return await self.advance(tracked, given, now)
+                except ApiError as error:
+                    if error.status.code == 404 and not await self._exists(tracked):
+                        self.forget(tracked.who.uid)  # it went with its namespace
+                        return []
+                    self._keep(tracked, given, now, error)
+                    raise
                 except BaseException as error:
-                    # Kept on the workflow as tracked now (a handler may have replaced it).
-                    current = self.workflows.get(tracked.who.uid, tracked)
-                    current.retained = given + current.retained
-                    if isinstance(error, Exception):
-                        current.due = now + RETRY_AFTER_FAILURE
-                        log.warning(
-                            "advancing %s/%s failed; again in %s s",
-                            tracked.who.namespace,
-                            tracked.who.name,
-                            RETRY_AFTER_FAILURE.total_seconds(),
-                            exc_info=True,
-                        )
+                    self._keep(tracked, given, now, error)
                     raise
 
         outcomes = await asyncio.gather(*(one(t, r) for t, r in work), return_exceptions=True)
@@ -262,6 +257,29 @@ class Driver:
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         everyone = bool(failures) and len(failures) == len(outcomes)
         return acked, failures[0] if everyone else None
+
+    def _keep(
+        self, tracked: Tracked, given: list[TaskResult], now: datetime, error: BaseException
+    ) -> None:
+        """A failed advance: its results are kept on the workflow as tracked now (a handler
+        may have replaced it) and, unless cancelled, it is advanced again soon."""
+        current = self.workflows.get(tracked.who.uid, tracked)
+        current.retained = given + current.retained
+        if isinstance(error, Exception):
+            current.due = now + RETRY_AFTER_FAILURE
+            log.warning(
+                "advancing %s/%s failed; again in %s s",
+                tracked.who.namespace,
+                tracked.who.name,
+                RETRY_AFTER_FAILURE.total_seconds(),
+                exc_info=error,
+            )
+
+    async def _exists(self, tracked: Tracked) -> bool:
+        try:
+            return await kube.workflow_exists(self.api, tracked.who.namespace, tracked.who.name)
+        except Exception:
+            return True  # cannot tell: keep it
 
     async def _set_gauges(self) -> None:
         depth = await self.results.depth([t.who.pool for t in self.workflows.values()])

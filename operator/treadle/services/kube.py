@@ -79,6 +79,17 @@ async def clear_annotation(
     return changed.metadata.resourceVersion if changed.metadata else None
 
 
+async def workflow_exists(api: AsyncClient, namespace: str, name: str) -> bool:
+    """Whether the workflow is still there (its namespace too)."""
+    try:
+        await api.get(Workflow, name, namespace=namespace)
+    except ApiError as error:
+        if error.status.code == 404:
+            return False
+        raise
+    return True
+
+
 async def delete_workflow(api: AsyncClient, namespace: str, name: str) -> None:
     try:
         await api.delete(Workflow, name, namespace=namespace)

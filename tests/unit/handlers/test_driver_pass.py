@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from lightkube import ApiError
+from lightkube.models.meta_v1 import Status
 
 from treadle.api.workflows import WorkflowSpec
 from treadle.core import engine
@@ -110,3 +112,21 @@ async def test_a_cancelled_pass_is_cancelled_not_reported_as_a_failure() -> None
 
     with pytest.raises(asyncio.CancelledError):
         await bare_driver(advance)._advance_all([(tracked("w"), [])], datetime.now(UTC))
+
+
+async def test_a_workflow_gone_with_its_namespace_is_forgotten() -> None:
+    async def advance(t: Tracked, results: list[TaskResult], now: datetime) -> list[str]:
+        raise ApiError(status=Status(code=404, message='namespaces "gone" not found'))
+
+    async def exists(t: Tracked) -> bool:
+        return False
+
+    gone = tracked("gone")
+    gone.unacked = ["1-0"]
+    bare = bare_driver(advance)
+    bare.workflows["gone"], bare._orphan_acks = gone, []
+    bare._exists = exists  # type: ignore[method-assign]
+    acked, failure = await bare._advance_all([(gone, [])], UTC_NOW)
+    assert (acked, failure) == ([], None)
+    assert "gone" not in bare.workflows
+    assert bare._orphan_acks == ["1-0"]  # acknowledged on the next pass
