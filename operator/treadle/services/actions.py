@@ -15,11 +15,12 @@ import json
 import os
 import signal
 from collections.abc import Callable, Mapping
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from treadle.core import messages
+
+if TYPE_CHECKING:
+    import aiohttp
 
 OUTPUT_LIMIT_BYTES = 1 << 20
 
@@ -132,6 +133,8 @@ async def run_http(
             headers.setdefault("Content-Type", "application/json")
     expected = set(spec.get("expectedStatus") or [])
     method, url = spec.get("method", "GET"), spec["url"]
+    import aiohttp  # not at the top: workers that run no http task never pay for it
+
     try:
         async with session.request(
             method,

@@ -12,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from treadle.core import breakers
 from treadle.core.messages import TaskMessage, TaskResult
@@ -24,6 +23,12 @@ from treadle.services import actions, worker_metrics
 from treadle.services.guards import BreakerSettings, Guards, RateSettings
 from treadle.services.queues import Delivery, TaskQueue, is_missing_group
 
+if TYPE_CHECKING:
+    import aiohttp  # imported when the first http task runs: a worker starts in half the time
+
+Session = Callable[[], "aiohttp.ClientSession"]
+"""The worker's HTTP session, made on first use."""
+
 log = logging.getLogger(__name__)
 
 DEFAULT_REAP_IDLE_SECONDS = 25.0
@@ -31,7 +36,7 @@ DEFAULT_MAX_REDELIVERIES = 3
 
 
 async def run_attempt(
-    message: TaskMessage, session: aiohttp.ClientSession, guards: Guards | None = None
+    message: TaskMessage, session: Session, guards: Guards | None = None
 ) -> TaskResult:
     """Runs one attempt behind its target's rate limit and circuit breaker; a failure is a
     result, never an exception."""
@@ -64,7 +69,7 @@ async def run_attempt(
     return result
 
 
-async def _act(message: TaskMessage, session: aiohttp.ClientSession, started: float) -> TaskResult:
+async def _act(message: TaskMessage, session: Session, started: float) -> TaskResult:
     kind, spec = next(iter(message.action.items()))
     try:
         if kind == "command":
@@ -72,7 +77,7 @@ async def _act(message: TaskMessage, session: aiohttp.ClientSession, started: fl
         elif kind == "python":
             output = await actions.run_python(spec, message.timeout_seconds)
         elif kind == "http":
-            output = await actions.run_http(spec, message.timeout_seconds, message.key, session)
+            output = await actions.run_http(spec, message.timeout_seconds, message.key, session())
         else:
             raise actions.ActionFailed(f"unknown action {kind!r}")
     except actions.ActionFailed as error:
@@ -116,6 +121,7 @@ class TaskWorker:
     """Set on shutdown: take no new work; `idle` is set once the attempts in hand are finished."""
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
+    """Made by the first http task (`_http`)."""
     _in_hand: dict[str, Delivery] = field(default_factory=dict, repr=False)
     _running: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
     _ended: list[tuple[Delivery, TaskResult | None]] = field(default_factory=list, repr=False)
@@ -148,6 +154,13 @@ class TaskWorker:
             await self._start(deliveries)
         return Directive.proceed()
 
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            import aiohttp
+
+            self._session = aiohttp.ClientSession()
+        return self._session
+
     async def settle(self) -> None:
         """Waits until every attempt in hand has ended and its result is published."""
         while self._running or self._flusher is not None:
@@ -156,8 +169,6 @@ class TaskWorker:
         self.idle.set()
 
     async def _start(self, deliveries: Sequence[Delivery]) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession()
         succeeded = await self.queue.already_succeeded(deliveries)
         skipped = [d for d, done in zip(deliveries, succeeded, strict=True) if done]
         self.skipped += len(skipped)
@@ -175,9 +186,8 @@ class TaskWorker:
         self._flush_soon()
 
     async def _attempt(self, delivery: Delivery) -> None:
-        assert self._session is not None
         try:
-            result = await run_attempt(delivery.message, self._session, self.guards)
+            result = await run_attempt(delivery.message, self._http, self.guards)
         except Exception:
             # Not a task failure (those are results): a fault of the worker itself.  The
             # message stays pending and is re-delivered by the reaper.
