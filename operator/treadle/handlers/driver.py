@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,7 +33,7 @@ from lightkube.models.core_v1 import ObjectReference
 
 from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
 from treadle.api.workflows import WorkflowSpec
-from treadle.core import engine, notices, patches
+from treadle.core import backoff, engine, notices, patches
 from treadle.core.messages import TaskResult
 from treadle.handlers import metrics
 from treadle.runtime import CancelToken, Directive
@@ -54,6 +55,9 @@ BATCH = 1000
 MAX_PER_PASS = 20_000
 ADVANCE_CONCURRENCY = 32
 RETRY_AFTER_FAILURE = timedelta(seconds=2)
+"""A workflow whose advance failed is advanced again after this, doubled with each failure in a
+row up to RETRY_AFTER_FAILURE_MAX (a workflow in a namespace being deleted fails for minutes)."""
+RETRY_AFTER_FAILURE_MAX = timedelta(seconds=60)
 """Workflows advanced at once in a pass: a thousand small workflows are not advanced one API
 round trip after another, and a pass never asks more of the API server than a few dozen
 requests at a time."""
@@ -79,6 +83,8 @@ class Tracked:
     """Those results themselves, to apply again if `status` is replaced before the write."""
     retained: list[TaskResult] = field(default_factory=list)
     """Results whose advance failed (API server or Redis away), applied on the next one."""
+    failures: int = 0
+    """Advances failed in a row."""
     outputs: dict[str, Any] = field(default_factory=dict)
     """Large outputs read back from Redis, by reference, for templates."""
     outputs_scanned: bool = False
@@ -230,15 +236,17 @@ class Driver:
         workflow failed (the API server or Redis is away: the loop backs off).
 
         A workflow whose advance fails keeps the results it was given, to apply on its next
-        advance (due in RETRY_AFTER_FAILURE): their ids are already among its unacknowledged
-        ones, so a later write must not acknowledge them without them."""
+        advance (due in RETRY_AFTER_FAILURE, doubling): their ids are already among its
+        unacknowledged ones, so a later write must not acknowledge them without them."""
         slots = asyncio.Semaphore(ADVANCE_CONCURRENCY)
 
         async def one(tracked: Tracked, results: list[TaskResult]) -> list[str]:
             given, tracked.retained = tracked.retained + results, []
             async with slots:
                 try:
-                    return await self.advance(tracked, given, now)
+                    acked = await self.advance(tracked, given, now)
+                    tracked.failures = 0
+                    return acked
                 except ApiError as error:
                     if error.status.code == 404 and not await self._exists(tracked):
                         self.forget(tracked.who.uid)  # it went with its namespace
@@ -266,12 +274,22 @@ class Driver:
         current = self.workflows.get(tracked.who.uid, tracked)
         current.retained = given + current.retained
         if isinstance(error, Exception):
-            current.due = now + RETRY_AFTER_FAILURE
+            current.failures += 1
+            wait = backoff.delay_seconds(
+                current.failures,
+                initial_seconds=RETRY_AFTER_FAILURE.total_seconds(),
+                factor=2,
+                max_seconds=RETRY_AFTER_FAILURE_MAX.total_seconds(),
+                jitter=0,
+                rng=random.Random(),
+            )
+            current.due = now + timedelta(seconds=wait)
             log.warning(
-                "advancing %s/%s failed; again in %s s",
+                "advancing %s/%s failed (%d in a row); again in %g s",
                 tracked.who.namespace,
                 tracked.who.name,
-                RETRY_AFTER_FAILURE.total_seconds(),
+                current.failures,
+                wait,
                 exc_info=error,
             )
 

@@ -88,12 +88,29 @@ async def test_one_workflow_failing_costs_the_others_nothing_and_keeps_its_resul
     assert failure is None  # the others went on: no back-off for everyone
     assert [r.task for r in broken.retained] == ["a"]
     assert broken.due == now + driver.RETRY_AFTER_FAILURE
+    assert broken.failures == 1
     # Its next advance is given the result again, before the new ones.
     acked, failure = await bare._advance_all([(broken, [result("b")])], now)
     assert given == [["a"], ["a", "b"]]
     assert acked == ["broken-result"]
     assert failure is None
     assert not broken.retained
+    assert broken.failures == 0
+
+
+async def test_a_workflow_failing_again_and_again_is_tried_less_and_less_often() -> None:
+    async def advance(t: Tracked, results: list[TaskResult], now: datetime) -> list[str]:
+        raise RuntimeError("namespace is being terminated")
+
+    failing = tracked("failing")
+    bare = bare_driver(advance)
+    bare.workflows["failing"] = failing
+    waits = []
+    for _ in range(7):
+        await bare._advance_all([(failing, []), (tracked("fine"), [])], UTC_NOW)
+        assert failing.due is not None
+        waits.append((failing.due - UTC_NOW).total_seconds())
+    assert waits == [2, 4, 8, 16, 32, 60, 60]
 
 
 async def test_when_every_workflow_fails_the_pass_fails() -> None:
