@@ -428,3 +428,22 @@ async def test_a_restarted_operator_reads_its_unacknowledged_results_once_then_n
     await client.xadd(queues.RESULTS, TaskResult("u", "ns/wf", "t3", None, 1, "succeeded").encode())
     assert [r.task for _, r in await again.read(10, 100)] == []  # the backlog ends here
     assert [r.task for _, r in await again.read(10, 100)] == ["t3"]
+
+
+async def test_after_a_failed_pass_the_operator_reads_what_it_had_not_acknowledged_again(
+    client: aioredis.Redis,
+) -> None:
+    stream = queues.ResultStream(client, "operator")
+    await stream.ensure_group()
+    assert await stream.read(10, 100) == []
+    for i in range(3):
+        await client.xadd(
+            queues.RESULTS, TaskResult("u", "ns/wf", f"t{i}", None, 1, "succeeded").encode()
+        )
+    read = await stream.read(10, 100)
+    await stream.ack([read[0][0]])  # t0 was written; the pass failed before t1 and t2
+    stream.read_backlog_again()
+    assert [r.task for _, r in await stream.read(10, 100)] == ["t1", "t2"]
+    assert await stream.read(10, 100) == []  # the backlog ends, new results follow
+    await client.xadd(queues.RESULTS, TaskResult("u", "ns/wf", "t3", None, 1, "succeeded").encode())
+    assert [r.task for _, r in await stream.read(10, 100)] == ["t3"]

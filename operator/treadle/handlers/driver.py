@@ -173,8 +173,11 @@ class Driver:
         try:
             return await self._pass()
         except Exception:
-            # Redis may have restarted without its data: make the group again next time.
+            # Redis may have restarted without its data: make the group again next time; and
+            # results this pass read but did not get to are read again (the engine ignores
+            # those it applied already).
             self._group_ready = False
+            self.results.read_backlog_again()
             raise
 
     async def _pass(self) -> Directive:

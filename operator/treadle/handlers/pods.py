@@ -1,5 +1,10 @@
 """Worker pod handlers: a worker pod that dies or is deleted is replaced at once, not at the
-driver's next periodic check."""
+driver's next periodic check.
+
+The handlers are coroutines: kopf runs them on the operator's event loop, beside the driver
+whose state they change (kopf runs plain functions in threads, which would change that state
+while the driver iterates it).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from treadle.services import kube
     labels={kube.LABEL_COMPONENT: "worker", kube.LABEL_WORKFLOW: kopf.PRESENT},
     registry=registry,
 )
-def worker_pod_changed(
+async def worker_pod_changed(
     type: str, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any
 ) -> None:
     driver = getattr(memo, "driver", None)

@@ -1,5 +1,10 @@
 """SyncJob handlers: admit a new or changed SyncJob and hand it to the scheduler; pass run pod
-changes, annotations (run now, reset failures) and deletions on to it."""
+changes, annotations (run now, reset failures) and deletions on to it.
+
+The handlers are coroutines: kopf runs them on the operator's event loop, beside the scheduler
+whose state they change (kopf runs plain functions in threads, which would change that state
+while the scheduler iterates it).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from treadle.services import kube, runs
 @kopf.on.create(GROUP, VERSION, syncjobs.PLURAL, registry=registry)
 @kopf.on.update(GROUP, VERSION, syncjobs.PLURAL, field="spec", registry=registry)
 @kopf.on.resume(GROUP, VERSION, syncjobs.PLURAL, registry=registry)
-def admit_syncjob(
+async def admit_syncjob(
     body: kopf.Body,
     spec: kopf.Spec,
     status: kopf.Status,
@@ -52,7 +57,7 @@ def admit_syncjob(
 @kopf.on.event(
     GROUP, VERSION, syncjobs.PLURAL, annotations={RESET_ANNOTATION: kopf.PRESENT}, registry=registry
 )
-def syncjob_requested(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+async def syncjob_requested(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     scheduler = getattr(memo, "scheduler", None)
     if scheduler is None or type == "DELETED":
         return
@@ -68,7 +73,7 @@ def syncjob_requested(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: A
 
 
 @kopf.on.event(GROUP, VERSION, syncjobs.PLURAL, registry=registry)
-def syncjob_gone(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+async def syncjob_gone(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     scheduler = getattr(memo, "scheduler", None)
     if scheduler is not None and type == "DELETED":
         scheduler.forget(meta["uid"])
@@ -80,7 +85,7 @@ def syncjob_gone(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -
     labels={runs.LABEL_SYNCJOB: kopf.PRESENT, kube.LABEL_COMPONENT: "sync-run"},
     registry=registry,
 )
-def run_pod_changed(
+async def run_pod_changed(
     type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any
 ) -> None:
     scheduler = getattr(memo, "scheduler", None)

@@ -1,5 +1,10 @@
 """Workflow handlers: admit a new or changed Workflow and hand it to the engine driver; pass
-manual retry requests and deletions on to the driver."""
+manual retry requests and deletions on to the driver.
+
+The handlers are coroutines: kopf runs them on the operator's event loop, beside the driver
+whose state they change (kopf runs plain functions in threads, which would change that state
+while the driver iterates it).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from treadle.handlers.registry import registry
 @kopf.on.create(GROUP, VERSION, workflows.PLURAL, registry=registry)
 @kopf.on.update(GROUP, VERSION, workflows.PLURAL, field="spec", registry=registry)
 @kopf.on.resume(GROUP, VERSION, workflows.PLURAL, registry=registry)
-def admit_workflow(
+async def admit_workflow(
     body: kopf.Body,
     spec: kopf.Spec,
     status: kopf.Status,
@@ -46,7 +51,7 @@ def admit_workflow(
     annotations={RETRY_ANNOTATION: kopf.PRESENT},
     registry=registry,
 )
-def retry_requested(
+async def retry_requested(
     type: str | None,
     body: kopf.Body,
     spec: kopf.Spec,
@@ -71,7 +76,7 @@ def retry_requested(
 
 
 @kopf.on.event(GROUP, VERSION, workflows.PLURAL, registry=registry)
-def workflow_gone(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+async def workflow_gone(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     driver = getattr(memo, "driver", None)
     if driver is not None and type == "DELETED":
         driver.forget(meta["uid"])

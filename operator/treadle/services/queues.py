@@ -335,6 +335,11 @@ class ResultStream:
                 self._backlog = False
         return [(entry_id, TaskResult.decode(fields)) for entry_id, fields in entries if fields]
 
+    def read_backlog_again(self) -> None:
+        """The next reads start with this consumer's unacknowledged results again: a pass that
+        failed after reading may have dropped some of them."""
+        self._backlog, self._cursor = True, "0"
+
     async def load_outputs(self, refs: Sequence[str]) -> dict[str, Any]:
         """Large outputs by reference; a reference whose key is gone is left out."""
         if not refs:
