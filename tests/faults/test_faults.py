@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -38,6 +39,9 @@ from support.redis_server import RedisServer
 from treadle.services import kube
 
 TIMEOUT_SECONDS = 900 if FULL else 240
+# A case waits up to TIMEOUT_SECONDS for its workflow, after faults spread over minutes at full
+# size: pytest-timeout's default (300 s) would cut a slow but clean case short.
+pytestmark = pytest.mark.timeout(TIMEOUT_SECONDS + 300)
 
 
 def run_with_faults(

@@ -15,7 +15,7 @@ from lightkube.types import PatchType
 
 from support.cluster import Cluster
 from treadle.core import admission
-from treadle.handlers.scheduler import Scheduler
+from treadle.handlers.scheduler import NEVER, Scheduler
 from treadle.runtime import CancelToken
 from treadle.services import kube, runs
 
@@ -106,3 +106,18 @@ async def test_a_run_whose_end_was_never_heard_of_is_found_at_its_next_lock_rene
     await scheduler.settle()
     assert await outcome(api, namespace) == ("Failed", None)
     assert not job.held
+
+
+async def test_a_suspended_job_is_looked_at_once_then_left_until_news(
+    api: AsyncClient, namespace: str
+) -> None:
+    scheduler = await running_job(api, namespace, "Succeeded")
+    await scheduler.execute(CancelToken())  # finishes the run, then decides: suspended
+    await scheduler.settle()
+    await scheduler.execute(CancelToken())
+    await scheduler.settle()
+    job = next(iter(scheduler.jobs.values()))
+    assert job.due == NEVER
+    await scheduler.execute(CancelToken())
+    assert job.busy is None or job.busy.done()  # nothing spawned: no loop of looks
+    assert scheduler._timer is None  # and no timer armed for it

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_ERROR_SECONDS = 10.0
 GONE = "Gone"
+NEVER = datetime.max.replace(tzinfo=UTC)
+"""The `due` of a job with nothing ahead (suspended, Degraded): only news wakes it."""
 CONCURRENCY = 32
 """Jobs looked at, or runs started, at once: 500 jobs due in one minute start in seconds, and a
 burst never asks more of the API server than a few dozen requests at a time."""
@@ -60,7 +62,7 @@ class Job:
     created: datetime
     generation: int | None
     due: datetime | None = None
-    """When to look at the job again without news; None: at once."""
+    """When to look at the job again without news; None: at once; NEVER: on news only."""
     busy: asyncio.Task[None] | None = None
     """The look at the job (and the attempt it starts) under way: the loop leaves it alone."""
     held: list[Held] = field(default_factory=list)
@@ -213,7 +215,9 @@ class Scheduler:
         """One timer, at the earliest moment any job needs looking at."""
         if self._timer is not None:
             self._timer.cancel()
-        moments = [j.due for j in self.jobs.values() if j.due is not None and j.busy is None]
+        moments = [
+            j.due for j in self.jobs.values() if j.due not in (None, NEVER) and j.busy is None
+        ]
         if not moments:
             return
         delay = max(0.0, (min(moments) - self.clock()).total_seconds())
@@ -256,7 +260,7 @@ class Scheduler:
         if decision.abandoned_slot is not None:
             waiting["nextRetryTime"] = None
         await self._write(job, waiting, now, decision.reason)
-        job.due = decision.wake_at
+        job.due = decision.wake_at or NEVER
         return None
 
     # attempts ---------------------------------------------------------------------------------
