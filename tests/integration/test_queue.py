@@ -447,3 +447,17 @@ async def test_after_a_failed_pass_the_operator_reads_what_it_had_not_acknowledg
     assert await stream.read(10, 100) == []  # the backlog ends, new results follow
     await client.xadd(queues.RESULTS, TaskResult("u", "ns/wf", "t3", None, 1, "succeeded").encode())
     assert [r.task for _, r in await stream.read(10, 100)] == ["t3"]
+
+
+async def test_lost_data_is_noticed_even_when_a_worker_made_the_groups_again_first(
+    client: aioredis.Redis,
+) -> None:
+    stream = queues.ResultStream(client, "operator")
+    assert await stream.ensure_group()  # a new Redis: in-flight work is enqueued again
+    assert await stream.intact()
+    assert not await stream.ensure_group()  # an operator restart: nothing was lost
+    await client.flushdb()
+    await queues.TaskQueue(client, "p", "worker").ensure_groups()  # a worker got there first
+    assert not await stream.intact()
+    assert await stream.ensure_group()
+    assert await stream.intact()

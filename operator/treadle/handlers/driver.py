@@ -181,6 +181,8 @@ class Driver:
             raise
 
     async def _pass(self) -> Directive:
+        if self._group_ready and not await self.results.intact():
+            self._group_ready = False  # flushed, or a new Redis: no error need have told us
         if not self._group_ready:
             if await self.results.ensure_group():
                 self._lost_epoch += 1

@@ -5,6 +5,9 @@ from __future__ import annotations
 PREFIX = "treadle"
 RESULTS = f"{PREFIX}:results"
 DEAD_LETTERS = f"{PREFIX}:dlq"
+DATA_MARKER = f"{PREFIX}:operator:data"
+"""Set by the operator once Redis holds its data; gone when Redis lost it (a new instance, a
+flush), even if a worker already made the streams and groups again."""
 
 
 def tasks_stream(pool: str) -> str:

@@ -33,7 +33,14 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, TaskMessage, TaskResult
-from treadle.services.keys import DEAD_LETTERS, RESULTS, done_hash, output_key, tasks_stream
+from treadle.services.keys import (
+    DATA_MARKER,
+    DEAD_LETTERS,
+    RESULTS,
+    done_hash,
+    output_key,
+    tasks_stream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -309,12 +316,18 @@ class ResultStream:
         self._pools_ready: set[str] = set()
 
     async def ensure_group(self) -> bool:
-        """True when the group had to be made: Redis is new, or lost its data (then the pools'
-        groups are made again too, on their next enqueue)."""
+        """True when Redis is new or lost its data: the group had to be made, or the data
+        marker was gone (a worker may have made the group again first).  Then the pools'
+        groups are made again too, on their next enqueue."""
         created = await create_group(self.client, RESULTS, OPERATOR_GROUP)
-        if created:
+        missing = bool(await self.client.set(DATA_MARKER, "1", nx=True))
+        if created or missing:
             self._pools_ready.clear()
-        return created
+        return created or missing
+
+    async def intact(self) -> bool:
+        """Whether Redis still holds the operator's data (its marker)."""
+        return bool(await self.client.exists(DATA_MARKER))
 
     async def read(self, count: int, block_ms: int) -> list[tuple[str, TaskResult]]:
         """Unacknowledged results of this consumer first (after a restart, each once), then
