@@ -58,6 +58,8 @@ RETRY_AFTER_FAILURE = timedelta(seconds=2)
 """A workflow whose advance failed is advanced again after this, doubled with each failure in a
 row up to RETRY_AFTER_FAILURE_MAX (a workflow in a namespace being deleted fails for minutes)."""
 RETRY_AFTER_FAILURE_MAX = timedelta(seconds=60)
+_UNJITTERED = random.Random(0)
+"""The retry waits after failures have no jitter: the random source is never drawn from."""
 """Workflows advanced at once in a pass: a thousand small workflows are not advanced one API
 round trip after another, and a pass never asks more of the API server than a few dozen
 requests at a time."""
@@ -286,7 +288,7 @@ class Driver:
                 factor=2,
                 max_seconds=RETRY_AFTER_FAILURE_MAX.total_seconds(),
                 jitter=0,
-                rng=random.Random(),
+                rng=_UNJITTERED,
             )
             current.due = now + timedelta(seconds=wait)
             log.warning(

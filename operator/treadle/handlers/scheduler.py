@@ -197,7 +197,7 @@ class Scheduler:
         return Directive.idle()
 
     async def settle(self) -> None:
-        """Waits until no job is being looked at (for tests and shutdown)."""
+        """Waits until no job is being looked at (tests use it to see one execution's effect)."""
         while busy := [job.busy for job in self.jobs.values() if job.busy and not job.busy.done()]:
             await asyncio.wait(busy)
 
