@@ -4,10 +4,11 @@
 #   hack/tools.sh            build what is missing, print the bin directory
 #   hack/tools.sh --print    only print the bin directory (no build)
 #
-# kube-apiserver, kube-controller-manager and etcd are compiled from the k8s.io/kubernetes Go
-# module at $KUBERNETES_VERSION through a generated go.mod that replaces every staging module by
-# its published v0.x.y tag; helm is compiled from its Go module.  A second run finds the binaries
-# and does nothing.
+# kube-apiserver, kube-controller-manager and etcd are compiled from the committed module
+# hack/tools/kubernetes (k8s.io/kubernetes at $KUBERNETES_VERSION, every staging module replaced
+# by its published v0.x.y tag), helm from hack/tools/helm.  Both go.mod and go.sum are committed
+# and used read-only: a build downloads exactly the recorded modules or fails.  Regenerate them
+# with `make tools-update` (hack/tools-update.sh).  A second run finds the binaries and does nothing.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -15,7 +16,15 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/versions.env"
 
 cache=${TREADLE_CACHE:-$HOME/.cache/treadle}
-bin="$cache/bin/k8s-$KUBERNETES_VERSION-helm-$HELM_VERSION"
+# The binaries' directory names the versions and the committed module files they were built from,
+# so `make tools-update` (a new go.sum) builds afresh instead of finding an older build.
+pins=$(cat "$here"/tools/kubernetes/go.{mod,sum} "$here"/tools/helm/go.{mod,sum} | sha256sum | cut -c1-12)
+bin="$cache/bin/k8s-$KUBERNETES_VERSION-helm-$HELM_VERSION-$pins"
+
+# Build exactly what hack/tools/*/go.{mod,sum} record: -mod=readonly refuses to resolve or add
+# anything, and GOTOOLCHAIN=local never downloads another Go.  A caller may still set GOPROXY=off
+# to prove that a warm module cache needs nothing from the network (README: "Checking a cold start").
+export GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=readonly -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=0
 
 if [[ "${1:-}" == "--print" ]]; then
   echo "$bin"
@@ -50,38 +59,16 @@ build_control_plane() {
   ((missing)) || { log "control plane $KUBERNETES_VERSION: cached"; return; }
   need_go
   local minor=${KUBERNETES_VERSION#v1.}
-  local staging_version="v0.$minor"
-  local work="$cache/build/kubernetes-$KUBERNETES_VERSION"
-  mkdir -p "$work" "$bin"
-  log "control plane $KUBERNETES_VERSION: resolving the module graph in $work"
-  local gomod
-  gomod=$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$KUBERNETES_VERSION" |
-    sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')
-  {
-    echo "module treadle.dev/hack/kubebuild"
-    echo
-    echo "go $(go env GOVERSION | sed 's/^go//; s/\.[0-9]*$//')"
-    echo
-    echo "require k8s.io/kubernetes $KUBERNETES_VERSION"
-    echo
-    echo "replace ("
-    # Every staging module k8s.io/kubernetes replaces with ./staging/... is published as v0.x.y.
-    sed -n 's#^[[:space:]]*\(k8s.io/[a-z0-9-]*\) => ./staging/.*#\1#p' "$gomod" | sort -u |
-      while read -r mod; do echo "	$mod => $mod $staging_version"; done
-    echo ")"
-  } >"$work/go.mod"
   local ldflags="-s -w"
   local major=1 minor_num=${minor%%.*}
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ldflags+=" -X $pkg.gitVersion=$KUBERNETES_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor_num"
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
-  log "control plane $KUBERNETES_VERSION: compiling kube-apiserver, kube-controller-manager, etcd (cold: 10-25 min on 2 cores)"
+  mkdir -p "$bin"
+  log "control plane $KUBERNETES_VERSION: compiling kube-apiserver, kube-controller-manager, etcd from hack/tools/kubernetes (cold: 10-25 min on 2 cores)"
   (
-    cd "$work"
-    export GOFLAGS=-mod=mod CGO_ENABLED=0
-    with_heartbeat "go mod tidy" go get "k8s.io/kubernetes@$KUBERNETES_VERSION" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+    cd "$here/tools/kubernetes"
     with_heartbeat "go build" go build -trimpath -ldflags "$ldflags" -o "$bin/" \
       k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
     with_heartbeat "go build etcd" go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3
@@ -93,12 +80,15 @@ build_helm() {
   [[ -x "$bin/helm" ]] && { log "helm $HELM_VERSION: cached"; return; }
   need_go
   local major=${HELM_VERSION%%.*}
-  log "helm $HELM_VERSION: compiling from helm.sh/helm/$major"
-  mkdir -p "$bin"
   local mod="helm.sh/helm/$major"
   [[ $major == v2 ]] && mod="helm.sh/helm"
-  with_heartbeat "helm build" env GOBIN="$bin" CGO_ENABLED=0 \
-    go install -trimpath -ldflags "-s -w -X $mod/internal/version.version=$HELM_VERSION" "$mod/cmd/helm@$HELM_VERSION"
+  log "helm $HELM_VERSION: compiling from hack/tools/helm"
+  mkdir -p "$bin"
+  (
+    cd "$here/tools/helm"
+    with_heartbeat "helm build" go build -trimpath \
+      -ldflags "-s -w -X $mod/internal/version.version=$HELM_VERSION" -o "$bin/helm" "$mod/cmd/helm"
+  )
   log "helm $HELM_VERSION: built"
 }
 
