@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from treadle.api import syncjobs, workflows
-from treadle.core import conditions, dags, slots, templating
+from treadle.core import conditions, dags, engine, slots, templating
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -271,4 +271,6 @@ def _static_list(
         return [f"{path}: {error}"]
     if not isinstance(value, list):
         return [f"{path}: must render to a list, got {type(value).__name__} {value!r:.80}"]
+    if len(value) > engine.MAX_FOR_EACH_ITEMS:
+        return [f"{path}: gives {len(value)} items (at most {engine.MAX_FOR_EACH_ITEMS})"]
     return []

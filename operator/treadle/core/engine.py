@@ -34,6 +34,8 @@ from treadle.core import backoff, conditions, dags, patches, ranges, templating
 from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, TaskMessage, TaskResult
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
+MAX_FOR_EACH_ITEMS = 10_000
+"""SPEC, Limits and bad input: the items one forEach task may fan out to."""
 OUTPUT_LIMIT_BYTES = INLINE_OUTPUT_LIMIT_BYTES
 """Largest output kept in status per task (per child for forEach).  Workers store larger ones
 in Redis and report a reference (`outputRef`); the driver reads them back for templates
@@ -354,6 +356,12 @@ class _Run:
             self._dead_letter(
                 task.name, None, 0, f"forEach must render to a list, got {type(values).__name__}"
             )
+            return
+        if len(values) > MAX_FOR_EACH_ITEMS:
+            self._dead_letter(
+                task.name, None, 0,
+                f"forEach gives {len(values)} items (at most {MAX_FOR_EACH_ITEMS})",
+            )  # fmt: skip
             return
         entry.update(
             phase="Running",
