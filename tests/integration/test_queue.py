@@ -461,3 +461,56 @@ async def test_lost_data_is_noticed_even_when_a_worker_made_the_groups_again_fir
     assert not await stream.intact()
     assert await stream.ensure_group()
     assert await stream.intact()
+
+
+@pytest.mark.parametrize(
+    "junk",
+    [
+        {"junk": "x"},  # issue #13, problem 4: one XADD of this stalled every workflow
+        {"result": "not json"},
+        {"result": "[1, 2]"},
+        {"result": json.dumps({"workflow_uid": "u", "task": "t"})},
+        {
+            "result": json.dumps(
+                {**TaskResult("u", "ns/wf", "t", None, 1, "succeeded").__dict__, "outcome": "won"}
+            )
+        },  # fmt: skip
+        {
+            "key": "u/other/-",
+            "result": json.dumps(TaskResult("u", "ns/wf", "t", None, 1, "succeeded").__dict__),
+        },  # fmt: skip
+    ],
+)
+async def test_an_entry_that_is_no_result_is_set_aside_and_the_results_behind_it_flow(
+    client: aioredis.Redis, junk: dict[str, str]
+) -> None:
+    stream = queues.ResultStream(client, "operator")
+    await stream.ensure_group()
+    assert await stream.read(10, 1) == []  # its own backlog: none yet
+    await client.xadd(queues.RESULTS, junk)  # what any task's code could write
+    good = TaskResult("u", "ns/wf", "t", None, 1, "succeeded", {"n": 1})
+    await client.xadd(queues.RESULTS, good.encode())  # type: ignore[arg-type]
+    read = await stream.read(10, 100)
+    assert [result for _, result in read] == [good]
+    assert stream.set_aside == 1
+    [(_, rejected)] = await client.xrange(queues.REJECTED)
+    assert rejected["reason"].startswith("not a task result")
+    assert rejected["stream"] == queues.RESULTS
+    assert await client.xlen(queues.RESULTS) == 1  # the junk is gone from the results stream
+    assert await stream.read(10, 1) == []  # and is not read again
+
+
+async def test_a_task_message_that_is_no_message_is_set_aside_and_the_worker_goes_on(
+    client: aioredis.Redis,
+) -> None:
+    queue = await queue_for(client, "w1")
+    await client.xadd(queue.stream, {"junk": "x"})
+    await queue.enqueue([command("t", "echo", '{"n": 1}')])
+    worker = TaskWorker(queue, block_ms=100)
+    await worker.execute(CancelToken())
+    await worker.settle()
+    await worker.close()
+    assert [(r.task, r.outcome) for r in await results(client)] == [("t", "succeeded")]
+    [(_, rejected)] = await client.xrange(queues.REJECTED)
+    assert rejected["stream"] == queue.stream
+    assert rejected["reason"].startswith("not a task message")

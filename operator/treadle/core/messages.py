@@ -14,6 +14,12 @@ from typing import Any, Literal
 
 Fields = dict[str, str]
 Outcome = Literal["succeeded", "failed"]
+OUTCOMES = ("succeeded", "failed")
+
+
+class MessageError(ValueError):
+    """A stream entry that is not a message or result Treadle wrote (junk, a forgery, a
+    version it does not know): set aside, never applied."""
 
 
 def secret_env_name(secret: str, key: str) -> str:
@@ -64,17 +70,23 @@ class TaskMessage:
 
     @classmethod
     def decode(cls, fields: Fields) -> TaskMessage:
-        return cls(
-            workflow_uid=fields["uid"],
-            workflow=fields["workflow"],
-            task=fields["task"],
-            item=int(fields["item"]) if fields.get("item") else None,
-            attempt=int(fields["attempt"]),
-            action=json.loads(fields["action"]),
-            timeout_seconds=float(fields.get("timeout", "60")),
-            redeliveries=int(fields.get("redeliveries", "0")),
-            guards=json.loads(fields.get("guards") or "{}"),
-        )
+        try:
+            message = cls(
+                workflow_uid=fields["uid"],
+                workflow=fields["workflow"],
+                task=fields["task"],
+                item=int(fields["item"]) if fields.get("item") else None,
+                attempt=int(fields["attempt"]),
+                action=json.loads(fields["action"]),
+                timeout_seconds=float(fields.get("timeout", "60")),
+                redeliveries=int(fields.get("redeliveries", "0")),
+                guards=json.loads(fields.get("guards") or "{}"),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise MessageError(f"not a task message: {type(error).__name__}: {error}") from error
+        if not isinstance(message.action, dict) or not isinstance(message.guards, dict):
+            raise MessageError("not a task message: action and guards must be objects")
+        return message
 
 
 INLINE_OUTPUT_LIMIT_BYTES = 4096
@@ -114,4 +126,52 @@ class TaskResult:
 
     @classmethod
     def decode(cls, fields: Fields) -> TaskResult:
-        return cls(**json.loads(fields["result"]))
+        """The result a worker published; MessageError for anything else."""
+        try:
+            body = json.loads(fields["result"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise MessageError(f"not a task result: {type(error).__name__}: {error}") from error
+        if not isinstance(body, dict):
+            raise MessageError("not a task result: the result field is no JSON object")
+        problems = [f"{name}: {kind}" for name, kind, ok in _result_checks(body) if not ok]
+        if problems:
+            raise MessageError(f"not a task result: {'; '.join(problems)}")
+        unknown = sorted(set(body) - _RESULT_FIELDS)
+        if unknown:
+            raise MessageError(f"not a task result: unknown field {unknown[0]!r}")
+        result = cls(**body)
+        if fields.get("key") not in (None, result.key):
+            raise MessageError("not a task result: its key does not match its body")
+        return result
+
+
+_RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(TaskResult))
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _result_checks(body: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    get = body.get
+    return [
+        ("workflow_uid", "a string", isinstance(get("workflow_uid"), str)),
+        ("workflow", "a string", isinstance(get("workflow"), str)),
+        ("task", "a string", isinstance(get("task"), str)),
+        ("item", "an integer or null", get("item") is None or _is_int(get("item"))),
+        ("attempt", "a positive integer", _is_int(get("attempt")) and body["attempt"] >= 1),
+        ("outcome", " or ".join(OUTCOMES), get("outcome") in OUTCOMES),
+        ("error", "a string or null", get("error") is None or isinstance(get("error"), str)),
+        ("started_at", "a number", _is_number(get("started_at", 0.0))),
+        ("finished_at", "a number", _is_number(get("finished_at", 0.0))),
+        ("details", "an object", isinstance(get("details", {}), dict)),
+        (
+            "output_ref",
+            "a string or null",
+            get("output_ref") is None or isinstance(get("output_ref"), str),
+        ),
+    ]

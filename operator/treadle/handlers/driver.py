@@ -195,6 +195,7 @@ class Driver:
         upcoming = [t.due for t in self.workflows.values() if t.due is not None]
         if upcoming:
             block_ms = int(max(0.0, min(1.0, (min(upcoming) - now).total_seconds())) * 1000)
+        set_aside = self.results.set_aside
         read = await self.results.read(BATCH, max(1, block_ms))
         # Drain what is already there (up to MAX_PER_PASS) so one pass applies it all.
         while read and len(read) % BATCH == 0 and len(read) < MAX_PER_PASS:
@@ -202,6 +203,8 @@ class Driver:
             if not more:
                 break
             read += more
+        if self.results.set_aside > set_aside:
+            metrics.RESULTS_SET_ASIDE.inc(self.results.set_aside - set_aside)
         by_workflow: dict[str, list[TaskResult]] = defaultdict(list)
         ids: dict[str, list[str]] = defaultdict(list)
         for entry_id, result in read:

@@ -44,6 +44,11 @@ QUEUE_MESSAGES = Gauge(
 POISON_MESSAGES = Gauge(
     "treadle_poison_messages", "Messages the reaper dead-lettered as poison (the DLQ stream)."
 )
+RESULTS_SET_ASIDE = Counter(
+    "treadle_results_set_aside_total",
+    "Entries of the results stream that were no result Treadle wrote (junk, forgeries), set "
+    "aside in the treadle:rejected stream instead of being applied.",
+)
 TRACKED_WORKFLOWS = Gauge("treadle_workflows_running", "Workflows the operator is driving.")
 
 SYNC_RUNS = Counter(

@@ -5,6 +5,8 @@ from __future__ import annotations
 PREFIX = "treadle"
 RESULTS = f"{PREFIX}:results"
 DEAD_LETTERS = f"{PREFIX}:dlq"
+REJECTED = f"{PREFIX}:rejected"
+"""Results stream entries that were no result Treadle wrote, set aside with the reason (capped)."""
 DATA_MARKER = f"{PREFIX}:operator:data"
 """Set by the operator once Redis holds its data; gone when Redis lost it (a new instance, a
 flush), even if a worker already made the streams and groups again."""

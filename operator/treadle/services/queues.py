@@ -32,10 +32,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, TaskMessage, TaskResult
+from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, MessageError, TaskMessage, TaskResult
 from treadle.services.keys import (
     DATA_MARKER,
     DEAD_LETTERS,
+    REJECTED,
     RESULTS,
     done_hash,
     output_key,
@@ -118,6 +119,8 @@ return result
 """
 
 
+REJECTED_KEPT = 1000
+REJECTED_SHOWN_CHARS = 2048
 OUTPUT_TTL_SECONDS = 7 * 86400
 """How long a large output stays in Redis: long enough for its workflow to finish and for a
 manual retry of what reads it."""
@@ -135,6 +138,27 @@ class Delivery:
 class ReapReport:
     republished: int = 0
     dead_lettered: int = 0
+
+
+async def set_aside(
+    client: aioredis.Redis,
+    stream: str,
+    group: str,
+    junk: Sequence[tuple[str, dict[str, str], str]],
+) -> None:
+    """Moves stream entries that are no message or result Treadle wrote to the capped
+    `rejected` stream with the reason, so that one bad entry never stops those behind it."""
+    async with client.pipeline(transaction=True) as pipe:
+        for entry_id, fields, reason in junk:
+            shown = json.dumps(fields)[:REJECTED_SHOWN_CHARS]
+            entry = {"stream": stream, "id": entry_id, "reason": reason, "fields": shown}
+            pipe.xadd(REJECTED, entry, maxlen=REJECTED_KEPT, approximate=True)  # type: ignore[arg-type]
+        ids = [entry_id for entry_id, _, _ in junk]
+        pipe.xack(stream, group, *ids)
+        pipe.xdel(stream, *ids)
+        await pipe.execute()
+    for entry_id, _, reason in junk:
+        log.warning("%s entry %s set aside in %s: %s", stream, entry_id, REJECTED, reason)
 
 
 async def create_group(client: aioredis.Redis, stream: str, group: str) -> bool:
@@ -188,12 +212,17 @@ class TaskQueue:
         reply: Any = await self.client.xreadgroup(
             WORKERS_GROUP, self.consumer, {self.stream: ">"}, count=count, block=block_ms
         )
-        deliveries = []
+        deliveries, junk = [], []
         for _, entries in reply or []:
             for entry_id, fields in entries:
                 if fields is None:  # deleted while pending
                     continue
-                deliveries.append(Delivery(entry_id, TaskMessage.decode(fields)))
+                try:
+                    deliveries.append(Delivery(entry_id, TaskMessage.decode(fields)))
+                except MessageError as error:
+                    junk.append((entry_id, fields, str(error)))
+        if junk:
+            await set_aside(self.client, self.stream, WORKERS_GROUP, junk)
         return deliveries
 
     async def already_succeeded(self, deliveries: Sequence[Delivery]) -> list[bool]:
@@ -314,6 +343,8 @@ class ResultStream:
         self._backlog = True
         self._cursor = "0"
         self._pools_ready: set[str] = set()
+        self.set_aside = 0
+        """Entries set aside as no result Treadle wrote, since this stream was made."""
 
     async def ensure_group(self) -> bool:
         """True when Redis is new or lost its data: the group had to be made, or the data
@@ -346,7 +377,21 @@ class ResultStream:
                 self._cursor = entries[-1][0]
             else:
                 self._backlog = False
-        return [(entry_id, TaskResult.decode(fields)) for entry_id, fields in entries if fields]
+        results, junk = [], []
+        for entry_id, fields in entries:
+            if not fields:
+                continue
+            try:
+                results.append((entry_id, TaskResult.decode(fields)))
+            except MessageError as error:
+                junk.append((entry_id, fields, str(error)))
+        if junk:
+            await self._set_aside(junk)
+        return results
+
+    async def _set_aside(self, junk: Sequence[tuple[str, dict[str, str], str]]) -> None:
+        await set_aside(self.client, RESULTS, OPERATOR_GROUP, junk)
+        self.set_aside += len(junk)
 
     def read_backlog_again(self) -> None:
         """The next reads start with this consumer's unacknowledged results again: a pass that
