@@ -225,3 +225,54 @@ def test_the_operator_runs_without_the_webhook(crds: Cluster, tmp_path: Path) ->
             assert reply.status == 200
     finally:
         plain.stop()
+
+
+def two_tasks(name: str, greeting: str) -> str:
+    tasks = [
+        {"name": "say", "command": {"args": ["echo", "{{ params.greeting }}"]}},
+        {
+            "name": "again",
+            "dependsOn": ["say"],
+            "command": {"args": ["echo", "{{ params.greeting }}"]},
+        },
+    ]
+    return workflow(name, tasks=tasks, params={"greeting": greeting})
+
+
+def test_editing_a_started_workflows_spec_is_refused_and_suspend_is_not(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    """Issue #13, problem 2: a `kubectl patch` of spec.params of a Succeeded workflow turned it
+    `Running 0/2, 1 in flight` for good."""
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=two_tasks("edited", "hi"))
+    crds.wait("twf/edited", namespace, "condition=Ready", timeout_seconds=120)
+    result = crds.kubectl(
+        "patch", "twf", "edited", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"params": {"greeting": "bye"}}}', check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "spec.params: a started workflow's spec cannot change" in result.stderr
+    crds.kubectl(
+        "patch", "twf", "edited", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"activeDeadlineSeconds": 600}}',
+    )  # fmt: skip
+    crds.wait("twf/edited", namespace, "jsonpath={.status.observedGeneration}=2")
+    status = crds.get("twf", "edited", namespace)["status"]
+    assert (status["phase"], status["progress"]) == ("Succeeded", "2/2")
+    crds.wait("twf/edited", namespace, "condition=Ready", timeout_seconds=30)
+
+
+def test_a_spec_changed_around_the_webhook_runs_again_and_finishes(
+    crds: Cluster, operator: OperatorProcess, namespace: str, without_webhook: None
+) -> None:
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=two_tasks("rerun", "hi"))
+    crds.wait("twf/rerun", namespace, "condition=Ready", timeout_seconds=120)
+    crds.kubectl(
+        "patch", "twf", "rerun", "-n", namespace, "--type=merge",
+        "-p", '{"spec": {"params": {"greeting": "bye"}}}',
+    )  # fmt: skip
+    crds.wait("twf/rerun", namespace, "jsonpath={.status.observedGeneration}=2")
+    crds.wait("twf/rerun", namespace, "condition=Ready", timeout_seconds=120)
+    status = crds.get("twf", "rerun", namespace)["status"]
+    assert (status["phase"], status["progress"], status["runGeneration"]) == ("Succeeded", "2/2", 2)
+    assert status["tasks"]["again"]["output"] == "bye"

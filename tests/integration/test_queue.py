@@ -474,11 +474,11 @@ async def test_lost_data_is_noticed_even_when_a_worker_made_the_groups_again_fir
             "result": json.dumps(
                 {**TaskResult("u", "ns/wf", "t", None, 1, "succeeded").__dict__, "outcome": "won"}
             )
-        },  # fmt: skip
+        },
         {
             "key": "u/other/-",
             "result": json.dumps(TaskResult("u", "ns/wf", "t", None, 1, "succeeded").__dict__),
-        },  # fmt: skip
+        },
     ],
 )
 async def test_an_entry_that_is_no_result_is_set_aside_and_the_results_behind_it_flow(

@@ -317,6 +317,13 @@ class WorkflowStatus(ResourceModel):
     """Finished / total tasks, forEach children counted."""
     observed_generation: int | None = None
     """The metadata.generation this status was computed from."""
+    run_generation: int | None = None
+    """The metadata.generation this run started from: part of every attempt's idempotency key,
+    so a run started again (its spec changed around the webhook) never mistakes the earlier
+    run's records for its own."""
+    spec_hash: str | None = None
+    """Digest of the spec without the fields that may change while it runs (suspend, shutdown,
+    activeDeadlineSeconds): a change of anything else starts the run again."""
     started_at: str | None = None
     """When the first task started."""
     finished_at: str | None = None

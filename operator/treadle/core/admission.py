@@ -6,6 +6,8 @@ so a workflow that slipped past a missing webhook still never runs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import zoneinfo
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +49,33 @@ def parse(model: type[Model], spec: Any) -> tuple[Model | None, list[str]]:
 
 FINAL_PHASES = ("Succeeded", "Failed", "Invalid")
 
+MUTABLE_FIELDS = ("suspend", "shutdown", "activeDeadlineSeconds")
+"""The only spec fields of a started workflow that may change (SPEC: like a Job's template,
+the rest is fixed once it runs)."""
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    """Digest of the spec without MUTABLE_FIELDS, to tell an allowed edit from a change."""
+    fixed = {key: value for key, value in spec.items() if key not in MUTABLE_FIELDS}
+    encoded = json.dumps(fixed, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(encoded.encode()).hexdigest()[:16]
+
+
+def has_started(status: Mapping[str, Any] | None) -> bool:
+    """Whether a workflow's run has begun (an attempt was enqueued, or it ended)."""
+    current = status or {}
+    return bool(current.get("startedAt")) or current.get("phase") in (
+        "Running",
+        "Succeeded",
+        "Failed",
+    )
+
+
+def immutable_change(old_spec: Mapping[str, Any], new_spec: Mapping[str, Any]) -> list[str]:
+    """The fields, other than MUTABLE_FIELDS, that differ between two specs."""
+    keys = (set(old_spec) | set(new_spec)) - set(MUTABLE_FIELDS)
+    return sorted(key for key in keys if old_spec.get(key) != new_spec.get(key))
+
 
 @dataclass(frozen=True)
 class Admission:
@@ -69,11 +98,34 @@ def admit(
     current = dict(status or {})
     parsed, problems = admit_workflow(spec, workflow)
     new_status = None
+    digest = spec_hash(spec) if isinstance(spec, Mapping) else None
     if current.get("observedGeneration") != generation or not current.get("phase"):
-        new_status = _admitted_status(parsed, problems, current, generation=generation, now=now)
+        if (
+            parsed is not None
+            and has_started(current)
+            and current.get("specHash") in (None, digest)
+        ):
+            # Only suspend, shutdown or activeDeadlineSeconds changed (or a status written
+            # before spec hashes): the run goes on; this generation is now observed.
+            new_status = _observed(current, generation, digest)
+        else:
+            restarted = parsed is not None and has_started(current)
+            new_status = _admitted_status(
+                parsed, problems, current, generation=generation, now=now, restarted=restarted
+            )
+            new_status.update(runGeneration=generation, specHash=digest)
         current = new_status
     runnable = parsed if current.get("phase") not in FINAL_PHASES else None
     return Admission(new_status, runnable)
+
+
+def _observed(status: dict[str, Any], generation: int | None, digest: str | None) -> dict[str, Any]:
+    kept = dict(status, observedGeneration=generation, specHash=digest)
+    kept["conditions"] = [
+        {**condition, "observedGeneration": generation}
+        for condition in status.get("conditions") or []
+    ]
+    return kept
 
 
 def workflow_status(
@@ -98,6 +150,7 @@ def _admitted_status(
     *,
     generation: int | None,
     now: datetime,
+    restarted: bool = False,
 ) -> dict[str, Any]:
     previous = status.get("conditions") or []
     if parsed is None:
@@ -109,6 +162,11 @@ def _admitted_status(
     else:
         message = "waiting for its tasks to be scheduled"
         phase, ready_reason, stalled = "Pending", "Pending", False
+    if restarted:
+        message = (
+            f"the spec changed after the run started: running again from the start "
+            f"(generation {generation}); {message}"
+        )
     current = conditions.kstatus(
         previous,
         ready=False,

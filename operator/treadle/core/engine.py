@@ -115,6 +115,7 @@ class _Run:
         self.spec, self.now, self.who, self.rng = spec, now, who, rng
         self.stored_outputs = outputs or {}
         self.status: dict[str, Any] = patches.copy_json(status)
+        self.run_generation: int | None = self.status.get("runGeneration")
         self.tasks: dict[str, dict[str, Any]] = self.status.setdefault("tasks", {})
         for task in spec.tasks:
             self.tasks.setdefault(task.name, {"phase": "Pending"})
@@ -143,10 +144,14 @@ class _Run:
     def apply(self, result: TaskResult) -> None:
         task = self.by_name.get(result.task)
         entry = self.tasks.get(result.task)
-        if task is None or entry is None:
-            return
+        if task is None or entry is None or result.run != self.run_generation:
+            return  # not this run's (an earlier run of a spec that changed)
         if task.for_each is None:
-            if entry["phase"] not in IN_FLIGHT or entry.get("attempts") != result.attempt:
+            if result.outcome == "succeeded" and entry["phase"] in (*IN_FLIGHT, "Retrying"):
+                # Any attempt's success counts: a late success of an earlier attempt, after a
+                # retry was queued, is the task's success (the retry then finds it recorded).
+                entry.pop("nextRetryAt", None)
+            elif entry["phase"] not in IN_FLIGHT or entry.get("attempts") != result.attempt:
                 return  # a duplicate or a straggler of an earlier attempt
             if result.outcome == "succeeded":
                 entry.update(phase="Succeeded", finishedAt=_ts(self.now))
@@ -161,9 +166,16 @@ class _Run:
         running = self.items(task.name, "runningItems")
         item = result.item
         attempts = entry.setdefault("itemAttempts", {})
-        if item is None or item not in running or attempts.get(str(item), 1) != result.attempt:
+        if item is None or "items" not in entry:
+            return
+        retrying = entry.get("retryAt") or {}
+        late_success = result.outcome == "succeeded" and (item in running or str(item) in retrying)
+        if not late_success and (
+            item not in running or attempts.get(str(item), 1) != result.attempt
+        ):
             return
         running.discard(item)
+        retrying.pop(str(item), None)
         if result.outcome == "succeeded":
             done = self.items(task.name, "doneItems")
             done.add(item)
@@ -311,6 +323,7 @@ class _Run:
         if settings.rate_limit is not None:
             guards["rateLimit"] = settings.rate_limit.model_dump(by_alias=True)
         return TaskMessage(
+            run=self.run_generation,
             workflow_uid=self.who.uid,
             workflow=f"{self.who.namespace}/{self.who.name}",
             task=task.name,

@@ -28,9 +28,13 @@ def secret_env_name(secret: str, key: str) -> str:
     return "TREADLE_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", f"{secret}__{key}").upper()
 
 
-def idempotency_key(workflow_uid: str, task: str, item: int | None) -> str:
-    """`<workflow uid>/<task>/<item index>`; a task without forEach has item `-`."""
-    return f"{workflow_uid}/{task}/{'-' if item is None else item}"
+def idempotency_key(workflow_uid: str, task: str, item: int | None, run: int | None = None) -> str:
+    """`<workflow uid>/g<run generation>/<task>/<item index>`; a task without forEach has item
+    `-`.  Its success is recorded under this key (so a success of *any* attempt of this run
+    counts, and no later attempt runs again); a failure under `<key>#<attempt>`.  A run
+    started before run generations existed has keys without the `g<n>/` part."""
+    run_part = "" if run is None else f"g{run}/"
+    return f"{workflow_uid}/{run_part}{task}/{'-' if item is None else item}"
 
 
 @dataclass(frozen=True)
@@ -50,10 +54,12 @@ class TaskMessage:
     """How often the reaper re-published this attempt after its worker went silent."""
     guards: dict[str, Any] = field(default_factory=dict)
     """The task's `circuitBreaker` and `rateLimit` settings, as in its spec."""
+    run: int | None = None
+    """The run generation of the workflow this attempt belongs to (status.runGeneration)."""
 
     @property
     def key(self) -> str:
-        return idempotency_key(self.workflow_uid, self.task, self.item)
+        return idempotency_key(self.workflow_uid, self.task, self.item, self.run)
 
     def encode(self) -> Fields:
         return {
@@ -66,6 +72,7 @@ class TaskMessage:
             "timeout": repr(self.timeout_seconds),
             "redeliveries": str(self.redeliveries),
             "guards": json.dumps(self.guards, separators=(",", ":")),
+            "run": "" if self.run is None else str(self.run),
         }
 
     @classmethod
@@ -81,6 +88,7 @@ class TaskMessage:
                 timeout_seconds=float(fields.get("timeout", "60")),
                 redeliveries=int(fields.get("redeliveries", "0")),
                 guards=json.loads(fields.get("guards") or "{}"),
+                run=int(fields["run"]) if fields.get("run") else None,
             )
         except (KeyError, TypeError, ValueError) as error:
             raise MessageError(f"not a task message: {type(error).__name__}: {error}") from error
@@ -111,10 +119,12 @@ class TaskResult:
     details: dict[str, Any] = field(default_factory=dict)
     output_ref: str | None = None
     """Where a large output is stored (in Redis) instead of `output`."""
+    run: int | None = None
+    """The run generation of the attempt (its message's)."""
 
     @property
     def key(self) -> str:
-        return idempotency_key(self.workflow_uid, self.task, self.item)
+        return idempotency_key(self.workflow_uid, self.task, self.item, self.run)
 
     def stored_at(self, ref: str) -> TaskResult:
         """This result with its output stored elsewhere, under `ref`."""
@@ -174,4 +184,5 @@ def _result_checks(body: dict[str, Any]) -> list[tuple[str, str, bool]]:
             "a string or null",
             get("output_ref") is None or isinstance(get("output_ref"), str),
         ),
+        ("run", "an integer or null", get("run") is None or _is_int(get("run"))),
     ]

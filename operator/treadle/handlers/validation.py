@@ -4,7 +4,10 @@ The verdict is the core's, the same one the operator applies when the webhook is
 (`phase: Invalid`).  failurePolicy is Ignore: when the operator is down, applies go through and
 the operator refuses invalid objects once it is back, so a dead webhook never blocks a cluster.
 Updates that leave the spec alone (labels, finalizers, deletion) are never refused, so an
-object admitted before the webhook existed stays editable.
+object admitted before the webhook existed stays editable.  Once a workflow has started, its
+spec is fixed but for suspend, shutdown and activeDeadlineSeconds, as a Job's pod template is;
+the operator holds the same line when the webhook is bypassed (a changed spec runs again from
+the start under a new run generation, never hanging on the earlier run's records).
 """
 
 from __future__ import annotations
@@ -25,8 +28,18 @@ def _spec_unchanged(spec: kopf.Spec, old: Any) -> bool:
 
 
 def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
-    if _spec_unchanged(spec, kwargs.get("old")):
+    old = kwargs.get("old")
+    if _spec_unchanged(spec, old):
         return
+    if old is not None and admission.has_started(old.get("status")):
+        changed = admission.immutable_change(dict(old.get("spec") or {}), dict(spec))
+        if changed:
+            raise kopf.AdmissionError(
+                f"spec.{changed[0]}: a started workflow's spec cannot change (only "
+                f"{', '.join(admission.MUTABLE_FIELDS)} may); to run it with another spec, "
+                "create a new Workflow (metadata.generateName makes a fresh name each time)",
+                code=422,
+            )
     workflow = {
         "name": meta.get("name"),
         "namespace": meta.get("namespace"),

@@ -35,8 +35,14 @@ async def admit_workflow(
     current = dict(status)
     if verdict.status is not None:
         metrics.ADMISSIONS.labels(kind=workflows.KIND, phase=verdict.status["phase"]).inc()
+        # A merge patch keeps what it does not name: a run started again (or an invalid spec)
+        # must not keep the earlier run's tasks, dead letters or times.
+        patch.status.update({key: None for key in status if key not in verdict.status})
         patch.status.update(verdict.status)
         current = verdict.status
+        restarted = verdict.status.get("runGeneration") != status.get("runGeneration")
+        if restarted and admission.has_started(status):
+            kopf.warn(body, reason="SpecChanged", message=verdict.status["message"])
         if verdict.status["phase"] == "Invalid":
             kopf.warn(body, reason="Invalid", message=verdict.status.get("message", ""))
     driver = getattr(memo, "driver", None)

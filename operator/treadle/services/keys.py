@@ -32,6 +32,7 @@ def bucket_hash(target: str) -> str:
     return f"{PREFIX}:bucket:{target}"
 
 
-def output_key(workflow_uid: str, task: str, item: int | None) -> str:
-    """A large output of one task (or forEach child), as JSON (string, with a TTL)."""
-    return f"{PREFIX}:wf:{workflow_uid}:out:{task}:{'-' if item is None else item}"
+def output_key(workflow_uid: str, task: str, item: int | None, run: int | None = None) -> str:
+    """A large output of one task (or forEach child) of one run, as JSON (string, with a TTL)."""
+    run_part = "" if run is None else f"g{run}:"
+    return f"{PREFIX}:wf:{workflow_uid}:out:{run_part}{task}:{'-' if item is None else item}"

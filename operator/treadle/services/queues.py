@@ -93,8 +93,15 @@ if redeliveries + 1 > tonumber(ARGV[5]) then
     item = item, attempt = tonumber(message['attempt']), outcome = 'failed',
     output = cjson.null, error = reason, started_at = 0,
     finished_at = tonumber(now[1]) + tonumber(now[2]) / 1000000, output_ref = cjson.null,
+    run = cjson.null,
   }
-  local key = message['uid'] .. '/' .. message['task'] .. '/'
+  -- The key as messages.idempotency_key makes it.
+  local key = message['uid'] .. '/'
+  if message['run'] ~= nil and message['run'] ~= '' then
+    failed['run'] = tonumber(message['run'])
+    key = key .. 'g' .. message['run'] .. '/'
+  end
+  key = key .. message['task'] .. '/'
   if item == cjson.null then key = key .. '-' else key = key .. message['item'] end
   redis.call(
     'XADD', KEYS[3], '*', 'key', key, 'uid', message['uid'], 'result', cjson.encode(failed)
@@ -254,7 +261,7 @@ class TaskQueue:
                 if result.output is not None and result.output_ref is None:
                     encoded = json.dumps(result.output)
                     if len(encoded) > INLINE_OUTPUT_LIMIT_BYTES:
-                        key = output_key(result.workflow_uid, result.task, result.item)
+                        key = output_key(result.workflow_uid, result.task, result.item, result.run)
                         pipe.set(key, encoded, ex=OUTPUT_TTL_SECONDS)
                         result = result.stored_at(key)
                 moved.append(result)

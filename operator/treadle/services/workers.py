@@ -94,6 +94,7 @@ def _result(
         task=message.task,
         item=message.item,
         attempt=message.attempt,
+        run=message.run,
         outcome="succeeded" if outcome == "succeeded" else "failed",
         output=output,
         error=error,
