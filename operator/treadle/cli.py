@@ -18,6 +18,7 @@ def _operator(args: argparse.Namespace) -> int:
     options = runner.OperatorOptions(
         namespaces=tuple(args.namespace or ()),
         health_address=args.health_address,
+        liveness_address=args.liveness_address,
         metrics_address=args.metrics_address,
         webhook_address=args.webhook_address,
         redis_url=args.redis_url or "",
@@ -112,6 +113,12 @@ def parser() -> argparse.ArgumentParser:
     )
     operator.add_argument(
         "--health-address", default="127.0.0.1:8080", help="host:port of /healthz"
+    )
+    operator.add_argument(
+        "--liveness-address",
+        default="",
+        help="host:port of /livez, answered by the operator's event loop itself (a probe on it "
+        "fails while the loop is stuck); '' (default) disables",
     )
     operator.add_argument(
         "--metrics-address", default="127.0.0.1:9090", help="host:port of /metrics; '' disables"

@@ -123,7 +123,7 @@ def test_the_parallel_api_fetcher_fans_out_fans_in_and_reports(
     assert status["progress"] == "6/6"
     uid = crds.get("twf", "parallel-api-fetcher", namespace)["metadata"]["uid"]
     assert sorted(Api.seen_keys) == sorted(
-        [f"{uid}/list-users/-"] + [f"{uid}/fetch-user/{i}" for i in range(3)]
+        [f"{uid}/g1/list-users/-"] + [f"{uid}/g1/fetch-user/{i}" for i in range(3)]
     )
     # The token never shows in status, Events, the operator's log, or the workers' logs.
     assert TOKEN not in json.dumps(status)

@@ -22,6 +22,7 @@ def local_values() -> list[str]:
         "replicas": 1,
         "bindAddress": "127.0.0.1",
         "healthPort": free_port(),
+        "livenessPort": free_port(),
         "metrics.port": free_port(),
         "webhook.port": free_port(),
         "webhook.reachBy": "address",

@@ -74,7 +74,7 @@ def test_a_large_output_lives_in_redis_and_still_reaches_the_next_task(
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
     crds.wait("twf/large", namespace, "condition=Ready", timeout_seconds=120)
     tasks = crds.get("twf", "large", namespace)["status"]["tasks"]
-    assert tasks["export"]["outputRef"].endswith(":out:export:-")
+    assert tasks["export"]["outputRef"].endswith(":out:g1:export:-")
     assert "output" not in tasks["export"]
     assert tasks["count"]["output"] == 400
 
@@ -105,6 +105,8 @@ def test_the_operator_serves_health_and_metrics(operator: OperatorProcess) -> No
         assert reply.status == 200
     with urllib.request.urlopen(f"http://127.0.0.1:{operator.metrics_port}/metrics") as reply:
         assert b"treadle_build_info" in reply.read()
+    with urllib.request.urlopen(f"http://127.0.0.1:{operator.liveness_port}/livez") as reply:
+        assert reply.read() == b"ok\n"
 
 
 def test_the_operator_logs_json(crds: Cluster, operator: OperatorProcess, namespace: str) -> None:

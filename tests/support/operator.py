@@ -24,6 +24,7 @@ class OperatorProcess:
     metrics_port: int
     argv: list[str]
     env: dict[str, str]
+    liveness_port: int = 0
 
     def crash_and_restart(self) -> None:
         """SIGKILL (no cleanup at all), then the same command again, healthy."""
@@ -62,12 +63,13 @@ def start(
 ) -> OperatorProcess:
     """Starts an operator and waits until it serves: its health endpoint once it leads (kopf
     runs), or only its metrics when it may be a standby (`leading=False`)."""
-    health, metrics, webhook_port = free_port(), free_port(), free_port()
+    health, metrics, webhook_port, live = free_port(), free_port(), free_port(), free_port()
     argv = [
         str(TREADLE),
         "operator",
         "--verbose",
         f"--health-address=127.0.0.1:{health}",
+        f"--liveness-address=127.0.0.1:{live}",
         f"--metrics-address=127.0.0.1:{metrics}",
         f"--webhook-address=127.0.0.1:{webhook_port}" if webhook else "--webhook-address=",
         *extra,
@@ -77,7 +79,7 @@ def start(
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, env=env
         )
-    operator = OperatorProcess(process, log, health, metrics, argv, env)
+    operator = OperatorProcess(process, log, health, metrics, argv, env, live)
     _wait_healthy(operator, "healthz" if leading else "metrics")
     return operator
 

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from treadle.api import syncjobs, workflows
-from treadle.core import conditions, dags, engine, slots, templating
+from treadle.core import conditions, dags, engine, podspecs, slots, templating
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -265,7 +265,35 @@ def _check_syncjob(spec: Any) -> tuple[syncjobs.SyncJobSpec | None, list[str]]:
         slots.Schedule(parsed.schedule)
     except slots.ScheduleError as error:
         problems.append(f"spec.schedule: {error}")
+    problems += podspecs.pod_problems(parsed.template.spec, "spec.template.spec")
+    for name in sorted(set(parsed.template.metadata or {}) - {"labels", "annotations"}):
+        problems.append(f"spec.template.metadata.{name}: not allowed (labels and annotations are)")
     return (None, problems) if problems else (parsed, [])
+
+
+def secrets_named(kind: str, spec: Any) -> list[tuple[str, str]]:
+    """The Secrets a Workflow or SyncJob spec makes Treadle read for it, each with the field
+    that names it: the webhook asks whether the applying user may `get` each one."""
+    found: list[tuple[str, str]] = []
+    if not isinstance(spec, Mapping):
+        return found
+    if kind == "SyncJob":
+        template = spec.get("template")
+        pod = template.get("spec") if isinstance(template, Mapping) else None
+        found += [(name, "spec.template.spec") for name in sorted(podspecs.secrets_in_pod(pod))]
+        return found
+    workers = spec.get("workers")
+    if isinstance(workers, Mapping):
+        found += [
+            (n, "spec.workers.env") for n in sorted(podspecs.secrets_in_env(workers.get("env")))
+        ]
+    for index, task in enumerate(spec.get("tasks") or []):
+        http = task.get("http") if isinstance(task, Mapping) else None
+        for number, header in enumerate((http or {}).get("headers") or []):
+            name = podspecs.get_text(header, "valueFrom", "secretKeyRef", "name")
+            if name:
+                found.append((name, f"spec.tasks[{index}].http.headers[{number}].valueFrom"))
+    return found
 
 
 @dataclass(frozen=True)
@@ -305,6 +333,7 @@ def workflow_problems(spec: workflows.WorkflowSpec, workflow: Mapping[str, Any])
     problems = dag.problems()
     if problems:
         return problems
+    problems += podspecs.env_problems(spec.workers.env, "spec.workers.env")
     for index, task in enumerate(spec.tasks):
         if task.for_each is not None:
             path = f"spec.tasks[{index}].forEach"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -18,6 +19,7 @@ import prometheus_client
 # Importing the handler modules registers them in the project's registry.
 from treadle.handlers import (  # noqa: F401
     driver,
+    liveness,
     pods,
     scheduler,
     settings,
@@ -43,7 +45,9 @@ class OperatorOptions:
     namespaces: tuple[str, ...] = ()
     """Namespaces to serve; empty serves the whole cluster."""
     health_address: str = "127.0.0.1:8080"
-    """host:port of the liveness/readiness endpoint (/healthz)."""
+    """host:port of the readiness endpoint (/healthz, kopf's: answers once this replica leads)."""
+    liveness_address: str = ""
+    """host:port of /livez, answered by the event loop itself from the start; empty: none."""
     metrics_address: str = "127.0.0.1:9090"
     """host:port of the Prometheus metrics endpoint; empty disables it."""
     redis_url: str = ""
@@ -143,6 +147,11 @@ async def run(options: OperatorOptions) -> None:
         host, port = _split(options.metrics_address)
         prometheus_client.start_http_server(port, addr=host)
         log.info("metrics on http://%s:%d/metrics", host, port)
+    live = None
+    if options.liveness_address:
+        host, port = _split(options.liveness_address)
+        live = await liveness.serve(host, port)
+        log.info("liveness on http://%s:%d/livez", host, port)
     leadership = None
     held = None
     if options.leader_election_namespace:
@@ -154,7 +163,14 @@ async def run(options: OperatorOptions) -> None:
             await kube.label_pod(kube.client(), *pod, LEADER_LABEL, "false")
         held = await leadership.acquire()
         if pod:
-            # The Redis Service selects the leader's pod, so workers reach the leader's Redis.
+            # The Redis and webhook Services select the leader's pod: first take the label off
+            # a predecessor that lost the Lease without noticing (wedged), then put it here.
+            namespace, name = pod
+            gone = await kube.unlabel_other_pods(
+                kube.client(), namespace, name, LEADER_LABEL, "true"
+            )
+            for other in gone:
+                log.warning("took the leader label off %s, which no longer holds the Lease", other)
             await kube.label_pod(kube.client(), *pod, LEADER_LABEL, "true")
     operator_settings = kopf.OperatorSettings()
     if options.webhook_address:
@@ -197,10 +213,20 @@ async def run(options: OperatorOptions) -> None:
     tasks.spawn("sync-scheduler", sync_loop.run())
     try:
         if leadership is not None and held is not None:
-            await _lead(leadership, held, _run_kopf(options, operator_settings, memo))
+            try:
+                await _lead(leadership, held, _run_kopf(options, operator_settings, memo))
+            except SystemExit:
+                if pod:  # lost the Lease: stop being selected by the leader's Services at once
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(
+                            kube.label_pod(kube.client(), *pod, LEADER_LABEL, "false"), 5
+                        )
+                raise
         else:
             await _run_kopf(options, operator_settings, memo)
     finally:
+        if live is not None:
+            live.close()
         await tasks.shutdown(grace_seconds=10)
         if redis_client is not None:
             await redis_client.aclose()

@@ -18,6 +18,7 @@ import kopf
 
 from treadle.api import GROUP, VERSION, syncjobs, workflows
 from treadle.core import admission
+from treadle.services import kube
 
 WEBHOOK_CONFIGURATION = GROUP
 OPERATIONS: list[Any] = ["CREATE", "UPDATE"]
@@ -27,7 +28,23 @@ def _spec_unchanged(spec: kopf.Spec, old: Any) -> bool:
     return old is not None and dict(old.get("spec") or {}) == dict(spec)
 
 
-def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
+async def _secrets_readable(kind: str, spec: kopf.Spec, meta: kopf.Meta, userinfo: Any) -> None:
+    """Refuses a spec naming a Secret the applying user may not `get` (SPEC, Deployment)."""
+    named = admission.secrets_named(kind, dict(spec))
+    if not named or not userinfo:
+        return
+    namespace = str(meta.get("namespace"))
+    async with kube.client() as api:
+        for secret, path in named:
+            if not await kube.may_get_secret(api, namespace, secret, dict(userinfo)):
+                raise kopf.AdmissionError(
+                    f"{path}: names Secret {secret!r}, which {userinfo.get('username')!r} may "
+                    f"not get in namespace {namespace!r}",
+                    code=403,
+                )
+
+
+async def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
     old = kwargs.get("old")
     if _spec_unchanged(spec, old):
         return
@@ -48,14 +65,16 @@ def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
     problems = admission.admit_workflow(dict(spec), workflow)[1]
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
+    await _secrets_readable(workflows.KIND, spec, meta, kwargs.get("userinfo"))
 
 
-def validate_syncjob(spec: kopf.Spec, **kwargs: Any) -> None:
+async def validate_syncjob(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
     if _spec_unchanged(spec, kwargs.get("old")):
         return
     problems = admission.syncjob_problems(dict(spec))
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
+    await _secrets_readable(syncjobs.KIND, spec, meta, kwargs.get("userinfo"))
 
 
 def register(registry: kopf.OperatorRegistry) -> None:

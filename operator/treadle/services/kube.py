@@ -260,3 +260,43 @@ async def label_pod(api: AsyncClient, namespace: str, name: str, key: str, value
         namespace=namespace,
         patch_type=PatchType.MERGE,
     )
+
+
+async def unlabel_other_pods(
+    api: AsyncClient, namespace: str, own: str, key: str, value: str
+) -> list[str]:
+    """Sets `key` to "false" on every other pod labelled `key=value` (a leader that lost its
+    Lease while wedged cannot take its own label off; its successor does), and returns them."""
+    others = [
+        pod.metadata.name
+        async for pod in api.list(Pod, namespace=namespace, labels={key: value})
+        if pod.metadata is not None and pod.metadata.name and pod.metadata.name != own
+    ]
+    for name in others:
+        await label_pod(api, namespace, name, key, "false")
+    return others
+
+
+async def may_get_secret(
+    api: AsyncClient, namespace: str, secret: str, user: Mapping[str, Any]
+) -> bool:
+    """Whether `user` (an admission request's userInfo) may `get` the Secret: a
+    SubjectAccessReview, so that naming a Secret in a Workflow or SyncJob reads nothing its
+    author could not read already."""
+    from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
+    from lightkube.resources.authorization_v1 import SubjectAccessReview
+
+    extra = {key: list(values) for key, values in (user.get("extra") or {}).items()}
+    review = SubjectAccessReview(
+        spec=SubjectAccessReviewSpec(
+            user=user.get("username"),
+            uid=user.get("uid"),
+            groups=list(user.get("groups") or []),
+            extra=extra or None,
+            resourceAttributes=ResourceAttributes(
+                namespace=namespace, verb="get", resource="secrets", name=secret
+            ),
+        )
+    )
+    answer = await api.create(review)
+    return bool(answer.status is not None and answer.status.allowed)

@@ -1,0 +1,219 @@
+"""What a user may put into a pod that Treadle creates for them (a SyncJob's run pod, a
+workflow's workers): an allow-list, checked at apply time, so that creating a SyncJob or a
+Workflow gives no right the user did not have (SPEC, SyncJob: run pods; Deployment: least
+privilege).  Host namespaces, hostPath and other node-reaching volumes, service accounts and
+their tokens, privileged or root security contexts and `nodeName` are all outside it.
+
+The checks return problems that name the field, in the words of `kubectl explain` paths; the
+Secrets a spec names are listed for the webhook's SubjectAccessReview (may the user who
+applies it `get` each of them?).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+POD_FIELDS = frozenset(
+    {
+        "containers",
+        "initContainers",
+        "volumes",
+        "nodeSelector",
+        "affinity",
+        "tolerations",
+        "priorityClassName",
+        "imagePullSecrets",
+        "securityContext",
+        "terminationGracePeriodSeconds",
+        "restartPolicy",
+        "activeDeadlineSeconds",
+    }
+)
+CONTAINER_FIELDS = frozenset(
+    {
+        "name",
+        "image",
+        "imagePullPolicy",
+        "command",
+        "args",
+        "env",
+        "envFrom",
+        "resources",
+        "volumeMounts",
+        "workingDir",
+        "securityContext",
+        "ports",
+    }
+)
+VOLUME_KINDS = frozenset({"emptyDir", "configMap", "secret", "persistentVolumeClaim", "ephemeral"})
+MOUNT_FIELDS = frozenset({"name", "mountPath", "subPath", "readOnly"})
+POD_SECURITY_FIELDS = frozenset(
+    {"runAsUser", "runAsGroup", "runAsNonRoot", "fsGroup", "supplementalGroups", "seccompProfile"}
+)
+CONTAINER_SECURITY_FIELDS = frozenset(
+    {
+        "runAsUser",
+        "runAsGroup",
+        "runAsNonRoot",
+        "readOnlyRootFilesystem",
+        "allowPrivilegeEscalation",
+        "seccompProfile",
+        "capabilities",
+    }
+)
+RESERVED_ENV_PREFIX = "TREADLE_"
+"""Names Treadle sets itself in the pods it makes (the Redis URL, Secret-backed headers)."""
+
+
+def pod_problems(spec: Any, path: str) -> list[str]:
+    """Every field of a PodSpec outside the allow-list, by its path."""
+    if not isinstance(spec, Mapping):
+        return [f"{path}: must be an object (a core/v1 PodSpec)"]
+    problems = [
+        f"{path}.{name}: not allowed in a pod Treadle runs for you "
+        f"(allowed: {', '.join(sorted(POD_FIELDS))})"
+        for name in sorted(set(spec) - POD_FIELDS)
+    ]
+    security = spec.get("securityContext")
+    problems += _security_problems(security, f"{path}.securityContext", POD_SECURITY_FIELDS)
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        problems.append(f"{path}.containers: at least one container is required")
+    for kind in ("containers", "initContainers"):
+        for index, container in enumerate(_list(spec.get(kind))):
+            problems += container_problems(container, f"{path}.{kind}[{index}]")
+    for index, volume in enumerate(_list(spec.get("volumes"))):
+        problems += _volume_problems(volume, f"{path}.volumes[{index}]")
+    for index, toleration in enumerate(_list(spec.get("tolerations"))):
+        if (
+            isinstance(toleration, Mapping)
+            and toleration.get("operator") == "Exists"
+            and not (toleration.get("key"))
+        ):
+            problems.append(
+                f"{path}.tolerations[{index}]: operator Exists without a key tolerates every "
+                "taint (name the taint's key)"
+            )
+    return problems
+
+
+def container_problems(container: Any, path: str) -> list[str]:
+    if not isinstance(container, Mapping):
+        return [f"{path}: must be an object (a core/v1 Container)"]
+    problems = [
+        f"{path}.{name}: not allowed in a pod Treadle runs for you "
+        f"(allowed: {', '.join(sorted(CONTAINER_FIELDS))})"
+        for name in sorted(set(container) - CONTAINER_FIELDS)
+    ]
+    security = container.get("securityContext")
+    problems += _security_problems(security, f"{path}.securityContext", CONTAINER_SECURITY_FIELDS)
+    problems += env_problems(container.get("env"), f"{path}.env")
+    for index, mount in enumerate(_list(container.get("volumeMounts"))):
+        if isinstance(mount, Mapping):
+            for name in sorted(set(mount) - MOUNT_FIELDS):
+                problems.append(f"{path}.volumeMounts[{index}].{name}: not allowed")
+    for index, port in enumerate(_list(container.get("ports"))):
+        if isinstance(port, Mapping) and "hostPort" in port:
+            problems.append(f"{path}.ports[{index}].hostPort: not allowed")
+    return problems
+
+
+def env_problems(env: Any, path: str) -> list[str]:
+    """Environment variables: no names Treadle reserves; values from Secrets are allowed here
+    (the webhook checks the applying user may read each Secret)."""
+    problems = []
+    for index, variable in enumerate(_list(env)):
+        if not isinstance(variable, Mapping):
+            problems.append(f"{path}[{index}]: must be an object (a core/v1 EnvVar)")
+            continue
+        name = str(variable.get("name", ""))
+        if name.startswith(RESERVED_ENV_PREFIX):
+            problems.append(
+                f"{path}[{index}].name: {name!r}: names starting with {RESERVED_ENV_PREFIX} "
+                "are Treadle's own"
+            )
+    return problems
+
+
+def _security_problems(context: Any, path: str, allowed: frozenset[str]) -> list[str]:
+    if context is None:
+        return []
+    if not isinstance(context, Mapping):
+        return [f"{path}: must be an object"]
+    problems = [f"{path}.{name}: not allowed" for name in sorted(set(context) - allowed)]
+    for name in ("runAsUser", "runAsGroup"):
+        if context.get(name) == 0:
+            problems.append(f"{path}.{name}: 0 (root) is not allowed")
+    if context.get("runAsNonRoot") is False:
+        problems.append(f"{path}.runAsNonRoot: false is not allowed")
+    if context.get("allowPrivilegeEscalation") is True:
+        problems.append(f"{path}.allowPrivilegeEscalation: true is not allowed")
+    added = (
+        (context.get("capabilities") or {}).get("add")
+        if isinstance(context.get("capabilities"), Mapping)
+        else None
+    )
+    if added:
+        problems.append(f"{path}.capabilities.add: adding capabilities is not allowed")
+    seccomp = context.get("seccompProfile")
+    if isinstance(seccomp, Mapping) and seccomp.get("type") == "Unconfined":
+        problems.append(f"{path}.seccompProfile.type: Unconfined is not allowed")
+    return problems
+
+
+def _volume_problems(volume: Any, path: str) -> list[str]:
+    if not isinstance(volume, Mapping):
+        return [f"{path}: must be an object (a core/v1 Volume)"]
+    kinds = set(volume) - {"name"}
+    refused = sorted(kinds - VOLUME_KINDS)
+    if refused:
+        return [
+            f"{path}.{kind}: volumes of this kind are not allowed "
+            f"(allowed: {', '.join(sorted(VOLUME_KINDS))})"
+            for kind in refused
+        ]
+    return []
+
+
+def _list(value: Any) -> Sequence[Any]:
+    return value if isinstance(value, list) else []
+
+
+def secrets_in_pod(spec: Any) -> set[str]:
+    """The Secrets a PodSpec reads: env, envFrom, volumes, imagePullSecrets."""
+    if not isinstance(spec, Mapping):
+        return set()
+    found: set[str] = set()
+    for kind in ("containers", "initContainers"):
+        for container in _list(spec.get(kind)):
+            if isinstance(container, Mapping):
+                found |= secrets_in_env(container.get("env"))
+                for source in _list(container.get("envFrom")):
+                    name = get_text(source, "secretRef", "name")
+                    if name:
+                        found.add(name)
+    for volume in _list(spec.get("volumes")):
+        name = get_text(volume, "secret", "secretName")
+        if name:
+            found.add(name)
+    for reference in _list(spec.get("imagePullSecrets")):
+        if isinstance(reference, Mapping) and isinstance(reference.get("name"), str):
+            found.add(reference["name"])
+    return found
+
+
+def secrets_in_env(env: Any) -> set[str]:
+    return {
+        name
+        for variable in _list(env)
+        if (name := get_text(variable, "valueFrom", "secretKeyRef", "name"))
+    }
+
+
+def get_text(value: Any, *path: str) -> str | None:
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,111 @@
+"""A user allowed to create Workflows and SyncJobs in a namespace gains no right through them
+(issue #13, problem 3): no pod field outside the allow-list, no Secret they may not read.
+`kubectl --as` impersonates such a user through the real API server and webhook."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from support.cluster import Cluster
+from support.operator import OperatorProcess
+
+USER = "alice"
+RBAC = "rbac.authorization.k8s.io"
+
+
+@pytest.fixture
+def creator(crds: Cluster, operator: OperatorProcess, namespace: str) -> str:
+    """`alice` may create and read Treadle objects in `namespace`, and read no Secret."""
+    crds.wait(
+        "validatingwebhookconfiguration/treadle.dev", "default",
+        "jsonpath={.metadata.name}=treadle.dev",
+    )  # fmt: skip
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "treadle-creator"},
+        "rules": [
+            {
+                "apiGroups": ["treadle.dev"],
+                "resources": ["workflows", "syncjobs"],
+                "verbs": ["create", "get", "list", "patch", "update", "delete"],
+            }
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "treadle-creator"},
+        "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "treadle-creator"},
+        "subjects": [{"apiGroup": RBAC, "kind": "User", "name": USER}],
+    }
+    for body in (role, binding):
+        crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+    crds.kubectl("create", "secret", "generic", "db", "-n", namespace, "--from-literal=dsn=pw")
+    return USER
+
+
+def sync_job(name: str, pod: dict[str, Any]) -> str:
+    body = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "SyncJob",
+        "metadata": {"name": name},
+        "spec": {"schedule": "0 3 * * *", "suspend": True, "template": {"spec": pod}},
+    }
+    return json.dumps(body)
+
+
+def container(**fields: Any) -> dict[str, Any]:
+    return {"name": "sync", "image": "x", "command": ["true"], **fields}
+
+
+def apply_as(cluster: Cluster, user: str, namespace: str, manifest: str) -> Any:
+    return cluster.kubectl(
+        "apply", f"--as={user}", "-n", namespace, "-f", "-", input=manifest, check=False
+    )
+
+
+def test_a_sync_job_that_would_give_root_on_the_node_is_refused_naming_each_field(
+    crds: Cluster, namespace: str, creator: str
+) -> None:
+    pod = {
+        "hostNetwork": True,
+        "serviceAccountName": "default",
+        "containers": [container(volumeMounts=[{"name": "root", "mountPath": "/host"}])],
+        "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+    }
+    result = apply_as(crds, creator, namespace, sync_job("rooted", pod))
+    assert result.returncode != 0
+    for field in ("hostNetwork", "serviceAccountName", "volumes[0].hostPath"):
+        assert f"spec.template.spec.{field}: " in result.stderr
+    assert crds.kubectl("get", "sj", "-n", namespace, "-o", "name").stdout == ""
+
+
+def test_naming_a_secret_the_user_may_not_read_is_refused_and_allowed_for_one_who_may(
+    crds: Cluster, namespace: str, creator: str
+) -> None:
+    secret_env = [{"name": "DSN", "valueFrom": {"secretKeyRef": {"name": "db", "key": "dsn"}}}]
+    manifest = sync_job("reader", {"containers": [container(env=secret_env)]})
+    result = apply_as(crds, creator, namespace, manifest)
+    assert result.returncode != 0
+    assert (
+        f"spec.template.spec: names Secret 'db', which '{creator}' may not get in namespace "
+        f"'{namespace}'" in result.stderr
+    )
+    workflow = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "peek"},
+        "spec": {
+            "tasks": [{"name": "a", "command": {"args": ["sh", "-c", "echo $DSN"]}}],
+            "workers": {"env": secret_env},
+        },
+    }
+    result = apply_as(crds, creator, namespace, json.dumps(workflow))
+    assert result.returncode != 0
+    assert "spec.workers.env: names Secret 'db'" in result.stderr
+    # The cluster admin may read it, so may name it.
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
