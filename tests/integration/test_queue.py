@@ -514,3 +514,18 @@ async def test_a_task_message_that_is_no_message_is_set_aside_and_the_worker_goe
     [(_, rejected)] = await client.xrange(queues.REJECTED)
     assert rejected["stream"] == queue.stream
     assert rejected["reason"].startswith("not a task message")
+
+
+async def test_an_action_that_cannot_start_fails_its_attempt_with_the_reason(
+    client: aioredis.Redis,
+) -> None:
+    """A NUL in an argument took the 75 s poison path (issue #13, problem 6)."""
+    queue = await queue_for(client, "w1")
+    await queue.enqueue([command("nul", "echo", "a\x00b")])
+    worker = TaskWorker(queue, block_ms=100)
+    await worker.execute(CancelToken())
+    await worker.settle()
+    await worker.close()
+    [result] = await results(client)
+    assert (result.outcome, result.error) == ("failed", "ValueError: embedded null byte")
+    assert await client.xlen(queue.stream) == 0  # acknowledged, not left for the reaper

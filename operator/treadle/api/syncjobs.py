@@ -13,7 +13,8 @@ PLURAL = "syncjobs"
 SINGULAR = "syncjob"
 SHORT_NAMES = ["sj"]
 
-LOCK_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+LOCK_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+"""A DNS-1123 subdomain (a Lease name is `treadle-table-<name>`): no empty part, as in `a..b`."""
 
 
 class SkippedRetry(ResourceModel):

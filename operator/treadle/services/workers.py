@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from treadle.core import breakers
+from treadle.core import breakers, redaction
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.runtime import CancelToken, Directive
 from treadle.services import actions, worker_metrics
@@ -70,8 +70,8 @@ async def run_attempt(
 
 
 async def _act(message: TaskMessage, session: Session, started: float) -> TaskResult:
-    kind, spec = next(iter(message.action.items()))
     try:
+        kind, spec = next(iter(message.action.items()))
         if kind == "command":
             output = await actions.run_command(spec, message.timeout_seconds)
         elif kind == "python":
@@ -82,6 +82,11 @@ async def _act(message: TaskMessage, session: Session, started: float) -> TaskRe
             raise actions.ActionFailed(f"unknown action {kind!r}")
     except actions.ActionFailed as error:
         return _result(message, "failed", None, str(error), started)
+    except (StopIteration, ValueError, TypeError, LookupError, UnicodeError, OSError) as error:
+        # The action itself is unusable here (a NUL in an argument, a bad port, a malformed
+        # action): the attempt fails with the reason, instead of the worker leaving the message
+        # pending until the reaper calls it poison.
+        return _result(message, "failed", None, f"{type(error).__name__}: {error}", started)
     return _result(message, "succeeded", output, None, started)
 
 
@@ -97,7 +102,7 @@ def _result(
         run=message.run,
         outcome="succeeded" if outcome == "succeeded" else "failed",
         output=output,
-        error=error,
+        error=None if error is None else redaction.redact(error),
         started_at=started,
         finished_at=time.time(),
     )

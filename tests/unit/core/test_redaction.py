@@ -1,0 +1,39 @@
+"""Errors copied into status and Events carry no URL user-info, query strings or tokens
+(issue #13, problem 6)."""
+
+from __future__ import annotations
+
+import pytest
+
+from treadle.core import admission
+from treadle.core.redaction import MAX_ERROR_CHARS, redact
+
+
+@pytest.mark.parametrize(
+    ("error", "shown"),
+    [
+        ("GET https://bob:hunter2@api.test/v1?token=abc&x=1 failed: 401",
+         "GET https://***@api.test/v1?*** failed: 401"),
+        ("redis://:pw@10.0.0.1:6379/0 refused", "redis://***@10.0.0.1:6379/0 refused"),
+        ("sent Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.x.y", "sent Authorization: Bearer ***"),
+        ("bad password=letmein; retry", "bad password=***; retry"),
+        ("https://api.test/v1/users/3 answered 500", "https://api.test/v1/users/3 answered 500"),
+        ("header Authorization: key 'token' of Secret 'api' is missing",
+         "header Authorization: key 'token' of Secret 'api' is missing"),
+    ],
+)  # fmt: skip
+def test_credentials_are_cut_from_errors(error: str, shown: str) -> None:
+    assert redact(error) == shown
+
+
+def test_a_long_error_is_bounded() -> None:
+    shown = redact("x" * 100_000)
+    assert len(shown) < MAX_ERROR_CHARS + 50
+    assert shown.endswith("(97952 more)")
+
+
+def test_a_table_name_that_is_no_lease_name_is_refused_at_apply_time() -> None:
+    spec = {"schedule": "* * * * *", "tables": ["a..b"],
+            "template": {"spec": {"containers": [{"name": "c", "command": ["true"]}]}}}  # fmt: skip
+    [problem] = admission.syncjob_problems(spec)
+    assert problem.startswith("spec.tables[0]: String should match pattern")
