@@ -529,3 +529,21 @@ async def test_an_action_that_cannot_start_fails_its_attempt_with_the_reason(
     [result] = await results(client)
     assert (result.outcome, result.error) == ("failed", "ValueError: embedded null byte")
     assert await client.xlen(queue.stream) == 0  # acknowledged, not left for the reaper
+
+
+async def test_an_output_over_the_bound_fails_its_attempt_while_it_is_read(
+    client: aioredis.Redis, tmp_path: Path
+) -> None:
+    """A command printing without end is stopped at the bound, not read into memory whole."""
+    queue = await queue_for(client, "w1")
+    endless = command("endless", "sh", "-c", "yes xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")
+    await queue.enqueue([endless])
+    worker = TaskWorker(queue, block_ms=100)
+    await worker.execute(CancelToken())
+    await worker.settle()
+    await worker.close()
+    [result] = await results(client)
+    assert (result.outcome, result.error) == (
+        "failed",
+        "output too large: more than 1048576 bytes",
+    )

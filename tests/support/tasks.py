@@ -53,3 +53,8 @@ def die() -> None:
     import signal
 
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def big_output() -> str:
+    """More than one task's output may be (1 MiB)."""
+    return "x" * (2 << 20)

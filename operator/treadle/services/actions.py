@@ -40,6 +40,47 @@ def _parse(text: str) -> Any:
         return text.rstrip("\n")
 
 
+class OutputTooLarge(ActionFailed):
+    """An attempt's output crossed OUTPUT_LIMIT_BYTES while it was read (SPEC, Limits)."""
+
+    def __init__(self) -> None:
+        super().__init__(f"output too large: more than {OUTPUT_LIMIT_BYTES} bytes")
+
+
+STDERR_KEPT_BYTES = 64 * 1024
+
+
+async def _read_capped(stream: asyncio.StreamReader | None, limit: int, *, tail: bool) -> bytes:
+    """A stream read to its end, holding at most `limit` bytes: more raises OutputTooLarge, or
+    with `tail` keeps only the last `limit` bytes (stderr, for the error message)."""
+    if stream is None:
+        return b""
+    kept = bytearray()
+    while chunk := await stream.read(64 * 1024):
+        kept += chunk
+        if len(kept) > limit:
+            if not tail:
+                raise OutputTooLarge()
+            del kept[: len(kept) - limit]
+    return bytes(kept)
+
+
+async def _bounded_output(process: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
+    """stdout (at most OUTPUT_LIMIT_BYTES) and the tail of stderr, then the exit."""
+    reading = [
+        asyncio.ensure_future(_read_capped(process.stdout, OUTPUT_LIMIT_BYTES, tail=False)),
+        asyncio.ensure_future(_read_capped(process.stderr, STDERR_KEPT_BYTES, tail=True)),
+    ]
+    try:
+        stdout, stderr = await asyncio.gather(*reading)
+    finally:
+        for task in reading:  # stopped early (too large, timed out): neither goes on reading
+            task.cancel()
+        await asyncio.gather(*reading, return_exceptions=True)
+    await process.wait()
+    return stdout, stderr
+
+
 async def run_command(spec: Mapping[str, Any], timeout_seconds: float) -> Any:
     args = [str(a) for a in spec["args"]]
     try:
@@ -53,16 +94,19 @@ async def run_command(spec: Mapping[str, Any], timeout_seconds: float) -> Any:
     except OSError as error:
         raise ActionFailed(f"cannot run {args[0]!r}: {error.strerror}") from error
     try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_seconds)
-    except (TimeoutError, asyncio.CancelledError) as stop:
+        stdout, stderr = await asyncio.wait_for(_bounded_output(process), timeout_seconds)
+    except (TimeoutError, asyncio.CancelledError, OutputTooLarge) as stop:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+        # Drain and close the pipes (the process is gone, so this ends at once).
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(process.communicate(), 5)
         await process.wait()
         if isinstance(stop, asyncio.CancelledError):
             raise
+        if isinstance(stop, OutputTooLarge):
+            raise
         raise ActionFailed(f"timed out after {timeout_seconds:g} s") from stop
-    if len(stdout) > OUTPUT_LIMIT_BYTES:
-        raise ActionFailed(f"output larger than {OUTPUT_LIMIT_BYTES} bytes")
     if process.returncode != 0:
         tail = stderr.decode(errors="replace").strip()[-500:]
         raise ActionFailed(f"exit code {process.returncode}" + (f": {tail}" if tail else ""))
@@ -96,9 +140,11 @@ async def run_python(spec: Mapping[str, Any], timeout_seconds: float) -> Any:
     except Exception as error:
         raise ActionFailed(f"{type(error).__name__}: {error}") from error
     try:
-        json.dumps(result)
+        encoded = json.dumps(result)
     except (TypeError, ValueError) as error:
         raise ActionFailed(f"the return value is not JSON-serialisable: {error}") from error
+    if len(encoded) > OUTPUT_LIMIT_BYTES:
+        raise OutputTooLarge()
     return result
 
 
@@ -143,7 +189,10 @@ async def run_http(
             data=data,
             timeout=aiohttp.ClientTimeout(total=timeout_seconds),
         ) as response:
-            text = await response.text(errors="replace")
+            body = await response.content.read(OUTPUT_LIMIT_BYTES + 1)
+            if len(body) > OUTPUT_LIMIT_BYTES:
+                raise OutputTooLarge()
+            text = body.decode(response.charset or "utf-8", errors="replace")
             ok = response.status in expected if expected else 200 <= response.status < 300
             if not ok:
                 raise ActionFailed(f"{response.status} from {response.url.host}: {text[:200]}")
