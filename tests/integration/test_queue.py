@@ -547,3 +547,20 @@ async def test_an_output_over_the_bound_fails_its_attempt_while_it_is_read(
         "failed",
         "output too large: more than 1048576 bytes",
     )
+
+
+async def test_a_finished_workflows_keys_are_deleted(client: aioredis.Redis) -> None:
+    """Idempotency records, the dedicated pool's stream and large outputs went nowhere
+    (issue #13, problem 5): they are deleted with the workflow."""
+    queue = await queue_for(client, "w1")
+    big = json.dumps({"rows": ["x" * 100] * 100})
+    await queue.enqueue([command("big", "echo", big), command("small", "echo", "1")])
+    worker = TaskWorker(queue, block_ms=100)
+    await worker.execute(CancelToken())
+    await worker.settle()
+    await worker.close()
+    assert await client.exists("treadle:wf:uid-1:done", "treadle:wf:uid-1:outs") == 2
+    stream = queues.ResultStream(client, "operator")
+    await stream.forget_workflow("uid-1", POOL, outputs=True)
+    assert await client.keys("treadle:wf:uid-1:*") == []
+    assert await client.exists(queue.stream) == 0

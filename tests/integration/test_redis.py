@@ -41,3 +41,19 @@ async def test_redis_has_streams_with_autoclaim(redis: aioredis.Redis) -> None:
     await redis.xreadgroup("g", "c1", {"s": ">"})
     claimed = await redis.xautoclaim("s", "g", "c2", min_idle_time=0)
     assert len(claimed[1]) == 1
+
+
+async def test_the_operator_refuses_a_redis_that_may_evict_keys(
+    redis: aioredis.Redis, redis_server_process: RedisServer
+) -> None:
+    from treadle.services import queues
+
+    client = queues.connect(redis_server_process.url)
+    try:
+        await queues.refuse_eviction(client)  # Debian's default: noeviction
+        await client.config_set("maxmemory-policy", "allkeys-lru")
+        with pytest.raises(queues.EvictingRedis, match="maxmemory-policy allkeys-lru"):
+            await queues.refuse_eviction(client)
+    finally:
+        await client.config_set("maxmemory-policy", "noeviction")
+        await client.aclose()

@@ -96,6 +96,10 @@ class Tracked:
     retry_cleared_version: int = 0
     """The resourceVersion at which the last retry annotation was removed: older watch events
     still carrying it are not a new request."""
+    enqueued_unwritten: set[tuple[str, int]] = field(default_factory=set)
+    """Attempts (key, attempt) enqueued by an advance whose status write has not happened yet:
+    an advance that failed after enqueuing and is tried again must not enqueue them twice (the
+    engine, given the same status, asks for the same attempts)."""
 
     @property
     def reference(self) -> ObjectReference:
@@ -120,6 +124,8 @@ class Driver:
     _group_ready: bool = False
     _gauges_at: datetime | None = None
     _orphan_acks: list[str] = field(default_factory=list)
+    _deleted: list[str] = field(default_factory=list)
+    """Uids of deleted workflows whose Redis keys are still to delete."""
     _unclaimed: dict[str, list[tuple[str, TaskResult, datetime]]] = field(default_factory=dict)
     _lost_epoch: int = 0
     """Counts the times Redis was found without our data (new, or flushed); every tracked
@@ -171,6 +177,11 @@ class Driver:
         if gone is not None:
             self._orphan_acks += gone.unacked
 
+    def deleted(self, uid: str) -> None:
+        """The workflow was deleted: forget it, and delete its Redis keys on the next pass."""
+        self.forget(uid)
+        self._deleted.append(uid)
+
     async def execute(self, cancel: CancelToken) -> Directive:
         try:
             return await self._pass()
@@ -214,6 +225,9 @@ class Driver:
         due = {uid for uid, t in self.workflows.items() if t.due is not None and t.due <= now}
         done = self._orphan_acks
         self._orphan_acks = []
+        deleted, self._deleted = self._deleted, []
+        for uid in deleted:
+            await self.results.forget_workflow(uid, f"wf-{uid}", outputs=True)
         for uid, waiting in list(self._unclaimed.items()):
             if now - waiting[0][2] > UNCLAIMED:  # a workflow that is gone (or not ours)
                 done += [entry_id for entry_id, _, _ in waiting]
@@ -346,7 +360,9 @@ class Driver:
         if who.namespace not in self.secrets_ensured and not step.finished:
             await kube.ensure_redis_secret(self.api, who.namespace, self.redis_url)
             self.secrets_ensured.add(who.namespace)
-        await self.results.enqueue(who.pool, step.enqueue)
+        fresh = [m for m in step.enqueue if (m.key, m.attempt) not in tracked.enqueued_unwritten]
+        await self.results.enqueue(who.pool, fresh)
+        tracked.enqueued_unwritten.update((m.key, m.attempt) for m in fresh)
         if step.finished:
             await kube.delete_worker_pods(self.api, who.namespace, who.name)
         elif tracked.pods_checked_at is None or now - tracked.pods_checked_at >= timedelta(
@@ -373,6 +389,13 @@ class Driver:
                     return []
             tracked.written, tracked.written_at = step.status, now
             acked, tracked.unacked, tracked.unwritten = tracked.unacked, [], []
+            tracked.enqueued_unwritten.clear()
+            if step.finished:
+                # Its Redis keys go with it; a Failed workflow keeps its large outputs (they
+                # expire) for a manual retry of what reads them.
+                await self.results.forget_workflow(
+                    who.uid, who.pool, outputs=step.status.get("phase") == "Succeeded"
+                )
         else:
             tracked.unwritten += results
         if tracked.retry is not None:

@@ -184,6 +184,12 @@ async def run(options: OperatorOptions) -> None:
     redis_client = None
     if options.redis_url:
         redis_client = queues.connect(options.redis_url)
+        try:
+            await queues.refuse_eviction(redis_client)
+        except queues.EvictingRedis as error:
+            log.error("%s", error)
+            await redis_client.aclose()
+            raise SystemExit(2) from error
         results = queues.ResultStream(redis_client, options.consumer)
         memo.driver = driver.Driver(
             results,

@@ -32,6 +32,11 @@ def bucket_hash(target: str) -> str:
     return f"{PREFIX}:bucket:{target}"
 
 
+def outputs_index(workflow_uid: str) -> str:
+    """The keys of one workflow's large outputs (set), so they can be deleted with it."""
+    return f"{PREFIX}:wf:{workflow_uid}:outs"
+
+
 def output_key(workflow_uid: str, task: str, item: int | None, run: int | None = None) -> str:
     """A large output of one task (or forEach child) of one run, as JSON (string, with a TTL)."""
     run_part = "" if run is None else f"g{run}:"

@@ -40,6 +40,7 @@ from treadle.services.keys import (
     RESULTS,
     done_hash,
     output_key,
+    outputs_index,
     tasks_stream,
 )
 
@@ -184,6 +185,23 @@ def is_missing_group(error: Exception) -> bool:
     return isinstance(error, ResponseError) and "NOGROUP" in str(error)
 
 
+class EvictingRedis(RuntimeError):
+    """A Redis that may evict keys would drop tasks, results and idempotency records."""
+
+
+async def refuse_eviction(client: aioredis.Redis) -> None:
+    """Raises EvictingRedis unless Redis's maxmemory-policy is `noeviction` (INFO, which
+    managed Redis services allow where they rename CONFIG)."""
+    memory: dict[str, Any] = await client.info("memory")
+    policy = str(memory.get("maxmemory_policy", "noeviction"))
+    if policy != "noeviction":
+        raise EvictingRedis(
+            f"Redis has maxmemory-policy {policy}: it may evict task messages, results and "
+            "idempotency records, losing work. Set maxmemory-policy noeviction (the chart's "
+            "sidecar does) and size maxmemory for the backlog."
+        )
+
+
 def connect(url: str) -> aioredis.Redis:
     """A client with string responses and health checks (the only way Treadle opens Redis)."""
     client: aioredis.Redis = aioredis.Redis.from_url(
@@ -263,6 +281,9 @@ class TaskQueue:
                     if len(encoded) > INLINE_OUTPUT_LIMIT_BYTES:
                         key = output_key(result.workflow_uid, result.task, result.item, result.run)
                         pipe.set(key, encoded, ex=OUTPUT_TTL_SECONDS)
+                        index = outputs_index(result.workflow_uid)
+                        pipe.sadd(index, key)
+                        pipe.expire(index, OUTPUT_TTL_SECONDS)
                         result = result.stored_at(key)
                 moved.append(result)
             if len(pipe):
@@ -418,6 +439,18 @@ class ResultStream:
                 pipe.xack(RESULTS, OPERATOR_GROUP, *ids)
                 pipe.xdel(RESULTS, *ids)
                 await pipe.execute()
+
+    async def forget_workflow(self, uid: str, pool: str, *, outputs: bool) -> None:
+        """Deletes a finished or deleted workflow's keys: its idempotency records, its dedicated
+        pool's task stream and, with `outputs`, its large outputs (SPEC: a workflow's Redis
+        keys go when it finishes or is deleted)."""
+        doomed = [done_hash(uid), tasks_stream(pool)]
+        if outputs:
+            members: Any = await self.client.smembers(outputs_index(uid))
+            doomed += [*sorted(members), outputs_index(uid)]
+        for start in range(0, len(doomed), 500):
+            await self.client.unlink(*doomed[start : start + 500])
+        self._pools_ready.discard(pool)
 
     async def enqueue(self, pool: str, messages: Sequence[TaskMessage]) -> None:
         if messages:

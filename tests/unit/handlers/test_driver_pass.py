@@ -147,3 +147,50 @@ async def test_a_workflow_gone_with_its_namespace_is_forgotten() -> None:
     assert (acked, failure) == ([], None)
     assert "gone" not in bare.workflows
     assert bare._orphan_acks == ["1-0"]  # acknowledged on the next pass
+
+
+class RecordingResults:
+    """The results stream's operator side, recording what is enqueued and forgotten."""
+
+    def __init__(self) -> None:
+        self.enqueued: list[tuple[str, int]] = []
+        self.forgotten: list[tuple[str, bool]] = []
+
+    async def load_outputs(self, refs: list[str]) -> dict[str, Any]:
+        return {}
+
+    async def enqueue(self, pool: str, messages: list[Any]) -> None:
+        self.enqueued += [(m.key, m.attempt) for m in messages]
+
+    async def forget_workflow(self, uid: str, pool: str, *, outputs: bool) -> None:
+        self.forgotten.append((uid, outputs))
+
+
+async def test_an_advance_retried_after_its_status_write_failed_enqueues_nothing_twice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue #13, problem 5: enqueueing came before the status write, so every retry of a
+    failed advance enqueued the same attempts again and running ones executed twice."""
+    writes: list[dict[str, Any]] = []
+
+    async def patch_status(api: Any, namespace: str, name: str, change: Any) -> bool:
+        writes.append(change)
+        if len(writes) == 1:
+            raise ApiError(status=Status(code=504, message="timeout"))  # type: ignore[call-arg]
+        return True
+
+    async def nothing(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    monkeypatch.setattr(driver.kube, "patch_workflow_status", patch_status)
+    monkeypatch.setattr(driver.kube, "ensure_redis_secret", nothing)
+    results = RecordingResults()
+    subject = Driver(results, None, "redis://", "image")  # type: ignore[arg-type]
+    monkeypatch.setattr(subject, "_ensure_pods", nothing)
+    workflow = tracked("w")
+    workflow.status = {"runGeneration": 1}
+    with pytest.raises(ApiError):
+        await subject.advance(workflow, [], UTC_NOW)
+    await subject.advance(workflow, [], UTC_NOW)  # the driver tries again
+    assert results.enqueued == [("w/g1/a/-", 1)]
+    assert len(writes) == 2
