@@ -18,7 +18,9 @@ TOOLS = REPO / "hack" / "tools"
 
 
 def go_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GO")}
+    # The caller's module and build caches stay (GOMODCACHE, GOCACHE); what decides resolution
+    # is set here.
+    env = {k: v for k, v in os.environ.items() if k not in ("GOPROXY", "GONOPROXY", "GOPRIVATE")}
     env.update(GOTOOLCHAIN="local", GOWORK="off", GOFLAGS="-mod=readonly", CGO_ENABLED="0")
     env.update(extra)
     return env
