@@ -63,7 +63,10 @@ async def test_a_status_patch_from_the_last_written_status_removes_dropped_keys(
         "apiVersion": "treadle.dev/v1alpha1",
         "kind": "SyncJob",
         "metadata": {"name": "patched"},
-        "spec": {"schedule": "0 0 1 1 *", "template": {"spec": {"containers": []}}},
+        "spec": {
+            "schedule": "0 0 1 1 *",
+            "template": {"spec": {"containers": [{"name": "c", "command": ["true"]}]}},
+        },
     }
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(job))
     api = client(crds, namespace)
