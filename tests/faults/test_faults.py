@@ -426,7 +426,65 @@ def _time_zone(draw: st.DrawFn, a: str, b: str, c: str) -> tuple[str, Any, str]:
     return "SyncJob", spec, "timeZone"
 
 
+def _exhausting_template(draw: st.DrawFn, a: str, b: str, c: str) -> tuple[str, Any, str]:
+    """Issue #13, problem 1: templates whose check or render would exhaust the operator."""
+    n = draw(st.integers(min_value=7, max_value=12))
+    bad = draw(
+        st.sampled_from(
+            [
+                f"{{{{ 'a' * 10**{n} }}}}",
+                f"{{{{ [0] * 10**{n} }}}}",
+                f"{{{{ 'x'|center(10**{n}) }}}}",
+                f"{{{{ range(10**{n})|list }}}}",
+                f"{{{{ 2 ** (10**{n}) }}}}",
+                "{% macro f(x) %}{{ f(x) }}{% endmacro %}{{ f(1) }}",
+                "{{ lipsum(100000) }}",
+                "{% set s %}{{ 'a' }}{% endset %}{{ s }}",
+                "{{ '%0100000d'|format(1) }}",
+            ]
+        )
+    )
+    return "Workflow", workflow([task(a, command={"args": ["echo", bad]})]), "spec.tasks[0]"
+
+
+def _hostile_pod(draw: st.DrawFn, a: str, b: str, c: str) -> tuple[str, Any, str]:
+    """Issue #13, problem 3: run pods that would reach the node."""
+    field, value = draw(
+        st.sampled_from(
+            [
+                ("hostNetwork", True),
+                ("hostPID", True),
+                ("serviceAccountName", "default"),
+                ("nodeName", "treadle-local"),
+                ("volumes", [{"name": "root", "hostPath": {"path": "/"}}]),
+                ("securityContext", {"runAsUser": 0}),
+                ("tolerations", [{"operator": "Exists"}]),
+            ]
+        )
+    )
+    container: dict[str, Any] = {"name": "s", "image": "x", "command": ["true"]}
+    named = field
+    if draw(st.booleans()):
+        container["securityContext"] = {"privileged": True}
+        named = "privileged"
+    pod = {"containers": [container], field: value}
+    return "SyncJob", {"schedule": "*/5 * * * *", "template": {"spec": pod}}, named
+
+
+def _lock_name(draw: st.DrawFn, a: str, b: str, c: str) -> tuple[str, Any, str]:
+    bad = draw(st.sampled_from([f"{a}..{b}", f".{a}", f"{a}.", f"{a}_{b}", f"{a.upper()}"]))
+    spec = {
+        "schedule": "*/5 * * * *",
+        "tables": [bad],
+        "template": {"spec": {"containers": [{"name": "s", "image": "x", "command": ["true"]}]}},
+    }
+    return "SyncJob", spec, "tables"
+
+
 HOSTILE = {
+    "exhausting template": _exhausting_template,
+    "hostile pod": _hostile_pod,
+    "lock name": _lock_name,
     "cycle": _cycle,
     "unknown dependency": _unknown_dependency,
     "template": _template,
@@ -491,10 +549,18 @@ def test_hostile_manifests_are_each_refused_with_a_message_naming_the_field(
         lost=total - outcomes["refused"],
         seconds=round(time.monotonic() - started, 1),
         outcome="Succeeded" if outcomes["refused"] == total else "some not refused clearly",
-        notes=[json.dumps(outcomes), *examples[:5]],
-    )
+        notes=[json.dumps(outcomes), f"operator peak RSS {peak_rss_mib(operator)} MiB",
+               *examples[:5]],
+    )  # fmt: skip
     report.add(counts)
     assert outcomes["refused"] == total, (outcomes, examples[:10])
+
+
+def peak_rss_mib(operator: OperatorProcess) -> float:
+    """The operator process's peak resident memory (VmHWM), in MiB."""
+    status = Path(f"/proc/{operator.process.pid}/status").read_text()
+    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM"))
+    return round(kib / 1024, 1)
 
 
 def good_workflow() -> dict[str, Any]:

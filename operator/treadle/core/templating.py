@@ -444,7 +444,8 @@ def _parse(environment: _Bounded, source: str) -> nodes.Template:
     for node in tree.find_all(nodes.Node):
         refused = _REFUSED_NODES.get(type(node))
         if refused is not None:
-            raise TemplateError(f"{refused} is not allowed in templates")
+            verb = "are" if refused.endswith("blocks") else "is"
+            raise TemplateError(f"{refused} {verb} not allowed in templates")
         if isinstance(node, nodes.For) and node.recursive:
             raise TemplateError("recursive loops are not allowed in templates")
     return tree
