@@ -66,15 +66,19 @@ RESERVED_ENV_PREFIX = "TREADLE_"
 """Names Treadle sets itself in the pods it makes (the Redis URL, Secret-backed headers)."""
 
 
+def _outside(value: Mapping[str, Any], allowed: frozenset[str], path: str) -> list[str]:
+    return [
+        f"{path}.{name}: not allowed in a pod Treadle runs for you "
+        f"(allowed: {', '.join(sorted(allowed))})"
+        for name in sorted(set(value) - allowed)
+    ]
+
+
 def pod_problems(spec: Any, path: str) -> list[str]:
     """Every field of a PodSpec outside the allow-list, by its path."""
     if not isinstance(spec, Mapping):
         return [f"{path}: must be an object (a core/v1 PodSpec)"]
-    problems = [
-        f"{path}.{name}: not allowed in a pod Treadle runs for you "
-        f"(allowed: {', '.join(sorted(POD_FIELDS))})"
-        for name in sorted(set(spec) - POD_FIELDS)
-    ]
+    problems = _outside(spec, POD_FIELDS, path)
     security = spec.get("securityContext")
     problems += _security_problems(security, f"{path}.securityContext", POD_SECURITY_FIELDS)
     containers = spec.get("containers")
@@ -101,11 +105,7 @@ def pod_problems(spec: Any, path: str) -> list[str]:
 def container_problems(container: Any, path: str) -> list[str]:
     if not isinstance(container, Mapping):
         return [f"{path}: must be an object (a core/v1 Container)"]
-    problems = [
-        f"{path}.{name}: not allowed in a pod Treadle runs for you "
-        f"(allowed: {', '.join(sorted(CONTAINER_FIELDS))})"
-        for name in sorted(set(container) - CONTAINER_FIELDS)
-    ]
+    problems = _outside(container, CONTAINER_FIELDS, path)
     security = container.get("securityContext")
     problems += _security_problems(security, f"{path}.securityContext", CONTAINER_SECURITY_FIELDS)
     problems += env_problems(container.get("env"), f"{path}.env")
