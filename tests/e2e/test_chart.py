@@ -258,3 +258,39 @@ def test_with_cert_manager_the_webhook_certificate_is_issued_and_mounted(namespa
     assert kinds.count("Certificate") == 1
     assert "Issuer" not in kinds
     assert "kind: ClusterIssuer" in given
+
+
+def test_with_watch_namespaces_the_operator_is_granted_nothing_outside_them(
+    crds: Cluster, namespace: str
+) -> None:
+    """Issue #13, problem 6: pods and Secrets were granted cluster-wide even with
+    watchNamespaces."""
+    documents = [
+        d
+        for d in yaml.safe_load_all(render(namespace, "--set", f"watchNamespaces={{{namespace}}}"))
+        if d
+    ]
+    rbac = cluster_scoped_for(namespace, documents)
+    rbac += [d for d in documents if d["kind"] in ("Role", "RoleBinding")]
+    cluster_role = next(
+        d for d in rbac if d["kind"] == "ClusterRole" and "operator" in d["metadata"]["name"]
+    )
+    granted = {r for rule in cluster_role["rules"] for r in rule["resources"]}
+    assert granted.isdisjoint({"pods", "secrets", "leases", "workflows", "events"})
+    listing = {"apiVersion": "v1", "kind": "List", "items": rbac}
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(listing))
+    operator = f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"
+    try:
+        assert can(crds, "create", "pods", operator, namespace) == "yes"
+        assert can(crds, "patch", "workflows.treadle.dev/status", operator, namespace) == "yes"
+        assert can(crds, "create", "pods", operator, "default") == "no"
+        assert can(crds, "create", "secrets", operator, "default") == "no"
+        assert can(crds, "list", "workflows.treadle.dev", operator, "default") == "no"
+        assert can(crds, "list", "customresourcedefinitions.apiextensions.k8s.io", operator,
+                   namespace) == "yes"  # fmt: skip
+    finally:
+        for document in rbac:
+            if document["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+                crds.kubectl(
+                    "delete", document["kind"], document["metadata"]["name"], "--ignore-not-found"
+                )
