@@ -77,12 +77,29 @@ def immutable_change(old_spec: Mapping[str, Any], new_spec: Mapping[str, Any]) -
     return sorted(key for key in keys if old_spec.get(key) != new_spec.get(key))
 
 
+def edit_problem(old: Mapping[str, Any] | None, new_spec: Mapping[str, Any]) -> str | None:
+    """Why an update of a workflow (`old`: the object before it) is refused, or None: once a
+    run has started only MUTABLE_FIELDS may change."""
+    if old is None or not has_started(old.get("status")):
+        return None
+    changed = immutable_change(dict(old.get("spec") or {}), new_spec)
+    if not changed:
+        return None
+    return (
+        f"spec.{changed[0]}: a started workflow's spec cannot change (only "
+        f"{', '.join(MUTABLE_FIELDS)} may); to run it with another spec, create a new Workflow "
+        "(metadata.generateName makes a fresh name each time)"
+    )
+
+
 @dataclass(frozen=True)
 class Admission:
     status: dict[str, Any] | None
     """The new status, or None when this generation was admitted already."""
     runnable: workflows.WorkflowSpec | None
     """The parsed spec when the engine is to drive the workflow (valid, not finished)."""
+    restarted: bool = False
+    """The spec of a started run changed (around the webhook): it runs again from the start."""
 
 
 def admit(
@@ -114,9 +131,15 @@ def admit(
                 parsed, problems, current, generation=generation, now=now, restarted=restarted
             )
             new_status.update(runGeneration=generation, specHash=digest)
+            return Admission(new_status, _runnable(parsed, new_status), restarted)
         current = new_status
-    runnable = parsed if current.get("phase") not in FINAL_PHASES else None
-    return Admission(new_status, runnable)
+    return Admission(new_status, _runnable(parsed, current))
+
+
+def _runnable(
+    parsed: workflows.WorkflowSpec | None, status: Mapping[str, Any]
+) -> workflows.WorkflowSpec | None:
+    return parsed if status.get("phase") not in FINAL_PHASES else None
 
 
 def _observed(status: dict[str, Any], generation: int | None, digest: str | None) -> dict[str, Any]:

@@ -226,8 +226,7 @@ class Driver:
         done = self._orphan_acks
         self._orphan_acks = []
         deleted, self._deleted = self._deleted, []
-        for uid in deleted:
-            await self.results.forget_workflow(uid, f"wf-{uid}", outputs=True)
+        await self.results.forget_workflows([(uid, f"wf-{uid}", True) for uid in deleted])
         for uid, waiting in list(self._unclaimed.items()):
             if now - waiting[0][2] > UNCLAIMED:  # a workflow that is gone (or not ours)
                 done += [entry_id for entry_id, _, _ in waiting]

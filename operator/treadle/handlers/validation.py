@@ -48,15 +48,9 @@ async def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> 
     old = kwargs.get("old")
     if _spec_unchanged(spec, old):
         return
-    if old is not None and admission.has_started(old.get("status")):
-        changed = admission.immutable_change(dict(old.get("spec") or {}), dict(spec))
-        if changed:
-            raise kopf.AdmissionError(
-                f"spec.{changed[0]}: a started workflow's spec cannot change (only "
-                f"{', '.join(admission.MUTABLE_FIELDS)} may); to run it with another spec, "
-                "create a new Workflow (metadata.generateName makes a fresh name each time)",
-                code=422,
-            )
+    problem = admission.edit_problem(old, dict(spec))
+    if problem is not None:
+        raise kopf.AdmissionError(problem, code=422)
     workflow = {
         "name": meta.get("name"),
         "namespace": meta.get("namespace"),

@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
-from treadle.core import admission
+from treadle.core import admission, patches
 from treadle.handlers import metrics
 from treadle.handlers.registry import registry
 
@@ -35,13 +35,11 @@ async def admit_workflow(
     current = dict(status)
     if verdict.status is not None:
         metrics.ADMISSIONS.labels(kind=workflows.KIND, phase=verdict.status["phase"]).inc()
-        # A merge patch keeps what it does not name: a run started again (or an invalid spec)
-        # must not keep the earlier run's tasks, dead letters or times.
-        patch.status.update({key: None for key in status if key not in verdict.status})
-        patch.status.update(verdict.status)
+        # A run started again (or an invalid spec) keeps none of the earlier run's tasks,
+        # dead letters or times: the patch removes what the new status does not have.
+        patch.status.update(patches.merge_patch(dict(status), verdict.status))
         current = verdict.status
-        restarted = verdict.status.get("runGeneration") != status.get("runGeneration")
-        if restarted and admission.has_started(status):
+        if verdict.restarted:
             kopf.warn(body, reason="SpecChanged", message=verdict.status["message"])
         if verdict.status["phase"] == "Invalid":
             kopf.warn(body, reason="Invalid", message=verdict.status.get("message", ""))

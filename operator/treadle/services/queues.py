@@ -441,16 +441,31 @@ class ResultStream:
                 await pipe.execute()
 
     async def forget_workflow(self, uid: str, pool: str, *, outputs: bool) -> None:
-        """Deletes a finished or deleted workflow's keys: its idempotency records, its dedicated
-        pool's task stream and, with `outputs`, its large outputs (SPEC: a workflow's Redis
-        keys go when it finishes or is deleted)."""
-        doomed = [done_hash(uid), tasks_stream(pool)]
-        if outputs:
-            members: Any = await self.client.smembers(outputs_index(uid))
-            doomed += [*sorted(members), outputs_index(uid)]
-        for start in range(0, len(doomed), 500):
-            await self.client.unlink(*doomed[start : start + 500])
-        self._pools_ready.discard(pool)
+        await self.forget_workflows([(uid, pool, outputs)])
+
+    async def forget_workflows(self, gone: Sequence[tuple[str, str, bool]]) -> None:
+        """Deletes finished or deleted workflows' keys (uid, pool, with large outputs?): their
+        idempotency records, their dedicated pools' task streams and their large outputs
+        (SPEC: a workflow's Redis keys go when it finishes or is deleted).  Two round trips
+        however many workflows."""
+        if not gone:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for uid, _, outputs in gone:
+                if outputs:
+                    pipe.smembers(outputs_index(uid))
+            indexed: list[Any] = await pipe.execute()
+        doomed: list[str] = []
+        members = iter(indexed)
+        for uid, pool, outputs in gone:
+            doomed += [done_hash(uid), tasks_stream(pool)]
+            if outputs:
+                doomed += [*sorted(next(members)), outputs_index(uid)]
+            self._pools_ready.discard(pool)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for start in range(0, len(doomed), 500):
+                pipe.unlink(*doomed[start : start + 500])
+            await pipe.execute()
 
     async def enqueue(self, pool: str, messages: Sequence[TaskMessage]) -> None:
         if messages:

@@ -165,6 +165,9 @@ class RecordingResults:
     async def forget_workflow(self, uid: str, pool: str, *, outputs: bool) -> None:
         self.forgotten.append((uid, outputs))
 
+    async def forget_workflows(self, gone: list[tuple[str, str, bool]]) -> None:
+        self.forgotten += [(uid, outputs) for uid, _, outputs in gone]
+
 
 async def test_an_advance_retried_after_its_status_write_failed_enqueues_nothing_twice(
     monkeypatch: pytest.MonkeyPatch,
