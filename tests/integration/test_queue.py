@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -56,6 +57,14 @@ async def results(client: aioredis.Redis) -> list[TaskResult]:
     return [TaskResult.decode(fields) for _, fields in entries]
 
 
+async def output_of(client: aioredis.Redis, result: TaskResult) -> Any:
+    """The output as the operator sees it: the copy, or else the stored one (a forEach
+    child's output comes only stored)."""
+    if result.output is not None or result.output_ref is None:
+        return result.output
+    return json.loads(await client.get(result.output_ref))
+
+
 async def test_a_worker_runs_a_batch_and_publishes_each_result(client: aioredis.Redis) -> None:
     queue = await queue_for(client, "w1")
     await queue.enqueue([command(f"t{i}", "echo", f'{{"n": {i}}}', item=i) for i in range(3)])
@@ -64,7 +73,12 @@ async def test_a_worker_runs_a_batch_and_publishes_each_result(client: aioredis.
     await worker.settle()
     await worker.close()
     published = await results(client)
-    assert sorted((r.task, r.outcome, r.output["n"]) for r in published) == [
+    # A forEach child's output travels only as its stored copy (status never inlines it).
+    stored = await queues.ResultStream(client, "operator").load_outputs(
+        {r.task: r.output_ref for r in published if r.output_ref}, limit_bytes=1 << 20
+    )
+    assert {r.output for r in published} == {None}
+    assert sorted((r.task, r.outcome, stored[r.task]["n"]) for r in published) == [
         ("t0", "succeeded", 0),
         ("t1", "succeeded", 1),
         ("t2", "succeeded", 2),
@@ -174,7 +188,7 @@ async def test_http_tasks_send_the_idempotency_key_and_return_the_json_body(
     finally:
         await runner.cleanup()
     by_task = {r.task: r for r in await results(client)}
-    assert by_task["up"].output == {"path": "/users"}
+    assert await output_of(client, by_task["up"]) == {"path": "/users"}
     assert by_task["down"].error == "503 from 127.0.0.1: maintenance"
     assert sorted(seen) == ["u/down/-", "u/up/7"]
 
@@ -277,7 +291,7 @@ async def test_the_worker_process_serves_its_pool_until_stopped(
             last = entry_id
     stop.set()
     await asyncio.wait_for(serving, 30)
-    assert sorted(r.output for r in seen) == list(range(20))
+    assert sorted([await output_of(client, r) for r in seen]) == list(range(20))
     assert json.dumps(seen[0].encode())
 
 
@@ -389,7 +403,7 @@ async def test_the_operator_sees_how_much_work_waits_and_runs(client: aioredis.R
     assert depth == queues.QueueDepth(waiting=2, in_flight=1, results=0, poison=0)
 
 
-async def test_a_large_output_is_stored_apart_and_read_back_by_reference(
+async def test_every_output_is_stored_and_a_small_one_also_travels_as_a_copy(
     client: aioredis.Redis,
 ) -> None:
     queue = await queue_for(client, "w1")
@@ -401,14 +415,17 @@ async def test_a_large_output_is_stored_apart_and_read_back_by_reference(
     await worker.close()
     by_task = {r.task: r for r in await results(client)}
     assert by_task["small"].output == {"n": 1}
-    assert by_task["small"].output_ref is None
+    assert by_task["small"].output_ref == "treadle:wf:uid-1:out:small:-"
     ref = by_task["big"].output_ref
     assert ref == "treadle:wf:uid-1:out:big:-"
     assert by_task["big"].output is None
     assert 0 < await client.ttl(ref) <= queues.OUTPUT_TTL_SECONDS
     stream = queues.ResultStream(client, "operator")
-    loaded = await stream.load_outputs([ref, "treadle:wf:uid-1:out:gone:-"])
-    assert loaded == {ref: json.loads(big)}
+    keys = {"big": ref, "small": "treadle:wf:uid-1:out:small:-", "gone": "treadle:x:gone"}
+    loaded = await stream.load_outputs(keys, limit_bytes=1 << 20)
+    assert loaded == {"big": json.loads(big), "small": {"n": 1}}
+    # Outputs larger together than the bound are not loaded at all (their readers fail).
+    assert await stream.load_outputs(keys, limit_bytes=len(big) - 1) == {}
 
 
 async def test_a_restarted_operator_reads_its_unacknowledged_results_once_then_new_ones(

@@ -254,9 +254,12 @@ class TaskStatus(ResourceModel):
     """When the task reached a final phase."""
     next_retry_at: str | None = None
     """When a Retrying task is tried again."""
-    output: Any = free_form("The task's output, when small; larger outputs live in Redis.")
+    output: Any = free_form(
+        "The task's output, when small and the workflow's 64 KiB inline budget allows."
+    )
     output_ref: str | None = None
-    """Where an output larger than 4 KiB is stored (a Redis key); templates see its value."""
+    """Where the output is stored (a Redis key), when status does not inline it; templates see
+    its value.  forEach children's outputs are stored the same way and never in status."""
     error: str | None = None
     """The last error."""
     items: int | None = Field(default=None, ge=0)
@@ -273,24 +276,21 @@ class TaskStatus(ResourceModel):
     """forEach: children that succeeded, as index ranges."""
     dead_items: str | None = None
     """forEach: children that were dead-lettered, as index ranges."""
-    item_attempts: dict[str, int] | None = None
-    """forEach: attempts of children past their first, by index."""
+    item_attempts: dict[str, str] | None = None
+    """forEach: attempts of children past their first (and of dead-lettered children), as
+    index ranges by attempt count: {"2": "0-7,9"}."""
     retry_at: dict[str, str] | None = None
-    """forEach: when each failed child is tried again, by index."""
-    outputs: dict[str, Any] | None = free_form("forEach: each child's output, by index.")
-    output_refs: dict[str, str] | None = None
-    """forEach: where each child's output larger than 4 KiB is stored, by index."""
-    item_values: list[Any] | None = Field(
-        default=None,
-        description="forEach: the items the forEach template rendered to, while children run.",
-        json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}},
-    )
+    """forEach: children waiting for a retry, as index ranges by when they are due."""
+    items_digest: str | None = None
+    """forEach: digest of the items the forEach template rendered to; the items themselves
+    are not kept (rendered again when needed, and checked against this)."""
     next_item: int | None = Field(default=None, ge=0)
     """forEach: the next child index to launch."""
     attempt_base: int | None = Field(default=None, ge=0)
     """Attempts spent before the last manual retry; retry.limit counts from here."""
-    item_attempt_base: dict[str, int] | None = None
-    """forEach: attempts each manually retried child had spent before, by index."""
+    item_attempt_base: dict[str, str] | None = None
+    """forEach: attempts each manually retried child had spent before, as index ranges by
+    that count."""
 
 
 class DeadLetter(ResourceModel):
@@ -335,7 +335,9 @@ class WorkflowStatus(ResourceModel):
     tasks: dict[str, TaskStatus] = Field(default_factory=dict)
     """Status per task, by task name."""
     dead_letters: list[DeadLetter] = Field(default_factory=list)
-    """Tasks that exhausted their retries."""
+    """Tasks that exhausted their retries (the newest 50)."""
+    dead_letter_count: int | None = Field(default=None, ge=0)
+    """How many dead letters stand, listed or not."""
 
 
 PRINTER_COLUMNS = [

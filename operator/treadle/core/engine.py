@@ -4,7 +4,16 @@ status and the attempts to enqueue.
 Status is the record of truth: everything the engine needs to go on lives in it, so an operator
 that restarts (or a Redis that lost its data) resumes from status alone.  For a forEach task the
 children are kept as compact index sets (`runningItems`, `doneItems`, `deadItems`) plus the
-attempts and retry times of children that failed, so a 10,000-child fan-out stays small.
+attempts and retry times of children that failed, grouped by value (`{"3": "0-99"}`), so a
+10,000-child fan-out stays small whatever happens to it.
+
+Status stays under STATUS_LIMIT_BYTES (SPEC, Limits and bad input): outputs live in Redis (the
+worker stores every one); status inlines a single task's output only while the workflow's
+inline outputs fit INLINE_BUDGET_BYTES, never a forEach child's; errors are cut to
+ERROR_CHARS, and only the newest DEAD_LETTERS_KEPT dead letters are listed (`deadLetterCount`
+counts them all).  A forEach task's items are not kept either: its template is rendered again
+when a child needs its item (templates are deterministic), checked against the digest taken
+when it first rendered (`itemsDigest`), and the caller keeps the rendered list between calls.
 
 Rules:
 - a task is ready when every task it depends on Succeeded; a task downstream of a DeadLettered
@@ -21,9 +30,11 @@ Rules:
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,7 +52,20 @@ OUTPUT_LIMIT_BYTES = INLINE_OUTPUT_LIMIT_BYTES
 in Redis and report a reference (`outputRef`); the driver reads them back for templates
 (`advance(..., outputs=...)`).  A larger output that arrives inline anyway is cut to a note."""
 
+INLINE_BUDGET_BYTES = 64 * 1024
+"""What all of a workflow's inline outputs may take in status together."""
+ERROR_CHARS = 512
+"""The longest error status keeps per task or dead letter (the worker's report is longer)."""
+DEAD_LETTERS_KEPT = 50
+STATUS_LIMIT_BYTES = 256 * 1024
+"""SPEC: a workflow's status stays under this whatever the spec; a status that would not is
+compacted further (errors shortened, fewer dead letters listed) and, failing that, the
+workflow fails saying so, rather than meeting etcd's limit with a status write that never
+succeeds."""
+
 FINISHED = ("Succeeded", "DeadLettered", "Skipped")
+OutputId = tuple[str, int | None]
+"""A stored output: (task, forEach child index or None)."""
 IN_FLIGHT = ("Queued", "Running")
 
 
@@ -63,6 +87,9 @@ class Step:
     enqueue: list[TaskMessage] = field(default_factory=list)
     wake_at: datetime | None = None
     """When the engine should be called again without new results (a retry or the deadline)."""
+    wants_outputs: bool = False
+    """Some task is ready but reads stored outputs that were not given: call again with them
+    (`needed_outputs` names them now)."""
 
     @property
     def finished(self) -> bool:
@@ -83,11 +110,18 @@ def parse_timestamp(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
-def _cap(output: Any) -> Any:
-    encoded = json.dumps(output)
-    if len(encoded) <= OUTPUT_LIMIT_BYTES:
-        return output
-    return {"truncated": True, "bytes": len(encoded)}
+def _json_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":")))
+
+
+def _short(error: str, limit: int = ERROR_CHARS) -> str:
+    return error if len(error) <= limit else error[: limit - 1] + "…"
+
+
+def items_digest(values: list[Any]) -> str:
+    """Names a forEach task's rendered items, so a second rendering is known to agree."""
+    encoded = json.dumps(values, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(encoded).hexdigest()[:16]
 
 
 def _settings(spec: WorkflowSpec, task: Task) -> workflows.TaskSettings:
@@ -110,10 +144,22 @@ class _Run:
         now: datetime,
         who: Identity,
         rng: random.Random,
-        outputs: Mapping[str, Any] | None = None,
+        outputs: Mapping[OutputId, Any] | None = None,
+        rendered: MutableMapping[str, tuple[str, list[Any]]] | None = None,
+        unavailable: frozenset[str] = frozenset(),
     ) -> None:
         self.spec, self.now, self.who, self.rng = spec, now, who, rng
         self.stored_outputs = outputs or {}
+        self.unavailable = unavailable
+        """Tasks whose stored outputs cannot be had: templates reading them fail."""
+        self.missing: set[str] = set()
+        """Tasks whose stored outputs were not given (and may be): readers wait for them."""
+        self.fresh: dict[OutputId, Any] = {}
+        """Copies of outputs that arrived with their results but went to a reference."""
+        self.deferred = False
+        self.rendered: MutableMapping[str, tuple[str, list[Any]]] = (
+            {} if rendered is None else rendered
+        )
         self.status: dict[str, Any] = patches.copy_json(status)
         self.run_generation: int | None = self.status.get("runGeneration")
         self.tasks: dict[str, dict[str, Any]] = self.status.setdefault("tasks", {})
@@ -124,6 +170,9 @@ class _Run:
         self.enqueue: list[TaskMessage] = []
         self.status.setdefault("deadLetters", [])
         self._sets: dict[tuple[str, str], set[int]] = {}
+        self._maps: dict[tuple[str, str], dict[int, str]] = {}
+        self._inline_used: int | None = None
+        self._base_context: dict[str, Any] | None = None
 
     def items(self, name: str, key: str) -> set[int]:
         """A forEach task's index set (runningItems, doneItems, deadItems), decoded once per
@@ -133,11 +182,53 @@ class _Run:
             self._sets[(name, key)] = ranges.decode(self.tasks[name].get(key))
         return self._sets[(name, key)]
 
+    def item_map(self, name: str, key: str) -> dict[int, str]:
+        """A forEach task's per-child values (itemAttempts, retryAt, itemAttemptBase), decoded
+        once per engine call like `items`; values are strings (attempts as digits)."""
+        if (name, key) not in self._maps:
+            self._maps[(name, key)] = ranges.decode_map(self.tasks[name].get(key))
+        return self._maps[(name, key)]
+
     def flush(self) -> None:
         for (name, key), found in self._sets.items():
             entry = self.tasks[name]
             if key in entry or found:
                 entry[key] = ranges.encode(found)
+        for (name, key), values in self._maps.items():
+            entry = self.tasks[name]
+            if values:
+                entry[key] = ranges.encode_map(dict(values))
+            else:
+                entry.pop(key, None)
+        self._sets, self._maps = {}, {}
+
+    def inline_left(self) -> int:
+        if self._inline_used is None:
+            self._inline_used = sum(
+                _json_size(entry["output"]) for entry in self.tasks.values() if "output" in entry
+            )
+        return INLINE_BUDGET_BYTES - self._inline_used
+
+    def keep_output(self, entry: dict[str, Any], result: TaskResult) -> None:
+        """A single task's output: inline while the workflow's inline budget lasts, else the
+        reference to its stored copy."""
+        entry.pop("output", None)
+        entry.pop("outputRef", None)
+        copy = result.output_ref is None or result.output is not None
+        size = _json_size(result.output) if copy else 0
+        if result.output_ref is not None and (not copy or size > self.inline_left()):
+            entry["outputRef"] = result.output_ref
+            if copy:
+                self.fresh[(result.task, result.item)] = result.output
+            return
+        if size > OUTPUT_LIMIT_BYTES:  # inline but too large, and nowhere else
+            entry["output"] = {"truncated": True, "bytes": size}
+            size = _json_size(entry["output"])
+        else:
+            entry["output"] = result.output
+        self.inline_left()
+        assert self._inline_used is not None
+        self._inline_used += size
 
     # results ---------------------------------------------------------------------------------
 
@@ -146,6 +237,7 @@ class _Run:
         entry = self.tasks.get(result.task)
         if task is None or entry is None or result.run != self.run_generation:
             return  # not this run's (an earlier run of a spec that changed)
+        self._base_context = None
         if task.for_each is None:
             if result.outcome == "succeeded" and entry["phase"] in (*IN_FLIGHT, "Retrying"):
                 # Any attempt's success counts: a late success of an earlier attempt, after a
@@ -155,37 +247,32 @@ class _Run:
                 return  # a duplicate or a straggler of an earlier attempt
             if result.outcome == "succeeded":
                 entry.update(phase="Succeeded", finishedAt=_ts(self.now))
-                if result.output_ref is not None:
-                    entry["outputRef"] = result.output_ref
-                else:
-                    entry["output"] = _cap(result.output)
+                self.keep_output(entry, result)
                 entry.pop("error", None)
             else:
                 self._failed(task, entry, None, result.attempt, result.error or "failed")
             return
-        running = self.items(task.name, "runningItems")
         item = result.item
-        attempts = entry.setdefault("itemAttempts", {})
         if item is None or "items" not in entry:
             return
-        retrying = entry.get("retryAt") or {}
-        late_success = result.outcome == "succeeded" and (item in running or str(item) in retrying)
+        running = self.items(task.name, "runningItems")
+        attempts = self.item_map(task.name, "itemAttempts")
+        retrying = self.item_map(task.name, "retryAt")
+        late_success = result.outcome == "succeeded" and (item in running or item in retrying)
         if not late_success and (
-            item not in running or attempts.get(str(item), 1) != result.attempt
+            item not in running or int(attempts.get(item, 1)) != result.attempt
         ):
             return
         running.discard(item)
-        retrying.pop(str(item), None)
+        retrying.pop(item, None)
         if result.outcome == "succeeded":
+            # A child's output is never inline: it is read from its stored copy when a
+            # template needs it (`outputs` given to `advance`).
             done = self.items(task.name, "doneItems")
             done.add(item)
             entry["succeeded"] = len(done)
-            if result.output_ref is not None:
-                entry.setdefault("outputRefs", {})[str(item)] = result.output_ref
-            else:
-                entry.setdefault("outputs", {})[str(item)] = _cap(result.output)
-            attempts.pop(str(item), None)
-            (entry.get("itemAttemptBase") or {}).pop(str(item), None)
+            attempts.pop(item, None)
+            self.item_map(task.name, "itemAttemptBase").pop(item, None)
         else:
             entry["failed"] = int(entry.get("failed", 0)) + 1
             self._failed(task, entry, item, result.attempt, result.error or "failed")
@@ -198,7 +285,7 @@ class _Run:
         if item is None:
             base = int(entry.get("attemptBase") or 0)
         else:
-            base = int((entry.get("itemAttemptBase") or {}).get(str(item), 0))
+            base = int(self.item_map(task.name, "itemAttemptBase").get(item, 0))
         if attempt - base <= retry.limit:
             wait = backoff.delay_seconds(
                 attempt,
@@ -209,16 +296,17 @@ class _Run:
                 rng=self.rng,
             )
             due = _due(self.now + timedelta(seconds=wait))
-            entry["error"] = error
+            entry["error"] = _short(error)
             if item is None:
                 entry.update(phase="Retrying", nextRetryAt=due)
             else:
-                entry.setdefault("retryAt", {})[str(item)] = due
+                self.item_map(task.name, "retryAt")[item] = due
             return
         self._dead_letter(task.name, item, attempt, error)
 
     def _dead_letter(self, name: str, item: int | None, attempts: int, error: str) -> None:
         entry = self.tasks[name]
+        error = _short(error)
         letter: dict[str, Any] = {
             "task": name,
             "attempts": attempts,
@@ -233,8 +321,12 @@ class _Run:
             dead = self.items(name, "deadItems")
             dead.add(item)
             entry["deadLettered"] = len(dead)
-            entry.setdefault("itemAttempts", {}).pop(str(item), None)
-        self.status["deadLetters"].append(letter)
+            # Its attempts stay in itemAttempts: a manual retry counts on from them.
+            self.item_map(name, "itemAttempts")[item] = str(attempts)
+        letters = self.status["deadLetters"]
+        letters.append(letter)
+        del letters[:-DEAD_LETTERS_KEPT]
+        self.status["deadLetterCount"] = int(self.status.get("deadLetterCount") or 0) + 1
 
     # scheduling ------------------------------------------------------------------------------
 
@@ -249,44 +341,93 @@ class _Run:
         return count
 
     def context(self, item: Any = None) -> dict[str, Any]:
+        if self._base_context is None:
+            self._base_context = {
+                "params": self.spec.params or {},
+                "workflow": self.who.context,
+                "tasks": self._task_outputs(),
+            }
+        if item is None:
+            return self._base_context
+        return {**self._base_context, "item": item}
+
+    def _task_outputs(self) -> dict[str, Any]:
+        """What templates see of the tasks that succeeded.  An output stored in Redis that was
+        not given (Redis lost it, or it was too large to load) is left out: a template that
+        reads it fails and names it."""
         outputs: dict[str, Any] = {}
+        stored = {**self.stored_outputs, **self.fresh}
+        self.missing = set()
         for task in self.spec.tasks:
             entry = self.tasks[task.name]
             if entry["phase"] != "Succeeded":
                 continue
-            # An output stored in Redis that could not be read back (Redis lost it) is left out:
-            # a template that reads it fails and names it.
             if task.for_each is None:
-                ref = entry.get("outputRef")
-                if ref is None:
+                if "outputRef" not in entry:
                     outputs[task.name] = {"output": entry.get("output")}
-                elif ref in self.stored_outputs:
-                    outputs[task.name] = {"output": self.stored_outputs[ref]}
-                else:
-                    outputs[task.name] = {}
-            else:
-                children = entry.get("outputs") or {}
-                refs = entry.get("outputRefs") or {}
-                ordered = []
-                for index in range(int(entry.get("items", 0))):
-                    ref = refs.get(str(index))
-                    if ref is not None and ref not in self.stored_outputs:
-                        break
-                    ordered.append(
-                        self.stored_outputs[ref] if ref is not None else children.get(str(index))
-                    )
-                else:
-                    outputs[task.name] = {"outputs": ordered}
                     continue
+                wanted: list[OutputId] = [(task.name, None)]
+            else:
+                wanted = [(task.name, index) for index in range(int(entry.get("items", 0)))]
+            if all(key in stored for key in wanted):
+                values = [stored[key] for key in wanted]
+                outputs[task.name] = (
+                    {"output": values[0]} if task.for_each is None else {"outputs": values}
+                )
+            else:
                 outputs[task.name] = {}
-        found: dict[str, Any] = {
-            "params": self.spec.params or {},
-            "workflow": self.who.context,
-            "tasks": outputs,
-        }
-        if item is not None:
-            found["item"] = item
-        return found
+                if task.name not in self.unavailable:
+                    self.missing.add(task.name)
+        return outputs
+
+    def _why(self, task: Task, error: str) -> str:
+        """A template error, with the reason when it read outputs that cannot be had."""
+        gone = sorted(_reads(task) & self.unavailable)
+        if not gone:
+            return error
+        return (
+            f"the stored output of task {gone[0]!r} is not available (lost from Redis, or too "
+            f"large to load for templates); {error}"
+        )
+
+    def waits(self, task: Task) -> bool:
+        """Whether the task reads stored outputs not given yet: it is not started now, and
+        the caller is asked for them (Step.wants_outputs)."""
+        self.context()
+        if self.missing and _reads(task) & self.missing:
+            self.deferred = True
+            return True
+        return False
+
+    def item_values(self, task: Task) -> list[Any]:
+        """A forEach task's items: rendered again when the caller kept none (this operator
+        restarted), and refused when they differ from the first rendering's."""
+        entry = self.tasks[task.name]
+        digest = entry.get("itemsDigest")
+        kept = self.rendered.get(task.name)
+        if kept is not None and kept[0] == digest:
+            return kept[1]
+        values = self._render_items(task)
+        found = items_digest(values)
+        if digest is not None and found != digest:
+            raise templating.TemplateError(
+                "forEach rendered to other items than when the task started"
+            )
+        self.rendered[task.name] = (found, values)
+        return values
+
+    def _render_items(self, task: Task) -> list[Any]:
+        assert task.for_each is not None
+        values = templating.render_value(task.for_each, self.context())
+        if not isinstance(values, list):
+            raise templating.TemplateError(
+                f"forEach must render to a list, got {type(values).__name__}"
+            )
+        if len(values) > MAX_FOR_EACH_ITEMS:
+            raise templating.TemplateError(
+                f"forEach gives {len(values)} items (at most {MAX_FOR_EACH_ITEMS})"
+            )
+        return values
 
     def render(self, task: Task, item: Any) -> dict[str, Any]:
         context = self.context(item)
@@ -335,15 +476,16 @@ class _Run:
         )
 
     def launch(self, task: Task, item: int | None, attempt: int) -> bool:
-        """Enqueues one attempt; False when its templates cannot be rendered (dead-lettered)."""
+        """Enqueues one attempt; False when its templates cannot be rendered (dead-lettered)
+        or it waits for outputs (nothing changes)."""
         entry = self.tasks[task.name]
-        item_value = None
-        if item is not None:
-            item_value = (entry.get("itemValues") or [])[item]
+        if self.waits(task):
+            return False
         try:
+            item_value = None if item is None else self.item_values(task)[item]
             action = self.render(task, item_value)
         except templating.TemplateError as error:
-            self._dead_letter(task.name, item, attempt, f"template: {error}")
+            self._dead_letter(task.name, item, attempt, self._why(task, f"template: {error}"))
             return False
         self.enqueue.append(self.message(task, item, attempt, action))
         entry.setdefault("startedAt", _ts(self.now))
@@ -353,33 +495,27 @@ class _Run:
         else:
             self.items(task.name, "runningItems").add(item)
             if attempt > 1:
-                entry.setdefault("itemAttempts", {})[str(item)] = attempt
+                self.item_map(task.name, "itemAttempts")[item] = str(attempt)
         return True
 
     def expand(self, task: Task) -> None:
         """A ready forEach task: render its list, then its children wait to be launched."""
         entry = self.tasks[task.name]
-        assert task.for_each is not None
+        if self.waits(task):
+            return
+        entry.pop("itemsDigest", None)
         try:
-            values = templating.render_value(task.for_each, self.context())
+            values = self.item_values(task)
         except templating.TemplateError as error:
-            self._dead_letter(task.name, None, 0, f"forEach: {error}")
-            return
-        if not isinstance(values, list):
+            reason = self._why(task, str(error))
             self._dead_letter(
-                task.name, None, 0, f"forEach must render to a list, got {type(values).__name__}"
+                task.name, None, 0, reason if reason.startswith("forEach") else f"forEach: {reason}"
             )
-            return
-        if len(values) > MAX_FOR_EACH_ITEMS:
-            self._dead_letter(
-                task.name, None, 0,
-                f"forEach gives {len(values)} items (at most {MAX_FOR_EACH_ITEMS})",
-            )  # fmt: skip
             return
         entry.update(
             phase="Running",
             items=len(values),
-            itemValues=values,
+            itemsDigest=self.rendered[task.name][0],
             succeeded=0,
             failed=0,
             deadLettered=0,
@@ -394,16 +530,15 @@ class _Run:
             if task.for_each is None and entry["phase"] == "Retrying":
                 if slots > 0 and parse_timestamp(entry["nextRetryAt"]) <= self.now:
                     slots -= self.launch(task, None, int(entry.get("attempts", 1)) + 1)
-            elif task.for_each is not None:
-                for key, due in sorted(
-                    (entry.get("retryAt") or {}).items(), key=lambda kv: int(kv[0])
-                ):
-                    if slots <= 0 or parse_timestamp(due) > self.now:
-                        continue
-                    item = int(key)
-                    del entry["retryAt"][key]
-                    attempt = int(entry.setdefault("itemAttempts", {}).get(key, 1)) + 1
-                    slots -= self.launch(task, item, attempt)
+            elif task.for_each is not None and "retryAt" in entry and slots > 0:
+                retrying = self.item_map(task.name, "retryAt")
+                attempts = self.item_map(task.name, "itemAttempts")
+                when = {due: parse_timestamp(due) for due in set(retrying.values())}
+                for item in sorted(i for i, due in retrying.items() if when[due] <= self.now):
+                    if slots <= 0 or self.waits(task):
+                        break
+                    del retrying[item]
+                    slots -= self.launch(task, item, int(attempts.get(item, 1)) + 1)
         for name in self.dag.order:
             task, entry = self.by_name[name], self.tasks[name]
             if entry["phase"] == "Pending":
@@ -425,9 +560,11 @@ class _Run:
             self.items(task.name, "runningItems")
             | self.items(task.name, "doneItems")
             | self.items(task.name, "deadItems")
-            | {int(k) for k in entry.get("retryAt") or {}}
+            | set(self.item_map(task.name, "retryAt"))
         )
         item = int(entry.get("nextItem", 0))
+        if self.waits(task):
+            return slots
         while slots > 0 and item < int(entry["items"]):
             if item not in started:
                 slots -= self.launch(task, item, 1)
@@ -438,6 +575,7 @@ class _Run:
     # phases ----------------------------------------------------------------------------------
 
     def settle(self) -> None:
+        self._base_context = None
         for task in self.spec.tasks:
             entry = self.tasks[task.name]
             if task.for_each is None or entry["phase"] != "Running":
@@ -450,9 +588,11 @@ class _Run:
             entry["finishedAt"] = _ts(self.now)
             entry["phase"] = "Succeeded" if dead == 0 else "DeadLettered"
             entry.pop("nextItem", None)
-            if dead == 0:  # a manual retry of dead children needs their values
-                entry.pop("itemValues", None)
-                entry.pop("itemAttemptBase", None)
+            if dead == 0:  # a manual retry of dead children needs their items
+                entry.pop("itemsDigest", None)
+                self.item_map(task.name, "itemAttemptBase").clear()
+                self.item_map(task.name, "itemAttempts").clear()
+                self.rendered.pop(task.name, None)
 
     def progress(self) -> tuple[int, int]:
         finished = total = 0
@@ -474,7 +614,7 @@ class _Run:
         for entry in self.tasks.values():
             if entry.get("phase") == "Retrying":
                 moments.append(parse_timestamp(entry["nextRetryAt"]))
-            moments += [parse_timestamp(due) for due in (entry.get("retryAt") or {}).values()]
+            moments += [parse_timestamp(due) for due in entry.get("retryAt") or {}]
         deadline = self.deadline()
         if deadline is not None and self.status.get("phase") not in ("Succeeded", "Failed"):
             moments.append(deadline)
@@ -566,13 +706,18 @@ def advance(
     who: Identity,
     generation: int | None = None,
     rng: random.Random | None = None,
-    outputs: Mapping[str, Any] | None = None,
+    outputs: Mapping[OutputId, Any] | None = None,
+    rendered: MutableMapping[str, tuple[str, list[Any]]] | None = None,
+    unavailable: frozenset[str] = frozenset(),
 ) -> Step:
     """The next status and the attempts to enqueue, given the results that arrived.
 
-    `outputs` holds the values of outputs stored in Redis, by reference (`output_refs` says
-    which ones status and the results refer to)."""
-    run = _Run(spec, status, now, who, rng or random.Random(), outputs)
+    `outputs` holds the stored outputs templates may read, by (task, item): `needed_outputs`
+    says which; a task reading one not given waits (Step.wants_outputs) unless it is in
+    `unavailable` (lost, or too large to load), when its templates fail.  `rendered` keeps
+    forEach tasks' rendered items between calls (the engine fills it; an empty one only costs
+    renderings)."""
+    run = _Run(spec, status, now, who, rng or random.Random(), outputs, rendered, unavailable)
     if run.status.get("phase") not in ("Succeeded", "Failed"):
         for result in results:
             run.apply(result)
@@ -582,7 +727,47 @@ def advance(
             run.settle()
     run.conclude(generation)
     run.flush()
-    return Step(run.status, run.enqueue, run.wake_at())
+    if not fit(run.status):
+        run.enqueue = []
+        run.status.update(
+            phase="Failed",
+            message=(
+                f"status would exceed {STATUS_LIMIT_BYTES // 1024} KiB: too many tasks, "
+                "errors or dead letters to record"
+            ),
+        )
+        for entry in run.tasks.values():
+            if entry["phase"] not in FINISHED:
+                entry.update(phase="Skipped", finishedAt=_ts(now))
+        run.conclude(generation)
+        fit(run.status, last_resort=True)
+    return Step(run.status, run.enqueue, run.wake_at(), wants_outputs=run.deferred)
+
+
+def status_size(status: Mapping[str, Any]) -> int:
+    """Bytes the status takes as the API server stores it (JSON)."""
+    return _json_size(status)
+
+
+def fit(status: dict[str, Any], *, last_resort: bool = False) -> bool:
+    """Keeps status under STATUS_LIMIT_BYTES: when it is not, errors are cut to 80 characters
+    and only the newest 5 dead letters stay listed (then, as a last resort, inline outputs go:
+    their stored copies remain).  False when it still does not fit."""
+    if status_size(status) < STATUS_LIMIT_BYTES:
+        return True
+    letters = status.get("deadLetters") or []
+    del letters[:-5]
+    for entry in [*status.get("tasks", {}).values(), *letters]:
+        if isinstance(entry.get("error"), str):
+            entry["error"] = _short(entry["error"], 80)
+    if last_resort:
+        for entry in status.get("tasks", {}).values():
+            if "output" in entry:
+                entry["output"] = {"truncated": True, "bytes": _json_size(entry["output"])}
+        for entry in status.get("tasks", {}).values():
+            for key in ("itemAttempts", "itemAttemptBase", "retryAt"):
+                entry.pop(key, None)
+    return status_size(status) < STATUS_LIMIT_BYTES
 
 
 class NothingToRetry(ValueError):
@@ -623,18 +808,22 @@ def revive(
         dead = sorted(ranges.decode(entry.get("deadItems")))
         if not dead:
             continue
-        spent = {
-            int(letter["item"]): int(letter.get("attempts", 1))
-            for letter in letters
-            if letter.get("task") == name and letter.get("item") is not None
-        }
+        attempts = ranges.decode_map(entry.get("itemAttempts"))
+        base = ranges.decode_map(entry.get("itemAttemptBase"))
+        retrying = ranges.decode_map(entry.get("retryAt"))
         for item in dead:
-            attempts = spent.get(item, 1)
-            entry.setdefault("itemAttempts", {})[str(item)] = attempts
-            entry.setdefault("itemAttemptBase", {})[str(item)] = attempts
-            entry.setdefault("retryAt", {})[str(item)] = due
+            spent = attempts.setdefault(item, "1")
+            base[item] = spent
+            retrying[item] = due
             revived.append(f"{name}[{item}]")
-        entry.update(deadItems="", deadLettered=0, phase="Running")
+        entry.update(
+            deadItems="",
+            deadLettered=0,
+            phase="Running",
+            itemAttempts=ranges.encode_map(dict(attempts)),
+            itemAttemptBase=ranges.encode_map(dict(base)),
+            retryAt=ranges.encode_map(dict(retrying)),
+        )
         entry.pop("finishedAt", None)
     if not revived:
         what = "nothing is" if target == "all" else f"task {target!r} is not"
@@ -649,6 +838,8 @@ def revive(
     revived_status["deadLetters"] = [
         letter for letter in letters if letter.get("task") not in again
     ]
+    standing = int(revived_status.get("deadLetterCount") or len(letters))
+    revived_status["deadLetterCount"] = max(0, standing - len(revived))
     if revived_status.get("phase") == "Failed":
         revived_status["phase"] = "Running"
         revived_status.pop("finishedAt", None)
@@ -660,14 +851,73 @@ def _deadline_passed(run: _Run) -> bool:
     return deadline is not None and run.now >= deadline
 
 
-def output_refs(status: Mapping[str, Any]) -> set[str]:
-    """Every stored output status refers to (what templates may need read back)."""
+def template_reads(spec: WorkflowSpec) -> dict[str, frozenset[str]]:
+    """The tasks whose outputs each task's templates read (task references are literal, so
+    this is exact)."""
+    return {task.name: _reads(task) for task in spec.tasks}
+
+
+def _reads(task: Task) -> frozenset[str]:
+    return _sources_read(tuple(_template_sources(task)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _sources_read(sources: tuple[str, ...]) -> frozenset[str]:
     found: set[str] = set()
-    for entry in (status.get("tasks") or {}).values():
-        if entry.get("outputRef"):
-            found.add(entry["outputRef"])
-        found.update((entry.get("outputRefs") or {}).values())
-    return found
+    for source in sources:
+        try:
+            found |= templating.references(source).tasks
+        except templating.TemplateError:
+            found.add(_ANY_TASK)  # refused at admission; here it reads nothing it can name
+    return frozenset(found)
+
+
+_ANY_TASK = "*"
+
+
+def _template_sources(task: Task) -> list[str]:
+    sources = [] if task.for_each is None else [task.for_each]
+    if task.command is not None:
+        sources += task.command.args
+    if task.python is not None:
+        sources += _strings(task.python.kwargs or {})
+    if task.http is not None:
+        sources += [task.http.url, *(h.value for h in task.http.headers if h.value is not None)]
+        sources += _strings(task.http.body)
+    return [source for source in sources if "{" in source]
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for child in value.values() for text in _strings(child)]
+    if isinstance(value, list):
+        return [text for child in value for text in _strings(child)]
+    return []
+
+
+def needed_outputs(
+    spec: WorkflowSpec, status: Mapping[str, Any], reads: Mapping[str, frozenset[str]]
+) -> dict[str, int | None]:
+    """The stored outputs templates may still read, as task → forEach children (None: a
+    single task's own output): those of succeeded tasks that a task yet to finish reads, and
+    whose output status does not inline.  Nothing else need be loaded."""
+    tasks = status.get("tasks") or {}
+    by_name = {task.name: task for task in spec.tasks}
+    needed: dict[str, int | None] = {}
+    for task in spec.tasks:
+        if (tasks.get(task.name) or {}).get("phase", "Pending") in FINISHED:
+            continue
+        for name in reads.get(task.name, ()):
+            entry = tasks.get(name) or {}
+            if name not in by_name or entry.get("phase") != "Succeeded":
+                continue
+            if by_name[name].for_each is not None:
+                needed[name] = int(entry.get("items", 0))
+            elif "outputRef" in entry:
+                needed[name] = None
+    return needed
 
 
 def requeue_in_flight(
@@ -676,22 +926,33 @@ def requeue_in_flight(
     *,
     now: datetime,
     who: Identity,
-    outputs: Mapping[str, Any] | None = None,
+    outputs: Mapping[OutputId, Any] | None = None,
+    rendered: MutableMapping[str, tuple[str, list[Any]]] | None = None,
 ) -> list[TaskMessage]:
     """The attempts status says are in flight, to enqueue again after Redis lost its data
-    (idempotency keys make a duplicate harmless when one survived)."""
-    run = _Run(spec, status, now, who, random.Random(), outputs)
+    (idempotency keys make a duplicate harmless when one survived).  An attempt whose
+    templates no longer render (the outputs they read went with Redis) is left to its
+    timeout."""
+    run = _Run(spec, status, now, who, random.Random(), outputs, rendered)
     again: list[TaskMessage] = []
     for task in spec.tasks:
         entry = run.tasks[task.name]
         if task.for_each is None and entry["phase"] in IN_FLIGHT:
-            again.append(
-                run.message(task, None, int(entry.get("attempts", 1)), run.render(task, None))
-            )
-        elif task.for_each is not None:
-            attempts = entry.get("itemAttempts") or {}
-            values = entry.get("itemValues") or []
+            try:
+                action = run.render(task, None)
+            except templating.TemplateError:
+                continue
+            again.append(run.message(task, None, int(entry.get("attempts", 1)), action))
+        elif task.for_each is not None and entry.get("runningItems"):
+            attempts = run.item_map(task.name, "itemAttempts")
+            try:
+                values = run.item_values(task)
+            except templating.TemplateError:
+                continue
             for item in sorted(ranges.decode(entry.get("runningItems"))):
-                action = run.render(task, values[item])
-                again.append(run.message(task, item, int(attempts.get(str(item), 1)), action))
+                try:
+                    action = run.render(task, values[item])
+                except templating.TemplateError:
+                    continue
+                again.append(run.message(task, item, int(attempts.get(item, 1)), action))
     return again

@@ -98,8 +98,9 @@ class TaskMessage:
 
 
 INLINE_OUTPUT_LIMIT_BYTES = 4096
-"""Largest output (as JSON) carried in a result and kept in status; larger ones are stored in
-Redis, and status holds a reference."""
+"""Largest output (as JSON) carried in a result besides its stored copy, and so the largest one
+status may hold inline (within the workflow's inline budget); every output is stored in Redis,
+and status holds a reference to those it does not inline."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ class TaskResult:
     finished_at: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
     output_ref: str | None = None
-    """Where a large output is stored (in Redis) instead of `output`."""
+    """Where the output is stored (in Redis); `output` then holds a copy only when it is small
+    (INLINE_OUTPUT_LIMIT_BYTES), else None."""
     run: int | None = None
     """The run generation of the attempt (its message's)."""
 
@@ -126,9 +128,9 @@ class TaskResult:
     def key(self) -> str:
         return idempotency_key(self.workflow_uid, self.task, self.item, self.run)
 
-    def stored_at(self, ref: str) -> TaskResult:
-        """This result with its output stored elsewhere, under `ref`."""
-        return dataclasses.replace(self, output=None, output_ref=ref)
+    def stored_at(self, ref: str, *, keep_copy: bool) -> TaskResult:
+        """This result with its output stored under `ref` (and a copy kept when small)."""
+        return dataclasses.replace(self, output=self.output if keep_copy else None, output_ref=ref)
 
     def encode(self) -> Fields:
         body = asdict(self)

@@ -38,6 +38,7 @@ from treadle.core.messages import TaskResult
 from treadle.handlers import metrics
 from treadle.runtime import CancelToken, Directive
 from treadle.services import events, kube
+from treadle.services.keys import output_key
 from treadle.services.queues import ResultStream
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ RETRY_AFTER_FAILURE = timedelta(seconds=2)
 """A workflow whose advance failed is advanced again after this, doubled with each failure in a
 row up to RETRY_AFTER_FAILURE_MAX (a workflow in a namespace being deleted fails for minutes)."""
 RETRY_AFTER_FAILURE_MAX = timedelta(seconds=60)
+MAX_LOADED_OUTPUT_BYTES = 64 * 1024 * 1024
+"""The most stored output (as JSON) loaded at once for one workflow's templates: a fan-in of
+10,000 children of 1 MiB each is refused (its readers fail), not loaded."""
 _UNJITTERED = random.Random(0)
 """The retry waits after failures have no jitter: the random source is never drawn from."""
 """Workflows advanced at once in a pass: a thousand small workflows are not advanced one API
@@ -87,10 +91,18 @@ class Tracked:
     """Results whose advance failed (API server or Redis away), applied on the next one."""
     failures: int = 0
     """Advances failed in a row."""
-    outputs: dict[str, Any] = field(default_factory=dict)
-    """Large outputs read back from Redis, by reference, for templates."""
-    outputs_scanned: bool = False
-    lost_outputs: set[str] = field(default_factory=set)
+    outputs: dict[engine.OutputId, Any] = field(default_factory=dict)
+    """Stored outputs read back from Redis for the templates still to render, by (task,
+    item): only those `engine.needed_outputs` names, dropped once nothing needs them."""
+    loaded: set[str] = field(default_factory=set)
+    """The tasks whose outputs are in `outputs`."""
+    unloadable: set[str] = field(default_factory=set)
+    """Tasks whose outputs could not be loaded (Redis lost some, or they were too large):
+    not asked for again; the templates reading them fail and say so."""
+    reads: dict[str, frozenset[str]] | None = None
+    """engine.template_reads of the spec, worked out once."""
+    rendered: dict[str, tuple[str, list[Any]]] = field(default_factory=dict)
+    """forEach tasks' rendered items, kept between advances (engine.advance fills it)."""
     retry: str | None = None
     """A manual retry asked for (a task name or "all"), carried out on the next pass."""
     retry_cleared_version: int = 0
@@ -141,6 +153,9 @@ class Driver:
         tracked = Tracked(who, spec, status, meta.get("generation"), datetime.now(UTC))
         tracked.written = status
         previous = self.workflows.get(uid)
+        if previous is not None and previous.spec == spec:
+            tracked.reads, tracked.rendered = previous.reads, previous.rendered
+            tracked.outputs, tracked.loaded = previous.outputs, previous.loaded
         if previous is not None:
             # The new status comes from the API server: what was applied since the last write
             # is not in it, so it is applied again (the engine ignores what it has already).
@@ -337,15 +352,20 @@ class Driver:
         who = tracked.who
         if tracked.written is tracked.status and tracked.unwritten:  # status was replaced
             results, tracked.unwritten = tracked.unwritten + results, []
-        await self._read_outputs(tracked, results)
+        current, told = self._revive(tracked, now)
+        await self._read_outputs(tracked, current)
         if tracked.requeued_epoch < self._lost_epoch:
             again = engine.requeue_in_flight(
-                tracked.spec, tracked.status, now=now, who=who, outputs=tracked.outputs
+                tracked.spec,
+                tracked.status,
+                now=now,
+                who=who,
+                outputs=tracked.outputs,
+                rendered=tracked.rendered,
             )
             await self.results.enqueue(who.pool, again)
             tracked.requeued_epoch = self._lost_epoch
-        current, told = self._revive(tracked, now)
-        letters_before = len(current.get("deadLetters") or [])
+        letters_before = _dead_letters(current)
         step = engine.advance(
             tracked.spec,
             current,
@@ -354,6 +374,8 @@ class Driver:
             who=who,
             generation=tracked.generation,
             outputs=tracked.outputs,
+            rendered=tracked.rendered,
+            unavailable=frozenset(tracked.unloadable),
         )
         told += notices.workflow_notices(current, step.status)
         if who.namespace not in self.secrets_ensured and not step.finished:
@@ -406,7 +428,7 @@ class Driver:
         for result in results:
             metrics.TASK_RESULTS.labels(outcome=result.outcome).inc()
         metrics.ATTEMPTS_ENQUEUED.inc(len(step.enqueue))
-        metrics.DEAD_LETTERS.inc(len(step.status.get("deadLetters") or []) - letters_before)
+        metrics.DEAD_LETTERS.inc(max(0, _dead_letters(step.status) - letters_before))
         if step.finished and tracked.status.get("phase") != step.status["phase"]:
             metrics.WORKFLOWS_FINISHED.labels(phase=step.status["phase"]).inc()
         tracked.status = step.status
@@ -421,6 +443,8 @@ class Driver:
                 self.forget(who.uid)
         else:
             moments = [now + timedelta(seconds=POD_CHECK_SECONDS)]
+            if step.wants_outputs:
+                moments.append(now)  # load them, and advance again on the next pass
             if step.wake_at is not None:
                 moments.append(step.wake_at)
             if tracked.written is not step.status and tracked.written_at is not None:
@@ -428,18 +452,50 @@ class Driver:
             tracked.due = min(moments)
         return acked
 
-    async def _read_outputs(self, tracked: Tracked, results: list[TaskResult]) -> None:
-        """Reads the large outputs these results (and, the first time, status) refer to, each
-        once per workflow: outputs never change, and one Redis lost stays lost."""
-        wanted = {r.output_ref for r in results if r.output_ref is not None}
-        if not tracked.outputs_scanned:
-            wanted |= engine.output_refs(tracked.status)
-            tracked.outputs_scanned = True
-        missing = sorted(wanted - tracked.outputs.keys() - tracked.lost_outputs)
-        if missing:
-            found = await self.results.load_outputs(missing)
-            tracked.outputs.update(found)
-            tracked.lost_outputs.update(set(missing) - found.keys())
+    async def _read_outputs(self, tracked: Tracked, status: dict[str, Any]) -> None:
+        """Loads the stored outputs that templates still to render read (SPEC: a large output
+        is loaded only when a template needs it), and lets go of those none needs any more.
+        A task that becomes ready in an advance and reads outputs not loaded yet waits for the
+        next one (Step.wants_outputs), a pass later."""
+        if tracked.reads is None:
+            tracked.reads = engine.template_reads(tracked.spec)
+        needed = engine.needed_outputs(tracked.spec, status, tracked.reads)
+        for name in tracked.loaded - needed.keys():
+            tracked.loaded.discard(name)
+            for key in [k for k in tracked.outputs if k[0] == name]:
+                del tracked.outputs[key]
+        wanted = {
+            name: items
+            for name, items in needed.items()
+            if name not in tracked.loaded and name not in tracked.unloadable
+        }
+        if not wanted:
+            return
+        ids = [
+            (name, item)
+            for name, items in sorted(wanted.items())
+            for item in ([None] if items is None else range(items))
+        ]
+        uid, run = tracked.who.uid, tracked.status.get("runGeneration")
+        found = await self.results.load_outputs(
+            {output: output_key(uid, output[0], output[1], run) for output in ids},
+            limit_bytes=MAX_LOADED_OUTPUT_BYTES,
+        )
+        for name in wanted:
+            mine = [output for output in ids if output[0] == name]
+            if all(output in found for output in mine):
+                tracked.loaded.add(name)
+                tracked.outputs.update((output, found[output]) for output in mine)
+            else:
+                tracked.unloadable.add(name)
+                log.warning(
+                    "%s/%s: the outputs of task %s could not be loaded (lost, or more than "
+                    "%d bytes): templates reading them fail",
+                    tracked.who.namespace,
+                    tracked.who.name,
+                    name,
+                    MAX_LOADED_OUTPUT_BYTES,
+                )
 
     def _revive(
         self, tracked: Tracked, now: datetime
@@ -495,3 +551,9 @@ class Driver:
         created = await kube.ensure_worker_pods(self.api, pods)
         if created:
             log.info("created %d worker pod(s) for %s/%s", created, who.namespace, who.name)
+
+
+def _dead_letters(status: dict[str, Any]) -> int:
+    """Standing dead letters (status lists only the newest)."""
+    count = status.get("deadLetterCount")
+    return int(count) if count is not None else len(status.get("deadLetters") or [])

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -126,6 +126,8 @@ redis.call('XDEL', KEYS[1], ARGV[3])
 return result
 """
 
+
+OutputT = TypeVar("OutputT", bound=Hashable)
 
 REJECTED_KEPT = 1000
 REJECTED_SHOWN_CHARS = 2048
@@ -270,21 +272,23 @@ class TaskQueue:
                 justid=True,
             )
 
-    async def store_large_outputs(self, results: Sequence[TaskResult]) -> list[TaskResult]:
-        """Results whose output is too large for status, with the output moved to its own key
-        (kept OUTPUT_TTL_SECONDS) and a reference in its place."""
+    async def store_outputs(self, results: Sequence[TaskResult]) -> list[TaskResult]:
+        """Results with their outputs stored under their own keys (kept OUTPUT_TTL_SECONDS)
+        and a reference; a small output also stays in the result as a copy, which status may
+        inline.  Every success is stored, even a null output: the operator reads a forEach
+        child's output by its key, and a missing key means a lost output, never null."""
         moved: list[TaskResult] = []
         async with self.client.pipeline(transaction=False) as pipe:
             for result in results:
-                if result.output is not None and result.output_ref is None:
+                if result.outcome == "succeeded" and result.output_ref is None:
                     encoded = json.dumps(result.output)
-                    if len(encoded) > INLINE_OUTPUT_LIMIT_BYTES:
-                        key = output_key(result.workflow_uid, result.task, result.item, result.run)
-                        pipe.set(key, encoded, ex=OUTPUT_TTL_SECONDS)
-                        index = outputs_index(result.workflow_uid)
-                        pipe.sadd(index, key)
-                        pipe.expire(index, OUTPUT_TTL_SECONDS)
-                        result = result.stored_at(key)
+                    key = output_key(result.workflow_uid, result.task, result.item, result.run)
+                    pipe.set(key, encoded, ex=OUTPUT_TTL_SECONDS)
+                    index = outputs_index(result.workflow_uid)
+                    pipe.sadd(index, key)
+                    pipe.expire(index, OUTPUT_TTL_SECONDS)
+                    small = len(encoded) <= INLINE_OUTPUT_LIMIT_BYTES and result.item is None
+                    result = result.stored_at(key, keep_copy=small)
                 moved.append(result)
             if len(pipe):
                 await pipe.execute()
@@ -426,12 +430,30 @@ class ResultStream:
         failed after reading may have dropped some of them."""
         self._backlog, self._cursor = True, "0"
 
-    async def load_outputs(self, refs: Sequence[str]) -> dict[str, Any]:
-        """Large outputs by reference; a reference whose key is gone is left out."""
-        if not refs:
+    async def load_outputs(
+        self, keys: Mapping[OutputT, str], *, limit_bytes: int
+    ) -> dict[OutputT, Any]:
+        """Stored outputs by their keys; one whose key is gone is left out, and so is every
+        one when together they are more than limit_bytes (their sizes are asked first)."""
+        if not keys:
             return {}
-        values: list[Any] = await self.client.mget(list(refs))
-        return {ref: json.loads(v) for ref, v in zip(refs, values, strict=True) if v is not None}
+        names = list(keys.values())
+        sizes: list[int] = []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for start in range(0, len(names), 1000):
+                for name in names[start : start + 1000]:
+                    pipe.strlen(name)
+            sizes = await pipe.execute()
+        if sum(sizes) > limit_bytes:
+            return {}
+        found: dict[OutputT, Any] = {}
+        owners = list(keys)
+        for start in range(0, len(names), 1000):
+            values: list[Any] = await self.client.mget(names[start : start + 1000])
+            for owner, value in zip(owners[start : start + 1000], values, strict=True):
+                if value is not None:
+                    found[owner] = json.loads(value)
+        return found
 
     async def ack(self, ids: Sequence[str]) -> None:
         if ids:

@@ -217,7 +217,7 @@ class TaskWorker:
                 ended, self._ended = self._ended, []
                 try:
                     results = [r for _, r in ended if r is not None]
-                    stored = iter(await self.queue.store_large_outputs(results))
+                    stored = iter(await self.queue.store_outputs(results))
                     await self.queue.finish(
                         [(d, None if r is None else next(stored)) for d, r in ended]
                     )
