@@ -79,6 +79,72 @@ def test_a_large_output_lives_in_redis_and_still_reaches_the_next_task(
     assert tasks["count"]["output"] == 400
 
 
+def test_a_fan_out_of_2000_children_with_4_kb_outputs_finishes_and_its_status_stays_small(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    """#13, problem 5: this stopped at 267/2001 with the object at 1.1 MB ("etcdserver:
+    request is too large"); children's outputs are now never inline."""
+    body = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "wide"},
+        "spec": {
+            "concurrency": 200,
+            "workers": {"replicas": 2},
+            "tasks": [
+                {
+                    "name": "pad",
+                    "forEach": "{{ range(2000) | list }}",
+                    "python": {
+                        "callable": "support.tasks:padded",
+                        "kwargs": {"index": "{{ item }}"},
+                    },
+                },
+                {
+                    "name": "sum",
+                    "dependsOn": ["pad"],
+                    "command": {
+                        "args": [
+                            "echo",
+                            "{{ tasks.pad.outputs | map('length') | sum }}"
+                            " {{ (tasks.pad.outputs | last)[-4:] }}",
+                        ]
+                    },
+                },
+            ],
+        },
+    }
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+    crds.wait("twf/wide", namespace, "condition=Ready", timeout_seconds=300)
+    status = crds.get("twf", "wide", namespace)["status"]
+    assert (status["phase"], status["progress"]) == ("Succeeded", "2001/2001")
+    assert status["tasks"]["sum"]["output"] == "8000000 1999"
+    assert len(json.dumps(status)) < 16 * 1024
+
+
+def test_tasks_whose_worker_never_starts_fail_with_the_pods_reason(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    """#13, problem 6: a worker that never starts left tasks Queued with no timeout."""
+    missing = {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "absent", "key": "k"}}}
+    body = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "stuck"},
+        "spec": {
+            "workers": {"startTimeoutSeconds": 10, "env": [missing]},
+            "defaults": {"retry": {"limit": 0}},
+            "tasks": [{"name": "a", "command": {"args": ["true"]}}],
+        },
+    }
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+    crds.wait("twf/stuck", namespace, "jsonpath={.status.phase}=Failed", timeout_seconds=150)
+    task = crds.get("twf", "stuck", namespace)["status"]["tasks"]["a"]
+    assert task["phase"] == "DeadLettered"
+    assert task["error"].startswith("no worker started within 10 s: pod ")
+    assert "CreateContainerConfigError" in task["error"]
+
+
 def test_a_suspended_workflow_reports_suspended_and_runs_when_resumed(
     crds: Cluster, operator: OperatorProcess, namespace: str
 ) -> None:

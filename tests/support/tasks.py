@@ -58,3 +58,8 @@ def die() -> None:
 def big_output() -> str:
     """More than one task's output may be (1 MiB)."""
     return "x" * (2 << 20)
+
+
+def padded(index: int, size: int = 4000) -> str:
+    """An output of `size` characters (the status budget tests' child)."""
+    return str(index).rjust(size, "x")

@@ -195,6 +195,10 @@ class Workers(ResourceModel):
         description="Extra environment variables (core/v1 EnvVar).",
         json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}},
     )
+    start_timeout_seconds: int = Field(default=300, ge=10, le=86400)
+    """How long attempts may wait for a worker pod that does not start (an image that cannot
+    be pulled, a pod that cannot be scheduled, a missing Secret): then they fail, with the
+    pod's reason as their error, and are retried or dead-lettered as any failure."""
 
 
 def _unique_task_names(tasks: list[Task]) -> list[Task]:

@@ -956,3 +956,46 @@ def requeue_in_flight(
                     continue
                 again.append(run.message(task, item, int(attempts.get(item, 1)), action))
     return again
+
+
+def fail_in_flight(
+    spec: WorkflowSpec, status: Mapping[str, Any], who: Identity, error: str
+) -> list[TaskResult]:
+    """Failures of every attempt status says is in flight, with `error`: what the operator
+    reports when no worker could start to run them (they are retried like any failure; a
+    worker that starts later skips those whose keys a retry already settled)."""
+    failures: list[TaskResult] = []
+    run = status.get("runGeneration")
+    workflow = f"{who.namespace}/{who.name}"
+    tasks = status.get("tasks") or {}
+    for task in spec.tasks:
+        entry = tasks.get(task.name) or {}
+        if task.for_each is None:
+            if entry.get("phase") in IN_FLIGHT:
+                attempt = int(entry.get("attempts", 1))
+                failures.append(
+                    TaskResult(
+                        who.uid, workflow, task.name, None, attempt, "failed", None, error, run=run
+                    )
+                )
+            continue
+        attempts = ranges.decode_map(entry.get("itemAttempts"))
+        for item in sorted(ranges.decode(entry.get("runningItems"))):
+            attempt = int(attempts.get(item, 1))
+            failures.append(
+                TaskResult(
+                    who.uid, workflow, task.name, item, attempt, "failed", None, error, run=run
+                )
+            )
+    return failures
+
+
+def start_overdue(
+    *, in_flight: bool, ready_workers: int, waiting_since: datetime | None, now: datetime,
+    timeout_seconds: int,
+) -> bool:  # fmt: skip
+    """Whether attempts waited too long for a worker: some are in flight, no worker pod is
+    ready, and none has been since `waiting_since`, more than the timeout ago."""
+    if not in_flight or ready_workers > 0 or waiting_since is None:
+        return False
+    return now - waiting_since >= timedelta(seconds=timeout_seconds)

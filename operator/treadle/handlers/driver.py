@@ -103,6 +103,12 @@ class Tracked:
     """engine.template_reads of the spec, worked out once."""
     rendered: dict[str, tuple[str, list[Any]]] = field(default_factory=dict)
     """forEach tasks' rendered items, kept between advances (engine.advance fills it)."""
+    ready_workers: int = 0
+    """Worker pods found ready at the last pod check."""
+    workers_waiting_since: datetime | None = None
+    """Since when no worker pod has been ready (None: one is, or no check yet)."""
+    start_problem: str | None = None
+    """Why a worker pod is not starting, as the last pod check found it."""
     retry: str | None = None
     """A manual retry asked for (a task name or "all"), carried out on the next pass."""
     retry_cleared_version: int = 0
@@ -353,6 +359,7 @@ class Driver:
         if tracked.written is tracked.status and tracked.unwritten:  # status was replaced
             results, tracked.unwritten = tracked.unwritten + results, []
         current, told = self._revive(tracked, now)
+        results = results + self._start_overdue(tracked, current, now, told)
         await self._read_outputs(tracked, current)
         if tracked.requeued_epoch < self._lost_epoch:
             again = engine.requeue_in_flight(
@@ -497,6 +504,30 @@ class Driver:
                     MAX_LOADED_OUTPUT_BYTES,
                 )
 
+    def _start_overdue(
+        self, tracked: Tracked, status: dict[str, Any], now: datetime, told: list[notices.Notice]
+    ) -> list[TaskResult]:
+        """Failures of the attempts in flight when no worker pod started within
+        `spec.workers.startTimeoutSeconds` (SPEC: nothing waits for ever); the clock starts
+        again for their retries."""
+        timeout = tracked.spec.workers.start_timeout_seconds
+        if not engine.start_overdue(
+            in_flight=True,
+            ready_workers=tracked.ready_workers,
+            waiting_since=tracked.workers_waiting_since,
+            now=now,
+            timeout_seconds=timeout,
+        ):
+            return []
+        tracked.workers_waiting_since = now
+        problem = tracked.start_problem or "worker pods not ready"
+        error = f"no worker started within {timeout} s: {problem}"
+        failures = engine.fail_in_flight(tracked.spec, status, tracked.who, error)
+        if failures:
+            log.warning("%s/%s: %s", tracked.who.namespace, tracked.who.name, error)
+            told.append(notices.Notice("Warning", "WorkersNotStarting", error))
+        return failures
+
     def _revive(
         self, tracked: Tracked, now: datetime
     ) -> tuple[dict[str, Any], list[notices.Notice]]:
@@ -548,9 +579,14 @@ class Driver:
             )
             for index in range(workers.replicas)
         ]
-        created = await kube.ensure_worker_pods(self.api, pods)
-        if created:
-            log.info("created %d worker pod(s) for %s/%s", created, who.namespace, who.name)
+        found = await kube.ensure_worker_pods(self.api, pods)
+        if found.created:
+            log.info("created %d worker pod(s) for %s/%s", found.created, who.namespace, who.name)
+        tracked.ready_workers, tracked.start_problem = found.ready, found.problem
+        if found.ready:
+            tracked.workers_waiting_since = None
+        elif tracked.workers_waiting_since is None:
+            tracked.workers_waiting_since = found.oldest or datetime.now(UTC)
 
 
 def _dead_letters(status: dict[str, Any]) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
@@ -202,10 +204,50 @@ def worker_pod(
     }
 
 
-async def ensure_worker_pods(api: AsyncClient, pods: list[dict[str, Any]]) -> int:
-    """Creates the pods that do not exist (a deleted or failed one is replaced); returns how
-    many were created."""
-    created = 0
+@dataclass(frozen=True)
+class WorkerPods:
+    """What `ensure_worker_pods` found."""
+
+    created: int = 0
+    """Pods created now."""
+    ready: int = 0
+    """Pods whose Ready condition is True."""
+    oldest: datetime | None = None
+    """When the oldest pod not ready was created (None: every pod is ready, or was just made)."""
+    problem: str | None = None
+    """Why a pod is not starting, as its status says (e.g. `ImagePullBackOff: ...`)."""
+
+
+def _pod_problem(pod: Pod) -> str | None:
+    status = pod.status
+    if status is None:
+        return None
+    name = pod.metadata.name if pod.metadata else "?"
+    for container in [*(status.initContainerStatuses or []), *(status.containerStatuses or [])]:
+        waiting = container.state.waiting if container.state else None
+        if waiting is not None and waiting.reason not in (
+            None,
+            "ContainerCreating",
+            "PodInitializing",
+        ):
+            return f"pod {name}: {waiting.reason}: {waiting.message or ''}".rstrip(": ")
+    for condition in status.conditions or []:
+        if condition.type == "PodScheduled" and condition.status == "False":
+            return f"pod {name}: {condition.reason}: {condition.message or ''}".rstrip(": ")
+    return None
+
+
+def _is_ready(pod: Pod) -> bool:
+    conditions = (pod.status.conditions if pod.status else None) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
+
+
+async def ensure_worker_pods(api: AsyncClient, pods: list[dict[str, Any]]) -> WorkerPods:
+    """Creates the pods that do not exist (a deleted or failed one is replaced), and says how
+    the others are doing."""
+    created = ready = 0
+    oldest: datetime | None = None
+    problem: str | None = None
     for body in pods:
         meta = body["metadata"]
         try:
@@ -220,6 +262,13 @@ async def ensure_worker_pods(api: AsyncClient, pods: list[dict[str, Any]]) -> in
                 and existing.metadata.deletionTimestamp is None
                 and phase not in ("Failed", "Succeeded")
             ):
+                if _is_ready(existing):
+                    ready += 1
+                    continue
+                born = existing.metadata.creationTimestamp
+                if born is not None and (oldest is None or born < oldest):
+                    oldest = born
+                problem = problem or _pod_problem(existing)
                 continue
             if phase in ("Failed", "Succeeded"):
                 try:
@@ -236,7 +285,7 @@ async def ensure_worker_pods(api: AsyncClient, pods: list[dict[str, Any]]) -> in
                 raise
             continue
         created += 1
-    return created
+    return WorkerPods(created, ready, oldest, problem)
 
 
 async def delete_worker_pods(api: AsyncClient, namespace: str, workflow_name: str) -> None:
