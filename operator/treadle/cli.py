@@ -98,6 +98,24 @@ def _crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ensure_secret(args: argparse.Namespace) -> int:
+    from lightkube import AsyncClient
+
+    from treadle.services import kube
+
+    async def main() -> bool:
+        api = AsyncClient()
+        try:
+            return await kube.ensure_random_secret(api, args.namespace, args.name, args.key)
+        finally:
+            await api.close()
+
+    made = asyncio.run(main())
+    state = "made" if made else "exists, kept"
+    print(f"secret {args.namespace}/{args.name}: {state}")
+    return 0
+
+
 def _version(_: argparse.Namespace) -> int:
     print(treadle.__version__)
     return 0
@@ -196,6 +214,15 @@ def parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--log-format", choices=("json", "text"), default="json")
     worker.set_defaults(handler=_worker)
+
+    secret = commands.add_parser(
+        "ensure-secret",
+        help="make a Secret with a random value unless it exists (the chart's Redis password)",
+    )
+    secret.add_argument("namespace")
+    secret.add_argument("name")
+    secret.add_argument("--key", default="password")
+    secret.set_defaults(handler=_ensure_secret)
 
     crds = commands.add_parser("crds", help="print the CustomResourceDefinitions")
     crds.add_argument("-o", "--output", help="write one file per CRD into this directory")

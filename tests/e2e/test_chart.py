@@ -94,7 +94,6 @@ GRANTED = [
     ("delete", "pods"),
     ("list", "pods"),
     ("create", "secrets"),
-    ("patch", "secrets"),
     ("create", "events"),
     ("create", "leases.coordination.k8s.io"),
     ("update", "leases.coordination.k8s.io"),
@@ -104,6 +103,7 @@ GRANTED = [
 ]
 REFUSED = [
     ("get", "secrets"),
+    ("patch", "secrets"),
     ("list", "secrets"),
     ("delete", "secrets"),
     ("create", "pods/exec"),
@@ -121,11 +121,10 @@ REFUSED = [
 def cluster_scoped_for(namespace: str, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The chart's RBAC with cluster-scoped names suffixed, so tests in parallel namespaces do
     not collide."""
-    rbac = [
-        d for d in documents if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")
-    ]
+    kinds = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
+    rbac = [d for d in documents if d["kind"] in kinds]
     for document in rbac:
-        if document["kind"] != "ServiceAccount":
+        if document["kind"] in ("ClusterRole", "ClusterRoleBinding"):
             document["metadata"]["name"] += f"-{namespace}"
         if document["kind"] == "ClusterRoleBinding":
             document["roleRef"]["name"] += f"-{namespace}"
@@ -165,6 +164,18 @@ def test_the_operator_account_may_do_what_the_operator_does_and_nothing_more(
         for verb, resource in GRANTED + REFUSED:
             expected = "yes" if (verb, resource) in GRANTED else "no"
             assert can(crds, verb, resource, operator, namespace) == expected, f"{verb} {resource}"
+        # Secrets by name only: the workers' URL Secret, and the chart's Redis password.
+        for verb, secret, expected in [
+            ("patch", "treadle-redis", "yes"),
+            ("patch", "other", "no"),
+            ("get", "treadle-redis", "yes"),
+            ("get", "other", "no"),
+        ]:
+            answer = crds.kubectl(
+                "auth", "can-i", verb, f"secret/{secret}", "--as", operator, "-n", namespace,
+                check=False,
+            ).stdout.strip()  # fmt: skip
+            assert answer == expected, f"{verb} secret/{secret}"
         assert can(crds, "create", "workflows.treadle.dev", "alice", namespace) == "yes"
         assert can(crds, "update", "leases.coordination.k8s.io", "alice", namespace) == "yes"
         assert can(crds, "get", "secrets", "alice", namespace) == "no"
@@ -172,7 +183,7 @@ def test_the_operator_account_may_do_what_the_operator_does_and_nothing_more(
         assert can(crds, "create", "workflows.treadle.dev", "bob", namespace) == "no"
     finally:
         for document in rbac:
-            if document["kind"] != "ServiceAccount":
+            if document["kind"] in ("ClusterRole", "ClusterRoleBinding"):
                 crds.kubectl(
                     "delete", document["kind"], document["metadata"]["name"], "--ignore-not-found"
                 )
@@ -231,6 +242,36 @@ def test_a_restricted_namespace_admits_every_pod_treadle_creates(
         )  # fmt: skip
         assert admitted.returncode == 0, f"{pod['metadata']['name']}: {admitted.stderr}"
         assert "would violate" not in admitted.stderr, admitted.stderr
+
+
+def test_renders_carry_no_password_and_never_differ(namespace: str) -> None:
+    """SPEC, Deployment: the Redis password survives `helm template` / Argo CD renders.  The
+    chart renders none: an init container makes the Secret once, in the cluster."""
+    first, second = render(namespace), render(namespace)
+    assert first == second
+    documents = [d for d in yaml.safe_load_all(first) if d]
+    assert "Secret" not in {d["kind"] for d in documents}
+    [deployment] = [d for d in documents if d["kind"] == "Deployment"]
+    [init] = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert init["args"] == ["ensure-secret", namespace, "treadle-redis"]
+    # Given a Secret of one's own, nothing is made.
+    given = render(namespace, "--set", "redis.existingSecret=mine")
+    [deployment] = [d for d in yaml.safe_load_all(given) if d and d["kind"] == "Deployment"]
+    assert "initContainers" not in deployment["spec"]["template"]["spec"]
+
+
+def test_the_network_policy_is_on_and_admits_only_treadles_pods_to_redis(namespace: str) -> None:
+    documents = [d for d in yaml.safe_load_all(render(namespace, "--set",
+                 "watchNamespaces={team-a,team-b}")) if d]  # fmt: skip
+    [policy] = [d for d in documents if d["kind"] == "NetworkPolicy"]
+    [redis, _] = policy["spec"]["ingress"]
+    workers, operator = redis["from"]
+    assert workers["namespaceSelector"]["matchExpressions"][0]["values"] == [
+        "team-a", "team-b", namespace,
+    ]  # fmt: skip
+    assert workers["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "worker"
+    assert operator["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
+    assert "namespaceSelector" not in operator
 
 
 def test_with_cert_manager_the_webhook_certificate_is_issued_and_mounted(namespace: str) -> None:

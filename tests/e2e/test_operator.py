@@ -90,7 +90,10 @@ def test_a_fan_out_of_2000_children_with_4_kb_outputs_finishes_and_its_status_st
         "metadata": {"name": "wide"},
         "spec": {
             "concurrency": 200,
-            "workers": {"replicas": 2},
+            "workers": {
+                "replicas": 2,
+                "env": [{"name": "PYTHONPATH", "value": str(Path(__file__).parents[1])}],
+            },
             "tasks": [
                 {
                     "name": "pad",

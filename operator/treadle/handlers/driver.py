@@ -359,7 +359,7 @@ class Driver:
         if tracked.written is tracked.status and tracked.unwritten:  # status was replaced
             results, tracked.unwritten = tracked.unwritten + results, []
         current, told = self._revive(tracked, now)
-        results = results + self._start_overdue(tracked, current, now, told)
+        results = results + await self._start_overdue(tracked, current, now, told)
         await self._read_outputs(tracked, current)
         if tracked.requeued_epoch < self._lost_epoch:
             again = engine.requeue_in_flight(
@@ -504,20 +504,29 @@ class Driver:
                     MAX_LOADED_OUTPUT_BYTES,
                 )
 
-    def _start_overdue(
+    async def _start_overdue(
         self, tracked: Tracked, status: dict[str, Any], now: datetime, told: list[notices.Notice]
     ) -> list[TaskResult]:
         """Failures of the attempts in flight when no worker pod started within
         `spec.workers.startTimeoutSeconds` (SPEC: nothing waits for ever); the clock starts
-        again for their retries."""
+        again for their retries.  The pods are looked at once more first: for the reason they
+        give now, and in case one just became ready."""
         timeout = tracked.spec.workers.start_timeout_seconds
-        if not engine.start_overdue(
-            in_flight=True,
-            ready_workers=tracked.ready_workers,
-            waiting_since=tracked.workers_waiting_since,
-            now=now,
-            timeout_seconds=timeout,
-        ):
+
+        def overdue() -> bool:
+            return engine.start_overdue(
+                in_flight=True,
+                ready_workers=tracked.ready_workers,
+                waiting_since=tracked.workers_waiting_since,
+                now=now,
+                timeout_seconds=timeout,
+            )
+
+        if not overdue():
+            return []
+        await self._ensure_pods(tracked)
+        tracked.pods_checked_at = now
+        if not overdue():
             return []
         tracked.workers_waiting_since = now
         problem = tracked.start_problem or "worker pods not ready"

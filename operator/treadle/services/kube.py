@@ -8,6 +8,7 @@ token: they need nothing from the API server, only Redis.
 from __future__ import annotations
 
 import base64
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -115,6 +116,37 @@ async def ensure_redis_secret(api: AsyncClient, namespace: str, redis_url: str) 
     await api.patch(
         Secret, REDIS_SECRET, body, namespace=namespace, patch_type=PatchType.APPLY, force=True
     )
+
+
+async def ensure_random_secret(api: AsyncClient, namespace: str, name: str, key: str) -> bool:
+    """Makes the Secret `name` with a random value under `key` unless it exists (then it is
+    left as it is); True when it was made.  So the chart's Redis password is made once, in the
+    cluster, and no `helm template` or Argo CD render makes another."""
+    try:
+        await api.get(Secret, name, namespace=namespace)
+        return False
+    except ApiError as error:
+        if error.status.code != 404:
+            raise
+    value = secrets.token_urlsafe(32)
+    body: Secret = Secret.from_dict(  # type: ignore[assignment]
+        {
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"app.kubernetes.io/managed-by": "treadle"},
+            },
+            "type": "Opaque",
+            "data": {key: base64.b64encode(value.encode()).decode()},
+        }
+    )
+    try:
+        await api.create(body)
+    except ApiError as error:
+        if error.status.code == 409:  # another replica made it first: theirs stands
+            return False
+        raise
+    return True
 
 
 def worker_pod(
