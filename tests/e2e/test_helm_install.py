@@ -63,6 +63,11 @@ def test_helm_install_upgrade_and_uninstall_on_a_local_cluster(tmp_path: Path) -
         assert pod["metadata"]["labels"]["treadle.dev/leader"] == "true"
         lease = cluster.get("lease", "treadle-operator", SYSTEM)
         assert lease["spec"]["holderIdentity"] == pod["metadata"]["name"]
+        # The init container made the Redis password; no render of the chart carries one.
+        [secret_name] = [
+            c["args"][2] for c in pod["spec"]["initContainers"] if c["name"] == "redis-password"
+        ]
+        password = cluster.get("secret", secret_name, SYSTEM)["data"]["password"]
 
         cluster.kubectl("apply", "-f", str(REPO / "examples" / "01-hello.yaml"), "-n", "default")
         cluster.wait("twf/hello", "default", "condition=Ready", timeout_seconds=180)
@@ -85,6 +90,7 @@ def test_helm_install_upgrade_and_uninstall_on_a_local_cluster(tmp_path: Path) -
         cluster.kubectl("delete", "twf", "hello", "-n", "default")
         cluster.kubectl("apply", "-f", str(REPO / "examples" / "01-hello.yaml"), "-n", "default")
         cluster.wait("twf/hello", "default", "condition=Ready", timeout_seconds=180)
+        assert cluster.get("secret", secret_name, SYSTEM)["data"]["password"] == password
 
         helm("uninstall", RELEASE, "-n", SYSTEM, "--wait", "--timeout=120s")
         left = cluster.kubectl("get", "deploy,pods", "-n", SYSTEM, "-o", "name").stdout
