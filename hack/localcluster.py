@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parent.parent
 SERVICE_CIDR = "10.0.0.0/24"
 SERVICE_FIRST_IP = "10.0.0.1"
 NODE_NAME = "treadle-local"
+WEBHOOK_CLIENT = "kube-apiserver-webhook-client"
+"""The common name of the client certificate the API server presents to admission webhooks."""
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "node-agent")
 START_TIMEOUT_SECONDS = 90
 
@@ -109,6 +111,9 @@ class Pki:
             "kubelet": dict(
                 subject=certificates.name(f"system:node:{NODE_NAME}"), server_names=("127.0.0.1",)
             ),
+            # What the API server presents to admission webhooks (the operator's answers only
+            # this certificate: --webhook-client-name).
+            WEBHOOK_CLIENT: dict(subject=certificates.name(WEBHOOK_CLIENT), client=True),
         }
         for name, options in issued.items():
             if self.path(f"{name}.crt").exists():
@@ -131,6 +136,39 @@ class Pki:
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
                 )
             )
+
+    def write_admission_config(self) -> Path:
+        """The API server's admission configuration: every webhook call presents the
+        WEBHOOK_CLIENT certificate (a kubeconfig whose user `*` matches any webhook)."""
+        kubeconfig = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "users": [
+                {
+                    "name": "*",
+                    "user": {
+                        "client-certificate": str(self.path(f"{WEBHOOK_CLIENT}.crt")),
+                        "client-key": str(self.path(f"{WEBHOOK_CLIENT}.key")),
+                    },
+                }
+            ],
+        }
+        self.path("webhook-client.kubeconfig").write_text(json.dumps(kubeconfig, indent=2))
+        plugin = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "WebhookAdmissionConfiguration",
+            "kubeConfigFile": str(self.path("webhook-client.kubeconfig")),
+        }
+        config = {
+            "apiVersion": "apiserver.config.k8s.io/v1",
+            "kind": "AdmissionConfiguration",
+            "plugins": [
+                {"name": name, "configuration": plugin}
+                for name in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
+            ],
+        }
+        self.path("admission.json").write_text(json.dumps(config, indent=2))
+        return self.path("admission.json")
 
 
 # --- ports and processes ------------------------------------------------------------------
@@ -376,6 +414,7 @@ def up() -> None:
                 f"--service-account-signing-key-file={pki.path('sa.key')}",
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction",
+                f"--admission-control-config-file={pki.write_admission_config()}",
                 "--allow-privileged=true",
                 "--enable-aggregator-routing=true",
                 f"--kubelet-client-certificate={pki.path('apiserver-kubelet-client.crt')}",

@@ -43,9 +43,15 @@ start() {
     metrics=$(free_port)
     webhook=$(free_port)
     say "starting the operator (health 127.0.0.1:$health, metrics 127.0.0.1:$metrics, webhook 127.0.0.1:$webhook)"
+    # The local API server presents its webhook client certificate (hack/localcluster.py):
+    # the webhook answers nobody else.
+    local client=()
+    if [ -f "$state/pki/kube-apiserver-webhook-client.crt" ]; then
+      client=(--webhook-client-ca "$state/pki/ca.crt" --webhook-client-name kube-apiserver-webhook-client)
+    fi
     setsid "$bin/treadle" operator --health-address "127.0.0.1:$health" \
       --metrics-address "127.0.0.1:$metrics" --webhook-address "127.0.0.1:$webhook" \
-      >>"$state/logs/operator.log" 2>&1 </dev/null &
+      "${client[@]}" >>"$state/logs/operator.log" 2>&1 </dev/null &
     echo $! >"$run/operator.pid"
     echo "$health $metrics" >"$run/operator.ports"
     for _ in $(seq 150); do

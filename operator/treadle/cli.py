@@ -30,6 +30,8 @@ def _operator(args: argparse.Namespace) -> int:
         leader_election_namespace=args.leader_election_namespace,
         webhook_service=args.webhook_service,
         webhook_cert_dir=args.webhook_cert_dir,
+        webhook_client_ca=args.webhook_client_ca,
+        webhook_client_names=tuple(args.webhook_client_name or ()),
         pod_name=os.environ.get("POD_NAME", ""),
     )
     asyncio.run(runner.run(options))
@@ -179,6 +181,19 @@ def parser() -> argparse.ArgumentParser:
         default="",
         help="directory with the webhook's tls.crt, tls.key and ca.crt (e.g. a cert-manager "
         "Secret, reloaded when renewed); '' (default): generate a self-signed pair",
+    )
+    operator.add_argument(
+        "--webhook-client-ca",
+        default="",
+        help="CA file of the API server's client certificate: the webhook then answers only "
+        "callers presenting a certificate it signed (the API server's admission kubeconfig); "
+        "'' (default): no client check",
+    )
+    operator.add_argument(
+        "--webhook-client-name",
+        action="append",
+        help="a common name the client certificate must carry (repeatable); default: any the "
+        "CA signed",
     )
     operator.add_argument(
         "--leader-election-namespace",

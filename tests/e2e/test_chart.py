@@ -274,6 +274,20 @@ def test_the_network_policy_is_on_and_admits_only_treadles_pods_to_redis(namespa
     assert "namespaceSelector" not in operator
 
 
+def test_with_client_auth_the_webhook_answers_only_the_named_client(namespace: str) -> None:
+    rendered = render(namespace, "--set", "webhook.clientAuth.caSecret=apiserver-client-ca")
+    [deployment] = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert "--webhook-client-ca=/etc/treadle/webhook-client/ca.crt" in args
+    assert "--webhook-client-name=kube-apiserver-webhook-client" in args
+    assert {"name": "webhook-client-ca", "secret": {"secretName": "apiserver-client-ca"}} in pod[
+        "volumes"
+    ]
+    plain = render(namespace)
+    assert "--webhook-client-ca" not in plain
+
+
 def test_with_cert_manager_the_webhook_certificate_is_issued_and_mounted(namespace: str) -> None:
     rendered = [
         d

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,6 +242,51 @@ def test_kubectl_apply_of_a_cyclic_workflow_is_rejected_by_the_webhook_with_the_
     assert result.returncode != 0
     assert "spec.tasks: dependency cycle a -> b -> a" in result.stderr
     assert crds.kubectl("get", "twf", "-n", namespace, "-o", "name").stdout == ""
+
+
+def test_the_webhook_answers_only_the_api_servers_client_certificate(
+    crds: Cluster, operator: OperatorProcess
+) -> None:
+    """#13, problem 1: the webhook checked no client certificate, so anything that could reach
+    its port could make the operator validate (and render) what it liked."""
+    import ssl
+
+    [address] = [a.split("=", 1)[1] for a in operator.argv if a.startswith("--webhook-address")]
+    host, _, port = address.rpartition(":")
+    pki = crds.kubeconfig.parent / "pki"
+    review = json.dumps({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "u-1", "operation": "CREATE", "object": json.loads(workflow("x")),
+            "resource": {"group": "treadle.dev", "version": "v1alpha1", "resource": "workflows"},
+            "kind": {"group": "treadle.dev", "version": "v1alpha1", "kind": "Workflow"},
+            "namespace": "default", "name": "x", "userInfo": {"username": "admin"},
+        },
+    }).encode()  # fmt: skip
+
+    def call(cert: str | None) -> dict[str, object]:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        if cert is not None:
+            context.load_cert_chain(pki / f"{cert}.crt", pki / f"{cert}.key")
+        request = urllib.request.Request(
+            f"https://{host}:{port}/validate-workflow", data=review,
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, context=context, timeout=10) as reply:
+            answer: dict[str, object] = json.loads(reply.read())
+            return answer
+
+    with pytest.raises((urllib.error.URLError, ConnectionError)):  # no certificate: refused
+        call(None)
+    # The cluster's CA signs users' certificates too: an admin's is not the API server's.
+    refused = call("admin")["response"]
+    assert refused["allowed"] is False  # type: ignore[index]
+    assert "is not the API server's" in refused["status"]["message"]  # type: ignore[index]
+    # The API server itself (its admission kubeconfig presents kube-apiserver-webhook-client).
+    answered = call("kube-apiserver-webhook-client")["response"]
+    assert answered["uid"] == "u-1"  # type: ignore[index]
+    assert answered["allowed"] is True  # type: ignore[index]
 
 
 def test_kubectl_apply_of_a_template_reading_a_non_ancestor_is_rejected(

@@ -52,6 +52,18 @@ class OperatorProcess:
             self.process.wait()
 
 
+WEBHOOK_CLIENT = "kube-apiserver-webhook-client"
+
+
+def webhook_client_flags(cluster: Cluster) -> list[str]:
+    """The webhook answers only the local API server's client certificate (its admission
+    configuration presents it); a cluster without that PKI (kind) gets no check."""
+    ca = cluster.kubeconfig.parent / "pki" / "ca.crt"
+    if not (cluster.kubeconfig.parent / "pki" / f"{WEBHOOK_CLIENT}.crt").exists():
+        return []
+    return [f"--webhook-client-ca={ca}", f"--webhook-client-name={WEBHOOK_CLIENT}"]
+
+
 def start(
     cluster: Cluster,
     log: Path,
@@ -72,6 +84,7 @@ def start(
         f"--liveness-address=127.0.0.1:{live}",
         f"--metrics-address=127.0.0.1:{metrics}",
         f"--webhook-address=127.0.0.1:{webhook_port}" if webhook else "--webhook-address=",
+        *(webhook_client_flags(cluster) if webhook else []),
         *extra,
     ]
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "TREADLE_REDIS_URL": redis_url}

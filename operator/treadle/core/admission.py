@@ -384,3 +384,12 @@ def _static_list(
     if len(value) > engine.MAX_FOR_EACH_ITEMS:
         return [f"{path}: gives {len(value)} items (at most {engine.MAX_FOR_EACH_ITEMS})"]
     return []
+
+
+def client_refusal(names: Sequence[str], allowed: Sequence[str]) -> str | None:
+    """Why a webhook caller whose certificate (already verified against the client CA) names
+    `names` is refused, or None: with an allow-list, one of its common names must be on it."""
+    if not allowed or set(names) & set(allowed):
+        return None
+    shown = ", ".join(names) or "no common name"
+    return f"client certificate for {shown} is not the API server's ({', '.join(allowed)})"

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl
 import tempfile
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
@@ -15,6 +16,8 @@ from typing import Any
 
 import kopf
 import prometheus_client
+
+from treadle.core import admission
 
 # Importing the handler modules registers them in the project's registry.
 from treadle.handlers import (  # noqa: F401
@@ -69,6 +72,10 @@ class OperatorOptions:
     by URL, at the webhook address."""
     webhook_cert_dir: str = ""
     """Directory with the webhook's tls.crt, tls.key and ca.crt; empty: generate them."""
+    webhook_client_ca: str = ""
+    """CA file the API server's client certificate is signed by; empty: no client check."""
+    webhook_client_names: tuple[str, ...] = ()
+    """Subjects (common names) the webhook answers; empty: any the CA signed."""
     leader_election_namespace: str = ""
     """Namespace of the leader Lease; empty: no election (one replica only)."""
     pod_name: str = ""
@@ -77,17 +84,47 @@ class OperatorOptions:
     stop_flag: asyncio.Event | None = field(default=None, compare=False)
 
 
-class ServiceWebhookServer(kopf.WebhookServer):
-    """kopf's webhook server, registered as reached through a Service (in a cluster) rather
-    than by URL."""
+class TreadleWebhookServer(kopf.WebhookServer):
+    """kopf's webhook server, optionally registered as reached through a Service (in a
+    cluster) rather than by URL, and optionally answering only the API server: a client
+    certificate signed by `verify_cafile` is required at the TLS handshake, and its subject
+    must be one of `client_names` (SPEC: the webhook accepts only the API server's client
+    certificate; the cluster CA signs users' certificates too)."""
 
-    def __init__(self, *, service: tuple[str, str, int], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        service: tuple[str, str, int] | None = None,
+        client_names: tuple[str, ...] = (),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.service = service
+        self.client_names = client_names
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
-        namespace, name, port = self.service
-        async for config in super().__call__(fn):
+        async def guarded(data: Any, *, sslpeer: Any = None, **kwargs: Any) -> Any:
+            refusal = admission.client_refusal(_peer_names(sslpeer), self.client_names)
+            if refusal is not None:
+                log.warning("webhook call refused: %s", refusal)
+                uid = ((data or {}).get("request") or {}).get("uid", "")
+                return {
+                    "apiVersion": "admission.k8s.io/v1",
+                    "kind": "AdmissionReview",
+                    "response": {
+                        "uid": uid,
+                        "allowed": False,
+                        "status": {"code": 403, "message": refusal},
+                    },
+                }
+            return await fn(data, sslpeer=sslpeer, **kwargs)
+
+        handler = guarded if self.verify_cafile is not None else fn
+        async for config in super().__call__(handler):  # type: ignore[arg-type]
+            if self.service is None:
+                yield config
+                continue
+            namespace, name, port = self.service
             found: dict[str, Any] = {
                 "service": {"namespace": namespace, "name": name, "port": port, "path": ""}
             }
@@ -96,11 +133,26 @@ class ServiceWebhookServer(kopf.WebhookServer):
             yield found
 
 
-def _webhook_server(address: str, service: str = "", cert_dir: str = "") -> kopf.WebhookServer:
+def _peer_names(peer: Any) -> list[str]:
+    """The common names of a TLS peer certificate as ssl's getpeercert() gives it."""
+    names: list[str] = []
+    for part in (peer or {}).get("subject", ()):
+        names += [value for key, value in part if key == "commonName"]
+    return names
+
+
+def _webhook_server(
+    address: str,
+    service: str = "",
+    cert_dir: str = "",
+    client_ca: str = "",
+    client_names: tuple[str, ...] = (),
+) -> kopf.WebhookServer:
     """A TLS webhook server on `address` with a fresh self-signed CA for its certificate, or
     with the certificate in `cert_dir` (tls.crt, tls.key, ca.crt, e.g. from cert-manager; it
     is reloaded when it changes); with `service` ("namespace/name:port") the API server reaches
-    it through that Service."""
+    it through that Service; with `client_ca`, only callers presenting a certificate it signed
+    (with a subject in `client_names`, when given) are answered."""
     host, port = _split(address)
     names = [host, "localhost"]
     target = None
@@ -118,17 +170,19 @@ def _webhook_server(address: str, service: str = "", cert_dir: str = "") -> kopf
         for file, pem in (("ca.crt", ca), ("tls.crt", cert), ("tls.key", key)):
             (directory / file).write_bytes(pem)
     cafile, certfile, pkeyfile = (str(directory / f) for f in ("ca.crt", "tls.crt", "tls.key"))
-    if target is not None:
-        return ServiceWebhookServer(
-            service=target,
-            addr=host,
-            port=port,
-            cafile=cafile,
-            certfile=certfile,
-            pkeyfile=pkeyfile,
-        )
-    return kopf.WebhookServer(
-        addr=host, port=port, host=host, cafile=cafile, certfile=certfile, pkeyfile=pkeyfile
+    verify: dict[str, Any] = {}
+    if client_ca:
+        verify = {"verify_mode": ssl.CERT_REQUIRED, "verify_cafile": client_ca}
+    return TreadleWebhookServer(
+        service=target,
+        client_names=client_names,
+        addr=host,
+        port=port,
+        host=None if target is not None else host,
+        cafile=cafile,
+        certfile=certfile,
+        pkeyfile=pkeyfile,
+        **verify,
     )
 
 
@@ -176,7 +230,11 @@ async def run(options: OperatorOptions) -> None:
     if options.webhook_address:
         validation.register(registry)
         operator_settings.admission.server = _webhook_server(
-            options.webhook_address, options.webhook_service, options.webhook_cert_dir
+            options.webhook_address,
+            options.webhook_service,
+            options.webhook_cert_dir,
+            options.webhook_client_ca,
+            options.webhook_client_names,
         )
         operator_settings.admission.managed = validation.WEBHOOK_CONFIGURATION
     memo = kopf.Memo()
