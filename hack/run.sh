@@ -32,8 +32,13 @@ start() {
 
   say "installing the CRDs"
   "$kubectl" apply --server-side --force-conflicts -f "$root/crds/" >/dev/null
-  "$kubectl" wait --for condition=established --timeout=60s \
-    crd/workflows.treadle.dev crd/syncjobs.treadle.dev >/dev/null
+  # kubectl wait fails at once on a CRD whose status has no conditions yet: ask again.
+  for attempt in $(seq 60); do
+    "$kubectl" wait --for condition=established --timeout=60s \
+      crd/workflows.treadle.dev crd/syncjobs.treadle.dev >/dev/null 2>&1 && break
+    [ "$attempt" = 60 ] && { say "the CRDs were never established"; exit 1; }
+    sleep 1
+  done
 
   if alive "$run/operator.pid"; then
     say "operator already running (pid $(head -1 "$run/operator.pid"))"

@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import hypothesis
@@ -86,14 +87,19 @@ def _kind_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
 @pytest.fixture(scope="session")
 def crds(cluster: Cluster) -> Cluster:
     cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    cluster.kubectl(
-        "wait",
-        "--for=condition=established",
-        "--timeout=60s",
-        "crd/workflows.treadle.dev",
-        "crd/syncjobs.treadle.dev",
-    )
-    return cluster
+    # kubectl wait fails at once, rather than waiting, on a CRD whose status has no conditions
+    # yet (just made): ask again until the API server has set them.
+    deadline = time.monotonic() + 60
+    while True:
+        waited = cluster.kubectl(
+            "wait", "--for=condition=established", "--timeout=60s",
+            "crd/workflows.treadle.dev", "crd/syncjobs.treadle.dev", check=False,
+        )  # fmt: skip
+        if waited.returncode == 0:
+            return cluster
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the CRDs were never established: {waited.stderr}")
+        time.sleep(0.5)
 
 
 @pytest.fixture
