@@ -34,7 +34,7 @@ import functools
 import hashlib
 import json
 import random
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -211,24 +211,24 @@ class _Run:
 
     def keep_output(self, entry: dict[str, Any], result: TaskResult) -> None:
         """A single task's output: inline while the workflow's inline budget lasts, else the
-        reference to its stored copy."""
+        reference to its stored copy (a copy that came with the result still serves this
+        call's templates)."""
         entry.pop("output", None)
         entry.pop("outputRef", None)
-        copy = result.output_ref is None or result.output is not None
-        size = _json_size(result.output) if copy else 0
-        if result.output_ref is not None and (not copy or size > self.inline_left()):
+        has_copy = result.output_ref is None or result.output is not None
+        size = _json_size(result.output) if has_copy else 0
+        if result.output_ref is not None and (not has_copy or size > self.inline_left()):
             entry["outputRef"] = result.output_ref
-            if copy:
+            if has_copy:
                 self.fresh[(result.task, result.item)] = result.output
             return
-        if size > OUTPUT_LIMIT_BYTES:  # inline but too large, and nowhere else
+        # Inline: within the budget, or from a worker that stored nothing (cut when too large).
+        entry["output"] = result.output
+        if size > OUTPUT_LIMIT_BYTES:
             entry["output"] = {"truncated": True, "bytes": size}
             size = _json_size(entry["output"])
-        else:
-            entry["output"] = result.output
-        self.inline_left()
-        assert self._inline_used is not None
-        self._inline_used += size
+        used = INLINE_BUDGET_BYTES - self.inline_left()
+        self._inline_used = used + size
 
     # results ---------------------------------------------------------------------------------
 
@@ -356,7 +356,7 @@ class _Run:
         not given (Redis lost it, or it was too large to load) is left out: a template that
         reads it fails and names it."""
         outputs: dict[str, Any] = {}
-        stored = {**self.stored_outputs, **self.fresh}
+        stored = {**self.stored_outputs, **self.fresh} if self.fresh else self.stored_outputs
         self.missing = set()
         for task in self.spec.tasks:
             entry = self.tasks[task.name]
@@ -851,13 +851,9 @@ def _deadline_passed(run: _Run) -> bool:
     return deadline is not None and run.now >= deadline
 
 
-def template_reads(spec: WorkflowSpec) -> dict[str, frozenset[str]]:
-    """The tasks whose outputs each task's templates read (task references are literal, so
-    this is exact)."""
-    return {task.name: _reads(task) for task in spec.tasks}
-
-
 def _reads(task: Task) -> frozenset[str]:
+    """The tasks whose outputs the task's templates read (task references are literal, so this
+    is exact; worked out once per distinct set of templates)."""
     return _sources_read(tuple(_template_sources(task)))
 
 
@@ -897,9 +893,7 @@ def _strings(value: Any) -> list[str]:
     return []
 
 
-def needed_outputs(
-    spec: WorkflowSpec, status: Mapping[str, Any], reads: Mapping[str, frozenset[str]]
-) -> dict[str, int | None]:
+def needed_outputs(spec: WorkflowSpec, status: Mapping[str, Any]) -> dict[str, int | None]:
     """The stored outputs templates may still read, as task → forEach children (None: a
     single task's own output): those of succeeded tasks that a task yet to finish reads, and
     whose output status does not inline.  Nothing else need be loaded."""
@@ -909,7 +903,7 @@ def needed_outputs(
     for task in spec.tasks:
         if (tasks.get(task.name) or {}).get("phase", "Pending") in FINISHED:
             continue
-        for name in reads.get(task.name, ()):
+        for name in _reads(task):
             entry = tasks.get(name) or {}
             if name not in by_name or entry.get("phase") != "Succeeded":
                 continue
@@ -935,27 +929,19 @@ def requeue_in_flight(
     timeout."""
     run = _Run(spec, status, now, who, random.Random(), outputs, rendered)
     again: list[TaskMessage] = []
-    for task in spec.tasks:
-        entry = run.tasks[task.name]
-        if task.for_each is None and entry["phase"] in IN_FLIGHT:
-            try:
-                action = run.render(task, None)
-            except templating.TemplateError:
-                continue
-            again.append(run.message(task, None, int(entry.get("attempts", 1)), action))
-        elif task.for_each is not None and entry.get("runningItems"):
-            attempts = run.item_map(task.name, "itemAttempts")
-            try:
-                values = run.item_values(task)
-            except templating.TemplateError:
-                continue
-            for item in sorted(ranges.decode(entry.get("runningItems"))):
-                try:
-                    action = run.render(task, values[item])
-                except templating.TemplateError:
-                    continue
-                again.append(run.message(task, item, int(attempts.get(item, 1)), action))
+    for task, item, attempt in _in_flight_attempts(spec, status):
+        try:
+            value = None if item is None else run.item_values(task)[item]
+            again.append(run.message(task, item, attempt, run.render(task, value)))
+        except templating.TemplateError:
+            continue
     return again
+
+
+def standing_dead_letters(status: Mapping[str, Any]) -> int:
+    """How many dead letters stand (status lists only the newest DEAD_LETTERS_KEPT)."""
+    count = status.get("deadLetterCount")
+    return int(count) if count is not None else len(status.get("deadLetters") or [])
 
 
 def fail_in_flight(
@@ -964,30 +950,28 @@ def fail_in_flight(
     """Failures of every attempt status says is in flight, with `error`: what the operator
     reports when no worker could start to run them (they are retried like any failure; a
     worker that starts later skips those whose keys a retry already settled)."""
-    failures: list[TaskResult] = []
-    run = status.get("runGeneration")
     workflow = f"{who.namespace}/{who.name}"
+    run = status.get("runGeneration")
+    return [
+        TaskResult(who.uid, workflow, task.name, item, attempt, "failed", None, error, run=run)
+        for task, item, attempt in _in_flight_attempts(spec, status)
+    ]
+
+
+def _in_flight_attempts(
+    spec: WorkflowSpec, status: Mapping[str, Any]
+) -> Iterator[tuple[Task, int | None, int]]:
+    """(task, forEach child or None, attempt) of every attempt status says is in flight."""
     tasks = status.get("tasks") or {}
     for task in spec.tasks:
         entry = tasks.get(task.name) or {}
         if task.for_each is None:
             if entry.get("phase") in IN_FLIGHT:
-                attempt = int(entry.get("attempts", 1))
-                failures.append(
-                    TaskResult(
-                        who.uid, workflow, task.name, None, attempt, "failed", None, error, run=run
-                    )
-                )
+                yield task, None, int(entry.get("attempts", 1))
             continue
         attempts = ranges.decode_map(entry.get("itemAttempts"))
         for item in sorted(ranges.decode(entry.get("runningItems"))):
-            attempt = int(attempts.get(item, 1))
-            failures.append(
-                TaskResult(
-                    who.uid, workflow, task.name, item, attempt, "failed", None, error, run=run
-                )
-            )
-    return failures
+            yield task, item, int(attempts.get(item, 1))
 
 
 def start_overdue(

@@ -99,8 +99,6 @@ class Tracked:
     unloadable: set[str] = field(default_factory=set)
     """Tasks whose outputs could not be loaded (Redis lost some, or they were too large):
     not asked for again; the templates reading them fail and say so."""
-    reads: dict[str, frozenset[str]] | None = None
-    """engine.template_reads of the spec, worked out once."""
     rendered: dict[str, tuple[str, list[Any]]] = field(default_factory=dict)
     """forEach tasks' rendered items, kept between advances (engine.advance fills it)."""
     ready_workers: int = 0
@@ -160,7 +158,7 @@ class Driver:
         tracked.written = status
         previous = self.workflows.get(uid)
         if previous is not None and previous.spec == spec:
-            tracked.reads, tracked.rendered = previous.reads, previous.rendered
+            tracked.rendered = previous.rendered
             tracked.outputs, tracked.loaded = previous.outputs, previous.loaded
         if previous is not None:
             # The new status comes from the API server: what was applied since the last write
@@ -372,7 +370,7 @@ class Driver:
             )
             await self.results.enqueue(who.pool, again)
             tracked.requeued_epoch = self._lost_epoch
-        letters_before = _dead_letters(current)
+        letters_before = engine.standing_dead_letters(current)
         step = engine.advance(
             tracked.spec,
             current,
@@ -435,7 +433,7 @@ class Driver:
         for result in results:
             metrics.TASK_RESULTS.labels(outcome=result.outcome).inc()
         metrics.ATTEMPTS_ENQUEUED.inc(len(step.enqueue))
-        metrics.DEAD_LETTERS.inc(max(0, _dead_letters(step.status) - letters_before))
+        metrics.DEAD_LETTERS.inc(max(0, engine.standing_dead_letters(step.status) - letters_before))
         if step.finished and tracked.status.get("phase") != step.status["phase"]:
             metrics.WORKFLOWS_FINISHED.labels(phase=step.status["phase"]).inc()
         tracked.status = step.status
@@ -464,9 +462,7 @@ class Driver:
         is loaded only when a template needs it), and lets go of those none needs any more.
         A task that becomes ready in an advance and reads outputs not loaded yet waits for the
         next one (Step.wants_outputs), a pass later."""
-        if tracked.reads is None:
-            tracked.reads = engine.template_reads(tracked.spec)
-        needed = engine.needed_outputs(tracked.spec, status, tracked.reads)
+        needed = engine.needed_outputs(tracked.spec, status)
         for name in tracked.loaded - needed.keys():
             tracked.loaded.discard(name)
             for key in [k for k in tracked.outputs if k[0] == name]:
@@ -596,9 +592,3 @@ class Driver:
             tracked.workers_waiting_since = None
         elif tracked.workers_waiting_since is None:
             tracked.workers_waiting_since = found.oldest or datetime.now(UTC)
-
-
-def _dead_letters(status: dict[str, Any]) -> int:
-    """Standing dead letters (status lists only the newest)."""
-    count = status.get("deadLetterCount")
-    return int(count) if count is not None else len(status.get("deadLetters") or [])

@@ -53,13 +53,12 @@ class Run:
         self.store: dict[engine.OutputId, Any] = {}
         self.loaded: dict[engine.OutputId, Any] = {}
         self.rendered: dict[str, tuple[str, list[Any]]] = {}
-        self.reads = engine.template_reads(workflow)
         self.status: dict[str, Any] = {"runGeneration": 1}
         self.largest = 0
         self.loads: list[str] = []
 
     def advance(self, results: list[TaskResult], now: datetime = T0) -> engine.Step:
-        needed = engine.needed_outputs(self.workflow, self.status, self.reads)
+        needed = engine.needed_outputs(self.workflow, self.status)
         self.loaded = {}
         for name, items in needed.items():
             self.loads.append(name)
@@ -130,9 +129,7 @@ def test_a_task_reading_an_output_not_loaded_waits_for_it_then_runs() -> None:
     assert waiting.wants_outputs
     assert waiting.enqueue == []
     assert waiting.status["tasks"]["use"]["phase"] == "Pending"
-    assert engine.needed_outputs(workflow, waiting.status, engine.template_reads(workflow)) == {
-        "big": None
-    }
+    assert engine.needed_outputs(workflow, waiting.status) == {"big": None}
     given = {("big", None): {"n": 7, "pad": FOUR_KIB * 2}}
     going = engine.advance(workflow, waiting.status, [], now=T0, who=WHO, outputs=given)
     assert [m.action["command"]["args"] for m in going.enqueue] == [["7"]]
