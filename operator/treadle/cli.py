@@ -23,6 +23,7 @@ def _operator(args: argparse.Namespace) -> int:
         webhook_address=args.webhook_address,
         redis_url=args.redis_url or "",
         worker_redis_url=args.worker_redis_url or "",
+        pool_users=args.pool_users,
         worker_image=args.worker_image,
         worker_metrics_port=args.worker_metrics_port,
         log_format=args.log_format,
@@ -153,6 +154,14 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("TREADLE_WORKER_REDIS_URL"),
         help="the Redis URL worker pods get, e.g. through a Service "
         "(default $TREADLE_WORKER_REDIS_URL, else --redis-url)",
+    )
+    operator.add_argument(
+        "--pool-users",
+        action=argparse.BooleanOptionalAction,
+        default=os.environ.get("TREADLE_POOL_USERS", "on") != "off",
+        help="give each pool's workers a Redis ACL user allowed only that pool's keys (default "
+        "on; $TREADLE_POOL_USERS=off or --no-pool-users for a Redis without ACLs, and every "
+        "worker gets full rights)",
     )
     operator.add_argument(
         "--worker-image",

@@ -288,6 +288,18 @@ def test_with_client_auth_the_webhook_answers_only_the_named_client(namespace: s
     assert "--webhook-client-ca" not in plain
 
 
+def test_pool_users_are_on_unless_turned_off_for_a_redis_without_acls(namespace: str) -> None:
+    def operator_env(*values: str) -> dict[str, Any]:
+        rendered = render(namespace, *values)
+        [deployment] = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment"]
+        [operator] = [c for c in deployment["spec"]["template"]["spec"]["containers"]
+                      if c["name"] == "operator"]  # fmt: skip
+        return {variable["name"]: variable.get("value") for variable in operator["env"]}
+
+    assert "TREADLE_POOL_USERS" not in operator_env()
+    assert operator_env("--set", "redis.poolUsers=false")["TREADLE_POOL_USERS"] == "off"
+
+
 def test_with_cert_manager_the_webhook_certificate_is_issued_and_mounted(namespace: str) -> None:
     rendered = [
         d

@@ -4,13 +4,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from support.cluster import Cluster
 from support.operator import OperatorProcess
+from support.redis_server import RedisServer
+from treadle.services import keys, queues
 
 USER = "alice"
 RBAC = "rbac.authorization.k8s.io"
@@ -109,3 +113,90 @@ def test_naming_a_secret_the_user_may_not_read_is_refused_and_allowed_for_one_wh
     assert "spec.workers.env: names Secret 'db'" in result.stderr
     # The cluster admin may read it, so may name it.
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
+
+
+def test_a_task_can_neither_reach_another_workflows_queue_nor_forge_its_results(
+    crds: Cluster, operator: OperatorProcess, namespace: str, redis_server_process: RedisServer
+) -> None:
+    """Issue #13, problem 4: every worker had the full-rights Redis URL, so any task's code
+    could read every tenant's queue, flush Redis or forge a result for any workflow.  Now its
+    URL is its pool's own user's, and a result counts only on its own workflow's stream."""
+    workers = {"env": [{"name": "PYTHONPATH", "value": str(Path(__file__).parents[1])}]}
+    victim = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "victim"},
+        "spec": {
+            "workers": workers,
+            "tasks": [
+                {
+                    "name": "slow",
+                    "python": {
+                        "callable": "support.tasks:slow_value",
+                        "kwargs": {"seconds": 12, "value": "real"},
+                    },
+                },
+                {
+                    "name": "after",
+                    "dependsOn": ["slow"],
+                    "command": {"args": ["echo", "{{ tasks.slow.output }}"]},
+                },
+            ],
+        },
+    }
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(victim))
+    crds.wait("twf/victim", namespace, "jsonpath={.status.phase}=Running")
+    found = crds.get("twf", "victim", namespace)
+    victim_uid, victim_run = found["metadata"]["uid"], found["status"]["runGeneration"]
+    hostile = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "hostile"},
+        "spec": {
+            "workers": workers,
+            "tasks": [
+                {
+                    "name": "trespass",
+                    "python": {
+                        "callable": "support.tasks:trespass",
+                        "kwargs": {"own_uid": "{{ workflow.uid }}", "victim_uid": victim_uid,
+                                   "victim_run": victim_run},
+                    },
+                }
+            ],
+        },
+    }  # fmt: skip
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(hostile))
+    crds.wait("twf/hostile", namespace, "condition=Ready", timeout_seconds=120)
+    got = crds.get("twf", "hostile", namespace)["status"]["tasks"]["trespass"]["output"]
+    assert got == {
+        "read their tasks": "NoPermissionError",
+        "forge in their stream": "NoPermissionError",
+        "read their output": "NoPermissionError",
+        "flush": "NoPermissionError",
+        "list keys": "NoPermissionError",
+        "stall redis": "NoPermissionError",
+        "read the config": "NoPermissionError",
+        "junk in my stream": got["junk in my stream"],
+        "forge in my stream": got["forge in my stream"],
+    }
+    assert got["junk in my stream"].startswith("done")  # its own stream: set aside
+    assert got["forge in my stream"].startswith("done")
+    crds.wait("twf/victim", namespace, "condition=Ready", timeout_seconds=120)
+    tasks = crds.get("twf", "victim", namespace)["status"]["tasks"]
+    assert (tasks["slow"]["output"], tasks["after"]["output"]) == ("real", "real")
+    reasons = asyncio.run(rejected_reasons(redis_server_process.operator_url))
+    hostile_uid = crds.get("twf", "hostile", namespace)["metadata"]["uid"]
+    assert (
+        f"a result for workflow {victim_uid} in the stream of pool wf-{hostile_uid}, which does "
+        "not serve it"
+    ) in reasons
+
+
+async def rejected_reasons(url: str) -> list[str]:
+    client = queues.connect(url)
+    try:
+        entries = await client.xrange(keys.REJECTED)
+    finally:
+        await client.aclose()
+    return [fields["reason"] for _, fields in entries]

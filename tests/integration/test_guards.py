@@ -1,4 +1,5 @@
-"""Breakers and buckets in a real Redis, shared by every worker, matching the pure machines."""
+"""Breakers and buckets in a real Redis, shared by a namespace's workers, matching the pure
+machines."""
 
 from __future__ import annotations
 
@@ -25,25 +26,25 @@ async def guards(redis: aioredis.Redis, redis_server_process: RedisServer) -> As
 async def test_the_breaker_opens_after_5_failures_fails_fast_and_half_opens(guards: Guards) -> None:
     target = "http://api:80"
     for second in range(5):
-        assert await guards.admit(target, SETTINGS, now=second)
-        await guards.record(target, False, SETTINGS, now=second)
+        assert await guards.admit("ns", target, SETTINGS, now=second)
+        await guards.record("ns", target, False, SETTINGS, now=second)
     # Open: every worker fails fast without calling the target.
-    assert not await guards.admit(target, SETTINGS, now=10)
-    assert not await guards.admit(target, SETTINGS, now=33.9)
+    assert not await guards.admit("ns", target, SETTINGS, now=10)
+    assert not await guards.admit("ns", target, SETTINGS, now=33.9)
     # Half-open after 30 s: one trial call, the next caller still fails fast.
-    assert await guards.admit(target, SETTINGS, now=34)
-    assert not await guards.admit(target, SETTINGS, now=34.5)
-    await guards.record(target, True, SETTINGS, now=35)
-    assert await guards.admit(target, SETTINGS, now=35.1)
+    assert await guards.admit("ns", target, SETTINGS, now=34)
+    assert not await guards.admit("ns", target, SETTINGS, now=34.5)
+    await guards.record("ns", target, True, SETTINGS, now=35)
+    assert await guards.admit("ns", target, SETTINGS, now=35.1)
 
 
 async def test_a_failed_trial_reopens_the_breaker(guards: Guards) -> None:
     for second in range(5):
-        await guards.record("task:x", False, SETTINGS, now=second)
-    assert await guards.admit("task:x", SETTINGS, now=40)
-    await guards.record("task:x", False, SETTINGS, now=41)
-    assert not await guards.admit("task:x", SETTINGS, now=70)
-    assert await guards.admit("task:x", SETTINGS, now=71)
+        await guards.record("ns", "task:x", False, SETTINGS, now=second)
+    assert await guards.admit("ns", "task:x", SETTINGS, now=40)
+    await guards.record("ns", "task:x", False, SETTINGS, now=41)
+    assert not await guards.admit("ns", "task:x", SETTINGS, now=70)
+    assert await guards.admit("ns", "task:x", SETTINGS, now=71)
 
 
 async def test_the_redis_breaker_follows_the_pure_machine(guards: Guards) -> None:
@@ -52,19 +53,27 @@ async def test_the_redis_breaker_follows_the_pure_machine(guards: Guards) -> Non
     for index, succeeded in enumerate(pattern * 4):
         now += 7.5 if index % 3 else 1.0
         allowed, state = breakers.admit(state, now, SETTINGS.open_seconds)
-        assert await guards.admit("same", SETTINGS, now=now) == allowed, index
+        assert await guards.admit("ns", "same", SETTINGS, now=now) == allowed, index
         if allowed:
             state = breakers.record(state, succeeded, now, SETTINGS.failure_threshold)
-            await guards.record("same", succeeded, SETTINGS, now=now)
+            await guards.record("ns", "same", succeeded, SETTINGS, now=now)
 
 
 async def test_the_bucket_is_shared_and_paces_after_the_burst(guards: Guards) -> None:
     rate = RateSettings(per_second=2, burst=3)
-    waits = [await guards.take("http://api:80", rate, now=100.0) for _ in range(4)]
+    waits = [await guards.take("ns", "http://api:80", rate, now=100.0) for _ in range(4)]
     assert waits == [0, 0, 0, 0.5]
-    assert await guards.take("http://api:80", rate, now=100.5) == 0
+    assert await guards.take("ns", "http://api:80", rate, now=100.5) == 0
 
 
 async def test_the_server_clock_is_used_when_no_time_is_given(guards: Guards) -> None:
-    assert await guards.admit("clock", SETTINGS)
-    assert await guards.take("clock", RateSettings(per_second=1, burst=1)) == 0
+    assert await guards.admit("ns", "clock", SETTINGS)
+    assert await guards.take("ns", "clock", RateSettings(per_second=1, burst=1)) == 0
+
+
+async def test_another_namespaces_failures_open_no_breaker_of_yours(guards: Guards) -> None:
+    """A python task's target is its name: two tenants' tasks called `fetch` shared a breaker."""
+    for second in range(5):
+        await guards.record("team-a", "task:fetch", False, SETTINGS, now=second)
+    assert not await guards.admit("team-a", "task:fetch", SETTINGS, now=6)
+    assert await guards.admit("team-b", "task:fetch", SETTINGS, now=6)

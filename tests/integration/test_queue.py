@@ -16,11 +16,13 @@ from prometheus_client import REGISTRY
 from support.redis_server import RedisServer
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.runtime import CancelToken
-from treadle.services import queues
+from treadle.services import keys, queues
 from treadle.services.guards import Guards
 from treadle.services.workers import Reaper, TaskWorker, WorkerOptions, serve
 
 POOL = "test-pool"
+RESULTS = keys.results_stream(POOL)
+SERVED = {POOL: {"u", "uid-1"}}
 
 
 @pytest.fixture
@@ -53,7 +55,7 @@ def sample(name: str, **labels: str) -> float:
 
 
 async def results(client: aioredis.Redis) -> list[TaskResult]:
-    entries = await client.xrange(queues.RESULTS)
+    entries = await client.xrange(RESULTS)
     return [TaskResult.decode(fields) for _, fields in entries]
 
 
@@ -100,7 +102,7 @@ async def test_each_result_is_published_as_its_attempt_ends_not_with_the_slowest
     await queue.enqueue([command("slow", "sh", "-c", wait), command("quick", "echo", "1")])
     worker = TaskWorker(queue, block_ms=100)
     await worker.execute(CancelToken())
-    assert await client.xread({queues.RESULTS: "0"}, count=1, block=5000)  # the first result
+    assert await client.xread({RESULTS: "0"}, count=1, block=5000)  # the first result
     assert [r.task for r in await results(client)] == ["quick"]  # the slow one still runs
     pending = await client.xpending(queue.stream, queues.WORKERS_GROUP)
     assert pending["pending"] == 1  # and only its message is still unacknowledged
@@ -284,7 +286,7 @@ async def test_the_worker_process_serves_its_pool_until_stopped(
     seen: list[TaskResult] = []
     last = "0"
     while len(seen) < 20:
-        reply = await client.xread({queues.RESULTS: last}, block=10_000)
+        reply = await client.xread({RESULTS: last}, block=10_000)
         assert reply, "no result within 10 s"
         for entry_id, fields in reply[0][1]:
             seen.append(TaskResult.decode(fields))
@@ -395,7 +397,7 @@ async def test_a_header_from_a_secret_missing_in_the_worker_fails_loudly(
 
 async def test_the_operator_sees_how_much_work_waits_and_runs(client: aioredis.Redis) -> None:
     stream = queues.ResultStream(client, "operator")
-    await stream.ensure_group()
+    await stream.ensure_marker()
     queue = await queue_for(client, "w1")
     await queue.enqueue([command(f"t{i}", "true", item=i) for i in range(3)])
     await queue.read(1, 100)
@@ -415,68 +417,67 @@ async def test_every_output_is_stored_and_a_small_one_also_travels_as_a_copy(
     await worker.close()
     by_task = {r.task: r for r in await results(client)}
     assert by_task["small"].output == {"n": 1}
-    assert by_task["small"].output_ref == "treadle:wf:uid-1:out:small:-"
+    assert by_task["small"].output_ref == "treadle:pool:test-pool:wf:uid-1:out:small:-"
     ref = by_task["big"].output_ref
-    assert ref == "treadle:wf:uid-1:out:big:-"
+    assert ref == "treadle:pool:test-pool:wf:uid-1:out:big:-"
     assert by_task["big"].output is None
     assert 0 < await client.ttl(ref) <= queues.OUTPUT_TTL_SECONDS
     stream = queues.ResultStream(client, "operator")
-    keys = {"big": ref, "small": "treadle:wf:uid-1:out:small:-", "gone": "treadle:x:gone"}
-    loaded = await stream.load_outputs(keys, limit_bytes=1 << 20)
+    small = by_task["small"].output_ref
+    refs = {"big": ref, "small": small, "gone": "treadle:x:gone"}
+    loaded = await stream.load_outputs(refs, limit_bytes=1 << 20)
     assert loaded == {"big": json.loads(big), "small": {"n": 1}}
     # Outputs larger together than the bound are not loaded at all (their readers fail).
-    assert await stream.load_outputs(keys, limit_bytes=len(big) - 1) == {}
+    assert await stream.load_outputs(refs, limit_bytes=len(big) - 1) == {}
 
 
 async def test_a_restarted_operator_reads_its_unacknowledged_results_once_then_new_ones(
     client: aioredis.Redis,
 ) -> None:
     first = queues.ResultStream(client, "operator")
-    await first.ensure_group()
+    await first.ensure_marker()
     published = [TaskResult("u", "ns/wf", f"t{i}", None, 1, "succeeded", i) for i in range(3)]
     for result in published:
-        await client.xadd(queues.RESULTS, result.encode())
-    assert await first.read(10, 100) == []  # a fresh operator has no backlog
-    assert len(await first.read(10, 100)) == 3  # read, never acknowledged: the operator dies
+        await client.xadd(RESULTS, result.encode())
+    assert await first.read(SERVED, 10, 100) == []  # a fresh operator has no backlog
+    assert len(await first.read(SERVED, 10, 100)) == 3  # read, not acknowledged: the operator dies
     again = queues.ResultStream(client, "operator")
-    backlog = await again.read(2, 100)
-    backlog += await again.read(2, 100)
-    assert [r.task for _, r in backlog] == ["t0", "t1", "t2"]
-    await client.xadd(queues.RESULTS, TaskResult("u", "ns/wf", "t3", None, 1, "succeeded").encode())
-    assert [r.task for _, r in await again.read(10, 100)] == []  # the backlog ends here
-    assert [r.task for _, r in await again.read(10, 100)] == ["t3"]
+    backlog = await again.read(SERVED, 2, 100)
+    backlog += await again.read(SERVED, 2, 100)
+    assert [r.result.task for r in backlog] == ["t0", "t1", "t2"]
+    await client.xadd(RESULTS, TaskResult("u", "ns/wf", "t3", None, 1, "succeeded").encode())
+    assert [r.result.task for r in await again.read(SERVED, 10, 100)] == []  # the backlog ends here
+    assert [r.result.task for r in await again.read(SERVED, 10, 100)] == ["t3"]
 
 
 async def test_after_a_failed_pass_the_operator_reads_what_it_had_not_acknowledged_again(
     client: aioredis.Redis,
 ) -> None:
     stream = queues.ResultStream(client, "operator")
-    await stream.ensure_group()
-    assert await stream.read(10, 100) == []
+    await stream.ensure_marker()
+    assert await stream.read(SERVED, 10, 100) == []
     for i in range(3):
-        await client.xadd(
-            queues.RESULTS, TaskResult("u", "ns/wf", f"t{i}", None, 1, "succeeded").encode()
-        )
-    read = await stream.read(10, 100)
-    await stream.ack([read[0][0]])  # t0 was written; the pass failed before t1 and t2
+        await client.xadd(RESULTS, TaskResult("u", "ns/wf", f"t{i}", None, 1, "succeeded").encode())
+    read = await stream.read(SERVED, 10, 100)
+    await stream.ack({POOL: [read[0].id]})  # t0 was written; the pass failed before t1 and t2
     stream.read_backlog_again()
-    assert [r.task for _, r in await stream.read(10, 100)] == ["t1", "t2"]
-    assert await stream.read(10, 100) == []  # the backlog ends, new results follow
-    await client.xadd(queues.RESULTS, TaskResult("u", "ns/wf", "t3", None, 1, "succeeded").encode())
-    assert [r.task for _, r in await stream.read(10, 100)] == ["t3"]
+    assert [r.result.task for r in await stream.read(SERVED, 10, 100)] == ["t1", "t2"]
+    assert await stream.read(SERVED, 10, 100) == []  # the backlog ends, new results follow
+    await client.xadd(RESULTS, TaskResult("u", "ns/wf", "t3", None, 1, "succeeded").encode())
+    assert [r.result.task for r in await stream.read(SERVED, 10, 100)] == ["t3"]
 
 
 async def test_lost_data_is_noticed_even_when_a_worker_made_the_groups_again_first(
     client: aioredis.Redis,
 ) -> None:
     stream = queues.ResultStream(client, "operator")
-    assert await stream.ensure_group()  # a new Redis: in-flight work is enqueued again
+    assert await stream.ensure_marker()  # a new Redis: in-flight work is enqueued again
     assert await stream.intact()
-    assert not await stream.ensure_group()  # an operator restart: nothing was lost
+    assert not await stream.ensure_marker()  # an operator restart: nothing was lost
     await client.flushdb()
     await queues.TaskQueue(client, "p", "worker").ensure_groups()  # a worker got there first
     assert not await stream.intact()
-    assert await stream.ensure_group()
+    assert await stream.ensure_marker()
     assert await stream.intact()
 
 
@@ -502,19 +503,19 @@ async def test_an_entry_that_is_no_result_is_set_aside_and_the_results_behind_it
     client: aioredis.Redis, junk: dict[str, str]
 ) -> None:
     stream = queues.ResultStream(client, "operator")
-    await stream.ensure_group()
-    assert await stream.read(10, 1) == []  # its own backlog: none yet
-    await client.xadd(queues.RESULTS, junk)  # what any task's code could write
+    await stream.ensure_marker()
+    assert await stream.read(SERVED, 10, 1) == []  # its own backlog: none yet
+    await client.xadd(RESULTS, junk)  # what any task's code could write
     good = TaskResult("u", "ns/wf", "t", None, 1, "succeeded", {"n": 1})
-    await client.xadd(queues.RESULTS, good.encode())  # type: ignore[arg-type]
-    read = await stream.read(10, 100)
-    assert [result for _, result in read] == [good]
+    await client.xadd(RESULTS, good.encode())  # type: ignore[arg-type]
+    read = await stream.read(SERVED, 10, 100)
+    assert [received.result for received in read] == [good]
     assert stream.set_aside == 1
     [(_, rejected)] = await client.xrange(queues.REJECTED)
     assert rejected["reason"].startswith("not a task result")
-    assert rejected["stream"] == queues.RESULTS
-    assert await client.xlen(queues.RESULTS) == 1  # the junk is gone from the results stream
-    assert await stream.read(10, 1) == []  # and is not read again
+    assert rejected["stream"] == RESULTS
+    assert await client.xlen(RESULTS) == 1  # the junk is gone from the results stream
+    assert await stream.read(SERVED, 10, 1) == []  # and is not read again
 
 
 async def test_a_task_message_that_is_no_message_is_set_aside_and_the_worker_goes_on(
@@ -528,7 +529,7 @@ async def test_a_task_message_that_is_no_message_is_set_aside_and_the_worker_goe
     await worker.settle()
     await worker.close()
     assert [(r.task, r.outcome) for r in await results(client)] == [("t", "succeeded")]
-    [(_, rejected)] = await client.xrange(queues.REJECTED)
+    [(_, rejected)] = await client.xrange(keys.pool_rejected(POOL))
     assert rejected["stream"] == queue.stream
     assert rejected["reason"].startswith("not a task message")
 
@@ -576,8 +577,29 @@ async def test_a_finished_workflows_keys_are_deleted(client: aioredis.Redis) -> 
     await worker.execute(CancelToken())
     await worker.settle()
     await worker.close()
-    assert await client.exists("treadle:wf:uid-1:done", "treadle:wf:uid-1:outs") == 2
+    done, outputs = keys.done_hash(POOL, "uid-1"), keys.outputs_index(POOL, "uid-1")
+    assert await client.exists(done, outputs) == 2
     stream = queues.ResultStream(client, "operator")
     await stream.forget_workflow("uid-1", POOL, outputs=True)
-    assert await client.keys("treadle:wf:uid-1:*") == []
-    assert await client.exists(queue.stream) == 0
+    assert await client.keys("treadle:pool:test-pool:*") == []
+
+
+async def test_a_result_for_a_workflow_its_pool_does_not_serve_is_set_aside(
+    client: aioredis.Redis,
+) -> None:
+    """Issue #13, problem 4: a task's code could forge a result for any workflow.  Its pool's
+    stream is the only one it can write, and that stream counts only for its own workflows."""
+    stream = queues.ResultStream(client, "operator")
+    assert await stream.read(SERVED, 10, 1) == []
+    forged = TaskResult("another-workflow", "ns/other", "t", None, 1, "succeeded", {"n": 1})
+    await client.xadd(RESULTS, forged.encode())  # type: ignore[arg-type]
+    good = TaskResult("u", "ns/wf", "t", None, 1, "succeeded", {"n": 1})
+    await client.xadd(RESULTS, good.encode())  # type: ignore[arg-type]
+    read = await stream.read(SERVED, 10, 100)
+    assert [received.result for received in read] == [good]
+    assert stream.set_aside == 1
+    [(_, rejected)] = await client.xrange(queues.REJECTED)
+    assert rejected["reason"] == (
+        "a result for workflow another-workflow in the stream of pool test-pool, "
+        "which does not serve it"
+    )

@@ -63,3 +63,56 @@ def big_output() -> str:
 def padded(index: int, size: int = 4000) -> str:
     """An output of `size` characters (the status budget tests' child)."""
     return str(index).rjust(size, "x")
+
+
+async def trespass(own_uid: str, victim_uid: str, victim_run: int) -> dict[str, str]:
+    """A hostile tenant's task: with the Redis URL of its own worker, it tries to reach another
+    workflow's queue and Redis itself, and forges results (issue #13, problem 4).  Returns
+    what each try got."""
+    import json
+    import os
+
+    import redis.asyncio as aioredis
+
+    from treadle.core.messages import TaskResult
+    from treadle.services import keys
+
+    own, victim = f"wf-{own_uid}", f"wf-{victim_uid}"
+    forged = TaskResult(victim_uid, "x/victim", "slow", None, 1, "succeeded", "forged")
+    forged = TaskResult(**{**forged.__dict__, "run": victim_run})
+    tries: dict[str, tuple[object, ...]] = {
+        "read their tasks": ("XRANGE", keys.tasks_stream(victim), "-", "+"),
+        "forge in their stream": ("XADD", keys.results_stream(victim), "*", *_flat(forged)),
+        "read their output": ("GET", keys.output_key(victim, victim_uid, "slow", None, victim_run)),
+        "flush": ("FLUSHALL",),
+        "list keys": ("KEYS", "*"),
+        "stall redis": ("EVAL", "while true do end", "0"),
+        "read the config": ("CONFIG", "GET", "requirepass"),
+        "junk in my stream": ("XADD", keys.results_stream(own), "*", "junk", "x"),
+        "forge in my stream": ("XADD", keys.results_stream(own), "*", *_flat(forged)),
+    }
+    client = aioredis.Redis.from_url(os.environ["TREADLE_REDIS_URL"], decode_responses=True)
+    got: dict[str, str] = {}
+    try:
+        for name, command in tries.items():
+            try:
+                got[name] = "done: " + json.dumps(await client.execute_command(*command))[:60]
+            except aioredis.ResponseError as error:
+                got[name] = type(error).__name__
+    finally:
+        await client.aclose()
+    return got
+
+
+def _flat(result: object) -> list[str]:
+    from treadle.core.messages import TaskResult
+
+    assert isinstance(result, TaskResult)
+    return [part for pair in result.encode().items() for part in pair]
+
+
+async def slow_value(seconds: float, value: str) -> str:
+    import asyncio
+
+    await asyncio.sleep(seconds)
+    return value

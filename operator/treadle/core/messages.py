@@ -61,6 +61,11 @@ class TaskMessage:
     def key(self) -> str:
         return idempotency_key(self.workflow_uid, self.task, self.item, self.run)
 
+    @property
+    def namespace(self) -> str:
+        """The workflow's namespace: its breakers and buckets are that namespace's."""
+        return self.workflow.partition("/")[0]
+
     def encode(self) -> Fields:
         return {
             "uid": self.workflow_uid,

@@ -37,8 +37,9 @@ from treadle.core import backoff, engine, notices, patches
 from treadle.core.messages import TaskResult
 from treadle.handlers import metrics
 from treadle.runtime import CancelToken, Directive
-from treadle.services import events, kube
-from treadle.services.keys import output_key
+from treadle.services import events, kube, pool_users
+from treadle.services.keys import output_key, pool_user
+from treadle.services.pool_users import PoolUsers
 from treadle.services.queues import ResultStream
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,6 @@ log = logging.getLogger(__name__)
 POD_CHECK_SECONDS = 30.0
 PASS_INTERVAL_SECONDS = 0.05
 """The floor between passes: a task's successor is enqueued within about this of its result."""
-UNCLAIMED = timedelta(seconds=120)
-"""How long results of a workflow the driver does not track are kept for it (it may not be
-tracked yet: the operator just started) before they are dropped as a gone workflow's."""
 WRITE_INTERVAL = timedelta(seconds=1)
 """A workflow's status is written at most this often (and at once when it finishes)."""
 GAUGE_SECONDS = 15.0
@@ -116,6 +114,8 @@ class Tracked:
     """Attempts (key, attempt) enqueued by an advance whose status write has not happened yet:
     an advance that failed after enqueuing and is tried again must not enqueue them twice (the
     engine, given the same status, asks for the same attempts)."""
+    worker_url_given: bool = False
+    """Whether the pool's worker URL is in the namespace's Secret (put before the first pod)."""
 
     @property
     def reference(self) -> ObjectReference:
@@ -132,17 +132,19 @@ class Tracked:
 class Driver:
     results: ResultStream
     api: AsyncClient
-    redis_url: str
+    worker_redis_url: str
+    """Where workers reach Redis; with pool users, the user and password are the pool's."""
     worker_image: str
+    users: PoolUsers | None = None
+    """Makes each pool's Redis user; None: workers get `worker_redis_url` as it is."""
     worker_metrics_port: int = 0
     workflows: dict[str, Tracked] = field(default_factory=dict)
-    secrets_ensured: set[str] = field(default_factory=set)
     _group_ready: bool = False
     _gauges_at: datetime | None = None
-    _orphan_acks: list[str] = field(default_factory=list)
-    _deleted: list[str] = field(default_factory=list)
-    """Uids of deleted workflows whose Redis keys are still to delete."""
-    _unclaimed: dict[str, list[tuple[str, TaskResult, datetime]]] = field(default_factory=dict)
+    _orphan_acks: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    """Result ids (by pool) of workflows forgotten before their status was written."""
+    _deleted: list[engine.Identity] = field(default_factory=list)
+    """Deleted workflows whose Redis keys and pool user are still to delete."""
     _lost_epoch: int = 0
     """Counts the times Redis was found without our data (new, or flushed); every tracked
     workflow re-enqueues its in-flight attempts once per such loss."""
@@ -152,7 +154,7 @@ class Driver:
         meta = body["metadata"]
         uid = meta["uid"]
         who = engine.Identity(
-            uid=uid, name=meta["name"], namespace=meta["namespace"], pool=f"wf-{uid}"
+            uid=uid, name=meta["name"], namespace=meta["namespace"], pool=pool_of(uid)
         )
         tracked = Tracked(who, spec, status, meta.get("generation"), datetime.now(UTC))
         tracked.written = status
@@ -165,10 +167,7 @@ class Driver:
             # is not in it, so it is applied again (the engine ignores what it has already).
             tracked.unacked, tracked.unwritten = previous.unacked, previous.unwritten
             tracked.retained = previous.retained
-        for entry_id, result, _ in self._unclaimed.pop(uid, []):
-            # Results that came before the workflow was tracked (the operator just started).
-            tracked.unacked.append(entry_id)
-            tracked.unwritten.append(result)
+            tracked.worker_url_given = previous.worker_url_given
         self.workflows[uid] = tracked
 
     def worker_pod_gone(self, workflow_uid: str) -> None:
@@ -194,12 +193,14 @@ class Driver:
     def forget(self, uid: str) -> None:
         gone = self.workflows.pop(uid, None)
         if gone is not None:
-            self._orphan_acks += gone.unacked
+            self._orphan_acks[gone.who.pool] += gone.unacked
 
-    def deleted(self, uid: str) -> None:
-        """The workflow was deleted: forget it, and delete its Redis keys on the next pass."""
+    def deleted(self, uid: str, namespace: str) -> None:
+        """The workflow was deleted: forget it, and delete its Redis keys, its pool's user and
+        worker URL on the next pass."""
         self.forget(uid)
-        self._deleted.append(uid)
+        who = engine.Identity(uid=uid, name="", namespace=namespace, pool=pool_of(uid))
+        self._deleted.append(who)
 
     async def execute(self, cancel: CancelToken) -> Directive:
         try:
@@ -216,7 +217,7 @@ class Driver:
         if self._group_ready and not await self.results.intact():
             self._group_ready = False  # flushed, or a new Redis: no error need have told us
         if not self._group_ready:
-            if await self.results.ensure_group():
+            if await self.results.ensure_marker():
                 self._lost_epoch += 1
                 log.warning("the results stream was missing: in-flight attempts are enqueued again")
             self._group_ready = True
@@ -226,10 +227,11 @@ class Driver:
         if upcoming:
             block_ms = int(max(0.0, min(1.0, (min(upcoming) - now).total_seconds())) * 1000)
         set_aside = self.results.set_aside
-        read = await self.results.read(BATCH, max(1, block_ms))
+        served = self._served()
+        read = await self.results.read(served, BATCH, max(1, block_ms))
         # Drain what is already there (up to MAX_PER_PASS) so one pass applies it all.
         while read and len(read) % BATCH == 0 and len(read) < MAX_PER_PASS:
-            more = await self.results.read(BATCH, 1)
+            more = await self.results.read(served, BATCH, 1)
             if not more:
                 break
             read += more
@@ -237,32 +239,32 @@ class Driver:
             metrics.RESULTS_SET_ASIDE.inc(self.results.set_aside - set_aside)
         by_workflow: dict[str, list[TaskResult]] = defaultdict(list)
         ids: dict[str, list[str]] = defaultdict(list)
-        for entry_id, result in read:
-            by_workflow[result.workflow_uid].append(result)
-            ids[result.workflow_uid].append(entry_id)
+        for received in read:
+            by_workflow[received.result.workflow_uid].append(received.result)
+            ids[received.result.workflow_uid].append(received.id)
         now = datetime.now(UTC)
         due = {uid for uid, t in self.workflows.items() if t.due is not None and t.due <= now}
-        done = self._orphan_acks
-        self._orphan_acks = []
+        done, self._orphan_acks = self._orphan_acks, defaultdict(list)
         deleted, self._deleted = self._deleted, []
-        await self.results.forget_workflows([(uid, f"wf-{uid}", True) for uid in deleted])
-        for uid, waiting in list(self._unclaimed.items()):
-            if now - waiting[0][2] > UNCLAIMED:  # a workflow that is gone (or not ours)
-                done += [entry_id for entry_id, _, _ in waiting]
-                del self._unclaimed[uid]
+        try:
+            await self._let_go(deleted, outputs=True)
+        except Exception:
+            self._deleted[:0] = deleted
+            raise
         work: list[tuple[Tracked, list[TaskResult]]] = []
         for uid in sorted(set(by_workflow) | due):
             tracked = self.workflows.get(uid)
-            if tracked is None:
-                unclaimed = self._unclaimed.setdefault(uid, [])
-                unclaimed += [(i, r, now) for i, r in zip(ids[uid], by_workflow[uid], strict=True)]
+            if tracked is None:  # forgotten while its results were read: gone, or not ours
+                done[pool_of(uid)] += ids.get(uid, [])
                 continue
             tracked.unacked += ids.get(uid, [])
             work.append((tracked, by_workflow.get(uid, [])))
         advanced, failure = await self._advance_all(work, now)
         # Only results whose effect is in written status are acknowledged: after a crash the
         # others are read again (the engine ignores what it applied already).
-        await self.results.ack(done + advanced)
+        for pool, entries in advanced:
+            done[pool] += entries
+        await self.results.ack(done)
         if failure is not None:
             raise failure
         if self._gauges_at is None or now - self._gauges_at >= timedelta(seconds=GAUGE_SECONDS):
@@ -272,27 +274,27 @@ class Driver:
 
     async def _advance_all(
         self, work: list[tuple[Tracked, list[TaskResult]]], now: datetime
-    ) -> tuple[list[str], BaseException | None]:
+    ) -> tuple[list[tuple[str, list[str]]], BaseException | None]:
         """Advances the workflows side by side, at most ADVANCE_CONCURRENCY talking to the API
-        server at once; returns the result ids safe to acknowledge, and a failure when every
-        workflow failed (the API server or Redis is away: the loop backs off).
+        server at once; returns the result ids safe to acknowledge (by pool), and a failure when
+        every workflow failed (the API server or Redis is away: the loop backs off).
 
         A workflow whose advance fails keeps the results it was given, to apply on its next
         advance (due in RETRY_AFTER_FAILURE, doubling): their ids are already among its
         unacknowledged ones, so a later write must not acknowledge them without them."""
         slots = asyncio.Semaphore(ADVANCE_CONCURRENCY)
 
-        async def one(tracked: Tracked, results: list[TaskResult]) -> list[str]:
+        async def one(tracked: Tracked, results: list[TaskResult]) -> tuple[str, list[str]]:
             given, tracked.retained = tracked.retained + results, []
             async with slots:
                 try:
                     acked = await self.advance(tracked, given, now)
                     tracked.failures = 0
-                    return acked
+                    return tracked.who.pool, acked
                 except ApiError as error:
                     if error.status.code == 404 and not await self._exists(tracked):
                         self.forget(tracked.who.uid)  # it went with its namespace
-                        return []
+                        return tracked.who.pool, []
                     self._keep(tracked, given, now, error)
                     raise
                 except BaseException as error:
@@ -303,7 +305,7 @@ class Driver:
         for outcome in outcomes:
             if isinstance(outcome, asyncio.CancelledError):
                 raise outcome
-        acked = [entry for outcome in outcomes if isinstance(outcome, list) for entry in outcome]
+        acked = [outcome for outcome in outcomes if isinstance(outcome, tuple)]
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         everyone = bool(failures) and len(failures) == len(outcomes)
         return acked, failures[0] if everyone else None
@@ -383,9 +385,6 @@ class Driver:
             unavailable=frozenset(tracked.unloadable),
         )
         told += notices.workflow_notices(current, step.status)
-        if who.namespace not in self.secrets_ensured and not step.finished:
-            await kube.ensure_redis_secret(self.api, who.namespace, self.redis_url)
-            self.secrets_ensured.add(who.namespace)
         fresh = [m for m in step.enqueue if (m.key, m.attempt) not in tracked.enqueued_unwritten]
         await self.results.enqueue(who.pool, fresh)
         tracked.enqueued_unwritten.update((m.key, m.attempt) for m in fresh)
@@ -417,11 +416,10 @@ class Driver:
             acked, tracked.unacked, tracked.unwritten = tracked.unacked, [], []
             tracked.enqueued_unwritten.clear()
             if step.finished:
-                # Its Redis keys go with it; a Failed workflow keeps its large outputs (they
-                # expire) for a manual retry of what reads them.
-                await self.results.forget_workflow(
-                    who.uid, who.pool, outputs=step.status.get("phase") == "Succeeded"
-                )
+                # Its Redis keys and pool user go with it; a Failed workflow keeps its stored
+                # outputs (they expire) for a manual retry of what reads them.
+                await self._let_go([who], outputs=step.status.get("phase") == "Succeeded")
+                tracked.worker_url_given = False
         else:
             tracked.unwritten += results
         if tracked.retry is not None:
@@ -479,9 +477,9 @@ class Driver:
             for name, items in sorted(wanted.items())
             for item in ([None] if items is None else range(items))
         ]
-        uid, run = tracked.who.uid, tracked.status.get("runGeneration")
+        uid, pool, run = tracked.who.uid, tracked.who.pool, tracked.status.get("runGeneration")
         found = await self.results.load_outputs(
-            {output: output_key(uid, output[0], output[1], run) for output in ids},
+            {output: output_key(pool, uid, output[0], output[1], run) for output in ids},
             limit_bytes=MAX_LOADED_OUTPUT_BYTES,
         )
         for name in wanted:
@@ -567,7 +565,40 @@ class Driver:
             return None
         return engine.parse_timestamp(finished) + timedelta(seconds=ttl)
 
+    def _served(self) -> dict[str, set[str]]:
+        """The pools whose results to read, with the workflows each serves: those of the
+        unfinished workflows (a finished one's pool and streams are gone)."""
+        served: dict[str, set[str]] = defaultdict(set)
+        for uid, tracked in self.workflows.items():
+            if not tracked.status.get("finishedAt"):
+                served[tracked.who.pool].add(uid)
+        return served
+
+    async def _let_go(self, gone: list[engine.Identity], *, outputs: bool) -> None:
+        """Deletes finished or deleted workflows' Redis keys, their pools' users and the worker
+        URLs of those pools."""
+        if not gone:
+            return
+        await self.results.forget_workflows([(who.uid, who.pool, outputs) for who in gone])
+        if self.users is not None:
+            await self.users.drop([who.pool for who in gone])
+        for who in gone:
+            await kube.drop_worker_url(self.api, who.namespace, who.pool)
+
+    async def _give_worker_url(self, tracked: Tracked) -> None:
+        """Makes the pool's Redis user again (Redis keeps none over a restart) and, once per
+        run, puts the pool's worker URL in the namespace's Secret, before any pod needs it."""
+        who = tracked.who
+        url = self.worker_redis_url
+        if self.users is not None:
+            await self.users.ensure(who.pool, who.namespace)
+            url = pool_users.worker_url(url, pool_user(who.pool), self.users.password(who.pool))
+        if not tracked.worker_url_given:
+            await kube.put_worker_url(self.api, who.namespace, who.pool, url)
+            tracked.worker_url_given = True
+
     async def _ensure_pods(self, tracked: Tracked) -> None:
+        await self._give_worker_url(tracked)
         who, workers = tracked.who, tracked.spec.workers
         refs = engine.secret_refs(tracked.spec)
         pods = [
@@ -592,3 +623,8 @@ class Driver:
             tracked.workers_waiting_since = None
         elif tracked.workers_waiting_since is None:
             tracked.workers_waiting_since = found.oldest or datetime.now(UTC)
+
+
+def pool_of(uid: str) -> str:
+    """The dedicated pool of a workflow (its own worker pods)."""
+    return f"wf-{uid}"

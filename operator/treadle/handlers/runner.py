@@ -33,7 +33,7 @@ from treadle.handlers import (  # noqa: F401
 from treadle.handlers.leadership import Leadership
 from treadle.handlers.registry import registry
 from treadle.runtime import Directive, Loop, Pacing, TaskSet, poker
-from treadle.services import certificates, kube, queues
+from treadle.services import certificates, kube, pool_users, queues
 from treadle.services.leases import Held, LeaseStore
 
 log = logging.getLogger(__name__)
@@ -54,13 +54,17 @@ class OperatorOptions:
     metrics_address: str = "127.0.0.1:9090"
     """host:port of the Prometheus metrics endpoint; empty disables it."""
     redis_url: str = ""
-    worker_redis_url: str = ""
-    """The Redis URL worker pods get (e.g. through a Service); empty: the operator's own."""
     """Redis for the task queue; empty: admission only, nothing runs."""
+    worker_redis_url: str = ""
+    """Where worker pods reach Redis (e.g. through a Service); empty: the operator's URL.  With
+    pool users its user and password are replaced by each pool's own."""
+    pool_users: bool = True
+    """Give each pool's workers a Redis user of their own (the operator refuses a Redis that
+    cannot); False: every worker gets the worker URL, with all its rights."""
     worker_image: str = "treadle:dev"
+    """Image of worker pods whose workflow names none."""
     worker_metrics_port: int = 0
     """Port worker pods serve Prometheus metrics on; 0 (default): none."""
-    """Image of worker pods whose workflow names none."""
     consumer: str = "treadle-operator"
     """This operator's name in the results stream's consumer group."""
     webhook_address: str = ""
@@ -248,12 +252,28 @@ async def run(options: OperatorOptions) -> None:
             log.error("%s", error)
             await redis_client.aclose()
             raise SystemExit(2) from error
+        users = None
+        if options.pool_users:
+            try:
+                users = await pool_users.PoolUsers.start(redis_client, options.redis_url)
+            except pool_users.PoolUsersUnavailable as error:
+                log.error(
+                    "%s; or start the operator with --no-pool-users (every worker then gets "
+                    "full rights on Redis, so any task's code can read and forge every "
+                    "workflow's queue)",
+                    error,
+                )
+                await redis_client.aclose()
+                raise SystemExit(2) from error
+        else:
+            log.warning("pool users are off: every worker gets full rights on Redis")
         results = queues.ResultStream(redis_client, options.consumer)
         memo.driver = driver.Driver(
             results,
             kube.client(),
             options.worker_redis_url or options.redis_url,
             options.worker_image,
+            users=users,
             worker_metrics_port=options.worker_metrics_port,
         )
         loop = Loop(

@@ -83,7 +83,7 @@ async def retry_requested(
 async def workflow_gone(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     driver = getattr(memo, "driver", None)
     if driver is not None and type == "DELETED":
-        driver.deleted(meta["uid"])
+        driver.deleted(meta["uid"], meta["namespace"])
 
 
 def _admit(spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta) -> admission.Admission:

@@ -1,7 +1,9 @@
-"""Circuit breakers and token buckets shared by every worker, kept in Redis.
+"""Circuit breakers and token buckets shared by the workers of one namespace, kept in Redis.
 
 The state machines are treadle.core.breakers; the Lua scripts here run them atomically in Redis
-so that all workers of all pods see one breaker and one bucket per target.  Times come from the
+so that all workers of all pods of a namespace see one breaker and one bucket per target (the
+namespace is the tenant boundary: another tenant's failures never open yours, and its workers'
+Redis users cannot reach them).  Times come from the
 Redis server's clock (one clock for every worker) unless a test passes its own.
 """
 
@@ -92,8 +94,11 @@ class RateSettings:
     burst: int
 
 
+SCRIPTS = (ADMIT, RECORD, TAKE)
+
+
 class Guards:
-    """Breakers and buckets by target name."""
+    """Breakers and buckets by namespace and target name."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
@@ -101,19 +106,26 @@ class Guards:
         self._record = client.register_script(RECORD)
         self._take = client.register_script(TAKE)
 
-    async def admit(self, target: str, settings: BreakerSettings, now: float | None = None) -> bool:
+    async def admit(
+        self, namespace: str, target: str, settings: BreakerSettings, now: float | None = None
+    ) -> bool:
         """May a call go to `target` now?  (Counts a half-open trial when it lets one through.)"""
         allowed = await self._admit(
-            keys=[breaker_hash(target)],
+            keys=[breaker_hash(namespace, target)],
             args=["" if now is None else repr(now), settings.open_seconds, STATE_TTL_SECONDS],
         )
         return bool(allowed == 1)
 
     async def record(
-        self, target: str, succeeded: bool, settings: BreakerSettings, now: float | None = None
+        self,
+        namespace: str,
+        target: str,
+        succeeded: bool,
+        settings: BreakerSettings,
+        now: float | None = None,
     ) -> int:
         failures = await self._record(
-            keys=[breaker_hash(target)],
+            keys=[breaker_hash(namespace, target)],
             args=[
                 "" if now is None else repr(now),
                 int(succeeded),
@@ -123,10 +135,12 @@ class Guards:
         )
         return int(failures)
 
-    async def take(self, target: str, settings: RateSettings, now: float | None = None) -> float:
+    async def take(
+        self, namespace: str, target: str, settings: RateSettings, now: float | None = None
+    ) -> float:
         """Takes a token: 0 when the call may go now, else the seconds to wait and ask again."""
         wait = await self._take(
-            keys=[bucket_hash(target)],
+            keys=[bucket_hash(namespace, target)],
             args=[
                 "" if now is None else repr(now),
                 settings.per_second,

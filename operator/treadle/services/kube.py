@@ -101,8 +101,17 @@ async def delete_workflow(api: AsyncClient, namespace: str, name: str) -> None:
             raise
 
 
-async def ensure_redis_secret(api: AsyncClient, namespace: str, redis_url: str) -> None:
-    """The Secret worker pods read the Redis URL (with its password) from."""
+async def put_worker_url(api: AsyncClient, namespace: str, pool: str, url: str) -> None:
+    """Puts a pool's Redis URL (its own user and password) in the namespace's `treadle-redis`
+    Secret, under the pool's name: the key its worker pods read.  One Secret a namespace, so
+    the operator may write Secrets by that one name only."""
+    change = {"data": {pool: base64.b64encode(url.encode()).decode()}}
+    try:
+        await _merge_redis_secret(api, namespace, change)
+        return
+    except ApiError as error:
+        if error.status.code != 404:
+            raise
     body = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -111,11 +120,27 @@ async def ensure_redis_secret(api: AsyncClient, namespace: str, redis_url: str) 
             "namespace": namespace,
             "labels": {"app.kubernetes.io/managed-by": "treadle"},
         },
-        "data": {"url": base64.b64encode(redis_url.encode()).decode()},
+        **change,
     }
+    # Made by an apply (the verb RBAC grants by name); a second replica's apply merges.
     await api.patch(
         Secret, REDIS_SECRET, body, namespace=namespace, patch_type=PatchType.APPLY, force=True
     )
+    await _merge_redis_secret(api, namespace, change)
+
+
+async def _merge_redis_secret(api: AsyncClient, namespace: str, change: dict[str, Any]) -> None:
+    await api.patch(Secret, REDIS_SECRET, change, namespace=namespace, patch_type=PatchType.MERGE)
+
+
+async def drop_worker_url(api: AsyncClient, namespace: str, pool: str) -> None:
+    """Removes a gone pool's URL from the namespace's Secret."""
+    change = {"data": {pool: None}}
+    try:
+        await _merge_redis_secret(api, namespace, change)
+    except ApiError as error:
+        if error.status.code != 404:
+            raise
 
 
 async def ensure_random_secret(api: AsyncClient, namespace: str, name: str, key: str) -> bool:
@@ -177,7 +202,7 @@ def worker_pod(
         "env": [
             {
                 "name": "TREADLE_REDIS_URL",
-                "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": "url"}},
+                "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": pool}},
             },
             *(
                 {

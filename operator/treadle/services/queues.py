@@ -5,9 +5,14 @@ Layout (one Redis, prefix `treadle:`):
 | key | type | what |
 |---|---|---|
 | `treadle:pool:<pool>:tasks` | stream, group `workers` | attempts for one pool's workers |
-| `treadle:results` | stream, group `operator` | attempt results for the operator |
-| `treadle:wf:<uid>:done` | hash | idempotency, see below |
-| `treadle:dlq` | stream | poison messages the reaper gave up on, with the reason |
+| `treadle:pool:<pool>:results` | stream, group `operator` | their results, for the operator |
+| `treadle:pool:<pool>:wf:<uid>:done` | hash | idempotency, see below |
+| `treadle:pool:<pool>:wf:<uid>:out:...` | string | stored outputs (with a TTL) |
+| `treadle:pool:<pool>:dlq` | stream | poison messages the reaper gave up on, with the reason |
+
+Each pool's workers have their own Redis user, allowed only their pool's keys
+(treadle.services.pool_users), so every stream a worker can write is its own pool's: the
+operator knows which pool a result came from by the stream it read it from.
 
 The idempotency hash holds `<key>` (the message id) once an attempt of that task item
 succeeded, and `<key>#<attempt>` once a failed attempt was reported.
@@ -23,9 +28,10 @@ the reaper re-delivered the message to a second worker.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -35,12 +41,13 @@ from redis.exceptions import ResponseError
 from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, MessageError, TaskMessage, TaskResult
 from treadle.services.keys import (
     DATA_MARKER,
-    DEAD_LETTERS,
     REJECTED,
-    RESULTS,
+    dead_letters,
     done_hash,
     output_key,
     outputs_index,
+    pool_rejected,
+    results_stream,
     tasks_stream,
 )
 
@@ -155,20 +162,21 @@ async def set_aside(
     stream: str,
     group: str,
     junk: Sequence[tuple[str, dict[str, str], str]],
+    into: str,
 ) -> None:
-    """Moves stream entries that are no message or result Treadle wrote to the capped
-    `rejected` stream with the reason, so that one bad entry never stops those behind it."""
+    """Moves stream entries that are no message or result Treadle wrote to the capped stream
+    `into` with the reason, so that one bad entry never stops those behind it."""
     async with client.pipeline(transaction=True) as pipe:
         for entry_id, fields, reason in junk:
             shown = json.dumps(fields)[:REJECTED_SHOWN_CHARS]
             entry = {"stream": stream, "id": entry_id, "reason": reason, "fields": shown}
-            pipe.xadd(REJECTED, entry, maxlen=REJECTED_KEPT, approximate=True)  # type: ignore[arg-type]
+            pipe.xadd(into, entry, maxlen=REJECTED_KEPT, approximate=True)  # type: ignore[arg-type]
         ids = [entry_id for entry_id, _, _ in junk]
         pipe.xack(stream, group, *ids)
         pipe.xdel(stream, *ids)
         await pipe.execute()
     for entry_id, _, reason in junk:
-        log.warning("%s entry %s set aside in %s: %s", stream, entry_id, REJECTED, reason)
+        log.warning("%s entry %s set aside in %s: %s", stream, entry_id, into, reason)
 
 
 async def create_group(client: aioredis.Redis, stream: str, group: str) -> bool:
@@ -220,12 +228,13 @@ class TaskQueue:
         self.pool = pool
         self.consumer = consumer
         self.stream = tasks_stream(pool)
+        self.results = results_stream(pool)
         self._finish = client.register_script(FINISH)
         self._reap = client.register_script(REAP)
 
     async def ensure_groups(self) -> None:
         await create_group(self.client, self.stream, WORKERS_GROUP)
-        await create_group(self.client, RESULTS, OPERATOR_GROUP)
+        await create_group(self.client, self.results, OPERATOR_GROUP)
 
     async def enqueue(self, messages: Sequence[TaskMessage]) -> list[str]:
         async with self.client.pipeline(transaction=False) as pipe:
@@ -249,14 +258,14 @@ class TaskQueue:
                 except MessageError as error:
                     junk.append((entry_id, fields, str(error)))
         if junk:
-            await set_aside(self.client, self.stream, WORKERS_GROUP, junk)
+            await set_aside(self.client, self.stream, WORKERS_GROUP, junk, pool_rejected(self.pool))
         return deliveries
 
     async def already_succeeded(self, deliveries: Sequence[Delivery]) -> list[bool]:
         async with self.client.pipeline(transaction=False) as pipe:
             for delivery in deliveries:
                 message = delivery.message
-                pipe.hexists(done_hash(message.workflow_uid), message.key)
+                pipe.hexists(done_hash(self.pool, message.workflow_uid), message.key)
             found: list[bool] = await pipe.execute()
         return [bool(f) for f in found]
 
@@ -282,9 +291,11 @@ class TaskQueue:
             for result in results:
                 if result.outcome == "succeeded" and result.output_ref is None:
                     encoded = json.dumps(result.output)
-                    key = output_key(result.workflow_uid, result.task, result.item, result.run)
+                    key = output_key(
+                        self.pool, result.workflow_uid, result.task, result.item, result.run
+                    )
                     pipe.set(key, encoded, ex=OUTPUT_TTL_SECONDS)
-                    index = outputs_index(result.workflow_uid)
+                    index = outputs_index(self.pool, result.workflow_uid)
                     pipe.sadd(index, key)
                     pipe.expire(index, OUTPUT_TTL_SECONDS)
                     small = len(encoded) <= INLINE_OUTPUT_LIMIT_BYTES and result.item is None
@@ -311,7 +322,7 @@ class TaskQueue:
                 )
                 encoded = result.encode()
                 await self._finish(
-                    keys=[self.stream, done_hash(message.workflow_uid), RESULTS],
+                    keys=[self.stream, done_hash(self.pool, message.workflow_uid), self.results],
                     args=[
                         WORKERS_GROUP,
                         delivery.id,
@@ -343,7 +354,7 @@ class TaskQueue:
         republished = dead = 0
         for entry in pending:
             outcome = await self._reap(
-                keys=[self.stream, DEAD_LETTERS, RESULTS],
+                keys=[self.stream, dead_letters(self.pool), self.results],
                 args=[
                     WORKERS_GROUP,
                     REAPER_CONSUMER,
@@ -361,74 +372,122 @@ class TaskQueue:
         return ReapReport(republished, dead)
 
     async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
-        entries: Any = await self.client.xrange(DEAD_LETTERS, count=count)
+        entries: Any = await self.client.xrange(dead_letters(self.pool), count=count)
         return [{"id": entry_id, **fields} for entry_id, fields in entries]
 
 
+@dataclass(frozen=True)
+class Received:
+    """A result read from a pool's result stream; `id` is its entry id there."""
+
+    pool: str
+    id: str
+    result: TaskResult
+
+
 class ResultStream:
-    """The operator's side of the results stream.  The consumer name is stable per operator, so
-    an operator that restarts first re-reads the results it had not acknowledged."""
+    """The operator's side of the pools' result streams.  The consumer name is stable per
+    operator, so an operator that restarts first re-reads the results it had not acknowledged.
+
+    A result counts only when it names a workflow that the pool whose stream it came from
+    serves: a pool's workers can write no other pool's stream (their Redis user), so no task's
+    code can forge a result for a workflow of another pool."""
 
     def __init__(self, client: aioredis.Redis, consumer: str) -> None:
         self.client = client
         self.consumer = consumer
-        self._backlog = True
-        self._cursor = "0"
         self._pools_ready: set[str] = set()
+        self._backlog: dict[str, str] = {}
+        """Pools whose unacknowledged results are still to be read again, with the cursor."""
         self.set_aside = 0
         """Entries set aside as no result Treadle wrote, since this stream was made."""
 
-    async def ensure_group(self) -> bool:
-        """True when Redis is new or lost its data: the group had to be made, or the data
-        marker was gone (a worker may have made the group again first).  Then the pools'
-        groups are made again too, on their next enqueue."""
-        created = await create_group(self.client, RESULTS, OPERATOR_GROUP)
+    async def ensure_marker(self) -> bool:
+        """True when Redis is new or lost its data (the data marker was gone, even if a worker
+        made its streams again first).  Then the pools' groups are made again too."""
         missing = bool(await self.client.set(DATA_MARKER, "1", nx=True))
-        if created or missing:
+        if missing:
             self._pools_ready.clear()
-        return created or missing
+        return missing
 
     async def intact(self) -> bool:
         """Whether Redis still holds the operator's data (its marker)."""
         return bool(await self.client.exists(DATA_MARKER))
 
-    async def read(self, count: int, block_ms: int) -> list[tuple[str, TaskResult]]:
-        """Unacknowledged results of this consumer first (after a restart, each once), then
-        new ones."""
-        start = self._cursor if self._backlog else ">"
+    async def _ensure_pools(self, pools: Iterable[str]) -> None:
+        """Makes the groups of pools not seen since the start (or since Redis lost its data);
+        their unacknowledged results are read again first."""
+        new = [pool for pool in pools if pool not in self._pools_ready]
+        if not new:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for pool in new:
+                pipe.xgroup_create(tasks_stream(pool), WORKERS_GROUP, id="0", mkstream=True)
+                pipe.xgroup_create(results_stream(pool), OPERATOR_GROUP, id="0", mkstream=True)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        for reply in replies:
+            if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
+                raise reply
+        for pool in new:
+            self._pools_ready.add(pool)
+            self._backlog.setdefault(pool, "0")
+
+    async def read(
+        self, served: Mapping[str, Collection[str]], count: int, block_ms: int
+    ) -> list[Received]:
+        """Results from these pools' streams (pool: the uids of the workflows it serves); the
+        unacknowledged ones first, then new ones, waiting up to `block_ms` for those.  An entry
+        that is no result, or names a workflow its pool does not serve, is set aside."""
+        if not served:
+            await asyncio.sleep(block_ms / 1000)
+            return []
+        await self._ensure_pools(served)
+        backlog = {pool: self._backlog[pool] for pool in served if pool in self._backlog}
+        # One read for all: re-reads where a backlog is left (which never waits), new results
+        # elsewhere.
+        streams = {results_stream(pool): backlog.get(pool, ">") for pool in served}
         reply: Any = await self.client.xreadgroup(
             OPERATOR_GROUP,
             self.consumer,
-            {RESULTS: start},
+            streams,  # type: ignore[arg-type]
             count=count,
-            block=None if self._backlog else block_ms,
+            block=None if backlog else block_ms,
         )
-        entries = [(entry_id, fields) for _, batch in reply or [] for entry_id, fields in batch]
-        if self._backlog:
+        batches: dict[str, list[Any]] = {name: batch for name, batch in reply or []}
+        for pool in backlog:
+            entries = batches.get(results_stream(pool)) or []
             if entries:
-                self._cursor = entries[-1][0]
+                self._backlog[pool] = entries[-1][0]
             else:
-                self._backlog = False
-        results, junk = [], []
-        for entry_id, fields in entries:
-            if not fields:
-                continue
-            try:
-                results.append((entry_id, TaskResult.decode(fields)))
-            except MessageError as error:
-                junk.append((entry_id, fields, str(error)))
-        if junk:
-            await self._set_aside(junk)
-        return results
-
-    async def _set_aside(self, junk: Sequence[tuple[str, dict[str, str], str]]) -> None:
-        await set_aside(self.client, RESULTS, OPERATOR_GROUP, junk)
-        self.set_aside += len(junk)
+                del self._backlog[pool]
+        received: list[Received] = []
+        junk: dict[str, list[tuple[str, dict[str, str], str]]] = {}
+        for pool, uids in served.items():
+            for entry_id, fields in batches.get(results_stream(pool)) or []:
+                if not fields:  # deleted while pending
+                    continue
+                try:
+                    result = TaskResult.decode(fields)
+                except MessageError as error:
+                    junk.setdefault(pool, []).append((entry_id, fields, str(error)))
+                    continue
+                if result.workflow_uid not in uids:
+                    reason = (
+                        f"a result for workflow {result.workflow_uid} in the stream of pool "
+                        f"{pool}, which does not serve it"
+                    )
+                    junk.setdefault(pool, []).append((entry_id, fields, reason))
+                    continue
+                received.append(Received(pool, entry_id, result))
+        for pool, entries in junk.items():
+            await set_aside(self.client, results_stream(pool), OPERATOR_GROUP, entries, REJECTED)
+            self.set_aside += len(entries)
+        return received
 
     def read_backlog_again(self) -> None:
         """The next reads start with this consumer's unacknowledged results again: a pass that
         failed after reading may have dropped some of them."""
-        self._backlog, self._cursor = True, "0"
+        self._backlog = dict.fromkeys(self._pools_ready, "0")
 
     async def load_outputs(
         self, keys: Mapping[OutputT, str], *, limit_bytes: int
@@ -455,35 +514,40 @@ class ResultStream:
                     found[owner] = json.loads(value)
         return found
 
-    async def ack(self, ids: Sequence[str]) -> None:
-        if ids:
+    async def ack(self, ids: Mapping[str, Sequence[str]]) -> None:
+        """Acknowledges results by pool (pool: entry ids)."""
+        if any(ids.values()):
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.xack(RESULTS, OPERATOR_GROUP, *ids)
-                pipe.xdel(RESULTS, *ids)
+                for pool, entries in ids.items():
+                    if entries:
+                        pipe.xack(results_stream(pool), OPERATOR_GROUP, *entries)
+                        pipe.xdel(results_stream(pool), *entries)
                 await pipe.execute()
 
     async def forget_workflow(self, uid: str, pool: str, *, outputs: bool) -> None:
         await self.forget_workflows([(uid, pool, outputs)])
 
     async def forget_workflows(self, gone: Sequence[tuple[str, str, bool]]) -> None:
-        """Deletes finished or deleted workflows' keys (uid, pool, with large outputs?): their
-        idempotency records, their dedicated pools' task streams and their large outputs
+        """Deletes finished or deleted workflows' keys (uid, its dedicated pool, with stored
+        outputs?): their idempotency records, their pools' streams and their stored outputs
         (SPEC: a workflow's Redis keys go when it finishes or is deleted).  Two round trips
         however many workflows."""
         if not gone:
             return
         async with self.client.pipeline(transaction=False) as pipe:
-            for uid, _, outputs in gone:
+            for uid, pool, outputs in gone:
                 if outputs:
-                    pipe.smembers(outputs_index(uid))
+                    pipe.smembers(outputs_index(pool, uid))
             indexed: list[Any] = await pipe.execute()
         doomed: list[str] = []
         members = iter(indexed)
         for uid, pool, outputs in gone:
-            doomed += [done_hash(uid), tasks_stream(pool)]
+            doomed += [done_hash(pool, uid), tasks_stream(pool), results_stream(pool)]
+            doomed += [dead_letters(pool), pool_rejected(pool)]
             if outputs:
-                doomed += [*sorted(next(members)), outputs_index(uid)]
+                doomed += [*sorted(next(members)), outputs_index(pool, uid)]
             self._pools_ready.discard(pool)
+            self._backlog.pop(pool, None)
         async with self.client.pipeline(transaction=False) as pipe:
             for start in range(0, len(doomed), 500):
                 pipe.unlink(*doomed[start : start + 500])
@@ -491,29 +555,26 @@ class ResultStream:
 
     async def enqueue(self, pool: str, messages: Sequence[TaskMessage]) -> None:
         if messages:
-            queue = TaskQueue(self.client, pool, self.consumer)
-            if pool not in self._pools_ready:
-                await create_group(self.client, queue.stream, WORKERS_GROUP)
-                self._pools_ready.add(pool)
-            await queue.enqueue(messages)
+            await self._ensure_pools([pool])
+            await TaskQueue(self.client, pool, self.consumer).enqueue(messages)
 
     async def depth(self, pools: Sequence[str]) -> QueueDepth:
-        """How much work waits in these pools' streams and in the results stream, and how
-        many poison messages were dead-lettered, for the operator's gauges."""
+        """How much work waits in these pools' task and result streams, and how many poison
+        messages their reapers dead-lettered, for the operator's gauges."""
         async with self.client.pipeline(transaction=False) as pipe:
             for pool in pools:
                 pipe.xinfo_groups(tasks_stream(pool))
-            pipe.xinfo_groups(RESULTS)
-            pipe.xlen(DEAD_LETTERS)
+                pipe.xinfo_groups(results_stream(pool))
+                pipe.xlen(dead_letters(pool))
             replies: list[Any] = await pipe.execute(raise_on_error=False)
-        waiting = in_flight = results = 0
-        for reply in replies[:-2]:
-            for group in reply if isinstance(reply, list) else []:
+        waiting = in_flight = results = poison = 0
+        for tasks, finished, letters in zip(*[iter(replies)] * 3, strict=True):
+            for group in tasks if isinstance(tasks, list) else []:
                 waiting += int(group.get("lag") or 0)
                 in_flight += int(group.get("pending") or 0)
-        for group in replies[-2] if isinstance(replies[-2], list) else []:
-            results += int(group.get("lag") or 0) + int(group.get("pending") or 0)
-        poison = replies[-1] if isinstance(replies[-1], int) else 0
+            for group in finished if isinstance(finished, list) else []:
+                results += int(group.get("lag") or 0) + int(group.get("pending") or 0)
+            poison += letters if isinstance(letters, int) else 0
         return QueueDepth(waiting, in_flight, results, poison)
 
 

@@ -41,6 +41,7 @@ async def run_attempt(
     """Runs one attempt behind its target's rate limit and circuit breaker; a failure is a
     result, never an exception."""
     target = breakers.target_of(message.action, message.task)
+    namespace = message.namespace
     breaker = message.guards.get("circuitBreaker")
     rate = message.guards.get("rateLimit")
     breaker_settings = (
@@ -51,11 +52,11 @@ async def run_attempt(
     if rate and guards:
         limit = RateSettings(float(rate["perSecond"]), int(rate.get("burst", 1)))
         # The shared bucket says how long until a token is due; no event announces it.
-        while (wait := await guards.take(target, limit)) > 0:
+        while (wait := await guards.take(namespace, target, limit)) > 0:
             worker_metrics.RATE_LIMIT_WAIT_SECONDS.labels(target=target).inc(wait)
             await asyncio.sleep(wait)
     started = time.time()
-    if breaker_settings and guards and not await guards.admit(target, breaker_settings):
+    if breaker_settings and guards and not await guards.admit(namespace, target, breaker_settings):
         worker_metrics.FAIL_FAST.labels(target=target).inc()
         return _result(message, "failed", None, f"circuit open for {target}: failing fast", started)
     result = await _act(message, session, started)
@@ -63,7 +64,8 @@ async def run_attempt(
     worker_metrics.TASKS.labels(action=kind, outcome=result.outcome).inc()
     worker_metrics.TASK_SECONDS.labels(action=kind).observe(time.time() - started)
     if breaker_settings and guards:
-        failures = await guards.record(target, result.outcome == "succeeded", breaker_settings)
+        succeeded = result.outcome == "succeeded"
+        failures = await guards.record(namespace, target, succeeded, breaker_settings)
         if failures == breaker_settings.failure_threshold:
             worker_metrics.BREAKER_OPEN.labels(target=target).inc()
     return result

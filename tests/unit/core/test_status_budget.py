@@ -12,6 +12,7 @@ from typing import Any
 from treadle.api.workflows import WorkflowSpec
 from treadle.core import engine
 from treadle.core.messages import TaskMessage, TaskResult
+from treadle.services import keys
 
 T0 = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
 UID = "0f8c6d3e-2a41-4c8e-9a51-7d2b9e4c1a00"
@@ -34,7 +35,8 @@ def stored(message: TaskMessage, output: Any) -> TaskResult:
         "succeeded", output, run=message.run,
     )  # fmt: skip
     small = len(json.dumps(output)) <= 4096 and message.item is None
-    key = f"treadle:wf:{message.workflow_uid}:out:g1:{message.task}:{message.item or '-'}"
+    uid = message.workflow_uid
+    key = keys.output_key(f"wf-{uid}", uid, message.task, message.item, message.run)
     return result.stored_at(key, keep_copy=small)
 
 

@@ -4,6 +4,7 @@ workflow its acknowledgements."""
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,6 +25,10 @@ SPEC = WorkflowSpec.model_validate({"tasks": [{"name": "a", "python": {"callable
 def tracked(name: str) -> Tracked:
     who = engine.Identity(uid=name, name=name, namespace="ns", pool=f"wf-{name}")
     return Tracked(who, SPEC, {}, 1)
+
+
+def flat(acked: list[tuple[str, list[str]]]) -> list[str]:
+    return [entry for _, entries in acked for entry in entries]
 
 
 def bare_driver(advance: Any) -> Driver:
@@ -54,7 +59,7 @@ async def test_workflows_are_advanced_side_by_side_at_most_the_limit_at_once() -
     acked, failure = await passing
     assert failure is None
     assert most == driver.ADVANCE_CONCURRENCY
-    assert sorted(acked) == sorted(f"w{i}-result" for i in range(100))
+    assert sorted(flat(acked)) == sorted(f"w{i}-result" for i in range(100))
 
 
 def result(task: str) -> TaskResult:
@@ -84,7 +89,7 @@ async def test_one_workflow_failing_costs_the_others_nothing_and_keeps_its_resul
     now = datetime.now(UTC)
     work = [(tracked("first"), []), (broken, [result("a")]), (tracked("last"), [])]
     acked, failure = await bare._advance_all(work, now)
-    assert sorted(acked) == ["first-result", "last-result"]
+    assert sorted(flat(acked)) == ["first-result", "last-result"]
     assert failure is None  # the others went on: no back-off for everyone
     assert [r.task for r in broken.retained] == ["a"]
     assert broken.due == now + driver.RETRY_AFTER_FAILURE
@@ -92,7 +97,7 @@ async def test_one_workflow_failing_costs_the_others_nothing_and_keeps_its_resul
     # Its next advance is given the result again, before the new ones.
     acked, failure = await bare._advance_all([(broken, [result("b")])], now)
     assert given == [["a"], ["a", "b"]]
-    assert acked == ["broken-result"]
+    assert flat(acked) == ["broken-result"]
     assert failure is None
     assert not broken.retained
     assert broken.failures == 0
@@ -119,7 +124,7 @@ async def test_when_every_workflow_fails_the_pass_fails() -> None:
 
     bare = bare_driver(advance)
     acked, failure = await bare._advance_all([(tracked("a"), []), (tracked("b"), [])], UTC_NOW)
-    assert acked == []
+    assert flat(acked) == []
     assert isinstance(failure, ConnectionError)
 
 
@@ -141,12 +146,12 @@ async def test_a_workflow_gone_with_its_namespace_is_forgotten() -> None:
     gone = tracked("gone")
     gone.unacked = ["1-0"]
     bare = bare_driver(advance)
-    bare.workflows["gone"], bare._orphan_acks = gone, []
+    bare.workflows["gone"], bare._orphan_acks = gone, defaultdict(list)
     bare._exists = exists  # type: ignore[method-assign]
     acked, failure = await bare._advance_all([(gone, [])], UTC_NOW)
-    assert (acked, failure) == ([], None)
+    assert (flat(acked), failure) == ([], None)
     assert "gone" not in bare.workflows
-    assert bare._orphan_acks == ["1-0"]  # acknowledged on the next pass
+    assert bare._orphan_acks == {"wf-gone": ["1-0"]}  # acknowledged on the next pass
 
 
 class RecordingResults:
@@ -186,7 +191,6 @@ async def test_an_advance_retried_after_its_status_write_failed_enqueues_nothing
         return None
 
     monkeypatch.setattr(driver.kube, "patch_workflow_status", patch_status)
-    monkeypatch.setattr(driver.kube, "ensure_redis_secret", nothing)
     results = RecordingResults()
     subject = Driver(results, None, "redis://", "image")  # type: ignore[arg-type]
     monkeypatch.setattr(subject, "_ensure_pods", nothing)
