@@ -185,6 +185,9 @@ def test_a_task_can_neither_reach_another_workflows_queue_nor_forge_its_results(
     crds.wait("twf/victim", namespace, "condition=Ready", timeout_seconds=120)
     tasks = crds.get("twf", "victim", namespace)["status"]["tasks"]
     assert (tasks["slow"]["output"], tasks["after"]["output"]) == ("real", "real")
+    [told] = [e for e in crds.events(namespace, "hostile") if e["reason"] == "ResultSetAside"]
+    assert told["type"] == "Warning"
+    assert "were no result of its own and were set aside in treadle:rejected" in told["message"]
     reasons = asyncio.run(rejected_reasons(redis_server_process.operator_url))
     hostile_uid = crds.get("twf", "hostile", namespace)["metadata"]["uid"]
     assert (

@@ -38,7 +38,7 @@ from treadle.core.messages import TaskResult
 from treadle.handlers import metrics
 from treadle.runtime import CancelToken, Directive
 from treadle.services import events, kube, pool_users
-from treadle.services.keys import output_key, pool_user
+from treadle.services.keys import REJECTED, output_key, pool_user
 from treadle.services.pool_users import PoolUsers
 from treadle.services.queues import ResultStream
 
@@ -50,6 +50,9 @@ PASS_INTERVAL_SECONDS = 0.05
 WRITE_INTERVAL = timedelta(seconds=1)
 """A workflow's status is written at most this often (and at once when it finishes)."""
 GAUGE_SECONDS = 15.0
+ASIDE_EVENT_SECONDS = 60.0
+"""A workflow is told of set-aside entries in its result stream at most this often (a task
+writing junk in a loop makes no flood of Events)."""
 BATCH = 1000
 MAX_PER_PASS = 20_000
 ADVANCE_CONCURRENCY = 32
@@ -143,6 +146,9 @@ class Driver:
     _gauges_at: datetime | None = None
     _orphan_acks: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     """Result ids (by pool) of workflows forgotten before their status was written."""
+    _asides_told: dict[str, datetime] = field(default_factory=dict)
+    """When each pool's workflows were last told of entries set aside."""
+    _asides_untold: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     _deleted: list[engine.Identity] = field(default_factory=list)
     """Deleted workflows whose Redis keys and pool user are still to delete."""
     _lost_epoch: int = 0
@@ -237,6 +243,7 @@ class Driver:
             read += more
         if self.results.set_aside > set_aside:
             metrics.RESULTS_SET_ASIDE.inc(self.results.set_aside - set_aside)
+        await self._tell_asides(served)
         by_workflow: dict[str, list[TaskResult]] = defaultdict(list)
         ids: dict[str, list[str]] = defaultdict(list)
         for received in read:
@@ -565,6 +572,30 @@ class Driver:
             return None
         return engine.parse_timestamp(finished) + timedelta(seconds=ttl)
 
+    async def _tell_asides(self, served: dict[str, set[str]]) -> None:
+        """A Warning Event on each workflow whose pool's result stream had entries set aside
+        (junk or forgeries its own tasks wrote), at most one a pool every ASIDE_EVENT_SECONDS."""
+        asides, self.results.asides = self.results.asides, []
+        by_pool: dict[str, list[str]] = defaultdict(list)
+        for pool, reason in asides:
+            by_pool[pool].append(reason)
+        now = datetime.now(UTC)
+        for pool, reasons in by_pool.items():
+            told = self._asides_told.get(pool)
+            self._asides_untold[pool] += len(reasons)
+            if told is not None and now - told < timedelta(seconds=ASIDE_EVENT_SECONDS):
+                continue
+            count = self._asides_untold.pop(pool)
+            self._asides_told[pool] = now
+            message = (
+                f"{count} entries of this workflow's result stream were no result of its own "
+                f"and were set aside in {REJECTED} (the first: {reasons[0]}); a task of this "
+                "workflow may be writing to Redis"
+            )
+            for uid in served.get(pool, ()):
+                tracked = self.workflows[uid]
+                await events.post(self.api, tracked.reference, "Warning", "ResultSetAside", message)
+
     def _served(self) -> dict[str, set[str]]:
         """The pools whose results to read, with the workflows each serves: those of the
         unfinished workflows (a finished one's pool and streams are gone)."""
@@ -580,6 +611,9 @@ class Driver:
         if not gone:
             return
         await self.results.forget_workflows([(who.uid, who.pool, outputs) for who in gone])
+        for who in gone:
+            self._asides_told.pop(who.pool, None)
+            self._asides_untold.pop(who.pool, None)
         if self.users is not None:
             await self.users.drop([who.pool for who in gone])
         for who in gone:

@@ -401,6 +401,8 @@ class ResultStream:
         """Pools whose unacknowledged results are still to be read again, with the cursor."""
         self.set_aside = 0
         """Entries set aside as no result Treadle wrote, since this stream was made."""
+        self.asides: list[tuple[str, str]] = []
+        """(pool, reason) of the entries set aside since the driver last took them."""
 
     async def ensure_marker(self) -> bool:
         """True when Redis is new or lost its data (the data marker was gone, even if a worker
@@ -482,6 +484,7 @@ class ResultStream:
         for pool, entries in junk.items():
             await set_aside(self.client, results_stream(pool), OPERATOR_GROUP, entries, REJECTED)
             self.set_aside += len(entries)
+            self.asides += [(pool, reason) for _, _, reason in entries]
         return received
 
     def read_backlog_again(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -201,3 +201,31 @@ async def test_an_advance_retried_after_its_status_write_failed_enqueues_nothing
     await subject.advance(workflow, [], UTC_NOW)  # the driver tries again
     assert results.enqueued == [("w/g1/a/-", 1)]
     assert len(writes) == 2
+
+
+async def test_set_aside_entries_are_told_on_the_workflow_at_most_once_a_minute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    posted: list[tuple[str, str, str]] = []
+
+    async def post(api: Any, about: Any, type: str, reason: str, message: str) -> None:
+        posted.append((about.name, reason, message))
+
+    class Asides:
+        asides: list[tuple[str, str]] = []
+
+    monkeypatch.setattr(driver.events, "post", post)
+    subject = Driver(Asides(), None, "redis://", "image")  # type: ignore[arg-type]
+    subject.workflows["w"] = tracked("w")
+    served = {"wf-w": {"w"}}
+    subject.results.asides = [("wf-w", "not a task result: junk"), ("wf-w", "forged")]
+    await subject._tell_asides(served)
+    subject.results.asides = [("wf-w", "more junk")]
+    await subject._tell_asides(served)  # within the minute: counted, not told
+    assert [(name, reason) for name, reason, _ in posted] == [("w", "ResultSetAside")]
+    assert posted[0][2].startswith("2 entries of this workflow's result stream were no result")
+    assert "(the first: not a task result: junk)" in posted[0][2]
+    subject._asides_told["wf-w"] -= timedelta(seconds=driver.ASIDE_EVENT_SECONDS)
+    subject.results.asides = [("wf-w", "again")]
+    await subject._tell_asides(served)
+    assert posted[1][2].startswith("2 entries")  # the one untold and the new one
