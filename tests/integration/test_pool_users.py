@@ -184,3 +184,32 @@ async def test_the_operator_may_not_be_refused_acl(
             await pool_users.PoolUsers.start(client, url_of(users, redis_server_process, POOL))
     finally:
         await client.aclose()
+
+
+async def test_a_worker_that_redis_does_not_know_yet_waits_for_its_user_instead_of_exiting(
+    operator_client: aioredis.Redis,
+    users: pool_users.PoolUsers,
+    redis_server_process: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """After a Redis restart the pool's user is back at the operator's next pod check; a worker
+    that exited meanwhile would sit in a restart back-off for minutes."""
+    await users.drop([POOL])
+    stop = asyncio.Event()
+    options = WorkerOptions(url_of(users, redis_server_process, POOL), POOL, "early")
+    serving = asyncio.create_task(serve(options, stop))
+    while "no Redis yet" not in caplog.text:  # refused at least once
+        await asyncio.sleep(0.05)
+    assert not serving.done()
+    await users.ensure(POOL, "team-a")
+    results = queues.ResultStream(operator_client, "operator")
+    served = {POOL: {UID}}
+    await results.enqueue(POOL, [message("t", ["echo", "1"])])
+    seen = []
+    for _ in range(50):
+        seen += await results.read(served, 10, 200)
+        if seen:
+            break
+    stop.set()
+    await asyncio.wait_for(serving, 30)
+    assert [received.result.outcome for received in seen] == ["succeeded"]

@@ -10,11 +10,14 @@ re-publishes messages whose worker went silent and dead-letters those that keep 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from treadle.core import breakers, redaction
 from treadle.core.messages import TaskMessage, TaskResult
@@ -292,7 +295,9 @@ async def serve(options: WorkerOptions, stop: asyncio.Event) -> None:
 
     client = connect(options.redis_url)
     queue = TaskQueue(client, options.pool, options.consumer)
-    await queue.ensure_groups()
+    if not await _reach(queue, stop):
+        await client.aclose()
+        return
     worker = TaskWorker(
         queue,
         guards=Guards(client),
@@ -326,3 +331,20 @@ async def serve(options: WorkerOptions, stop: asyncio.Event) -> None:
             log.error("loops that would not stop: %s", ", ".join(stuck))
         await worker.close()
         await client.aclose()
+
+
+async def _reach(queue: TaskQueue, stop: asyncio.Event) -> bool:
+    """Waits until Redis lets this worker in (a Redis that restarted knows its pool's user again
+    once the operator's next pod check made it, within 30 s), rather than exiting into a
+    restart back-off; False when told to stop first."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            await queue.ensure_groups()
+            return True
+        except RedisConnectionError as error:
+            log.warning("pool %s: no Redis yet (%s); again in %g s", queue.pool, error, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(5.0, delay * 2)
+    return False
