@@ -331,6 +331,59 @@ def test_a_poison_task_is_dead_lettered_and_the_rest_complete(
     assert counts.clean, counts
 
 
+def test_junk_and_forged_results_from_another_tenant_change_nothing(
+    crds: Cluster, operator: OperatorProcess, namespace: str, tmp_path: Path, report: Report
+) -> None:
+    """A hostile workflow's tasks write a junk entry and a forged success for every child of a
+    victim's fan-out into their own result stream, and try the victim's (issue #13, problem 4).
+    A forged success taken would leave its child's effect unmade: counted as lost."""
+    log = tmp_path / "effects"
+    tasks = scaled(500, 50)
+    started = time.monotonic()
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=fan_out("victim", log, tasks, 0.2))
+    crds.wait("twf/victim", namespace, "jsonpath={.status.phase}=Running")
+    victim = crds.get("twf", "victim", namespace)
+    hostile = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": "hostile"},
+        "spec": {
+            "workers": {"env": [{"name": "PYTHONPATH", "value": str(Path(__file__).parents[1])}]},
+            "tasks": [
+                {
+                    "name": "pollute",
+                    "forEach": "{{ range(4) | list }}",
+                    "python": {
+                        "callable": "support.tasks:pollute",
+                        "kwargs": {
+                            "own_uid": "{{ workflow.uid }}",
+                            "victim_uid": victim["metadata"]["uid"],
+                            "victim_run": victim["status"]["runGeneration"],
+                            "items": tasks,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(hostile))
+    crds.wait("twf/hostile", namespace, "condition=Ready", TIMEOUT_SECONDS)
+    crds.wait("twf/victim", namespace, "condition=Ready", TIMEOUT_SECONDS)
+    status = crds.get("twf", "victim", namespace)["status"]
+    written = 4 * tasks * 2
+    counts = Counts("forged_results", faults=written, expected=tasks, outcome=status["phase"])
+    counts.seconds = round(time.monotonic() - started, 1)
+    counts.add_side_effects(log, {str(i) for i in range(tasks)})
+    counts.notes.append(
+        f"{written} junk entries and forged successes written to the hostile pool's own stream; "
+        f"{4 * tasks} writes to the victim's stream refused; operator peak RSS "
+        f"{peak_rss_mib(operator)} MiB"
+    )
+    report.add(counts)
+    assert status["phase"] == "Succeeded", status
+    assert counts.clean, counts
+
+
 # hostile manifests ----------------------------------------------------------------------------
 
 NAMES = st.from_regex(r"[a-z][a-z0-9]{0,8}", fullmatch=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -190,16 +191,23 @@ async def test_a_worker_that_redis_does_not_know_yet_waits_for_its_user_instead_
     operator_client: aioredis.Redis,
     users: pool_users.PoolUsers,
     redis_server_process: RedisServer,
-    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """After a Redis restart the pool's user is back at the operator's next pod check; a worker
     that exited meanwhile would sit in a restart back-off for minutes."""
     await users.drop([POOL])
+    refused = asyncio.Event()
+
+    class Refusals(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "no Redis yet" in record.getMessage():
+                refused.set()
+
+    handler, workers_log = Refusals(), logging.getLogger("treadle.services.workers")
+    workers_log.addHandler(handler)
     stop = asyncio.Event()
     options = WorkerOptions(url_of(users, redis_server_process, POOL), POOL, "early")
     serving = asyncio.create_task(serve(options, stop))
-    while "no Redis yet" not in caplog.text:  # refused at least once
-        await asyncio.sleep(0.05)
+    await asyncio.wait_for(refused.wait(), 10)  # refused at least once, and still serving
     assert not serving.done()
     await users.ensure(POOL, "team-a")
     results = queues.ResultStream(operator_client, "operator")
@@ -212,4 +220,5 @@ async def test_a_worker_that_redis_does_not_know_yet_waits_for_its_user_instead_
             break
     stop.set()
     await asyncio.wait_for(serving, 30)
+    workers_log.removeHandler(handler)
     assert [received.result.outcome for received in seen] == ["succeeded"]

@@ -116,3 +116,33 @@ async def slow_value(seconds: float, value: str) -> str:
 
     await asyncio.sleep(seconds)
     return value
+
+
+async def pollute(own_uid: str, victim_uid: str, victim_run: int, items: int) -> dict[str, int]:
+    """A hostile tenant's fault-suite task: for every child of the victim's `work` fan-out, a
+    junk entry and a forged success in its own result stream, and a try at the victim's."""
+    import os
+
+    import redis.asyncio as aioredis
+
+    from treadle.core.messages import TaskResult
+    from treadle.services import keys
+
+    own, victim = keys.results_stream(f"wf-{own_uid}"), keys.results_stream(f"wf-{victim_uid}")
+    client = aioredis.Redis.from_url(os.environ["TREADLE_REDIS_URL"], decode_responses=True)
+    written = denied = 0
+    try:
+        for item in range(items):
+            forged = TaskResult(
+                victim_uid, "x/victim", "work", item, 1, "succeeded", "forged", run=victim_run
+            ).encode()
+            await client.xadd(own, {"junk": str(item)})
+            await client.xadd(own, forged)  # type: ignore[arg-type]
+            written += 2
+            try:
+                await client.xadd(victim, forged)  # type: ignore[arg-type]
+            except aioredis.ResponseError:
+                denied += 1
+    finally:
+        await client.aclose()
+    return {"written": written, "denied": denied}
