@@ -11,7 +11,7 @@ import pytest
 from lightkube import AsyncClient, KubeConfig
 
 from support.cluster import Cluster
-from treadle.handlers.leadership import LEASE_NAME, Leadership
+from treadle.controllers.leadership import LEASE_NAME, Leadership
 from treadle.services.leases import Held, LeaseStore
 
 ROUNDS = 200

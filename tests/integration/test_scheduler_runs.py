@@ -14,8 +14,8 @@ from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
 from support.cluster import Cluster
+from treadle.controllers.scheduler import NEVER, Scheduler
 from treadle.core import admission
-from treadle.handlers.scheduler import NEVER, Scheduler
 from treadle.runtime import CancelToken
 from treadle.services import kube, runs
 

@@ -17,20 +17,18 @@ from typing import Any
 import kopf
 import prometheus_client
 
+from treadle.controllers import driver, liveness, scheduler
+from treadle.controllers.leadership import Leadership
 from treadle.core import admission
 
 # Importing the handler modules registers them in the project's registry.
 from treadle.handlers import (  # noqa: F401
-    driver,
-    liveness,
     pods,
-    scheduler,
     settings,
     syncjobs,
     validation,
     workflows,
 )
-from treadle.handlers.leadership import Leadership
 from treadle.handlers.registry import registry
 from treadle.runtime import Directive, Loop, Pacing, TaskSet, poker
 from treadle.services import certificates, kube, pool_users, queues

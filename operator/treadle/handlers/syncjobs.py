@@ -15,8 +15,8 @@ import kopf
 
 from treadle.api import GROUP, RUN_NOW_ANNOTATION, VERSION, syncjobs
 from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
+from treadle.controllers import metrics
 from treadle.core import admission
-from treadle.handlers import metrics
 from treadle.handlers.registry import registry
 from treadle.services import kube, runs
 

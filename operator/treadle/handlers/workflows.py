@@ -14,8 +14,8 @@ from typing import Any
 import kopf
 
 from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
+from treadle.controllers import metrics
 from treadle.core import admission, patches
-from treadle.handlers import metrics
 from treadle.handlers.registry import registry
 
 

@@ -7,7 +7,7 @@ import re
 
 from prometheus_client import REGISTRY
 
-import treadle.handlers.metrics
+import treadle.controllers.metrics
 import treadle.runtime.listeners
 import treadle.services.worker_metrics  # noqa: F401 (registers the worker's metrics)
 from support.cluster import REPO

@@ -33,9 +33,9 @@ from lightkube.models.core_v1 import ObjectReference
 
 from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
 from treadle.api.workflows import WorkflowSpec
+from treadle.controllers import metrics
 from treadle.core import backoff, engine, notices, patches
 from treadle.core.messages import TaskResult
-from treadle.handlers import metrics
 from treadle.runtime import CancelToken, Directive
 from treadle.services import events, kube, pool_users
 from treadle.services.keys import REJECTED, output_key, pool_user

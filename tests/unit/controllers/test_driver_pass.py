@@ -13,10 +13,10 @@ from lightkube import ApiError
 from lightkube.models.meta_v1 import Status
 
 from treadle.api.workflows import WorkflowSpec
+from treadle.controllers import driver
+from treadle.controllers.driver import Driver, Tracked
 from treadle.core import engine
 from treadle.core.messages import TaskResult
-from treadle.handlers import driver
-from treadle.handlers.driver import Driver, Tracked
 
 UTC_NOW = datetime.now(UTC)
 SPEC = WorkflowSpec.model_validate({"tasks": [{"name": "a", "python": {"callable": "time:time"}}]})

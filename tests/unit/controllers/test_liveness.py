@@ -8,7 +8,7 @@ import socket
 import time
 import urllib.request
 
-from treadle.handlers import liveness
+from treadle.controllers import liveness
 
 
 def block_the_loop(seconds: float) -> None:

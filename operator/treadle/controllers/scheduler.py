@@ -30,8 +30,8 @@ from lightkube.resources.coordination_v1 import Lease
 from treadle.api import GROUP, RUN_NOW_ANNOTATION, VERSION, syncjobs
 from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
 from treadle.api.syncjobs import SyncJobSpec
+from treadle.controllers import metrics
 from treadle.core import gates, patches, slots, syncs
-from treadle.handlers import metrics
 from treadle.runtime import CancelToken, Directive, Notify
 from treadle.services import events, kube, runs
 from treadle.services.leases import Held, LeaseStore
