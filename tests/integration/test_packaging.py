@@ -20,6 +20,7 @@ def test_a_plain_install_gives_the_operator_worker_and_kubectl_plugin(tmp_path: 
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     assert (target / "treadle" / "api" / "workflows.py").exists()
+    assert (target / "treadle" / "services" / "scripts" / "finish.lua").exists()  # Lua files too
     dependencies = sysconfig.get_paths()["purelib"]
     env = {**os.environ, "PYTHONPATH": f"{target}{os.pathsep}{dependencies}"}
     env.pop("KUBECONFIG", None)
@@ -40,3 +41,10 @@ def test_a_plain_install_gives_the_operator_worker_and_kubectl_plugin(tmp_path: 
             [sys.executable, "-c", "import treadle; print(treadle.__file__)"],
             env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
         ).stdout  # fmt: skip
+    listing = "from treadle.services import scripts; print(sorted(scripts.SCRIPTS))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", listing], env=env, cwd=tmp_path, capture_output=True, text=True,
+        check=True,
+    ).stdout  # fmt: skip
+    assert "'finish'" in loaded
+    assert "'reap'" in loaded

@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from treadle.services import guards, keys, queues
+from treadle.services import keys, scripts
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ WORKER_COMMANDS = (
     "xdel",
     "xclaim",
     "xpending",
+    "xrange",
     "hexists",
     "set",
     "sadd",
@@ -55,7 +56,7 @@ WORKER_COMMANDS = (
 and stored outputs, and Treadle's scripts by hash.  No EVAL, SCRIPT LOAD, KEYS, SCAN, FLUSH*,
 CONFIG, ACL, pub/sub or blocking list commands."""
 
-WORKER_SCRIPTS = (queues.FINISH, queues.REAP, *guards.SCRIPTS)
+WORKER_SCRIPTS = tuple(script.source for script in scripts.SCRIPTS.values())
 
 
 class PoolUsersUnavailable(RuntimeError):

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -39,6 +40,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, MessageError, TaskMessage, TaskResult
+from treadle.services import scripts
 from treadle.services.keys import (
     DATA_MARKER,
     REJECTED,
@@ -56,82 +58,6 @@ log = logging.getLogger(__name__)
 WORKERS_GROUP = "workers"
 OPERATOR_GROUP = "operator"
 REAPER_CONSUMER = "reaper"
-
-
-# KEYS: tasks stream, done hash, results stream
-# ARGV: group, message id, done field, result fields as JSON-free flat pairs (key, uid, result)
-FINISH = """
-local fresh = redis.call('HSETNX', KEYS[2], ARGV[3], ARGV[2])
-if fresh == 1 then
-  redis.call('XADD', KEYS[3], '*', 'key', ARGV[4], 'uid', ARGV[5], 'result', ARGV[6])
-end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-return fresh
-"""
-
-# KEYS: tasks stream, dead-letter stream, results stream
-# ARGV: group, reaper consumer, message id, min idle ms, max redeliveries
-# Returns 0: nothing to do (acknowledged meanwhile, or no longer idle); 1: re-published;
-# 2: dead-lettered as poison, and the attempt reported failed (a TaskResult), so the engine
-# retries it by its policy or dead-letters the task, instead of waiting for it forever.
-REAP = """
-local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[4], ARGV[3])
-if #claimed == 0 or not claimed[1] then return 0 end
-local fields = claimed[1][2]
-local redeliveries = 0
-local message = {}
-for i = 1, #fields, 2 do
-  message[fields[i]] = fields[i + 1]
-  if fields[i] == 'redeliveries' then redeliveries = tonumber(fields[i + 1]) end
-end
-local result
-if redeliveries + 1 > tonumber(ARGV[5]) then
-  local reason = 'poison: its worker went silent ' .. (redeliveries + 1) .. ' times'
-  local entry = {}
-  for i = 1, #fields do entry[#entry + 1] = fields[i] end
-  entry[#entry + 1] = 'reason'
-  entry[#entry + 1] = reason
-  redis.call('XADD', KEYS[2], '*', unpack(entry))
-  local item = cjson.null
-  if message['item'] ~= nil and message['item'] ~= '' then item = tonumber(message['item']) end
-  local now = redis.call('TIME')
-  local failed = {
-    workflow_uid = message['uid'], workflow = message['workflow'], task = message['task'],
-    item = item, attempt = tonumber(message['attempt']), outcome = 'failed',
-    output = cjson.null, error = reason, started_at = 0,
-    finished_at = tonumber(now[1]) + tonumber(now[2]) / 1000000, output_ref = cjson.null,
-    run = cjson.null,
-  }
-  -- The key as messages.idempotency_key makes it.
-  local key = message['uid'] .. '/'
-  if message['run'] ~= nil and message['run'] ~= '' then
-    failed['run'] = tonumber(message['run'])
-    key = key .. 'g' .. message['run'] .. '/'
-  end
-  key = key .. message['task'] .. '/'
-  if item == cjson.null then key = key .. '-' else key = key .. message['item'] end
-  redis.call(
-    'XADD', KEYS[3], '*', 'key', key, 'uid', message['uid'], 'result', cjson.encode(failed)
-  )
-  result = 2
-else
-  local entry = {}
-  for i = 1, #fields, 2 do
-    entry[#entry + 1] = fields[i]
-    if fields[i] == 'redeliveries' then
-      entry[#entry + 1] = tostring(redeliveries + 1)
-    else
-      entry[#entry + 1] = fields[i + 1]
-    end
-  end
-  redis.call('XADD', KEYS[1], '*', unpack(entry))
-  result = 1
-end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('XDEL', KEYS[1], ARGV[3])
-return result
-"""
 
 
 OutputT = TypeVar("OutputT", bound=Hashable)
@@ -229,8 +155,8 @@ class TaskQueue:
         self.consumer = consumer
         self.stream = tasks_stream(pool)
         self.results = results_stream(pool)
-        self._finish = client.register_script(FINISH)
-        self._reap = client.register_script(REAP)
+        self._finish = scripts.Bound(scripts.FINISH, client)
+        self._reap = scripts.Bound(scripts.REAP, client)
 
     async def ensure_groups(self) -> None:
         await create_group(self.client, self.stream, WORKERS_GROUP)
@@ -320,17 +246,18 @@ class TaskQueue:
                     if result.outcome == "succeeded"
                     else (f"{message.key}#{message.attempt}")
                 )
-                encoded = result.encode()
                 await self._finish(
-                    keys=[self.stream, done_hash(self.pool, message.workflow_uid), self.results],
-                    args=[
-                        WORKERS_GROUP,
-                        delivery.id,
-                        field,
-                        encoded["key"],
-                        encoded["uid"],
-                        encoded["result"],
-                    ],
+                    keys={
+                        "tasks": self.stream,
+                        "done": done_hash(self.pool, message.workflow_uid),
+                        "results": self.results,
+                    },
+                    args={
+                        "group": WORKERS_GROUP,
+                        "message_id": delivery.id,
+                        "done_field": field,
+                        **result.encode(),
+                    },
                     client=pipe,
                 )
             replies: list[Any] = await pipe.execute()
@@ -347,24 +274,61 @@ class TaskQueue:
 
     async def reap(self, min_idle_ms: int, max_redeliveries: int, count: int = 100) -> ReapReport:
         """Re-publishes messages idle longer than `min_idle_ms` (their worker died), or
-        dead-letters them once they were re-published `max_redeliveries` times."""
+        dead-letters them once they were re-published `max_redeliveries` times, reporting
+        their attempts failed (so the engine retries or dead-letters the task by its policy
+        instead of waiting for it forever)."""
         pending = await self.client.xpending_range(
             self.stream, WORKERS_GROUP, min="-", max="+", count=count, idle=min_idle_ms
         )
+        ids: list[str] = [str(entry["message_id"]) for entry in pending]
+        if not ids:
+            return ReapReport()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.xrange(self.stream, entry_id, entry_id, count=1)
+            found: list[Any] = await pipe.execute()
         republished = dead = 0
-        for entry in pending:
+        junk: list[tuple[str, dict[str, str], str]] = []
+        for entry_id, entries in zip(ids, found, strict=True):
+            if not entries:
+                continue  # acknowledged meanwhile
+            try:
+                message = TaskMessage.decode(entries[0][1])
+            except MessageError as error:
+                junk.append((entry_id, entries[0][1], str(error)))
+                continue
+            reason = f"poison: its worker went silent {message.redeliveries + 1} times"
+            failed = TaskResult(
+                workflow_uid=message.workflow_uid,
+                workflow=message.workflow,
+                task=message.task,
+                item=message.item,
+                attempt=message.attempt,
+                outcome="failed",
+                error=reason,
+                finished_at=time.time(),
+                run=message.run,
+            )
             outcome = await self._reap(
-                keys=[self.stream, dead_letters(self.pool), self.results],
-                args=[
-                    WORKERS_GROUP,
-                    REAPER_CONSUMER,
-                    entry["message_id"],
-                    min_idle_ms,
-                    max_redeliveries,
-                ],
+                keys={
+                    "tasks": self.stream,
+                    "dead_letters": dead_letters(self.pool),
+                    "results": self.results,
+                },
+                args={
+                    "group": WORKERS_GROUP,
+                    "consumer": REAPER_CONSUMER,
+                    "message_id": entry_id,
+                    "min_idle_ms": min_idle_ms,
+                    "max_redeliveries": max_redeliveries,
+                    "reason": reason,
+                    **failed.encode(),
+                },
             )
             republished += outcome == 1
             dead += outcome == 2
+        if junk:
+            await set_aside(self.client, self.stream, WORKERS_GROUP, junk, pool_rejected(self.pool))
         if republished or dead:
             log.warning(
                 "reaped pool %s: %d re-published, %d dead-lettered", self.pool, republished, dead
