@@ -151,21 +151,6 @@ def _observed(status: dict[str, Any], generation: int | None, digest: str | None
     return kept
 
 
-def workflow_status(
-    spec: Any,
-    status: dict[str, Any] | None,
-    *,
-    generation: int | None,
-    now: datetime,
-    workflow: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The status a newly seen or changed workflow gets before its engine takes over.
-
-    `workflow` is what templates see as `workflow` (name, namespace, uid)."""
-    parsed, problems = admit_workflow(spec, workflow or {})
-    return _admitted_status(parsed, problems, dict(status or {}), generation=generation, now=now)
-
-
 def _admitted_status(
     parsed: workflows.WorkflowSpec | None,
     problems: list[str],

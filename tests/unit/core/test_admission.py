@@ -1,7 +1,16 @@
 from datetime import UTC, datetime
+from typing import Any
 
 from support.conditions import condition
 from treadle.core import admission
+
+
+def admitted(spec: Any, *, generation: int) -> dict[str, Any]:
+    """The status a newly seen workflow gets before its engine takes over."""
+    status = admission.admit(spec, None, generation=generation, now=NOW, workflow={}).status
+    assert status is not None
+    return status
+
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 VALID = {
@@ -13,7 +22,7 @@ VALID = {
 
 
 def test_a_valid_workflow_is_pending_and_not_ready_while_reconciling() -> None:
-    status = admission.workflow_status(VALID, None, generation=3, now=NOW)
+    status = admitted(VALID, generation=3)
     assert (status["phase"], status["observedGeneration"], status["progress"]) == (
         "Pending",
         3,
@@ -26,14 +35,14 @@ def test_a_valid_workflow_is_pending_and_not_ready_while_reconciling() -> None:
 
 
 def test_a_suspended_workflow_is_suspended_and_not_reconciling() -> None:
-    status = admission.workflow_status({**VALID, "suspend": True}, None, generation=1, now=NOW)
+    status = admitted({**VALID, "suspend": True}, generation=1)
     assert status["phase"] == "Suspended"
     assert condition(status, "Reconciling")["status"] == "False"
 
 
 def test_an_invalid_workflow_is_invalid_and_stalled_with_the_field_named() -> None:
     bad = {"tasks": [{"name": "a", "command": {"args": []}}]}
-    status = admission.workflow_status(bad, None, generation=1, now=NOW)
+    status = admitted(bad, generation=1)
     assert status["phase"] == "Invalid"
     assert status["message"].startswith("spec.tasks[0].command.args:")
     assert condition(status, "Stalled")["status"] == "True"
@@ -44,7 +53,7 @@ def test_field_paths_read_like_kubernetes_paths() -> None:
 
 
 def problems_of(tasks: list[dict], **spec: object) -> list[str]:
-    status = admission.workflow_status({"tasks": tasks, **spec}, None, generation=1, now=NOW)
+    status = admitted({"tasks": tasks, **spec}, generation=1)
     return status["message"].split("; ") if status["phase"] == "Invalid" else []
 
 
