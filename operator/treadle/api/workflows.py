@@ -15,9 +15,11 @@ SHORT_NAMES = ["twf"]
 
 TASK_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MAX_TASKS = 500
+ACTIONS = ("http", "command", "python")
+"""The Task fields that are actions, one per kind (treadle.core.actions); a task has exactly one."""
 EXACTLY_ONE_ACTION = (
-    "[has(self.http), has(self.command), has(self.python)].exists_one(x, x)",
-    "a task needs exactly one action: http, command or python",
+    f"[{', '.join(f'has(self.{name})' for name in ACTIONS)}].exists_one(x, x)",
+    f"a task needs exactly one action: {', '.join(ACTIONS[:-1])} or {ACTIONS[-1]}",
 )
 
 
@@ -174,9 +176,18 @@ class Task(TaskSettings):
 
     @model_validator(mode="after")
     def _one_action(self) -> Task:
-        if sum(a is not None for a in (self.http, self.command, self.python)) != 1:
+        if sum(getattr(self, name) is not None for name in ACTIONS) != 1:
             raise ValueError(EXACTLY_ONE_ACTION[1])
         return self
+
+    @property
+    def action(self) -> tuple[str, ResourceModel]:
+        """The task's one action: its kind's name and its spec."""
+        for name in ACTIONS:
+            spec = getattr(self, name)
+            if spec is not None:
+                return name, spec
+        raise ValueError(EXACTLY_ONE_ACTION[1])
 
 
 class Workers(ResourceModel):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zoneinfo
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from treadle.api import syncjobs, workflows
-from treadle.core import conditions, dags, engine, podspecs, slots, templating
+from treadle.core import actions, conditions, dags, engine, podspecs, slots, templating
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -195,34 +195,6 @@ def _admitted_status(
     }
 
 
-def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    """Every string inside a JSON value, with its field path."""
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, child in value.items():
-            yield from _strings(child, f"{path}.{key}")
-    elif isinstance(value, list):
-        for index, child in enumerate(value):
-            yield from _strings(child, f"{path}[{index}]")
-
-
-def _templates(task: workflows.Task, index: int) -> Iterator[tuple[str, str]]:
-    """The templated fields of a task (not forEach), as (field path, source)."""
-    base = f"spec.tasks[{index}]"
-    if task.http is not None:
-        yield f"{base}.http.url", task.http.url
-        for number, header in enumerate(task.http.headers):
-            if header.value is not None:
-                yield f"{base}.http.headers[{number}].value", header.value
-        yield from _strings(task.http.body, f"{base}.http.body")
-    if task.command is not None:
-        for number, arg in enumerate(task.command.args):
-            yield f"{base}.command.args[{number}]", arg
-    if task.python is not None:
-        yield from _strings(task.python.kwargs, f"{base}.python.kwargs")
-
-
 def _check_template(
     source: str, path: str, task: str, dag: dags.Dag, *, item_allowed: bool
 ) -> list[str]:
@@ -296,11 +268,7 @@ def secrets_named(kind: str, spec: Any) -> list[tuple[str, str]]:
             (n, "spec.workers.env") for n in sorted(podspecs.secrets_in_env(workers.get("env")))
         ]
     for index, task in enumerate(spec.get("tasks") or []):
-        http = task.get("http") if isinstance(task, Mapping) else None
-        for number, header in enumerate((http or {}).get("headers") or []):
-            name = podspecs.get_text(header, "valueFrom", "secretKeyRef", "name")
-            if name:
-                found.append((name, f"spec.tasks[{index}].http.headers[{number}].valueFrom"))
+        found += actions.secrets_named(task, f"spec.tasks[{index}]")
     return found
 
 
@@ -349,7 +317,7 @@ def workflow_problems(spec: workflows.WorkflowSpec, workflow: Mapping[str, Any])
             problems += found
             if not found and not templating.references(task.for_each).tasks:
                 problems += _static_list(task.for_each, path, spec, workflow)
-        for path, source in _templates(task, index):
+        for path, source in actions.templates(task, f"spec.tasks[{index}]"):
             problems += _check_template(
                 source, path, task.name, dag, item_allowed=task.for_each is not None
             )

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Literal
-from urllib.parse import urlsplit
 
 BreakerPhase = Literal["closed", "open", "half-open"]
 
@@ -86,13 +85,3 @@ def take(bucket: Bucket | None, now: float, per_second: float, burst: int) -> tu
     if tokens >= 1:
         return 0.0, Bucket(tokens - 1, now)
     return (1 - tokens) / per_second, Bucket(tokens, now)
-
-
-def target_of(action: dict[str, object], task: str) -> str:
-    """The breaker and rate-limit target: an HTTP call's scheme://host:port, else the task."""
-    http = action.get("http")
-    if isinstance(http, dict) and isinstance(http.get("url"), str):
-        parts = urlsplit(str(http["url"]))
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        return f"{parts.scheme}://{parts.hostname}:{port}"
-    return f"task:{task}"

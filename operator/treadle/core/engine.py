@@ -34,14 +34,14 @@ import functools
 import hashlib
 import json
 import random
-from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from treadle.api import workflows
 from treadle.api.workflows import Task, WorkflowSpec
-from treadle.core import backoff, conditions, dags, patches, ranges, templating
+from treadle.core import actions, backoff, conditions, dags, patches, ranges, templating
 from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, TaskMessage, TaskResult
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
@@ -430,29 +430,7 @@ class _Run:
         return values
 
     def render(self, task: Task, item: Any) -> dict[str, Any]:
-        context = self.context(item)
-        if task.command is not None:
-            args = [templating.render_text(arg, context) for arg in task.command.args]
-            return {"command": {"args": args}}
-        if task.python is not None:
-            kwargs = _render_strings(
-                task.python.kwargs or {}, lambda text: templating.render_value(text, context)
-            )
-            return {"python": {"callable": task.python.callable, "kwargs": kwargs}}
-        assert task.http is not None
-        http = task.http.model_dump(by_alias=True, exclude_none=True)
-        http["url"] = templating.render_text(task.http.url, context)
-        http["headers"] = [
-            {**header, "value": templating.render_text(header["value"], context)}
-            if "value" in header
-            else header
-            for header in http.get("headers", [])
-        ]
-        if task.http.body is not None:
-            http["body"] = _render_strings(
-                task.http.body, lambda text: templating.render_text(text, context)
-            )
-        return {"http": http}
+        return actions.render(task, self.context(item))
 
     def message(
         self, task: Task, item: int | None, attempt: int, action: dict[str, Any]
@@ -673,28 +651,9 @@ class _Run:
         self.status["conditions"] = current
 
 
-def _render_strings(value: Any, render: Callable[[str], Any]) -> Any:
-    """Every string inside a JSON value rendered with `render`; the rest kept as it is."""
-    if isinstance(value, str):
-        return render(value)
-    if isinstance(value, dict):
-        return {key: _render_strings(child, render) for key, child in value.items()}
-    if isinstance(value, list):
-        return [_render_strings(child, render) for child in value]
-    return value
-
-
 def secret_refs(spec: WorkflowSpec) -> list[tuple[str, str]]:
     """The (Secret, key) pairs the workflow's HTTP headers read; worker pods get them as env."""
-    return sorted(
-        {
-            (header.value_from.secret_key_ref.name, header.value_from.secret_key_ref.key)
-            for task in spec.tasks
-            if task.http is not None
-            for header in task.http.headers
-            if header.value_from is not None
-        }
-    )
+    return sorted({ref for task in spec.tasks for ref in actions.secret_keys(task)})
 
 
 def advance(
@@ -873,24 +832,8 @@ _ANY_TASK = "*"
 
 def _template_sources(task: Task) -> list[str]:
     sources = [] if task.for_each is None else [task.for_each]
-    if task.command is not None:
-        sources += task.command.args
-    if task.python is not None:
-        sources += _strings(task.python.kwargs or {})
-    if task.http is not None:
-        sources += [task.http.url, *(h.value for h in task.http.headers if h.value is not None)]
-        sources += _strings(task.http.body)
+    sources += [source for _, source in actions.templates(task, "")]
     return [source for source in sources if "{" in source]
-
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [text for child in value.values() for text in _strings(child)]
-    if isinstance(value, list):
-        return [text for child in value for text in _strings(child)]
-    return []
 
 
 def needed_outputs(spec: WorkflowSpec, status: Mapping[str, Any]) -> dict[str, int | None]:

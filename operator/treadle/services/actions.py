@@ -1,23 +1,25 @@
-"""Running a task's action in the worker: command, python, http.  The only module that calls
-out on behalf of tasks.
+"""Running a task's action in the worker: the runners of the action kinds (each kind names its
+runner in treadle.core.actions).  The only module that calls out on behalf of tasks.
 
-Each returns the task's output or raises `ActionFailed` with a message fit for status (never a
-secret: header values are not echoed).
+A runner is `async (spec, attempt) -> output`: it returns the task's output or raises
+`ActionFailed` with a message fit for status (never a secret: header values are not echoed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import inspect
 import json
 import os
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from treadle.core import messages
+from treadle.core import actions, messages
 
 if TYPE_CHECKING:
     import aiohttp
@@ -27,6 +29,30 @@ OUTPUT_LIMIT_BYTES = 1 << 20
 
 class ActionFailed(Exception):
     """The attempt failed; the message says why."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What a runner may need of the attempt besides its action's spec."""
+
+    timeout_seconds: float
+    idempotency_key: str
+    session: Callable[[], aiohttp.ClientSession]
+    """The worker's HTTP session, made on first use."""
+
+
+Runner = Callable[[Mapping[str, Any], Attempt], Awaitable[Any]]
+
+
+@functools.cache
+def runner(kind: str) -> Runner:
+    """The runner of an action kind, from the registry; ActionFailed for a kind it has not."""
+    found = actions.KINDS.get(kind)
+    if found is None:
+        raise ActionFailed(f"unknown action {kind!r}")
+    module_name, _, function_name = found.runner.partition(":")
+    run: Runner = getattr(importlib.import_module(module_name), function_name)
+    return run
 
 
 def _parse(text: str) -> Any:
@@ -81,7 +107,8 @@ async def _bounded_output(process: asyncio.subprocess.Process) -> tuple[bytes, b
     return stdout, stderr
 
 
-async def run_command(spec: Mapping[str, Any], timeout_seconds: float) -> Any:
+async def run_command(spec: Mapping[str, Any], attempt: Attempt) -> Any:
+    timeout_seconds = attempt.timeout_seconds
     args = [str(a) for a in spec["args"]]
     try:
         process = await asyncio.create_subprocess_exec(
@@ -125,7 +152,8 @@ def _resolve(path: str) -> Callable[..., Any]:
     return function  # type: ignore[no-any-return]
 
 
-async def run_python(spec: Mapping[str, Any], timeout_seconds: float) -> Any:
+async def run_python(spec: Mapping[str, Any], attempt: Attempt) -> Any:
+    timeout_seconds = attempt.timeout_seconds
     function = _resolve(spec["callable"])
     kwargs = dict(spec.get("kwargs") or {})
     try:
@@ -161,14 +189,10 @@ def _header_value(header: Mapping[str, Any]) -> str:
     return value
 
 
-async def run_http(
-    spec: Mapping[str, Any],
-    timeout_seconds: float,
-    idempotency_key: str,
-    session: aiohttp.ClientSession,
-) -> Any:
+async def run_http(spec: Mapping[str, Any], attempt: Attempt) -> Any:
+    timeout_seconds = attempt.timeout_seconds
     headers = {h["name"]: _header_value(h) for h in spec.get("headers") or []}
-    headers["Idempotency-Key"] = idempotency_key
+    headers["Idempotency-Key"] = attempt.idempotency_key
     body = spec.get("body")
     data: str | None = None
     if body is not None:
@@ -182,7 +206,7 @@ async def run_http(
     import aiohttp  # not at the top: workers that run no http task never pay for it
 
     try:
-        async with session.request(
+        async with attempt.session().request(
             method,
             url,
             headers=headers,

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from treadle.core import breakers, redaction
+from treadle.core import actions as kinds
+from treadle.core import redaction
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.runtime import CancelToken, Directive
 from treadle.services import actions, worker_metrics
@@ -43,7 +44,7 @@ async def run_attempt(
 ) -> TaskResult:
     """Runs one attempt behind its target's rate limit and circuit breaker; a failure is a
     result, never an exception."""
-    target = breakers.target_of(message.action, message.task)
+    target = kinds.target(message.action, message.task)
     namespace = message.namespace
     breaker = message.guards.get("circuitBreaker")
     rate = message.guards.get("rateLimit")
@@ -77,14 +78,8 @@ async def run_attempt(
 async def _act(message: TaskMessage, session: Session, started: float) -> TaskResult:
     try:
         kind, spec = next(iter(message.action.items()))
-        if kind == "command":
-            output = await actions.run_command(spec, message.timeout_seconds)
-        elif kind == "python":
-            output = await actions.run_python(spec, message.timeout_seconds)
-        elif kind == "http":
-            output = await actions.run_http(spec, message.timeout_seconds, message.key, session())
-        else:
-            raise actions.ActionFailed(f"unknown action {kind!r}")
+        attempt = actions.Attempt(message.timeout_seconds, message.key, session)
+        output = await actions.runner(kind)(spec, attempt)
     except actions.ActionFailed as error:
         return _result(message, "failed", None, str(error), started)
     except (StopIteration, ValueError, TypeError, LookupError, UnicodeError, OSError) as error:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from treadle.core import breakers
 from treadle.core.breakers import Breaker, admit, record, take
 
 THRESHOLD, OPEN = 5, 30.0
@@ -90,11 +89,3 @@ def test_the_bucket_never_allows_more_than_burst_plus_rate_times_time(
         wait, bucket = take(bucket, now, rate, burst)
         allowed += wait == 0
     assert allowed <= burst + rate * now + 1e-6
-
-
-def test_targets_are_scheme_host_port_for_http_and_the_task_otherwise() -> None:
-    assert breakers.target_of({"http": {"url": "https://api.example/users/1"}}, "t") == (
-        "https://api.example:443"
-    )
-    assert breakers.target_of({"http": {"url": "http://api:8080/x"}}, "t") == "http://api:8080"
-    assert breakers.target_of({"command": {"args": ["true"]}}, "merge") == "task:merge"

@@ -1,0 +1,64 @@
+"""Action kinds: what a task does.  Each kind is one module here (its templated fields, how it
+renders into a task message, its breaker target, the Secrets it reads, where its runner is),
+and KINDS lists each once; everything else asks this registry, never a kind's name.
+
+The kinds' spec models are the Task fields of treadle.api.workflows (ACTIONS), since the CRD
+schema is generated from those models.  Adding a kind: its model and Task field, a module
+here, its line in KINDS, its runner in treadle.services.actions.  tests/unit/core/test_actions
+fails when one part is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from treadle.api.workflows import Task
+from treadle.core.actions import command, http, python
+from treadle.core.actions._base import ActionKind, render_strings, strings_in
+
+__all__ = ["KINDS", "ActionKind", "render_strings", "strings_in"]
+
+KINDS: dict[str, ActionKind] = {kind.name: kind for kind in (command.KIND, http.KIND, python.KIND)}
+
+
+def of(task: Task) -> tuple[ActionKind, Any]:
+    """The task's one action: its kind and its spec."""
+    name, spec = task.action
+    return KINDS[name], spec
+
+
+def templates(task: Task, path: str) -> Iterator[tuple[str, str]]:
+    """The templated fields of a task's action (not its forEach), as (field path, source)."""
+    kind, spec = of(task)
+    return kind.templates(spec, f"{path}.{kind.name}")
+
+
+def render(task: Task, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The task's action as its message carries it: `{kind: rendered spec}`."""
+    kind, spec = of(task)
+    return {kind.name: kind.render(spec, context)}
+
+
+def target(action: Mapping[str, Any], task: str) -> str:
+    """The breaker and rate-limit target of a rendered action (a message's)."""
+    for name, rendered in action.items():
+        kind = KINDS.get(name)
+        if kind is not None and isinstance(rendered, Mapping):
+            return kind.target(rendered, task)
+    return f"task:{task}"
+
+
+def secret_keys(task: Task) -> Iterator[tuple[str, str]]:
+    kind, spec = of(task)
+    return kind.secret_keys(spec)
+
+
+def secrets_named(raw_task: Any, path: str) -> Iterator[tuple[str, str]]:
+    """The Secrets an unparsed task names, with their field paths."""
+    if not isinstance(raw_task, Mapping):
+        return
+    for name, kind in KINDS.items():
+        raw = raw_task.get(name)
+        if isinstance(raw, Mapping):
+            yield from kind.secrets_named(raw, f"{path}.{name}")
