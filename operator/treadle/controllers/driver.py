@@ -34,7 +34,7 @@ from lightkube.models.core_v1 import ObjectReference
 from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
 from treadle.api.workflows import WorkflowSpec
 from treadle.controllers import metrics
-from treadle.core import backoff, engine, notices, patches
+from treadle.core import backoff, engine, notices, patches, timestamps
 from treadle.core.messages import TaskResult
 from treadle.runtime import CancelToken, Directive
 from treadle.services import events, kube, pool_users
@@ -570,7 +570,7 @@ class Driver:
         finished = tracked.status.get("finishedAt")
         if ttl is None or not finished:
             return None
-        return engine.parse_timestamp(finished) + timedelta(seconds=ttl)
+        return timestamps.parse(finished) + timedelta(seconds=ttl)
 
     async def _tell_asides(self, served: dict[str, set[str]]) -> None:
         """A Warning Event on each workflow whose pool's result stream had entries set aside

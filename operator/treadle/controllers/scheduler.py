@@ -31,7 +31,7 @@ from treadle.api import GROUP, RUN_NOW_ANNOTATION, VERSION, syncjobs
 from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
 from treadle.api.syncjobs import SyncJobSpec
 from treadle.controllers import metrics
-from treadle.core import gates, patches, slots, syncs
+from treadle.core import gates, patches, slots, syncs, timestamps
 from treadle.runtime import CancelToken, Directive, Notify
 from treadle.services import events, kube, runs
 from treadle.services.leases import Held, LeaseStore
@@ -148,7 +148,7 @@ class Scheduler:
         uid, generation = meta["uid"], meta.get("generation")
         job = self.jobs.get(uid)
         if job is None:
-            created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
+            created = timestamps.parse(meta["creationTimestamp"])
             self.jobs[uid] = Job(
                 uid, meta["name"], meta["namespace"], spec, dict(status), created, generation
             )
@@ -236,7 +236,7 @@ class Scheduler:
             return None
         decision = syncs.decide(job.spec, job.status, now=now, created=job.created)
         if decision.abandoned_slot is not None:
-            abandoned = syncs.ts(decision.abandoned_slot)
+            abandoned = timestamps.text(decision.abandoned_slot)
             log.info("%s/%s: %s (%s)", job.namespace, job.name, syncs.ABANDONING_MESSAGE, abandoned)
             await self._tell(
                 job, "Normal", "AbandonedRetry", f"{syncs.ABANDONING_MESSAGE} ({abandoned})"
@@ -255,7 +255,7 @@ class Scheduler:
             return Attempt(decision.slot, manual=False)
         waiting = {
             **job.status,
-            "nextScheduleTime": syncs.ts(syncs.schedule_of(job.spec).next_after(now)),
+            "nextScheduleTime": timestamps.text(syncs.schedule_of(job.spec).next_after(now)),
         }
         if decision.abandoned_slot is not None:
             waiting["nextRetryTime"] = None
@@ -317,7 +317,7 @@ class Scheduler:
                 for lock in held:
                     await store.release(lock.lock, lock.holder)
                 raise
-            first = job.status.get("currentSlot") != syncs.ts(slot.start)
+            first = job.status.get("currentSlot") != timestamps.text(slot.start)
             job.held, job.run_phase = held, None
             job.renew_at = now + timedelta(seconds=self.lease_seconds / 3)
             await self._write(
@@ -350,7 +350,7 @@ class Scheduler:
         await self._write(job, status, now, message)
         await self._tell(job, "Normal", "Skipped", message)
         metrics.SYNC_SKIPS.labels(reason=result.reason).inc()
-        job.due = syncs.parse(retry) or slot.end
+        job.due = timestamps.parse_optional(retry) or slot.end
 
     async def _run_now(self, job: Job, now: datetime) -> Attempt:
         value = job.requests.pop(RUN_NOW_ANNOTATION)
@@ -396,7 +396,7 @@ class Scheduler:
             job.renew_at = now + timedelta(seconds=self.lease_seconds / 3)
         if await self._finished(job, run, now):
             return
-        started = syncs.parse(job.status.get("lastAttemptTime")) or now
+        started = timestamps.parse_optional(job.status.get("lastAttemptTime")) or now
         deadline = None
         if job.spec.active_deadline_seconds is not None:
             deadline = started + timedelta(seconds=job.spec.active_deadline_seconds)

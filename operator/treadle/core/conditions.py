@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
+from treadle.core import timestamps
+
 ConditionStatus = Literal["True", "False", "Unknown"]
-
-
-def timestamp(moment: datetime) -> str:
-    """RFC 3339 in UTC with second precision, as Kubernetes writes it."""
-    if moment.tzinfo is None:
-        raise ValueError("a timestamp needs an aware datetime")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def set_condition(
@@ -35,7 +30,7 @@ def set_condition(
         "reason": reason,
         "message": message,
         "lastTransitionTime": (
-            timestamp(now) if previous is None or changed else previous["lastTransitionTime"]
+            timestamps.text(now) if previous is None or changed else previous["lastTransitionTime"]
         ),
     }
     if generation is not None:

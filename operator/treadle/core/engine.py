@@ -36,12 +36,21 @@ import json
 import random
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from treadle.api import workflows
 from treadle.api.workflows import Task, WorkflowSpec
-from treadle.core import actions, backoff, conditions, dags, patches, ranges, templating
+from treadle.core import (
+    actions,
+    backoff,
+    conditions,
+    dags,
+    patches,
+    ranges,
+    templating,
+    timestamps,
+)
 from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, TaskMessage, TaskResult
 
 DEFAULT_TIMEOUT_SECONDS = 60.0
@@ -96,18 +105,10 @@ class Step:
         return self.status.get("phase") in ("Succeeded", "Failed")
 
 
-def _ts(moment: datetime) -> str:
-    return conditions.timestamp(moment)
-
-
 def _due(moment: datetime) -> str:
     """A retry time, rounded up to the second status can hold: never earlier than asked."""
     whole = moment.replace(microsecond=0)
-    return _ts(whole if whole == moment else whole + timedelta(seconds=1))
-
-
-def parse_timestamp(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    return timestamps.text(whole if whole == moment else whole + timedelta(seconds=1))
 
 
 def _json_size(value: Any) -> int:
@@ -246,7 +247,7 @@ class _Run:
             elif entry["phase"] not in IN_FLIGHT or entry.get("attempts") != result.attempt:
                 return  # a duplicate or a straggler of an earlier attempt
             if result.outcome == "succeeded":
-                entry.update(phase="Succeeded", finishedAt=_ts(self.now))
+                entry.update(phase="Succeeded", finishedAt=timestamps.text(self.now))
                 self.keep_output(entry, result)
                 entry.pop("error", None)
             else:
@@ -311,10 +312,10 @@ class _Run:
             "task": name,
             "attempts": attempts,
             "error": error,
-            "at": _ts(self.now),
+            "at": timestamps.text(self.now),
         }
         if item is None:
-            entry.update(phase="DeadLettered", finishedAt=_ts(self.now), error=error)
+            entry.update(phase="DeadLettered", finishedAt=timestamps.text(self.now), error=error)
             entry.pop("nextRetryAt", None)
         else:
             letter["item"] = item
@@ -466,7 +467,7 @@ class _Run:
             self._dead_letter(task.name, item, attempt, self._why(task, f"template: {error}"))
             return False
         self.enqueue.append(self.message(task, item, attempt, action))
-        entry.setdefault("startedAt", _ts(self.now))
+        entry.setdefault("startedAt", timestamps.text(self.now))
         if item is None:
             entry.update(phase="Queued", attempts=attempt)
             entry.pop("nextRetryAt", None)
@@ -497,7 +498,7 @@ class _Run:
             succeeded=0,
             failed=0,
             deadLettered=0,
-            startedAt=_ts(self.now),
+            startedAt=timestamps.text(self.now),
         )
 
     def schedule(self) -> None:
@@ -506,12 +507,12 @@ class _Run:
         for task in self.spec.tasks:
             entry = self.tasks[task.name]
             if task.for_each is None and entry["phase"] == "Retrying":
-                if slots > 0 and parse_timestamp(entry["nextRetryAt"]) <= self.now:
+                if slots > 0 and timestamps.parse(entry["nextRetryAt"]) <= self.now:
                     slots -= self.launch(task, None, int(entry.get("attempts", 1)) + 1)
             elif task.for_each is not None and "retryAt" in entry and slots > 0:
                 retrying = self.item_map(task.name, "retryAt")
                 attempts = self.item_map(task.name, "itemAttempts")
-                when = {due: parse_timestamp(due) for due in set(retrying.values())}
+                when = {due: timestamps.parse(due) for due in set(retrying.values())}
                 for item in sorted(i for i, due in retrying.items() if when[due] <= self.now):
                     if slots <= 0 or self.waits(task):
                         break
@@ -522,7 +523,7 @@ class _Run:
             if entry["phase"] == "Pending":
                 deps = [self.tasks[d]["phase"] for d in task.depends_on]
                 if any(phase in ("DeadLettered", "Skipped") for phase in deps):
-                    entry.update(phase="Skipped", finishedAt=_ts(self.now))
+                    entry.update(phase="Skipped", finishedAt=timestamps.text(self.now))
                     continue
                 if not all(phase == "Succeeded" for phase in deps):
                     continue
@@ -563,7 +564,7 @@ class _Run:
             dead = len(self.items(task.name, "deadItems"))
             if done + dead < total:
                 continue
-            entry["finishedAt"] = _ts(self.now)
+            entry["finishedAt"] = timestamps.text(self.now)
             entry["phase"] = "Succeeded" if dead == 0 else "DeadLettered"
             entry.pop("nextItem", None)
             if dead == 0:  # a manual retry of dead children needs their items
@@ -591,8 +592,8 @@ class _Run:
         moments = []
         for entry in self.tasks.values():
             if entry.get("phase") == "Retrying":
-                moments.append(parse_timestamp(entry["nextRetryAt"]))
-            moments += [parse_timestamp(due) for due in entry.get("retryAt") or {}]
+                moments.append(timestamps.parse(entry["nextRetryAt"]))
+            moments += [timestamps.parse(due) for due in entry.get("retryAt") or {}]
         deadline = self.deadline()
         if deadline is not None and self.status.get("phase") not in ("Succeeded", "Failed"):
             moments.append(deadline)
@@ -602,7 +603,7 @@ class _Run:
         started = self.status.get("startedAt")
         if self.spec.active_deadline_seconds is None or not started:
             return None
-        return parse_timestamp(started) + timedelta(seconds=self.spec.active_deadline_seconds)
+        return timestamps.parse(started) + timedelta(seconds=self.spec.active_deadline_seconds)
 
     def conclude(self, generation: int | None) -> None:
         phases = [self.tasks[t.name]["phase"] for t in self.spec.tasks]
@@ -615,7 +616,7 @@ class _Run:
             message = f"activeDeadlineSeconds ({self.spec.active_deadline_seconds}) exceeded"
             for entry in self.tasks.values():
                 if entry["phase"] not in FINISHED:
-                    entry.update(phase="Skipped", finishedAt=_ts(self.now))
+                    entry.update(phase="Skipped", finishedAt=timestamps.text(self.now))
         elif all(p in FINISHED for p in phases):
             failed = sorted(
                 t.name for t in self.spec.tasks if self.tasks[t.name]["phase"] == "DeadLettered"
@@ -627,9 +628,9 @@ class _Run:
             phase = "Running"
             message = f"{self.in_flight()} in flight"
         if phase in ("Succeeded", "Failed"):
-            self.status.setdefault("finishedAt", _ts(self.now))
+            self.status.setdefault("finishedAt", timestamps.text(self.now))
         if phase != "Suspended" and self.enqueue:
-            self.status.setdefault("startedAt", _ts(self.now))
+            self.status.setdefault("startedAt", timestamps.text(self.now))
         finished, total = self.progress()
         self.status.update(
             phase=phase,
@@ -697,7 +698,7 @@ def advance(
         )
         for entry in run.tasks.values():
             if entry["phase"] not in FINISHED:
-                entry.update(phase="Skipped", finishedAt=_ts(now))
+                entry.update(phase="Skipped", finishedAt=timestamps.text(now))
         run.conclude(generation)
         fit(run.status, last_resort=True)
     return Step(run.status, run.enqueue, run.wake_at(), wants_outputs=run.deferred)
@@ -751,7 +752,7 @@ def revive(
     names = [t.name for t in spec.tasks] if target == "all" else [target]
     letters = revived_status.get("deadLetters") or []
     revived: list[str] = []
-    due = _ts(now)
+    due = timestamps.text(now)
     for name in names:
         entry = tasks.get(name) or {}
         if by_name[name].for_each is None or "items" not in entry:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from treadle.api.syncjobs import SyncJobSpec
-from treadle.core import conditions, patches, slots
+from treadle.core import conditions, patches, slots, timestamps
 
 SUCCEEDED, FAILED, SKIPPED = "Succeeded", "Failed", "Skipped"
 
@@ -43,16 +43,6 @@ class Decision:
     """When to decide again without news (None: only when something changes)."""
     abandoned_slot: datetime | None = None
     """A slot whose pending retry this decision abandons (a new slot began)."""
-
-
-def ts(moment: datetime) -> str:
-    return conditions.timestamp(moment)
-
-
-def parse(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def schedule_of(spec: SyncJobSpec) -> slots.Schedule:
@@ -89,7 +79,7 @@ def decide(
     slot = schedule.slot_at(now)
     if slot is None or slot.start < created.replace(microsecond=0):
         return Decision(False, "waiting for the first slot", wake_at=upcoming)
-    current = parse(status.get("currentSlot"))
+    current = timestamps.parse_optional(status.get("currentSlot"))
     if current != slot.start:
         abandoned = current if status.get("lastOutcome") == SKIPPED and current else None
         deadline = spec.starting_deadline_seconds
@@ -97,7 +87,7 @@ def decide(
         if deadline is not None and late > deadline:
             return Decision(
                 False,
-                f"missed the slot of {ts(slot.start)}: {late:.0f} s late, more than "
+                f"missed the slot of {timestamps.text(slot.start)}: {late:.0f} s late, more than "
                 f"startingDeadlineSeconds ({deadline})",
                 slot=slot,
                 wake_at=upcoming,
@@ -113,7 +103,7 @@ def decide(
         )
     if outcome != SKIPPED:
         return Decision(True, "no attempt recorded in this slot", slot=slot)
-    last = parse(status.get("lastAttemptTime"))
+    last = timestamps.parse_optional(status.get("lastAttemptTime"))
     if last is None:
         return Decision(True, RETRYING_MESSAGE, slot=slot, retry=True)
     due = last + timedelta(seconds=retry_wait_seconds(spec, slot))
@@ -129,10 +119,10 @@ def decide(
 
 def _attempted(status: Mapping[str, Any], slot: slots.Slot, now: datetime) -> dict[str, Any]:
     updated: dict[str, Any] = patches.copy_json(status)
-    same = updated.get("currentSlot") == ts(slot.start)
+    same = updated.get("currentSlot") == timestamps.text(slot.start)
     updated.update(
-        currentSlot=ts(slot.start),
-        lastAttemptTime=ts(now),
+        currentSlot=timestamps.text(slot.start),
+        lastAttemptTime=timestamps.text(now),
         attemptsInSlot=(int(updated.get("attemptsInSlot") or 0) if same else 0) + 1,
     )
     return updated
@@ -154,8 +144,8 @@ def skipped(
         lastOutcome=SKIPPED,
         lastSkipReason=reason,
         lastSkipHolder=holder,
-        nextRetryTime=ts(due) if due < slot.end else None,
-        nextScheduleTime=ts(slot.end),
+        nextRetryTime=timestamps.text(due) if due < slot.end else None,
+        nextScheduleTime=timestamps.text(slot.end),
     )
     return updated
 
@@ -170,7 +160,7 @@ def started(
         nextRetryTime=None,
         lastSkipReason=None,
         lastSkipHolder=None,
-        nextScheduleTime=ts(slot.end),
+        nextScheduleTime=timestamps.text(slot.end),
     )
     return updated
 
@@ -182,7 +172,9 @@ def finished(
     updated: dict[str, Any] = patches.copy_json(status)
     updated["activeRun"] = None
     if succeeded:
-        updated.update(lastOutcome=SUCCEEDED, consecutiveFailures=0, lastSuccessfulTime=ts(now))
+        updated.update(
+            lastOutcome=SUCCEEDED, consecutiveFailures=0, lastSuccessfulTime=timestamps.text(now)
+        )
     else:
         updated.update(
             lastOutcome=FAILED,

@@ -19,7 +19,7 @@ from lightkube import AsyncClient, Client
 from lightkube.resources.coordination_v1 import Lease
 
 from treadle.api import RUN_NOW_ANNOTATION
-from treadle.core import gates
+from treadle.core import gates, timestamps
 from treadle.plugin import flags, objects
 from treadle.plugin.output import Failure, table
 from treadle.services import kube
@@ -146,7 +146,7 @@ def _get_job(client: Client, name: str) -> Any:
 
 def sync_run(client: Client, args: argparse.Namespace) -> int:
     _get_job(client, args.job)
-    asked = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    asked = timestamps.text(datetime.now(UTC))
     taken = objects.ask(
         client, kube.SyncJob, "sync job", args.job, RUN_NOW_ANNOTATION, asked, args.timeout
     )

@@ -15,7 +15,7 @@ from lightkube.resources.core_v1 import Pod
 
 from treadle.api import GROUP, VERSION, syncjobs
 from treadle.api.syncjobs import SyncJobSpec
-from treadle.core import conditions
+from treadle.core import timestamps
 from treadle.services.kube import LABEL_COMPONENT
 
 LABEL_SYNCJOB = f"{GROUP}/syncjob"
@@ -89,7 +89,7 @@ def run_pod(
             },
             "annotations": {
                 **(metadata.get("annotations") or {}),
-                SLOT_ANNOTATION: conditions.timestamp(slot),
+                SLOT_ANNOTATION: timestamps.text(slot),
                 LOCKS_ANNOTATION: json.dumps(dict(locks), sort_keys=True),
             },
             "ownerReferences": [

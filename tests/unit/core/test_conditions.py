@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from treadle.core import conditions
+from treadle.core import conditions, timestamps
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
@@ -69,4 +69,4 @@ def test_other_conditions_are_kept_and_sorted_by_type() -> None:
 
 def test_naive_datetimes_are_refused() -> None:
     with pytest.raises(ValueError, match="aware"):
-        conditions.timestamp(datetime(2026, 1, 1))
+        timestamps.text(datetime(2026, 1, 1))

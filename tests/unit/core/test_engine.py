@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from support.conditions import condition
 from treadle.api.workflows import WorkflowSpec
-from treadle.core import engine
+from treadle.core import engine, timestamps
 from treadle.core.messages import TaskMessage, TaskResult
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -169,7 +169,7 @@ def test_a_failure_is_retried_with_growing_delays_then_dead_lettered_and_downstr
     assert final.status["tasks"]["after"]["phase"] == "Skipped"
     assert final.status["phase"] == "Failed"
     assert final.status["deadLetters"] == [
-        {"task": "flaky", "attempts": 3, "error": "503 from api", "at": engine._ts(now)}
+        {"task": "flaky", "attempts": 3, "error": "503 from api", "at": timestamps.text(now)}
     ]
     stalled = condition(final.status, "Stalled")
     assert stalled["status"] == "True"
