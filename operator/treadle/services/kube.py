@@ -20,6 +20,7 @@ from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import PatchType
 
 from treadle.api import GROUP, VERSION, syncjobs, workflows
+from treadle.core import podspecs
 from treadle.core.messages import secret_env_name
 
 Workflow = create_namespaced_resource(GROUP, VERSION, workflows.KIND, workflows.PLURAL)
@@ -213,13 +214,8 @@ def worker_pod(
             ),
             *(spec.env or []),
         ],
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
     }
+    container = podspecs.restricted_container(container)
     if spec.resources:
         container["resources"] = spec.resources
     if metrics_port:
@@ -251,11 +247,7 @@ def worker_pod(
             "restartPolicy": "Always",
             "automountServiceAccountToken": False,
             "terminationGracePeriodSeconds": 30,
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": 65532,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": podspecs.restricted_pod_context(),
             "containers": [container],
         },
     }

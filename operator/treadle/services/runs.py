@@ -15,7 +15,7 @@ from lightkube.resources.core_v1 import Pod
 
 from treadle.api import GROUP, VERSION, syncjobs
 from treadle.api.syncjobs import SyncJobSpec
-from treadle.core import timestamps
+from treadle.core import podspecs, timestamps
 from treadle.services.kube import LABEL_COMPONENT
 
 LABEL_SYNCJOB = f"{GROUP}/syncjob"
@@ -36,17 +36,6 @@ def run_name(job: str, moment: datetime, *, manual: bool = False) -> str:
     return f"{job[:keep].rstrip('-.')}-{digest}-{suffix}"
 
 
-def _restricted(container: dict[str, Any]) -> dict[str, Any]:
-    context = dict(container.get("securityContext") or {})
-    context.update(
-        allowPrivilegeEscalation=False,
-        capabilities={"drop": ["ALL"]},
-        runAsNonRoot=True,
-        seccompProfile={"type": "RuntimeDefault"},
-    )
-    return {**container, "securityContext": context}
-
-
 def run_pod(
     *,
     job: str,
@@ -65,14 +54,13 @@ def run_pod(
     pod_spec.update(
         restartPolicy="Never",
         automountServiceAccountToken=False,
-        containers=[_restricted(c) for c in pod_spec.get("containers") or []],
+        containers=[podspecs.restricted_container(c) for c in pod_spec.get("containers") or []],
+        securityContext=podspecs.restricted_pod_context(pod_spec.get("securityContext")),
     )
     if pod_spec.get("initContainers"):
-        pod_spec["initContainers"] = [_restricted(c) for c in pod_spec["initContainers"]]
-    pod_context = dict(pod_spec.get("securityContext") or {})
-    pod_context.update(runAsNonRoot=True, seccompProfile={"type": "RuntimeDefault"})
-    pod_context.setdefault("runAsUser", 65532)
-    pod_spec["securityContext"] = pod_context
+        pod_spec["initContainers"] = [
+            podspecs.restricted_container(c) for c in pod_spec["initContainers"]
+        ]
     if spec.active_deadline_seconds is not None:
         pod_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     return {
