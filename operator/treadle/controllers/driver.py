@@ -36,6 +36,7 @@ from treadle.api.workflows import WorkflowSpec
 from treadle.controllers import metrics
 from treadle.core import backoff, engine, notices, patches, timestamps
 from treadle.core.messages import TaskResult
+from treadle.core.requests import AnnotationRequests
 from treadle.runtime import CancelToken, Directive
 from treadle.services import events, kube, pool_users
 from treadle.services.keys import REJECTED, output_key, pool_user
@@ -110,9 +111,7 @@ class Tracked:
     """Why a worker pod is not starting, as the last pod check found it."""
     retry: str | None = None
     """A manual retry asked for (a task name or "all"), carried out on the next pass."""
-    retry_cleared_version: int = 0
-    """The resourceVersion at which the last retry annotation was removed: older watch events
-    still carrying it are not a new request."""
+    retry_requests: AnnotationRequests = field(default_factory=AnnotationRequests)
     enqueued_unwritten: set[tuple[str, int]] = field(default_factory=set)
     """Attempts (key, attempt) enqueued by an advance whose status write has not happened yet:
     an advance that failed after enqueuing and is tried again must not enqueue them twice (the
@@ -191,8 +190,8 @@ class Driver:
         tracked = self.workflows.get(uid)
         if tracked is None or tracked.retry is not None:
             return
-        if resource_version.isdigit() and int(resource_version) <= tracked.retry_cleared_version:
-            return  # an event from before we removed the annotation
+        if not tracked.retry_requests.is_new(resource_version):
+            return
         tracked.retry = target
         tracked.due = datetime.now(UTC)
 
@@ -562,8 +561,7 @@ class Driver:
             self.api, who.namespace, who.name, RETRY_ANNOTATION, target
         )
         tracked.retry = None
-        if version is not None and version.isdigit():
-            tracked.retry_cleared_version = int(version)
+        tracked.retry_requests.cleared(version)
 
     def _ttl_due(self, tracked: Tracked) -> datetime | None:
         ttl = tracked.spec.ttl_seconds_after_finished

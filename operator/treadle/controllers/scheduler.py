@@ -32,6 +32,7 @@ from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
 from treadle.api.syncjobs import SyncJobSpec
 from treadle.controllers import metrics
 from treadle.core import gates, patches, slots, syncs, timestamps
+from treadle.core.requests import AnnotationRequests
 from treadle.runtime import CancelToken, Directive, Notify
 from treadle.services import events, kube, runs
 from treadle.services.leases import Held, LeaseStore
@@ -73,7 +74,7 @@ class Job:
     """A new generation was admitted: its failures are reset."""
     requests: dict[str, str] = field(default_factory=dict)
     """Annotations asking for something (run now, reset failures), by annotation."""
-    cleared_version: int = 0
+    annotation_requests: AnnotationRequests = field(default_factory=AnnotationRequests)
 
     @property
     def reference(self) -> ObjectReference:
@@ -175,8 +176,8 @@ class Scheduler:
         job = self.jobs.get(job_uid)
         if job is None or annotation in job.requests:
             return
-        if resource_version.isdigit() and int(resource_version) <= job.cleared_version:
-            return  # an event from before we removed the annotation
+        if not job.annotation_requests.is_new(resource_version):
+            return
         job.requests[annotation] = value
         job.due = None
         self.wake.notify()
@@ -500,5 +501,4 @@ class Scheduler:
         version = await kube.clear_annotation(
             self.api, job.namespace, job.name, annotation, value, resource=kube.SyncJob
         )
-        if version is not None and version.isdigit():
-            job.cleared_version = int(version)
+        job.annotation_requests.cleared(version)
