@@ -34,10 +34,10 @@ from lightkube.models.core_v1 import ObjectReference
 from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
 from treadle.api.workflows import WorkflowSpec
 from treadle.controllers import metrics
-from treadle.core import backoff, engine, notices, patches, timestamps
+from treadle.core import engine, notices, patches, timestamps
 from treadle.core.messages import TaskResult
 from treadle.core.requests import AnnotationRequests
-from treadle.runtime import CancelToken, Directive
+from treadle.runtime import Backoff, CancelToken, Directive
 from treadle.services import events, kube, pool_users
 from treadle.services.keys import REJECTED, output_key, pool_user
 from treadle.services.pool_users import PoolUsers
@@ -57,18 +57,18 @@ writing junk in a loop makes no flood of Events)."""
 BATCH = 1000
 MAX_PER_PASS = 20_000
 ADVANCE_CONCURRENCY = 32
-RETRY_AFTER_FAILURE = timedelta(seconds=2)
-"""A workflow whose advance failed is advanced again after this, doubled with each failure in a
-row up to RETRY_AFTER_FAILURE_MAX (a workflow in a namespace being deleted fails for minutes)."""
-RETRY_AFTER_FAILURE_MAX = timedelta(seconds=60)
-MAX_LOADED_OUTPUT_BYTES = 64 * 1024 * 1024
-"""The most stored output (as JSON) loaded at once for one workflow's templates: a fan-in of
-10,000 children of 1 MiB each is refused (its readers fail), not loaded."""
-_UNJITTERED = random.Random(0)
-"""The retry waits after failures have no jitter: the random source is never drawn from."""
 """Workflows advanced at once in a pass: a thousand small workflows are not advanced one API
 round trip after another, and a pass never asks more of the API server than a few dozen
 requests at a time."""
+FAILURE_BACKOFF = Backoff(initial_seconds=2, max_seconds=60, factor=2, jitter=0)
+"""A workflow whose advance failed is advanced again after 2 s, doubled with each failure in a
+row up to a minute (a workflow in a namespace being deleted fails for minutes)."""
+RETRY_AFTER_FAILURE = timedelta(seconds=FAILURE_BACKOFF.initial_seconds)
+_UNJITTERED = random.Random(0)
+"""FAILURE_BACKOFF has no jitter: this random source is never drawn from."""
+MAX_LOADED_OUTPUT_BYTES = 64 * 1024 * 1024
+"""The most stored output (as JSON) loaded at once for one workflow's templates: a fan-in of
+10,000 children of 1 MiB each is refused (its readers fail), not loaded."""
 
 
 @dataclass
@@ -325,14 +325,7 @@ class Driver:
         current.retained = given + current.retained
         if isinstance(error, Exception):
             current.failures += 1
-            wait = backoff.delay_seconds(
-                current.failures,
-                initial_seconds=RETRY_AFTER_FAILURE.total_seconds(),
-                factor=2,
-                max_seconds=RETRY_AFTER_FAILURE_MAX.total_seconds(),
-                jitter=0,
-                rng=_UNJITTERED,
-            )
+            wait = FAILURE_BACKOFF.delay(current.failures, _UNJITTERED)
             current.due = now + timedelta(seconds=wait)
             log.warning(
                 "advancing %s/%s failed (%d in a row); again in %g s",

@@ -1,6 +1,6 @@
 """Bulkheads: a concurrency limit shared by several loops, and backoff after errors.
 
-The backoff grows by `multiplier` with each consecutive error (initial, initial×m, initial×m², …,
+The backoff grows by `factor` with each consecutive error (initial, initial×m, initial×m², …,
 capped at `max_seconds`), is shortened by up to `jitter` of itself at random so that loops that
 failed together do not retry together, and resets after a success.
 """
@@ -20,14 +20,14 @@ from treadle.core import backoff
 class Backoff:
     initial_seconds: float = 1.0
     max_seconds: float = 60.0
-    multiplier: float = 2.0
+    factor: float = 2.0
     jitter: float = 0.2
 
     def __post_init__(self) -> None:
         if self.initial_seconds < 0 or self.max_seconds < self.initial_seconds:
             raise ValueError("backoff needs 0 <= initial_seconds <= max_seconds")
-        if self.multiplier < 1:
-            raise ValueError("backoff multiplier must be at least 1")
+        if self.factor < 1:
+            raise ValueError("backoff factor must be at least 1")
         if not 0 <= self.jitter <= 1:
             raise ValueError("backoff jitter must be between 0 and 1")
 
@@ -36,7 +36,7 @@ class Backoff:
         return backoff.delay_seconds(
             consecutive_errors,
             initial_seconds=self.initial_seconds,
-            factor=self.multiplier,
+            factor=self.factor,
             max_seconds=self.max_seconds,
             jitter=self.jitter,
             rng=rng,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from treadle.core import actions as kinds
 from treadle.core import redaction
 from treadle.core.messages import TaskMessage, TaskResult
-from treadle.runtime import CancelToken, Directive
+from treadle.runtime import Backoff, CancelToken, Directive
 from treadle.services import actions, worker_metrics
 from treadle.services.guards import BreakerSettings, Guards, RateSettings
 from treadle.services.queues import Delivery, TaskQueue, is_missing_group
@@ -35,6 +36,9 @@ Session = Callable[[], "aiohttp.ClientSession"]
 
 log = logging.getLogger(__name__)
 
+REDIS_BACKOFF = Backoff(initial_seconds=0.5, max_seconds=5.0, factor=2.0, jitter=0.2)
+"""How a worker waits to try Redis again (publishing results, or logging in at start)."""
+_RNG = random.Random()
 DEFAULT_REAP_IDLE_SECONDS = 25.0
 DEFAULT_MAX_REDELIVERIES = 3
 
@@ -210,10 +214,11 @@ class TaskWorker:
             self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
-        delay = 0.0
+        failures = 0
         try:
             while self._ended:
-                await asyncio.sleep(delay)  # let attempts ending in the same moment join
+                # Let attempts ending in the same moment join; after a failure, back off.
+                await asyncio.sleep(REDIS_BACKOFF.delay(failures, _RNG) if failures else 0)
                 ended, self._ended = self._ended, []
                 try:
                     results = [r for _, r in ended if r is not None]
@@ -226,9 +231,9 @@ class TaskWorker:
                     # and try again, so that nothing finished is run a second time.
                     log.warning("could not publish %d results; retrying", len(ended), exc_info=True)
                     self._ended[:0] = ended
-                    delay = min(5.0, max(0.5, delay * 2))
+                    failures += 1
                     continue
-                delay = 0.0
+                failures = 0
                 for delivery, _ in ended:
                     self._in_hand.pop(delivery.id, None)
         finally:
@@ -332,14 +337,15 @@ async def _reach(queue: TaskQueue, stop: asyncio.Event) -> bool:
     """Waits until Redis lets this worker in (a Redis that restarted knows its pool's user again
     once the operator's next pod check made it, within 30 s), rather than exiting into a
     restart back-off; False when told to stop first."""
-    delay = 0.5
+    failures = 0
     while not stop.is_set():
         try:
             await queue.ensure_groups()
             return True
         except RedisConnectionError as error:
-            log.warning("pool %s: no Redis yet (%s); again in %g s", queue.pool, error, delay)
+            failures += 1
+            delay = REDIS_BACKOFF.delay(failures, _RNG)
+            log.warning("pool %s: no Redis yet (%s); again in %.1f s", queue.pool, error, delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
-        delay = min(5.0, delay * 2)
     return False

@@ -12,7 +12,7 @@ from treadle.runtime import Backoff, Bulkhead
 
 
 def test_backoff_doubles_from_initial_and_caps_at_max() -> None:
-    backoff = Backoff(initial_seconds=1, max_seconds=10, multiplier=2, jitter=0)
+    backoff = Backoff(initial_seconds=1, max_seconds=10, factor=2, jitter=0)
     rng = random.Random(1)
     assert [backoff.delay(n, rng) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
 
@@ -30,7 +30,7 @@ def test_a_success_resets_the_error_streak() -> None:
     seed=st.integers(),
 )
 def test_jittered_delay_stays_within_its_bounds(errors: int, jitter: float, seed: int) -> None:
-    backoff = Backoff(initial_seconds=0.5, max_seconds=30, multiplier=3, jitter=jitter)
+    backoff = Backoff(initial_seconds=0.5, max_seconds=30, factor=3, jitter=jitter)
     ceiling = min(30.0, 0.5 * 3.0 ** min(errors - 1, 50))
     delay = backoff.delay(errors, random.Random(seed))
     assert ceiling * (1 - jitter) - 1e-9 <= delay <= ceiling + 1e-9
@@ -41,7 +41,7 @@ def test_jittered_delay_stays_within_its_bounds(errors: int, jitter: float, seed
     [
         ({"initial_seconds": -1}, "initial_seconds"),
         ({"initial_seconds": 5, "max_seconds": 1}, "max_seconds"),
-        ({"multiplier": 0.5}, "multiplier"),
+        ({"factor": 0.5}, "factor"),
         ({"jitter": 1.5}, "jitter"),
     ],
 )

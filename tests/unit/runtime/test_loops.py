@@ -200,7 +200,7 @@ async def test_the_metrics_listener_counts_executions_errors_and_backoff_seconds
         return outcome
 
     name = "metered-loop"
-    bulkhead = Bulkhead(Backoff(initial_seconds=2, multiplier=3, max_seconds=100, jitter=0))
+    bulkhead = Bulkhead(Backoff(initial_seconds=2, factor=3, max_seconds=100, jitter=0))
     cancel_after(cancel, 60)
     await Loop(
         name,

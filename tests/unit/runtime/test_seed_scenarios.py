@@ -82,7 +82,7 @@ async def test_scenario_transient_errors_back_off_1_2_4_then_a_success_resets_to
     action = Recorder(script=script)
     notify = Notify()
     notify.notify()
-    bulkhead = Bulkhead(Backoff(initial_seconds=1, max_seconds=HOUR, multiplier=2, jitter=0))
+    bulkhead = Bulkhead(Backoff(initial_seconds=1, max_seconds=HOUR, factor=2, jitter=0))
     loop = Loop("flaky-worker", action, cancel, notifiers=[notify], bulkhead=bulkhead)
     cancel_after(cancel, HOUR)
     await loop.run()
