@@ -157,10 +157,8 @@ class Driver:
     def track(self, body: dict[str, Any], spec: WorkflowSpec, status: dict[str, Any]) -> None:
         """Starts (or resumes, or updates) driving a valid workflow."""
         meta = body["metadata"]
-        uid = meta["uid"]
-        who = engine.Identity(
-            uid=uid, name=meta["name"], namespace=meta["namespace"], pool=pool_of(uid)
-        )
+        who = engine.Identity.of(meta)
+        uid = who.uid
         tracked = Tracked(who, spec, status, meta.get("generation"), datetime.now(UTC))
         tracked.written = status
         previous = self.workflows.get(uid)
@@ -204,7 +202,7 @@ class Driver:
         """The workflow was deleted: forget it, and delete its Redis keys, its pool's user and
         worker URL on the next pass."""
         self.forget(uid)
-        who = engine.Identity(uid=uid, name="", namespace=namespace, pool=pool_of(uid))
+        who = engine.Identity.of({"uid": uid, "namespace": namespace})
         self._deleted.append(who)
 
     async def execute(self, cancel: CancelToken) -> Directive:
@@ -261,7 +259,7 @@ class Driver:
         for uid in sorted(set(by_workflow) | due):
             tracked = self.workflows.get(uid)
             if tracked is None:  # forgotten while its results were read: gone, or not ours
-                done[pool_of(uid)] += ids.get(uid, [])
+                done[engine.dedicated_pool(uid)] += ids.get(uid, [])
                 continue
             tracked.unacked += ids.get(uid, [])
             work.append((tracked, by_workflow.get(uid, [])))
@@ -648,8 +646,3 @@ class Driver:
             tracked.workers_waiting_since = None
         elif tracked.workers_waiting_since is None:
             tracked.workers_waiting_since = found.oldest or datetime.now(UTC)
-
-
-def pool_of(uid: str) -> str:
-    """The dedicated pool of a workflow (its own worker pods)."""
-    return f"wf-{uid}"

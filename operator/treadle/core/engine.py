@@ -78,15 +78,30 @@ OutputId = tuple[str, int | None]
 IN_FLIGHT = ("Queued", "Running")
 
 
+def dedicated_pool(uid: str) -> str:
+    """The pool of a workflow's own worker pods."""
+    return f"wf-{uid}"
+
+
 @dataclass(frozen=True)
 class Identity:
+    """Which workflow: from its metadata (`of`), the one way it is made."""
+
     uid: str
     name: str
     namespace: str
     pool: str
 
+    @classmethod
+    def of(cls, meta: Mapping[str, Any]) -> Identity:
+        """From a workflow's metadata (a uid is missing while the webhook sees a create)."""
+        uid = str(meta.get("uid") or "")
+        name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "")
+        return cls(uid=uid, name=name, namespace=namespace, pool=dedicated_pool(uid))
+
     @property
     def context(self) -> dict[str, str]:
+        """What templates see as `workflow`."""
         return {"name": self.name, "namespace": self.namespace, "uid": self.uid}
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 
 from treadle.api import GROUP, VERSION, syncjobs, workflows
-from treadle.core import admission
+from treadle.core import admission, engine
 from treadle.services import kube
 
 WEBHOOK_CONFIGURATION = GROUP
@@ -51,12 +51,7 @@ async def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> 
     problem = admission.edit_problem(old, dict(spec))
     if problem is not None:
         raise kopf.AdmissionError(problem, code=422)
-    workflow = {
-        "name": meta.get("name"),
-        "namespace": meta.get("namespace"),
-        "uid": meta.get("uid"),
-    }
-    problems = admission.admit_workflow(dict(spec), workflow)[1]
+    problems = admission.admit_workflow(dict(spec), engine.Identity.of(meta).context)[1]
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
     await _secrets_readable(workflows.KIND, spec, meta, kwargs.get("userinfo"))

@@ -15,7 +15,7 @@ import kopf
 
 from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
 from treadle.controllers import metrics
-from treadle.core import admission, patches
+from treadle.core import admission, engine, patches
 from treadle.handlers.registry import registry
 
 
@@ -71,7 +71,7 @@ async def retry_requested(
         return
     uid = meta["uid"]
     if not driver.tracks(uid):
-        parsed, _problems = admission.admit_workflow(dict(spec), _identity(meta))
+        parsed, _problems = admission.admit_workflow(dict(spec), engine.Identity.of(meta).context)
         if parsed is None or status.get("phase") == "Invalid":
             return  # an invalid workflow never ran: nothing to retry
         driver.track(dict(body), parsed, dict(status))
@@ -92,10 +92,5 @@ def _admit(spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta) -> admission.A
         dict(status),
         generation=meta.get("generation"),
         now=datetime.now(UTC),
-        workflow=_identity(meta),
+        workflow=engine.Identity.of(meta).context,
     )
-
-
-def _identity(meta: kopf.Meta) -> dict[str, Any]:
-    """What templates see as `workflow`."""
-    return {"name": meta.get("name"), "namespace": meta.get("namespace"), "uid": meta.get("uid")}
