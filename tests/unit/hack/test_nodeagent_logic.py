@@ -5,11 +5,13 @@ from typing import Any
 
 import pytest
 
+import containers
 import nodeagent
+import podenv
 
 
 def test_expansion_replaces_known_names_and_keeps_unknown_ones() -> None:
-    assert nodeagent.expand("$(A)-$(B)-$$(A)", {"A": "1"}) == "1-$(B)-$(A)"
+    assert podenv.expand("$(A)-$(B)-$$(A)", {"A": "1"}) == "1-$(B)-$(A)"
 
 
 @pytest.mark.parametrize(
@@ -23,11 +25,11 @@ def test_expansion_replaces_known_names_and_keeps_unknown_ones() -> None:
     ],
 )
 def test_restart_follows_the_pod_restart_policy(policy: str, exit_code: int, restart: bool) -> None:
-    assert nodeagent.restart_wanted(policy, exit_code) is restart
+    assert containers.restart_wanted(policy, exit_code) is restart
 
 
 def test_crash_loop_backoff_doubles_up_to_the_cap() -> None:
-    assert [nodeagent.backoff_seconds(n, 1, 8) for n in range(1, 7)] == [1, 2, 4, 8, 8, 8]
+    assert [containers.backoff_seconds(n, 1, 8) for n in range(1, 7)] == [1, 2, 4, 8, 8, 8]
 
 
 def test_field_refs_resolve_pod_metadata() -> None:
@@ -36,7 +38,7 @@ def test_field_refs_resolve_pod_metadata() -> None:
         "spec": {"nodeName": "node"},
     }
     assert [
-        nodeagent.field_value(pod, f)
+        podenv.field_value(pod, f)
         for f in (
             "metadata.name",
             "metadata.namespace",
@@ -67,3 +69,24 @@ async def test_a_full_node_leaves_pods_pending_and_binds_them_as_room_is_made() 
     await asyncio.gather(*agent.chores)
     assert bound == ["a", "b", "c"]
     assert not agent.waiting
+
+
+async def test_a_startup_probe_gates_the_container_and_its_failure_restarts_it() -> None:
+    """The startup probe was called without an argument it required: any pod with one
+    crashed its probe task."""
+    import probes
+
+    for command, started in ((["true"], True), (["false"], False)):
+        probe = {"exec": {"command": command}, "failureThreshold": 1}
+        container = containers.ContainerState({"name": "c", "startupProbe": probe})
+        restarts: list[bool] = []
+
+        async def restart(restarts: list[bool] = restarts) -> None:
+            restarts.append(True)
+
+        await probes.run(container, {}, "/", None, changed=lambda: None, restart=restart, pod="p")
+        assert (container.started, container.ready, bool(restarts)) == (
+            started,
+            started,
+            not started,
+        )
