@@ -46,6 +46,7 @@ from treadle.core import (
     backoff,
     conditions,
     dags,
+    notices,
     patches,
     ranges,
     templating,
@@ -114,6 +115,12 @@ class Step:
     wants_outputs: bool = False
     """Some task is ready but reads stored outputs that were not given: call again with them
     (`needed_outputs` names them now)."""
+    notices: list[notices.Notice] = field(default_factory=list)
+    """The Events this step deserves (dead letters, a change of phase)."""
+    dead_lettered: int = 0
+    """Tasks and children dead-lettered in this step."""
+    finished_now: bool = False
+    """The workflow ended in this step (it was not Succeeded or Failed before)."""
 
     @property
     def finished(self) -> bool:
@@ -177,6 +184,8 @@ class _Run:
             {} if rendered is None else rendered
         )
         self.status: dict[str, Any] = patches.copy_json(status)
+        self.phase_before: str | None = self.status.get("phase")
+        self.new_letters: list[dict[str, Any]] = []
         self.run_generation: int | None = self.status.get("runGeneration")
         self.tasks: dict[str, dict[str, Any]] = self.status.setdefault("tasks", {})
         for task in spec.tasks:
@@ -339,6 +348,7 @@ class _Run:
             entry["deadLettered"] = len(dead)
             # Its attempts stay in itemAttempts: a manual retry counts on from them.
             self.item_map(name, "itemAttempts")[item] = str(attempts)
+        self.new_letters.append(letter)
         letters = self.status["deadLetters"]
         letters.append(letter)
         del letters[:-DEAD_LETTERS_KEPT]
@@ -716,7 +726,16 @@ def advance(
                 entry.update(phase="Skipped", finishedAt=timestamps.text(now))
         run.conclude(generation)
         fit(run.status, last_resort=True)
-    return Step(run.status, run.enqueue, run.wake_at(), wants_outputs=run.deferred)
+    return Step(
+        run.status,
+        run.enqueue,
+        run.wake_at(),
+        wants_outputs=run.deferred,
+        notices=notices.step_notices(run.phase_before, run.status, run.new_letters),
+        dead_lettered=len(run.new_letters),
+        finished_now=run.phase_before not in ("Succeeded", "Failed")
+        and run.status["phase"] in ("Succeeded", "Failed"),
+    )
 
 
 def status_size(status: Mapping[str, Any]) -> int:
@@ -895,12 +914,6 @@ def requeue_in_flight(
         except templating.TemplateError:
             continue
     return again
-
-
-def standing_dead_letters(status: Mapping[str, Any]) -> int:
-    """How many dead letters stand (status lists only the newest DEAD_LETTERS_KEPT)."""
-    count = status.get("deadLetterCount")
-    return int(count) if count is not None else len(status.get("deadLetters") or [])
 
 
 def fail_in_flight(

@@ -1,12 +1,13 @@
-"""What a status change means to a user, as the Events the operator posts about it.
+"""What one engine step means to a user, as the Events the operator posts about it.
 
-Pure: compares the status before and after one engine step.  A burst of dead-lettered forEach
-children yields a few Events and a count, never one Event per child.
+Pure: made by the engine from what it did (the letters it dead-lettered, the phase it left), not
+by comparing statuses.  A burst of dead-lettered forEach children yields a few Events and a
+count, never one Event per child.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,10 +21,6 @@ class Notice:
     message: str
 
 
-def _letter_key(letter: Mapping[str, Any]) -> tuple[Any, ...]:
-    return letter.get("task"), letter.get("item"), letter.get("attempts"), letter.get("at")
-
-
 def _letter_text(letter: Mapping[str, Any]) -> str:
     item = "" if letter.get("item") is None else f" item {letter['item']}"
     return (
@@ -32,21 +29,18 @@ def _letter_text(letter: Mapping[str, Any]) -> str:
     )
 
 
-def workflow_notices(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[Notice]:
-    """The Events one step of a workflow deserves: phase changes and new dead letters."""
+def step_notices(
+    old: str | None, after: Mapping[str, Any], new_letters: Sequence[Mapping[str, Any]]
+) -> list[Notice]:
+    """The Events one step of a workflow deserves: the letters it dead-lettered, and the
+    change from phase `old` to the phase of status `after`."""
     found: list[Notice] = []
-    old_letters = {_letter_key(letter) for letter in before.get("deadLetters") or []}
-    new_letters = [
-        letter
-        for letter in after.get("deadLetters") or []
-        if _letter_key(letter) not in old_letters
-    ]
     for letter in new_letters[:MAX_DEAD_LETTER_NOTICES]:
         found.append(Notice("Warning", "DeadLettered", _letter_text(letter)))
     if len(new_letters) > MAX_DEAD_LETTER_NOTICES:
         more = len(new_letters) - MAX_DEAD_LETTER_NOTICES
         found.append(Notice("Warning", "DeadLettered", f"{more} more dead-lettered"))
-    old, new = before.get("phase"), after.get("phase")
+    new = after.get("phase")
     if old == new or new is None:
         return found
     message = str(after.get("message") or "")

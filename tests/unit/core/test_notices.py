@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from treadle.core.notices import MAX_DEAD_LETTER_NOTICES, Notice, workflow_notices
+from treadle.core.notices import MAX_DEAD_LETTER_NOTICES, Notice, step_notices
 
 
 def letter(item: int) -> dict[str, object]:
@@ -11,28 +11,30 @@ def letter(item: int) -> dict[str, object]:
 
 def test_a_workflow_that_starts_and_succeeds_gets_one_event_each() -> None:
     running = {"phase": "Running", "progress": "0/2"}
-    assert workflow_notices({}, running) == [
+    assert step_notices(None, running, []) == [
         Notice("Normal", "Started", "workflow running: 0/2 done")
     ]
     done = {"phase": "Succeeded", "message": "all tasks succeeded"}
-    assert workflow_notices(running, done) == [Notice("Normal", "Succeeded", "all tasks succeeded")]
-    assert workflow_notices(done, done) == []
+    assert step_notices("Running", done, []) == [
+        Notice("Normal", "Succeeded", "all tasks succeeded")
+    ]
+    assert step_notices("Succeeded", done, []) == []
 
 
 def test_a_failure_and_a_manual_retry_are_told_apart_from_a_start() -> None:
     failed = {"phase": "Failed", "message": "dead-lettered: fetch", "deadLetters": [letter(1)]}
-    assert workflow_notices({"phase": "Running"}, failed) == [
+    assert step_notices("Running", failed, [letter(1)]) == [
         Notice(
             "Warning", "DeadLettered", "task fetch item 1 dead-lettered after 3 attempt(s): 503"
         ),
         Notice("Warning", "Failed", "dead-lettered: fetch"),
     ]
     revived = {"phase": "Running", "progress": "1/2", "deadLetters": []}
-    assert [n.reason for n in workflow_notices(failed, revived)] == ["Retrying"]
+    assert [n.reason for n in step_notices("Failed", revived, [])] == ["Retrying"]
 
 
 def test_a_burst_of_dead_letters_is_summarised() -> None:
-    after = {"phase": "Running", "deadLetters": [letter(i) for i in range(50)]}
-    found = workflow_notices({"phase": "Running", "deadLetters": [letter(0)]}, after)
+    after = {"phase": "Running"}
+    found = step_notices("Running", after, [letter(i) for i in range(1, 50)])
     assert len(found) == MAX_DEAD_LETTER_NOTICES + 1
     assert found[-1].message == f"{49 - MAX_DEAD_LETTER_NOTICES} more dead-lettered"
