@@ -7,11 +7,13 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError
 
+from support import redis_server
 from support.redis_server import RedisServer
 from treadle.core.messages import TaskMessage
 from treadle.services import keys, pool_users, queues
@@ -222,3 +224,24 @@ async def test_a_worker_that_redis_does_not_know_yet_waits_for_its_user_instead_
     await asyncio.wait_for(serving, 30)
     workers_log.removeHandler(handler)
     assert [received.result.outcome for received in seen] == ["succeeded"]
+
+
+async def test_a_restart_of_redis_is_noticed_so_the_users_are_made_again_at_once(
+    tmp_path: Path,
+) -> None:
+    """A Redis restarted with its AOF keeps the data but no ACL user: the fault suite's workers
+    waited up to 30 s (the next pod check) to log in again."""
+    from support.faults import restart_redis
+
+    server = redis_server.start(tmp_path / "redis")
+    client = queues.connect(server.url)
+    try:
+        users = await pool_users.PoolUsers.start(client, server.url)
+        assert not await users.restarted(every_seconds=0)  # the first look
+        assert not await users.restarted(every_seconds=0)
+        restart_redis(server)
+        assert await users.restarted(every_seconds=0)
+        assert not await users.restarted(every_seconds=0)
+    finally:
+        await client.aclose()
+        server.stop()

@@ -145,4 +145,6 @@ async def pollute(own_uid: str, victim_uid: str, victim_run: int, items: int) ->
                 denied += 1
     finally:
         await client.aclose()
+    if denied != items:
+        raise RuntimeError(f"{items - denied} writes to the victim's result stream went through")
     return {"written": written, "denied": denied}

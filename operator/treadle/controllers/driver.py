@@ -224,6 +224,11 @@ class Driver:
                 self._lost_epoch += 1
                 log.warning("the results stream was missing: in-flight attempts are enqueued again")
             self._group_ready = True
+        if self.users is not None and await self.users.restarted():
+            log.warning("Redis restarted: making the pools' users again")
+            for running in list(self.workflows.values()):
+                if not running.status.get("finishedAt"):
+                    await self.users.ensure(running.who.pool, running.who.namespace)
         now = datetime.now(UTC)
         block_ms = 1000
         upcoming = [t.due for t in self.workflows.values() if t.due is not None]
@@ -369,7 +374,6 @@ class Driver:
             )
             await self.results.enqueue(who.pool, again)
             tracked.requeued_epoch = self._lost_epoch
-        letters_before = engine.standing_dead_letters(current)
         step = engine.advance(
             tracked.spec,
             current,
@@ -381,7 +385,7 @@ class Driver:
             rendered=tracked.rendered,
             unavailable=frozenset(tracked.unloadable),
         )
-        told += notices.workflow_notices(current, step.status)
+        told += step.notices
         fresh = [m for m in step.enqueue if (m.key, m.attempt) not in tracked.enqueued_unwritten]
         await self.results.enqueue(who.pool, fresh)
         tracked.enqueued_unwritten.update((m.key, m.attempt) for m in fresh)
@@ -428,8 +432,8 @@ class Driver:
         for result in results:
             metrics.TASK_RESULTS.labels(outcome=result.outcome).inc()
         metrics.ATTEMPTS_ENQUEUED.inc(len(step.enqueue))
-        metrics.DEAD_LETTERS.inc(max(0, engine.standing_dead_letters(step.status) - letters_before))
-        if step.finished and tracked.status.get("phase") != step.status["phase"]:
+        metrics.DEAD_LETTERS.inc(step.dead_lettered)
+        if step.finished_now:
             metrics.WORKFLOWS_FINISHED.labels(phase=step.status["phase"]).inc()
         tracked.status = step.status
         tracked.due = step.wake_at

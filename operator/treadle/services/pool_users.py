@@ -17,11 +17,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from treadle.services import keys, scripts
@@ -99,6 +101,8 @@ class PoolUsers:
     def __init__(self, client: aioredis.Redis, operator_password: str) -> None:
         self.client = client
         self._operator_password = operator_password
+        self._run_id: str | None = None
+        self._looked_at = 0.0
 
     @classmethod
     async def start(cls, client: aioredis.Redis, url: str) -> PoolUsers:
@@ -128,6 +132,22 @@ class PoolUsers:
 
     def password(self, pool: str) -> str:
         return password(self._operator_password, pool)
+
+    async def restarted(self, *, every_seconds: float = 1.0) -> bool:
+        """Whether Redis restarted since the last look (its run id changed), looking at most
+        every `every_seconds`: a restarted Redis has forgotten every pool's user and script,
+        and the workers wait for them to come back."""
+        now = time.monotonic()
+        if now - self._looked_at < every_seconds:
+            return False
+        self._looked_at = now
+        try:
+            server: dict[str, Any] = await self.client.info("server")
+        except RedisConnectionError:  # the connection of before the restart: a new one
+            server = await self.client.info("server")
+        run_id = str(server.get("run_id") or "")
+        before, self._run_id = self._run_id, run_id
+        return before is not None and before != run_id
 
     async def load_scripts(self) -> None:
         """Loads the scripts workers call by hash (Redis forgets them when it restarts)."""
