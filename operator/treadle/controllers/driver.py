@@ -34,7 +34,7 @@ from lightkube.models.core_v1 import ObjectReference
 from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
 from treadle.api.workflows import WorkflowSpec
 from treadle.controllers import metrics
-from treadle.core import engine, notices, patches, timestamps
+from treadle.core import engine, notices, pacing, patches, timestamps
 from treadle.core.messages import TaskResult
 from treadle.core.requests import AnnotationRequests
 from treadle.runtime import Backoff, CancelToken, Directive
@@ -45,11 +45,8 @@ from treadle.services.queues import ResultStream
 
 log = logging.getLogger(__name__)
 
-POD_CHECK_SECONDS = 30.0
 PASS_INTERVAL_SECONDS = 0.05
 """The floor between passes: a task's successor is enqueued within about this of its result."""
-WRITE_INTERVAL = timedelta(seconds=1)
-"""A workflow's status is written at most this often (and at once when it finishes)."""
 GAUGE_SECONDS = 15.0
 ASIDE_EVENT_SECONDS = 60.0
 """A workflow is told of set-aside entries in its result stream at most this often (a task
@@ -391,19 +388,16 @@ class Driver:
         tracked.enqueued_unwritten.update((m.key, m.attempt) for m in fresh)
         if step.finished:
             await kube.delete_worker_pods(self.api, who.namespace, who.name)
-        elif tracked.pods_checked_at is None or now - tracked.pods_checked_at >= timedelta(
-            seconds=POD_CHECK_SECONDS
-        ):
+        elif pacing.pods_due(tracked.pods_checked_at, now):
             await self._ensure_pods(tracked)
             tracked.pods_checked_at = now
         acked: list[str] = []
-        write = (
-            step.finished
-            or tracked.retry is not None
-            or tracked.written_at is None
-            or now - tracked.written_at >= WRITE_INTERVAL
-        )
-        if write:
+        if pacing.write_now(
+            finished=step.finished,
+            retry_asked=tracked.retry is not None,
+            written_at=tracked.written_at,
+            now=now,
+        ):
             change = patches.merge_patch(tracked.written, step.status)
             if change:
                 with metrics.STATUS_WRITE_SECONDS.time():
@@ -438,7 +432,8 @@ class Driver:
         tracked.status = step.status
         tracked.due = step.wake_at
         if step.finished:
-            tracked.due = self._ttl_due(tracked)
+            finished_at = timestamps.parse_optional(tracked.status.get("finishedAt"))
+            tracked.due = pacing.ttl_due(tracked.spec.ttl_seconds_after_finished, finished_at)
             if tracked.due is not None and tracked.due <= now:
                 log.info("deleting %s/%s: ttlSecondsAfterFinished passed", who.namespace, who.name)
                 await kube.delete_workflow(self.api, who.namespace, who.name)
@@ -446,14 +441,13 @@ class Driver:
             elif tracked.due is None:
                 self.forget(who.uid)
         else:
-            moments = [now + timedelta(seconds=POD_CHECK_SECONDS)]
-            if step.wants_outputs:
-                moments.append(now)  # load them, and advance again on the next pass
-            if step.wake_at is not None:
-                moments.append(step.wake_at)
-            if tracked.written is not step.status and tracked.written_at is not None:
-                moments.append(tracked.written_at + WRITE_INTERVAL)  # write what is applied
-            tracked.due = min(moments)
+            unwritten = tracked.written is not step.status
+            tracked.due = pacing.next_advance(
+                now=now,
+                wake_at=step.wake_at,
+                wants_outputs=step.wants_outputs,
+                unwritten_since=tracked.written_at if unwritten else None,
+            )
         return acked
 
     async def _read_outputs(self, tracked: Tracked, status: dict[str, Any]) -> None:
@@ -557,13 +551,6 @@ class Driver:
         )
         tracked.retry = None
         tracked.retry_requests.cleared(version)
-
-    def _ttl_due(self, tracked: Tracked) -> datetime | None:
-        ttl = tracked.spec.ttl_seconds_after_finished
-        finished = tracked.status.get("finishedAt")
-        if ttl is None or not finished:
-            return None
-        return timestamps.parse(finished) + timedelta(seconds=ttl)
 
     async def _tell_asides(self, served: dict[str, set[str]]) -> None:
         """A Warning Event on each workflow whose pool's result stream had entries set aside

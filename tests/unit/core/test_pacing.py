@@ -1,0 +1,44 @@
+"""The workflow driver's timing: when status is written, pods are looked at, a workflow is
+advanced again, a finished one deleted."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from treadle.core import pacing
+
+NOW = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
+SECOND = timedelta(seconds=1)
+
+
+def test_status_is_written_at_most_once_a_second_unless_it_must_be_now() -> None:
+    recent = NOW - SECOND / 2
+    assert not pacing.write_now(finished=False, retry_asked=False, written_at=recent, now=NOW)
+    assert pacing.write_now(finished=False, retry_asked=False, written_at=NOW - SECOND, now=NOW)
+    assert pacing.write_now(finished=True, retry_asked=False, written_at=recent, now=NOW)
+    assert pacing.write_now(finished=False, retry_asked=True, written_at=recent, now=NOW)
+    assert pacing.write_now(finished=False, retry_asked=False, written_at=None, now=NOW)
+
+
+def test_pods_are_looked_at_first_and_then_every_30_seconds() -> None:
+    assert pacing.pods_due(None, NOW)
+    assert not pacing.pods_due(NOW - 29 * SECOND, NOW)
+    assert pacing.pods_due(NOW - 30 * SECOND, NOW)
+
+
+def test_a_running_workflow_is_advanced_again_at_the_first_thing_due() -> None:
+    def next_at(**given: object) -> datetime:
+        defaults: dict[str, object] = {"wake_at": None, "wants_outputs": False}
+        return pacing.next_advance(now=NOW, **{**defaults, "unwritten_since": None, **given})  # type: ignore[arg-type]
+
+    assert next_at() == NOW + pacing.POD_CHECK_INTERVAL
+    assert next_at(wake_at=NOW + 5 * SECOND) == NOW + 5 * SECOND
+    assert next_at(wants_outputs=True) == NOW
+    # Applied results whose write waits: advanced when the write interval ends.
+    assert next_at(unwritten_since=NOW - SECOND / 4) == NOW + 3 * SECOND / 4
+
+
+def test_a_finished_workflow_is_deleted_when_its_ttl_has_passed_or_never() -> None:
+    assert pacing.ttl_due(60, NOW) == NOW + 60 * SECOND
+    assert pacing.ttl_due(None, NOW) is None
+    assert pacing.ttl_due(60, None) is None
