@@ -1,0 +1,230 @@
+"""What one call of the workflow engine launches: ready tasks in DAG order, due retries,
+forEach children in item order, within `spec.concurrency`; rendering each attempt's action and
+templates (treadle.core.actions) with the context status gives."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from treadle.api.workflows import Task
+from treadle.core import actions, reads, runs, templating, timestamps
+from treadle.core.messages import TaskMessage
+from treadle.core.runs import OutputId, RunState
+
+DEFAULT_TIMEOUT_SECONDS = 60.0
+MAX_FOR_EACH_ITEMS = 10_000
+"""SPEC, Limits and bad input: the items one forEach task may fan out to."""
+
+
+class Run(RunState):
+    """A RunState that also schedules: the engine's working object."""
+
+    def context(self, item: Any = None) -> dict[str, Any]:
+        if self._base_context is None:
+            self._base_context = {
+                "params": self.spec.params or {},
+                "workflow": self.who.context,
+                "tasks": self._task_outputs(),
+            }
+        if item is None:
+            return self._base_context
+        return {**self._base_context, "item": item}
+
+    def _task_outputs(self) -> dict[str, Any]:
+        """What templates see of the tasks that succeeded.  An output stored in Redis that was
+        not given (Redis lost it, or it was too large to load) is left out: a template that
+        reads it fails and names it."""
+        outputs: dict[str, Any] = {}
+        stored = {**self.stored_outputs, **self.fresh} if self.fresh else self.stored_outputs
+        self.missing = set()
+        for task in self.spec.tasks:
+            entry = self.tasks[task.name]
+            if entry["phase"] != "Succeeded":
+                continue
+            if task.for_each is None:
+                if "outputRef" not in entry:
+                    outputs[task.name] = {"output": entry.get("output")}
+                    continue
+                wanted: list[OutputId] = [(task.name, None)]
+            else:
+                wanted = [(task.name, index) for index in range(int(entry.get("items", 0)))]
+            if all(key in stored for key in wanted):
+                values = [stored[key] for key in wanted]
+                outputs[task.name] = (
+                    {"output": values[0]} if task.for_each is None else {"outputs": values}
+                )
+            else:
+                outputs[task.name] = {}
+                if task.name not in self.unavailable:
+                    self.missing.add(task.name)
+        return outputs
+
+    def _why(self, task: Task, error: str) -> str:
+        """A template error, with the reason when it read outputs that cannot be had."""
+        gone = sorted(reads.reads(task) & self.unavailable)
+        if not gone:
+            return error
+        return (
+            f"the stored output of task {gone[0]!r} is not available (lost from Redis, or too "
+            f"large to load for templates); {error}"
+        )
+
+    def waits(self, task: Task) -> bool:
+        """Whether the task reads stored outputs not given yet: it is not started now, and
+        the caller is asked for them (Step.wants_outputs)."""
+        self.context()
+        if self.missing and reads.reads(task) & self.missing:
+            self.deferred = True
+            return True
+        return False
+
+    def item_values(self, task: Task) -> list[Any]:
+        """A forEach task's items: rendered again when the caller kept none (this operator
+        restarted), and refused when they differ from the first rendering's."""
+        entry = self.tasks[task.name]
+        digest = entry.get("itemsDigest")
+        kept = self.rendered.get(task.name)
+        if kept is not None and kept[0] == digest:
+            return kept[1]
+        values = self._render_items(task)
+        found = runs.items_digest(values)
+        if digest is not None and found != digest:
+            raise templating.TemplateError(
+                "forEach rendered to other items than when the task started"
+            )
+        self.rendered[task.name] = (found, values)
+        return values
+
+    def _render_items(self, task: Task) -> list[Any]:
+        assert task.for_each is not None
+        values = templating.render_value(task.for_each, self.context())
+        if not isinstance(values, list):
+            raise templating.TemplateError(
+                f"forEach must render to a list, got {type(values).__name__}"
+            )
+        if len(values) > MAX_FOR_EACH_ITEMS:
+            raise templating.TemplateError(
+                f"forEach gives {len(values)} items (at most {MAX_FOR_EACH_ITEMS})"
+            )
+        return values
+
+    def render(self, task: Task, item: Any) -> dict[str, Any]:
+        return actions.render(task, self.context(item))
+
+    def message(
+        self, task: Task, item: int | None, attempt: int, action: dict[str, Any]
+    ) -> TaskMessage:
+        settings = runs.settings_of(self.spec, task)
+        guards: dict[str, Any] = {}
+        if settings.circuit_breaker is not None:
+            guards["circuitBreaker"] = settings.circuit_breaker.model_dump(by_alias=True)
+        if settings.rate_limit is not None:
+            guards["rateLimit"] = settings.rate_limit.model_dump(by_alias=True)
+        return TaskMessage(
+            run=self.run_generation,
+            workflow_uid=self.who.uid,
+            workflow=f"{self.who.namespace}/{self.who.name}",
+            task=task.name,
+            item=item,
+            attempt=attempt,
+            action=action,
+            timeout_seconds=settings.timeout_seconds or DEFAULT_TIMEOUT_SECONDS,
+            guards=guards,
+        )
+
+    def launch(self, task: Task, item: int | None, attempt: int) -> bool:
+        """Enqueues one attempt; False when its templates cannot be rendered (dead-lettered)
+        or it waits for outputs (nothing changes)."""
+        entry = self.tasks[task.name]
+        if self.waits(task):
+            return False
+        try:
+            item_value = None if item is None else self.item_values(task)[item]
+            action = self.render(task, item_value)
+        except templating.TemplateError as error:
+            self.dead_letter(task.name, item, attempt, self._why(task, f"template: {error}"))
+            return False
+        self.enqueue.append(self.message(task, item, attempt, action))
+        entry.setdefault("startedAt", timestamps.text(self.now))
+        if item is None:
+            entry.update(phase="Queued", attempts=attempt)
+            entry.pop("nextRetryAt", None)
+        else:
+            self.items(task.name, "runningItems").add(item)
+            if attempt > 1:
+                self.item_map(task.name, "itemAttempts")[item] = str(attempt)
+        return True
+
+    def expand(self, task: Task) -> None:
+        """A ready forEach task: render its list, then its children wait to be launched."""
+        entry = self.tasks[task.name]
+        if self.waits(task):
+            return
+        entry.pop("itemsDigest", None)
+        try:
+            values = self.item_values(task)
+        except templating.TemplateError as error:
+            reason = self._why(task, str(error))
+            self.dead_letter(
+                task.name, None, 0, reason if reason.startswith("forEach") else f"forEach: {reason}"
+            )
+            return
+        entry.update(
+            phase="Running",
+            items=len(values),
+            itemsDigest=self.rendered[task.name][0],
+            succeeded=0,
+            failed=0,
+            deadLettered=0,
+            startedAt=timestamps.text(self.now),
+        )
+
+    def schedule(self) -> None:
+        slots = self.spec.concurrency - self.in_flight()
+        # Retries that are due go first.
+        for task in self.spec.tasks:
+            entry = self.tasks[task.name]
+            if task.for_each is None and entry["phase"] == "Retrying":
+                if slots > 0 and timestamps.parse(entry["nextRetryAt"]) <= self.now:
+                    slots -= self.launch(task, None, int(entry.get("attempts", 1)) + 1)
+            elif task.for_each is not None and "retryAt" in entry and slots > 0:
+                retrying = self.item_map(task.name, "retryAt")
+                attempts = self.item_map(task.name, "itemAttempts")
+                when = {due: timestamps.parse(due) for due in set(retrying.values())}
+                for item in sorted(i for i, due in retrying.items() if when[due] <= self.now):
+                    if slots <= 0 or self.waits(task):
+                        break
+                    del retrying[item]
+                    slots -= self.launch(task, item, int(attempts.get(item, 1)) + 1)
+        for name in self.dag.order:
+            task, entry = self.by_name[name], self.tasks[name]
+            if entry["phase"] == "Pending":
+                deps = [self.tasks[d]["phase"] for d in task.depends_on]
+                if any(phase in ("DeadLettered", "Skipped") for phase in deps):
+                    entry.update(phase="Skipped", finishedAt=timestamps.text(self.now))
+                    continue
+                if not all(phase == "Succeeded" for phase in deps):
+                    continue
+                if task.for_each is not None:
+                    self.expand(task)
+                elif slots > 0:
+                    slots -= self.launch(task, None, 1)
+            if task.for_each is not None and entry["phase"] == "Running":
+                slots = self._launch_children(task, entry, slots)
+
+    def _launch_children(self, task: Task, entry: dict[str, Any], slots: int) -> int:
+        started = (
+            self.items(task.name, "runningItems")
+            | self.items(task.name, "doneItems")
+            | self.items(task.name, "deadItems")
+            | set(self.item_map(task.name, "retryAt"))
+        )
+        item = int(entry.get("nextItem", 0))
+        if self.waits(task):
+            return slots
+        while slots > 0 and item < int(entry["items"]):
+            if item not in started:
+                slots -= self.launch(task, item, 1)
+            item += 1
+        entry["nextItem"] = item
+        return slots
