@@ -33,13 +33,15 @@ from lightkube.models.core_v1 import ObjectReference
 
 from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
 from treadle.api.workflows import WorkflowSpec
-from treadle.controllers import metrics
+from treadle.controllers import metrics, outputs
+from treadle.controllers.outputs import LoadedOutputs
+from treadle.controllers.workers import WorkerOwner, WorkerState
 from treadle.core import engine, notices, pacing, patches, timestamps
 from treadle.core.messages import TaskResult
 from treadle.core.requests import AnnotationRequests
 from treadle.runtime import Backoff, CancelToken, Directive
-from treadle.services import events, kube, pool_users
-from treadle.services.keys import REJECTED, output_key, pool_user
+from treadle.services import events, kube
+from treadle.services.keys import REJECTED
 from treadle.services.pool_users import PoolUsers
 from treadle.services.queues import ResultStream
 
@@ -63,9 +65,6 @@ row up to a minute (a workflow in a namespace being deleted fails for minutes)."
 RETRY_AFTER_FAILURE = timedelta(seconds=FAILURE_BACKOFF.initial_seconds)
 _UNJITTERED = random.Random(0)
 """FAILURE_BACKOFF has no jitter: this random source is never drawn from."""
-MAX_LOADED_OUTPUT_BYTES = 64 * 1024 * 1024
-"""The most stored output (as JSON) loaded at once for one workflow's templates: a fan-in of
-10,000 children of 1 MiB each is refused (its readers fail), not loaded."""
 
 
 @dataclass
@@ -76,7 +75,6 @@ class Tracked:
     generation: int | None
     due: datetime | None = None
     """When to advance without results; now-ish for a workflow that was just tracked."""
-    pods_checked_at: datetime | None = None
     requeued_epoch: int = 0
     """The last Redis data loss this workflow's in-flight attempts were enqueued again for."""
     written: dict[str, Any] = field(default_factory=dict)
@@ -90,22 +88,10 @@ class Tracked:
     """Results whose advance failed (API server or Redis away), applied on the next one."""
     failures: int = 0
     """Advances failed in a row."""
-    outputs: dict[engine.OutputId, Any] = field(default_factory=dict)
-    """Stored outputs read back from Redis for the templates still to render, by (task,
-    item): only those `engine.needed_outputs` names, dropped once nothing needs them."""
-    loaded: set[str] = field(default_factory=set)
-    """The tasks whose outputs are in `outputs`."""
-    unloadable: set[str] = field(default_factory=set)
-    """Tasks whose outputs could not be loaded (Redis lost some, or they were too large):
-    not asked for again; the templates reading them fail and say so."""
-    rendered: dict[str, tuple[str, list[Any]]] = field(default_factory=dict)
-    """forEach tasks' rendered items, kept between advances (engine.advance fills it)."""
-    ready_workers: int = 0
-    """Worker pods found ready at the last pod check."""
-    workers_waiting_since: datetime | None = None
-    """Since when no worker pod has been ready (None: one is, or no check yet)."""
-    start_problem: str | None = None
-    """Why a worker pod is not starting, as the last pod check found it."""
+    outputs: LoadedOutputs = field(default_factory=LoadedOutputs)
+    """Stored outputs read back for the templates still to render (controllers.outputs)."""
+    workers: WorkerState = field(default_factory=WorkerState)
+    """What the owner of its worker pods knows of them (controllers.workers)."""
     retry: str | None = None
     """A manual retry asked for (a task name or "all"), carried out on the next pass."""
     retry_requests: AnnotationRequests = field(default_factory=AnnotationRequests)
@@ -113,8 +99,6 @@ class Tracked:
     """Attempts (key, attempt) enqueued by an advance whose status write has not happened yet:
     an advance that failed after enqueuing and is tried again must not enqueue them twice (the
     engine, given the same status, asks for the same attempts)."""
-    worker_url_given: bool = False
-    """Whether the pool's worker URL is in the namespace's Secret (put before the first pod)."""
 
     @property
     def reference(self) -> ObjectReference:
@@ -138,6 +122,8 @@ class Driver:
     """Makes each pool's Redis user; None: workers get `worker_redis_url` as it is."""
     worker_metrics_port: int = 0
     workflows: dict[str, Tracked] = field(default_factory=dict)
+    owner: WorkerOwner = field(init=False)
+    """Owns each workflow's worker pods, its pool's Redis user and worker URL."""
     _group_ready: bool = False
     _gauges_at: datetime | None = None
     _orphan_acks: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
@@ -151,6 +137,11 @@ class Driver:
     """Counts the times Redis was found without our data (new, or flushed); every tracked
     workflow re-enqueues its in-flight attempts once per such loss."""
 
+    def __post_init__(self) -> None:
+        self.owner = WorkerOwner(
+            self.api, self.worker_redis_url, self.worker_image, self.users, self.worker_metrics_port
+        )
+
     def track(self, body: dict[str, Any], spec: WorkflowSpec, status: dict[str, Any]) -> None:
         """Starts (or resumes, or updates) driving a valid workflow."""
         meta = body["metadata"]
@@ -160,21 +151,20 @@ class Driver:
         tracked.written = status
         previous = self.workflows.get(uid)
         if previous is not None and previous.spec == spec:
-            tracked.rendered = previous.rendered
-            tracked.outputs, tracked.loaded = previous.outputs, previous.loaded
+            tracked.outputs = previous.outputs
         if previous is not None:
             # The new status comes from the API server: what was applied since the last write
             # is not in it, so it is applied again (the engine ignores what it has already).
             tracked.unacked, tracked.unwritten = previous.unacked, previous.unwritten
             tracked.retained = previous.retained
-            tracked.worker_url_given = previous.worker_url_given
+            tracked.workers.url_given = previous.workers.url_given
         self.workflows[uid] = tracked
 
     def worker_pod_gone(self, workflow_uid: str) -> None:
         """A worker pod of this workflow died or went: replace it on the next pass."""
         tracked = self.workflows.get(workflow_uid)
         if tracked is not None:
-            tracked.pods_checked_at = None
+            tracked.workers.checked_at = None
             tracked.due = datetime.now(UTC)
 
     def tracks(self, uid: str) -> bool:
@@ -221,11 +211,9 @@ class Driver:
                 self._lost_epoch += 1
                 log.warning("the results stream was missing: in-flight attempts are enqueued again")
             self._group_ready = True
-        if self.users is not None and await self.users.restarted():
-            log.warning("Redis restarted: making the pools' users again")
-            for running in list(self.workflows.values()):
-                if not running.status.get("finishedAt"):
-                    await self.users.ensure(running.who.pool, running.who.namespace)
+        await self.owner.users_again(
+            [t.who for t in self.workflows.values() if not t.status.get("finishedAt")]
+        )
         now = datetime.now(UTC)
         block_ms = 1000
         upcoming = [t.due for t in self.workflows.values() if t.due is not None]
@@ -358,16 +346,20 @@ class Driver:
         if tracked.written is tracked.status and tracked.unwritten:  # status was replaced
             results, tracked.unwritten = tracked.unwritten + results, []
         current, told = self._revive(tracked, now)
-        results = results + await self._start_overdue(tracked, current, now, told)
-        await self._read_outputs(tracked, current)
+        failures, notice = await self.owner.start_overdue(
+            who, tracked.spec, current, tracked.workers, now
+        )
+        results = results + failures
+        told += [notice] if notice else []
+        await outputs.load(self.results, who, tracked.spec, current, tracked.outputs)
         if tracked.requeued_epoch < self._lost_epoch:
             again = engine.requeue_in_flight(
                 tracked.spec,
                 tracked.status,
                 now=now,
                 who=who,
-                outputs=tracked.outputs,
-                rendered=tracked.rendered,
+                outputs=tracked.outputs.values,
+                rendered=tracked.outputs.rendered,
             )
             await self.results.enqueue(who.pool, again)
             tracked.requeued_epoch = self._lost_epoch
@@ -378,19 +370,19 @@ class Driver:
             now=now,
             who=who,
             generation=tracked.generation,
-            outputs=tracked.outputs,
-            rendered=tracked.rendered,
-            unavailable=frozenset(tracked.unloadable),
+            outputs=tracked.outputs.values,
+            rendered=tracked.outputs.rendered,
+            unavailable=frozenset(tracked.outputs.unloadable),
         )
         told += step.notices
         fresh = [m for m in step.enqueue if (m.key, m.attempt) not in tracked.enqueued_unwritten]
         await self.results.enqueue(who.pool, fresh)
         tracked.enqueued_unwritten.update((m.key, m.attempt) for m in fresh)
         if step.finished:
-            await kube.delete_worker_pods(self.api, who.namespace, who.name)
-        elif pacing.pods_due(tracked.pods_checked_at, now):
-            await self._ensure_pods(tracked)
-            tracked.pods_checked_at = now
+            await self.owner.remove(who)
+        elif pacing.pods_due(tracked.workers.checked_at, now):
+            await self.owner.ensure(who, tracked.spec, tracked.workers)
+            tracked.workers.checked_at = now
         acked: list[str] = []
         if pacing.write_now(
             finished=step.finished,
@@ -414,7 +406,7 @@ class Driver:
                 # Its Redis keys and pool user go with it; a Failed workflow keeps its stored
                 # outputs (they expire) for a manual retry of what reads them.
                 await self._let_go([who], outputs=step.status.get("phase") == "Succeeded")
-                tracked.worker_url_given = False
+                tracked.workers.url_given = False
         else:
             tracked.unwritten += results
         if tracked.retry is not None:
@@ -449,82 +441,6 @@ class Driver:
                 unwritten_since=tracked.written_at if unwritten else None,
             )
         return acked
-
-    async def _read_outputs(self, tracked: Tracked, status: dict[str, Any]) -> None:
-        """Loads the stored outputs that templates still to render read (SPEC: a large output
-        is loaded only when a template needs it), and lets go of those none needs any more.
-        A task that becomes ready in an advance and reads outputs not loaded yet waits for the
-        next one (Step.wants_outputs), a pass later."""
-        needed = engine.needed_outputs(tracked.spec, status)
-        for name in tracked.loaded - needed.keys():
-            tracked.loaded.discard(name)
-            for key in [k for k in tracked.outputs if k[0] == name]:
-                del tracked.outputs[key]
-        wanted = {
-            name: items
-            for name, items in needed.items()
-            if name not in tracked.loaded and name not in tracked.unloadable
-        }
-        if not wanted:
-            return
-        ids = [
-            (name, item)
-            for name, items in sorted(wanted.items())
-            for item in ([None] if items is None else range(items))
-        ]
-        uid, pool, run = tracked.who.uid, tracked.who.pool, tracked.status.get("runGeneration")
-        found = await self.results.load_outputs(
-            {output: output_key(pool, uid, output[0], output[1], run) for output in ids},
-            limit_bytes=MAX_LOADED_OUTPUT_BYTES,
-        )
-        for name in wanted:
-            mine = [output for output in ids if output[0] == name]
-            if all(output in found for output in mine):
-                tracked.loaded.add(name)
-                tracked.outputs.update((output, found[output]) for output in mine)
-            else:
-                tracked.unloadable.add(name)
-                log.warning(
-                    "%s/%s: the outputs of task %s could not be loaded (lost, or more than "
-                    "%d bytes): templates reading them fail",
-                    tracked.who.namespace,
-                    tracked.who.name,
-                    name,
-                    MAX_LOADED_OUTPUT_BYTES,
-                )
-
-    async def _start_overdue(
-        self, tracked: Tracked, status: dict[str, Any], now: datetime, told: list[notices.Notice]
-    ) -> list[TaskResult]:
-        """Failures of the attempts in flight when no worker pod started within
-        `spec.workers.startTimeoutSeconds` (SPEC: nothing waits for ever); the clock starts
-        again for their retries.  The pods are looked at once more first: for the reason they
-        give now, and in case one just became ready."""
-        timeout = tracked.spec.workers.start_timeout_seconds
-
-        def overdue() -> bool:
-            return engine.start_overdue(
-                in_flight=True,
-                ready_workers=tracked.ready_workers,
-                waiting_since=tracked.workers_waiting_since,
-                now=now,
-                timeout_seconds=timeout,
-            )
-
-        if not overdue():
-            return []
-        await self._ensure_pods(tracked)
-        tracked.pods_checked_at = now
-        if not overdue():
-            return []
-        tracked.workers_waiting_since = now
-        problem = tracked.start_problem or "worker pods not ready"
-        error = f"no worker started within {timeout} s: {problem}"
-        failures = engine.fail_in_flight(tracked.spec, status, tracked.who, error)
-        if failures:
-            log.warning("%s/%s: %s", tracked.who.namespace, tracked.who.name, error)
-            told.append(notices.Notice("Warning", "WorkersNotStarting", error))
-        return failures
 
     def _revive(
         self, tracked: Tracked, now: datetime
@@ -594,46 +510,4 @@ class Driver:
         for who in gone:
             self._asides_told.pop(who.pool, None)
             self._asides_untold.pop(who.pool, None)
-        if self.users is not None:
-            await self.users.drop([who.pool for who in gone])
-        for who in gone:
-            await kube.drop_worker_url(self.api, who.namespace, who.pool)
-
-    async def _give_worker_url(self, tracked: Tracked) -> None:
-        """Makes the pool's Redis user again (Redis keeps none over a restart) and, once per
-        run, puts the pool's worker URL in the namespace's Secret, before any pod needs it."""
-        who = tracked.who
-        url = self.worker_redis_url
-        if self.users is not None:
-            await self.users.ensure(who.pool, who.namespace)
-            url = pool_users.worker_url(url, pool_user(who.pool), self.users.password(who.pool))
-        if not tracked.worker_url_given:
-            await kube.put_worker_url(self.api, who.namespace, who.pool, url)
-            tracked.worker_url_given = True
-
-    async def _ensure_pods(self, tracked: Tracked) -> None:
-        await self._give_worker_url(tracked)
-        who, workers = tracked.who, tracked.spec.workers
-        refs = engine.secret_refs(tracked.spec)
-        pods = [
-            kube.worker_pod(
-                workflow_name=who.name,
-                namespace=who.namespace,
-                uid=who.uid,
-                pool=who.pool,
-                index=index,
-                spec=workers,
-                default_image=self.worker_image,
-                metrics_port=self.worker_metrics_port,
-                secret_refs=refs,
-            )
-            for index in range(workers.replicas)
-        ]
-        found = await kube.ensure_worker_pods(self.api, pods)
-        if found.created:
-            log.info("created %d worker pod(s) for %s/%s", found.created, who.namespace, who.name)
-        tracked.ready_workers, tracked.start_problem = found.ready, found.problem
-        if found.ready:
-            tracked.workers_waiting_since = None
-        elif tracked.workers_waiting_since is None:
-            tracked.workers_waiting_since = found.oldest or datetime.now(UTC)
+        await self.owner.let_go(gone)

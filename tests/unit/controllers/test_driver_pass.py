@@ -193,7 +193,7 @@ async def test_an_advance_retried_after_its_status_write_failed_enqueues_nothing
     monkeypatch.setattr(driver.kube, "patch_workflow_status", patch_status)
     results = RecordingResults()
     subject = Driver(results, None, "redis://", "image")  # type: ignore[arg-type]
-    monkeypatch.setattr(subject, "_ensure_pods", nothing)
+    monkeypatch.setattr(subject.owner, "ensure", nothing)
     workflow = tracked("w")
     workflow.status = {"runGeneration": 1}
     with pytest.raises(ApiError):
