@@ -17,6 +17,7 @@ from support import redis_server
 from support.redis_server import RedisServer
 from treadle.core.messages import TaskMessage
 from treadle.services import keys, pool_users, queues
+from treadle.services.results import ResultStream
 from treadle.services.workers import WorkerOptions, serve
 
 POOL, OTHER = "wf-mine", "wf-theirs"
@@ -62,7 +63,7 @@ async def test_a_pools_workers_do_all_their_work_as_the_pools_user(
 ) -> None:
     """Reading, running behind a breaker and a bucket, storing outputs, publishing results, and
     the reaper re-delivering a dead worker's message: all with the pool's own user."""
-    results = queues.ResultStream(operator_client, "operator")
+    results = ResultStream(operator_client, "operator")
     served = {POOL: {UID}}
     assert await results.read(served, 10, 1) == []
     big = json.dumps({"rows": ["x" * 100] * 100})
@@ -137,9 +138,7 @@ async def test_the_users_and_scripts_are_made_again_after_redis_forgot_them(
         await users.ensure(POOL, "team-a")
         queue = queues.TaskQueue(client, POOL, "w")
         await queue.ensure_groups()
-        await queues.ResultStream(operator_client, "operator").enqueue(
-            POOL, [message("t", ["true"])]
-        )
+        await ResultStream(operator_client, "operator").enqueue(POOL, [message("t", ["true"])])
         [delivery] = await queue.read(1, 100)
         assert await queue.finish([(delivery, None)]) == [False]  # the script runs by hash
         assert await queue.reap(0, 3) == queues.ReapReport()
@@ -212,7 +211,7 @@ async def test_a_worker_that_redis_does_not_know_yet_waits_for_its_user_instead_
     await asyncio.wait_for(refused.wait(), 10)  # refused at least once, and still serving
     assert not serving.done()
     await users.ensure(POOL, "team-a")
-    results = queues.ResultStream(operator_client, "operator")
+    results = ResultStream(operator_client, "operator")
     served = {POOL: {UID}}
     await results.enqueue(POOL, [message("t", ["echo", "1"])])
     seen = []

@@ -18,6 +18,7 @@ from treadle.core.messages import TaskMessage, TaskResult
 from treadle.runtime import CancelToken
 from treadle.services import keys, queues
 from treadle.services.guards import Guards
+from treadle.services.results import QueueDepth, ResultStream
 from treadle.services.workers import Reaper, TaskWorker, WorkerOptions, serve
 
 POOL = "test-pool"
@@ -76,7 +77,7 @@ async def test_a_worker_runs_a_batch_and_publishes_each_result(client: aioredis.
     await worker.close()
     published = await results(client)
     # A forEach child's output travels only as its stored copy (status never inlines it).
-    stored = await queues.ResultStream(client, "operator").load_outputs(
+    stored = await ResultStream(client, "operator").load_outputs(
         {r.task: r.output_ref for r in published if r.output_ref}, limit_bytes=1 << 20
     )
     assert {r.output for r in published} == {None}
@@ -396,13 +397,13 @@ async def test_a_header_from_a_secret_missing_in_the_worker_fails_loudly(
 
 
 async def test_the_operator_sees_how_much_work_waits_and_runs(client: aioredis.Redis) -> None:
-    stream = queues.ResultStream(client, "operator")
+    stream = ResultStream(client, "operator")
     await stream.ensure_marker()
     queue = await queue_for(client, "w1")
     await queue.enqueue([command(f"t{i}", "true", item=i) for i in range(3)])
     await queue.read(1, 100)
     depth = await stream.depth([POOL, "a-pool-with-no-stream"])
-    assert depth == queues.QueueDepth(waiting=2, in_flight=1, results=0, poison=0)
+    assert depth == QueueDepth(waiting=2, in_flight=1, results=0, poison=0)
 
 
 async def test_every_output_is_stored_and_a_small_one_also_travels_as_a_copy(
@@ -422,7 +423,7 @@ async def test_every_output_is_stored_and_a_small_one_also_travels_as_a_copy(
     assert ref == "treadle:pool:test-pool:wf:uid-1:out:big:-"
     assert by_task["big"].output is None
     assert 0 < await client.ttl(ref) <= queues.OUTPUT_TTL_SECONDS
-    stream = queues.ResultStream(client, "operator")
+    stream = ResultStream(client, "operator")
     small = by_task["small"].output_ref
     refs = {"big": ref, "small": small, "gone": "treadle:x:gone"}
     loaded = await stream.load_outputs(refs, limit_bytes=1 << 20)
@@ -434,14 +435,14 @@ async def test_every_output_is_stored_and_a_small_one_also_travels_as_a_copy(
 async def test_a_restarted_operator_reads_its_unacknowledged_results_once_then_new_ones(
     client: aioredis.Redis,
 ) -> None:
-    first = queues.ResultStream(client, "operator")
+    first = ResultStream(client, "operator")
     await first.ensure_marker()
     published = [TaskResult("u", "ns/wf", f"t{i}", None, 1, "succeeded", i) for i in range(3)]
     for result in published:
         await client.xadd(RESULTS, result.encode())
     assert await first.read(SERVED, 10, 100) == []  # a fresh operator has no backlog
     assert len(await first.read(SERVED, 10, 100)) == 3  # read, not acknowledged: the operator dies
-    again = queues.ResultStream(client, "operator")
+    again = ResultStream(client, "operator")
     backlog = await again.read(SERVED, 2, 100)
     backlog += await again.read(SERVED, 2, 100)
     assert [r.result.task for r in backlog] == ["t0", "t1", "t2"]
@@ -453,7 +454,7 @@ async def test_a_restarted_operator_reads_its_unacknowledged_results_once_then_n
 async def test_after_a_failed_pass_the_operator_reads_what_it_had_not_acknowledged_again(
     client: aioredis.Redis,
 ) -> None:
-    stream = queues.ResultStream(client, "operator")
+    stream = ResultStream(client, "operator")
     await stream.ensure_marker()
     assert await stream.read(SERVED, 10, 100) == []
     for i in range(3):
@@ -470,7 +471,7 @@ async def test_after_a_failed_pass_the_operator_reads_what_it_had_not_acknowledg
 async def test_lost_data_is_noticed_even_when_a_worker_made_the_groups_again_first(
     client: aioredis.Redis,
 ) -> None:
-    stream = queues.ResultStream(client, "operator")
+    stream = ResultStream(client, "operator")
     assert await stream.ensure_marker()  # a new Redis: in-flight work is enqueued again
     assert await stream.intact()
     assert not await stream.ensure_marker()  # an operator restart: nothing was lost
@@ -502,7 +503,7 @@ async def test_lost_data_is_noticed_even_when_a_worker_made_the_groups_again_fir
 async def test_an_entry_that_is_no_result_is_set_aside_and_the_results_behind_it_flow(
     client: aioredis.Redis, junk: dict[str, str]
 ) -> None:
-    stream = queues.ResultStream(client, "operator")
+    stream = ResultStream(client, "operator")
     await stream.ensure_marker()
     assert await stream.read(SERVED, 10, 1) == []  # its own backlog: none yet
     await client.xadd(RESULTS, junk)  # what any task's code could write
@@ -511,7 +512,7 @@ async def test_an_entry_that_is_no_result_is_set_aside_and_the_results_behind_it
     read = await stream.read(SERVED, 10, 100)
     assert [received.result for received in read] == [good]
     assert stream.set_aside == 1
-    [(_, rejected)] = await client.xrange(queues.REJECTED)
+    [(_, rejected)] = await client.xrange(keys.REJECTED)
     assert rejected["reason"].startswith("not a task result")
     assert rejected["stream"] == RESULTS
     assert await client.xlen(RESULTS) == 1  # the junk is gone from the results stream
@@ -579,7 +580,7 @@ async def test_a_finished_workflows_keys_are_deleted(client: aioredis.Redis) -> 
     await worker.close()
     done, outputs = keys.done_hash(POOL, "uid-1"), keys.outputs_index(POOL, "uid-1")
     assert await client.exists(done, outputs) == 2
-    stream = queues.ResultStream(client, "operator")
+    stream = ResultStream(client, "operator")
     await stream.forget_workflow("uid-1", POOL, outputs=True)
     assert await client.keys("treadle:pool:test-pool:*") == []
 
@@ -589,7 +590,7 @@ async def test_a_result_for_a_workflow_its_pool_does_not_serve_is_set_aside(
 ) -> None:
     """Issue #13, problem 4: a task's code could forge a result for any workflow.  Its pool's
     stream is the only one it can write, and that stream counts only for its own workflows."""
-    stream = queues.ResultStream(client, "operator")
+    stream = ResultStream(client, "operator")
     assert await stream.read(SERVED, 10, 1) == []
     forged = TaskResult("another-workflow", "ns/other", "t", None, 1, "succeeded", {"n": 1})
     await client.xadd(RESULTS, forged.encode())  # type: ignore[arg-type]
@@ -598,7 +599,7 @@ async def test_a_result_for_a_workflow_its_pool_does_not_serve_is_set_aside(
     read = await stream.read(SERVED, 10, 100)
     assert [received.result for received in read] == [good]
     assert stream.set_aside == 1
-    [(_, rejected)] = await client.xrange(queues.REJECTED)
+    [(_, rejected)] = await client.xrange(keys.REJECTED)
     assert rejected["reason"] == (
         "a result for workflow another-workflow in the stream of pool test-pool, "
         "which does not serve it"

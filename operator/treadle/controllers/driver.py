@@ -43,7 +43,7 @@ from treadle.runtime import Backoff, CancelToken, Directive
 from treadle.services import events, kube
 from treadle.services.keys import REJECTED
 from treadle.services.pool_users import PoolUsers
-from treadle.services.queues import ResultStream
+from treadle.services.results import ResultStream
 
 log = logging.getLogger(__name__)
 

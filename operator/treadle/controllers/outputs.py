@@ -10,7 +10,7 @@ from typing import Any
 from treadle.api.workflows import WorkflowSpec
 from treadle.core import engine
 from treadle.services.keys import output_key
-from treadle.services.queues import ResultStream
+from treadle.services.results import ResultStream
 
 log = logging.getLogger(__name__)
 

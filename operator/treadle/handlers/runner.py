@@ -33,6 +33,7 @@ from treadle.handlers.registry import registry
 from treadle.runtime import Directive, Loop, Pacing, TaskSet, poker
 from treadle.services import certificates, kube, pool_users, queues
 from treadle.services.leases import Held, LeaseStore
+from treadle.services.results import ResultStream
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,7 @@ async def run(options: OperatorOptions) -> None:
                 raise SystemExit(2) from error
         else:
             log.warning("pool users are off: every worker gets full rights on Redis")
-        results = queues.ResultStream(redis_client, options.consumer)
+        results = ResultStream(redis_client, options.consumer)
         memo.driver = driver.Driver(
             results,
             kube.client(),

@@ -24,17 +24,19 @@ Delivery is at least once; what makes it effectively once is the idempotency has
 skips a message whose key already succeeded, and `finish` publishes a result and acknowledges in
 one script, so a result is published at most once per success (or per failed attempt) even when
 the reaper re-delivered the message to a second worker.
+
+This module is the workers' side (and the helpers both sides use); the operator's side is
+treadle.services.results.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -42,8 +44,6 @@ from redis.exceptions import ResponseError
 from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, MessageError, TaskMessage, TaskResult
 from treadle.services import scripts
 from treadle.services.keys import (
-    DATA_MARKER,
-    REJECTED,
     dead_letters,
     done_hash,
     output_key,
@@ -58,9 +58,6 @@ log = logging.getLogger(__name__)
 WORKERS_GROUP = "workers"
 OPERATOR_GROUP = "operator"
 REAPER_CONSUMER = "reaper"
-
-
-OutputT = TypeVar("OutputT", bound=Hashable)
 
 REJECTED_KEPT = 1000
 REJECTED_SHOWN_CHARS = 2048
@@ -338,220 +335,3 @@ class TaskQueue:
     async def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
         entries: Any = await self.client.xrange(dead_letters(self.pool), count=count)
         return [{"id": entry_id, **fields} for entry_id, fields in entries]
-
-
-@dataclass(frozen=True)
-class Received:
-    """A result read from a pool's result stream; `id` is its entry id there."""
-
-    pool: str
-    id: str
-    result: TaskResult
-
-
-class ResultStream:
-    """The operator's side of the pools' result streams.  The consumer name is stable per
-    operator, so an operator that restarts first re-reads the results it had not acknowledged.
-
-    A result counts only when it names a workflow that the pool whose stream it came from
-    serves: a pool's workers can write no other pool's stream (their Redis user), so no task's
-    code can forge a result for a workflow of another pool."""
-
-    def __init__(self, client: aioredis.Redis, consumer: str) -> None:
-        self.client = client
-        self.consumer = consumer
-        self._pools_ready: set[str] = set()
-        self._backlog: dict[str, str] = {}
-        """Pools whose unacknowledged results are still to be read again, with the cursor."""
-        self.set_aside = 0
-        """Entries set aside as no result Treadle wrote, since this stream was made."""
-        self.asides: list[tuple[str, str]] = []
-        """(pool, reason) of the entries set aside since the driver last took them."""
-
-    async def ensure_marker(self) -> bool:
-        """True when Redis is new or lost its data (the data marker was gone, even if a worker
-        made its streams again first).  Then the pools' groups are made again too."""
-        missing = bool(await self.client.set(DATA_MARKER, "1", nx=True))
-        if missing:
-            self._pools_ready.clear()
-        return missing
-
-    async def intact(self) -> bool:
-        """Whether Redis still holds the operator's data (its marker)."""
-        return bool(await self.client.exists(DATA_MARKER))
-
-    async def _ensure_pools(self, pools: Iterable[str]) -> None:
-        """Makes the groups of pools not seen since the start (or since Redis lost its data);
-        their unacknowledged results are read again first."""
-        new = [pool for pool in pools if pool not in self._pools_ready]
-        if not new:
-            return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for pool in new:
-                pipe.xgroup_create(tasks_stream(pool), WORKERS_GROUP, id="0", mkstream=True)
-                pipe.xgroup_create(results_stream(pool), OPERATOR_GROUP, id="0", mkstream=True)
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        for reply in replies:
-            if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
-                raise reply
-        for pool in new:
-            self._pools_ready.add(pool)
-            self._backlog.setdefault(pool, "0")
-
-    async def read(
-        self, served: Mapping[str, Collection[str]], count: int, block_ms: int
-    ) -> list[Received]:
-        """Results from these pools' streams (pool: the uids of the workflows it serves); the
-        unacknowledged ones first, then new ones, waiting up to `block_ms` for those.  An entry
-        that is no result, or names a workflow its pool does not serve, is set aside."""
-        if not served:
-            await asyncio.sleep(block_ms / 1000)
-            return []
-        await self._ensure_pools(served)
-        backlog = {pool: self._backlog[pool] for pool in served if pool in self._backlog}
-        # One read for all: re-reads where a backlog is left (which never waits), new results
-        # elsewhere.
-        streams = {results_stream(pool): backlog.get(pool, ">") for pool in served}
-        reply: Any = await self.client.xreadgroup(
-            OPERATOR_GROUP,
-            self.consumer,
-            streams,  # type: ignore[arg-type]
-            count=count,
-            block=None if backlog else block_ms,
-        )
-        batches: dict[str, list[Any]] = {name: batch for name, batch in reply or []}
-        for pool in backlog:
-            entries = batches.get(results_stream(pool)) or []
-            if entries:
-                self._backlog[pool] = entries[-1][0]
-            else:
-                del self._backlog[pool]
-        received: list[Received] = []
-        junk: dict[str, list[tuple[str, dict[str, str], str]]] = {}
-        for pool, uids in served.items():
-            for entry_id, fields in batches.get(results_stream(pool)) or []:
-                if not fields:  # deleted while pending
-                    continue
-                try:
-                    result = TaskResult.decode(fields)
-                except MessageError as error:
-                    junk.setdefault(pool, []).append((entry_id, fields, str(error)))
-                    continue
-                if result.workflow_uid not in uids:
-                    reason = (
-                        f"a result for workflow {result.workflow_uid} in the stream of pool "
-                        f"{pool}, which does not serve it"
-                    )
-                    junk.setdefault(pool, []).append((entry_id, fields, reason))
-                    continue
-                received.append(Received(pool, entry_id, result))
-        for pool, entries in junk.items():
-            await set_aside(self.client, results_stream(pool), OPERATOR_GROUP, entries, REJECTED)
-            self.set_aside += len(entries)
-            self.asides += [(pool, reason) for _, _, reason in entries]
-        return received
-
-    def read_backlog_again(self) -> None:
-        """The next reads start with this consumer's unacknowledged results again: a pass that
-        failed after reading may have dropped some of them."""
-        self._backlog = dict.fromkeys(self._pools_ready, "0")
-
-    async def load_outputs(
-        self, keys: Mapping[OutputT, str], *, limit_bytes: int
-    ) -> dict[OutputT, Any]:
-        """Stored outputs by their keys; one whose key is gone is left out, and so is every
-        one when together they are more than limit_bytes (their sizes are asked first)."""
-        if not keys:
-            return {}
-        names = list(keys.values())
-        sizes: list[int] = []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for start in range(0, len(names), 1000):
-                for name in names[start : start + 1000]:
-                    pipe.strlen(name)
-            sizes = await pipe.execute()
-        if sum(sizes) > limit_bytes:
-            return {}
-        found: dict[OutputT, Any] = {}
-        owners = list(keys)
-        for start in range(0, len(names), 1000):
-            values: list[Any] = await self.client.mget(names[start : start + 1000])
-            for owner, value in zip(owners[start : start + 1000], values, strict=True):
-                if value is not None:
-                    found[owner] = json.loads(value)
-        return found
-
-    async def ack(self, ids: Mapping[str, Sequence[str]]) -> None:
-        """Acknowledges results by pool (pool: entry ids)."""
-        if any(ids.values()):
-            async with self.client.pipeline(transaction=False) as pipe:
-                for pool, entries in ids.items():
-                    if entries:
-                        pipe.xack(results_stream(pool), OPERATOR_GROUP, *entries)
-                        pipe.xdel(results_stream(pool), *entries)
-                await pipe.execute()
-
-    async def forget_workflow(self, uid: str, pool: str, *, outputs: bool) -> None:
-        await self.forget_workflows([(uid, pool, outputs)])
-
-    async def forget_workflows(self, gone: Sequence[tuple[str, str, bool]]) -> None:
-        """Deletes finished or deleted workflows' keys (uid, its dedicated pool, with stored
-        outputs?): their idempotency records, their pools' streams and their stored outputs
-        (SPEC: a workflow's Redis keys go when it finishes or is deleted).  Two round trips
-        however many workflows."""
-        if not gone:
-            return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for uid, pool, outputs in gone:
-                if outputs:
-                    pipe.smembers(outputs_index(pool, uid))
-            indexed: list[Any] = await pipe.execute()
-        doomed: list[str] = []
-        members = iter(indexed)
-        for uid, pool, outputs in gone:
-            doomed += [done_hash(pool, uid), tasks_stream(pool), results_stream(pool)]
-            doomed += [dead_letters(pool), pool_rejected(pool)]
-            if outputs:
-                doomed += [*sorted(next(members)), outputs_index(pool, uid)]
-            self._pools_ready.discard(pool)
-            self._backlog.pop(pool, None)
-        async with self.client.pipeline(transaction=False) as pipe:
-            for start in range(0, len(doomed), 500):
-                pipe.unlink(*doomed[start : start + 500])
-            await pipe.execute()
-
-    async def enqueue(self, pool: str, messages: Sequence[TaskMessage]) -> None:
-        if messages:
-            await self._ensure_pools([pool])
-            await TaskQueue(self.client, pool, self.consumer).enqueue(messages)
-
-    async def depth(self, pools: Sequence[str]) -> QueueDepth:
-        """How much work waits in these pools' task and result streams, and how many poison
-        messages their reapers dead-lettered, for the operator's gauges."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for pool in pools:
-                pipe.xinfo_groups(tasks_stream(pool))
-                pipe.xinfo_groups(results_stream(pool))
-                pipe.xlen(dead_letters(pool))
-            replies: list[Any] = await pipe.execute(raise_on_error=False)
-        waiting = in_flight = results = poison = 0
-        for tasks, finished, letters in zip(*[iter(replies)] * 3, strict=True):
-            for group in tasks if isinstance(tasks, list) else []:
-                waiting += int(group.get("lag") or 0)
-                in_flight += int(group.get("pending") or 0)
-            for group in finished if isinstance(finished, list) else []:
-                results += int(group.get("lag") or 0) + int(group.get("pending") or 0)
-            poison += letters if isinstance(letters, int) else 0
-        return QueueDepth(waiting, in_flight, results, poison)
-
-
-@dataclass(frozen=True)
-class QueueDepth:
-    waiting: int
-    """Attempts enqueued and not yet read by a worker."""
-    in_flight: int
-    """Attempts read by a worker and not yet finished."""
-    results: int
-    """Results the operator has not applied yet."""
-    poison: int
-    """Messages the reaper dead-lettered as poison."""
