@@ -29,16 +29,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
-from lightkube.models.core_v1 import ObjectReference
 
-from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
+from treadle.api import RETRY_ANNOTATION
 from treadle.api.workflows import WorkflowSpec
 from treadle.controllers import metrics, outputs
-from treadle.controllers.outputs import LoadedOutputs
-from treadle.controllers.workers import WorkerOwner, WorkerState
+from treadle.controllers.tracked import Tracked
+from treadle.controllers.workers import WorkerOwner
 from treadle.core import engine, notices, pacing, patches, timestamps
+from treadle.core.asides import AsideNotices
 from treadle.core.messages import TaskResult
-from treadle.core.requests import AnnotationRequests
 from treadle.runtime import Backoff, CancelToken, Directive
 from treadle.services import events, kube
 from treadle.services.keys import REJECTED
@@ -50,9 +49,6 @@ log = logging.getLogger(__name__)
 PASS_INTERVAL_SECONDS = 0.05
 """The floor between passes: a task's successor is enqueued within about this of its result."""
 GAUGE_SECONDS = 15.0
-ASIDE_EVENT_SECONDS = 60.0
-"""A workflow is told of set-aside entries in its result stream at most this often (a task
-writing junk in a loop makes no flood of Events)."""
 BATCH = 1000
 MAX_PER_PASS = 20_000
 ADVANCE_CONCURRENCY = 32
@@ -65,50 +61,6 @@ row up to a minute (a workflow in a namespace being deleted fails for minutes)."
 RETRY_AFTER_FAILURE = timedelta(seconds=FAILURE_BACKOFF.initial_seconds)
 _UNJITTERED = random.Random(0)
 """FAILURE_BACKOFF has no jitter: this random source is never drawn from."""
-
-
-@dataclass
-class Tracked:
-    who: engine.Identity
-    spec: WorkflowSpec
-    status: dict[str, Any]
-    generation: int | None
-    due: datetime | None = None
-    """When to advance without results; now-ish for a workflow that was just tracked."""
-    requeued_epoch: int = 0
-    """The last Redis data loss this workflow's in-flight attempts were enqueued again for."""
-    written: dict[str, Any] = field(default_factory=dict)
-    """The status as last written: the base of the next merge patch."""
-    written_at: datetime | None = None
-    unacked: list[str] = field(default_factory=list)
-    """Results applied to `status` but not yet written: acknowledged once they are."""
-    unwritten: list[TaskResult] = field(default_factory=list)
-    """Those results themselves, to apply again if `status` is replaced before the write."""
-    retained: list[TaskResult] = field(default_factory=list)
-    """Results whose advance failed (API server or Redis away), applied on the next one."""
-    failures: int = 0
-    """Advances failed in a row."""
-    outputs: LoadedOutputs = field(default_factory=LoadedOutputs)
-    """Stored outputs read back for the templates still to render (controllers.outputs)."""
-    workers: WorkerState = field(default_factory=WorkerState)
-    """What the owner of its worker pods knows of them (controllers.workers)."""
-    retry: str | None = None
-    """A manual retry asked for (a task name or "all"), carried out on the next pass."""
-    retry_requests: AnnotationRequests = field(default_factory=AnnotationRequests)
-    enqueued_unwritten: set[tuple[str, int]] = field(default_factory=set)
-    """Attempts (key, attempt) enqueued by an advance whose status write has not happened yet:
-    an advance that failed after enqueuing and is tried again must not enqueue them twice (the
-    engine, given the same status, asks for the same attempts)."""
-
-    @property
-    def reference(self) -> ObjectReference:
-        return events.reference(
-            api_version=f"{GROUP}/{VERSION}",
-            kind=workflows.KIND,
-            name=self.who.name,
-            namespace=self.who.namespace,
-            uid=self.who.uid,
-        )
 
 
 @dataclass
@@ -128,9 +80,8 @@ class Driver:
     _gauges_at: datetime | None = None
     _orphan_acks: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     """Result ids (by pool) of workflows forgotten before their status was written."""
-    _asides_told: dict[str, datetime] = field(default_factory=dict)
+    _asides: AsideNotices = field(default_factory=AsideNotices)
     """When each pool's workflows were last told of entries set aside."""
-    _asides_untold: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     _deleted: list[engine.Identity] = field(default_factory=list)
     """Deleted workflows whose Redis keys and pool user are still to delete."""
     _lost_epoch: int = 0
@@ -469,28 +420,19 @@ class Driver:
         tracked.retry_requests.cleared(version)
 
     async def _tell_asides(self, served: dict[str, set[str]]) -> None:
-        """A Warning Event on each workflow whose pool's result stream had entries set aside
-        (junk or forgeries its own tasks wrote), at most one a pool every ASIDE_EVENT_SECONDS."""
+        """A Warning Event on each workflow whose pool's result stream had entries set aside."""
         asides, self.results.asides = self.results.asides, []
         by_pool: dict[str, list[str]] = defaultdict(list)
         for pool, reason in asides:
             by_pool[pool].append(reason)
         now = datetime.now(UTC)
         for pool, reasons in by_pool.items():
-            told = self._asides_told.get(pool)
-            self._asides_untold[pool] += len(reasons)
-            if told is not None and now - told < timedelta(seconds=ASIDE_EVENT_SECONDS):
+            notice = self._asides.record(pool, reasons, now, stream=REJECTED)
+            if notice is None:
                 continue
-            count = self._asides_untold.pop(pool)
-            self._asides_told[pool] = now
-            message = (
-                f"{count} entries of this workflow's result stream were no result of its own "
-                f"and were set aside in {REJECTED} (the first: {reasons[0]}); a task of this "
-                "workflow may be writing to Redis"
-            )
             for uid in served.get(pool, ()):
-                tracked = self.workflows[uid]
-                await events.post(self.api, tracked.reference, "Warning", "ResultSetAside", message)
+                reference = self.workflows[uid].reference
+                await events.post(self.api, reference, notice.type, notice.reason, notice.message)
 
     def _served(self) -> dict[str, set[str]]:
         """The pools whose results to read, with the workflows each serves: those of the
@@ -508,6 +450,5 @@ class Driver:
             return
         await self.results.forget_workflows([(who.uid, who.pool, outputs) for who in gone])
         for who in gone:
-            self._asides_told.pop(who.pool, None)
-            self._asides_untold.pop(who.pool, None)
+            self._asides.forget(who.pool)
         await self.owner.let_go(gone)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,7 +15,7 @@ from lightkube.models.meta_v1 import Status
 from treadle.api.workflows import WorkflowSpec
 from treadle.controllers import driver
 from treadle.controllers.driver import Driver, Tracked
-from treadle.core import engine
+from treadle.core import asides, engine
 from treadle.core.messages import TaskResult
 
 UTC_NOW = datetime.now(UTC)
@@ -225,7 +225,7 @@ async def test_set_aside_entries_are_told_on_the_workflow_at_most_once_a_minute(
     assert [(name, reason) for name, reason, _ in posted] == [("w", "ResultSetAside")]
     assert posted[0][2].startswith("2 entries of this workflow's result stream were no result")
     assert "(the first: not a task result: junk)" in posted[0][2]
-    subject._asides_told["wf-w"] -= timedelta(seconds=driver.ASIDE_EVENT_SECONDS)
+    subject._asides.told_at["wf-w"] -= asides.EVENT_INTERVAL
     subject.results.asides = [("wf-w", "again")]
     await subject._tell_asides(served)
     assert posted[1][2].startswith("2 entries")  # the one untold and the new one

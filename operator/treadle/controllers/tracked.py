@@ -1,0 +1,62 @@
+"""What the workflow driver keeps of each workflow it drives between passes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from lightkube.models.core_v1 import ObjectReference
+
+from treadle.api import GROUP, VERSION, workflows
+from treadle.api.workflows import WorkflowSpec
+from treadle.controllers.outputs import LoadedOutputs
+from treadle.controllers.workers import WorkerState
+from treadle.core import engine
+from treadle.core.messages import TaskResult
+from treadle.core.requests import AnnotationRequests
+from treadle.services import events
+
+
+@dataclass
+class Tracked:
+    who: engine.Identity
+    spec: WorkflowSpec
+    status: dict[str, Any]
+    generation: int | None
+    due: datetime | None = None
+    """When to advance without results; now-ish for a workflow that was just tracked."""
+    requeued_epoch: int = 0
+    """The last Redis data loss this workflow's in-flight attempts were enqueued again for."""
+    written: dict[str, Any] = field(default_factory=dict)
+    """The status as last written: the base of the next merge patch."""
+    written_at: datetime | None = None
+    unacked: list[str] = field(default_factory=list)
+    """Results applied to `status` but not yet written: acknowledged once they are."""
+    unwritten: list[TaskResult] = field(default_factory=list)
+    """Those results themselves, to apply again if `status` is replaced before the write."""
+    retained: list[TaskResult] = field(default_factory=list)
+    """Results whose advance failed (API server or Redis away), applied on the next one."""
+    failures: int = 0
+    """Advances failed in a row."""
+    outputs: LoadedOutputs = field(default_factory=LoadedOutputs)
+    """Stored outputs read back for the templates still to render (controllers.outputs)."""
+    workers: WorkerState = field(default_factory=WorkerState)
+    """What the owner of its worker pods knows of them (controllers.workers)."""
+    retry: str | None = None
+    """A manual retry asked for (a task name or "all"), carried out on the next pass."""
+    retry_requests: AnnotationRequests = field(default_factory=AnnotationRequests)
+    enqueued_unwritten: set[tuple[str, int]] = field(default_factory=set)
+    """Attempts (key, attempt) enqueued by an advance whose status write has not happened yet:
+    an advance that failed after enqueuing and is tried again must not enqueue them twice (the
+    engine, given the same status, asks for the same attempts)."""
+
+    @property
+    def reference(self) -> ObjectReference:
+        return events.reference(
+            api_version=f"{GROUP}/{VERSION}",
+            kind=workflows.KIND,
+            name=self.who.name,
+            namespace=self.who.namespace,
+            uid=self.who.uid,
+        )
