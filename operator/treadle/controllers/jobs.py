@@ -1,0 +1,91 @@
+"""What the SyncJob scheduler keeps of each job between looks, the attempts its decisions ask
+for, and the lock store as a DDL job sees it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from lightkube.models.core_v1 import ObjectReference
+
+from treadle.api import GROUP, VERSION, syncjobs
+from treadle.api.syncjobs import SyncJobSpec
+from treadle.core import gates, slots
+from treadle.core.requests import AnnotationRequests
+from treadle.services import events
+from treadle.services.leases import Held, LeaseStore
+
+
+@dataclass
+class Job:
+    uid: str
+    name: str
+    namespace: str
+    spec: SyncJobSpec
+    status: dict[str, Any]
+    """As last written."""
+    created: datetime
+    generation: int | None
+    due: datetime | None = None
+    """When to look at the job again without news; None: at once; NEVER: on news only."""
+    busy: asyncio.Task[None] | None = None
+    """The look at the job (and the attempt it starts) under way: the loop leaves it alone."""
+    held: list[Held] = field(default_factory=list)
+    renew_at: datetime | None = None
+    run_phase: str | None = None
+    """The active run pod's phase as last seen (Gone: deleted); None: not looked at yet."""
+    spec_changed: bool = False
+    """A new generation was admitted: its failures are reset."""
+    requests: dict[str, str] = field(default_factory=dict)
+    """Annotations asking for something (run now, reset failures), by annotation."""
+    annotation_requests: AnnotationRequests = field(default_factory=AnnotationRequests)
+
+    @property
+    def reference(self) -> ObjectReference:
+        return events.reference(
+            api_version=f"{GROUP}/{VERSION}",
+            kind=syncjobs.KIND,
+            name=self.name,
+            namespace=self.namespace,
+            uid=self.uid,
+        )
+
+    def locks(self) -> list[str]:
+        """The locks a run of this job holds."""
+        held = [gates.pipeline_lock(self.spec.pipeline or self.name)]
+        if self.spec.ddl:
+            held += [gates.table_lock(table) for table in self.spec.tables]
+        return held
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """An attempt the decision asked for: the slot it is for; manual: run by hand."""
+
+    slot: slots.Slot
+    manual: bool
+
+
+@dataclass
+class WriterAwareLocks:
+    """The lock store as a DDL job sees it: a table is also taken while another job's run
+    writes to it, so a schema change never starts under a running writer."""
+
+    store: LeaseStore
+    writer_of: Callable[[str, str], str | None]
+
+    async def acquire(self, lock: str, holder: str) -> str | None:
+        if lock.startswith(gates.TABLE_PREFIX):
+            writer = self.writer_of(lock.removeprefix(gates.TABLE_PREFIX), holder)
+            if writer is not None:
+                return writer
+        return await self.store.acquire(lock, holder)
+
+    async def holder(self, lock: str) -> str | None:
+        return await self.store.holder(lock)
+
+    async def release(self, lock: str, holder: str) -> None:
+        await self.store.release(lock, holder)
