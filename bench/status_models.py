@@ -1,0 +1,125 @@
+"""What typed status would cost the engine (issue #14: pick the representation by measuring).
+
+No cluster needed: it drives the pure engine in this process.
+
+    .venv/bin/python bench/status_models.py
+
+Two statuses, both written by the engine itself:
+- a 10,000-child forEach in mid-run (1,000 results applied per call);
+- 500 single tasks with 4 KiB outputs, all done, the largest status the budget allows.
+
+For each it times, per call (median of several runs): the engine's advance (dict status, as
+today), the JSON copy the engine makes of status on every call (`patches.copy_json`), and a
+round trip through the pydantic models that generate the CRD (`WorkflowStatus.model_validate`
+then `model_dump(by_alias=True, exclude_none=True)`), the least a typed core would add if it
+parsed status on the way in and dumped it on the way out.  Writes
+bench/results/status-models.json.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from common import write
+
+from treadle.api.workflows import WorkflowSpec, WorkflowStatus
+from treadle.core import engine, patches
+from treadle.core.messages import TaskResult
+
+NOW = datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
+WHO = engine.Identity.of(
+    {"uid": "0f8c6d3e-2a41-4c8e-9a51-7d2b9e4c1a00", "name": "w", "namespace": "ns"}
+)
+
+
+def timed(call: Callable[[], Any], repeat: int = 5) -> float:
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return round(statistics.median(samples) * 1000, 2)
+
+
+def succeed(message: Any, output: Any = None) -> TaskResult:
+    return TaskResult(
+        message.workflow_uid, message.workflow, message.task, message.item, message.attempt,
+        "succeeded", output, run=message.run,
+    )  # fmt: skip
+
+
+def fan_out() -> tuple[WorkflowSpec, dict[str, Any], list[TaskResult]]:
+    spec = WorkflowSpec.model_validate(
+        {
+            "concurrency": 10_000,
+            "tasks": [
+                {
+                    "name": "each",
+                    "forEach": "{{ range(10000) | list }}",
+                    "python": {"callable": "time:time"},
+                },
+            ],
+        }
+    )
+    step = engine.advance(spec, {"runGeneration": 1}, [], now=NOW, who=WHO, generation=1)
+    done = [succeed(m) for m in step.enqueue[:4000]]
+    step = engine.advance(spec, step.status, done, now=NOW, who=WHO, generation=1)
+    # The other 6,000 children are in flight: a call applies 1,000 of their results.
+    pending = engine.requeue_in_flight(spec, step.status, now=NOW, who=WHO)
+    return spec, step.status, [succeed(m) for m in pending[:1000]]
+
+
+def many_tasks() -> tuple[WorkflowSpec, dict[str, Any], list[TaskResult]]:
+    names = [f"task-{i:03d}-{'x' * 50}" for i in range(500)]
+    spec = WorkflowSpec.model_validate(
+        {"tasks": [{"name": n, "command": {"args": ["true"]}} for n in names]}
+    )
+    step = engine.advance(spec, {"runGeneration": 1}, [], now=NOW, who=WHO, generation=1)
+    outputs = [succeed(m, {"rows": "y" * 4000}) for m in step.enqueue]
+    step = engine.advance(spec, step.status, outputs, now=NOW, who=WHO, generation=1)
+    return spec, step.status, []
+
+
+def measure(
+    name: str, built: tuple[WorkflowSpec, dict[str, Any], list[TaskResult]]
+) -> dict[str, Any]:
+    spec, status, results = built
+    rng = random.Random(0)
+
+    def advance() -> None:
+        engine.advance(spec, status, results, now=NOW, who=WHO, generation=1, rng=rng)
+
+    def round_trip() -> None:
+        WorkflowStatus.model_validate(status).model_dump(by_alias=True, exclude_none=True)
+
+    return {
+        "status": name,
+        "status_bytes": engine.status_size(status),
+        "results_per_call": len(results),
+        "advance_ms": timed(advance),
+        "copy_json_ms": timed(lambda: patches.copy_json(status)),
+        "pydantic_round_trip_ms": timed(round_trip),
+    }
+
+
+def main() -> None:
+    rows = [
+        measure("10,000-child forEach, mid-run", fan_out()),
+        measure("500 tasks x 4 KiB", many_tasks()),
+    ]
+    print(f"{'status':<32} {'bytes':>8} {'advance ms':>11} {'copy ms':>8} {'pydantic ms':>12}")
+    for row in rows:
+        print(
+            f"{row['status']:<32} {row['status_bytes']:>8} {row['advance_ms']:>11} "
+            f"{row['copy_json_ms']:>8} {row['pydantic_round_trip_ms']:>12}"
+        )
+    write("status-models", {"rows": rows})
+
+
+if __name__ == "__main__":
+    main()
