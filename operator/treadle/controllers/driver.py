@@ -163,7 +163,7 @@ class Driver:
                 log.warning("the results stream was missing: in-flight attempts are enqueued again")
             self._group_ready = True
         await self.owner.users_again(
-            [t.who for t in self.workflows.values() if not t.status.get("finishedAt")]
+            lambda: [t.who for t in self.workflows.values() if not t.status.get("finishedAt")]
         )
         now = datetime.now(UTC)
         block_ms = 1000

@@ -5,6 +5,7 @@ wait for ever for a worker that cannot start)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -134,9 +135,10 @@ class WorkerOwner:
         for who in gone:
             await kube.drop_worker_url(self.api, who.namespace, who.pool)
 
-    async def users_again(self, running: list[engine.Identity]) -> None:
-        """After a Redis restart, every running pool's user at once (its workers wait)."""
+    async def users_again(self, running: Callable[[], Iterable[engine.Identity]]) -> None:
+        """After a Redis restart, every running pool's user at once (its workers wait);
+        `running` is asked only then."""
         if self.users is not None and await self.users.restarted():
             log.warning("Redis restarted: making the pools' users again")
-            for who in running:
+            for who in running():
                 await self.users.ensure(who.pool, who.namespace)

@@ -135,6 +135,17 @@ async def refuse_eviction(client: aioredis.Redis) -> None:
         )
 
 
+async def add_messages(
+    client: aioredis.Redis, pool: str, messages: Sequence[TaskMessage]
+) -> list[str]:
+    """Adds attempts to a pool's task stream, in one round trip; their entry ids."""
+    async with client.pipeline(transaction=False) as pipe:
+        for message in messages:
+            pipe.xadd(tasks_stream(pool), message.encode())  # type: ignore[arg-type]
+        ids: list[str] = await pipe.execute()
+    return ids
+
+
 def connect(url: str) -> aioredis.Redis:
     """A client with string responses and health checks (the only way Treadle opens Redis)."""
     client: aioredis.Redis = aioredis.Redis.from_url(
@@ -160,11 +171,7 @@ class TaskQueue:
         await create_group(self.client, self.results, OPERATOR_GROUP)
 
     async def enqueue(self, messages: Sequence[TaskMessage]) -> list[str]:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for message in messages:
-                pipe.xadd(self.stream, message.encode())  # type: ignore[arg-type]
-            ids: list[str] = await pipe.execute()
-        return ids
+        return await add_messages(self.client, self.pool, messages)
 
     async def read(self, count: int, block_ms: int) -> list[Delivery]:
         """New messages for this consumer; waits up to `block_ms` when there are none."""

@@ -24,7 +24,7 @@ from treadle.services.keys import (
     results_stream,
     tasks_stream,
 )
-from treadle.services.queues import OPERATOR_GROUP, WORKERS_GROUP, TaskQueue, set_aside
+from treadle.services.queues import OPERATOR_GROUP, WORKERS_GROUP, add_messages, set_aside
 
 OutputT = TypeVar("OutputT", bound=Hashable)
 
@@ -212,7 +212,7 @@ class ResultStream:
     async def enqueue(self, pool: str, messages: Sequence[TaskMessage]) -> None:
         if messages:
             await self._ensure_pools([pool])
-            await TaskQueue(self.client, pool, self.consumer).enqueue(messages)
+            await add_messages(self.client, pool, messages)
 
     async def depth(self, pools: Sequence[str]) -> QueueDepth:
         """How much work waits in these pools' task and result streams, and how many poison

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 
-class ActionKind:
+class ActionKind(ABC):
     """One kind of action.  A module of treadle.core.actions defines one subclass and its
     `KIND`; the registry (treadle.core.actions.KINDS) lists each once."""
 
@@ -16,13 +17,13 @@ class ActionKind:
     """`module:function` of the coroutine the worker runs it with, `(spec, attempt) -> output`
     (treadle.services.actions resolves it)."""
 
+    @abstractmethod
     def templates(self, spec: Any, path: str) -> Iterator[tuple[str, str]]:
         """The templated fields of this action's spec, as (field path, source)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def render(self, spec: Any, context: Mapping[str, Any]) -> dict[str, Any]:
         """The action as a worker runs it, every template rendered (its message's part)."""
-        raise NotImplementedError
 
     def target(self, rendered: Mapping[str, Any], task: str) -> str:
         """The breaker and rate-limit target of a rendered action: by default, the task."""
