@@ -21,6 +21,13 @@ class ResourceModel(BaseModel):
     )
 
 
+class StatusModel(ResourceModel):
+    """Base of the status models the engine works on: mutable (the engine edits its own working
+    copy), and lenient about fields it does not know (the API server prunes those anyway)."""
+
+    model_config = ConfigDict(frozen=False, extra="ignore")
+
+
 def free_form(description: str) -> Any:
     """A field holding any JSON value, kept as the user wrote it."""
     return Field(

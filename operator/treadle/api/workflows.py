@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from treadle.api.base import SET_LIST, Condition, ResourceModel, cel, free_form, map_list
+from treadle.api.base import (
+    SET_LIST,
+    Condition,
+    ResourceModel,
+    StatusModel,
+    cel,
+    free_form,
+    map_list,
+)
 
 KIND = "Workflow"
 PLURAL = "workflows"
@@ -256,7 +265,7 @@ TaskPhase = Literal[
 ]
 
 
-class TaskStatus(ResourceModel):
+class TaskStatus(StatusModel):
     """What happened to one task (or, for forEach, to its children)."""
 
     phase: TaskPhase
@@ -323,7 +332,7 @@ class DeadLetter(ResourceModel):
     """When it was dead-lettered."""
 
 
-class WorkflowStatus(ResourceModel):
+class WorkflowStatus(StatusModel):
     """The record of truth of a workflow's run."""
 
     phase: WorkflowPhase | None = None
@@ -353,6 +362,27 @@ class WorkflowStatus(ResourceModel):
     """Tasks that exhausted their retries (the newest 50)."""
     dead_letter_count: int | None = Field(default=None, ge=0)
     """How many dead letters stand, listed or not."""
+
+    @classmethod
+    def of(cls, raw: Mapping[str, Any] | None) -> WorkflowStatus:
+        """From status as the API server holds it (camelCase JSON); raises ValidationError."""
+        return cls.model_validate(raw or {})
+
+    def wire(self) -> dict[str, Any]:
+        """As the API server holds it: camelCase JSON without the fields that are unset."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def working_copy(self) -> WorkflowStatus:
+        """A copy the engine may edit without touching this one.  Shallow where the engine
+        only replaces (outputs, dead letters and conditions are never edited in place):
+        far cheaper than a deep copy of a status holding 64 KiB of inline outputs."""
+        return self.model_copy(
+            update={
+                "tasks": {name: entry.model_copy() for name, entry in self.tasks.items()},
+                "dead_letters": list(self.dead_letters),
+                "conditions": list(self.conditions),
+            }
+        )
 
 
 PRINTER_COLUMNS = [

@@ -31,7 +31,7 @@ from typing import Any
 from lightkube import ApiError, AsyncClient
 
 from treadle.api import RETRY_ANNOTATION
-from treadle.api.workflows import WorkflowSpec
+from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.controllers import metrics, outputs
 from treadle.controllers.tracked import Tracked
 from treadle.controllers.workers import WorkerOwner
@@ -93,13 +93,14 @@ class Driver:
             self.api, self.worker_redis_url, self.worker_image, self.users, self.worker_metrics_port
         )
 
-    def track(self, body: dict[str, Any], spec: WorkflowSpec, status: dict[str, Any]) -> None:
-        """Starts (or resumes, or updates) driving a valid workflow."""
+    def track(self, body: dict[str, Any], spec: WorkflowSpec, status: WorkflowStatus) -> None:
+        """Starts (or resumes, or updates) driving a valid workflow from `status` as the API
+        server holds it."""
         meta = body["metadata"]
         who = engine.Identity.of(meta)
         uid = who.uid
         tracked = Tracked(who, spec, status, meta.get("generation"), datetime.now(UTC))
-        tracked.written = status
+        tracked.written, tracked.replaced = status.wire(), True
         previous = self.workflows.get(uid)
         if previous is not None and previous.spec == spec:
             tracked.outputs = previous.outputs
@@ -163,7 +164,7 @@ class Driver:
                 log.warning("the results stream was missing: in-flight attempts are enqueued again")
             self._group_ready = True
         await self.owner.users_again(
-            lambda: [t.who for t in self.workflows.values() if not t.status.get("finishedAt")]
+            lambda: [t.who for t in self.workflows.values() if not t.status.finished_at]
         )
         now = datetime.now(UTC)
         block_ms = 1000
@@ -294,8 +295,8 @@ class Driver:
     ) -> list[str]:
         """Advances one workflow; returns the result ids now safe to acknowledge."""
         who = tracked.who
-        if tracked.written is tracked.status and tracked.unwritten:  # status was replaced
-            results, tracked.unwritten = tracked.unwritten + results, []
+        # Status replaced by the API server's lacks what was applied since the last write.
+        results = (tracked.unwritten if tracked.replaced else []) + results
         current, told = self._revive(tracked, now)
         failures, notice = await self.owner.start_overdue(
             who, tracked.spec, current, tracked.workers, now
@@ -303,6 +304,7 @@ class Driver:
         results = results + failures
         told += [notice] if notice else []
         await outputs.load(self.results, who, tracked.spec, current, tracked.outputs)
+        wrote = False
         if tracked.requeued_epoch < self._lost_epoch:
             again = engine.requeue_in_flight(
                 tracked.spec,
@@ -341,7 +343,8 @@ class Driver:
             written_at=tracked.written_at,
             now=now,
         ):
-            change = patches.merge_patch(tracked.written, step.status)
+            wire = step.wire
+            change = patches.merge_patch(tracked.written, wire)
             if change:
                 with metrics.STATUS_WRITE_SECONDS.time():
                     written = await kube.patch_workflow_status(
@@ -350,16 +353,16 @@ class Driver:
                 if not written:
                     self.forget(who.uid)
                     return []
-            tracked.written, tracked.written_at = step.status, now
+            tracked.written, tracked.written_at, wrote = wire, now, True
             acked, tracked.unacked, tracked.unwritten = tracked.unacked, [], []
             tracked.enqueued_unwritten.clear()
             if step.finished:
                 # Its Redis keys and pool user go with it; a Failed workflow keeps its stored
                 # outputs (they expire) for a manual retry of what reads them.
-                await self._let_go([who], outputs=step.status.get("phase") == "Succeeded")
+                await self._let_go([who], outputs=step.status.phase == "Succeeded")
                 tracked.workers.url_given = False
         else:
-            tracked.unwritten += results
+            tracked.unwritten = results if tracked.replaced else tracked.unwritten + results
         if tracked.retry is not None:
             await self._clear_retry(tracked)
         for notice in told:
@@ -371,11 +374,11 @@ class Driver:
         metrics.ATTEMPTS_ENQUEUED.inc(len(step.enqueue))
         metrics.DEAD_LETTERS.inc(step.dead_lettered)
         if step.finished_now:
-            metrics.WORKFLOWS_FINISHED.labels(phase=step.status["phase"]).inc()
-        tracked.status = step.status
+            metrics.WORKFLOWS_FINISHED.labels(phase=step.status.phase or "").inc()
+        tracked.status, tracked.replaced = step.status, False
         tracked.due = step.wake_at
         if step.finished:
-            finished_at = timestamps.parse_optional(tracked.status.get("finishedAt"))
+            finished_at = timestamps.parse_optional(tracked.status.finished_at)
             tracked.due = pacing.ttl_due(tracked.spec.ttl_seconds_after_finished, finished_at)
             if tracked.due is not None and tracked.due <= now:
                 log.info("deleting %s/%s: ttlSecondsAfterFinished passed", who.namespace, who.name)
@@ -384,18 +387,17 @@ class Driver:
             elif tracked.due is None:
                 self.forget(who.uid)
         else:
-            unwritten = tracked.written is not step.status
             tracked.due = pacing.next_advance(
                 now=now,
                 wake_at=step.wake_at,
                 wants_outputs=step.wants_outputs,
-                unwritten_since=tracked.written_at if unwritten else None,
+                unwritten_since=None if wrote else tracked.written_at,
             )
         return acked
 
     def _revive(
         self, tracked: Tracked, now: datetime
-    ) -> tuple[dict[str, Any], list[notices.Notice]]:
+    ) -> tuple[WorkflowStatus, list[notices.Notice]]:
         """The status to advance from, with a requested manual retry applied."""
         if tracked.retry is None:
             return tracked.status, []
@@ -439,7 +441,7 @@ class Driver:
         unfinished workflows (a finished one's pool and streams are gone)."""
         served: dict[str, set[str]] = defaultdict(set)
         for uid, tracked in self.workflows.items():
-            if not tracked.status.get("finishedAt"):
+            if not tracked.status.finished_at:
                 served[tracked.who.pool].add(uid)
         return served
 

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from treadle.api.workflows import WorkflowSpec
+from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.core import engine
 from treadle.services.keys import output_key
 from treadle.services.results import ResultStream
@@ -39,7 +39,7 @@ async def load(
     results: ResultStream,
     who: engine.Identity,
     spec: WorkflowSpec,
-    status: dict[str, Any],
+    status: WorkflowStatus,
     outputs: LoadedOutputs,
 ) -> None:
     """Loads what templates still to render read, and lets go of what none needs any more.  A
@@ -62,7 +62,7 @@ async def load(
         for name, items in sorted(wanted.items())
         for item in ([None] if items is None else range(items))
     ]
-    run = status.get("runGeneration")
+    run = status.run_generation
     found = await results.load_outputs(
         {output: output_key(who.pool, who.uid, output[0], output[1], run) for output in ids},
         limit_bytes=MAX_LOADED_OUTPUT_BYTES,

@@ -9,7 +9,7 @@ from typing import Any
 from lightkube.models.core_v1 import ObjectReference
 
 from treadle.api import GROUP, VERSION, workflows
-from treadle.api.workflows import WorkflowSpec
+from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.controllers.outputs import LoadedOutputs
 from treadle.controllers.workers import WorkerState
 from treadle.core import engine
@@ -22,14 +22,17 @@ from treadle.services import events
 class Tracked:
     who: engine.Identity
     spec: WorkflowSpec
-    status: dict[str, Any]
+    status: WorkflowStatus
     generation: int | None
     due: datetime | None = None
     """When to advance without results; now-ish for a workflow that was just tracked."""
     requeued_epoch: int = 0
     """The last Redis data loss this workflow's in-flight attempts were enqueued again for."""
     written: dict[str, Any] = field(default_factory=dict)
-    """The status as last written: the base of the next merge patch."""
+    """The status as last written (camelCase JSON): the base of the next merge patch."""
+    replaced: bool = False
+    """`status` was replaced by the API server's (a handler tracked the workflow again): the
+    results applied since the last write are not in it and are applied again."""
     written_at: datetime | None = None
     unacked: list[str] = field(default_factory=list)
     """Results applied to `status` but not yet written: acknowledged once they are."""

@@ -8,11 +8,10 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from lightkube import AsyncClient
 
-from treadle.api.workflows import WorkflowSpec
+from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.core import engine, notices
 from treadle.core.messages import TaskResult
 from treadle.services import kube, pool_users
@@ -91,7 +90,7 @@ class WorkerOwner:
         self,
         who: engine.Identity,
         spec: WorkflowSpec,
-        status: dict[str, Any],
+        status: WorkflowStatus,
         state: WorkerState,
         now: datetime,
     ) -> tuple[list[TaskResult], notices.Notice | None]:

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from treadle.api import syncjobs, workflows
+from treadle.api.base import Condition
 from treadle.core import actions, conditions, dags, engine, podspecs, slots, templating
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -35,15 +36,16 @@ def _message(error: Any) -> str:
     return str(error["msg"]).removeprefix("Value error, ")
 
 
-def parse(model: type[Model], spec: Any) -> tuple[Model | None, list[str]]:
-    """The spec as `model`, or the problems with it, each naming its field."""
+def parse(model: type[Model], spec: Any, root: str = "spec") -> tuple[Model | None, list[str]]:
+    """The spec (or status, `root`) as `model`, or the problems with it, each naming its
+    field."""
     try:
         return model.model_validate(spec, by_alias=True), []
     except ValidationError as invalid:
         problems = []
         for error in invalid.errors():
             location = [p for p in error["loc"] if not str(p).startswith("function-")]
-            problems.append(f"{field_path(location)}: {_message(error)}")
+            problems.append(f"{field_path(location, root)}: {_message(error)}")
         return None, problems
 
 
@@ -61,14 +63,14 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(encoded.encode()).hexdigest()[:16]
 
 
-def has_started(status: Mapping[str, Any] | None) -> bool:
+def has_started(status: workflows.WorkflowStatus | Mapping[str, Any] | None) -> bool:
     """Whether a workflow's run has begun (an attempt was enqueued, or it ended)."""
-    current = status or {}
-    return bool(current.get("startedAt")) or current.get("phase") in (
-        "Running",
-        "Succeeded",
-        "Failed",
-    )
+    if not isinstance(status, workflows.WorkflowStatus):
+        current = status or {}
+        started, phase = current.get("startedAt"), current.get("phase")
+    else:
+        started, phase = status.started_at, status.phase
+    return bool(started) or phase in ("Running", "Succeeded", "Failed")
 
 
 def immutable_change(old_spec: Mapping[str, Any], new_spec: Mapping[str, Any]) -> list[str]:
@@ -94,12 +96,14 @@ def edit_problem(old: Mapping[str, Any] | None, new_spec: Mapping[str, Any]) -> 
 
 @dataclass(frozen=True)
 class Admission:
-    status: dict[str, Any] | None
+    status: workflows.WorkflowStatus | None
     """The new status, or None when this generation was admitted already."""
     runnable: workflows.WorkflowSpec | None
     """The parsed spec when the engine is to drive the workflow (valid, not finished)."""
     restarted: bool = False
     """The spec of a started run changed (around the webhook): it runs again from the start."""
+    current: workflows.WorkflowStatus | None = None
+    """The status the engine goes on from (the new one, or the one read when there is none)."""
 
 
 def admit(
@@ -111,17 +115,20 @@ def admit(
     workflow: Mapping[str, Any],
 ) -> Admission:
     """A created, changed or resumed workflow: its status when this generation is new, and
-    whether the engine should drive it.  The spec is parsed once."""
-    current = dict(status or {})
+    whether the engine should drive it.  The spec is parsed once.  A status that cannot be
+    read (written around the operator) makes the workflow Invalid: nothing runs from a record
+    of truth that cannot be trusted."""
     parsed, problems = admit_workflow(spec, workflow)
+    read, unreadable = parse(workflows.WorkflowStatus, status or {}, root="status")
+    if read is None:
+        read = workflows.WorkflowStatus(conditions=_readable_conditions(status))
+        fresh = _admitted_status(None, unreadable, read, generation=generation, now=now)
+        return Admission(fresh, None, current=fresh)
+    current = read
     new_status = None
     digest = spec_hash(spec) if isinstance(spec, Mapping) else None
-    if current.get("observedGeneration") != generation or not current.get("phase"):
-        if (
-            parsed is not None
-            and has_started(current)
-            and current.get("specHash") in (None, digest)
-        ):
+    if current.observed_generation != generation or not current.phase:
+        if parsed is not None and has_started(current) and current.spec_hash in (None, digest):
             # Only suspend, shutdown or activeDeadlineSeconds changed (or a status written
             # before spec hashes): the run goes on; this generation is now observed.
             new_status = _observed(current, generation, digest)
@@ -130,23 +137,33 @@ def admit(
             new_status = _admitted_status(
                 parsed, problems, current, generation=generation, now=now, restarted=restarted
             )
-            new_status.update(runGeneration=generation, specHash=digest)
-            return Admission(new_status, _runnable(parsed, new_status), restarted)
+            new_status.run_generation, new_status.spec_hash = generation, digest
+            return Admission(new_status, _runnable(parsed, new_status), restarted, new_status)
         current = new_status
-    return Admission(new_status, _runnable(parsed, current))
+    return Admission(new_status, _runnable(parsed, current), current=current)
+
+
+def _readable_conditions(status: Mapping[str, Any] | None) -> list[Condition]:
+    try:
+        return conditions.parse((status or {}).get("conditions"))
+    except (ValidationError, AttributeError, TypeError):
+        return []
 
 
 def _runnable(
-    parsed: workflows.WorkflowSpec | None, status: Mapping[str, Any]
+    parsed: workflows.WorkflowSpec | None, status: workflows.WorkflowStatus
 ) -> workflows.WorkflowSpec | None:
-    return parsed if status.get("phase") not in FINAL_PHASES else None
+    return parsed if status.phase not in FINAL_PHASES else None
 
 
-def _observed(status: dict[str, Any], generation: int | None, digest: str | None) -> dict[str, Any]:
-    kept = dict(status, observedGeneration=generation, specHash=digest)
-    kept["conditions"] = [
-        {**condition, "observedGeneration": generation}
-        for condition in status.get("conditions") or []
+def _observed(
+    status: workflows.WorkflowStatus, generation: int | None, digest: str | None
+) -> workflows.WorkflowStatus:
+    kept = status.working_copy()
+    kept.observed_generation, kept.spec_hash = generation, digest
+    kept.conditions = [
+        condition.model_copy(update={"observed_generation": generation})
+        for condition in status.conditions
     ]
     return kept
 
@@ -154,13 +171,12 @@ def _observed(status: dict[str, Any], generation: int | None, digest: str | None
 def _admitted_status(
     parsed: workflows.WorkflowSpec | None,
     problems: list[str],
-    status: dict[str, Any],
+    status: workflows.WorkflowStatus,
     *,
     generation: int | None,
     now: datetime,
     restarted: bool = False,
-) -> dict[str, Any]:
-    previous = status.get("conditions") or []
+) -> workflows.WorkflowStatus:
     if parsed is None:
         message = "; ".join(problems)
         phase, ready_reason, stalled = "Invalid", "Invalid", True
@@ -176,7 +192,7 @@ def _admitted_status(
             f"(generation {generation}); {message}"
         )
     current = conditions.kstatus(
-        previous,
+        status.conditions,
         ready=False,
         reconciling=not stalled and phase != "Suspended",
         stalled=stalled,
@@ -186,13 +202,13 @@ def _admitted_status(
         now=now,
     )
     total = 0 if parsed is None else len(parsed.tasks)
-    return {
-        "phase": phase,
-        "message": message,
-        "observedGeneration": generation,
-        "progress": f"0/{total}",
-        "conditions": current,
-    }
+    return workflows.WorkflowStatus(
+        phase=phase,
+        message=message,
+        observed_generation=generation,
+        progress=f"0/{total}",
+        conditions=current,
+    )
 
 
 def _check_template(
@@ -291,7 +307,7 @@ def admit_syncjob(
         return SyncJobAdmission(None, parsed)
     message = "; ".join(problems)
     found = conditions.kstatus(
-        list((status or {}).get("conditions") or []),
+        conditions.parse((status or {}).get("conditions")),
         ready=False,
         reconciling=False,
         stalled=True,
@@ -300,7 +316,8 @@ def admit_syncjob(
         generation=generation,
         now=now,
     )
-    return SyncJobAdmission({"conditions": found, "observedGeneration": generation}, None, message)
+    wired = conditions.wire(found)
+    return SyncJobAdmission({"conditions": wired, "observedGeneration": generation}, None, message)
 
 
 def workflow_problems(spec: workflows.WorkflowSpec, workflow: Mapping[str, Any]) -> list[str]:

@@ -4,9 +4,9 @@ errors and dead letters may take, and the last guard that keeps it under etcd's 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from typing import Any
 
+from treadle.api.workflows import WorkflowStatus
 from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES
 
 OUTPUT_LIMIT_BYTES = INLINE_OUTPUT_LIMIT_BYTES
@@ -34,27 +34,27 @@ def short(error: str, limit: int = ERROR_CHARS) -> str:
     return error if len(error) <= limit else error[: limit - 1] + "…"
 
 
-def status_size(status: Mapping[str, Any]) -> int:
-    """Bytes the status takes as the API server stores it (JSON)."""
-    return json_size(status)
+def status_size(status: WorkflowStatus) -> int:
+    """Bytes of status as written (its JSON, unset fields left out)."""
+    return len(status.model_dump_json(exclude_none=True))
 
 
-def fit(status: dict[str, Any], *, last_resort: bool = False) -> bool:
-    """Keeps status under STATUS_LIMIT_BYTES: when it is not, errors are cut to 80 characters
+def fit(status: WorkflowStatus, *, last_resort: bool = False) -> bool:
+    """Compacts status in place when it is over STATUS_LIMIT_BYTES: errors are cut to 80 chars
     and only the newest 5 dead letters stay listed (then, as a last resort, inline outputs go:
     their stored copies remain).  False when it still does not fit."""
     if status_size(status) < STATUS_LIMIT_BYTES:
         return True
-    letters = status.get("deadLetters") or []
-    del letters[:-5]
-    for entry in [*status.get("tasks", {}).values(), *letters]:
-        if isinstance(entry.get("error"), str):
-            entry["error"] = short(entry["error"], 80)
+    status.dead_letters = [
+        letter.model_copy(update={"error": short(letter.error, 80)})
+        for letter in status.dead_letters[-5:]
+    ]
+    for entry in status.tasks.values():
+        if entry.error is not None:
+            entry.error = short(entry.error, 80)
     if last_resort:
-        for entry in status.get("tasks", {}).values():
-            if "output" in entry:
-                entry["output"] = {"truncated": True, "bytes": json_size(entry["output"])}
-        for entry in status.get("tasks", {}).values():
-            for key in ("itemAttempts", "itemAttemptBase", "retryAt"):
-                entry.pop(key, None)
+        for entry in status.tasks.values():
+            if entry.output is not None:
+                entry.output = {"truncated": True, "bytes": json_size(entry.output)}
+            entry.item_attempts = entry.item_attempt_base = entry.retry_at = None
     return status_size(status) < STATUS_LIMIT_BYTES

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
+from treadle.api.base import Condition
 from treadle.core import timestamps
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
 
+def parse(raw: Sequence[Mapping[str, Any]] | None) -> list[Condition]:
+    """Conditions as status holds them (camelCase JSON)."""
+    return [Condition.model_validate(condition) for condition in raw or []]
+
+
+def wire(found: Sequence[Condition]) -> list[dict[str, Any]]:
+    """Conditions as status holds them."""
+    return [condition.model_dump(mode="json", exclude_none=True) for condition in found]
+
+
 def set_condition(
-    conditions: Sequence[dict[str, Any]],
+    conditions: Sequence[Condition],
     *,
     type: str,
     status: ConditionStatus,
@@ -20,27 +31,26 @@ def set_condition(
     message: str,
     generation: int | None,
     now: datetime,
-) -> list[dict[str, Any]]:
+) -> list[Condition]:
     """The conditions with `type` set; lastTransitionTime moves only when the status changes."""
-    previous = next((c for c in conditions if c.get("type") == type), None)
-    changed = previous is None or previous.get("status") != status
-    updated: dict[str, Any] = {
-        "type": type,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": (
-            timestamps.text(now) if previous is None or changed else previous["lastTransitionTime"]
+    previous = next((c for c in conditions if c.type == type), None)
+    changed = previous is None or previous.status != status
+    updated = Condition(
+        type=type,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=(
+            timestamps.text(now) if previous is None or changed else previous.last_transition_time
         ),
-    }
-    if generation is not None:
-        updated["observedGeneration"] = generation
-    others = [c for c in conditions if c.get("type") != type]
-    return sorted([*others, updated], key=lambda c: str(c["type"]))
+        observed_generation=generation,
+    )
+    others = [c for c in conditions if c.type != type]
+    return sorted([*others, updated], key=lambda c: c.type)
 
 
 def kstatus(
-    conditions: Sequence[dict[str, Any]],
+    conditions: Sequence[Condition],
     *,
     ready: bool,
     reconciling: bool,
@@ -49,7 +59,7 @@ def kstatus(
     message: str,
     generation: int | None,
     now: datetime,
-) -> list[dict[str, Any]]:
+) -> list[Condition]:
     """Ready, Reconciling and Stalled together, as kstatus (Flux, kubectl wait) reads them; the
     message goes on Ready and on whichever of the other two is True."""
     current = list(conditions)

@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from treadle.api.workflows import WorkflowSpec
-from treadle.core import actions, notices, timestamps
+from treadle.api.workflows import WorkflowSpec, WorkflowStatus
+from treadle.core import actions, notices
 from treadle.core.budget import (
     DEAD_LETTERS_KEPT,
     ERROR_CHARS,
@@ -95,7 +95,7 @@ __all__ = [
 
 @dataclass
 class Step:
-    status: dict[str, Any]
+    status: WorkflowStatus
     enqueue: list[TaskMessage] = field(default_factory=list)
     wake_at: datetime | None = None
     """When the engine should be called again without new results (a retry or the deadline)."""
@@ -111,7 +111,12 @@ class Step:
 
     @property
     def finished(self) -> bool:
-        return self.status.get("phase") in ("Succeeded", "Failed")
+        return self.status.phase in ("Succeeded", "Failed")
+
+    @property
+    def wire(self) -> dict[str, Any]:
+        """The status as written (camelCase JSON)."""
+        return self.status.wire()
 
 
 def secret_refs(spec: WorkflowSpec) -> list[tuple[str, str]]:
@@ -121,7 +126,7 @@ def secret_refs(spec: WorkflowSpec) -> list[tuple[str, str]]:
 
 def advance(
     spec: WorkflowSpec,
-    status: Mapping[str, Any],
+    status: WorkflowStatus | Mapping[str, Any],
     results: Sequence[TaskResult],
     *,
     now: datetime,
@@ -138,9 +143,10 @@ def advance(
     says which; a task reading one not given waits (Step.wants_outputs) unless it is in
     `unavailable` (lost, or too large to load), when its templates fail.  `rendered` keeps
     forEach tasks' rendered items between calls (the engine fills it; an empty one only costs
-    renderings)."""
-    run = Run(spec, status, now, who, rng or random.Random(), outputs, rendered, unavailable)
-    if run.status.get("phase") not in ("Succeeded", "Failed"):
+    renderings).  `status` is typed, or as the API server holds it (then parsed)."""
+    typed = status if isinstance(status, WorkflowStatus) else WorkflowStatus.of(status)
+    run = Run(spec, typed, now, who, rng or random.Random(), outputs, rendered, unavailable)
+    if run.status.phase not in ("Succeeded", "Failed"):
         for result in results:
             run.apply(result)
         run.settle()
@@ -151,16 +157,12 @@ def advance(
     run.flush()
     if not fit(run.status):
         run.enqueue = []
-        run.status.update(
-            phase="Failed",
-            message=(
-                f"status would exceed {STATUS_LIMIT_BYTES // 1024} KiB: too many tasks, "
-                "errors or dead letters to record"
-            ),
+        run.status.phase = "Failed"
+        run.status.message = (
+            f"status would exceed {STATUS_LIMIT_BYTES // 1024} KiB: too many tasks, "
+            "errors or dead letters to record"
         )
-        for entry in run.tasks.values():
-            if entry["phase"] not in FINISHED:
-                entry.update(phase="Skipped", finishedAt=timestamps.text(now))
+        run.skip_unfinished()
         run.conclude(generation)
         fit(run.status, last_resort=True)
     return Step(
@@ -171,7 +173,7 @@ def advance(
         notices=notices.step_notices(run.phase_before, run.status, run.new_letters),
         dead_lettered=len(run.new_letters),
         finished_now=run.phase_before not in ("Succeeded", "Failed")
-        and run.status["phase"] in ("Succeeded", "Failed"),
+        and run.status.phase in ("Succeeded", "Failed"),
     )
 
 

@@ -7,9 +7,11 @@ count, never one Event per child.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
+
+from treadle.api.workflows import DeadLetter, WorkflowStatus
 
 MAX_DEAD_LETTER_NOTICES = 5
 
@@ -21,16 +23,15 @@ class Notice:
     message: str
 
 
-def _letter_text(letter: Mapping[str, Any]) -> str:
-    item = "" if letter.get("item") is None else f" item {letter['item']}"
+def _letter_text(letter: DeadLetter) -> str:
+    item = "" if letter.item is None else f" item {letter.item}"
     return (
-        f"task {letter.get('task')}{item} dead-lettered after {letter.get('attempts')} "
-        f"attempt(s): {letter.get('error')}"
+        f"task {letter.task}{item} dead-lettered after {letter.attempts} attempt(s): {letter.error}"
     )
 
 
 def step_notices(
-    old: str | None, after: Mapping[str, Any], new_letters: Sequence[Mapping[str, Any]]
+    old: str | None, after: WorkflowStatus, new_letters: Sequence[DeadLetter]
 ) -> list[Notice]:
     """The Events one step of a workflow deserves: the letters it dead-lettered, and the
     change from phase `old` to the phase of status `after`."""
@@ -40,13 +41,13 @@ def step_notices(
     if len(new_letters) > MAX_DEAD_LETTER_NOTICES:
         more = len(new_letters) - MAX_DEAD_LETTER_NOTICES
         found.append(Notice("Warning", "DeadLettered", f"{more} more dead-lettered"))
-    new = after.get("phase")
+    new = after.phase
     if old == new or new is None:
         return found
-    message = str(after.get("message") or "")
+    message = after.message or ""
     if new == "Running":
         reason = {"Suspended": "Resumed", "Failed": "Retrying"}.get(str(old), "Started")
-        found.append(Notice("Normal", reason, f"workflow running: {after.get('progress')} done"))
+        found.append(Notice("Normal", reason, f"workflow running: {after.progress} done"))
     elif new == "Failed":
         found.append(Notice("Warning", "Failed", message))
     elif new in ("Succeeded", "Suspended"):

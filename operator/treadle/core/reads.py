@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from typing import Any
 
-from treadle.api.workflows import Task, WorkflowSpec
+from treadle.api.workflows import Task, WorkflowSpec, WorkflowStatus
 from treadle.core import actions, templating
 from treadle.core.runs import FINISHED
 
@@ -38,22 +36,23 @@ def _template_sources(task: Task) -> list[str]:
     return [source for source in sources if "{" in source]
 
 
-def needed_outputs(spec: WorkflowSpec, status: Mapping[str, Any]) -> dict[str, int | None]:
+def needed_outputs(spec: WorkflowSpec, status: WorkflowStatus) -> dict[str, int | None]:
     """The stored outputs templates may still read, as task → forEach children (None: a
     single task's own output): those of succeeded tasks that a task yet to finish reads, and
     whose output status does not inline.  Nothing else need be loaded."""
-    tasks = status.get("tasks") or {}
+    tasks = status.tasks
     by_name = {task.name: task for task in spec.tasks}
     needed: dict[str, int | None] = {}
     for task in spec.tasks:
-        if (tasks.get(task.name) or {}).get("phase", "Pending") in FINISHED:
+        own = tasks.get(task.name)
+        if own is not None and own.phase in FINISHED:
             continue
         for name in reads(task):
-            entry = tasks.get(name) or {}
-            if name not in by_name or entry.get("phase") != "Succeeded":
+            entry = tasks.get(name)
+            if name not in by_name or entry is None or entry.phase != "Succeeded":
                 continue
             if by_name[name].for_each is not None:
-                needed[name] = int(entry.get("items", 0))
-            elif "outputRef" in entry:
+                needed[name] = entry.items or 0
+            elif entry.output_ref is not None:
                 needed[name] = None
     return needed

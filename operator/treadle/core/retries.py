@@ -8,8 +8,8 @@ from collections.abc import Iterator, Mapping, MutableMapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from treadle.api.workflows import Task, WorkflowSpec
-from treadle.core import dags, patches, ranges, templating, timestamps
+from treadle.api.workflows import Task, TaskStatus, WorkflowSpec, WorkflowStatus
+from treadle.core import dags, ranges, templating, timestamps
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.core.runs import IN_FLIGHT, Identity, OutputId
 from treadle.core.scheduling import Run
@@ -20,8 +20,8 @@ class NothingToRetry(ValueError):
 
 
 def revive(
-    spec: WorkflowSpec, status: Mapping[str, Any], target: str, *, now: datetime
-) -> tuple[dict[str, Any], list[str]]:
+    spec: WorkflowSpec, status: WorkflowStatus, target: str, *, now: datetime
+) -> tuple[WorkflowStatus, list[str]]:
     """A manual retry (`target` is a task name or "all"): the dead-lettered tasks and forEach
     children are due again at once with a fresh retry budget, the tasks skipped because of them
     are Pending again, their dead letters leave status, and a Failed workflow is Running again.
@@ -29,47 +29,43 @@ def revive(
     Returns the new status and what was revived ("task" or "task[item]").  Raises
     NothingToRetry when the target has nothing dead-lettered.
     """
-    revived_status = patches.copy_json(status)
-    tasks: dict[str, dict[str, Any]] = revived_status.setdefault("tasks", {})
+    revived_status = status.working_copy()
+    tasks = revived_status.tasks
     by_name = {task.name: task for task in spec.tasks}
     if target != "all" and target not in by_name:
         raise NothingToRetry(f"workflow has no task {target!r}")
     names = [t.name for t in spec.tasks] if target == "all" else [target]
-    letters = revived_status.get("deadLetters") or []
     revived: list[str] = []
     due = timestamps.text(now)
     for name in names:
-        entry = tasks.get(name) or {}
-        if by_name[name].for_each is None or "items" not in entry:
-            if entry.get("phase") != "DeadLettered":
+        entry = tasks.get(name)
+        if entry is None:
+            continue
+        if by_name[name].for_each is None or entry.items is None:
+            if entry.phase != "DeadLettered":
                 continue
-            entry.update(phase="Retrying", nextRetryAt=due, attemptBase=entry.get("attempts", 0))
-            entry.pop("finishedAt", None)
+            entry.phase, entry.next_retry_at = "Retrying", due
+            entry.attempt_base, entry.finished_at = entry.attempts or 0, None
             if by_name[name].for_each is not None:  # its list never rendered: render it again
-                entry.update(phase="Pending")
-                entry.pop("nextRetryAt", None)
+                entry.phase, entry.next_retry_at = "Pending", None
             revived.append(name)
             continue
-        dead = sorted(ranges.decode(entry.get("deadItems")))
+        dead = sorted(ranges.decode(entry.dead_items))
         if not dead:
             continue
-        attempts = ranges.decode_map(entry.get("itemAttempts"))
-        base = ranges.decode_map(entry.get("itemAttemptBase"))
-        retrying = ranges.decode_map(entry.get("retryAt"))
+        attempts = ranges.decode_map(entry.item_attempts)
+        base = ranges.decode_map(entry.item_attempt_base)
+        retrying = ranges.decode_map(entry.retry_at)
         for item in dead:
             spent = attempts.setdefault(item, "1")
             base[item] = spent
             retrying[item] = due
             revived.append(f"{name}[{item}]")
-        entry.update(
-            deadItems="",
-            deadLettered=0,
-            phase="Running",
-            itemAttempts=ranges.encode_map(dict(attempts)),
-            itemAttemptBase=ranges.encode_map(dict(base)),
-            retryAt=ranges.encode_map(dict(retrying)),
-        )
-        entry.pop("finishedAt", None)
+        entry.dead_items, entry.dead_lettered, entry.phase = "", 0, "Running"
+        entry.item_attempts = ranges.encode_map(dict(attempts))
+        entry.item_attempt_base = ranges.encode_map(dict(base))
+        entry.retry_at = ranges.encode_map(dict(retrying))
+        entry.finished_at = None
     if not revived:
         what = "nothing is" if target == "all" else f"task {target!r} is not"
         raise NothingToRetry(f"{what} dead-lettered")
@@ -77,23 +73,21 @@ def revive(
     dag = dags.Dag.from_tasks([(t.name, t.depends_on) for t in spec.tasks])
     downstream = {d for name in again for d in dag.descendants(name)}
     for name in downstream:
-        entry = tasks.get(name) or {}
-        if entry.get("phase") == "Skipped":
-            tasks[name] = {"phase": "Pending"}
-    revived_status["deadLetters"] = [
-        letter for letter in letters if letter.get("task") not in again
-    ]
-    standing = int(revived_status.get("deadLetterCount") or len(letters))
-    revived_status["deadLetterCount"] = max(0, standing - len(revived))
-    if revived_status.get("phase") == "Failed":
-        revived_status["phase"] = "Running"
-        revived_status.pop("finishedAt", None)
+        skipped = tasks.get(name)
+        if skipped is not None and skipped.phase == "Skipped":
+            tasks[name] = TaskStatus(phase="Pending")
+    letters = status.dead_letters
+    revived_status.dead_letters = [letter for letter in letters if letter.task not in again]
+    standing = status.dead_letter_count or len(letters)
+    revived_status.dead_letter_count = max(0, standing - len(revived))
+    if revived_status.phase == "Failed":
+        revived_status.phase, revived_status.finished_at = "Running", None
     return revived_status, revived
 
 
 def requeue_in_flight(
     spec: WorkflowSpec,
-    status: Mapping[str, Any],
+    status: WorkflowStatus,
     *,
     now: datetime,
     who: Identity,
@@ -116,13 +110,13 @@ def requeue_in_flight(
 
 
 def fail_in_flight(
-    spec: WorkflowSpec, status: Mapping[str, Any], who: Identity, error: str
+    spec: WorkflowSpec, status: WorkflowStatus, who: Identity, error: str
 ) -> list[TaskResult]:
     """Failures of every attempt status says is in flight, with `error`: what the operator
     reports when no worker could start to run them (they are retried like any failure; a
     worker that starts later skips those whose keys a retry already settled)."""
     workflow = f"{who.namespace}/{who.name}"
-    run = status.get("runGeneration")
+    run = status.run_generation
     return [
         TaskResult(who.uid, workflow, task.name, item, attempt, "failed", None, error, run=run)
         for task, item, attempt in _in_flight_attempts(spec, status)
@@ -130,18 +124,19 @@ def fail_in_flight(
 
 
 def _in_flight_attempts(
-    spec: WorkflowSpec, status: Mapping[str, Any]
+    spec: WorkflowSpec, status: WorkflowStatus
 ) -> Iterator[tuple[Task, int | None, int]]:
     """(task, forEach child or None, attempt) of every attempt status says is in flight."""
-    tasks = status.get("tasks") or {}
     for task in spec.tasks:
-        entry = tasks.get(task.name) or {}
-        if task.for_each is None:
-            if entry.get("phase") in IN_FLIGHT:
-                yield task, None, int(entry.get("attempts", 1))
+        entry = status.tasks.get(task.name)
+        if entry is None:
             continue
-        attempts = ranges.decode_map(entry.get("itemAttempts"))
-        for item in sorted(ranges.decode(entry.get("runningItems"))):
+        if task.for_each is None:
+            if entry.phase in IN_FLIGHT:
+                yield task, None, entry.attempts or 1
+            continue
+        attempts = ranges.decode_map(entry.item_attempts)
+        for item in sorted(ranges.decode(entry.running_items)):
             yield task, item, int(attempts.get(item, 1))
 
 

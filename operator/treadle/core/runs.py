@@ -1,6 +1,7 @@
-"""One call of the workflow engine: its working state over a copy of status, the results it
-applies, and the phases it concludes.  Scheduling (what to launch) builds on it in
-treadle.core.scheduling; treadle.core.engine is the entry point."""
+"""One call of the workflow engine: its working state over a copy of status (typed, in the
+CRD's own models: treadle.api.workflows), the results it applies, and the phases it concludes.
+Scheduling (what to launch) builds on it in treadle.core.scheduling; treadle.core.engine is the
+entry point."""
 
 from __future__ import annotations
 
@@ -10,11 +11,18 @@ import random
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from treadle.api import workflows
-from treadle.api.workflows import Task, WorkflowSpec
-from treadle.core import backoff, budget, conditions, dags, patches, ranges, timestamps
+from treadle.api.workflows import (
+    DeadLetter,
+    Task,
+    TaskStatus,
+    WorkflowPhase,
+    WorkflowSpec,
+    WorkflowStatus,
+)
+from treadle.core import backoff, budget, conditions, dags, ranges, timestamps
 from treadle.core.messages import TaskMessage, TaskResult
 
 FINISHED = ("Succeeded", "DeadLettered", "Skipped")
@@ -72,13 +80,19 @@ def settings_of(spec: WorkflowSpec, task: Task) -> workflows.TaskSettings:
     )
 
 
+ItemSet = Literal["running_items", "done_items", "dead_items"]
+"""A forEach task's index sets in status (compact ranges: "0-7,9")."""
+ItemMap = Literal["item_attempts", "retry_at", "item_attempt_base"]
+"""A forEach task's per-child values in status (index ranges by value)."""
+
+
 class RunState:
-    """One call of the engine: mutable working state over a deep copy of status."""
+    """One call of the engine: mutable working state over a working copy of status."""
 
     def __init__(
         self,
         spec: WorkflowSpec,
-        status: Mapping[str, Any],
+        status: WorkflowStatus,
         now: datetime,
         who: Identity,
         rng: random.Random,
@@ -98,77 +112,77 @@ class RunState:
         self.rendered: MutableMapping[str, tuple[str, list[Any]]] = (
             {} if rendered is None else rendered
         )
-        self.status: dict[str, Any] = patches.copy_json(status)
-        self.phase_before: str | None = self.status.get("phase")
-        self.new_letters: list[dict[str, Any]] = []
-        self.run_generation: int | None = self.status.get("runGeneration")
-        self.tasks: dict[str, dict[str, Any]] = self.status.setdefault("tasks", {})
+        self.status = status.working_copy()
+        self.phase_before = self.status.phase
+        self.new_letters: list[DeadLetter] = []
+        self.run_generation = self.status.run_generation
+        self.tasks = self.status.tasks
         for task in spec.tasks:
-            self.tasks.setdefault(task.name, {"phase": "Pending"})
+            if task.name not in self.tasks:
+                self.tasks[task.name] = TaskStatus(phase="Pending")
         self.by_name = {task.name: task for task in spec.tasks}
         self.dag = dags.Dag.from_tasks([(t.name, t.depends_on) for t in spec.tasks])
         self.enqueue: list[TaskMessage] = []
-        self.status.setdefault("deadLetters", [])
-        self._sets: dict[tuple[str, str], set[int]] = {}
-        self._maps: dict[tuple[str, str], dict[int, str]] = {}
+        self._sets: dict[tuple[str, ItemSet], set[int]] = {}
+        self._maps: dict[tuple[str, ItemMap], dict[int, str]] = {}
         self._inline_used: int | None = None
         self._base_context: dict[str, Any] | None = None
 
-    def items(self, name: str, key: str) -> set[int]:
-        """A forEach task's index set (runningItems, doneItems, deadItems), decoded once per
-        engine call and written back by `flush`: a pass applying thousands of results must not
-        decode and encode the sets once per result."""
+    def items(self, name: str, key: ItemSet) -> set[int]:
+        """A forEach task's index set, decoded once per engine call and written back by
+        `flush`: a pass applying thousands of results must not decode and encode the sets
+        once per result."""
         if (name, key) not in self._sets:
-            self._sets[(name, key)] = ranges.decode(self.tasks[name].get(key))
+            self._sets[(name, key)] = ranges.decode(getattr(self.tasks[name], key))
         return self._sets[(name, key)]
 
-    def item_map(self, name: str, key: str) -> dict[int, str]:
-        """A forEach task's per-child values (itemAttempts, retryAt, itemAttemptBase), decoded
-        once per engine call like `items`; values are strings (attempts as digits)."""
+    def item_map(self, name: str, key: ItemMap) -> dict[int, str]:
+        """A forEach task's per-child values, decoded once per engine call like `items`;
+        values are strings (attempts as digits)."""
         if (name, key) not in self._maps:
-            self._maps[(name, key)] = ranges.decode_map(self.tasks[name].get(key))
+            self._maps[(name, key)] = ranges.decode_map(getattr(self.tasks[name], key))
         return self._maps[(name, key)]
 
     def flush(self) -> None:
-        for (name, key), found in self._sets.items():
+        for (name, set_key), found in self._sets.items():
             entry = self.tasks[name]
-            if key in entry or found:
-                entry[key] = ranges.encode(found)
-        for (name, key), values in self._maps.items():
-            entry = self.tasks[name]
-            if values:
-                entry[key] = ranges.encode_map(dict(values))
-            else:
-                entry.pop(key, None)
+            if getattr(entry, set_key) is not None or found:
+                setattr(entry, set_key, ranges.encode(found))
+            # The counts follow the sets (kept here, not per result: a pass may apply 20,000).
+            if set_key == "done_items":
+                entry.succeeded = len(found)
+            elif set_key == "dead_items":
+                entry.dead_lettered = len(found)
+        for (name, map_key), values in self._maps.items():
+            setattr(self.tasks[name], map_key, ranges.encode_map(dict(values)) or None)
         self._sets, self._maps = {}, {}
 
     def inline_left(self) -> int:
         if self._inline_used is None:
             self._inline_used = sum(
-                budget.json_size(entry["output"])
+                budget.json_size(entry.output)
                 for entry in self.tasks.values()
-                if "output" in entry
+                if entry.output is not None
             )
         return budget.INLINE_BUDGET_BYTES - self._inline_used
 
-    def keep_output(self, entry: dict[str, Any], result: TaskResult) -> None:
+    def keep_output(self, entry: TaskStatus, result: TaskResult) -> None:
         """A single task's output: inline while the workflow's inline budget lasts, else the
         reference to its stored copy (a copy that came with the result still serves this
         call's templates)."""
-        entry.pop("output", None)
-        entry.pop("outputRef", None)
+        entry.output = entry.output_ref = None
         has_copy = result.output_ref is None or result.output is not None
         size = budget.json_size(result.output) if has_copy else 0
         if result.output_ref is not None and (not has_copy or size > self.inline_left()):
-            entry["outputRef"] = result.output_ref
+            entry.output_ref = result.output_ref
             if has_copy:
                 self.fresh[(result.task, result.item)] = result.output
             return
         # Inline: within the budget, or from a worker that stored nothing (cut when too large).
-        entry["output"] = result.output
+        entry.output = result.output
         if size > budget.OUTPUT_LIMIT_BYTES:
-            entry["output"] = {"truncated": True, "bytes": size}
-            size = budget.json_size(entry["output"])
+            entry.output = {"truncated": True, "bytes": size}
+            size = budget.json_size(entry.output)
         used = budget.INLINE_BUDGET_BYTES - self.inline_left()
         self._inline_used = used + size
 
@@ -181,25 +195,25 @@ class RunState:
             return  # not this run's (an earlier run of a spec that changed)
         self._base_context = None
         if task.for_each is None:
-            if result.outcome == "succeeded" and entry["phase"] in (*IN_FLIGHT, "Retrying"):
+            if result.outcome == "succeeded" and entry.phase in (*IN_FLIGHT, "Retrying"):
                 # Any attempt's success counts: a late success of an earlier attempt, after a
                 # retry was queued, is the task's success (the retry then finds it recorded).
-                entry.pop("nextRetryAt", None)
-            elif entry["phase"] not in IN_FLIGHT or entry.get("attempts") != result.attempt:
+                entry.next_retry_at = None
+            elif entry.phase not in IN_FLIGHT or entry.attempts != result.attempt:
                 return  # a duplicate or a straggler of an earlier attempt
             if result.outcome == "succeeded":
-                entry.update(phase="Succeeded", finishedAt=timestamps.text(self.now))
+                entry.phase, entry.finished_at = "Succeeded", timestamps.text(self.now)
                 self.keep_output(entry, result)
-                entry.pop("error", None)
+                entry.error = None
             else:
                 self._failed(task, entry, None, result.attempt, result.error or "failed")
             return
         item = result.item
-        if item is None or "items" not in entry:
+        if item is None or entry.items is None:
             return
-        running = self.items(task.name, "runningItems")
-        attempts = self.item_map(task.name, "itemAttempts")
-        retrying = self.item_map(task.name, "retryAt")
+        running = self.items(task.name, "running_items")
+        attempts = self.item_map(task.name, "item_attempts")
+        retrying = self.item_map(task.name, "retry_at")
         late_success = result.outcome == "succeeded" and (item in running or item in retrying)
         if not late_success and (
             item not in running or int(attempts.get(item, 1)) != result.attempt
@@ -210,24 +224,22 @@ class RunState:
         if result.outcome == "succeeded":
             # A child's output is never inline: it is read from its stored copy when a
             # template needs it (`outputs` given to `advance`).
-            done = self.items(task.name, "doneItems")
-            done.add(item)
-            entry["succeeded"] = len(done)
+            self.items(task.name, "done_items").add(item)
             attempts.pop(item, None)
-            self.item_map(task.name, "itemAttemptBase").pop(item, None)
+            self.item_map(task.name, "item_attempt_base").pop(item, None)
         else:
-            entry["failed"] = int(entry.get("failed", 0)) + 1
+            entry.failed = (entry.failed or 0) + 1
             self._failed(task, entry, item, result.attempt, result.error or "failed")
 
     def _failed(
-        self, task: Task, entry: dict[str, Any], item: int | None, attempt: int, error: str
+        self, task: Task, entry: TaskStatus, item: int | None, attempt: int, error: str
     ) -> None:
         retry = settings_of(self.spec, task).retry
         assert retry is not None
         if item is None:
-            base = int(entry.get("attemptBase") or 0)
+            base = entry.attempt_base or 0
         else:
-            base = int(self.item_map(task.name, "itemAttemptBase").get(item, 0))
+            base = int(self.item_map(task.name, "item_attempt_base").get(item, 0))
         if attempt - base <= retry.limit:
             wait = backoff.delay_seconds(
                 attempt,
@@ -238,49 +250,41 @@ class RunState:
                 rng=self.rng,
             )
             due = due_text(self.now + timedelta(seconds=wait))
-            entry["error"] = budget.short(error)
+            entry.error = budget.short(error)
             if item is None:
-                entry.update(phase="Retrying", nextRetryAt=due)
+                entry.phase, entry.next_retry_at = "Retrying", due
             else:
-                self.item_map(task.name, "retryAt")[item] = due
+                self.item_map(task.name, "retry_at")[item] = due
             return
         self.dead_letter(task.name, item, attempt, error)
 
     def dead_letter(self, name: str, item: int | None, attempts: int, error: str) -> None:
         entry = self.tasks[name]
         error = budget.short(error)
-        letter: dict[str, Any] = {
-            "task": name,
-            "attempts": attempts,
-            "error": error,
-            "at": timestamps.text(self.now),
-        }
+        at = timestamps.text(self.now)
+        letter = DeadLetter(task=name, item=item, attempts=attempts, error=error, at=at)
         if item is None:
-            entry.update(phase="DeadLettered", finishedAt=timestamps.text(self.now), error=error)
-            entry.pop("nextRetryAt", None)
+            entry.phase, entry.finished_at, entry.error = "DeadLettered", at, error
+            entry.next_retry_at = None
         else:
-            letter["item"] = item
-            dead = self.items(name, "deadItems")
-            dead.add(item)
-            entry["deadLettered"] = len(dead)
+            self.items(name, "dead_items").add(item)
             # Its attempts stay in itemAttempts: a manual retry counts on from them.
-            self.item_map(name, "itemAttempts")[item] = str(attempts)
+            self.item_map(name, "item_attempts")[item] = str(attempts)
         self.new_letters.append(letter)
-        letters = self.status["deadLetters"]
+        letters = self.status.dead_letters
         letters.append(letter)
         del letters[: -budget.DEAD_LETTERS_KEPT]
-        self.status["deadLetterCount"] = int(self.status.get("deadLetterCount") or 0) + 1
+        self.status.dead_letter_count = (self.status.dead_letter_count or 0) + 1
 
     # state -----------------------------------------------------------------------------------
 
     def in_flight(self) -> int:
         count = 0
         for task in self.spec.tasks:
-            entry = self.tasks[task.name]
             if task.for_each is None:
-                count += entry["phase"] in IN_FLIGHT
+                count += self.tasks[task.name].phase in IN_FLIGHT
             else:
-                count += len(self.items(task.name, "runningItems"))
+                count += len(self.items(task.name, "running_items"))
         return count
 
     # phases ----------------------------------------------------------------------------------
@@ -289,69 +293,75 @@ class RunState:
         self._base_context = None
         for task in self.spec.tasks:
             entry = self.tasks[task.name]
-            if task.for_each is None or entry["phase"] != "Running":
+            if task.for_each is None or entry.phase != "Running":
                 continue
-            total = int(entry["items"])
-            done = len(self.items(task.name, "doneItems"))
-            dead = len(self.items(task.name, "deadItems"))
+            total = entry.items or 0
+            done = len(self.items(task.name, "done_items"))
+            dead = len(self.items(task.name, "dead_items"))
             if done + dead < total:
                 continue
-            entry["finishedAt"] = timestamps.text(self.now)
-            entry["phase"] = "Succeeded" if dead == 0 else "DeadLettered"
-            entry.pop("nextItem", None)
+            entry.finished_at = timestamps.text(self.now)
+            entry.phase = "Succeeded" if dead == 0 else "DeadLettered"
+            entry.next_item = None
             if dead == 0:  # a manual retry of dead children needs their items
-                entry.pop("itemsDigest", None)
-                self.item_map(task.name, "itemAttemptBase").clear()
-                self.item_map(task.name, "itemAttempts").clear()
+                entry.items_digest = None
+                self.item_map(task.name, "item_attempt_base").clear()
+                self.item_map(task.name, "item_attempts").clear()
                 self.rendered.pop(task.name, None)
 
     def progress(self) -> tuple[int, int]:
         finished = total = 0
         for task in self.spec.tasks:
             entry = self.tasks[task.name]
-            if task.for_each is not None and "items" in entry:
-                total += int(entry["items"])
-                finished += int(entry.get("succeeded", 0)) + int(entry.get("deadLettered", 0))
-                if entry["phase"] == "Skipped":
+            if task.for_each is not None and entry.items is not None:
+                total += entry.items
+                done = self.items(task.name, "done_items")
+                finished += len(done) + len(self.items(task.name, "dead_items"))
+                if entry.phase == "Skipped":
                     total += 1
                     finished += 1
             else:
                 total += 1
-                finished += entry["phase"] in FINISHED
+                finished += entry.phase in FINISHED
         return finished, total
 
     def wake_at(self) -> datetime | None:
         moments = []
         for entry in self.tasks.values():
-            if entry.get("phase") == "Retrying":
-                moments.append(timestamps.parse(entry["nextRetryAt"]))
-            moments += [timestamps.parse(due) for due in entry.get("retryAt") or {}]
+            if entry.phase == "Retrying" and entry.next_retry_at:
+                moments.append(timestamps.parse(entry.next_retry_at))
+            moments += [timestamps.parse(due) for due in entry.retry_at or {}]
         deadline = self.deadline()
-        if deadline is not None and self.status.get("phase") not in ("Succeeded", "Failed"):
+        if deadline is not None and self.status.phase not in ("Succeeded", "Failed"):
             moments.append(deadline)
         return min(moments) if moments else None
 
     def deadline(self) -> datetime | None:
-        started = self.status.get("startedAt")
+        started = self.status.started_at
         if self.spec.active_deadline_seconds is None or not started:
             return None
         return timestamps.parse(started) + timedelta(seconds=self.spec.active_deadline_seconds)
 
+    def skip_unfinished(self) -> None:
+        for entry in self.tasks.values():
+            if entry.phase not in FINISHED:
+                entry.phase, entry.finished_at = "Skipped", timestamps.text(self.now)
+
     def conclude(self, generation: int | None) -> None:
-        phases = [self.tasks[t.name]["phase"] for t in self.spec.tasks]
-        if self.status.get("phase") in ("Succeeded", "Failed"):
-            phase, message = self.status["phase"], self.status.get("message", "")
+        status = self.status
+        phases = [self.tasks[t.name].phase for t in self.spec.tasks]
+        phase: WorkflowPhase
+        if status.phase in ("Succeeded", "Failed"):
+            phase, message = status.phase, status.message or ""
         elif all(p == "Succeeded" for p in phases):
             phase, message = "Succeeded", "all tasks succeeded"
         elif (deadline := self.deadline()) is not None and self.now >= deadline:
             phase = "Failed"
             message = f"activeDeadlineSeconds ({self.spec.active_deadline_seconds}) exceeded"
-            for entry in self.tasks.values():
-                if entry["phase"] not in FINISHED:
-                    entry.update(phase="Skipped", finishedAt=timestamps.text(self.now))
+            self.skip_unfinished()
         elif all(p in FINISHED for p in phases):
             failed = sorted(
-                t.name for t in self.spec.tasks if self.tasks[t.name]["phase"] == "DeadLettered"
+                t.name for t in self.spec.tasks if self.tasks[t.name].phase == "DeadLettered"
             )
             phase, message = "Failed", f"dead-lettered: {', '.join(failed)}"
         elif self.spec.suspend:
@@ -359,21 +369,16 @@ class RunState:
         else:
             phase = "Running"
             message = f"{self.in_flight()} in flight"
-        if phase in ("Succeeded", "Failed"):
-            self.status.setdefault("finishedAt", timestamps.text(self.now))
-        if phase != "Suspended" and self.enqueue:
-            self.status.setdefault("startedAt", timestamps.text(self.now))
+        if phase in ("Succeeded", "Failed") and status.finished_at is None:
+            status.finished_at = timestamps.text(self.now)
+        if phase != "Suspended" and self.enqueue and status.started_at is None:
+            status.started_at = timestamps.text(self.now)
         finished, total = self.progress()
-        self.status.update(
-            phase=phase,
-            message=message,
-            progress=f"{finished}/{total}",
-            observedGeneration=generation,
-        )
-        ready = phase == "Succeeded"
-        current = conditions.kstatus(
-            self.status.get("conditions") or [],
-            ready=ready,
+        status.phase, status.message, status.progress = phase, message, f"{finished}/{total}"
+        status.observed_generation = generation
+        status.conditions = conditions.kstatus(
+            status.conditions,
+            ready=phase == "Succeeded",
             reconciling=phase == "Running",
             stalled=phase == "Failed",
             reason=phase,
@@ -381,4 +386,3 @@ class RunState:
             generation=generation,
             now=self.now,
         )
-        self.status["conditions"] = current

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from treadle.api.workflows import Task
+from treadle.api.workflows import Task, TaskStatus
 from treadle.core import actions, reads, runs, templating, timestamps
 from treadle.core.messages import TaskMessage
 from treadle.core.runs import OutputId, RunState
@@ -39,15 +39,15 @@ class Run(RunState):
         self.missing = set()
         for task in self.spec.tasks:
             entry = self.tasks[task.name]
-            if entry["phase"] != "Succeeded":
+            if entry.phase != "Succeeded":
                 continue
             if task.for_each is None:
-                if "outputRef" not in entry:
-                    outputs[task.name] = {"output": entry.get("output")}
+                if entry.output_ref is None:
+                    outputs[task.name] = {"output": entry.output}
                     continue
                 wanted: list[OutputId] = [(task.name, None)]
             else:
-                wanted = [(task.name, index) for index in range(int(entry.get("items", 0)))]
+                wanted = [(task.name, index) for index in range(entry.items or 0)]
             if all(key in stored for key in wanted):
                 values = [stored[key] for key in wanted]
                 outputs[task.name] = (
@@ -81,8 +81,7 @@ class Run(RunState):
     def item_values(self, task: Task) -> list[Any]:
         """A forEach task's items: rendered again when the caller kept none (this operator
         restarted), and refused when they differ from the first rendering's."""
-        entry = self.tasks[task.name]
-        digest = entry.get("itemsDigest")
+        digest = self.tasks[task.name].items_digest
         kept = self.rendered.get(task.name)
         if kept is not None and kept[0] == digest:
             return kept[1]
@@ -145,14 +144,14 @@ class Run(RunState):
             self.dead_letter(task.name, item, attempt, self._why(task, f"template: {error}"))
             return False
         self.enqueue.append(self.message(task, item, attempt, action))
-        entry.setdefault("startedAt", timestamps.text(self.now))
+        if entry.started_at is None:
+            entry.started_at = timestamps.text(self.now)
         if item is None:
-            entry.update(phase="Queued", attempts=attempt)
-            entry.pop("nextRetryAt", None)
+            entry.phase, entry.attempts, entry.next_retry_at = "Queued", attempt, None
         else:
-            self.items(task.name, "runningItems").add(item)
+            self.items(task.name, "running_items").add(item)
             if attempt > 1:
-                self.item_map(task.name, "itemAttempts")[item] = str(attempt)
+                self.item_map(task.name, "item_attempts")[item] = str(attempt)
         return True
 
     def expand(self, task: Task) -> None:
@@ -160,7 +159,7 @@ class Run(RunState):
         entry = self.tasks[task.name]
         if self.waits(task):
             return
-        entry.pop("itemsDigest", None)
+        entry.items_digest = None
         try:
             values = self.item_values(task)
         except templating.TemplateError as error:
@@ -169,27 +168,23 @@ class Run(RunState):
                 task.name, None, 0, reason if reason.startswith("forEach") else f"forEach: {reason}"
             )
             return
-        entry.update(
-            phase="Running",
-            items=len(values),
-            itemsDigest=self.rendered[task.name][0],
-            succeeded=0,
-            failed=0,
-            deadLettered=0,
-            startedAt=timestamps.text(self.now),
-        )
+        entry.phase, entry.items = "Running", len(values)
+        entry.items_digest = self.rendered[task.name][0]
+        entry.succeeded = entry.failed = entry.dead_lettered = 0
+        entry.started_at = timestamps.text(self.now)
 
     def schedule(self) -> None:
         slots = self.spec.concurrency - self.in_flight()
         # Retries that are due go first.
         for task in self.spec.tasks:
             entry = self.tasks[task.name]
-            if task.for_each is None and entry["phase"] == "Retrying":
-                if slots > 0 and timestamps.parse(entry["nextRetryAt"]) <= self.now:
-                    slots -= self.launch(task, None, int(entry.get("attempts", 1)) + 1)
-            elif task.for_each is not None and "retryAt" in entry and slots > 0:
-                retrying = self.item_map(task.name, "retryAt")
-                attempts = self.item_map(task.name, "itemAttempts")
+            if task.for_each is None and entry.phase == "Retrying":
+                due = entry.next_retry_at
+                if slots > 0 and (due is None or timestamps.parse(due) <= self.now):
+                    slots -= self.launch(task, None, (entry.attempts or 1) + 1)
+            elif task.for_each is not None and entry.retry_at is not None and slots > 0:
+                retrying = self.item_map(task.name, "retry_at")
+                attempts = self.item_map(task.name, "item_attempts")
                 when = {due: timestamps.parse(due) for due in set(retrying.values())}
                 for item in sorted(i for i, due in retrying.items() if when[due] <= self.now):
                     if slots <= 0 or self.waits(task):
@@ -198,10 +193,10 @@ class Run(RunState):
                     slots -= self.launch(task, item, int(attempts.get(item, 1)) + 1)
         for name in self.dag.order:
             task, entry = self.by_name[name], self.tasks[name]
-            if entry["phase"] == "Pending":
-                deps = [self.tasks[d]["phase"] for d in task.depends_on]
+            if entry.phase == "Pending":
+                deps = [self.tasks[d].phase for d in task.depends_on]
                 if any(phase in ("DeadLettered", "Skipped") for phase in deps):
-                    entry.update(phase="Skipped", finishedAt=timestamps.text(self.now))
+                    entry.phase, entry.finished_at = "Skipped", timestamps.text(self.now)
                     continue
                 if not all(phase == "Succeeded" for phase in deps):
                     continue
@@ -209,22 +204,22 @@ class Run(RunState):
                     self.expand(task)
                 elif slots > 0:
                     slots -= self.launch(task, None, 1)
-            if task.for_each is not None and entry["phase"] == "Running":
+            if task.for_each is not None and entry.phase == "Running":
                 slots = self._launch_children(task, entry, slots)
 
-    def _launch_children(self, task: Task, entry: dict[str, Any], slots: int) -> int:
+    def _launch_children(self, task: Task, entry: TaskStatus, slots: int) -> int:
         started = (
-            self.items(task.name, "runningItems")
-            | self.items(task.name, "doneItems")
-            | self.items(task.name, "deadItems")
-            | set(self.item_map(task.name, "retryAt"))
+            self.items(task.name, "running_items")
+            | self.items(task.name, "done_items")
+            | self.items(task.name, "dead_items")
+            | set(self.item_map(task.name, "retry_at"))
         )
-        item = int(entry.get("nextItem", 0))
+        item = entry.next_item or 0
         if self.waits(task):
             return slots
-        while slots > 0 and item < int(entry["items"]):
+        while slots > 0 and item < (entry.items or 0):
             if item not in started:
                 slots -= self.launch(task, item, 1)
             item += 1
-        entry["nextItem"] = item
+        entry.next_item = item
         return slots

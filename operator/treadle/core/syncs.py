@@ -211,7 +211,7 @@ def with_conditions(
     why = degraded_message(spec, status)
     reason = "Degraded" if degraded else "Suspended" if spec.suspend else "Scheduling"
     found = conditions.kstatus(
-        status.get("conditions") or [],
+        conditions.parse(status.get("conditions")),
         ready=not degraded,
         reconciling=False,
         stalled=degraded,
@@ -229,6 +229,6 @@ def with_conditions(
         generation=generation,
         now=now,
     )
-    updated["conditions"] = found
+    updated["conditions"] = conditions.wire(found)
     updated["observedGeneration"] = generation
     return updated

@@ -32,20 +32,19 @@ async def admit_workflow(
     **_: Any,
 ) -> None:
     verdict = _admit(spec, status, meta)
-    current = dict(status)
-    if verdict.status is not None:
-        metrics.ADMISSIONS.labels(kind=workflows.KIND, phase=verdict.status["phase"]).inc()
+    current = verdict.status
+    if current is not None:
+        metrics.ADMISSIONS.labels(kind=workflows.KIND, phase=current.phase).inc()
         # A run started again (or an invalid spec) keeps none of the earlier run's tasks,
         # dead letters or times: the patch removes what the new status does not have.
-        patch.status.update(patches.merge_patch(dict(status), verdict.status))
-        current = verdict.status
+        patch.status.update(patches.merge_patch(dict(status), current.wire()))
         if verdict.restarted:
-            kopf.warn(body, reason="SpecChanged", message=verdict.status["message"])
-        if verdict.status["phase"] == "Invalid":
-            kopf.warn(body, reason="Invalid", message=verdict.status.get("message", ""))
+            kopf.warn(body, reason="SpecChanged", message=current.message or "")
+        if current.phase == "Invalid":
+            kopf.warn(body, reason="Invalid", message=current.message or "")
     driver = getattr(memo, "driver", None)
-    if driver is not None and verdict.runnable is not None:
-        driver.track(dict(body), verdict.runnable, current)
+    if driver is not None and verdict.runnable is not None and verdict.current is not None:
+        driver.track(dict(body), verdict.runnable, verdict.current)
 
 
 @kopf.on.event(
@@ -72,9 +71,10 @@ async def retry_requested(
     uid = meta["uid"]
     if not driver.tracks(uid):
         parsed, _problems = admission.admit_workflow(dict(spec), engine.Identity.of(meta).context)
-        if parsed is None or status.get("phase") == "Invalid":
+        read, _unreadable = admission.parse(workflows.WorkflowStatus, dict(status), "status")
+        if parsed is None or read is None or read.phase == "Invalid":
             return  # an invalid workflow never ran: nothing to retry
-        driver.track(dict(body), parsed, dict(status))
+        driver.track(dict(body), parsed, read)
     target = str(meta.get("annotations", {}).get(RETRY_ANNOTATION, "")).strip() or "all"
     driver.request_retry(uid, target, str(meta.get("resourceVersion", "")))
 

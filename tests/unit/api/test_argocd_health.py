@@ -42,7 +42,7 @@ def run_workflow(outcome: str) -> dict[str, Any]:
     first = engine.advance(spec, {}, [], now=NOW, who=WHO, generation=1, rng=random.Random(0))
     [attempt] = first.enqueue
     result = TaskResult("u", "ns/wf", "a", None, attempt.attempt, outcome, error="boom")  # type: ignore[arg-type]
-    return engine.advance(spec, first.status, [result], now=NOW, who=WHO, generation=1).status
+    return engine.advance(spec, first.status, [result], now=NOW, who=WHO, generation=1).wire
 
 
 def test_a_workflow_is_healthy_once_it_succeeded_and_degraded_when_it_failed() -> None:

@@ -12,7 +12,7 @@ import pytest
 from lightkube import ApiError
 from lightkube.models.meta_v1 import Status
 
-from treadle.api.workflows import WorkflowSpec
+from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.controllers import driver
 from treadle.controllers.driver import Driver, Tracked
 from treadle.core import asides, engine
@@ -24,7 +24,7 @@ SPEC = WorkflowSpec.model_validate({"tasks": [{"name": "a", "python": {"callable
 
 def tracked(name: str) -> Tracked:
     who = engine.Identity(uid=name, name=name, namespace="ns", pool=f"wf-{name}")
-    return Tracked(who, SPEC, {}, 1)
+    return Tracked(who, SPEC, WorkflowStatus(), 1)
 
 
 def flat(acked: list[tuple[str, list[str]]]) -> list[str]:
@@ -195,7 +195,7 @@ async def test_an_advance_retried_after_its_status_write_failed_enqueues_nothing
     subject = Driver(results, None, "redis://", "image")  # type: ignore[arg-type]
     monkeypatch.setattr(subject.owner, "ensure", nothing)
     workflow = tracked("w")
-    workflow.status = {"runGeneration": 1}
+    workflow.status = WorkflowStatus(run_generation=1)
     with pytest.raises(ApiError):
         await subject.advance(workflow, [], UTC_NOW)
     await subject.advance(workflow, [], UTC_NOW)  # the driver tries again

@@ -9,7 +9,7 @@ def admitted(spec: Any, *, generation: int) -> dict[str, Any]:
     """The status a newly seen workflow gets before its engine takes over."""
     status = admission.admit(spec, None, generation=generation, now=NOW, workflow={}).status
     assert status is not None
-    return status
+    return status.wire()
 
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from support.conditions import condition
-from treadle.api.workflows import WorkflowSpec
+from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.core import engine, timestamps
 from treadle.core.messages import TaskMessage, TaskResult
 
@@ -62,16 +62,20 @@ def _empty_store() -> None:
 
 def step(
     workflow: WorkflowSpec,
-    status: dict[str, Any],
+    status: WorkflowStatus | dict[str, Any],
     results: list[TaskResult] = (),
     now: datetime = T0,
 ) -> engine.Step:
+    """One advance; it must leave the status it was given as it was (the engine edits its
+    own working copy, shallow where it only replaces)."""
     for result in results:
         if result.outcome == "succeeded":
             STORED[(result.task, result.item)] = result.output
-    return engine.advance(
+    typed = status if isinstance(status, WorkflowStatus) else WorkflowStatus.of(status)
+    before = typed.wire()
+    found = engine.advance(
         workflow,
-        status,
+        typed,
         list(results),
         now=now,
         who=WHO,
@@ -79,6 +83,8 @@ def step(
         rng=random.Random(0),
         outputs=STORED,
     )
+    assert typed.wire() == before, "advance changed the status it was given"
+    return found
 
 
 def test_a_chain_runs_in_dependency_order_and_passes_outputs_along() -> None:
@@ -88,16 +94,16 @@ def test_a_chain_runs_in_dependency_order_and_passes_outputs_along() -> None:
     )
     first = step(workflow, {})
     assert [(m.task, m.attempt) for m in first.enqueue] == [("say", 1)]
-    assert (first.status["phase"], first.status["progress"]) == ("Running", "0/2")
+    assert (first.wire["phase"], first.wire["progress"]) == ("Running", "0/2")
     second = step(workflow, first.status, [ok(first.enqueue[0], {"words": "hi"})])
     assert second.enqueue[0].action == {"command": {"args": ["echo", "HI"]}}
     third = step(workflow, second.status, [ok(second.enqueue[0], "HI")])
-    assert (third.status["phase"], third.status["progress"], third.enqueue) == (
+    assert (third.wire["phase"], third.wire["progress"], third.enqueue) == (
         "Succeeded",
         "2/2",
         [],
     )
-    ready = condition(third.status, "Ready")
+    ready = condition(third.wire, "Ready")
     assert ready["status"] == "True"
 
 
@@ -135,11 +141,11 @@ def test_for_each_fans_out_and_the_fan_in_sees_every_output_in_item_order() -> N
     assert second.enqueue[0].key == "u1/square/0"
     # Children finish out of order; the fan-in sees outputs in item order.
     third = step(workflow, second.status, [ok(second.enqueue[2], 4), ok(second.enqueue[0], 9)])
-    assert third.status["tasks"]["square"]["doneItems"] == "0,2"
+    assert third.wire["tasks"]["square"]["doneItems"] == "0,2"
     fourth = step(workflow, third.status, [ok(second.enqueue[1], 1)])
     [fan_in] = fourth.enqueue
     assert fan_in.action["python"]["kwargs"] == {"values": [9, 1, 4]}
-    assert fourth.status["progress"] == "4/5"
+    assert fourth.wire["progress"] == "4/5"
 
 
 def test_a_failure_is_retried_with_growing_delays_then_dead_lettered_and_downstream_skipped() -> (
@@ -153,7 +159,7 @@ def test_a_failure_is_retried_with_growing_delays_then_dead_lettered_and_downstr
     delays = []
     for _ in range(2):
         current = step(workflow, current.status, [failed(attempt)], now=now)
-        entry = current.status["tasks"]["flaky"]
+        entry = current.wire["tasks"]["flaky"]
         assert entry["phase"] == "Retrying"
         due = datetime.strptime(entry["nextRetryAt"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         delays.append((due - now).total_seconds())
@@ -165,13 +171,13 @@ def test_a_failure_is_retried_with_growing_delays_then_dead_lettered_and_downstr
     assert delays == [10, 20]
     assert attempt.attempt == 3
     final = step(workflow, current.status, [failed(attempt, "503 from api")], now=now)
-    assert final.status["tasks"]["flaky"]["phase"] == "DeadLettered"
-    assert final.status["tasks"]["after"]["phase"] == "Skipped"
-    assert final.status["phase"] == "Failed"
-    assert final.status["deadLetters"] == [
+    assert final.wire["tasks"]["flaky"]["phase"] == "DeadLettered"
+    assert final.wire["tasks"]["after"]["phase"] == "Skipped"
+    assert final.wire["phase"] == "Failed"
+    assert final.wire["deadLetters"] == [
         {"task": "flaky", "attempts": 3, "error": "503 from api", "at": timestamps.text(now)}
     ]
-    stalled = condition(final.status, "Stalled")
+    stalled = condition(final.wire, "Stalled")
     assert stalled["status"] == "True"
 
 
@@ -181,7 +187,7 @@ def test_a_duplicate_or_stale_result_changes_nothing() -> None:
     second = step(workflow, first.status, [ok(first.enqueue[0], 1)])
     again = step(workflow, second.status, [ok(first.enqueue[0], 2)])
     assert again.enqueue == []
-    assert again.status["tasks"]["a"]["output"] == 1
+    assert again.wire["tasks"]["a"]["output"] == 1
 
 
 def test_a_child_that_exhausts_its_retries_dead_letters_its_for_each_task() -> None:
@@ -191,22 +197,22 @@ def test_a_child_that_exhausts_its_retries_dead_letters_its_for_each_task() -> N
     )
     first = step(workflow, {})
     second = step(workflow, first.status, [ok(first.enqueue[0]), failed(first.enqueue[1])])
-    entry = second.status["tasks"]["each"]
+    entry = second.wire["tasks"]["each"]
     assert (entry["phase"], entry["deadItems"], entry["succeeded"]) == ("DeadLettered", "1", 1)
-    assert second.status["deadLetters"][0]["item"] == 1
+    assert second.wire["deadLetters"][0]["item"] == 1
 
 
 def test_an_empty_for_each_succeeds_at_once() -> None:
     workflow = spec(cmd("each", "{{ item }}", forEach="{{ params.ids }}"), params={"ids": []})
-    assert step(workflow, {}).status["phase"] == "Succeeded"
+    assert step(workflow, {}).status.phase == "Succeeded"
 
 
 def test_a_template_that_fails_to_render_dead_letters_the_task_without_retries() -> None:
     workflow = spec(cmd("a"), cmd("b", "{{ tasks.a.output.missing }}", dependsOn=["a"]))
     first = step(workflow, {})
     second = step(workflow, first.status, [ok(first.enqueue[0], {})])
-    assert second.status["tasks"]["b"]["phase"] == "DeadLettered"
-    assert second.status["tasks"]["b"]["error"].startswith("template:")
+    assert second.wire["tasks"]["b"]["phase"] == "DeadLettered"
+    assert second.wire["tasks"]["b"]["error"].startswith("template:")
 
 
 def test_the_active_deadline_fails_the_workflow_and_skips_what_is_left() -> None:
@@ -214,14 +220,14 @@ def test_the_active_deadline_fails_the_workflow_and_skips_what_is_left() -> None
     first = step(workflow, {})
     assert first.wake_at == T0 + timedelta(seconds=60)
     late = step(workflow, first.status, now=T0 + timedelta(seconds=61))
-    assert late.status["phase"] == "Failed"
-    assert "activeDeadlineSeconds" in late.status["message"]
-    assert {e["phase"] for e in late.status["tasks"].values()} == {"Skipped"}
+    assert late.wire["phase"] == "Failed"
+    assert "activeDeadlineSeconds" in late.wire["message"]
+    assert {e["phase"] for e in late.wire["tasks"].values()} == {"Skipped"}
 
 
 def test_a_suspended_workflow_starts_nothing() -> None:
     current = step(spec(cmd("a"), suspend=True), {})
-    assert (current.status["phase"], current.enqueue) == ("Suspended", [])
+    assert (current.wire["phase"], current.enqueue) == ("Suspended", [])
 
 
 def test_guards_and_timeouts_travel_with_the_attempt() -> None:
@@ -278,8 +284,8 @@ def test_a_fan_out_finishes_with_every_child_run_once_whatever_the_order(
         current = step(workflow, current.status, [ok(m, m.item) for m in done])
         pending += current.enqueue
     assert sorted(seen) == list(range(children))
-    assert current.status["phase"] == "Succeeded"
-    assert current.status["progress"] == f"{children}/{children}"
+    assert current.wire["phase"] == "Succeeded"
+    assert current.wire["progress"] == f"{children}/{children}"
 
 
 def dead_lettered(workflow: WorkflowSpec) -> engine.Step:
@@ -298,24 +304,26 @@ def test_a_manual_retry_revives_a_failed_workflow_with_a_fresh_retry_budget() ->
     retry = {"limit": 1, "backoff": {"durationSeconds": 5, "jitter": 0}}
     workflow = spec(cmd("flaky", retry=retry), cmd("after", dependsOn=["flaky"]))
     failed_run = dead_lettered(workflow)
-    assert failed_run.status["tasks"]["flaky"]["attempts"] == 2
+    assert failed_run.wire["tasks"]["flaky"]["attempts"] == 2
     later = T0 + timedelta(hours=1)
+    before = failed_run.wire
     status, revived = engine.revive(workflow, failed_run.status, "all", now=later)
+    assert failed_run.wire == before  # revive works on its own copy
     assert revived == ["flaky"]
-    assert (status["phase"], status["deadLetters"]) == ("Running", [])
-    assert status["tasks"]["after"] == {"phase": "Pending"}
+    assert (status.phase, status.dead_letters) == ("Running", [])
+    assert status.wire()["tasks"]["after"] == {"phase": "Pending"}
     again = step(workflow, status, now=later)
     [attempt] = again.enqueue
     assert (attempt.task, attempt.attempt) == ("flaky", 3)
-    assert "finishedAt" not in again.status
+    assert "finishedAt" not in again.wire
     # The budget counts from the retry: one more failure is retried, not dead-lettered.
     retried = step(workflow, again.status, [failed(attempt)], now=later)
-    assert retried.status["tasks"]["flaky"]["phase"] == "Retrying"
+    assert retried.wire["tasks"]["flaky"]["phase"] == "Retrying"
     fourth = step(workflow, retried.status, now=retried.wake_at)
     done = step(workflow, fourth.status, [ok(fourth.enqueue[0], "fine")], now=retried.wake_at)
     last = step(workflow, done.status, [ok(m) for m in done.enqueue], now=retried.wake_at)
-    assert last.status["phase"] == "Succeeded"
-    assert condition(last.status, "Ready")["status"] == "True"
+    assert last.wire["phase"] == "Succeeded"
+    assert condition(last.wire, "Ready")["status"] == "True"
 
 
 def test_a_manual_retry_of_a_for_each_requeues_only_its_dead_children() -> None:
@@ -332,17 +340,17 @@ def test_a_manual_retry_of_a_for_each_requeues_only_its_dead_children() -> None:
     first = step(workflow, {})
     results = [ok(first.enqueue[0], "a"), failed(first.enqueue[1]), ok(first.enqueue[2], "c")]
     failed_run = step(workflow, first.status, results)
-    assert failed_run.status["phase"] == "Failed"
+    assert failed_run.wire["phase"] == "Failed"
     status, revived = engine.revive(workflow, failed_run.status, "each", now=T0)
     assert revived == ["each[1]"]
     again = step(workflow, status)
     [child] = again.enqueue
     assert (child.item, child.attempt, child.action["python"]["kwargs"]) == (1, 2, {"id": 20})
     fan_in = step(workflow, again.status, [ok(child, "b")])
-    assert fan_in.status["tasks"]["each"]["phase"] == "Succeeded"
-    assert "itemValues" not in fan_in.status["tasks"]["each"]
+    assert fan_in.wire["tasks"]["each"]["phase"] == "Succeeded"
+    assert "itemValues" not in fan_in.wire["tasks"]["each"]
     assert [m.task for m in fan_in.enqueue] == ["merge"]
-    assert fan_in.status["progress"] == "3/4"
+    assert fan_in.wire["progress"] == "3/4"
 
 
 def test_a_manual_retry_of_nothing_dead_lettered_is_refused_with_the_reason() -> None:

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from treadle.core.notices import MAX_DEAD_LETTER_NOTICES, Notice, step_notices
+from typing import Any
+
+from treadle.api.workflows import DeadLetter, WorkflowStatus
+from treadle.core import notices
+from treadle.core.notices import MAX_DEAD_LETTER_NOTICES, Notice
 
 
-def letter(item: int) -> dict[str, object]:
-    return {"task": "fetch", "item": item, "attempts": 3, "error": "503", "at": "t"}
+def letter(item: int) -> DeadLetter:
+    return DeadLetter(task="fetch", item=item, attempts=3, error="503", at="t")
+
+
+def step_notices(
+    old: str | None, after: dict[str, Any], new_letters: list[DeadLetter]
+) -> list[Notice]:
+    return notices.step_notices(old, WorkflowStatus.model_validate(after), new_letters)
 
 
 def test_a_workflow_that_starts_and_succeeds_gets_one_event_each() -> None:
@@ -22,7 +32,7 @@ def test_a_workflow_that_starts_and_succeeds_gets_one_event_each() -> None:
 
 
 def test_a_failure_and_a_manual_retry_are_told_apart_from_a_start() -> None:
-    failed = {"phase": "Failed", "message": "dead-lettered: fetch", "deadLetters": [letter(1)]}
+    failed = {"phase": "Failed", "message": "dead-lettered: fetch", "deadLetterCount": 1}
     assert step_notices("Running", failed, [letter(1)]) == [
         Notice(
             "Warning", "DeadLettered", "task fetch item 1 dead-lettered after 3 attempt(s): 503"

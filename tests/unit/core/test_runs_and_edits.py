@@ -7,7 +7,7 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from treadle.api.workflows import WorkflowSpec
+from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.core import admission, engine
 from treadle.core.messages import TaskMessage, TaskResult, idempotency_key
 
@@ -25,11 +25,13 @@ SPEC: dict[str, Any] = {
 
 
 def admitted(
-    spec: dict[str, Any], status: dict[str, Any] | None, generation: int
+    spec: dict[str, Any], status: WorkflowStatus | dict[str, Any] | None, generation: int
 ) -> dict[str, Any]:
-    verdict = admission.admit(spec, status, generation=generation, now=T0, workflow=WORKFLOW)
+    """The status admission writes, as the API server then holds it."""
+    wire = status.wire() if isinstance(status, WorkflowStatus) else status
+    verdict = admission.admit(spec, wire, generation=generation, now=T0, workflow=WORKFLOW)
     assert verdict.status is not None
-    return verdict.status
+    return verdict.status.wire()
 
 
 def result(message: TaskMessage, outcome: str = "succeeded", **changes: Any) -> TaskResult:
@@ -42,11 +44,15 @@ def result(message: TaskMessage, outcome: str = "succeeded", **changes: Any) -> 
 
 
 def advance(
-    spec: dict[str, Any], status: dict[str, Any], results: list[TaskResult], **kw: Any
+    spec: dict[str, Any],
+    status: WorkflowStatus | dict[str, Any],
+    results: list[TaskResult],
+    **kw: Any,
 ) -> engine.Step:
+    typed = status if isinstance(status, WorkflowStatus) else WorkflowStatus.of(status)
     return engine.advance(
-        WorkflowSpec.model_validate(spec), status, results, now=kw.pop("now", T0), who=WHO,
-        generation=status.get("observedGeneration"), **kw,
+        WorkflowSpec.model_validate(spec), typed, results, now=kw.pop("now", T0), who=WHO,
+        generation=typed.observed_generation, **kw,
     )  # fmt: skip
 
 
@@ -58,7 +64,7 @@ def test_a_new_workflows_attempts_carry_its_run_generation_in_their_key() -> Non
 
 
 def test_changing_only_the_mutable_fields_of_a_started_workflow_keeps_its_run() -> None:
-    status = advance(SPEC, admitted(SPEC, None, 1), []).status
+    status = advance(SPEC, admitted(SPEC, None, 1), []).wire
     assert admission.has_started(status)
     kept = admitted({**SPEC, "activeDeadlineSeconds": 60, "suspend": True}, status, 2)
     assert kept["tasks"] == status["tasks"]
@@ -75,7 +81,7 @@ def test_changing_the_rest_of_a_started_workflow_runs_it_again_under_a_new_run_g
     assert restarted["message"].startswith("the spec changed after the run started")
     step = advance(changed, restarted, [result(old_attempt)])  # the old run's late success
     [new_attempt] = step.enqueue
-    assert step.status["tasks"]["a"]["phase"] == "Queued"
+    assert step.wire["tasks"]["a"]["phase"] == "Queued"
     assert new_attempt.key == "u1/g2/a/-" != old_attempt.key
     assert new_attempt.action["command"]["args"] == ["echo", "bye"]
 
@@ -99,16 +105,16 @@ def test_a_late_success_of_an_earlier_attempt_counts_after_a_retry_was_scheduled
     first = advance(SPEC, status, [])
     [attempt1] = first.enqueue
     failed = advance(SPEC, first.status, [result(attempt1, "failed")])
-    assert failed.status["tasks"]["a"]["phase"] == "Retrying"
+    assert failed.wire["tasks"]["a"]["phase"] == "Retrying"
     retried = advance(SPEC, failed.status, [], now=T0 + timedelta(seconds=5))
     [attempt2] = retried.enqueue
     assert attempt2.attempt == 2
     late = advance(SPEC, retried.status, [result(attempt1)], now=T0 + timedelta(seconds=6))
-    assert late.status["tasks"]["a"]["phase"] == "Succeeded"
+    assert late.wire["tasks"]["a"]["phase"] == "Succeeded"
     assert [m.task for m in late.enqueue] == ["b"]
     # attempt 2's own report afterwards changes nothing
     after = advance(SPEC, late.status, [result(attempt2, "failed")], now=T0 + timedelta(seconds=7))
-    assert after.status["tasks"]["a"]["phase"] == "Succeeded"
+    assert after.wire["tasks"]["a"]["phase"] == "Succeeded"
 
 
 def test_a_late_success_while_the_retry_waits_counts_too() -> None:
@@ -116,8 +122,8 @@ def test_a_late_success_while_the_retry_waits_counts_too() -> None:
     [attempt1] = first.enqueue
     failed = advance(SPEC, first.status, [result(attempt1, "failed")])
     late = advance(SPEC, failed.status, [result(attempt1)])
-    assert late.status["tasks"]["a"]["phase"] == "Succeeded"
-    assert "nextRetryAt" not in late.status["tasks"]["a"]
+    assert late.wire["tasks"]["a"]["phase"] == "Succeeded"
+    assert "nextRetryAt" not in late.wire["tasks"]["a"]
 
 
 def test_a_late_success_of_a_for_each_child_counts() -> None:
@@ -132,4 +138,16 @@ def test_a_late_success_of_a_for_each_child_counts() -> None:
     retried = advance(spec, failed.status, [], now=T0 + timedelta(seconds=5))
     assert [m.attempt for m in retried.enqueue] == [2]
     done = advance(spec, retried.status, [result(one), result(two)], now=T0 + timedelta(seconds=6))
-    assert done.status["phase"] == "Succeeded"
+    assert done.wire["phase"] == "Succeeded"
+
+
+def test_a_status_that_cannot_be_read_makes_the_workflow_invalid_naming_the_field() -> None:
+    """Status edited around the operator (the status subresource) is not trusted: nothing runs
+    from it, and the message says which field is wrong."""
+    started = advance(SPEC, admitted(SPEC, None, 1), []).wire
+    broken = {**started, "tasks": {**started["tasks"], "a": {"phase": "Exploded"}}}
+    verdict = admission.admit(SPEC, broken, generation=1, now=T0, workflow=WORKFLOW)
+    assert verdict.runnable is None
+    assert verdict.status is not None
+    assert verdict.status.phase == "Invalid"
+    assert (verdict.status.message or "").startswith("status.tasks.a.phase: Input should be")

@@ -9,7 +9,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from treadle.api.workflows import WorkflowSpec
+from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.core import engine
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.services import keys
@@ -55,7 +55,7 @@ class Run:
         self.store: dict[engine.OutputId, Any] = {}
         self.loaded: dict[engine.OutputId, Any] = {}
         self.rendered: dict[str, tuple[str, list[Any]]] = {}
-        self.status: dict[str, Any] = {"runGeneration": 1}
+        self.status = WorkflowStatus(run_generation=1)
         self.largest = 0
         self.loads: list[str] = []
 
@@ -97,11 +97,12 @@ def test_500_tasks_with_4_kib_outputs_keep_status_under_256_kib_and_templates_se
     reader = cmd("reader", "echo", "{{ tasks['" + names[-1] + "'].output | length }}")
     run = Run(spec(*tasks, {**reader, "dependsOn": names}, concurrency=1000))
     ran = run.to_the_end(lambda m: FOUR_KIB)
-    assert run.status["phase"] == "Succeeded"
+    wire = run.status.wire()
+    assert wire["phase"] == "Succeeded"
     assert run.largest < engine.STATUS_LIMIT_BYTES
-    inline = [e for e in run.status["tasks"].values() if "output" in e and e["output"] is not None]
+    inline = [e for e in wire["tasks"].values() if e.get("output") is not None]
     assert 0 < sum(len(json.dumps(e["output"])) for e in inline) <= engine.INLINE_BUDGET_BYTES
-    assert sum("outputRef" in e for e in run.status["tasks"].values()) >= 480
+    assert sum("outputRef" in e for e in wire["tasks"].values()) >= 480
     # The reader read a referenced output, loaded for it and for nothing else.
     assert ran[-1].action["command"]["args"] == ["echo", "4000"]
     assert set(run.loads) == {names[-1]}
@@ -115,9 +116,9 @@ def test_10000_children_with_4_kib_outputs_stay_out_of_status_and_reach_the_fan_
     )
     run = Run(workflow)
     ran = run.to_the_end(lambda m: FOUR_KIB[:-4] + str(m.item).zfill(4))
-    assert run.status["phase"] == "Succeeded"
+    assert run.status.wire()["phase"] == "Succeeded"
     assert run.largest < 8 * 1024  # far below: counts and index ranges
-    each = run.status["tasks"]["each"]
+    each = run.status.wire()["tasks"]["each"]
     assert "itemValues" not in each
     assert "outputs" not in each
     assert ran[-1].action["command"]["args"] == ["10000"]
@@ -130,7 +131,7 @@ def test_a_task_reading_an_output_not_loaded_waits_for_it_then_runs() -> None:
     waiting = engine.advance(workflow, first.status, [result], now=T0, who=WHO)
     assert waiting.wants_outputs
     assert waiting.enqueue == []
-    assert waiting.status["tasks"]["use"]["phase"] == "Pending"
+    assert waiting.wire["tasks"]["use"]["phase"] == "Pending"
     assert engine.needed_outputs(workflow, waiting.status) == {"big": None}
     given = {("big", None): {"n": 7, "pad": FOUR_KIB * 2}}
     going = engine.advance(workflow, waiting.status, [], now=T0, who=WHO, outputs=given)
@@ -139,8 +140,8 @@ def test_a_task_reading_an_output_not_loaded_waits_for_it_then_runs() -> None:
     lost = engine.advance(
         workflow, waiting.status, [], now=T0, who=WHO, unavailable=frozenset({"big"})
     )
-    assert lost.status["tasks"]["use"]["phase"] == "DeadLettered"
-    assert "output" in lost.status["tasks"]["use"]["error"]
+    assert lost.wire["tasks"]["use"]["phase"] == "DeadLettered"
+    assert "output" in lost.wire["tasks"]["use"]["error"]
 
 
 def test_a_small_output_beyond_the_inline_budget_still_reaches_its_reader_at_once() -> None:
@@ -153,7 +154,7 @@ def test_a_small_output_beyond_the_inline_budget_still_reaches_its_reader_at_onc
     first = engine.advance(workflow, {"runGeneration": 1}, [], now=T0, who=WHO)
     results = [stored(m, FOUR_KIB) for m in first.enqueue]
     second = engine.advance(workflow, first.status, results, now=T0, who=WHO)
-    assert "outputRef" in second.status["tasks"]["last"]  # the budget ran out before it
+    assert "outputRef" in second.wire["tasks"]["last"]  # the budget ran out before it
     assert [m.action["command"]["args"] for m in second.enqueue] == [["4000"]]
 
 
@@ -162,7 +163,7 @@ def test_a_for_each_renders_its_items_again_when_the_operator_kept_none() -> Non
     params = {"rows": [{"id": "a"}, {"id": "b"}]}
     workflow = workflow.model_copy(update={"params": params})
     first = engine.advance(workflow, {"runGeneration": 1}, [], now=T0, who=WHO)
-    assert "itemValues" not in first.status["tasks"]["each"]
+    assert "itemValues" not in first.wire["tasks"]["each"]
     # A restarted operator (nothing rendered kept) launches the next child the same way.
     second = engine.advance(
         workflow, first.status, [stored(first.enqueue[0], 1)], now=T0, who=WHO, rendered={}
@@ -174,7 +175,7 @@ def test_a_for_each_renders_its_items_again_when_the_operator_kept_none() -> Non
         changed, first.status, [stored(first.enqueue[0], 1)], now=T0, who=WHO, rendered={}
     )
     assert other.enqueue == []
-    assert "other items" in other.status["deadLetters"][0]["error"]
+    assert "other items" in other.wire["deadLetters"][0]["error"]
 
 
 def test_10000_failing_children_keep_retry_state_grouped_and_dead_letters_capped() -> None:
@@ -194,15 +195,15 @@ def test_10000_failing_children_keep_retry_state_grouped_and_dead_letters_capped
         step = engine.advance(workflow, step.status, results, now=now, who=WHO)
         largest = max(largest, engine.status_size(step.status))
     status = step.status
-    assert status["phase"] == "Failed"
-    assert status["deadLetterCount"] == 10_000
-    assert len(status["deadLetters"]) == engine.DEAD_LETTERS_KEPT
-    assert all(len(letter["error"]) <= engine.ERROR_CHARS for letter in status["deadLetters"])
+    assert status.phase == "Failed"
+    assert status.dead_letter_count == 10_000
+    assert len(status.dead_letters) == engine.DEAD_LETTERS_KEPT
+    assert all(len(letter.error) <= engine.ERROR_CHARS for letter in status.dead_letters)
     assert largest < 64 * 1024
     # A manual retry revives all 10,000 with a fresh budget, still in a few bytes.
     revived, what = engine.revive(workflow, status, "each", now=now)
     assert len(what) == 10_000
-    assert revived["deadLetterCount"] == 0
+    assert revived.dead_letter_count == 0
     assert engine.status_size(revived) < 8 * 1024
     again = engine.advance(workflow, revived, [], now=now, who=WHO)
     assert len(again.enqueue) == 1000
@@ -212,8 +213,8 @@ def test_10000_failing_children_keep_retry_state_grouped_and_dead_letters_capped
 def test_a_status_that_cannot_fit_fails_the_workflow_saying_so() -> None:
     """A last resort no valid spec should reach; it must end the workflow, never stall it."""
     workflow = spec(*[cmd(f"t{n}") for n in range(3)])
-    huge = {"runGeneration": 1, "tasks": {"t0": {"phase": "Pending", "pad": "x" * 300_000}}}
+    huge = {"runGeneration": 1, "tasks": {"t0": {"phase": "Pending", "itemsDigest": "x" * 300_000}}}
     step = engine.advance(workflow, huge, [], now=T0, who=WHO)
-    assert step.status["phase"] == "Failed"
+    assert step.wire["phase"] == "Failed"
     assert step.enqueue == []
-    assert "256 KiB" in step.status["message"]
+    assert "256 KiB" in step.wire["message"]

@@ -19,7 +19,7 @@ def admitted(spec: Any, *, generation: int) -> dict[str, Any]:
     """The status a newly seen workflow gets before its engine takes over."""
     status = admission.admit(spec, None, generation=generation, now=NOW, workflow={}).status
     assert status is not None
-    return status
+    return status.wire()
 
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -206,7 +206,7 @@ def test_a_runtime_for_each_over_the_item_bound_dead_letters_the_task() -> None:
     workflow = WorkflowSpec.model_validate({"tasks": [task], "params": {"n": list(range(10_001))}})
     who = engine.Identity(uid="u1", name="wf", namespace="ns", pool="wf-u1")
     first = engine.advance(workflow, {}, [], now=NOW, who=who)
-    each = first.status["tasks"]["each"]
+    each = first.wire["tasks"]["each"]
     assert first.enqueue == []
     assert (each["phase"], each["error"]) == (
         "DeadLettered",

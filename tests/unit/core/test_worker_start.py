@@ -51,8 +51,8 @@ def test_every_attempt_in_flight_fails_with_the_reason_and_is_retried_then_dead_
     ]  # fmt: skip
     later = T0 + timedelta(seconds=61)
     retried = engine.advance(WORKFLOW, first.status, failures, now=later, who=WHO)
-    assert retried.status["tasks"]["one"]["phase"] == "Retrying"
-    assert "ImagePullBackOff" in retried.status["tasks"]["one"]["error"]
+    assert retried.wire["tasks"]["one"]["phase"] == "Retrying"
+    assert "ImagePullBackOff" in retried.wire["tasks"]["one"]["error"]
     again = engine.advance(WORKFLOW, retried.status, [], now=later + timedelta(seconds=2), who=WHO)
     assert {m.attempt for m in again.enqueue} == {2}
     failures = engine.fail_in_flight(WORKFLOW, again.status, WHO, error)
@@ -60,6 +60,6 @@ def test_every_attempt_in_flight_fails_with_the_reason_and_is_retried_then_dead_
         WORKFLOW, again.status, failures, now=later + timedelta(seconds=70), who=WHO,
         rng=random.Random(0),
     )  # fmt: skip
-    assert done.status["phase"] == "Failed"
-    assert done.status["deadLetterCount"] == 4
-    assert all("ImagePullBackOff" in letter["error"] for letter in done.status["deadLetters"])
+    assert done.wire["phase"] == "Failed"
+    assert done.wire["deadLetterCount"] == 4
+    assert all("ImagePullBackOff" in letter["error"] for letter in done.wire["deadLetters"])
