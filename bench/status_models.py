@@ -21,7 +21,6 @@ typed one 5.1 ms and 4.0 ms.
 from __future__ import annotations
 
 import random
-import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
