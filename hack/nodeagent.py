@@ -8,10 +8,10 @@ exit codes and restarts by restartPolicy; runs init containers in order and keep
 liveness and startup probes (httpGet, tcpSocket, exec); enforces activeDeadlineSeconds; and on
 deletion sends SIGTERM, waits the grace period, SIGKILLs and finalizes the deletion.  It serves
 the kubelet's containerLogs endpoint so that `kubectl logs` works.  The agent (this module)
-keeps the node, binds and watches pods; podrunner.py runs one pod, with containers.py,
-podenv.py (environment) and probes.py.  Volumes (emptyDir,
-configMap, secret, downwardAPI, projected with the service-account token) are mounted at their
-paths in a mount namespace per container (hack/volumes.py), so in-cluster clients work.  Like
+keeps the node (its status: nodeinfo.py), binds and watches pods; podrunner.py runs one pod,
+with containers.py, podenv.py (environment) and probes.py.  Volumes (emptyDir, configMap,
+secret, downwardAPI, projected with the service-account token) are mounted at their paths in
+a mount namespace per container (hack/volumes.py), so in-cluster clients work.  Like
 a kubelet it runs at most `--max-pods` pods at once (110, the kubelet's default); a pod beyond
 that stays Pending, unbound, until one ends.
 
@@ -28,9 +28,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import platform
 import signal
-import socket
 import ssl
 import sys
 from collections.abc import Coroutine
@@ -45,13 +43,13 @@ from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.types import PatchType
 
+import nodeinfo
 import volumes
-from agentcommon import POD_IP, Json, now_iso, now_micro
+from agentcommon import Json, now_iso, now_micro
 from podrunner import PodRunner
 
 log = logging.getLogger("nodeagent")
 
-KUBERNETES_VERSION = "v1.36.3"
 HEARTBEAT_SECONDS = 10
 LEASE_SECONDS = 40
 
@@ -125,62 +123,16 @@ class Agent:
     # node ------------------------------------------------------------------------------------
 
     def node_status(self) -> Json:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        capacity = {
-            "cpu": str(os.cpu_count() or 1),
-            "memory": f"{memory // 1024}Ki",
-            "pods": str(self.max_pods),
-        }
-        heartbeat = now_iso()
-
-        def condition(kind: str, status: str, reason: str, message: str) -> Json:
-            return {
-                "type": kind,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "lastHeartbeatTime": heartbeat,
-                "lastTransitionTime": self.started_at,
-            }
-
-        return {
-            "capacity": capacity,
-            "allocatable": capacity,
-            "conditions": [
-                condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "enough memory"),
-                condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "no disk pressure"),
-                condition("PIDPressure", "False", "KubeletHasSufficientPID", "enough PIDs"),
-                condition(
-                    "Ready", "True", "KubeletReady", "treadle node agent is posting ready status"
-                ),
-            ],
-            "addresses": [
-                {"type": "InternalIP", "address": POD_IP},
-                {"type": "Hostname", "address": socket.gethostname()},
-            ],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
-            "nodeInfo": {
-                "machineID": "",
-                "systemUUID": "",
-                "bootID": "",
-                "kernelVersion": platform.release(),
-                "osImage": "treadle local node",
-                "containerRuntimeVersion": "treadle-node-agent://0.1.0",
-                "kubeletVersion": KUBERNETES_VERSION,
-                "kubeProxyVersion": "",
-                "operatingSystem": "linux",
-                "architecture": {"x86_64": "amd64", "aarch64": "arm64"}.get(
-                    platform.machine(), platform.machine()
-                ),
-            },
-        }
+        return nodeinfo.node_status(
+            max_pods=self.max_pods, kubelet_port=self.kubelet_port, started_at=self.started_at
+        )
 
     async def register(self) -> None:
         self.started_at = now_iso()
         labels = {
             "kubernetes.io/hostname": self.node_name,
             "kubernetes.io/os": "linux",
-            "kubernetes.io/arch": self.node_status()["nodeInfo"]["architecture"],
+            "kubernetes.io/arch": nodeinfo.ARCHITECTURE,
             "treadle.dev/local-node": "true",
         }
         node = Node(metadata=ObjectMeta(name=self.node_name, labels=labels))

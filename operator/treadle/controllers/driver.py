@@ -401,16 +401,10 @@ class Driver:
         """The status to advance from, with a requested manual retry applied."""
         if tracked.retry is None:
             return tracked.status, []
-        target = tracked.retry
-        try:
-            revived, what = engine.revive(tracked.spec, tracked.status, target, now=now)
-        except engine.NothingToRetry as refusal:
-            log.warning("%s: retry %r refused: %s", tracked.who.name, target, refusal)
-            return tracked.status, [notices.Notice("Warning", "RetryRefused", str(refusal))]
-        shown = ", ".join(what[:10]) + (f" and {len(what) - 10} more" if len(what) > 10 else "")
-        log.info("%s: manual retry of %s", tracked.who.name, shown)
-        metrics.MANUAL_RETRIES.inc(len(what))
-        return revived, [notices.Notice("Normal", "Retried", f"re-queued {shown}")]
+        retried = engine.manual_retry(tracked.spec, tracked.status, tracked.retry, now=now)
+        log.info("%s: retry %r: %s", tracked.who.name, tracked.retry, retried.notice.message)
+        metrics.MANUAL_RETRIES.inc(len(retried.revived))
+        return retried.status, [retried.notice]
 
     async def _clear_retry(self, tracked: Tracked) -> None:
         who, target = tracked.who, tracked.retry

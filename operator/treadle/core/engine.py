@@ -55,8 +55,10 @@ from treadle.core.budget import (
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.core.reads import needed_outputs
 from treadle.core.retries import (
+    ManualRetry,
     NothingToRetry,
     fail_in_flight,
+    manual_retry,
     requeue_in_flight,
     revive,
     start_overdue,
@@ -75,6 +77,7 @@ __all__ = [
     "OUTPUT_LIMIT_BYTES",
     "STATUS_LIMIT_BYTES",
     "Identity",
+    "ManualRetry",
     "NothingToRetry",
     "OutputId",
     "Step",
@@ -84,6 +87,7 @@ __all__ = [
     "fail_in_flight",
     "fit",
     "items_digest",
+    "manual_retry",
     "needed_outputs",
     "requeue_in_flight",
     "revive",

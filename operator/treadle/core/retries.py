@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from treadle.api.workflows import Task, TaskStatus, WorkflowSpec, WorkflowStatus
 from treadle.core import dags, ranges, templating, timestamps
 from treadle.core.messages import TaskMessage, TaskResult
+from treadle.core.notices import Notice
 from treadle.core.runs import IN_FLIGHT, Identity, OutputId
 from treadle.core.scheduling import Run
 
@@ -83,6 +85,27 @@ def revive(
     if revived_status.phase == "Failed":
         revived_status.phase, revived_status.finished_at = "Running", None
     return revived_status, revived
+
+
+@dataclass(frozen=True)
+class ManualRetry:
+    status: WorkflowStatus
+    """The status to go on from: revived, or as it was when the retry was refused."""
+    notice: Notice
+    """Retried (what was re-queued) or RetryRefused (why not)."""
+    revived: list[str]
+
+
+def manual_retry(
+    spec: WorkflowSpec, status: WorkflowStatus, target: str, *, now: datetime
+) -> ManualRetry:
+    """A `treadle.dev/retry` request carried out (`revive`), or refused with the reason."""
+    try:
+        revived, what = revive(spec, status, target, now=now)
+    except NothingToRetry as refusal:
+        return ManualRetry(status, Notice("Warning", "RetryRefused", str(refusal)), [])
+    shown = ", ".join(what[:10]) + (f" and {len(what) - 10} more" if len(what) > 10 else "")
+    return ManualRetry(revived, Notice("Normal", "Retried", f"re-queued {shown}"), what)
 
 
 def requeue_in_flight(

@@ -363,6 +363,20 @@ def test_a_manual_retry_of_nothing_dead_lettered_is_refused_with_the_reason() ->
     ):
         with pytest.raises(engine.NothingToRetry, match=reason):
             engine.revive(workflow, running.status, target, now=T0)
+    refused = engine.manual_retry(workflow, running.status, "a", now=T0)
+    assert refused.status is running.status
+    assert (refused.notice.reason, refused.revived) == ("RetryRefused", [])
+
+
+def test_a_manual_retry_of_many_children_names_the_first_ten_and_counts_the_rest() -> None:
+    each = cmd("each", "{{ item }}", forEach="{{ range(12) | list }}", retry={"limit": 0})
+    workflow = spec(each, concurrency=12)
+    first = step(workflow, {})
+    dead = step(workflow, first.status, [failed(m) for m in first.enqueue])
+    retried = engine.manual_retry(workflow, dead.status, "each", now=T0)
+    assert retried.notice.reason == "Retried"
+    assert retried.notice.message.endswith("each[9] and 2 more")
+    assert len(retried.revived) == 12
 
 
 def test_a_retry_is_never_due_before_its_backoff_even_between_whole_seconds() -> None:
