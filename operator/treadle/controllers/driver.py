@@ -304,7 +304,6 @@ class Driver:
         results = results + failures
         told += [notice] if notice else []
         await outputs.load(self.results, who, tracked.spec, current, tracked.outputs)
-        wrote = False
         if tracked.requeued_epoch < self._lost_epoch:
             again = engine.requeue_in_flight(
                 tracked.spec,
@@ -337,6 +336,7 @@ class Driver:
             await self.owner.ensure(who, tracked.spec, tracked.workers)
             tracked.workers.checked_at = now
         acked: list[str] = []
+        wrote = False
         if pacing.write_now(
             finished=step.finished,
             retry_asked=tracked.retry is not None,

@@ -143,6 +143,18 @@ def admit(
     return Admission(new_status, _runnable(parsed, current), current=current)
 
 
+def retryable(
+    spec: Any, status: Mapping[str, Any] | None, workflow: Mapping[str, Any]
+) -> tuple[workflows.WorkflowSpec, workflows.WorkflowStatus] | None:
+    """A workflow the driver does not track that a manual retry may take up again (a Failed
+    one): its parsed spec and status, or None when it is invalid (it never ran)."""
+    parsed, _problems = admit_workflow(spec, workflow)
+    read, _unreadable = parse(workflows.WorkflowStatus, status or {}, root="status")
+    if parsed is None or read is None or read.phase == "Invalid":
+        return None
+    return parsed, read
+
+
 def _readable_conditions(status: Mapping[str, Any] | None) -> list[Condition]:
     try:
         return conditions.parse((status or {}).get("conditions"))

@@ -70,11 +70,10 @@ async def retry_requested(
         return
     uid = meta["uid"]
     if not driver.tracks(uid):
-        parsed, _problems = admission.admit_workflow(dict(spec), engine.Identity.of(meta).context)
-        read, _unreadable = admission.parse(workflows.WorkflowStatus, dict(status), "status")
-        if parsed is None or read is None or read.phase == "Invalid":
+        found = admission.retryable(dict(spec), dict(status), engine.Identity.of(meta).context)
+        if found is None:
             return  # an invalid workflow never ran: nothing to retry
-        driver.track(dict(body), parsed, read)
+        driver.track(dict(body), *found)
     target = str(meta.get("annotations", {}).get(RETRY_ANNOTATION, "")).strip() or "all"
     driver.request_retry(uid, target, str(meta.get("resourceVersion", "")))
 

@@ -151,3 +151,13 @@ def test_a_status_that_cannot_be_read_makes_the_workflow_invalid_naming_the_fiel
     assert verdict.status is not None
     assert verdict.status.phase == "Invalid"
     assert (verdict.status.message or "").startswith("status.tasks.a.phase: Input should be")
+
+
+def test_a_manual_retry_takes_up_only_a_valid_workflow_whose_status_reads() -> None:
+    failed = {"phase": "Failed", "runGeneration": 1}
+    found = admission.retryable(SPEC, failed, WORKFLOW)
+    assert found is not None
+    assert found[1].phase == "Failed"
+    assert admission.retryable(SPEC, {"phase": "Invalid"}, WORKFLOW) is None
+    assert admission.retryable(SPEC, {"phase": "Exploded"}, WORKFLOW) is None
+    assert admission.retryable({"tasks": []}, failed, WORKFLOW) is None
