@@ -46,7 +46,7 @@ tools: ## build the pinned cluster tools into ~/.cache/treadle (from hack/tools/
 tools-update: ## re-resolve hack/tools/*/go.{mod,sum} after changing hack/versions.env
 	@bash hack/tools-update.sh
 
-redis-server: ## install Debian's redis-server when missing
+redis-server: ## install Debian's redis-server, nftables and conntrack (kube-proxy) when missing
 	@bash hack/redis.sh install
 
 cluster-up: venv ## start the local cluster (etcd, kube-apiserver, controller-manager, node agent)
@@ -59,7 +59,7 @@ cluster-down: ## stop the local cluster and everything make run started
 cluster-status: ## show what the local cluster runs
 	@hack/cluster status
 
-run: venv redis-server ## start everything and run the example workflow
+run: venv redis-server tools ## start everything and run the example workflow
 	@bash hack/run.sh start
 
 faults: $(BIN)/.installed-bench redis-server ## the fault-injection suite at full size; counts in bench/results/faults.*
@@ -92,14 +92,14 @@ format: venv ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix operator tests hack bench
 	$(BIN)/ruff format operator tests hack bench
 
-test: venv redis-server lint ## install what tests need and run the whole suite
+test: venv redis-server tools lint ## install what tests need and run the whole suite
 	$(BIN)/python -m pytest tests
 
 test-unit: venv ## only the unit tests (no servers)
 	$(BIN)/python -m pytest tests/unit
 
-test-integration: venv redis-server
+test-integration: venv redis-server tools
 	$(BIN)/python -m pytest tests/integration
 
-test-e2e: venv redis-server
+test-e2e: venv redis-server tools
 	$(BIN)/python -m pytest tests/e2e

@@ -6,7 +6,7 @@ import datetime
 from typing import Any
 
 POD_IP = "127.0.0.1"
-"""Every pod shares the host's network (see nodeagent.py), so every pod has this IP."""
+"""A pod's IP where pods share the host's network (no pod network: hack/podnet.py)."""
 
 Json = dict[str, Any]
 

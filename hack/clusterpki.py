@@ -36,8 +36,10 @@ class Pki:
         self.path(name).write_bytes(certificates.key_pem(key))
         self.path(name).chmod(0o600)
 
-    def ensure(self) -> None:
-        """Generates the CA, the serving, client and service-account keys once."""
+    def ensure(self, addresses: tuple[str, ...] = ()) -> None:
+        """Generates the CA, the serving, client and service-account keys once; a serving
+        certificate is issued again when it lacks one of `addresses` (the cluster's network
+        came after its certificates)."""
         self.root.mkdir(parents=True, exist_ok=True)
         if not self.path("ca.crt").exists():
             log("generating the cluster CA and certificates")
@@ -56,6 +58,7 @@ class Pki:
                     "localhost",
                     "127.0.0.1",
                     SERVICE_FIRST_IP,
+                    *addresses,
                     "kubernetes",
                     "kubernetes.default",
                     "kubernetes.default.svc",
@@ -70,14 +73,18 @@ class Pki:
                 client=True,
             ),
             "kubelet": dict(
-                subject=certificates.name(f"system:node:{NODE_NAME}"), server_names=("127.0.0.1",)
+                subject=certificates.name(f"system:node:{NODE_NAME}"),
+                server_names=("127.0.0.1", *addresses),
             ),
             # What the API server presents to admission webhooks (the operator's answers only
             # this certificate: --webhook-client-name).
             WEBHOOK_CLIENT: dict(subject=certificates.name(WEBHOOK_CLIENT), client=True),
         }
         for name, options in issued.items():
-            if self.path(f"{name}.crt").exists():
+            if self.path(f"{name}.crt").exists() and self._names_cover(
+                name,
+                tuple(options.get("server_names", ())),  # type: ignore[arg-type]
+            ):
                 continue
             key = certificates.new_key()
             cert = certificates.issue(
@@ -97,6 +104,16 @@ class Pki:
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
                 )
             )
+
+    def _names_cover(self, name: str, wanted: tuple[str, ...]) -> bool:
+        cert = x509.load_pem_x509_certificate(self.path(f"{name}.crt").read_bytes())
+        try:
+            names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            return not wanted
+        have = {str(v) for v in names.get_values_for_type(x509.IPAddress)}
+        have |= set(names.get_values_for_type(x509.DNSName))
+        return set(wanted) <= have
 
     def write_admission_config(self) -> Path:
         """The API server's admission configuration: every webhook call presents the
@@ -135,7 +152,7 @@ class Pki:
 # --- ports and processes ------------------------------------------------------------------
 
 
-def write_kubeconfig(state: Path, pki: Pki, apiserver_port: int) -> Path:
+def write_kubeconfig(state: Path, pki: Pki, apiserver_port: int, host: str = "127.0.0.1") -> Path:
     def b64(name: str) -> str:
         return base64.b64encode(pki.path(name).read_bytes()).decode()
 
@@ -146,7 +163,7 @@ def write_kubeconfig(state: Path, pki: Pki, apiserver_port: int) -> Path:
             {
                 "name": "treadle-local",
                 "cluster": {
-                    "server": f"https://127.0.0.1:{apiserver_port}",
+                    "server": f"https://{host}:{apiserver_port}",
                     "certificate-authority-data": b64("ca.crt"),
                 },
             }

@@ -1,5 +1,11 @@
-"""The local cluster: etcd, kube-apiserver, kube-controller-manager and the node agent as
-local processes on 127.0.0.1, with generated certificates.  No Docker engine is needed.
+"""The local cluster: etcd, kube-apiserver, kube-controller-manager, the node agent, kube-proxy
+and CoreDNS as local processes, with generated certificates.  No Docker engine is needed.
+
+Pods get a network of their own (hack/podnet.py: a node network namespace with a bridge, a
+namespace and an address per pod), so the API server listens on the cluster's host address
+(local to this machine) and the kubeconfig names it; kube-proxy and CoreDNS run in the node
+namespace.  Where that network cannot be made (not root), every pod shares the host's network,
+the API server listens on 127.0.0.1 and neither kube-proxy nor CoreDNS runs.
 
     hack/cluster up       start what is not running (idempotent), write .treadle/kubeconfig
     hack/cluster down     stop every process of the cluster (data is kept)
@@ -26,12 +32,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import clusterdns
+import podnet
 from clusterpki import NODE_NAME, Pki, log, write_kubeconfig
+from podnet import SERVICE_CIDR
 
 REPO = Path(__file__).resolve().parent.parent
-SERVICE_CIDR = "10.0.0.0/24"
-"""The common name of the client certificate the API server presents to admission webhooks."""
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "node-agent")
+CONTROL_PLANE = ("etcd", "kube-apiserver", "kube-controller-manager", "node-agent")
+NETWORKED = ("kube-proxy", "coredns")
 START_TIMEOUT_SECONDS = 90
 
 
@@ -68,6 +76,11 @@ def _port_free(port: int) -> bool:
 PORT_NAMES = ("etcd_client", "etcd_peer", "apiserver", "controller_manager", "kubelet")
 
 
+def components(state: Path) -> tuple[str, ...]:
+    """What this cluster runs: kube-proxy and CoreDNS only where pods have their own network."""
+    return CONTROL_PLANE + (NETWORKED if podnet.load(state) else ())
+
+
 def ports(state: Path, *, choose: bool) -> dict[str, int]:
     path = state / "ports.json"
     known: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
@@ -102,8 +115,13 @@ def running_pid(state: Path, component: str) -> int | None:
 
 
 def _start(
-    state: Path, component: str, argv: list[str], env: dict[str, str] | None = None
+    state: Path,
+    component: str,
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    netns: str | None = None,
 ) -> subprocess.Popen[bytes]:
+    """Starts a component in its own session (in the network namespace `netns` if given)."""
     (state / "run").mkdir(parents=True, exist_ok=True)
     (state / "logs").mkdir(parents=True, exist_ok=True)
     logfile = open(state / "logs" / f"{component}.log", "ab")  # noqa: SIM115 - handed to the child
@@ -115,6 +133,7 @@ def _start(
         start_new_session=True,
         env={**os.environ, **(env or {})},
         cwd=state,
+        preexec_fn=podnet.entering(netns) if netns else None,
     )
     logfile.close()
     _pid_file(state, component).write_text(f"{process.pid}\n{Path(argv[0]).name}\n")
@@ -185,21 +204,28 @@ def up() -> None:
     started = time.monotonic()
     state = state_dir()
     state.mkdir(parents=True, exist_ok=True)
-    if all(running_pid(state, c) for c in COMPONENTS):
+    if all(running_pid(state, c) for c in components(state)):
         log(f"already running; kubeconfig: {state / 'kubeconfig'}")
         return
     binaries = tools_bin()
     missing = [
         b
-        for b in ("etcd", "kube-apiserver", "kube-controller-manager")
+        for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-proxy", "coredns")
         if not (binaries / b).exists()
     ]
     if missing:
         raise SystemExit(f"missing {', '.join(missing)} in {binaries}: run hack/tools.sh first")
+    why_not = podnet.unavailable()
+    network = podnet.ensure(state) if why_not is None else None
+    if network:
+        log(f"pod network {network.pod_cidr} (node namespace {network.node_netns})")
+    else:
+        log(f"pods share the host's network: {why_not}")
+    host = network.host_ip if network else "127.0.0.1"
     pki = Pki(state / "pki")
-    pki.ensure()
-    chosen = ports(state, choose=not any(running_pid(state, c) for c in COMPONENTS))
-    kubeconfig = write_kubeconfig(state, pki, chosen["apiserver"])
+    pki.ensure((network.host_ip,) if network else ())
+    chosen = ports(state, choose=not any(running_pid(state, c) for c in components(state)))
+    kubeconfig = write_kubeconfig(state, pki, chosen["apiserver"], host)
     context = _ssl_context(pki)
 
     if not running_pid(state, "etcd"):
@@ -230,15 +256,15 @@ def up() -> None:
         )
 
     if not running_pid(state, "kube-apiserver"):
-        log(f"starting kube-apiserver on https://127.0.0.1:{chosen['apiserver']}")
+        log(f"starting kube-apiserver on https://{host}:{chosen['apiserver']}")
         process = _start(
             state,
             "kube-apiserver",
             [
                 str(binaries / "kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{chosen['etcd_client']}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={host}",
+                f"--advertise-address={host}",
                 f"--secure-port={chosen['apiserver']}",
                 f"--cert-dir={state / 'pki'}",
                 f"--tls-cert-file={pki.path('apiserver.crt')}",
@@ -263,7 +289,7 @@ def up() -> None:
         )
         _wait(
             "kube-apiserver",
-            lambda: _get(f"https://127.0.0.1:{chosen['apiserver']}/readyz", context)[0] == 200,
+            lambda: _get(f"https://{host}:{chosen['apiserver']}/readyz", context)[0] == 200,
             state,
             "kube-apiserver",
             process,
@@ -309,13 +335,17 @@ def up() -> None:
                 f"--tls-cert={pki.path('kubelet.crt')}",
                 f"--tls-key={pki.path('kubelet.key')}",
                 f"--client-ca={pki.path('ca.crt')}",
+                *([f"--network={state / 'network.json'}"] if network else []),
             ],
             env={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"},
         )
 
+    base = f"https://{host}:{chosen['apiserver']}"
+    if network:
+        _start_network(state, network, binaries, kubeconfig, base, context)
+
     def ready() -> bool:
         # The node is Ready and the controller manager has created the default ServiceAccount.
-        base = f"https://127.0.0.1:{chosen['apiserver']}"
         code, body = _get(f"{base}/api/v1/nodes/{NODE_NAME}", context)
         if code != 200:
             return False
@@ -325,15 +355,61 @@ def up() -> None:
         return _get(f"{base}/api/v1/namespaces/default/serviceaccounts/default", context)[0] == 200
 
     _wait("the node and the default ServiceAccount", ready, state, "node-agent")
-    for component in COMPONENTS:
+    if network:
+        _wait(
+            "cluster DNS",
+            lambda: clusterdns.answers(network, f"kubernetes.default.svc.{podnet.CLUSTER_DOMAIN}"),
+            state,
+            "coredns",
+        )
+    for component in components(state):
         if not running_pid(state, component):
             raise SystemExit(f"{component} is not running; see {state / 'logs' / component}.log")
     log(f"cluster up in {time.monotonic() - started:.1f} s; kubeconfig: {kubeconfig}")
 
 
+def _start_network(
+    state: Path,
+    network: podnet.Network,
+    binaries: Path,
+    kubeconfig: Path,
+    base: str,
+    context: ssl.SSLContext,
+) -> None:
+    """kube-proxy and CoreDNS in the node namespace, and the kube-dns Service."""
+    if not running_pid(state, "kube-proxy"):
+        log(f"starting kube-proxy (nftables) in {network.node_netns}")
+        _start(
+            state,
+            "kube-proxy",
+            [
+                str(binaries / "kube-proxy"),
+                f"--kubeconfig={kubeconfig}",
+                "--proxy-mode=nftables",
+                f"--hostname-override={NODE_NAME}",
+                f"--cluster-cidr={network.pod_cidr}",
+                "--healthz-bind-address=127.0.0.1:10256",
+                "--metrics-bind-address=127.0.0.1:10249",
+                "--conntrack-max-per-core=0",
+                "--v=1",
+            ],
+            netns=network.node_netns,
+        )
+    clusterdns.publish(base, context, network)
+    if not running_pid(state, "coredns"):
+        log(f"starting CoreDNS on {network.node_ip}:53 (Service {podnet.DNS_SERVICE_IP})")
+        corefile = clusterdns.write_corefile(state, kubeconfig)
+        _start(
+            state,
+            "coredns",
+            [str(binaries / "coredns"), "-conf", str(corefile)],
+            netns=network.node_netns,
+        )
+
+
 def down() -> None:
     state = state_dir()
-    for component in reversed(COMPONENTS):
+    for component in reversed(components(state)):
         if stop_component(state, component):
             log(f"stopped {component}")
     log("cluster down")
@@ -342,12 +418,12 @@ def down() -> None:
 def status() -> int:
     state = state_dir()
     alive = 0
-    for component in COMPONENTS:
+    for component in components(state):
         pid = running_pid(state, component)
         alive += pid is not None
         print(f"{component:<24} {'running, pid ' + str(pid) if pid else 'stopped'}")
     print(f"kubeconfig               {state / 'kubeconfig'}")
-    return 0 if alive == len(COMPONENTS) else 1
+    return 0 if alive == len(components(state)) else 1
 
 
 def main() -> int:
@@ -365,6 +441,9 @@ def main() -> int:
         down()
     elif args.command == "purge":
         down()
+        network = podnet.load(state_dir())
+        if network:
+            podnet.remove(network)
         shutil.rmtree(state_dir(), ignore_errors=True)
         log(f"removed {state_dir()}")
     elif args.command == "kubeconfig":

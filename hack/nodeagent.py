@@ -15,10 +15,15 @@ a mount namespace per container (hack/volumes.py), so in-cluster clients work.  
 a kubelet it runs at most `--max-pods` pods at once (110, the kubelet's default); a pod beyond
 that stays Pending, unbound, until one ends.
 
+Given the cluster's network (--network, hack/podnet.py), each pod gets a network namespace of
+its own with an address on the node's bridge, reported as status.podIP, loopback, and the
+cluster's DNS in its /etc/resolv.conf; `hostNetwork: true` pods share the node namespace.
+Without it every pod shares the host's network, its IP is 127.0.0.1 and two pods must not
+listen on the same port.
+
 What it does not do, on purpose: images are ignored (a container must name its program in
 `command` or `args`; programs resolve on the agent's PATH, which includes the project's virtual
-environment); every pod shares the host's network (like hostNetwork), so its IP is 127.0.0.1
-and two pods must not listen on the same port; resources are not limited.
+environment); resources are not limited.
 """
 
 from __future__ import annotations
@@ -44,8 +49,9 @@ from lightkube.resources.core_v1 import Node, Pod
 from lightkube.types import PatchType
 
 import nodeinfo
+import podnet
 import volumes
-from agentcommon import Json, now_iso, now_micro
+from agentcommon import POD_IP, Json, now_iso, now_micro
 from podrunner import PodRunner
 
 log = logging.getLogger("nodeagent")
@@ -75,6 +81,11 @@ class Agent:
         self.chores: set[asyncio.Task[None]] = set()
         """Bindings and finalizations under way: the pod watch does not wait for them."""
         self.server_host, self.server_port = self._server_address(args.kubeconfig)
+        self.network = podnet.load(Path(args.network).parent) if args.network else None
+        self.pod_networks = (
+            podnet.PodNetworks(self.network, self.state_dir / "ipam") if self.network else None
+        )
+        self.host_ip = self.network.host_ip if self.network else POD_IP
         self.can_mount = volumes.mounts_possible()
         # What containers run lives on this machine, not in an image: keep it visible.
         here = Path(__file__).resolve().parent.parent
@@ -92,13 +103,19 @@ class Agent:
         return host, port or "443"
 
     def base_env(self, pod: Json) -> dict[str, str]:
+        if self.network:  # as a kubelet does: the `kubernetes` Service, through kube-proxy
+            server = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+        else:
+            server = {
+                "KUBERNETES_SERVICE_HOST": self.server_host,
+                "KUBERNETES_SERVICE_PORT": self.server_port,
+            }
         return {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/root"),
             "LANG": os.environ.get("LANG", "C.UTF-8"),
             "HOSTNAME": pod["metadata"]["name"],
-            "KUBERNETES_SERVICE_HOST": self.server_host,
-            "KUBERNETES_SERVICE_PORT": self.server_port,
+            **server,
         }
 
     # processes survive an agent crash: remember them so that a restarted agent can clean up.
@@ -119,12 +136,17 @@ class Agent:
                 os.killpg(int(path.read_text()), signal.SIGKILL)
                 log.info("killed leftover process group %s from a previous agent", path.read_text())
             path.unlink(missing_ok=True)
+        if self.pod_networks and (swept := self.pod_networks.sweep()):
+            log.info("removed %d pod network namespace(s) a previous agent left", swept)
 
     # node ------------------------------------------------------------------------------------
 
     def node_status(self) -> Json:
         return nodeinfo.node_status(
-            max_pods=self.max_pods, kubelet_port=self.kubelet_port, started_at=self.started_at
+            max_pods=self.max_pods,
+            kubelet_port=self.kubelet_port,
+            started_at=self.started_at,
+            address=self.host_ip,
         )
 
     async def register(self) -> None:
@@ -353,7 +375,7 @@ class Agent:
         app.router.add_get("/healthz", lambda _: _ok())
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.kubelet_port, ssl_context=context).start()
+        await web.TCPSite(runner, self.host_ip, self.kubelet_port, ssl_context=context).start()
 
     async def run(self) -> None:
         self.kill_leftovers()
@@ -396,6 +418,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tls-cert")
     parser.add_argument("--tls-key")
     parser.add_argument("--client-ca")
+    parser.add_argument(
+        "--network", help="the cluster's network.json (hack/podnet.py): pods get their own"
+    )
     parser.add_argument(
         "--restart-backoff-seconds",
         type=float,

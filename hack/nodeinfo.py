@@ -13,7 +13,9 @@ KUBERNETES_VERSION = "v1.36.3"
 ARCHITECTURE = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
 
 
-def node_status(*, max_pods: int, kubelet_port: int, started_at: str) -> Json:
+def node_status(
+    *, max_pods: int, kubelet_port: int, started_at: str, address: str = POD_IP
+) -> Json:
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     capacity = {
         "cpu": str(os.cpu_count() or 1),
@@ -44,7 +46,7 @@ def node_status(*, max_pods: int, kubelet_port: int, started_at: str) -> Json:
             ),
         ],
         "addresses": [
-            {"type": "InternalIP", "address": POD_IP},
+            {"type": "InternalIP", "address": address},
             {"type": "Hostname", "address": socket.gethostname()},
         ],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},

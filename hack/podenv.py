@@ -86,15 +86,18 @@ class Lookups:
 
 def field_value(pod: Json, path: str) -> str:
     meta = pod["metadata"]
+    status = pod.get("status") or {}
+    pod_ip, host_ip = status.get("podIP") or POD_IP, status.get("hostIP") or POD_IP
     simple = {
         "metadata.name": meta.get("name"),
         "metadata.namespace": meta.get("namespace"),
         "metadata.uid": meta.get("uid"),
         "spec.nodeName": pod["spec"].get("nodeName"),
         "spec.serviceAccountName": pod["spec"].get("serviceAccountName"),
-        "status.podIP": POD_IP,
-        "status.hostIP": POD_IP,
-        "status.podIPs": POD_IP,
+        "status.podIP": pod_ip,
+        "status.hostIP": host_ip,
+        "status.podIPs": pod_ip,
+        "status.hostIPs": host_ip,
     }
     if path in simple:
         return str(simple[path] or "")

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from lightkube import ApiError
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
+import podnet
 import probes
 import volumes
 from agentcommon import POD_IP, Json, now_iso
@@ -64,6 +66,11 @@ class PodRunner:
         self.finished = asyncio.Event()
         self.sidecar_tasks: list[asyncio.Task[None]] = []
         self.volumes: dict[str, Path] = {}
+        self.netns: str | None = None
+        """The pod's network namespace (None: the host's network)."""
+        self.ip = POD_IP
+        self.own_netns = False
+        self.dns_mounts: list[tuple[str, str, bool]] = []
         previous = {s["name"]: s for s in (pod.get("status") or {}).get("containerStatuses") or []}
         for container in self.main:
             if container.name in previous:
@@ -95,10 +102,10 @@ class PodRunner:
 
         status: Json = {
             "phase": self.phase,
-            "hostIP": POD_IP,
-            "hostIPs": [{"ip": POD_IP}],
-            "podIP": POD_IP,
-            "podIPs": [{"ip": POD_IP}],
+            "hostIP": self.agent.host_ip,
+            "hostIPs": [{"ip": self.agent.host_ip}],
+            "podIP": self.ip,
+            "podIPs": [{"ip": self.ip}],
             "startTime": self.start_time,
             "conditions": [
                 condition("PodScheduled", True),
@@ -165,12 +172,94 @@ class PodRunner:
             await self.kill_all(grace_seconds=0)
             raise
         finally:
+            await self.detach_network()
             self.changed()
             self.finished.set()
             self.agent.room_made()
 
+    # network ---------------------------------------------------------------------------------
+
+    async def attach_network(self) -> None:
+        """The pod's own network namespace and address (the node's for hostNetwork pods),
+        with its resolv.conf and hosts file; a failure is retried like a missing volume."""
+        agent, spec = self.agent, self.pod["spec"]
+        if agent.network is None or agent.pod_networks is None:
+            return
+        host_network = bool(spec.get("hostNetwork"))
+        while True:
+            try:
+                if host_network:
+                    self.netns, self.ip = agent.network.node_netns, agent.network.node_ip
+                else:
+                    address = await asyncio.to_thread(agent.pod_networks.attach, self.uid)
+                    self.netns, self.ip, self.own_netns = address.netns, address.ip, True
+                break
+            except RuntimeError as error:
+                log.warning("%s/%s: network: %s", self.namespace, self.name, error)
+                for container in self.init + self.main:
+                    container.state = {
+                        "waiting": {"reason": "ContainerCreating", "message": f"network: {error}"}
+                    }
+                self.changed()
+                await asyncio.sleep(2)
+        status = {**(self.pod.get("status") or {}), "podIP": self.ip, "hostIP": agent.host_ip}
+        self.pod = {**self.pod, "status": status}
+        etc = self.dir / "etc"
+        etc.mkdir(parents=True, exist_ok=True)
+        resolv = self.resolv_conf(host_network)
+        if resolv is not None:
+            (etc / "resolv.conf").write_text(resolv)
+            self.dns_mounts.append((str(etc / "resolv.conf"), "/etc/resolv.conf", True))
+        if not host_network:
+            hostname = spec.get("hostname") or self.name
+            (etc / "hosts").write_text(podnet.hosts_file(self.ip, hostname))
+            self.dns_mounts.append((str(etc / "hosts"), "/etc/hosts", True))
+
+    def resolv_conf(self, host_network: bool) -> str | None:
+        """By dnsPolicy, as a kubelet: None keeps the machine's own /etc/resolv.conf."""
+        spec = self.pod["spec"]
+        policy = spec.get("dnsPolicy") or "ClusterFirst"
+        config = spec.get("dnsConfig") or {}
+        if policy == "Default" or (policy == "ClusterFirst" and host_network):
+            return None
+        lines = [] if policy == "None" else podnet.resolv_conf(self.namespace).splitlines()
+        if config.get("searches"):
+            lines.append("search " + " ".join(config["searches"]))
+        lines += [f"nameserver {server}" for server in config.get("nameservers") or []]
+        options = [
+            o["name"] + (f":{o['value']}" if o.get("value") else "")
+            for o in config.get("options") or []
+        ]
+        if options:
+            lines.append("options " + " ".join(options))
+        return "\n".join(lines) + "\n"
+
+    async def detach_network(self) -> None:
+        if self.own_netns and self.agent.pod_networks:
+            await asyncio.to_thread(self.agent.pod_networks.detach, self.uid)
+            self.own_netns = False
+
+    def preexec(self, mounts: list[tuple[str, str, bool]]) -> Callable[[], None] | None:
+        """What a container's process does before it runs: join the pod's network namespace,
+        then its own mount namespace with its volumes (and the pod's resolv.conf and hosts)."""
+        steps = []
+        if self.netns:
+            steps.append(podnet.entering(self.netns))
+        mounts = self.dns_mounts + mounts if self.agent.can_mount else []
+        if mounts:
+            steps.append(volumes.entering(mounts, self.agent.host_paths))
+        if not steps:
+            return None
+
+        def enter() -> None:
+            for step in steps:
+                step()
+
+        return enter
+
     async def lifecycle(self) -> None:
         lookups = Lookups(self.agent.client, self.namespace)
+        await self.attach_network()
         while True:
             try:
                 self.volumes = await volumes.prepare(
@@ -276,10 +365,7 @@ class PodRunner:
             logdir = self.dir / container.name
             logdir.mkdir(parents=True, exist_ok=True)
             try:
-                mounts = volumes.mounts_for(container.spec, self.volumes)
-                enter = None
-                if mounts and self.agent.can_mount:
-                    enter = volumes.entering(mounts, self.agent.host_paths)
+                enter = self.preexec(volumes.mounts_for(container.spec, self.volumes))
                 with open(logdir / f"{container.restart_count}.log", "ab") as logfile:
                     container.process = await asyncio.create_subprocess_exec(
                         program,
@@ -307,8 +393,7 @@ class PodRunner:
             probing = asyncio.create_task(
                 probes.run(
                     container,
-                    env,
-                    cwd,
+                    probes.Target(env, cwd, self.ip, self.preexec([])),
                     started,
                     changed=self.changed,
                     restart=lambda: self.stop_process(container, self.termination_grace()),

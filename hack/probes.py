@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import aiohttp
 
@@ -12,6 +13,17 @@ from agentcommon import Json
 from containers import ContainerState
 
 log = logging.getLogger("nodeagent.probes")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a container's probes run: its environment and directory for exec probes, the
+    pod's IP for httpGet and tcpSocket, and how an exec probe enters the pod (its network)."""
+
+    env: dict[str, str]
+    cwd: str
+    host: str = "127.0.0.1"
+    enter: Callable[[], None] | None = None
 
 
 def _port(container: Json, port: int | str) -> int:
@@ -23,13 +35,14 @@ def _port(container: Json, port: int | str) -> int:
     raise ValueError(f"unknown named port {port}")
 
 
-async def probe_once(probe: Json, container: Json, env: dict[str, str], cwd: str) -> bool:
+async def probe_once(probe: Json, container: Json, target: Target) -> bool:
     timeout = float(probe.get("timeoutSeconds") or 1)
     try:
         if probe.get("httpGet"):
             spec = probe["httpGet"]
             scheme = (spec.get("scheme") or "HTTP").lower()
-            url = f"{scheme}://127.0.0.1:{_port(container, spec['port'])}{spec.get('path') or '/'}"
+            host, port = spec.get("host") or target.host, _port(container, spec["port"])
+            url = f"{scheme}://{host}:{port}{spec.get('path') or '/'}"
             headers = {h["name"]: h["value"] for h in spec.get("httpHeaders") or []}
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
@@ -38,14 +51,15 @@ async def probe_once(probe: Json, container: Json, env: dict[str, str], cwd: str
                 return 200 <= response.status < 400
         if probe.get("tcpSocket"):
             port = _port(container, probe["tcpSocket"]["port"])
-            _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+            _, writer = await asyncio.wait_for(asyncio.open_connection(target.host, port), timeout)
             writer.close()
             return True
         if probe.get("exec"):
             process = await asyncio.create_subprocess_exec(
                 *probe["exec"]["command"],
-                env=env,
-                cwd=cwd,
+                env=target.env,
+                cwd=target.cwd,
+                preexec_fn=target.enter,
                 stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.DEVNULL,
             )
@@ -63,8 +77,7 @@ async def probe_once(probe: Json, container: Json, env: dict[str, str], cwd: str
 
 async def run(
     container: ContainerState,
-    env: dict[str, str],
-    cwd: str,
+    target: Target,
     started: asyncio.Event | None,
     *,
     changed: Callable[[], None],
@@ -79,7 +92,7 @@ async def run(
         spec.get("readinessProbe"),
         spec.get("livenessProbe"),
     )
-    if startup and not await _until_success(startup, container, env, cwd):
+    if startup and not await _until_success(startup, container, target):
         await restart()
         return
     container.started = True
@@ -90,20 +103,18 @@ async def run(
         started.set()
     loops = []
     if readiness:
-        loops.append(_readiness(readiness, container, env, cwd, started, changed))
+        loops.append(_readiness(readiness, container, target, started, changed))
     if liveness:
-        loops.append(_liveness(liveness, container, env, cwd, restart, pod))
+        loops.append(_liveness(liveness, container, target, restart, pod))
     await asyncio.gather(*loops)
 
 
-async def _until_success(
-    probe: Json, container: ContainerState, env: dict[str, str], cwd: str
-) -> bool:
+async def _until_success(probe: Json, container: ContainerState, target: Target) -> bool:
     await asyncio.sleep(float(probe.get("initialDelaySeconds") or 0))
     failures = 0
     threshold = int(probe.get("failureThreshold") or 3)
     while True:
-        if await probe_once(probe, container.spec, env, cwd):
+        if await probe_once(probe, container.spec, target):
             return True
         failures += 1
         if failures >= threshold:
@@ -114,15 +125,14 @@ async def _until_success(
 async def _readiness(
     probe: Json,
     container: ContainerState,
-    env: dict[str, str],
-    cwd: str,
+    target: Target,
     started: asyncio.Event | None,
     changed: Callable[[], None],
 ) -> None:
     await asyncio.sleep(float(probe.get("initialDelaySeconds") or 0))
     successes = failures = 0
     while True:
-        ok = await probe_once(probe, container.spec, env, cwd)
+        ok = await probe_once(probe, container.spec, target)
         successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
         if ok and not container.ready and successes >= int(probe.get("successThreshold") or 1):
             container.ready = True
@@ -138,15 +148,14 @@ async def _readiness(
 async def _liveness(
     probe: Json,
     container: ContainerState,
-    env: dict[str, str],
-    cwd: str,
+    target: Target,
     restart: Callable[[], Awaitable[None]],
     pod: str,
 ) -> None:
     await asyncio.sleep(float(probe.get("initialDelaySeconds") or 0))
     failures = 0
     while True:
-        failures = 0 if await probe_once(probe, container.spec, env, cwd) else failures + 1
+        failures = 0 if await probe_once(probe, container.spec, target) else failures + 1
         if failures >= int(probe.get("failureThreshold") or 3):
             log.info("liveness probe of %s/%s failed; restarting", pod, container.name)
             await restart()

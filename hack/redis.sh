@@ -9,11 +9,17 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/versions.env"
 
 install() {
-  if ! command -v redis-server >/dev/null; then
-    echo "[redis] installing Debian's redis-server" >&2
+  # redis-server, and what kube-proxy needs in the local cluster (nft for its nftables mode,
+  # conntrack to flush UDP flows when a Service's endpoints change).
+  local missing=()
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  [[ -x /usr/sbin/nft ]] || missing+=(nftables)
+  [[ -x /usr/sbin/conntrack ]] || missing+=(conntrack)
+  if ((${#missing[@]})); then
+    echo "[redis] installing Debian's ${missing[*]}" >&2
     if [[ $(id -u) -ne 0 ]]; then sudo=sudo; else sudo=; fi
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
   local version
   version=$(redis-server --version | sed -n 's/.*v=\([0-9.]*\).*/\1/p')

@@ -4,9 +4,10 @@
 #   hack/tools.sh            build what is missing, print the bin directory
 #   hack/tools.sh --print    only print the bin directory (no build)
 #
-# kube-apiserver, kube-controller-manager and etcd are compiled from the committed module
-# hack/tools/kubernetes (k8s.io/kubernetes at $KUBERNETES_VERSION, every staging module replaced
-# by its published v0.x.y tag), helm from hack/tools/helm.  Both go.mod and go.sum are committed
+# kube-apiserver, kube-controller-manager, kube-proxy and etcd are compiled from the committed
+# module hack/tools/kubernetes (k8s.io/kubernetes at $KUBERNETES_VERSION, every staging module
+# replaced by its published v0.x.y tag), helm from hack/tools/helm, CoreDNS (cluster DNS) from
+# hack/tools/coredns.  Both go.mod and go.sum are committed
 # and used read-only: a build downloads exactly the recorded modules or fails.  Regenerate them
 # with `make tools-update` (hack/tools-update.sh).  A second run finds the binaries and does nothing.
 set -euo pipefail
@@ -18,7 +19,8 @@ source "$here/versions.env"
 cache=${TREADLE_CACHE:-$HOME/.cache/treadle}
 # The binaries' directory names the versions and the committed module files they were built from,
 # so `make tools-update` (a new go.sum) builds afresh instead of finding an older build.
-pins=$(cat "$here"/tools/kubernetes/go.{mod,sum} "$here"/tools/helm/go.{mod,sum} | sha256sum | cut -c1-12)
+pins=$(cat "$here"/tools/kubernetes/go.{mod,sum} "$here"/tools/helm/go.{mod,sum} \
+  "$here"/tools/coredns/{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)
 bin="$cache/bin/k8s-$KUBERNETES_VERSION-helm-$HELM_VERSION-$pins"
 
 # Build exactly what hack/tools/*/go.{mod,sum} record: -mod=readonly refuses to resolve or add
@@ -53,7 +55,7 @@ need_go() {
 }
 
 build_control_plane() {
-  local want=(kube-apiserver kube-controller-manager etcd)
+  local want=(kube-apiserver kube-controller-manager kube-proxy etcd)
   local missing=0
   for b in "${want[@]}"; do [[ -x "$bin/$b" ]] || missing=1; done
   ((missing)) || { log "control plane $KUBERNETES_VERSION: cached"; return; }
@@ -66,11 +68,12 @@ build_control_plane() {
     ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
   done
   mkdir -p "$bin"
-  log "control plane $KUBERNETES_VERSION: compiling kube-apiserver, kube-controller-manager, etcd from hack/tools/kubernetes (cold: 10-25 min on 2 cores)"
+  log "control plane $KUBERNETES_VERSION: compiling kube-apiserver, kube-controller-manager, kube-proxy, etcd from hack/tools/kubernetes (cold: 10-25 min on 2 cores)"
   (
     cd "$here/tools/kubernetes"
     with_heartbeat "go build" go build -trimpath -ldflags "$ldflags" -o "$bin/" \
-      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager
+      k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
+      k8s.io/kubernetes/cmd/kube-proxy
     with_heartbeat "go build etcd" go build -trimpath -ldflags "-s -w" -o "$bin/etcd" go.etcd.io/etcd/server/v3
   )
   log "control plane $KUBERNETES_VERSION: built into $bin"
@@ -92,6 +95,19 @@ build_helm() {
   log "helm $HELM_VERSION: built"
 }
 
+build_coredns() {
+  [[ -x "$bin/coredns" ]] && { log "coredns $COREDNS_VERSION: cached"; return; }
+  need_go
+  log "coredns $COREDNS_VERSION: compiling from hack/tools/coredns"
+  mkdir -p "$bin"
+  (
+    cd "$here/tools/coredns"
+    with_heartbeat "coredns build" go build -trimpath -ldflags "-s -w" -o "$bin/coredns" .
+  )
+  log "coredns $COREDNS_VERSION: built"
+}
+
 build_control_plane
 build_helm
+build_coredns
 echo "$bin"

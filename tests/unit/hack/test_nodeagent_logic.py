@@ -84,7 +84,8 @@ async def test_a_startup_probe_gates_the_container_and_its_failure_restarts_it()
         async def restart(restarts: list[bool] = restarts) -> None:
             restarts.append(True)
 
-        await probes.run(container, {}, "/", None, changed=lambda: None, restart=restart, pod="p")
+        target = probes.Target({}, "/")
+        await probes.run(container, target, None, changed=lambda: None, restart=restart, pod="p")
         assert (container.started, container.ready, bool(restarts)) == (
             started,
             started,

@@ -1,0 +1,280 @@
+"""The local cluster's pod network: a node network namespace per cluster, a bridge in it, and a
+network namespace with a veth per pod.
+
+    host (control plane)          node netns treadle<N>-node           pod netns
+    trd<N>h 10.245.N.1/30  <--->  trd<N>n 10.245.N.2/30
+                                  br0 10.244.N.1/24  <-- v<uid> <--->  eth0 10.244.N.k/24, lo
+
+The host side address is where the control plane and the node agent's kubelet API listen for
+pods (they keep 127.0.0.1 too where they can): it is local to this machine, nothing outside
+routes to it.  The node namespace is the node's network: kube-proxy programs its nftables
+there, CoreDNS answers there, and `hostNetwork: true` pods run there.  Each cluster gets its
+own N (claimed by creating its node namespace), so several local clusters run side by side
+with their own Services and kube-proxy rules.  The host routes the pod range to the node
+namespace; the host itself forwards nothing, so pods reach only this machine's cluster
+addresses.
+
+Needs root (CAP_NET_ADMIN) and iproute2; `unavailable()` says why not, and the cluster then
+runs every pod on the host's network as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+CLONE_NEWNET = 0x40000000
+NETNS_DIR = Path("/run/netns")
+SLOTS = range(1, 255)
+SERVICE_CIDR = "10.0.0.0/24"
+DNS_SERVICE_IP = "10.0.0.10"
+CLUSTER_DOMAIN = "cluster.local"
+
+
+def unavailable() -> str | None:
+    """Why pods cannot get their own network here, or None when they can."""
+    if os.environ.get("TREADLE_POD_NETWORK", "on") == "off":
+        return "TREADLE_POD_NETWORK=off"
+    if os.geteuid() != 0:
+        return "not root (network namespaces need CAP_NET_ADMIN)"
+    if shutil.which("ip") is None:
+        return "iproute2's ip is missing"
+    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        return f"the kernel refuses network namespaces: {probe.stderr.decode().strip()}"
+    return None
+
+
+def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)}: {result.stderr.strip()}")
+    return result
+
+
+def _sysctl(netns: str, key: str, value: str) -> None:
+    ip("netns", "exec", netns, "sysctl", "-qw", f"{key}={value}")
+
+
+@dataclass(frozen=True)
+class Network:
+    """One cluster's network, as recorded in its state directory (network.json)."""
+
+    slot: int
+
+    @property
+    def node_netns(self) -> str:
+        return f"treadle{self.slot}-node"
+
+    @property
+    def host_link(self) -> str:
+        return f"trd{self.slot}h"
+
+    @property
+    def host_ip(self) -> str:
+        """The host's side: where the API server and the kubelet API listen for pods."""
+        return f"10.245.{self.slot}.1"
+
+    @property
+    def node_ip(self) -> str:
+        """The node namespace's side: hostNetwork pods, kube-proxy and CoreDNS live here."""
+        return f"10.245.{self.slot}.2"
+
+    @property
+    def pod_cidr(self) -> str:
+        return f"10.244.{self.slot}.0/24"
+
+    @property
+    def gateway(self) -> str:
+        return f"10.244.{self.slot}.1"
+
+    def pod_netns(self, uid: str) -> str:
+        return f"treadle{self.slot}-{uid.replace('-', '')[:12]}"
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            **asdict(self),
+            "hostIP": self.host_ip,
+            "nodeIP": self.node_ip,
+            "podCIDR": self.pod_cidr,
+            "nodeNetns": self.node_netns,
+            "serviceCIDR": SERVICE_CIDR,
+            "dnsServiceIP": DNS_SERVICE_IP,
+        }
+
+
+def load(state: Path) -> Network | None:
+    path = state / "network.json"
+    if not path.exists():
+        return None
+    return Network(int(json.loads(path.read_text())["slot"]))
+
+
+def _owner_path(slot: int) -> Path:
+    return Path("/run/treadle-net") / str(slot)
+
+
+def _collect_orphans() -> None:
+    """Node namespaces whose cluster's state directory is gone (a test's temporary cluster)."""
+    for owner in Path("/run/treadle-net").glob("*"):
+        state = Path(owner.read_text().strip())
+        mine = load(state) if state.is_dir() else None
+        if mine is None or mine.slot != int(owner.name):
+            remove(Network(int(owner.name)))
+
+
+def ensure(state: Path) -> Network:
+    """The cluster's network, set up (idempotent); a new cluster claims a free slot."""
+    network = load(state)
+    if network is None:
+        _collect_orphans()
+        for slot in SLOTS:
+            if ip("netns", "add", f"treadle{slot}-node", check=False).returncode == 0:
+                network = Network(slot)
+                break
+        else:
+            raise RuntimeError("no free local-cluster network slot (254 clusters?)")
+        (state / "network.json").write_text(json.dumps(network.as_json(), indent=2))
+    _owner_path(network.slot).parent.mkdir(parents=True, exist_ok=True)
+    _owner_path(network.slot).write_text(str(state))
+    _set_up(network)
+    return network
+
+
+def _set_up(net: Network) -> None:
+    ns = net.node_netns
+    if not (NETNS_DIR / ns).exists():
+        ip("netns", "add", ns)
+    if ip("link", "show", net.host_link, check=False).returncode != 0:
+        ip("link", "add", net.host_link, "type", "veth", "peer", "name", "uplink", "netns", ns)
+    ip("addr", "replace", f"{net.host_ip}/30", "dev", net.host_link)
+    ip("link", "set", net.host_link, "up")
+    ip("-n", ns, "addr", "replace", f"{net.node_ip}/30", "dev", "uplink")
+    ip("-n", ns, "link", "set", "lo", "up")
+    ip("-n", ns, "link", "set", "uplink", "up")
+    if ip("-n", ns, "link", "show", "br0", check=False).returncode != 0:
+        ip("-n", ns, "link", "add", "br0", "type", "bridge")
+    ip("-n", ns, "addr", "replace", f"{net.gateway}/24", "dev", "br0")
+    ip("-n", ns, "link", "set", "br0", "up")
+    ip("-n", ns, "route", "replace", "default", "via", net.host_ip)
+    ip("route", "replace", net.pod_cidr, "via", net.node_ip, "dev", net.host_link)
+    _sysctl(ns, "net.ipv4.ip_forward", "1")
+    # Pod to Service to a pod on the same bridge: the bridged reply must pass conntrack.
+    with contextlib.suppress(RuntimeError):
+        _sysctl(ns, "net.bridge.bridge-nf-call-iptables", "1")
+
+
+def remove(net: Network) -> None:
+    """The cluster's network and every pod namespace in it (cluster purge)."""
+    for path in NETNS_DIR.glob(f"treadle{net.slot}-*"):
+        ip("netns", "del", path.name, check=False)
+    ip("link", "del", net.host_link, check=False)
+    ip("route", "del", net.pod_cidr, check=False)
+    _owner_path(net.slot).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class PodAddress:
+    netns: str
+    ip: str
+
+
+class PodNetworks:
+    """The node agent's side: a namespace, a veth on the bridge and an address per pod."""
+
+    def __init__(self, net: Network, ipam_dir: Path) -> None:
+        self.net = net
+        self.ipam = ipam_dir
+
+    def sweep(self) -> int:
+        """Removes every pod namespace and address a previous agent left; returns how many."""
+        removed = 0
+        for path in NETNS_DIR.glob(f"treadle{self.net.slot}-*"):
+            if path.name != self.net.node_netns:
+                ip("netns", "del", path.name, check=False)
+                removed += 1
+        shutil.rmtree(self.ipam, ignore_errors=True)
+        return removed
+
+    def _claim(self, uid: str) -> str:
+        self.ipam.mkdir(parents=True, exist_ok=True)
+        for held in self.ipam.iterdir():
+            if held.read_text() == uid:
+                return held.name
+        network = ipaddress.ip_network(self.net.pod_cidr)
+        for address in list(network.hosts())[1:]:
+            try:
+                fd = os.open(self.ipam / str(address), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write(uid)
+            return str(address)
+        raise RuntimeError(f"no free address in {self.net.pod_cidr}")
+
+    def attach(self, uid: str) -> PodAddress:
+        """The pod's namespace with loopback up and eth0 on the bridge (idempotent)."""
+        address = self._claim(uid)
+        netns = self.net.pod_netns(uid)
+        veth = "v" + uid.replace("-", "")[:12]
+        if not (NETNS_DIR / netns).exists():
+            ip("netns", "add", netns)
+        if ip("-n", netns, "link", "show", "eth0", check=False).returncode != 0:
+            node = self.net.node_netns
+            ip("-n", node, "link", "del", veth, check=False)
+            peer = ("peer", "name", "eth0", "netns", netns)
+            ip("-n", node, "link", "add", veth, "type", "veth", *peer)
+            ip("-n", node, "link", "set", veth, "master", "br0")
+            ip("-n", node, "link", "set", veth, "type", "bridge_slave", "hairpin", "on")
+            ip("-n", node, "link", "set", veth, "up")
+            ip("-n", netns, "addr", "add", f"{address}/24", "dev", "eth0")
+            ip("-n", netns, "link", "set", "lo", "up")
+            ip("-n", netns, "link", "set", "eth0", "up")
+            ip("-n", netns, "route", "add", "default", "via", self.net.gateway)
+        return PodAddress(netns, address)
+
+    def detach(self, uid: str) -> None:
+        """The pod's namespace goes (its veth with it), and its address is free again."""
+        ip("netns", "del", self.net.pod_netns(uid), check=False)
+        if self.ipam.is_dir():
+            for held in self.ipam.iterdir():
+                if held.read_text() == uid:
+                    held.unlink(missing_ok=True)
+
+
+def entering(netns: str) -> Callable[[], None]:
+    """A preexec function: the child joins the network namespace `netns`."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    path = str(NETNS_DIR / netns)
+
+    def enter() -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                errno = ctypes.get_errno()
+                raise OSError(errno, f"setns {netns}: {os.strerror(errno)}")
+        finally:
+            os.close(fd)
+
+    return enter
+
+
+def resolv_conf(namespace: str) -> str:
+    """A pod's /etc/resolv.conf under dnsPolicy ClusterFirst, as a kubelet writes it."""
+    search = f"{namespace}.svc.{CLUSTER_DOMAIN} svc.{CLUSTER_DOMAIN} {CLUSTER_DOMAIN}"
+    return f"search {search}\nnameserver {DNS_SERVICE_IP}\noptions ndots:5\n"
+
+
+def hosts_file(address: str, hostname: str) -> str:
+    return (
+        f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{address}\t{hostname}\n"
+    )
