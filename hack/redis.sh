@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Redis for make run and the tests: Debian's redis-server.
 #   hack/redis.sh install                   install the package when redis-server is missing
-#   hack/redis.sh start DIR                 start one on a free loopback port, AOF on, with a password
+#   hack/redis.sh start DIR [ADDRESS]       start one on a free loopback port, AOF on, with a password
+#                                           (and on ADDRESS too: the local cluster's host address,
+#                                           where worker pods in their own network reach it)
 #   hack/redis.sh stop DIR                  stop the one started in DIR
 # `start` writes DIR/redis.env with TREADLE_REDIS_URL (password included) and keeps data in DIR.
 set -euo pipefail
@@ -30,7 +32,7 @@ install() {
 }
 
 start() {
-  local dir=$1
+  local dir=$1 also=${2:-}
   mkdir -p "$dir"
   if [[ -f $dir/redis.pid ]] && kill -0 "$(cat "$dir/redis.pid")" 2>/dev/null; then
     echo "[redis] already running (pid $(cat "$dir/redis.pid"))" >&2
@@ -42,14 +44,17 @@ start() {
     password=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
     (umask 077 && echo "$password" >"$dir/password")
   fi
-  redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" --appendonly yes --appendfsync everysec \
+  redis-server --bind "127.0.0.1${also:+ $also}" --port "$port" --dir "$dir" --appendonly yes --appendfsync everysec \
     --requirepass "$password" --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
     --save ""
   for _ in $(seq 50); do
     redis-cli -p "$port" -a "$password" --no-auth-warning ping 2>/dev/null | grep -q PONG && break
     sleep 0.1
   done
-  (umask 077 && echo "TREADLE_REDIS_URL=redis://:$password@127.0.0.1:$port/0" >"$dir/redis.env")
+  (umask 077 && {
+    echo "TREADLE_REDIS_URL=redis://:$password@127.0.0.1:$port/0"
+    echo "TREADLE_WORKER_REDIS_URL=redis://:$password@${also:-127.0.0.1}:$port/0"
+  } >"$dir/redis.env")
   echo "[redis] running on 127.0.0.1:$port (AOF on, password in $dir/password)" >&2
 }
 

@@ -25,10 +25,16 @@ start() {
   fi
   kubectl=$bin/kubectl
 
-  bash "$root/hack/redis.sh" start "$state/redis"
+  # Worker pods on the local cluster have a network of their own: they reach this Redis at the
+  # cluster's host address (hack/podnet.py), the operator at 127.0.0.1.
+  local host_ip=
+  if [[ $local_cluster == 1 && -f $state/network.json ]]; then
+    host_ip=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["hostIP"])' "$state/network.json")
+  fi
+  bash "$root/hack/redis.sh" start "$state/redis" ${host_ip:+"$host_ip"}
   # shellcheck disable=SC1091
   source "$state/redis/redis.env"
-  export TREADLE_REDIS_URL
+  export TREADLE_REDIS_URL TREADLE_WORKER_REDIS_URL
 
   say "installing the CRDs"
   "$kubectl" apply --server-side --force-conflicts -f "$root/crds/" >/dev/null

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from support.cluster import CLUSTER, KUBECTL, REPO, Cluster
+from support.cluster import CLUSTER, KUBECTL, REPO, Cluster, host_address
 from support.conditions import condition
 
-COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "node-agent")
+COMPONENTS = (
+    "etcd", "kube-apiserver", "kube-controller-manager", "node-agent", "kube-proxy", "coredns"
+)  # fmt: skip
 
 
 def alive(pid: int) -> bool:
@@ -56,16 +58,29 @@ def test_up_twice_reports_the_running_cluster_and_down_leaves_no_process(
         [node] = json.loads(nodes.stdout)["items"]
         ready = condition(node["status"], "Ready")
         assert ready["status"] == "True"
+        slot = json.loads((state / "network.json").read_text())["slot"]
+        assert Path(f"/run/netns/treadle{slot}-node").exists()
     finally:
         down = cluster_command(private_state, "down")
     assert down.returncode == 0
     assert not any(alive(pid) for pid in pids)
     assert cluster_command(private_state, "status").returncode == 1
+    assert cluster_command(private_state, "purge").returncode == 0
+    assert not Path(f"/run/netns/treadle{slot}-node").exists()
+    assert subprocess.run(["ip", "link", "show", f"trd{slot}h"], capture_output=True).returncode
 
 
-def test_the_api_server_listens_on_loopback_only(cluster: Cluster) -> None:
+def test_the_api_server_listens_only_where_this_machine_reaches_it(cluster: Cluster) -> None:
+    """127.0.0.1, or the cluster's host address: on a veth whose other end is the cluster's
+    node namespace, so nothing off this machine routes to it."""
     server = json.loads(cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
-    assert server.startswith("https://127.0.0.1:")
+    host = server.removeprefix("https://").rpartition(":")[0]
+    assert host in ("127.0.0.1", host_address())
+    if host != "127.0.0.1":
+        route = subprocess.run(
+            ["ip", "-j", "route", "get", host], capture_output=True, text=True, check=True
+        )
+        assert json.loads(route.stdout)[0]["dev"] == "lo"  # a local address of this machine
 
 
 def test_the_kind_back_end_without_a_docker_engine_is_a_clear_skip_not_an_error() -> None:

@@ -20,6 +20,13 @@ def state_dir() -> Path:
     return Path(os.environ.get("TREADLE_TEST_STATE_DIR", REPO / ".treadle" / "test")).resolve()
 
 
+def host_address() -> str | None:
+    """Where pods of the tests' local cluster reach this machine (hack/podnet.py), or None
+    when its pods share the host's network."""
+    path = state_dir() / "network.json"
+    return str(json.loads(path.read_text())["hostIP"]) if path.exists() else None
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "TREADLE_STATE_DIR": str(state_dir())}
 

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from support.cluster import REPO, Cluster
-from support.redis_server import free_port
+from support.cluster import REPO, Cluster, host_address
+from support.redis_server import free_port, reach_from_pods
 
 TREADLE = REPO / ".venv" / "bin" / "treadle"
 
@@ -88,6 +88,9 @@ def start(
         *extra,
     ]
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "TREADLE_REDIS_URL": redis_url}
+    address = host_address()
+    if address and not any(a.startswith("--worker-redis-url") for a in extra):
+        env["TREADLE_WORKER_REDIS_URL"] = reach_from_pods(redis_url, address)
     with log.open("ab") as handle:
         process = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, env=env

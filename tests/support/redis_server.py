@@ -86,3 +86,21 @@ def start(directory: Path) -> RedisServer:
             time.sleep(0.05)
     process.kill()
     raise RuntimeError("redis-server did not start in 10 s")
+
+
+def reach_from_pods(url: str, address: str) -> str:
+    """`url` (a Redis on 127.0.0.1) as worker pods in their own network reach it: the server
+    listens on the cluster's host address too, and the URL names that address."""
+    from urllib.parse import urlsplit
+
+    import redis
+
+    parts = urlsplit(url)
+    client = redis.Redis(host="127.0.0.1", port=parts.port or 6379, password=parts.password)
+    try:
+        bound = str(client.config_get("bind")["bind"]).split()
+        if address not in bound:
+            client.config_set("bind", " ".join([*bound, address]))
+    finally:
+        client.close()
+    return parts._replace(netloc=parts.netloc.replace("127.0.0.1", address)).geturl()
