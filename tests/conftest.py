@@ -122,9 +122,10 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
 
 @pytest.fixture(scope="session")
 def redis_server_process(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, cluster: Cluster
 ) -> Iterator[redis_server.RedisServer]:
-    server = redis_server.start(tmp_path_factory.mktemp("redis"))
+    """The session's Redis; worker pods of the local cluster reach it at its host address."""
+    server = redis_server.start(tmp_path_factory.mktemp("redis"), local_cluster.host_address())
     yield server
     server.stop()
 

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from support.cluster import REPO, Cluster
+from support.cluster import REPO, Cluster, reachable_from_pods
 from support.operator import OperatorProcess
 from support.redis_server import RedisServer
 
@@ -46,11 +46,11 @@ class Api(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def api() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Api)
+def api(cluster: Cluster) -> Iterator[str]:
+    server = ThreadingHTTPServer((reachable_from_pods(), 0), Api)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    yield f"http://{server.server_address[0]}:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
 

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from support.cluster import Cluster
+from support.cluster import Cluster, reachable_from_pods
 from support.conditions import condition
 from support.operator import OperatorProcess
 
@@ -35,12 +35,12 @@ class Flaky(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def endpoint() -> Iterator[str]:
+def endpoint(cluster: Cluster) -> Iterator[str]:
     Flaky.healthy, Flaky.calls = False, []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    server = ThreadingHTTPServer((reachable_from_pods(), 0), Flaky)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/ping"
+    yield f"http://{server.server_address[0]}:{server.server_address[1]}/ping"
     server.shutdown()
     server.server_close()
 

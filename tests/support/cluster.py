@@ -27,6 +27,11 @@ def host_address() -> str | None:
     return str(json.loads(path.read_text())["hostIP"]) if path.exists() else None
 
 
+def reachable_from_pods() -> str:
+    """The address a test server on this machine listens on so that pods reach it."""
+    return host_address() or "127.0.0.1"
+
+
 def _env() -> dict[str, str]:
     return {**os.environ, "TREADLE_STATE_DIR": str(state_dir())}
 

@@ -44,7 +44,8 @@ class RedisServer:
             self.process.wait()
 
 
-def start(directory: Path) -> RedisServer:
+def start(directory: Path, also: str | None = None) -> RedisServer:
+    """Starts one on a free port of 127.0.0.1 (and of `also`: where pods reach this machine)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(
@@ -56,7 +57,7 @@ def start(directory: Path) -> RedisServer:
         [
             binary,
             "--bind",
-            "127.0.0.1",
+            " ".join(["127.0.0.1", *([also] if also else [])]),
             "--port",
             str(port),
             "--dir",
