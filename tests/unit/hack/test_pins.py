@@ -58,13 +58,28 @@ def test_helm_module_is_at_the_pinned_version() -> None:
     assert required(TOOLS / "helm")[f"helm.sh/helm/{helm.split('.')[0]}"] == helm
 
 
-@pytest.mark.parametrize("module", ["kubernetes", "helm"])
-def test_each_tool_module_commits_its_go_sum(module: str) -> None:
+def test_coredns_module_is_at_the_pinned_version() -> None:
+    coredns = versions_env()["COREDNS_VERSION"]
+    assert required(TOOLS / "coredns")["github.com/coredns/coredns"] == coredns
+
+
+def test_kube_proxy_is_built_from_the_control_planes_module() -> None:
+    assert "k8s.io/kubernetes/cmd/kube-proxy" in (TOOLS / "kubernetes" / "go.mod").read_text()
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("kubernetes", "k8s.io/kubernetes"),
+        ("helm", "helm.sh/helm/v4"),
+        ("coredns", "github.com/coredns/coredns"),
+    ],
+)
+def test_each_tool_module_commits_its_go_sum(module: str, name: str) -> None:
     go_sum = (TOOLS / module / "go.sum").read_text().splitlines()
     # Each required module has its source hash recorded, so a cold build checks what it downloads.
     hashed = {line.split()[0] for line in go_sum if not line.split()[1].endswith("/go.mod")}
-    for name in ("k8s.io/kubernetes",) if module == "kubernetes" else ("helm.sh/helm/v4",):
-        assert name in hashed
+    assert name in hashed
 
 
 def pyproject_requirements() -> list[Requirement]:

@@ -1,0 +1,72 @@
+"""The local pod network's pure parts: each cluster's addresses, names and a pod's DNS files."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+
+import podnet
+from podrunner import PodRunner
+
+
+def test_each_slot_has_its_own_addresses_and_names_within_linux_limits() -> None:
+    one, two = podnet.Network(1), podnet.Network(254)
+    for net in (one, two):
+        assert ipaddress.ip_address(net.gateway) in ipaddress.ip_network(net.pod_cidr)
+        assert len(net.host_link) <= 15
+        assert len(net.pod_netns("0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0")) <= 32
+    assert not ipaddress.ip_network(one.pod_cidr).overlaps(ipaddress.ip_network(two.pod_cidr))
+    assert {one.host_ip, one.node_ip} & {two.host_ip, two.node_ip} == set()
+    service = ipaddress.ip_network(podnet.SERVICE_CIDR)
+    assert ipaddress.ip_address(podnet.DNS_SERVICE_IP) in service
+    assert not service.overlaps(ipaddress.ip_network(one.pod_cidr))
+
+
+def test_a_pods_resolv_conf_searches_its_namespace_first_like_a_kubelets() -> None:
+    assert podnet.resolv_conf("team-a").splitlines() == [
+        "search team-a.svc.cluster.local svc.cluster.local cluster.local",
+        "nameserver 10.0.0.10",
+        "options ndots:5",
+    ]
+
+
+def runner_with(spec: dict[str, Any]) -> Any:
+    runner = object.__new__(PodRunner)
+    runner.pod = {"spec": spec}
+    runner.namespace = "team-a"
+    return runner
+
+
+@pytest.mark.parametrize(
+    ("spec", "host_network", "expected"),
+    [
+        ({}, False, "nameserver 10.0.0.10"),
+        ({}, True, None),  # ClusterFirst on the host network falls back to the machine's
+        ({"dnsPolicy": "ClusterFirstWithHostNet"}, True, "nameserver 10.0.0.10"),
+        ({"dnsPolicy": "Default"}, False, None),
+        (
+            {"dnsPolicy": "None", "dnsConfig": {"nameservers": ["192.0.2.53"]}},
+            False,
+            "nameserver 192.0.2.53",
+        ),
+    ],
+)
+def test_dns_policy_picks_the_resolv_conf(
+    spec: dict[str, Any], host_network: bool, expected: str | None
+) -> None:
+    resolv = runner_with(spec).resolv_conf(host_network)
+    if expected is None:
+        assert resolv is None
+    else:
+        assert expected in resolv.splitlines()
+
+
+def test_dns_config_adds_searches_and_options() -> None:
+    spec = {
+        "dnsConfig": {"searches": ["corp.example"], "options": [{"name": "ndots", "value": "2"}]}
+    }
+    lines = runner_with(spec).resolv_conf(False).splitlines()
+    assert "search corp.example" in lines
+    assert "options ndots:2" in lines
