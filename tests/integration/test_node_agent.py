@@ -124,7 +124,8 @@ def test_environment_comes_from_values_secrets_config_maps_and_field_refs(
         for line in (tmp_path / "env.txt").read_text().splitlines()
         if "=" in line
     )
-    uid = cluster.get("pod", "env", namespace)["metadata"]["uid"]
+    reported = cluster.get("pod", "env", namespace)
+    uid = reported["metadata"]["uid"]
     assert {
         k: seen[k]
         for k in ("PLAIN", "DERIVED", "TOKEN", "MODE", "POD_NAME", "POD_NS", "POD_UID", "POD_IP")
@@ -136,7 +137,7 @@ def test_environment_comes_from_values_secrets_config_maps_and_field_refs(
         "POD_NAME": "env",
         "POD_NS": namespace,
         "POD_UID": uid,
-        "POD_IP": "127.0.0.1",
+        "POD_IP": reported["status"]["podIP"],  # its own address on the pod network
     }
 
 
