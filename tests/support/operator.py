@@ -89,7 +89,7 @@ def start(
     ]
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "TREADLE_REDIS_URL": redis_url}
     address = host_address()
-    if address and not any(a.startswith("--worker-redis-url") for a in extra):
+    if redis_url and address and not any(a.startswith("--worker-redis-url") for a in extra):
         env["TREADLE_WORKER_REDIS_URL"] = reach_from_pods(redis_url, address)
     with log.open("ab") as handle:
         process = subprocess.Popen(
