@@ -23,8 +23,8 @@ from podnet import CLUSTER_DOMAIN, DNS_SERVICE_IP, Network
 COREFILE = """\
 .:53 {{
     errors
-    health 127.0.0.1:8080
-    ready 127.0.0.1:8181
+    health 127.0.0.1:10054
+    ready 127.0.0.1:10055
     kubernetes {domain} in-addr.arpa ip6.arpa {{
         kubeconfig {kubeconfig} treadle-local
         pods insecure
