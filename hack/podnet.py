@@ -31,6 +31,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
@@ -278,3 +279,39 @@ def hosts_file(address: str, hostname: str) -> str:
     return (
         f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{address}\t{hostname}\n"
     )
+
+
+def pod_resolv_conf(spec: dict[str, Any], namespace: str, *, host_network: bool) -> str | None:
+    """A pod's resolv.conf by its dnsPolicy and dnsConfig, as a kubelet writes it; None keeps
+    the machine's own (Default, and ClusterFirst on the host network)."""
+    policy = spec.get("dnsPolicy") or "ClusterFirst"
+    config = spec.get("dnsConfig") or {}
+    if policy == "Default" or (policy == "ClusterFirst" and host_network):
+        return None
+    lines = [] if policy == "None" else resolv_conf(namespace).splitlines()
+    if config.get("searches"):
+        lines.append("search " + " ".join(config["searches"]))
+    lines += [f"nameserver {server}" for server in config.get("nameservers") or []]
+    options = [
+        o["name"] + (f":{o['value']}" if o.get("value") else "")
+        for o in config.get("options") or []
+    ]
+    if options:
+        lines.append("options " + " ".join(options))
+    return "\n".join(lines) + "\n"
+
+
+def name_files(
+    etc: Path, spec: dict[str, Any], namespace: str, address: str, name: str, *, host_network: bool
+) -> list[tuple[str, str, bool]]:
+    """Writes the pod's resolv.conf and hosts under `etc`; returns their read-only mounts."""
+    etc.mkdir(parents=True, exist_ok=True)
+    mounts = []
+    resolv = pod_resolv_conf(spec, namespace, host_network=host_network)
+    if resolv is not None:
+        (etc / "resolv.conf").write_text(resolv)
+        mounts.append((str(etc / "resolv.conf"), "/etc/resolv.conf", True))
+    if not host_network:
+        (etc / "hosts").write_text(hosts_file(address, spec.get("hostname") or name))
+        mounts.append((str(etc / "hosts"), "/etc/hosts", True))
+    return mounts

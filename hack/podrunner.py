@@ -204,35 +204,9 @@ class PodRunner:
                 await asyncio.sleep(2)
         status = {**(self.pod.get("status") or {}), "podIP": self.ip, "hostIP": agent.host_ip}
         self.pod = {**self.pod, "status": status}
-        etc = self.dir / "etc"
-        etc.mkdir(parents=True, exist_ok=True)
-        resolv = self.resolv_conf(host_network)
-        if resolv is not None:
-            (etc / "resolv.conf").write_text(resolv)
-            self.dns_mounts.append((str(etc / "resolv.conf"), "/etc/resolv.conf", True))
-        if not host_network:
-            hostname = spec.get("hostname") or self.name
-            (etc / "hosts").write_text(podnet.hosts_file(self.ip, hostname))
-            self.dns_mounts.append((str(etc / "hosts"), "/etc/hosts", True))
-
-    def resolv_conf(self, host_network: bool) -> str | None:
-        """By dnsPolicy, as a kubelet: None keeps the machine's own /etc/resolv.conf."""
-        spec = self.pod["spec"]
-        policy = spec.get("dnsPolicy") or "ClusterFirst"
-        config = spec.get("dnsConfig") or {}
-        if policy == "Default" or (policy == "ClusterFirst" and host_network):
-            return None
-        lines = [] if policy == "None" else podnet.resolv_conf(self.namespace).splitlines()
-        if config.get("searches"):
-            lines.append("search " + " ".join(config["searches"]))
-        lines += [f"nameserver {server}" for server in config.get("nameservers") or []]
-        options = [
-            o["name"] + (f":{o['value']}" if o.get("value") else "")
-            for o in config.get("options") or []
-        ]
-        if options:
-            lines.append("options " + " ".join(options))
-        return "\n".join(lines) + "\n"
+        self.dns_mounts = podnet.name_files(
+            self.dir / "etc", spec, self.namespace, self.ip, self.name, host_network=host_network
+        )
 
     async def detach_network(self) -> None:
         if self.own_netns and self.agent.pod_networks:

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 import podnet
-from podrunner import PodRunner
 
 
 def test_each_slot_has_its_own_addresses_and_names_within_linux_limits() -> None:
@@ -32,13 +31,6 @@ def test_a_pods_resolv_conf_searches_its_namespace_first_like_a_kubelets() -> No
     ]
 
 
-def runner_with(spec: dict[str, Any]) -> Any:
-    runner = object.__new__(PodRunner)
-    runner.pod = {"spec": spec}
-    runner.namespace = "team-a"
-    return runner
-
-
 @pytest.mark.parametrize(
     ("spec", "host_network", "expected"),
     [
@@ -56,10 +48,11 @@ def runner_with(spec: dict[str, Any]) -> Any:
 def test_dns_policy_picks_the_resolv_conf(
     spec: dict[str, Any], host_network: bool, expected: str | None
 ) -> None:
-    resolv = runner_with(spec).resolv_conf(host_network)
+    resolv = podnet.pod_resolv_conf(spec, "team-a", host_network=host_network)
     if expected is None:
         assert resolv is None
     else:
+        assert resolv is not None
         assert expected in resolv.splitlines()
 
 
@@ -67,6 +60,8 @@ def test_dns_config_adds_searches_and_options() -> None:
     spec = {
         "dnsConfig": {"searches": ["corp.example"], "options": [{"name": "ndots", "value": "2"}]}
     }
-    lines = runner_with(spec).resolv_conf(False).splitlines()
+    resolv = podnet.pod_resolv_conf(spec, "team-a", host_network=False)
+    assert resolv is not None
+    lines = resolv.splitlines()
     assert "search corp.example" in lines
     assert "options ndots:2" in lines
