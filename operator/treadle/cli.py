@@ -77,6 +77,7 @@ def _worker(args: argparse.Namespace) -> int:
         consumer=args.consumer,
         concurrency=args.concurrency,
         reap_idle_seconds=args.reap_idle_seconds,
+        drain_seconds=args.drain_seconds,
     )
 
     async def main() -> None:
@@ -232,6 +233,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=25.0,
         help="re-deliver messages unacknowledged this long (their worker died)",
+    )
+    worker.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=25.0,
+        help="on SIGTERM, take nothing new and let the attempts in hand finish this long",
     )
     worker.add_argument(
         "--metrics-address", default="", help="host:port of /metrics; '' (default) disables"

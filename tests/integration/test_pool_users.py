@@ -64,7 +64,7 @@ async def test_a_pools_workers_do_all_their_work_as_the_pools_user(
     """Reading, running behind a breaker and a bucket, storing outputs, publishing results, and
     the reaper re-delivering a dead worker's message: all with the pool's own user."""
     results = ResultStream(operator_client, "operator")
-    served = {POOL: {UID}}
+    served: dict[str, dict[str, set[str] | None]] = {POOL: {UID: None}}
     assert await results.read(served, 10, 1) == []
     big = json.dumps({"rows": ["x" * 100] * 100})
     await results.enqueue(POOL, [message("big", ["echo", big]), message("small", ["echo", "1"])])
@@ -212,7 +212,7 @@ async def test_a_worker_that_redis_does_not_know_yet_waits_for_its_user_instead_
     assert not serving.done()
     await users.ensure(POOL, "team-a")
     results = ResultStream(operator_client, "operator")
-    served = {POOL: {UID}}
+    served: dict[str, dict[str, set[str] | None]] = {POOL: {UID: None}}
     await results.enqueue(POOL, [message("t", ["echo", "1"])])
     seen = []
     for _ in range(50):

@@ -23,7 +23,7 @@ from treadle.services.workers import Reaper, TaskWorker, WorkerOptions, serve
 
 POOL = "test-pool"
 RESULTS = keys.results_stream(POOL)
-SERVED = {POOL: {"u", "uid-1"}}
+SERVED: dict[str, dict[str, set[str] | None]] = {POOL: {"u": None, "uid-1": None}}
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from treadle.api import GROUP, VERSION, syncjobs, workflows
+from treadle.api import GROUP, VERSION, pools, syncjobs, workflows
 
 Schema = dict[str, Any]
 
@@ -90,6 +90,8 @@ def _crd(
     spec_model: type[BaseModel],
     status_model: type[BaseModel],
     columns: list[dict[str, str]],
+    scale: dict[str, str] | None = None,
+    rules: tuple[dict[str, str], ...] = (),
 ) -> Schema:
     spec_schema = schema_of(spec_model)
     status_schema = schema_of(status_model)
@@ -109,7 +111,8 @@ def _crd(
                 "rule": f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
                 "message": f"metadata.name: must be no more than {MAX_NAME_LENGTH} characters "
                 "(it is used in label values)",
-            }
+            },
+            *rules,
         ],
     }
     return {
@@ -135,7 +138,7 @@ def _crd(
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {"status": {}} | ({"scale": scale} if scale else {}),
                     "additionalPrinterColumns": columns,
                     "schema": {"openAPIV3Schema": root},
                 }
@@ -167,6 +170,19 @@ def definitions() -> dict[str, Schema]:
             spec_model=syncjobs.SyncJobSpec,
             status_model=syncjobs.SyncJobStatus,
             columns=syncjobs.PRINTER_COLUMNS,
+        ),
+        f"{pools.PLURAL}.{GROUP}.yaml": _crd(
+            kind=pools.KIND,
+            plural=pools.PLURAL,
+            singular=pools.SINGULAR,
+            short_names=pools.SHORT_NAMES,
+            description="A WorkerPool is a warm, shared set of worker pods (a Deployment the "
+            "operator owns and scales on backlog) running the tasks of its namespace's workflows.",
+            spec_model=pools.WorkerPoolSpec,
+            status_model=pools.WorkerPoolStatus,
+            columns=pools.PRINTER_COLUMNS,
+            scale=pools.SCALE,
+            rules=(pools.NAME_RULE,),
         ),
     }
 

@@ -16,6 +16,7 @@ from treadle.api.base import (
     free_form,
     map_list,
 )
+from treadle.api.pools import POOL_NAME_PATTERN
 
 KIND = "Workflow"
 PLURAL = "workflows"
@@ -26,6 +27,10 @@ TASK_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MAX_TASKS = 500
 ACTIONS = ("http", "command", "python")
 """The Task fields that are actions, one per kind (treadle.core.actions); a task has exactly one."""
+POOL_OR_WORKERS = (
+    "!has(self.workerPool) || !has(self.workers)",
+    "set workerPool (a shared WorkerPool) or workers (the workflow's own pods), not both",
+)
 EXACTLY_ONE_ACTION = (
     f"[{', '.join(f'has(self.{name})' for name in ACTIONS)}].exists_one(x, x)",
     f"a task needs exactly one action: {', '.join(ACTIONS[:-1])} or {ACTIONS[-1]}",
@@ -182,6 +187,9 @@ class Task(TaskSettings):
     """Run a command in the worker container."""
     python: PythonAction | None = None
     """Call a Python function in the worker."""
+    worker_pool: str | None = Field(default=None, max_length=63, pattern=POOL_NAME_PATTERN)
+    """Run this task on another WorkerPool of the namespace (another image, other resources)
+    than the workflow's."""
 
     @model_validator(mode="after")
     def _one_action(self) -> Task:
@@ -233,6 +241,8 @@ def _unique_task_names(tasks: list[Task]) -> list[Task]:
 class WorkflowSpec(ResourceModel):
     """What to run: the tasks, their parameters and limits."""
 
+    model_config = ResourceModel.model_config | {"json_schema_extra": cel(POOL_OR_WORKERS)}
+
     suspend: bool = False
     """When true the workflow is validated but not started; set false to start it."""
     params: dict[str, Any] | None = free_form(
@@ -245,7 +255,10 @@ class WorkflowSpec(ResourceModel):
     ttl_seconds_after_finished: int | None = Field(default=None, ge=0)
     """Delete the workflow this long after it finished."""
     workers: Workers = Field(default_factory=Workers)
-    """Worker pods for this workflow."""
+    """Worker pods of this workflow's own (when it runs on no WorkerPool)."""
+    worker_pool: str | None = Field(default=None, max_length=63, pattern=POOL_NAME_PATTERN)
+    """The WorkerPool of the namespace that runs the tasks; unset: the pool named `default`
+    when the namespace has one and `workers` is not set, else the workflow's own pods."""
     defaults: TaskSettings = Field(default_factory=TaskSettings)
     """Settings every task inherits unless it sets its own."""
     tasks: list[Task] = Field(
@@ -256,7 +269,14 @@ class WorkflowSpec(ResourceModel):
     @model_validator(mode="after")
     def _unique_names(self) -> WorkflowSpec:
         _unique_task_names(self.tasks)
+        if self.worker_pool is not None and "workers" in self.model_fields_set:
+            raise ValueError(POOL_OR_WORKERS[1])
         return self
+
+    @property
+    def own_workers(self) -> bool:
+        """Whether `workers` was set (a workflow that sets it never runs on `default`)."""
+        return "workers" in self.model_fields_set
 
 
 WorkflowPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended", "Invalid"]
@@ -362,6 +382,9 @@ class WorkflowStatus(StatusModel):
     """Tasks that exhausted their retries (the newest 50)."""
     dead_letter_count: int | None = Field(default=None, ge=0)
     """How many dead letters stand, listed or not."""
+    worker_pool: str | None = None
+    """The WorkerPool the run's tasks go to (chosen when it was admitted, kept for the run);
+    unset: the workflow's own worker pods."""
 
     @classmethod
     def of(cls, raw: Mapping[str, Any] | None) -> WorkflowStatus:

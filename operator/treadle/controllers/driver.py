@@ -24,6 +24,7 @@ import asyncio
 import logging
 import random
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,10 +35,10 @@ from treadle.api import RETRY_ANNOTATION
 from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.controllers import metrics, outputs
 from treadle.controllers.tracked import Tracked
-from treadle.controllers.workers import WorkerOwner
+from treadle.controllers.workers import PoolReadiness, WorkerOwner, no_pools
 from treadle.core import engine, notices, pacing, patches, timestamps
 from treadle.core.asides import AsideNotices
-from treadle.core.messages import TaskResult
+from treadle.core.messages import TaskMessage, TaskResult
 from treadle.runtime import Backoff, CancelToken, Directive
 from treadle.services import events, kube
 from treadle.services.keys import REJECTED
@@ -73,6 +74,8 @@ class Driver:
     users: PoolUsers | None = None
     """Makes each pool's Redis user; None: workers get `worker_redis_url` as it is."""
     worker_metrics_port: int = 0
+    pool_ready: PoolReadiness = no_pools
+    """How many workers of a WorkerPool are ready, and why not more (the pool keeper's)."""
     workflows: dict[str, Tracked] = field(default_factory=dict)
     owner: WorkerOwner = field(init=False)
     """Owns each workflow's worker pods, its pool's Redis user and worker URL."""
@@ -82,7 +85,7 @@ class Driver:
     """Result ids (by pool) of workflows forgotten before their status was written."""
     _asides: AsideNotices = field(default_factory=AsideNotices)
     """When each pool's workflows were last told of entries set aside."""
-    _deleted: list[engine.Identity] = field(default_factory=list)
+    _deleted: list[tuple[engine.Identity, set[str]]] = field(default_factory=list)
     """Deleted workflows whose Redis keys and pool user are still to delete."""
     _lost_epoch: int = 0
     """Counts the times Redis was found without our data (new, or flushed); every tracked
@@ -90,14 +93,19 @@ class Driver:
 
     def __post_init__(self) -> None:
         self.owner = WorkerOwner(
-            self.api, self.worker_redis_url, self.worker_image, self.users, self.worker_metrics_port
+            self.api,
+            self.worker_redis_url,
+            self.worker_image,
+            self.users,
+            self.worker_metrics_port,
+            self.pool_ready,
         )
 
     def track(self, body: dict[str, Any], spec: WorkflowSpec, status: WorkflowStatus) -> None:
         """Starts (or resumes, or updates) driving a valid workflow from `status` as the API
         server holds it."""
         meta = body["metadata"]
-        who = engine.Identity.of(meta)
+        who = engine.Identity.of(meta, status.worker_pool)
         uid = who.uid
         tracked = Tracked(who, spec, status, meta.get("generation"), datetime.now(UTC))
         tracked.written, tracked.replaced = status.wire(), True
@@ -135,14 +143,19 @@ class Driver:
     def forget(self, uid: str) -> None:
         gone = self.workflows.pop(uid, None)
         if gone is not None:
-            self._orphan_acks[gone.who.pool] += gone.unacked
+            for pool, entry in gone.unacked:
+                self._orphan_acks[pool].append(entry)
 
     def deleted(self, uid: str, namespace: str) -> None:
-        """The workflow was deleted: forget it, and delete its Redis keys, its pool's user and
-        worker URL on the next pass."""
+        """The workflow was deleted: forget it, and delete its Redis keys (and its own pool's
+        user and worker URL) on the next pass."""
+        tracked = self.workflows.get(uid)
         self.forget(uid)
-        who = engine.Identity.of({"uid": uid, "namespace": namespace})
-        self._deleted.append(who)
+        if tracked is not None:
+            self._deleted.append((tracked.who, tracked.pools))
+        else:  # finished before: only a workflow with pods of its own may have keys left
+            who = engine.Identity.of({"uid": uid, "namespace": namespace})
+            self._deleted.append((who, {who.pool}))
 
     async def execute(self, cancel: CancelToken) -> Directive:
         try:
@@ -184,10 +197,10 @@ class Driver:
             metrics.RESULTS_SET_ASIDE.inc(self.results.set_aside - set_aside)
         await self._tell_asides(served)
         by_workflow: dict[str, list[TaskResult]] = defaultdict(list)
-        ids: dict[str, list[str]] = defaultdict(list)
+        ids: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for received in read:
             by_workflow[received.result.workflow_uid].append(received.result)
-            ids[received.result.workflow_uid].append(received.id)
+            ids[received.result.workflow_uid].append((received.pool, received.id))
         now = datetime.now(UTC)
         due = {uid for uid, t in self.workflows.items() if t.due is not None and t.due <= now}
         done, self._orphan_acks = self._orphan_acks, defaultdict(list)
@@ -201,15 +214,16 @@ class Driver:
         for uid in sorted(set(by_workflow) | due):
             tracked = self.workflows.get(uid)
             if tracked is None:  # forgotten while its results were read: gone, or not ours
-                done[engine.dedicated_pool(uid)] += ids.get(uid, [])
+                for pool, entry in ids.get(uid, []):
+                    done[pool].append(entry)
                 continue
             tracked.unacked += ids.get(uid, [])
             work.append((tracked, by_workflow.get(uid, [])))
         advanced, failure = await self._advance_all(work, now)
         # Only results whose effect is in written status are acknowledged: after a crash the
         # others are read again (the engine ignores what it applied already).
-        for pool, entries in advanced:
-            done[pool] += entries
+        for pool, entry in advanced:
+            done[pool].append(entry)
         await self.results.ack(done)
         if failure is not None:
             raise failure
@@ -220,7 +234,7 @@ class Driver:
 
     async def _advance_all(
         self, work: list[tuple[Tracked, list[TaskResult]]], now: datetime
-    ) -> tuple[list[tuple[str, list[str]]], BaseException | None]:
+    ) -> tuple[list[tuple[str, str]], BaseException | None]:
         """Advances the workflows side by side, at most ADVANCE_CONCURRENCY talking to the API
         server at once; returns the result ids safe to acknowledge (by pool), and a failure when
         every workflow failed (the API server or Redis is away: the loop backs off).
@@ -230,17 +244,17 @@ class Driver:
         unacknowledged ones, so a later write must not acknowledge them without them."""
         slots = asyncio.Semaphore(ADVANCE_CONCURRENCY)
 
-        async def one(tracked: Tracked, results: list[TaskResult]) -> tuple[str, list[str]]:
+        async def one(tracked: Tracked, results: list[TaskResult]) -> list[tuple[str, str]]:
             given, tracked.retained = tracked.retained + results, []
             async with slots:
                 try:
                     acked = await self.advance(tracked, given, now)
                     tracked.failures = 0
-                    return tracked.who.pool, acked
+                    return acked
                 except ApiError as error:
                     if error.status.code == 404 and not await self._exists(tracked):
                         self.forget(tracked.who.uid)  # it went with its namespace
-                        return tracked.who.pool, []
+                        return []
                     self._keep(tracked, given, now, error)
                     raise
                 except BaseException as error:
@@ -251,7 +265,7 @@ class Driver:
         for outcome in outcomes:
             if isinstance(outcome, asyncio.CancelledError):
                 raise outcome
-        acked = [outcome for outcome in outcomes if isinstance(outcome, tuple)]
+        acked = [entry for outcome in outcomes if isinstance(outcome, list) for entry in outcome]
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         everyone = bool(failures) and len(failures) == len(outcomes)
         return acked, failures[0] if everyone else None
@@ -283,7 +297,9 @@ class Driver:
             return True  # cannot tell: keep it
 
     async def _set_gauges(self) -> None:
-        depth = await self.results.depth([t.who.pool for t in self.workflows.values()])
+        depth = await self.results.depth(
+            sorted({pool for t in self.workflows.values() for pool in t.pools})
+        )
         metrics.QUEUE_MESSAGES.labels(state="waiting").set(depth.waiting)
         metrics.QUEUE_MESSAGES.labels(state="in_flight").set(depth.in_flight)
         metrics.QUEUE_MESSAGES.labels(state="results").set(depth.results)
@@ -292,18 +308,21 @@ class Driver:
 
     async def advance(
         self, tracked: Tracked, results: list[TaskResult], now: datetime
-    ) -> list[str]:
-        """Advances one workflow; returns the result ids now safe to acknowledge."""
+    ) -> list[tuple[str, str]]:
+        """Advances one workflow; returns the results (pool, entry id) now safe to
+        acknowledge."""
         who = tracked.who
         # Status replaced by the API server's lacks what was applied since the last write.
         results = (tracked.unwritten if tracked.replaced else []) + results
         current, told = self._revive(tracked, now)
         failures, notice = await self.owner.start_overdue(
-            who, tracked.spec, current, tracked.workers, now
+            who, tracked.spec, current, tracked.workers, now, tracked.pools
         )
         results = results + failures
         told += [notice] if notice else []
-        await outputs.load(self.results, who, tracked.spec, current, tracked.outputs)
+        await outputs.load(
+            self.results, who, tracked.spec, current, tracked.outputs, tracked.task_pools
+        )
         if tracked.requeued_epoch < self._lost_epoch:
             again = engine.requeue_in_flight(
                 tracked.spec,
@@ -313,7 +332,7 @@ class Driver:
                 outputs=tracked.outputs.values,
                 rendered=tracked.outputs.rendered,
             )
-            await self.results.enqueue(who.pool, again)
+            await self._enqueue(tracked, again)
             tracked.requeued_epoch = self._lost_epoch
         step = engine.advance(
             tracked.spec,
@@ -328,14 +347,14 @@ class Driver:
         )
         told += step.notices
         fresh = [m for m in step.enqueue if (m.key, m.attempt) not in tracked.enqueued_unwritten]
-        await self.results.enqueue(who.pool, fresh)
+        await self._enqueue(tracked, fresh)
         tracked.enqueued_unwritten.update((m.key, m.attempt) for m in fresh)
         if step.finished:
             await self.owner.remove(who)
         elif pacing.pods_due(tracked.workers.checked_at, now):
-            await self.owner.ensure(who, tracked.spec, tracked.workers)
+            await self.owner.ensure(who, tracked.spec, tracked.workers, tracked.pools)
             tracked.workers.checked_at = now
-        acked: list[str] = []
+        acked: list[tuple[str, str]] = []
         wrote = False
         if pacing.write_now(
             finished=step.finished,
@@ -359,7 +378,7 @@ class Driver:
             if step.finished:
                 # Its Redis keys and pool user go with it; a Failed workflow keeps its stored
                 # outputs (they expire) for a manual retry of what reads them.
-                await self._let_go([who], outputs=step.status.phase == "Succeeded")
+                await self._let_go([(who, tracked.pools)], outputs=step.status.phase == "Succeeded")
                 tracked.workers.url_given = False
         else:
             tracked.unwritten = results if tracked.replaced else tracked.unwritten + results
@@ -415,7 +434,7 @@ class Driver:
         tracked.retry = None
         tracked.retry_requests.cleared(version)
 
-    async def _tell_asides(self, served: dict[str, set[str]]) -> None:
+    async def _tell_asides(self, served: dict[str, dict[str, Collection[str] | None]]) -> None:
         """A Warning Event on each workflow whose pool's result stream had entries set aside."""
         asides, self.results.asides = self.results.asides, []
         by_pool: dict[str, list[str]] = defaultdict(list)
@@ -430,21 +449,34 @@ class Driver:
                 reference = self.workflows[uid].reference
                 await events.post(self.api, reference, notice.type, notice.reason, notice.message)
 
-    def _served(self) -> dict[str, set[str]]:
-        """The pools whose results to read, with the workflows each serves: those of the
-        unfinished workflows (a finished one's pool and streams are gone)."""
-        served: dict[str, set[str]] = defaultdict(set)
+    def _served(self) -> dict[str, dict[str, Collection[str] | None]]:
+        """The pools whose results to read, with the workflows each serves and the tasks it
+        runs for each: those of the unfinished workflows (a finished one's own pool and
+        streams are gone)."""
+        served: dict[str, dict[str, Collection[str] | None]] = defaultdict(dict)
         for uid, tracked in self.workflows.items():
             if not tracked.status.finished_at:
-                served[tracked.who.pool].add(uid)
+                for pool, tasks in tracked.served().items():
+                    served[pool][uid] = tasks
         return served
 
-    async def _let_go(self, gone: list[engine.Identity], *, outputs: bool) -> None:
-        """Deletes finished or deleted workflows' Redis keys, their pools' users and the worker
-        URLs of those pools."""
+    async def _enqueue(self, tracked: Tracked, messages: list[TaskMessage]) -> None:
+        """Each attempt onto the task stream of the pool its task runs on."""
+        by_pool: dict[str, list[TaskMessage]] = defaultdict(list)
+        for message in messages:
+            by_pool[tracked.pool_of(message.task)].append(message)
+        for pool, batch in sorted(by_pool.items()):
+            await self.results.enqueue(pool, batch)
+
+    async def _let_go(self, gone: list[tuple[engine.Identity, set[str]]], *, outputs: bool) -> None:
+        """Deletes finished or deleted workflows' Redis keys (on every pool they ran on), and
+        the users and worker URLs of their own pools."""
         if not gone:
             return
-        await self.results.forget_workflows([(who.uid, who.pool, outputs) for who in gone])
-        for who in gone:
-            self._asides.forget(who.pool)
-        await self.owner.let_go(gone)
+        await self.results.forget_workflows(
+            [(who.uid, pool, outputs) for who, used in gone for pool in sorted(used)]
+        )
+        for who, _used in gone:
+            if not who.shared:
+                self._asides.forget(who.pool)
+        await self.owner.let_go([who for who, _used in gone])

@@ -76,3 +76,17 @@ SYNC_SCHEDULE_DELAY_SECONDS = Histogram(
     "Time from a slot's fire time to its first run's start.",
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
+
+POOL_BACKLOG = Gauge(
+    "treadle_pool_backlog",
+    "Attempts enqueued on a WorkerPool and not yet taken by a worker.",
+    ["namespace", "pool"],
+)
+POOL_RUNNING = Gauge(
+    "treadle_pool_running", "Attempts a WorkerPool's workers hold now.", ["namespace", "pool"]
+)
+POOL_REPLICAS = Gauge(
+    "treadle_pool_replicas",
+    "A WorkerPool's worker pods: wanted (autoscaling's answer) and ready.",
+    ["namespace", "pool", "state"],
+)

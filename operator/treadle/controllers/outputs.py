@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,7 @@ async def load(
     spec: WorkflowSpec,
     status: WorkflowStatus,
     outputs: LoadedOutputs,
+    task_pools: Mapping[str, str] | None = None,
 ) -> None:
     """Loads what templates still to render read, and lets go of what none needs any more.  A
     task that becomes ready in an advance and reads outputs not loaded yet waits for the next
@@ -63,8 +65,12 @@ async def load(
         for item in ([None] if items is None else range(items))
     ]
     run = status.run_generation
+    pools = task_pools or {}
     found = await results.load_outputs(
-        {output: output_key(who.pool, who.uid, output[0], output[1], run) for output in ids},
+        {
+            output: output_key(pools.get(output[0], who.pool), who.uid, output[0], output[1], run)
+            for output in ids
+        },
         limit_bytes=MAX_LOADED_OUTPUT_BYTES,
     )
     for name in wanted:

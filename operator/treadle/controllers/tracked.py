@@ -12,7 +12,7 @@ from treadle.api import GROUP, VERSION, workflows
 from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.controllers.outputs import LoadedOutputs
 from treadle.controllers.workers import WorkerState
-from treadle.core import engine
+from treadle.core import engine, pools
 from treadle.core.messages import TaskResult
 from treadle.core.requests import AnnotationRequests
 from treadle.services import events
@@ -34,8 +34,9 @@ class Tracked:
     """`status` was replaced by the API server's (a handler tracked the workflow again): the
     results applied since the last write are not in it and are applied again."""
     written_at: datetime | None = None
-    unacked: list[str] = field(default_factory=list)
-    """Results applied to `status` but not yet written: acknowledged once they are."""
+    unacked: list[tuple[str, str]] = field(default_factory=list)
+    """Results (pool, entry id) applied to `status` but not yet written: acknowledged once
+    they are."""
     unwritten: list[TaskResult] = field(default_factory=list)
     """Those results themselves, to apply again if `status` is replaced before the write."""
     retained: list[TaskResult] = field(default_factory=list)
@@ -53,6 +54,28 @@ class Tracked:
     """Attempts (key, attempt) enqueued by an advance whose status write has not happened yet:
     an advance that failed after enqueuing and is tried again must not enqueue them twice (the
     engine, given the same status, asks for the same attempts)."""
+
+    task_pools: dict[str, str] = field(default_factory=dict)
+    """The pool each task runs on (its own `workerPool`, else the workflow's)."""
+
+    def __post_init__(self) -> None:
+        if not self.task_pools:
+            self.task_pools = pools.task_pools(self.spec, self.who.namespace, self.who.pool)
+
+    def pool_of(self, task: str) -> str:
+        return self.task_pools.get(task, self.who.pool)
+
+    @property
+    def pools(self) -> set[str]:
+        """Every pool its tasks run on, its own first among equals."""
+        return {self.who.pool, *self.task_pools.values()}
+
+    def served(self) -> dict[str, frozenset[str]]:
+        """The tasks each of its pools runs for it: the only results that pool may send."""
+        found: dict[str, set[str]] = {pool: set() for pool in self.pools}
+        for task, pool in self.task_pools.items():
+            found[pool].add(task)
+        return {pool: frozenset(tasks) for pool, tasks in found.items()}
 
     @property
     def reference(self) -> ObjectReference:

@@ -1,6 +1,8 @@
 """The owner of worker pods: each running workflow's dedicated pods, its pool's Redis user and
 worker URL (made before the first pod needs them), and the start timeout (SPEC: attempts never
-wait for ever for a worker that cannot start)."""
+wait for ever for a worker that cannot start).  A workflow on a WorkerPool has no pods of its
+own: the pool keeper (treadle.controllers.pools) keeps the pool's, and tells how many are
+ready."""
 
 from __future__ import annotations
 
@@ -14,11 +16,20 @@ from lightkube import AsyncClient
 from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.core import engine, notices
 from treadle.core.messages import TaskResult
+from treadle.core.pools import is_shared
 from treadle.services import kube, pool_users
 from treadle.services.keys import pool_user
 from treadle.services.pool_users import PoolUsers
 
 log = logging.getLogger(__name__)
+
+PoolReadiness = Callable[[str], tuple[int, str | None]]
+"""A WorkerPool's ready workers by pool id, and why there are none when there are none."""
+
+
+def no_pools(pool: str) -> tuple[int, str | None]:
+    """Readiness when no pool keeper runs: no WorkerPool has workers."""
+    return 0, f"WorkerPool {pool.partition('.')[2]!r} is not served by this operator"
 
 
 @dataclass
@@ -46,9 +57,25 @@ class WorkerOwner:
     users: PoolUsers | None = None
     """Makes each pool's Redis user; None: workers get `worker_redis_url` as it is."""
     metrics_port: int = 0
+    pool_ready: PoolReadiness = no_pools
 
-    async def ensure(self, who: engine.Identity, spec: WorkflowSpec, state: WorkerState) -> None:
-        """The pool's user and URL, then `spec.workers.replicas` pods (a gone one replaced)."""
+    async def ensure(
+        self,
+        who: engine.Identity,
+        spec: WorkflowSpec,
+        state: WorkerState,
+        pools: Iterable[str] = (),
+    ) -> None:
+        """The pool's user and URL, then `spec.workers.replicas` pods (a gone one replaced);
+        on WorkerPools (`pools`: every one its tasks use), how many of their workers are ready
+        (the fewest of any)."""
+        shared = sorted(pool for pool in {who.pool, *pools} if is_shared(pool))
+        if shared:
+            looks = [(self.pool_ready(pool), pool) for pool in shared]
+            (state.ready, state.problem), _pool = min(looks, key=lambda look: look[0][0])
+            if who.shared:
+                self._waited(state, None)
+                return
         await self._give_url(who, state)
         workers = spec.workers
         refs = engine.secret_refs(spec)
@@ -69,11 +96,18 @@ class WorkerOwner:
         found = await kube.ensure_worker_pods(self.api, pods)
         if found.created:
             log.info("created %d worker pod(s) for %s/%s", found.created, who.namespace, who.name)
-        state.ready, state.problem = found.ready, found.problem
-        if found.ready:
+        if not shared:
+            state.ready, state.problem = found.ready, found.problem
+        elif not found.ready:
+            state.ready, state.problem = 0, found.problem
+        self._waited(state, found.oldest)
+
+    @staticmethod
+    def _waited(state: WorkerState, oldest: datetime | None) -> None:
+        if state.ready:
             state.waiting_since = None
         elif state.waiting_since is None:
-            state.waiting_since = found.oldest or datetime.now(UTC)
+            state.waiting_since = oldest or datetime.now(UTC)
 
     async def _give_url(self, who: engine.Identity, state: WorkerState) -> None:
         """Makes the pool's Redis user again (Redis keeps none over a restart) and, once per
@@ -93,6 +127,7 @@ class WorkerOwner:
         status: WorkflowStatus,
         state: WorkerState,
         now: datetime,
+        pools: Iterable[str] = (),
     ) -> tuple[list[TaskResult], notices.Notice | None]:
         """Failures of the attempts in flight when no worker pod started within
         `spec.workers.startTimeoutSeconds`; the clock starts again for their retries.  The pods
@@ -111,7 +146,7 @@ class WorkerOwner:
 
         if not overdue():
             return [], None
-        await self.ensure(who, spec, state)
+        await self.ensure(who, spec, state, pools)
         state.checked_at = now
         if not overdue():
             return [], None
@@ -125,13 +160,16 @@ class WorkerOwner:
 
     async def remove(self, who: engine.Identity) -> None:
         """A finished workflow's pods go (its pool's user and URL go with its Redis keys)."""
-        await kube.delete_worker_pods(self.api, who.namespace, who.name)
+        if not who.shared:
+            await kube.delete_worker_pods(self.api, who.namespace, who.name)
 
     async def let_go(self, gone: list[engine.Identity]) -> None:
-        """The users and worker URLs of pools that are gone."""
+        """The users and worker URLs of workflows' own pools that are gone (a WorkerPool's
+        stay while the pool does)."""
+        own = [who for who in gone if not who.shared]
         if self.users is not None:
-            await self.users.drop([who.pool for who in gone])
-        for who in gone:
+            await self.users.drop([who.pool for who in own])
+        for who in own:
             await kube.drop_worker_url(self.api, who.namespace, who.pool)
 
     async def users_again(self, running: Callable[[], Iterable[engine.Identity]]) -> None:
@@ -140,4 +178,5 @@ class WorkerOwner:
         if self.users is not None and await self.users.restarted():
             log.warning("Redis restarted: making the pools' users again")
             for who in running():
-                await self.users.ensure(who.pool, who.namespace)
+                if not who.shared:
+                    await self.users.ensure(who.pool, who.namespace)

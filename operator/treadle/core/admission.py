@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,9 +17,10 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from treadle.api import pools as pools_api
 from treadle.api import syncjobs, workflows
 from treadle.api.base import Condition
-from treadle.core import actions, conditions, dags, engine, podspecs, slots, templating
+from treadle.core import actions, conditions, dags, engine, podspecs, pools, slots, templating
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -113,9 +115,12 @@ def admit(
     generation: int | None,
     now: datetime,
     workflow: Mapping[str, Any],
+    default_pool: bool = False,
 ) -> Admission:
     """A created, changed or resumed workflow: its status when this generation is new, and
-    whether the engine should drive it.  The spec is parsed once.  A status that cannot be
+    whether the engine should drive it; a new run's WorkerPool is chosen now (`default_pool`:
+    whether the namespace has one named `default`) and kept for the run.  The spec is parsed
+    once.  A status that cannot be
     read (written around the operator) makes the workflow Invalid: nothing runs from a record
     of truth that cannot be trusted."""
     parsed, problems = admit_workflow(spec, workflow)
@@ -138,6 +143,8 @@ def admit(
                 parsed, problems, current, generation=generation, now=now, restarted=restarted
             )
             new_status.run_generation, new_status.spec_hash = generation, digest
+            if parsed is not None:
+                new_status.worker_pool = pools.choose(parsed, default_exists=default_pool)
             return Admission(new_status, _runnable(parsed, new_status), restarted, new_status)
         current = new_status
     return Admission(new_status, _runnable(parsed, current), current=current)
@@ -285,6 +292,13 @@ def secrets_named(kind: str, spec: Any) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     if not isinstance(spec, Mapping):
         return found
+    if kind == pools_api.KIND:
+        named = spec.get("secrets")
+        return [
+            (name, f"spec.secrets[{index}]")
+            for index, name in enumerate(named if isinstance(named, list) else [])
+            if isinstance(name, str)
+        ]
     if kind == "SyncJob":
         template = spec.get("template")
         pod = template.get("spec") if isinstance(template, Mapping) else None
@@ -366,6 +380,28 @@ def _static_list(
     if len(value) > engine.MAX_FOR_EACH_ITEMS:
         return [f"{path}: gives {len(value)} items (at most {engine.MAX_FOR_EACH_ITEMS})"]
     return []
+
+
+def admit_pool(spec: Any, name: str) -> tuple[pools_api.WorkerPoolSpec | None, list[str]]:
+    """A WorkerPool's spec parsed and checked (the webhook's and the keeper's one verdict);
+    `name` is empty while a generated name is not chosen yet (the CRD checks it then)."""
+    problems: list[str] = []
+    if name and (not re.fullmatch(pools_api.POOL_NAME_PATTERN, name) or len(name) > 63):
+        problems.append(str(pools_api.NAME_RULE["message"]))
+    parsed, schema = parse(pools_api.WorkerPoolSpec, spec)
+    problems += schema
+    if parsed is not None:
+        problems += pools.env_problems(parsed)
+    return (None, problems) if problems else (parsed, [])
+
+
+def workflow_secrets(spec: workflows.WorkflowSpec) -> dict[str, list[tuple[str, str]]]:
+    """The Secrets each task reads (Secret, field), for the check against its pool's."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    raw = spec.model_dump(mode="json", exclude_none=True)
+    for index, task in enumerate(raw.get("tasks") or []):
+        found[task["name"]] = list(actions.secrets_named(task, f"spec.tasks[{index}]"))
+    return found
 
 
 def client_refusal(names: Sequence[str], allowed: Sequence[str]) -> str | None:

@@ -22,7 +22,7 @@ from treadle.api.workflows import (
     WorkflowSpec,
     WorkflowStatus,
 )
-from treadle.core import backoff, budget, conditions, dags, ranges, timestamps
+from treadle.core import backoff, budget, conditions, dags, pools, ranges, timestamps
 from treadle.core.messages import TaskMessage, TaskResult
 
 FINISHED = ("Succeeded", "DeadLettered", "Skipped")
@@ -46,11 +46,22 @@ class Identity:
     pool: str
 
     @classmethod
-    def of(cls, meta: Mapping[str, Any]) -> Identity:
-        """From a workflow's metadata (a uid is missing while the webhook sees a create)."""
+    def of(cls, meta: Mapping[str, Any], worker_pool: str | None = None) -> Identity:
+        """From a workflow's metadata (a uid is missing while the webhook sees a create) and
+        the WorkerPool its status names (None: its own worker pods)."""
         uid = str(meta.get("uid") or "")
         name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "")
-        return cls(uid=uid, name=name, namespace=namespace, pool=dedicated_pool(uid))
+        pool = (
+            dedicated_pool(uid)
+            if worker_pool is None
+            else pools.shared_pool(namespace, worker_pool)
+        )
+        return cls(uid=uid, name=name, namespace=namespace, pool=pool)
+
+    @property
+    def shared(self) -> bool:
+        """Whether the workflow runs on a WorkerPool (not on pods of its own)."""
+        return pools.is_shared(self.pool)
 
     @property
     def context(self) -> dict[str, str]:

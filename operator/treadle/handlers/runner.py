@@ -19,11 +19,13 @@ import prometheus_client
 
 from treadle.controllers import driver, liveness, scheduler
 from treadle.controllers.leadership import Leadership
+from treadle.controllers.pools import PoolKeeper
 from treadle.core import admission
 
 # Importing the handler modules registers them in the project's registry.
 from treadle.handlers import (  # noqa: F401
     pods,
+    pools,
     settings,
     syncjobs,
     validation,
@@ -275,6 +277,17 @@ async def run(options: OperatorOptions) -> None:
             users=users,
             worker_metrics_port=options.worker_metrics_port,
         )
+        memo.pools = PoolKeeper(
+            kube.client(),
+            results,
+            options.worker_redis_url or options.redis_url,
+            options.worker_image,
+            users=users.twin() if users is not None else None,
+            metrics_port=options.worker_metrics_port,
+        )
+        memo.driver.owner.pool_ready = memo.pools.ready
+        keeper = Loop("pool-keeper", memo.pools, tasks.cancel, start=Directive.proceed())
+        tasks.spawn("pool-keeper", keeper.run())
         loop = Loop(
             "engine-driver",
             memo.driver,

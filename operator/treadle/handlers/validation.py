@@ -17,8 +17,10 @@ from typing import Any
 import kopf
 
 from treadle.api import GROUP, VERSION, syncjobs, workflows
-from treadle.core import admission, engine
-from treadle.services import kube
+from treadle.api import pools as pools_api
+from treadle.api.pools import DEFAULT_POOL
+from treadle.core import admission, engine, pools
+from treadle.services import kube, pool_deployments
 
 WEBHOOK_CONFIGURATION = GROUP
 OPERATIONS: list[Any] = ["CREATE", "UPDATE"]
@@ -51,10 +53,36 @@ async def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> 
     problem = admission.edit_problem(old, dict(spec))
     if problem is not None:
         raise kopf.AdmissionError(problem, code=422)
-    problems = admission.admit_workflow(dict(spec), engine.Identity.of(meta).context)[1]
+    parsed, problems = admission.admit_workflow(dict(spec), engine.Identity.of(meta).context)
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
     await _secrets_readable(workflows.KIND, spec, meta, kwargs.get("userinfo"))
+    if parsed is not None:
+        await _pools_fit(parsed, str(meta.get("namespace")))
+
+
+async def _pools_fit(spec: workflows.WorkflowSpec, namespace: str) -> None:
+    """Refuses a workflow naming a WorkerPool that does not exist, a Secret its pool does not
+    mount, or a timeout longer than its pool runs an attempt."""
+    if spec.own_workers and not any(task.worker_pool for task in spec.tasks):
+        return
+    async with kube.client() as api:
+        found = await pool_deployments.specs(api, namespace)
+    chosen = pools.choose(spec, default_exists=DEFAULT_POOL in found)
+    problems = pools.pool_problems(
+        spec, chosen, found, admission.workflow_secrets(spec), engine.DEFAULT_TIMEOUT_SECONDS
+    )
+    if problems:
+        raise kopf.AdmissionError("; ".join(problems), code=422)
+
+
+async def validate_workerpool(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
+    if _spec_unchanged(spec, kwargs.get("old")):
+        return
+    problems = admission.admit_pool(dict(spec), str(meta.get("name") or ""))[1]
+    if problems:
+        raise kopf.AdmissionError("; ".join(problems), code=422)
+    await _secrets_readable(pools_api.KIND, spec, meta, kwargs.get("userinfo"))
 
 
 async def validate_syncjob(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
@@ -72,6 +100,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     for plural, handler in (
         (workflows.PLURAL, validate_workflow),
         (syncjobs.PLURAL, validate_syncjob),
+        (pools_api.PLURAL, validate_workerpool),
     ):
         kopf.on.validate(
             GROUP,

@@ -16,6 +16,7 @@ import kopf
 from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
 from treadle.controllers import metrics
 from treadle.core import admission, engine, patches
+from treadle.handlers import pools
 from treadle.handlers.registry import registry
 
 
@@ -29,9 +30,10 @@ async def admit_workflow(
     meta: kopf.Meta,
     patch: kopf.Patch,
     memo: kopf.Memo,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
-    verdict = _admit(spec, status, meta)
+    default_pool = pools.has_default(kwargs.get("pool_names"), str(meta.get("namespace")))
+    verdict = _admit(spec, status, meta, default_pool)
     current = verdict.status
     if current is not None:
         metrics.ADMISSIONS.labels(kind=workflows.KIND, phase=current.phase).inc()
@@ -85,11 +87,14 @@ async def workflow_gone(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_:
         driver.deleted(meta["uid"], meta["namespace"])
 
 
-def _admit(spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta) -> admission.Admission:
+def _admit(
+    spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, default_pool: bool
+) -> admission.Admission:
     return admission.admit(
         dict(spec),
         dict(status),
         generation=meta.get("generation"),
         now=datetime.now(UTC),
         workflow=engine.Identity.of(meta).context,
+        default_pool=default_pool,
     )

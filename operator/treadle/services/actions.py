@@ -17,6 +17,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from treadle.core import actions, messages
@@ -182,11 +183,24 @@ def _header_value(header: Mapping[str, Any]) -> str:
     ref = header["valueFrom"]["secretKeyRef"]
     value = os.environ.get(messages.secret_env_name(ref["name"], ref["key"]))
     if value is None:
+        value = _mounted_secret(ref["name"], ref["key"])
+    if value is None:
         raise ActionFailed(
-            f"header {header['name']}: key {ref['key']!r} of Secret {ref['name']!r} is not in "
-            "this worker's environment"
+            f"header {header['name']}: key {ref['key']!r} of Secret {ref['name']!r} is neither "
+            "in this worker's environment nor mounted in it"
         )
     return value
+
+
+def _mounted_secret(name: str, key: str) -> str | None:
+    """A key of a Secret a WorkerPool mounts (`$TREADLE_SECRETS_DIR/<secret>/<key>`)."""
+    root = os.environ.get("TREADLE_SECRETS_DIR")
+    if not root or "/" in name or "/" in key or key.startswith("."):
+        return None
+    try:
+        return (Path(root) / name / key).read_text().rstrip("\n")
+    except OSError:
+        return None
 
 
 async def run_http(spec: Mapping[str, Any], attempt: Attempt) -> Any:

@@ -133,6 +133,11 @@ class PoolUsers:
     def password(self, pool: str) -> str:
         return password(self._operator_password, pool)
 
+    def twin(self) -> PoolUsers:
+        """Another maker on the same connection, with its own watch of Redis restarts (two
+        loops asking one `restarted` would each miss what the other saw)."""
+        return PoolUsers(self.client, self._operator_password)
+
     async def restarted(self, *, every_seconds: float = 1.0) -> bool:
         """Whether Redis restarted since the last look (its run id changed), looking at most
         every `every_seconds`: a restarted Redis has forgotten every pool's user and script,

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 
 from treadle.core.messages import MessageError, TaskMessage, TaskResult
+from treadle.core.pools import Load, is_shared
 from treadle.services.keys import (
     DATA_MARKER,
     REJECTED,
@@ -88,11 +89,12 @@ class ResultStream:
             self._backlog.setdefault(pool, "0")
 
     async def read(
-        self, served: Mapping[str, Collection[str]], count: int, block_ms: int
+        self, served: Mapping[str, Mapping[str, Collection[str] | None]], count: int, block_ms: int
     ) -> list[Received]:
-        """Results from these pools' streams (pool: the uids of the workflows it serves); the
-        unacknowledged ones first, then new ones, waiting up to `block_ms` for those.  An entry
-        that is no result, or names a workflow its pool does not serve, is set aside."""
+        """Results from these pools' streams (pool: uid of each workflow it serves: the tasks
+        it runs for it, None for all); the unacknowledged ones first, then new ones, waiting up
+        to `block_ms` for those.  An entry that is no result, or names a workflow or task its
+        pool does not run, is set aside."""
         if not served:
             await asyncio.sleep(block_ms / 1000)
             return []
@@ -130,6 +132,14 @@ class ResultStream:
                     reason = (
                         f"a result for workflow {result.workflow_uid} in the stream of pool "
                         f"{pool}, which does not serve it"
+                    )
+                    junk.setdefault(pool, []).append((entry_id, fields, reason))
+                    continue
+                tasks = uids[result.workflow_uid]
+                if tasks is not None and result.task not in tasks:
+                    reason = (
+                        f"a result for task {result.task} of workflow {result.workflow_uid} in "
+                        f"the stream of pool {pool}, which does not run it"
                     )
                     junk.setdefault(pool, []).append((entry_id, fields, reason))
                     continue
@@ -184,8 +194,9 @@ class ResultStream:
         await self.forget_workflows([(uid, pool, outputs)])
 
     async def forget_workflows(self, gone: Sequence[tuple[str, str, bool]]) -> None:
-        """Deletes finished or deleted workflows' keys (uid, its dedicated pool, with stored
-        outputs?): their idempotency records, their pools' streams and their stored outputs
+        """Deletes finished or deleted workflows' keys (uid, a pool it ran on, with stored
+        outputs?): their idempotency records, their stored outputs and the streams of their
+        own pools (a WorkerPool's stay)
         (SPEC: a workflow's Redis keys go when it finishes or is deleted).  Two round trips
         however many workflows."""
         if not gone:
@@ -198,10 +209,13 @@ class ResultStream:
         doomed: list[str] = []
         members = iter(indexed)
         for uid, pool, outputs in gone:
-            doomed += [done_hash(pool, uid), tasks_stream(pool), results_stream(pool)]
-            doomed += [dead_letters(pool), pool_rejected(pool)]
+            doomed.append(done_hash(pool, uid))
             if outputs:
                 doomed += [*sorted(next(members)), outputs_index(pool, uid)]
+            if is_shared(pool):
+                continue  # a WorkerPool's streams serve its other workflows
+            doomed += [tasks_stream(pool), results_stream(pool)]
+            doomed += [dead_letters(pool), pool_rejected(pool)]
             self._pools_ready.discard(pool)
             self._backlog.pop(pool, None)
         async with self.client.pipeline(transaction=False) as pipe:
@@ -213,6 +227,21 @@ class ResultStream:
         if messages:
             await self._ensure_pools([pool])
             await add_messages(self.client, pool, messages)
+
+    async def loads(self, pools: Sequence[str]) -> dict[str, Load]:
+        """Each pool's attempts waiting and running (a finished attempt's entry is deleted,
+        so the task stream's length less its pending entries is what no worker took yet)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for pool in pools:
+                pipe.xlen(tasks_stream(pool))
+                pipe.xpending(tasks_stream(pool), WORKERS_GROUP)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        found: dict[str, Load] = {}
+        for pool, length, pending in zip(pools, replies[::2], replies[1::2], strict=True):
+            held = int(pending.get("pending") or 0) if isinstance(pending, dict) else 0
+            total = length if isinstance(length, int) else 0
+            found[pool] = Load(backlog=max(0, total - held), running=held)
+        return found
 
     async def depth(self, pools: Sequence[str]) -> QueueDepth:
         """How much work waits in these pools' task and result streams, and how many poison

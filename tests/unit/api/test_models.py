@@ -10,7 +10,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from treadle.api import syncjobs, workflows
+from treadle.api import pools, syncjobs, workflows
 from treadle.core import admission
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -73,9 +73,11 @@ def test_skipped_retry_bounds_must_be_ordered() -> None:
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_example_parses(path: Path) -> None:
     for document in yaml.safe_load_all(path.read_text()):
-        model = {"Workflow": workflows.WorkflowSpec, "SyncJob": syncjobs.SyncJobSpec}[
-            document["kind"]
-        ]
+        model = {
+            "Workflow": workflows.WorkflowSpec,
+            "SyncJob": syncjobs.SyncJobSpec,
+            "WorkerPool": pools.WorkerPoolSpec,
+        }[document["kind"]]
         _, problems = admission.parse(model, document["spec"])
         assert problems == []
 

@@ -27,8 +27,8 @@ def tracked(name: str) -> Tracked:
     return Tracked(who, SPEC, WorkflowStatus(), 1)
 
 
-def flat(acked: list[tuple[str, list[str]]]) -> list[str]:
-    return [entry for _, entries in acked for entry in entries]
+def flat(acked: list[tuple[str, str]]) -> list[str]:
+    return [entry for _, entry in acked]
 
 
 def bare_driver(advance: Any) -> Driver:
@@ -42,13 +42,13 @@ async def test_workflows_are_advanced_side_by_side_at_most_the_limit_at_once() -
     running, most = 0, 0
     release = asyncio.Event()
 
-    async def advance(t: Tracked, results: list[TaskResult], now: datetime) -> list[str]:
+    async def advance(t: Tracked, results: list[TaskResult], now: datetime) -> list[tuple[str, str]]:
         nonlocal running, most
         running += 1
         most = max(most, running)
         await release.wait()
         running -= 1
-        return [f"{t.who.name}-result"]
+        return [(t.who.pool, f"{t.who.name}-result")]
 
     work = [(tracked(f"w{i}"), []) for i in range(100)]
     passing = asyncio.create_task(bare_driver(advance)._advance_all(work, datetime.now(UTC)))
@@ -81,7 +81,7 @@ async def test_one_workflow_failing_costs_the_others_nothing_and_keeps_its_resul
             given.append([r.task for r in results])
             if len(given) == 1:
                 raise RuntimeError("API server said no")
-        return [f"{t.who.name}-result"]
+        return [(t.who.pool, f"{t.who.name}-result")]
 
     broken = tracked("broken")
     bare = bare_driver(advance)
@@ -144,7 +144,7 @@ async def test_a_workflow_gone_with_its_namespace_is_forgotten() -> None:
         return False
 
     gone = tracked("gone")
-    gone.unacked = ["1-0"]
+    gone.unacked = [("wf-gone", "1-0")]
     bare = bare_driver(advance)
     bare.workflows["gone"], bare._orphan_acks = gone, defaultdict(list)
     bare._exists = exists  # type: ignore[method-assign]
@@ -217,7 +217,7 @@ async def test_set_aside_entries_are_told_on_the_workflow_at_most_once_a_minute(
     monkeypatch.setattr(driver.events, "post", post)
     subject = Driver(Asides(), None, "redis://", "image")  # type: ignore[arg-type]
     subject.workflows["w"] = tracked("w")
-    served = {"wf-w": {"w"}}
+    served: dict[str, dict[str, Any]] = {"wf-w": {"w": None}}
     subject.results.asides = [("wf-w", "not a task result: junk"), ("wf-w", "forged")]
     await subject._tell_asides(served)
     subject.results.asides = [("wf-w", "more junk")]
