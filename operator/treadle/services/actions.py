@@ -14,6 +14,7 @@ import importlib
 import inspect
 import json
 import os
+import re
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -192,11 +193,14 @@ def _header_value(header: Mapping[str, Any]) -> str:
     return value
 
 
+_MOUNTED_NAME = re.compile(r"[-_a-zA-Z0-9][-._a-zA-Z0-9]*")
+
+
 def _mounted_secret(name: str, key: str) -> str | None:
     """A key of a Secret a WorkerPool mounts (`$TREADLE_SECRETS_DIR/<secret>/<key>`)."""
     root = os.environ.get("TREADLE_SECRETS_DIR")
-    if not root or "/" in name or "/" in key or key.startswith("."):
-        return None
+    if not root or not all(_MOUNTED_NAME.fullmatch(part) for part in (name, key)):
+        return None  # nothing but a file right under the Secret's own directory
     try:
         return (Path(root) / name / key).read_text().rstrip("\n")
     except OSError:

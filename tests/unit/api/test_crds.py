@@ -94,4 +94,6 @@ def test_the_field_reference_in_docs_matches_the_models(name: str) -> None:
     path = REPO / "docs" / "reference" / f"{crd['spec']['names']['singular']}.md"
     assert path.read_text() == reference.render(crd), "run `make crds` to regenerate docs/reference"
     text = path.read_text()
-    assert any(f in text for f in ("`spec.tasks[].forEach`", "`spec.schedule`", "`spec.slotsPerWorker`"))
+    assert any(
+        f in text for f in ("`spec.tasks[].forEach`", "`spec.schedule`", "`spec.slotsPerWorker`")
+    )

@@ -42,7 +42,9 @@ async def test_workflows_are_advanced_side_by_side_at_most_the_limit_at_once() -
     running, most = 0, 0
     release = asyncio.Event()
 
-    async def advance(t: Tracked, results: list[TaskResult], now: datetime) -> list[tuple[str, str]]:
+    async def advance(
+        t: Tracked, results: list[TaskResult], now: datetime
+    ) -> list[tuple[str, str]]:
         nonlocal running, most
         running += 1
         most = max(most, running)
