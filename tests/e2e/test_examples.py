@@ -24,6 +24,8 @@ def test_every_example_applies_and_its_workflows_succeed(
         name = document["metadata"]["name"]
         if document["kind"] == "Workflow":  # end state: Succeeded
             crds.wait(f"twf/{name}", namespace, "condition=Ready", timeout_seconds=180)
+        elif document["kind"] == "WorkerPool":  # end state: its workers ready
+            crds.wait(f"twp/{name}", namespace, "condition=Ready", timeout_seconds=120)
         elif document["kind"] == "SyncJob":  # end state: scheduled, waiting for its next slot
             crds.wait(f"sj/{name}", namespace, "condition=Ready", timeout_seconds=60)
             status = crds.get("sj", name, namespace)["status"]
