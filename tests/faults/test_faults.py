@@ -33,10 +33,13 @@ from support.faults import (
     restart_redis,
     scaled,
     worker_pids,
+    worker_pool,
 )
 from support.operator import OperatorProcess
 from support.redis_server import RedisServer
 from treadle.services import kube
+
+PYTHONPATH_ENV = [{"name": "PYTHONPATH", "value": str(Path(__file__).parents[1])}]
 
 TIMEOUT_SECONDS = 900 if FULL else 240
 # A case waits up to TIMEOUT_SECONDS for its workflow, after faults spread over minutes at full
@@ -56,12 +59,18 @@ def run_with_faults(
     faults: int,
     inject: Any,
     spacing: tuple[float, float],
+    pool: dict[str, Any] | None = None,
 ) -> Counts:
-    """Runs a fan-out of `tasks` idempotent tasks, calls `inject()` `faults` times at random
-    moments while it runs, waits for its end and counts."""
+    """Runs a fan-out of `tasks` idempotent tasks (on a WorkerPool `pool` with this spec, made
+    first, or on workers of its own), calls `inject()` `faults` times at random moments while
+    it runs, waits for its end and counts."""
     log = tmp_path / "effects"
     name = case.replace("_", "-")
-    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=fan_out(name, log, tasks, seconds))
+    if pool is not None:
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=worker_pool("pool", **pool))
+        cluster.wait("twp/pool", namespace, "condition=Ready", timeout_seconds=120)
+    manifest = fan_out(name, log, tasks, seconds, "pool" if pool is not None else None)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
     progress = Progress(cluster, namespace, name)
     started = time.monotonic()
     made = 0
@@ -118,6 +127,103 @@ def test_worker_processes_sigkilled_at_random_moments(
     )
     assert_clean(counts)
     assert counts.faults >= 1
+
+
+def test_pool_workers_sigkilled_at_random_moments(
+    crds: Cluster, operator: OperatorProcess, namespace: str, tmp_path: Path, report: Report
+) -> None:
+    """A WorkerPool's worker dies mid-attempt: its attempts go to the pool's other workers
+    (and its replacement) with nothing lost and no effect made twice."""
+
+    def kill_a_pool_worker(_: str) -> bool:
+        pids = worker_pids(f"{namespace}.pool")
+        if not pids:
+            return False
+        os.kill(random.choice(pids), signal.SIGKILL)
+        return True
+
+    counts = run_with_faults(
+        crds,
+        namespace,
+        tmp_path,
+        report,
+        case="pool_worker_sigkill",
+        tasks=scaled(2000, 200),
+        seconds=0.3 if FULL else 0.1,
+        faults=scaled(20, 2),
+        inject=kill_a_pool_worker,
+        spacing=(0.5, 1.5),
+        pool={"replicas": {"min": 2, "max": 2}, "slotsPerWorker": 4},
+    )
+    assert_clean(counts)
+    assert counts.faults >= 1
+
+
+def test_a_pool_scaled_down_and_up_during_a_burst(
+    crds: Cluster, operator: OperatorProcess, namespace: str, tmp_path: Path, report: Report
+) -> None:
+    """Scale-down drains: a worker told to stop takes nothing new and finishes what it holds,
+    so shrinking a pool mid-run loses nothing and runs nothing twice."""
+    sizes = iter([1, 3] * 50)
+
+    def rescale(_: str) -> bool:
+        crds.kubectl("scale", "twp/pool", "-n", namespace, f"--replicas={next(sizes)}")
+        return True
+
+    counts = run_with_faults(
+        crds,
+        namespace,
+        tmp_path,
+        report,
+        case="pool_scale_down",
+        tasks=scaled(2000, 200),
+        seconds=0.3 if FULL else 0.2,
+        faults=scaled(10, 2),
+        inject=rescale,
+        spacing=(2.0, 4.0),
+        pool={
+            "autoscaling": False,
+            "replicas": {"min": 1, "max": 3, "desired": 3},
+            "slotsPerWorker": 4,
+        },
+    )
+    assert_clean(counts)
+    assert counts.faults >= 1
+    assert counts.re_run == 0, counts  # drained: no attempt was cut short
+
+
+def test_a_pools_image_rolled_out_mid_run(
+    crds: Cluster, operator: OperatorProcess, namespace: str, tmp_path: Path, report: Report
+) -> None:
+    """A change of the pool's pod template (here its env, as a new image would) rolls its
+    Deployment: old workers drain while new ones start, nothing lost, nothing run twice."""
+    rollouts = iter(range(1, 100))
+
+    def roll(_: str) -> bool:
+        change = {
+            "spec": {"env": [*PYTHONPATH_ENV, {"name": "ROLLOUT", "value": str(next(rollouts))}]}
+        }
+        crds.kubectl("patch", "twp/pool", "-n", namespace, "--type=merge", "-p", json.dumps(change))
+        return True
+
+    counts = run_with_faults(
+        crds,
+        namespace,
+        tmp_path,
+        report,
+        case="pool_rolling_update",
+        tasks=scaled(2000, 200),
+        seconds=0.3 if FULL else 0.2,
+        faults=scaled(5, 1),
+        inject=roll,
+        spacing=(4.0, 8.0),
+        pool={"replicas": {"min": 2, "max": 2}, "slotsPerWorker": 4},
+    )
+    assert_clean(counts)
+    assert counts.faults >= 1
+    rolled = crds.get("deployment", "treadle-pool-pool", namespace)
+    assert rolled["metadata"]["generation"] > 1  # the template did change mid-run
+    assert counts.re_run == 0, counts  # drained: no attempt was cut short
 
 
 def test_the_operator_sigkilled_during_a_run(

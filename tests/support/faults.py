@@ -27,8 +27,32 @@ def scaled(full: int, reduced: int) -> int:
     return full if FULL else reduced
 
 
-def fan_out(name: str, log: Path, tasks: int, seconds: float, **spec: Any) -> str:
-    """A workflow of `tasks` forEach children of `support.tasks:record`, keyed by item."""
+PYTHONPATH = {"name": "PYTHONPATH", "value": str(REPO / "tests")}
+
+
+def worker_pool(name: str, **spec: Any) -> str:
+    """A WorkerPool whose workers import the fault suite's tasks and redeliver quickly."""
+    body = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": name},
+        "spec": {"redeliverAfterSeconds": REDELIVER_AFTER_SECONDS, "env": [PYTHONPATH], **spec},
+    }
+    return json.dumps(body)
+
+
+def fan_out(
+    name: str, log: Path, tasks: int, seconds: float, pool: str | None = None, **spec: Any
+) -> str:
+    """A workflow of `tasks` forEach children of `support.tasks:record`, keyed by item, on two
+    workers of its own or on the WorkerPool `pool`."""
+    workers: dict[str, Any] = {
+        "workers": {
+            "replicas": 2,
+            "redeliverAfterSeconds": REDELIVER_AFTER_SECONDS,
+            "env": [PYTHONPATH],
+        }
+    }
     body = {
         "apiVersion": "treadle.dev/v1alpha1",
         "kind": "Workflow",
@@ -36,11 +60,7 @@ def fan_out(name: str, log: Path, tasks: int, seconds: float, **spec: Any) -> st
         "spec": {
             "concurrency": 500,
             "params": {"n": tasks},
-            "workers": {
-                "replicas": 2,
-                "redeliverAfterSeconds": REDELIVER_AFTER_SECONDS,
-                "env": [{"name": "PYTHONPATH", "value": str(REPO / "tests")}],
-            },
+            **({"workerPool": pool} if pool else workers),
             "tasks": [
                 {
                     "name": "work",
