@@ -41,7 +41,8 @@ start() {
   # kubectl wait fails at once on a CRD whose status has no conditions yet: ask again.
   for attempt in $(seq 60); do
     "$kubectl" wait --for condition=established --timeout=60s \
-      crd/workflows.treadle.dev crd/syncjobs.treadle.dev >/dev/null 2>&1 && break
+      crd/workflows.treadle.dev crd/syncjobs.treadle.dev crd/workerpools.treadle.dev \
+      >/dev/null 2>&1 && break
     [ "$attempt" = 60 ] && { say "the CRDs were never established"; exit 1; }
     sleep 1
   done
@@ -76,7 +77,14 @@ start() {
     }
   fi
 
-  say "applying examples/01-hello.yaml and waiting for it to succeed"
+  say "applying examples/00-worker-pool.yaml (the namespace's default pool) and waiting for its workers"
+  "$kubectl" apply -f "$root/examples/00-worker-pool.yaml" >/dev/null
+  if ! "$kubectl" wait --for=condition=Ready --timeout=120s twp/default >/dev/null; then
+    "$kubectl" get twp default -o yaml >&2
+    say "the default pool's workers did not start; see $state/logs/operator.log"
+    exit 1
+  fi
+  say "applying examples/01-hello.yaml and waiting for it to succeed (on the pool)"
   "$kubectl" apply -f "$root/examples/01-hello.yaml" >/dev/null
   if ! "$kubectl" wait --for=condition=Ready --timeout=180s twf/hello >/dev/null; then
     "$kubectl" get twf hello -o yaml >&2
@@ -95,6 +103,7 @@ Treadle is running.$([[ $local_cluster == 1 ]] && echo " The local cluster's kub
 Try next:
   export KUBECONFIG=$KUBECONFIG PATH=$bin:$(bash "$root/hack/tools.sh" --print):\$PATH
   kubectl get twf                          # workflows: Phase, Progress, Age, Message
+  kubectl get twp                          # worker pools: Ready, Backlog, Running
   kubectl get twf hello -o yaml            # status: tasks, outputs, conditions
   kubectl explain twf.spec.tasks           # every field, documented
   kubectl apply -f examples/               # the other examples

@@ -1,7 +1,8 @@
 """`helm install` with the chart's defaults into a local cluster of its own: two operator
 replicas run as pods (each with its Redis sidecar, on its own pod address), one takes the
 leader Lease, the API server reaches the webhook through its Service, workers reach Redis
-through its Service name, and a workflow runs; `helm upgrade` and `helm uninstall` behave."""
+through its Service name, and a workflow runs; `helm upgrade` (adding a default WorkerPool, on
+which the workflow then runs) and `helm uninstall` behave."""
 
 from __future__ import annotations
 
@@ -47,11 +48,15 @@ def test_helm_install_with_defaults_upgrade_and_uninstall_on_a_local_cluster(
         )
         assert "dependency cycle a -> b -> a" in refused.stderr
 
+        # The upgrade also makes the `default` WorkerPool of namespace `default`: the in-cluster
+        # operator keeps its Deployment (its RBAC allows it), and hello runs on it.
         helm("upgrade", RELEASE, str(CHART), "-n", SYSTEM, "--wait", "--timeout=180s",
-             *IMAGE, "--set", "verbose=true")  # fmt: skip
+             *IMAGE, "--set", "verbose=true", "--set", "pools.namespaces={default}")  # fmt: skip
+        cluster.wait("twp/default", "default", "condition=Ready", timeout_seconds=180)
         cluster.kubectl("delete", "twf", "hello", "-n", "default")
         cluster.kubectl("apply", "-f", str(REPO / "examples" / "01-hello.yaml"), "-n", "default")
         cluster.wait("twf/hello", "default", "condition=Ready", timeout_seconds=180)
+        assert cluster.get("twf", "hello", "default")["status"]["workerPool"] == "default"
         assert cluster.get("secret", secret_name, SYSTEM)["data"]["password"] == password
 
         helm("uninstall", RELEASE, "-n", SYSTEM, "--wait", "--timeout=120s")

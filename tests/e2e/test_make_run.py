@@ -1,5 +1,5 @@
-"""`make run`'s script brings up a private cluster, Redis, the CRDs, the operator and the first
-example, and ends with `kubectl get treadle` answering and the next commands printed."""
+"""`make run`'s script brings up a private cluster, Redis, the CRDs, the operator, the default
+worker pool and the first example on it, and ends with `kubectl get treadle` answering and the next commands printed."""
 
 from __future__ import annotations
 
@@ -31,13 +31,14 @@ def test_make_run_starts_everything_and_applies_the_first_example(tmp_path: Path
                 "twf",
                 "hello",
                 "-o",
-                "jsonpath={.status.phase}",
+                "jsonpath={.status.phase} {.status.workerPool}",
             ],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-        assert phase == "Succeeded"
+        assert phase == "Succeeded default"  # it ran on the pool `make run` made
+        assert "workerpool.treadle.dev/default" in started.stdout
         again = subprocess.run(
             ["bash", str(run), "start"], env=env, capture_output=True, text=True, timeout=300
         )

@@ -11,9 +11,10 @@ import lupa
 import pytest
 
 from support.cluster import REPO
+from treadle.api.pools import WorkerPoolSpec
 from treadle.api.syncjobs import SyncJobSpec
 from treadle.api.workflows import WorkflowSpec
-from treadle.core import engine, slots, syncs
+from treadle.core import engine, pools, slots, syncs
 from treadle.core.messages import TaskResult
 
 HEALTH = REPO / "docs" / "argocd" / "treadle.dev"
@@ -104,4 +105,40 @@ def test_a_suspended_sync_job_is_suspended() -> None:
     assert health("SyncJob", sync_object(shown, suspend=True)) == (
         "Suspended",
         "spec.suspend is true",
+    )
+
+
+def pool_object(status: Any, generation: int = 1) -> dict[str, Any]:
+    return {"metadata": {"name": "p", "generation": generation}, "spec": {}, "status": status}
+
+
+def test_a_worker_pool_is_healthy_when_ready_progressing_while_scaling_degraded_when_stalled() -> (
+    None
+):
+    spec = WorkerPoolSpec()
+
+    def looked(rollout: pools.Rollout, replicas: int = 2) -> dict[str, Any]:
+        return pools.pool_status(
+            spec, [], name="p", replicas=replicas, rollout=rollout, load=pools.Load(0, 0),
+            generation=1, now=NOW,
+        ).wire()  # fmt: skip
+
+    assert health("WorkerPool", {"metadata": {"name": "p"}, "spec": {}})[0] == "Progressing"
+    assert health("WorkerPool", pool_object(looked(pools.Rollout(ready=2, updated=2)))) == (
+        "Healthy",
+        "2/2 workers ready",
+    )
+    assert health("WorkerPool", pool_object(looked(pools.Rollout(), replicas=0)))[0] == "Healthy"
+    assert health("WorkerPool", pool_object(looked(pools.Rollout(ready=1, updated=1))))[0] == (
+        "Progressing"
+    )
+    stalled = looked(pools.Rollout(stalled="ProgressDeadlineExceeded: image cannot be pulled"))
+    assert health("WorkerPool", pool_object(stalled)) == (
+        "Degraded",
+        "ProgressDeadlineExceeded: image cannot be pulled",
+    )
+    invalid = pools.invalid_status([], "spec.env[0].name: no", generation=1, now=NOW).wire()
+    assert health("WorkerPool", pool_object(invalid))[0] == "Degraded"
+    assert health("WorkerPool", pool_object(looked(pools.Rollout(2, 2)), generation=2))[0] == (
+        "Progressing"
     )
