@@ -1,5 +1,6 @@
 """`make run`'s script brings up a private cluster, Redis, the CRDs, the operator, the default
-worker pool and the first example on it, and ends with `kubectl get treadle` answering and the next commands printed."""
+worker pool and the first example on it, and ends with `kubectl get treadle` answering and the
+next commands printed."""
 
 from __future__ import annotations
 
