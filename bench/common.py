@@ -105,3 +105,22 @@ def save_plot(png: Any, title: str, xlabel: str, ylabel: str, draw: Any) -> None
     axis.set_title(title)
     figure.tight_layout()
     figure.savefig(png, dpi=120)
+
+
+def warm_pool(space: str, replicas: int, slots: int = 16, name: str = "bench") -> str:
+    """A WorkerPool of `replicas` workers in `space`, made and waited for until every worker is
+    ready (its size fixed, so the clock of what runs on it includes no pod start)."""
+    body = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": name},
+        "spec": {
+            "autoscaling": False,
+            "replicas": {"min": replicas, "max": replicas},
+            "slotsPerWorker": slots,
+        },
+    }
+    namespace(space)
+    kubectl("apply", "-n", space, "-f", "-", stdin=json.dumps(body))
+    kubectl("wait", "-n", space, f"twp/{name}", "--for=condition=Ready", "--timeout=180s")
+    return name

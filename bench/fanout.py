@@ -1,7 +1,7 @@
 """Big fan-out: one workflow with N no-op python children, end to end, on the cluster that
 `make run` started (or $KUBECONFIG's, with the operator running).
 
-    .venv/bin/python bench/fanout.py --children 10000 --workers 2 --concurrency 500
+    .venv/bin/python bench/fanout.py --children 10000 --workers 2 --concurrency 500 [--pool]
 
 Prints and writes bench/results/fanout-<children>.json: seconds from apply to Succeeded,
 children per second, and the size of the Workflow object (bytes of its JSON) when it finished;
@@ -14,7 +14,7 @@ import argparse
 import json
 import time
 
-from common import kubectl, namespace, save_plot, write
+from common import kubectl, namespace, save_plot, warm_pool, write
 
 
 def main() -> None:
@@ -23,9 +23,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=500)
     parser.add_argument("--namespace", default="bench")
+    parser.add_argument(
+        "--pool", action="store_true", help="run on a warm WorkerPool of --workers pods"
+    )
     args = parser.parse_args()
     name = f"fanout-{args.children}"
     namespace(args.namespace)
+    on = {"workers": {"replicas": args.workers}}
+    if args.pool:
+        on = {"workerPool": warm_pool(args.namespace, args.workers)}
     kubectl("delete", "twf", name, "-n", args.namespace, "--ignore-not-found", "--wait=true")
     workflow = {
         "apiVersion": "treadle.dev/v1alpha1",
@@ -33,7 +39,7 @@ def main() -> None:
         "metadata": {"name": name},
         "spec": {
             "concurrency": args.concurrency,
-            "workers": {"replicas": args.workers},
+            **on,
             "params": {"n": args.children},
             "tasks": [
                 {
@@ -48,7 +54,7 @@ def main() -> None:
     kubectl("apply", "-n", args.namespace, "-f", "-", stdin=json.dumps(workflow))
     phase, timeline = "", []
     while phase not in ("Succeeded", "Failed"):
-        time.sleep(1)
+        time.sleep(0.25)
         found = kubectl("get", "twf", name, "-n", args.namespace, "-o",
                         "jsonpath={.status.phase} {.status.tasks.noop.succeeded}")  # fmt: skip
         phase, _, done = found.partition(" ")
@@ -58,6 +64,7 @@ def main() -> None:
     result = {
         "children": args.children,
         "workers": args.workers,
+        "on": "warm WorkerPool" if args.pool else "workers of its own (pod start in the clock)",
         "concurrency": args.concurrency,
         "phase": phase,
         "seconds": round(seconds, 1),

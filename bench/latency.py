@@ -17,13 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import kubectl, namespace, percentile, save_plot, write
+from common import kubectl, namespace, percentile, save_plot, warm_pool, write
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--namespace", default="bench")
+    parser.add_argument("--pool", action="store_true", help="run on a warm WorkerPool")
     args = parser.parse_args()
     name = f"chain-{args.tasks}"
     log = Path(tempfile.mkdtemp(prefix="treadle-latency-")) / "links.log"
@@ -33,9 +34,10 @@ def main() -> None:
          **({"dependsOn": [f"t{i - 1}"]} if i else {})}
         for i in range(args.tasks)
     ]  # fmt: skip
-    body = {"apiVersion": "treadle.dev/v1alpha1", "kind": "Workflow",
-            "metadata": {"name": name}, "spec": {"tasks": tasks}}  # fmt: skip
     namespace(args.namespace)
+    on = {"workerPool": warm_pool(args.namespace, 1)} if args.pool else {}
+    body = {"apiVersion": "treadle.dev/v1alpha1", "kind": "Workflow",
+            "metadata": {"name": name}, "spec": {"tasks": tasks, **on}}  # fmt: skip
     kubectl("delete", "twf", name, "-n", args.namespace, "--ignore-not-found", "--wait=true")
     kubectl("apply", "-n", args.namespace, "-f", "-", stdin=json.dumps(body))
     phase = ""

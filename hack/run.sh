@@ -15,6 +15,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 alive() { [[ -f $1 ]] && kill -0 "$(head -1 "$1")" 2>/dev/null; }
 
 start() {
+  # The local cluster's own kubeconfig (as "Try next" says to export) is the local cluster.
+  if [[ -n ${KUBECONFIG:-} && $(realpath -m "$KUBECONFIG") == $(realpath -m "$state/kubeconfig") ]]; then
+    unset KUBECONFIG
+  fi
   if [[ -n ${KUBECONFIG:-} ]]; then
     say "using the cluster of KUBECONFIG=$KUBECONFIG"
     local_cluster=0

@@ -108,7 +108,10 @@ class Driver:
         who = engine.Identity.of(meta, status.worker_pool)
         uid = who.uid
         tracked = Tracked(who, spec, status, meta.get("generation"), datetime.now(UTC))
+        # The status it comes with is the API server's (a handler may be writing it now): the
+        # first progress write waits its turn like any other.
         tracked.written, tracked.replaced = status.wire(), True
+        tracked.written_at = tracked.due
         previous = self.workflows.get(uid)
         if previous is not None and previous.spec == spec:
             tracked.outputs = previous.outputs
@@ -356,11 +359,13 @@ class Driver:
             tracked.workers.checked_at = now
         acked: list[tuple[str, str]] = []
         wrote = False
+        interval = pacing.write_interval(len(self.workflows))
         if pacing.write_now(
             finished=step.finished,
             retry_asked=tracked.retry is not None,
             written_at=tracked.written_at,
             now=now,
+            interval=interval,
         ):
             wire = step.wire
             change = patches.merge_patch(tracked.written, wire)
@@ -411,6 +416,7 @@ class Driver:
                 wake_at=step.wake_at,
                 wants_outputs=step.wants_outputs,
                 unwritten_since=None if wrote else tracked.written_at,
+                interval=interval,
             )
         return acked
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 
 from treadle.api.base import Condition
 from treadle.api.pools import WorkerPoolSpec
@@ -106,6 +106,14 @@ class PoolKeeper:
         if kept is not None:
             self._gone.append(kept)
 
+    def specs(self, namespace: str) -> dict[str, WorkerPoolSpec]:
+        """The valid pools of a namespace by name, as last seen."""
+        return {
+            kept.name: kept.spec
+            for kept in self.pools.values()
+            if kept.namespace == namespace and kept.spec is not None
+        }
+
     def exists(self, namespace: str, name: str) -> bool:
         kept = self.pools.get(decide.shared_pool(namespace, name))
         return kept is not None and kept.spec is not None
@@ -138,6 +146,8 @@ class PoolKeeper:
             async with slots:
                 try:
                     await self._look(kept, loads[kept.id], now)
+                except ApiError as error:  # e.g. its namespace is being deleted
+                    log.warning("WorkerPool %s/%s: %s", kept.namespace, kept.name, error)
                 except Exception:
                     log.exception("WorkerPool %s/%s: look failed", kept.namespace, kept.name)
 

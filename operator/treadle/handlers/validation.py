@@ -58,16 +58,22 @@ async def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> 
         raise kopf.AdmissionError("; ".join(problems), code=422)
     await _secrets_readable(workflows.KIND, spec, meta, kwargs.get("userinfo"))
     if parsed is not None:
-        await _pools_fit(parsed, str(meta.get("namespace")))
+        await _pools_fit(parsed, str(meta.get("namespace")), kwargs.get("memo"))
 
 
-async def _pools_fit(spec: workflows.WorkflowSpec, namespace: str) -> None:
+async def _pools_fit(spec: workflows.WorkflowSpec, namespace: str, memo: Any) -> None:
     """Refuses a workflow naming a WorkerPool that does not exist, a Secret its pool does not
-    mount, or a timeout longer than its pool runs an attempt."""
+    mount, or a timeout longer than its pool runs an attempt.  The pools are the keeper's (the
+    webhook is served by the leader, which keeps them); listed when it does not know one the
+    workflow names (made a moment ago, in the same `kubectl apply`)."""
     if spec.own_workers and not any(task.worker_pool for task in spec.tasks):
         return
-    async with kube.client() as api:
-        found = await pool_deployments.specs(api, namespace)
+    keeper = getattr(memo, "pools", None)
+    found = keeper.specs(namespace) if keeper is not None else {}
+    named = {name for name, _ in pools.named_pools(spec, spec.worker_pool)}
+    if keeper is None or not named <= found.keys():  # one made a moment ago: ask
+        async with kube.client() as api:
+            found = await pool_deployments.specs(api, namespace)
     chosen = pools.choose(spec, default_exists=DEFAULT_POOL in found)
     problems = pools.pool_problems(
         spec, chosen, found, admission.workflow_secrets(spec), engine.DEFAULT_TIMEOUT_SECONDS

@@ -42,3 +42,18 @@ def test_a_finished_workflow_is_deleted_when_its_ttl_has_passed_or_never() -> No
     assert pacing.ttl_due(60, NOW) == NOW + 60 * SECOND
     assert pacing.ttl_due(None, NOW) is None
     assert pacing.ttl_due(60, None) is None
+
+
+def test_progress_writes_stretch_with_the_workflows_running_and_ends_are_written_at_once() -> None:
+    assert pacing.write_interval(1) == pacing.WRITE_INTERVAL
+    assert pacing.write_interval(pacing.WRITES_PER_SECOND) == pacing.WRITE_INTERVAL
+    assert pacing.write_interval(5 * pacing.WRITES_PER_SECOND).total_seconds() == 5
+    assert pacing.write_interval(10**6) == pacing.MAX_WRITE_INTERVAL
+    five = pacing.write_interval(5 * pacing.WRITES_PER_SECOND)
+    recent = NOW - 2 * SECOND
+    assert not pacing.write_now(
+        finished=False, retry_asked=False, written_at=recent, now=NOW, interval=five
+    )
+    assert pacing.write_now(
+        finished=True, retry_asked=False, written_at=recent, now=NOW, interval=five
+    )
