@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 
 WRITE_INTERVAL = timedelta(seconds=1)
 """A workflow's status is written at most this often (and at once when it finishes)."""
+POD_CHECK_INTERVAL = timedelta(seconds=30)
+"""How often a running workflow's worker pods (and its pool's Redis user) are looked at."""
 MAX_WRITE_INTERVAL = timedelta(seconds=10)
 WRITES_PER_SECOND = 100
 """The driver's budget of progress writes (those of unfinished workflows): with more than
@@ -20,8 +22,6 @@ def write_interval(running: int) -> timedelta:
     MAX_WRITE_INTERVAL.  A workflow's end is always written at once."""
     stretched = timedelta(seconds=running / WRITES_PER_SECOND)
     return min(max(WRITE_INTERVAL, stretched), MAX_WRITE_INTERVAL)
-POD_CHECK_INTERVAL = timedelta(seconds=30)
-"""How often a running workflow's worker pods (and its pool's Redis user) are looked at."""
 
 
 def write_now(
