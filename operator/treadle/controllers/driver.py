@@ -47,7 +47,7 @@ from treadle.services.results import ResultStream
 
 log = logging.getLogger(__name__)
 
-PASS_INTERVAL_SECONDS = 0.05
+PASS_INTERVAL_SECONDS = 0.01
 """The floor between passes: a task's successor is enqueued within about this of its result."""
 GAUGE_SECONDS = 15.0
 BATCH = 1000

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -64,6 +65,8 @@ class KeptPool:
     """When its Redis user was last made."""
     url_given: bool = False
     """Whether its worker URL is in the namespace's Secret."""
+    url_digest: str = ""
+    """A digest of that URL, on the pod template (a moved Redis rolls the workers)."""
 
     @property
     def id(self) -> str:
@@ -176,6 +179,7 @@ class PoolKeeper:
             replicas=scaling.replicas,
             default_image=self.worker_image,
             metrics_port=self.metrics_port,
+            url_digest=kept.url_digest,
         )
         if manifest != kept.applied:
             if kept.replicas is not None and scaling.replicas != kept.replicas:
@@ -233,6 +237,7 @@ class PoolKeeper:
         if not kept.url_given:
             await kube.put_worker_url(self.api, kept.namespace, kept.id, url)
             kept.url_given = True
+            kept.url_digest = hashlib.sha256(url.encode()).hexdigest()[:16]
 
     async def _let_go(self) -> None:
         gone, self._gone = self._gone, []

@@ -28,6 +28,8 @@ SECRETS_DIR = "/var/run/treadle/secrets"
 """Where a pool's pods find its Secrets: `<dir>/<secret>/<key>`."""
 GRACE_MARGIN_SECONDS = 30
 """Added to `maxTaskSeconds` for the pods' termination grace: the worker's own shutdown."""
+URL_ANNOTATION = f"{GROUP}/redis-url-digest"
+"""On a pool's pod template: a digest of its workers' Redis URL (never the URL itself)."""
 REDIS_SECRET = "treadle-redis"
 """The namespace's Secret of worker URLs, one key per pool (see services.kube)."""
 
@@ -244,10 +246,13 @@ def deployment(
     replicas: int,
     default_image: str,
     metrics_port: int = 0,
+    url_digest: str = "",
 ) -> dict[str, Any]:
     """The Deployment that keeps a pool's worker pods, owned by the pool.  Its pods are
     *restricted*, have no service-account token, mount only the pool's Secrets, and are given
-    `maxTaskSeconds` to finish what they hold when told to stop (rollout, scale-down)."""
+    `maxTaskSeconds` to finish what they hold when told to stop (rollout, scale-down).
+    `url_digest` (a digest of the workers' Redis URL) is on the pod template, so a Redis that
+    moved rolls the workers onto its new address."""
     pool = shared_pool(namespace, name)
     command = [
         "treadle",
@@ -257,10 +262,10 @@ def deployment(
         f"--reap-idle-seconds={spec.redeliver_after_seconds}",
         f"--drain-seconds={spec.max_task_seconds}",
     ]
-    annotations: dict[str, str] = {}
+    annotations: dict[str, str] = {URL_ANNOTATION: url_digest} if url_digest else {}
     if metrics_port:
         command.append(f"--metrics-address=0.0.0.0:{metrics_port}")
-        annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port)}
+        annotations |= {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port)}
     env: list[dict[str, Any]] = [
         {
             "name": "TREADLE_REDIS_URL",

@@ -276,3 +276,16 @@ def test_the_pool_is_chosen_when_the_workflow_is_admitted_and_kept_for_the_run()
     again = admission.admit(raw, first.wire(), generation=1, now=T0, workflow={})
     assert again.current is not None
     assert again.current.worker_pool == "default"
+
+
+def test_a_moved_redis_rolls_the_pools_workers_without_showing_its_url() -> None:
+    def made(digest: str) -> dict[str, Any]:
+        return pools.deployment(
+            name="p", namespace="n", uid="u", spec=pool(), replicas=1, default_image="i",
+            url_digest=digest,
+        )  # fmt: skip
+
+    before, after = made("aaaa"), made("bbbb")
+    template = before["spec"]["template"]["metadata"]["annotations"]
+    assert template == {pools.URL_ANNOTATION: "aaaa"}
+    assert before["spec"]["template"] != after["spec"]["template"]  # a new ReplicaSet
