@@ -69,9 +69,9 @@ faults: $(BIN)/.installed-bench redis-server ## the fault-injection suite at ful
 
 bench: $(BIN)/.installed-bench run ## benchmarks (bench/README.md): results, JSON and plots under bench/results
 	@$(BIN)/python bench/throughput.py --tasks $${TASKS:-10000} --workers $${WORKERS:-2}
-	@$(BIN)/python bench/fanout.py --children $${TASKS:-10000} --workers $${WORKERS:-2}
-	@$(BIN)/python bench/latency.py --tasks $${CHAIN:-500}
-	@$(BIN)/python bench/workflows.py --workflows $${WORKFLOWS:-1000}
+	@$(BIN)/python bench/fanout.py --children $${TASKS:-10000} --workers $${WORKERS:-2} --pool
+	@$(BIN)/python bench/latency.py --tasks $${CHAIN:-500} --pool
+	@$(BIN)/python bench/workflows.py --workflows $${WORKFLOWS:-1000} --pool $${WORKERS:-2}
 	@$(BIN)/python bench/syncjobs.py --jobs $${JOBS:-500} --slots $${SLOTS:-2}
 
 stop: ## stop the operator and Redis that make run started (the cluster keeps running)
