@@ -1,5 +1,6 @@
-"""A user allowed to create Workflows and SyncJobs in a namespace gains no right through them
-(issue #13, problem 3): no pod field outside the allow-list, no Secret they may not read.
+"""A user allowed to create Workflows, SyncJobs and WorkerPools in a namespace gains no right
+through them (issue #13, problem 3): no pod field outside the allow-list, no Secret they may
+not read.
 `kubectl --as` impersonates such a user through the real API server and webhook."""
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def creator(crds: Cluster, operator: OperatorProcess, namespace: str) -> str:
         "rules": [
             {
                 "apiGroups": ["treadle.dev"],
-                "resources": ["workflows", "syncjobs"],
+                "resources": ["workflows", "syncjobs", "workerpools"],
                 "verbs": ["create", "get", "list", "patch", "update", "delete"],
             }
         ],
@@ -111,8 +112,22 @@ def test_naming_a_secret_the_user_may_not_read_is_refused_and_allowed_for_one_wh
     result = apply_as(crds, creator, namespace, json.dumps(workflow))
     assert result.returncode != 0
     assert "spec.workers.env: names Secret 'db'" in result.stderr
+    # A WorkerPool mounting it would hand it to every task of the pool: refused alike.
+    pool = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "WorkerPool",
+        "metadata": {"name": "leaky"},
+        "spec": {"secrets": ["db"]},
+    }
+    result = apply_as(crds, creator, namespace, json.dumps(pool))
+    assert result.returncode != 0
+    assert (
+        f"spec.secrets[0]: names Secret 'db', which '{creator}' may not get in namespace "
+        f"'{namespace}'" in result.stderr
+    )
     # The cluster admin may read it, so may name it.
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pool))
 
 
 def test_a_task_can_neither_reach_another_workflows_queue_nor_forge_its_results(

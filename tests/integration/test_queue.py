@@ -604,3 +604,35 @@ async def test_a_result_for_a_workflow_its_pool_does_not_serve_is_set_aside(
         "a result for workflow another-workflow in the stream of pool test-pool, "
         "which does not serve it"
     )
+
+
+async def test_a_pool_finishes_only_its_own_tasks_and_a_shared_pools_streams_outlive_a_workflow(
+    client: aioredis.Redis,
+) -> None:
+    """A workflow spanning two pools: its `gpu` pool runs task `train` only, so a result for
+    `load` from that pool's stream is set aside; finishing the workflow deletes its keys but
+    not a WorkerPool's streams, which serve other workflows."""
+    shared, gpu = "ns.default", "ns.gpu"
+    stream = ResultStream(client, "operator")
+    await stream.ensure_marker()
+    served: dict[str, dict[str, set[str] | None]] = {shared: {"u": {"load"}}, gpu: {"u": {"train"}}}
+    assert await stream.read(served, 10, 10) == []
+    await client.xadd(
+        keys.results_stream(gpu), TaskResult("u", "ns/wf", "load", None, 1, "succeeded").encode()
+    )
+    await client.xadd(
+        keys.results_stream(gpu), TaskResult("u", "ns/wf", "train", None, 1, "succeeded").encode()
+    )
+    read = await stream.read(served, 10, 100)
+    assert [(r.pool, r.result.task) for r in read] == [(gpu, "train")]
+    assert stream.asides == [
+        (
+            gpu,
+            "a result for task load of workflow u in the stream of pool ns.gpu, "
+            "which does not run it",
+        )
+    ]
+    await client.hset(keys.done_hash(shared, "u"), "k", "1")
+    await stream.forget_workflows([("u", shared, True), ("u", gpu, True)])
+    assert not await client.exists(keys.done_hash(shared, "u"))
+    assert await client.exists(keys.tasks_stream(shared), keys.results_stream(gpu)) == 2
