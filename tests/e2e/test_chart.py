@@ -100,6 +100,11 @@ GRANTED = [
     ("list", "customresourcedefinitions.apiextensions.k8s.io"),
     ("patch", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
     ("create", "mutatingwebhookconfigurations.admissionregistration.k8s.io"),
+    ("watch", "workerpools.treadle.dev"),
+    ("patch", "workerpools.treadle.dev/status"),
+    ("create", "deployments.apps"),
+    ("patch", "deployments.apps"),
+    ("get", "deployments.apps"),
 ]
 REFUSED = [
     ("get", "secrets"),
@@ -107,7 +112,9 @@ REFUSED = [
     ("list", "secrets"),
     ("delete", "secrets"),
     ("create", "pods/exec"),
-    ("create", "deployments.apps"),
+    ("delete", "deployments.apps"),
+    ("update", "deployments.apps"),
+    ("create", "workerpools.treadle.dev"),
     ("update", "workflows.treadle.dev"),
     ("update", "workflows.treadle.dev/status"),
     ("delete", "leases.coordination.k8s.io"),
@@ -265,11 +272,18 @@ def test_the_network_policy_is_on_and_admits_only_treadles_pods_to_redis(namespa
                  "watchNamespaces={team-a,team-b}")) if d]  # fmt: skip
     [policy] = [d for d in documents if d["kind"] == "NetworkPolicy"]
     [redis, _] = policy["spec"]["ingress"]
-    workers, operator = redis["from"]
-    assert workers["namespaceSelector"]["matchExpressions"][0]["values"] == [
-        "team-a", "team-b", namespace,
-    ]  # fmt: skip
-    assert workers["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "worker"
+    workers, pool_workers, operator = redis["from"]
+    for selected in (workers, pool_workers):
+        assert selected["namespaceSelector"]["matchExpressions"][0]["values"] == [
+            "team-a", "team-b", namespace,
+        ]  # fmt: skip
+        assert selected["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "worker"
+    [workflow_label] = workers["podSelector"]["matchExpressions"]
+    [pool_label] = pool_workers["podSelector"]["matchExpressions"]
+    assert (workflow_label["key"], pool_label["key"]) == (
+        "treadle.dev/workflow",
+        "treadle.dev/pool",
+    )
     assert operator["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "operator"
     assert "namespaceSelector" not in operator
 

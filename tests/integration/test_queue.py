@@ -392,7 +392,8 @@ async def test_a_header_from_a_secret_missing_in_the_worker_fails_loudly(
     await worker.close()
     [result] = await results(client)
     assert result.error == (
-        "header Authorization: key 'token' of Secret 'api' is not in this worker's environment"
+        "header Authorization: key 'token' of Secret 'api' is neither in this worker's "
+        "environment nor mounted in it"
     )
 
 

@@ -27,7 +27,6 @@ from treadle.core import conditions, patches
 from treadle.core import pools as decide
 from treadle.runtime import CancelToken, Directive
 from treadle.services import kube, pool_deployments, pool_users
-from treadle.services.keys import pool_user
 from treadle.services.pool_users import PoolUsers
 from treadle.services.results import ResultStream
 
@@ -230,10 +229,9 @@ class PoolKeeper:
     async def _give_url(self, kept: KeptPool) -> None:
         """The pool's Redis user (made again: Redis keeps none over a restart) and its worker
         URL in the namespace's Secret."""
-        url = self.worker_redis_url
-        if self.users is not None:
-            await self.users.ensure(kept.id, kept.namespace)
-            url = pool_users.worker_url(url, pool_user(kept.id), self.users.password(kept.id))
+        url = await pool_users.ensured_url(
+            self.users, self.worker_redis_url, kept.id, kept.namespace
+        )
         if not kept.url_given:
             await kube.put_worker_url(self.api, kept.namespace, kept.id, url)
             kept.url_given = True

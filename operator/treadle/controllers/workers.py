@@ -18,7 +18,6 @@ from treadle.core import engine, notices
 from treadle.core.messages import TaskResult
 from treadle.core.pools import is_shared
 from treadle.services import kube, pool_users
-from treadle.services.keys import pool_user
 from treadle.services.pool_users import PoolUsers
 
 log = logging.getLogger(__name__)
@@ -112,10 +111,9 @@ class WorkerOwner:
     async def _give_url(self, who: engine.Identity, state: WorkerState) -> None:
         """Makes the pool's Redis user again (Redis keeps none over a restart) and, once per
         run, puts the pool's worker URL in the namespace's Secret."""
-        url = self.worker_redis_url
-        if self.users is not None:
-            await self.users.ensure(who.pool, who.namespace)
-            url = pool_users.worker_url(url, pool_user(who.pool), self.users.password(who.pool))
+        url = await pool_users.ensured_url(
+            self.users, self.worker_redis_url, who.pool, who.namespace
+        )
         if not state.url_given:
             await kube.put_worker_url(self.api, who.namespace, who.pool, url)
             state.url_given = True

@@ -332,13 +332,9 @@ def admit_syncjob(
     if parsed is not None:
         return SyncJobAdmission(None, parsed)
     message = "; ".join(problems)
-    found = conditions.kstatus(
+    found = conditions.invalid(
         conditions.parse((status or {}).get("conditions")),
-        ready=False,
-        reconciling=False,
-        stalled=True,
-        reason="Invalid",
-        message=message,
+        message,
         generation=generation,
         now=now,
     )

@@ -49,6 +49,22 @@ def set_condition(
     return sorted([*others, updated], key=lambda c: c.type)
 
 
+def invalid(
+    conditions: Sequence[Condition], message: str, *, generation: int | None, now: datetime
+) -> list[Condition]:
+    """The conditions of an object whose spec is refused: not ready, stalled, reason Invalid."""
+    return kstatus(
+        conditions,
+        ready=False,
+        reconciling=False,
+        stalled=True,
+        reason="Invalid",
+        message=message,
+        generation=generation,
+        now=now,
+    )
+
+
 def kstatus(
     conditions: Sequence[Condition],
     *,

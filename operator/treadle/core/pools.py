@@ -224,16 +224,7 @@ def invalid_status(
     return WorkerPoolStatus(
         observed_generation=generation,
         message=message,
-        conditions=conditions.kstatus(
-            previous,
-            ready=False,
-            reconciling=False,
-            stalled=True,
-            reason="Invalid",
-            message=message,
-            generation=generation,
-            now=now,
-        ),
+        conditions=conditions.invalid(previous, message, generation=generation, now=now),
     )
 
 

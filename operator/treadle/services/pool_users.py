@@ -95,6 +95,15 @@ def acl_rules(pool: str, namespace: str, secret: str) -> list[str]:
     return ["reset", "on", f"#{hashed}", "resetchannels", *patterns, "-@all", *commands]
 
 
+async def ensured_url(users: PoolUsers | None, base_url: str, pool: str, namespace: str) -> str:
+    """The URL a pool's workers reach Redis at: with pool users, as the pool's own user, made
+    (again: Redis keeps none over a restart) first; else `base_url` as it is."""
+    if users is None:
+        return base_url
+    await users.ensure(pool, namespace)
+    return worker_url(base_url, keys.pool_user(pool), users.password(pool))
+
+
 class PoolUsers:
     """Makes and removes pools' Redis users, through the operator's own connection."""
 
