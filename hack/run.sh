@@ -14,6 +14,17 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 alive() { [[ -f $1 ]] && kill -0 "$(head -1 "$1")" 2>/dev/null; }
 
+# apply_ready EXAMPLE OBJECT SECONDS WHY: applies examples/EXAMPLE and waits for OBJECT's Ready
+# condition; else shows it and stops, saying WHY.
+apply_ready() {
+  "$kubectl" apply -f "$root/examples/$1" >/dev/null
+  if ! "$kubectl" wait --for=condition=Ready --timeout="$3s" "$2" >/dev/null; then
+    "$kubectl" get "$2" -o yaml >&2
+    say "$4; see $state/logs/operator.log"
+    exit 1
+  fi
+}
+
 start() {
   # The local cluster's own kubeconfig (as "Try next" says to export) is the local cluster.
   if [[ -n ${KUBECONFIG:-} && $(realpath -m "$KUBECONFIG") == $(realpath -m "$state/kubeconfig") ]]; then
@@ -82,19 +93,9 @@ start() {
   fi
 
   say "applying examples/00-worker-pool.yaml (the namespace's default pool) and waiting for its workers"
-  "$kubectl" apply -f "$root/examples/00-worker-pool.yaml" >/dev/null
-  if ! "$kubectl" wait --for=condition=Ready --timeout=120s twp/default >/dev/null; then
-    "$kubectl" get twp default -o yaml >&2
-    say "the default pool's workers did not start; see $state/logs/operator.log"
-    exit 1
-  fi
+  apply_ready 00-worker-pool.yaml twp/default 120 "the default pool's workers did not start"
   say "applying examples/01-hello.yaml and waiting for it to succeed (on the pool)"
-  "$kubectl" apply -f "$root/examples/01-hello.yaml" >/dev/null
-  if ! "$kubectl" wait --for=condition=Ready --timeout=180s twf/hello >/dev/null; then
-    "$kubectl" get twf hello -o yaml >&2
-    say "the example did not succeed; see $state/logs/operator.log"
-    exit 1
-  fi
+  apply_ready 01-hello.yaml twf/hello 180 "the example did not succeed"
   echo
   echo "hello's outputs:"
   "$kubectl" get twf hello -o jsonpath='{range .status.tasks.*}{.output}{"\n"}{end}'
