@@ -3,6 +3,7 @@ and a request annotation removed only while it still asks for what was done."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from lightkube import AsyncClient, KubeConfig
@@ -82,3 +83,25 @@ async def test_a_status_patch_from_the_last_written_status_removes_dropped_keys(
     assert (status["lastOutcome"], status["attemptsInSlot"]) == ("Succeeded", 2)
     assert "lastSkipReason" not in status
     assert "nextRetryTime" not in status
+
+
+async def test_pools_putting_their_worker_urls_at_once_into_a_new_namespace_keep_every_one(
+    crds: Cluster, namespace: str
+) -> None:
+    """Two pools' first looks make the namespace's `treadle-redis` Secret side by side.  Each
+    used to apply its own key, and the later apply dropped the earlier one's: that pool's pods
+    waited for ever with CreateContainerConfigError (seen in CI)."""
+    api = client(crds, namespace)
+    try:
+        for round_ in range(3):
+            crds.kubectl(
+                "delete", "secret", kube.REDIS_SECRET, "-n", namespace, "--ignore-not-found"
+            )
+            pools = [f"{namespace}.p{round_}-{i}" for i in range(4)]
+            await asyncio.gather(
+                *(kube.put_worker_url(api, namespace, pool, f"redis://{pool}") for pool in pools)
+            )
+            data = crds.get("secret", kube.REDIS_SECRET, namespace)["data"]
+            assert sorted(data) == sorted(pools)
+    finally:
+        await api.close()

@@ -637,3 +637,28 @@ async def test_a_pool_finishes_only_its_own_tasks_and_a_shared_pools_streams_out
     await stream.forget_workflows([("u", shared, True), ("u", gpu, True)])
     assert not await client.exists(keys.done_hash(shared, "u"))
     assert await client.exists(keys.tasks_stream(shared), keys.results_stream(gpu)) == 2
+
+
+async def test_a_draining_worker_finishes_what_a_read_under_way_hands_it(
+    client: aioredis.Redis,
+) -> None:
+    """Scale-down and rollouts: the worker is told to stop while its read blocks; a message
+    that read then returns is this worker's alone, so it is run and its result published
+    before the worker counts as drained (else another worker runs it again after the
+    redelivery timeout: the fault suite's scale-down case saw 4 of 200 run twice)."""
+    queue = await queue_for(client, "w1")
+    worker = TaskWorker(queue, block_ms=2000)
+    reading = asyncio.create_task(worker.execute(CancelToken()))
+    await asyncio.sleep(0.05)
+    assert not worker._not_reading.is_set()  # blocked in its read
+    draining = asyncio.create_task(worker.drain())
+    await asyncio.sleep(0.05)
+    assert not draining.done()  # the read under way may still hand it work
+    await queue.enqueue([command("late", "sh", "-c", "sleep 0.2; echo done")])
+    await reading
+    await draining
+    await worker.close()
+    [result] = await results(client)
+    assert (result.task, result.outcome) == ("late", "succeeded")
+    pending: Any = await client.xpending(keys.tasks_stream(POOL), queues.WORKERS_GROUP)
+    assert pending["pending"] == 0

@@ -36,7 +36,8 @@ LOOK_SECONDS = 2.0
 """How often each pool's backlog and Deployment are looked at (a burst waits at most this long
 for the pool to grow)."""
 USERS_EVERY = timedelta(seconds=30)
-"""How often a pool's Redis user is made again even when no Redis restart was seen."""
+"""How often a pool's Redis user is made again, and its URL put in the namespace's Secret
+again, even when no Redis restart was seen."""
 CONCURRENCY = 16
 
 
@@ -165,6 +166,7 @@ class PoolKeeper:
             await self._write(kept, status.wire())
             return
         if kept.user_at is None or now - kept.user_at >= USERS_EVERY:
+            kept.url_given = False  # put again too: a Secret edited or deleted heals
             await self._give_url(kept)
             kept.user_at = now
         current = kept.replicas if kept.replicas is not None else spec.replicas.min

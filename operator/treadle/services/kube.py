@@ -121,9 +121,11 @@ async def put_worker_url(api: AsyncClient, namespace: str, pool: str, url: str) 
             "namespace": namespace,
             "labels": {"app.kubernetes.io/managed-by": "treadle"},
         },
-        **change,
     }
-    # Made by an apply (the verb RBAC grants by name); a second replica's apply merges.
+    # Made by an apply (the verb RBAC grants by name) of no data: two pools making it at once
+    # apply the same thing, where an apply of each one's key would drop the other's (a
+    # manager's apply removes the fields its last apply had and this one lacks); each key is
+    # then merged in.
     await api.patch(
         Secret, REDIS_SECRET, body, namespace=namespace, patch_type=PatchType.APPLY, force=True
     )

@@ -137,9 +137,12 @@ class TaskWorker:
     _ended: list[tuple[Delivery, TaskResult | None]] = field(default_factory=list, repr=False)
     _flusher: asyncio.Task[None] | None = field(default=None, repr=False)
     _keeper: asyncio.Task[None] | None = field(default=None, repr=False)
+    _not_reading: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+    """Clear while a read of the stream is under way (what it returns is this worker's)."""
 
     def __post_init__(self) -> None:
         self.idle.set()
+        self._not_reading.set()
 
     async def execute(self, cancel: CancelToken) -> Directive:
         if self.draining:
@@ -150,8 +153,10 @@ class TaskWorker:
             return Directive.proceed()
         try:
             free = self.concurrency - len(self._running)
+            self._not_reading.clear()
             deliveries = await self.queue.read(min(self.batch_size, free), self.block_ms)
         except Exception as error:
+            self._not_reading.set()
             if not is_missing_group(error):
                 raise
             log.warning(
@@ -160,9 +165,20 @@ class TaskWorker:
             )
             await self.queue.ensure_groups()
             return Directive.proceed()
-        if deliveries:
-            await self._start(deliveries)
+        try:
+            if deliveries:
+                await self._start(deliveries)
+        finally:
+            self._not_reading.set()
         return Directive.proceed()
+
+    async def drain(self) -> None:
+        """Takes no new work and finishes what it holds: a read already under way may still
+        hand this worker messages (they are then pending for it alone), so those are started
+        and finished too before the attempts in hand are waited for."""
+        self.draining = True
+        await self._not_reading.wait()
+        await self.settle()
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -320,9 +336,8 @@ async def serve(options: WorkerOptions, stop: asyncio.Event) -> None:
         await stop.wait()
         # Drain: finish the tasks in hand (they were read, so no other worker has them) before
         # the loops are cancelled; whatever is left after the grace goes back via the reaper.
-        worker.draining = True
         try:
-            await asyncio.wait_for(worker.idle.wait(), timeout=options.drain_seconds)
+            await asyncio.wait_for(worker.drain(), timeout=options.drain_seconds)
         except TimeoutError:
             log.warning("tasks still running after %.0f s of draining", options.drain_seconds)
     finally:
