@@ -462,7 +462,7 @@ class Driver:
         served: dict[str, dict[str, Collection[str] | None]] = defaultdict(dict)
         for uid, tracked in self.workflows.items():
             if not tracked.status.finished_at:
-                for pool, tasks in tracked.served().items():
+                for pool, tasks in tracked.served.items():
                     served[pool][uid] = tasks
         return served
 

@@ -117,14 +117,10 @@ class PoolKeeper:
             if kept.namespace == namespace and kept.spec is not None
         }
 
-    def exists(self, namespace: str, name: str) -> bool:
-        kept = self.pools.get(decide.shared_pool(namespace, name))
-        return kept is not None and kept.spec is not None
-
     def ready(self, pool: str) -> tuple[int, str | None]:
         """Ready workers of a pool, and why there are none when there are none."""
         kept = self.pools.get(pool)
-        name = pool.partition(".")[2]
+        name = decide.pool_name(pool)
         if kept is None:
             return 0, f"WorkerPool {name!r} does not exist"
         if kept.spec is None:

@@ -55,27 +55,24 @@ class Tracked:
     an advance that failed after enqueuing and is tried again must not enqueue them twice (the
     engine, given the same status, asks for the same attempts)."""
 
-    task_pools: dict[str, str] = field(default_factory=dict)
+    task_pools: dict[str, str] = field(init=False)
     """The pool each task runs on (its own `workerPool`, else the workflow's)."""
+    pools: set[str] = field(init=False)
+    """Every pool its tasks run on."""
+    served: dict[str, frozenset[str]] = field(init=False)
+    """The tasks each of its pools runs for it: the only results that pool may send (decided
+    once: the driver asks on every pass)."""
 
     def __post_init__(self) -> None:
-        if not self.task_pools:
-            self.task_pools = pools.task_pools(self.spec, self.who.namespace, self.who.pool)
-
-    def pool_of(self, task: str) -> str:
-        return self.task_pools.get(task, self.who.pool)
-
-    @property
-    def pools(self) -> set[str]:
-        """Every pool its tasks run on, its own first among equals."""
-        return {self.who.pool, *self.task_pools.values()}
-
-    def served(self) -> dict[str, frozenset[str]]:
-        """The tasks each of its pools runs for it: the only results that pool may send."""
+        self.task_pools = pools.task_pools(self.spec, self.who.namespace, self.who.pool)
+        self.pools = pools.pools_of(self.spec, self.who.namespace, self.who.pool)
         found: dict[str, set[str]] = {pool: set() for pool in self.pools}
         for task, pool in self.task_pools.items():
             found[pool].add(task)
-        return {pool: frozenset(tasks) for pool, tasks in found.items()}
+        self.served = {pool: frozenset(tasks) for pool, tasks in found.items()}
+
+    def pool_of(self, task: str) -> str:
+        return self.task_pools.get(task, self.who.pool)
 
     @property
     def reference(self) -> ObjectReference:

@@ -16,7 +16,7 @@ from lightkube import AsyncClient
 from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.core import engine, notices
 from treadle.core.messages import TaskResult
-from treadle.core.pools import is_shared
+from treadle.core.pools import is_shared, pool_name
 from treadle.services import kube, pool_users
 from treadle.services.pool_users import PoolUsers
 
@@ -28,7 +28,7 @@ PoolReadiness = Callable[[str], tuple[int, str | None]]
 
 def no_pools(pool: str) -> tuple[int, str | None]:
     """Readiness when no pool keeper runs: no WorkerPool has workers."""
-    return 0, f"WorkerPool {pool.partition('.')[2]!r} is not served by this operator"
+    return 0, f"WorkerPool {pool_name(pool)!r} is not served by this operator"
 
 
 @dataclass
@@ -70,8 +70,8 @@ class WorkerOwner:
         (the fewest of any)."""
         shared = sorted(pool for pool in {who.pool, *pools} if is_shared(pool))
         if shared:
-            looks = [(self.pool_ready(pool), pool) for pool in shared]
-            (state.ready, state.problem), _pool = min(looks, key=lambda look: look[0][0])
+            looks = [self.pool_ready(pool) for pool in shared]
+            state.ready, state.problem = min(looks, key=lambda look: look[0])
             if who.shared:
                 self._waited(state, None)
                 return

@@ -10,7 +10,7 @@ stream, a user or a key even when they have the same name.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -42,6 +42,11 @@ def shared_pool(namespace: str, name: str) -> str:
 def is_shared(pool: str) -> bool:
     """Whether a pool id is a WorkerPool's (not a workflow's own pods')."""
     return "." in pool
+
+
+def pool_name(pool: str) -> str:
+    """The WorkerPool's name in a shared pool id."""
+    return pool.partition(".")[2]
 
 
 def deployment_name(pool: str) -> str:
@@ -328,7 +333,3 @@ def deployment(
 def env_problems(spec: WorkerPoolSpec) -> list[str]:
     """Names Treadle reserves are refused in a pool's env."""
     return podspecs.env_problems([{"name": v.name} for v in spec.env], "spec.env")
-
-
-def ids(namespace: str, names: Iterable[str]) -> set[str]:
-    return {shared_pool(namespace, name) for name in names}

@@ -273,14 +273,6 @@ async def run(options: OperatorOptions) -> None:
         else:
             log.warning("pool users are off: every worker gets full rights on Redis")
         results = ResultStream(redis_client, options.consumer)
-        memo.driver = driver.Driver(
-            results,
-            kube.client(),
-            options.worker_redis_url or options.redis_url,
-            options.worker_image,
-            users=users,
-            worker_metrics_port=options.worker_metrics_port,
-        )
         memo.pools = PoolKeeper(
             kube.client(),
             results,
@@ -289,7 +281,15 @@ async def run(options: OperatorOptions) -> None:
             users=users.twin() if users is not None else None,
             metrics_port=options.worker_metrics_port,
         )
-        memo.driver.owner.pool_ready = memo.pools.ready
+        memo.driver = driver.Driver(
+            results,
+            kube.client(),
+            options.worker_redis_url or options.redis_url,
+            options.worker_image,
+            users=users,
+            worker_metrics_port=options.worker_metrics_port,
+            pool_ready=memo.pools.ready,
+        )
         keeper = Loop("pool-keeper", memo.pools, tasks.cancel, start=Directive.proceed())
         tasks.spawn("pool-keeper", keeper.run())
         loop = Loop(
