@@ -98,6 +98,11 @@ class Network:
     def gateway(self) -> str:
         return f"10.244.{self.slot}.1"
 
+    @property
+    def bridge_mac(self) -> str:
+        """br0's own MAC (locally administered, one per slot)."""
+        return f"02:74:72:64:{self.slot // 256:02x}:{self.slot % 256:02x}"
+
     def pod_netns(self, uid: str) -> str:
         return f"treadle{self.slot}-{uid.replace('-', '')[:12]}"
 
@@ -164,6 +169,10 @@ def _set_up(net: Network) -> None:
     ip("-n", ns, "link", "set", "uplink", "up")
     if ip("-n", ns, "link", "show", "br0", check=False).returncode != 0:
         ip("-n", ns, "link", "add", "br0", "type", "bridge")
+    # A bridge with no address of its own takes its ports' lowest MAC, so a pod coming or going
+    # changes the gateway's MAC under every other pod: their packets go to the old one until
+    # ARP notices, seconds in which every connection out of the pod (Redis, the API) stalls.
+    ip("-n", ns, "link", "set", "br0", "address", net.bridge_mac)
     ip("-n", ns, "addr", "replace", f"{net.gateway}/24", "dev", "br0")
     ip("-n", ns, "link", "set", "br0", "up")
     ip("-n", ns, "route", "replace", "default", "via", net.host_ip)

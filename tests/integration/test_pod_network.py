@@ -117,3 +117,36 @@ def test_a_pods_namespace_and_address_go_with_it_and_host_network_pods_share_the
     assert json.loads(addresses.stdout)[0]["addr_info"][0]["local"] == own["status"]["podIP"]
     cluster.kubectl("delete", "pod", "own", "shared", "-n", namespace, "--timeout=60s")
     assert not netns.exists()
+
+
+def test_the_gateway_keeps_its_mac_while_pods_come_and_go(networked: Cluster) -> None:
+    """A bridge without a MAC of its own takes its ports' lowest: a pod leaving would change
+    the gateway's MAC under every other pod and stall their connections until ARP caught up
+    (seconds in which a worker could neither publish results nor keep its tasks alive)."""
+    node = json.loads((networked.kubeconfig.parent / "network.json").read_text())["nodeNetns"]
+
+    def bridge_mac() -> str:
+        shown = subprocess.run(
+            ["ip", "-n", node, "-j", "link", "show", "br0"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return str(json.loads(shown.stdout)[0]["address"])
+
+    before = bridge_mac()
+    # A port with a MAC below any a veth gets at random, as a pod's would be.
+    port = ("trdmac0", "trdmac1")
+    subprocess.run(["ip", "-n", node, "link", "del", port[0]], capture_output=True)
+    subprocess.run(
+        ["ip", "-n", node, "link", "add", port[0], "address", "00:00:5e:00:53:01",
+         "type", "veth", "peer", "name", port[1]],
+        check=True,
+    )  # fmt: skip
+    try:
+        subprocess.run(["ip", "-n", node, "link", "set", port[0], "master", "br0"], check=True)
+        subprocess.run(["ip", "-n", node, "link", "set", port[0], "up"], check=True)
+        assert bridge_mac() == before
+    finally:
+        subprocess.run(["ip", "-n", node, "link", "del", port[0]], check=True)
+    assert bridge_mac() == before
