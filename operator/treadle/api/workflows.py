@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, WithJsonSchema, field_validator, model_validator
 
 from treadle.api.base import (
     SET_LIST,
@@ -25,6 +26,8 @@ SHORT_NAMES = ["twf"]
 
 TASK_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MAX_TASKS = 500
+MAX_EXIT_TASKS = 20
+Shutdown = Literal["Stop", "Terminate"]
 ACTIONS = ("http", "command", "python")
 """The Task fields that are actions, one per kind (treadle.core.actions); a task has exactly one."""
 POOL_OR_WORKERS = (
@@ -50,13 +53,55 @@ class Backoff(ResourceModel):
     """Fraction of the delay randomised away (0: none, 1: full jitter)."""
 
 
+HTTP_STATUS_RULE = r"^([1-5][0-9][0-9]|[1-5]xx)$"
+HttpStatusRule = Annotated[
+    int | str,
+    WithJsonSchema({
+        "x-kubernetes-int-or-string": True,
+        "description": "A status code (503) or a class of them (5xx).",
+    }),
+]  # fmt: skip
+
+
+class RetryOn(ResourceModel):
+    """Which failures are retried; any other dead-letters at once, naming why.  Connection
+    errors and timeouts are always retried."""
+
+    http_status: list[HttpStatusRule] | None = Field(default=None, max_length=100)
+    """HTTP statuses retried, as codes or classes; unset: 429 and 5xx."""
+    exit_codes: list[Annotated[int, Field(ge=1, le=255)]] | None = Field(
+        default=None, max_length=255
+    )
+    """A command's exit codes retried; unset: any non-zero."""
+    exceptions: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        default=None, max_length=100
+    )
+    """Python exception class names retried (the class or any of its bases); unset: any."""
+
+    @field_validator("http_status")
+    @classmethod
+    def _statuses(cls, rules: list[int | str] | None) -> list[int | str] | None:
+        for index, rule in enumerate(rules or []):
+            if isinstance(rule, int) and not 100 <= rule <= 599:
+                raise ValueError(f"entry {index}: {rule} is no HTTP status (100-599)")
+            if isinstance(rule, str) and not re.fullmatch(HTTP_STATUS_RULE, rule):
+                raise ValueError(
+                    f"entry {index}: {rule!r} is neither a status code nor a class like 5xx"
+                )
+        return rules
+
+
 class RetryPolicy(ResourceModel):
     """How often a failed task is tried again before it is dead-lettered."""
 
     limit: int = Field(default=4, ge=0, le=100)
     """Retries after the first attempt; 0 dead-letters on the first failure."""
     backoff: Backoff = Field(default_factory=Backoff)
-    """Delay between attempts."""
+    """Delay between attempts (at least what a 429's or 503's Retry-After asks, up to
+    maxDurationSeconds)."""
+    on: RetryOn | None = None
+    """Which failures are retried (default: HTTP 429 and 5xx, any non-zero exit code, any
+    exception, connection errors and timeouts)."""
 
 
 class CircuitBreaker(ResourceModel):
@@ -181,6 +226,9 @@ class Task(TaskSettings):
     """Tasks that must succeed before this one starts."""
     for_each: str | None = Field(default=None, max_length=4096)
     """A template that renders to a list: one child task per item, available as `item`."""
+    when: str | None = Field(default=None, min_length=1, max_length=4096)
+    """A template rendered once the dependencies are done: false, "false", 0, null or empty
+    skips the task (reason ConditionFalse); its dependents still run."""
     http: HttpAction | None = None
     """Call an HTTP endpoint."""
     command: CommandAction | None = None
@@ -265,13 +313,32 @@ class WorkflowSpec(ResourceModel):
         min_length=1, max_length=MAX_TASKS, json_schema_extra=map_list("name")
     )
     """The tasks of the DAG."""
+    on_exit: list[Task] = Field(
+        default_factory=list, max_length=MAX_EXIT_TASKS, json_schema_extra=map_list("name")
+    )
+    """Tasks run once the DAG has ended, whatever its outcome (notifications, clean-up), with
+    `workflow.phase` and `workflow.failures` in their templates; they may depend on each other
+    and read any task's output.  Their failure is recorded and does not change the outcome."""
+    shutdown: Shutdown | None = None
+    """Stop: no new attempts, running ones finish, then onExit (phase Stopped).  Terminate:
+    running attempts are cancelled, then onExit (phase Terminated)."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> WorkflowSpec:
         _unique_task_names(self.tasks)
+        names = {task.name for task in self.tasks}
+        for index, task in enumerate(self.on_exit):
+            if task.name in names:
+                raise ValueError(f"onExit[{index}].name: duplicate task name {task.name!r}")
+            names.add(task.name)
         if self.worker_pool is not None and "workers" in self.model_fields_set:
             raise ValueError(POOL_OR_WORKERS[1])
         return self
+
+    @property
+    def all_tasks(self) -> list[Task]:
+        """The DAG's tasks, then the exit tasks."""
+        return [*self.tasks, *self.on_exit] if self.on_exit else self.tasks
 
     @property
     def own_workers(self) -> bool:
@@ -279,7 +346,14 @@ class WorkflowSpec(ResourceModel):
         return "workers" in self.model_fields_set
 
 
-WorkflowPhase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended", "Invalid"]
+WorkflowPhase = Literal[
+    "Pending", "Running", "Succeeded", "Failed", "Stopped", "Terminated", "Suspended", "Invalid"
+]
+ENDED_PHASES = ("Succeeded", "Failed", "Stopped", "Terminated")
+"""The phases of a run that is over."""
+SkipReason = Literal[
+    "ConditionFalse", "UpstreamFailed", "Stopped", "Terminated", "Deadline", "StatusLimit"
+]
 TaskPhase = Literal[
     "Pending", "Queued", "Running", "Retrying", "Succeeded", "DeadLettered", "Skipped"
 ]
@@ -290,6 +364,10 @@ class TaskStatus(StatusModel):
 
     phase: TaskPhase
     """Task phase."""
+    reason: SkipReason | None = None
+    """Why a Skipped task was skipped: its condition was false (ConditionFalse), a task it
+    depends on failed (UpstreamFailed), the workflow was stopped or terminated, its deadline
+    passed, or its status had no room left (StatusLimit)."""
     attempts: int | None = Field(default=None, ge=0)
     """Attempts made so far."""
     started_at: str | None = None

@@ -220,7 +220,7 @@ def _admitted_status(
         generation=generation,
         now=now,
     )
-    total = 0 if parsed is None else len(parsed.tasks)
+    total = 0 if parsed is None else len(parsed.all_tasks)
     return workflows.WorkflowStatus(
         phase=phase,
         message=message,
@@ -231,8 +231,16 @@ def _admitted_status(
 
 
 def _check_template(
-    source: str, path: str, task: str, dag: dags.Dag, *, item_allowed: bool
+    source: str,
+    path: str,
+    task: str,
+    known: Sequence[str],
+    readable: set[str],
+    *,
+    item_allowed: bool,
 ) -> list[str]:
+    """A template's problems: its syntax, `item` outside forEach, and tasks it reads that are
+    unknown or not `readable` from `task` (its ancestors; for an exit task, the DAG too)."""
     try:
         found = templating.references(source)
     except templating.TemplateError as error:
@@ -241,9 +249,9 @@ def _check_template(
     if "item" in found.names and not item_allowed:
         problems.append(f"{path}: `item` is only defined in the templates of a forEach task")
     for referenced in sorted(found.tasks):
-        if referenced not in dag.depends_on:
+        if referenced not in known:
             problems.append(f"{path}: unknown task {referenced!r}")
-        elif referenced not in dag.ancestors(task):
+        elif referenced not in readable:
             problems.append(
                 f"{path}: task {referenced!r} is not an ancestor of {task!r} "
                 f"(add it to dependsOn, directly or through another task)"
@@ -309,8 +317,10 @@ def secrets_named(kind: str, spec: Any) -> list[tuple[str, str]]:
         found += [
             (n, "spec.workers.env") for n in sorted(podspecs.secrets_in_env(workers.get("env")))
         ]
-    for index, task in enumerate(spec.get("tasks") or []):
-        found += actions.secrets_named(task, f"spec.tasks[{index}]")
+    for field in ("tasks", "onExit"):
+        tasks = spec.get(field)
+        for index, task in enumerate(tasks if isinstance(tasks, list) else []):
+            found += actions.secrets_named(task, f"spec.{field}[{index}]")
     return found
 
 
@@ -343,23 +353,50 @@ def admit_syncjob(
 
 
 def workflow_problems(spec: workflows.WorkflowSpec, workflow: Mapping[str, Any]) -> list[str]:
-    """What the schema cannot see: the graph, the templates, a static forEach that is no list."""
+    """What the schema cannot see: the graphs (the DAG's and the exit tasks'), the templates
+    and conditions, a static forEach that is no list."""
     dag = dags.Dag.from_tasks([(t.name, t.depends_on) for t in spec.tasks])
-    problems = dag.problems()
+    exits = dags.Dag.from_tasks([(t.name, t.depends_on) for t in spec.on_exit])
+    problems = dag.problems() + exits.problems("spec.onExit", elsewhere=list(dag.depends_on))
     if problems:
         return problems
     problems += podspecs.env_problems(spec.workers.env, "spec.workers.env")
-    for index, task in enumerate(spec.tasks):
-        if task.for_each is not None:
-            path = f"spec.tasks[{index}].forEach"
-            found = _check_template(task.for_each, path, task.name, dag, item_allowed=False)
-            problems += found
-            if not found and not templating.references(task.for_each).tasks:
-                problems += _static_list(task.for_each, path, spec, workflow)
-        for path, source in actions.templates(task, f"spec.tasks[{index}]"):
-            problems += _check_template(
-                source, path, task.name, dag, item_allowed=task.for_each is not None
+    known = [task.name for task in spec.all_tasks]
+    for field, tasks, graph in (("tasks", spec.tasks, dag), ("onExit", spec.on_exit, exits)):
+        for index, task in enumerate(tasks):
+            readable = set(graph.ancestors(task.name))
+            if field == "onExit":
+                readable |= set(dag.depends_on)
+            problems += _task_problems(
+                task, f"spec.{field}[{index}]", known, readable, spec, workflow
             )
+    return problems
+
+
+def _task_problems(
+    task: workflows.Task,
+    path: str,
+    known: Sequence[str],
+    readable: set[str],
+    spec: workflows.WorkflowSpec,
+    workflow: Mapping[str, Any],
+) -> list[str]:
+    problems = []
+    if task.for_each is not None:
+        found = _check_template(
+            task.for_each, f"{path}.forEach", task.name, known, readable, item_allowed=False
+        )
+        problems += found
+        if not found and not templating.references(task.for_each).tasks:
+            problems += _static_list(task.for_each, f"{path}.forEach", spec, workflow)
+    if task.when is not None:
+        problems += _check_template(
+            task.when, f"{path}.when", task.name, known, readable, item_allowed=False
+        )
+    for field, source in actions.templates(task, path):
+        problems += _check_template(
+            source, field, task.name, known, readable, item_allowed=task.for_each is not None
+        )
     return problems
 
 
@@ -394,9 +431,10 @@ def admit_pool(spec: Any, name: str) -> tuple[pools_api.WorkerPoolSpec | None, l
 def workflow_secrets(spec: workflows.WorkflowSpec) -> dict[str, list[tuple[str, str]]]:
     """The Secrets each task reads (Secret, field), for the check against its pool's."""
     found: dict[str, list[tuple[str, str]]] = {}
-    raw = spec.model_dump(mode="json", exclude_none=True)
-    for index, task in enumerate(raw.get("tasks") or []):
-        found[task["name"]] = list(actions.secrets_named(task, f"spec.tasks[{index}]"))
+    raw = spec.model_dump(mode="json", exclude_none=True, by_alias=True)
+    for field in ("tasks", "onExit"):
+        for index, task in enumerate(raw.get(field) or []):
+            found[task["name"]] = list(actions.secrets_named(task, f"spec.{field}[{index}]"))
     return found
 
 

@@ -25,23 +25,30 @@ class Dag:
     def from_tasks(cls, tasks: Sequence[tuple[str, Sequence[str]]]) -> Dag:
         return cls({name: tuple(deps) for name, deps in tasks})
 
-    def problems(self) -> list[str]:
-        """Every unknown or self dependency, then the first cycle found; empty when valid."""
+    def problems(self, field: str = "spec.tasks", elsewhere: Sequence[str] = ()) -> list[str]:
+        """Every unknown or self dependency, then the first cycle found; empty when valid.
+        `field` is the task list's path; `elsewhere` names tasks of another list, which these
+        may not depend on (the DAG's, for exit tasks)."""
         found = []
         names = list(self.depends_on)
         for index, name in enumerate(names):
             for dep in self.depends_on[name]:
                 if dep == name:
-                    found.append(f"spec.tasks[{index}].dependsOn: task {name!r} depends on itself")
+                    found.append(f"{field}[{index}].dependsOn: task {name!r} depends on itself")
+                elif dep in elsewhere:
+                    found.append(
+                        f"{field}[{index}].dependsOn: {dep!r} is a task of the DAG (exit tasks "
+                        "run once all of it has ended and may depend only on other exit tasks)"
+                    )
                 elif dep not in self.depends_on:
                     found.append(
-                        f"spec.tasks[{index}].dependsOn: unknown task {dep!r} (tasks are: "
+                        f"{field}[{index}].dependsOn: unknown task {dep!r} (tasks are: "
                         f"{', '.join(sorted(names))})"
                     )
         if not found:
             cycle = self.find_cycle()
             if cycle:
-                found.append(f"spec.tasks: dependency cycle {' -> '.join(cycle)}")
+                found.append(f"{field}: dependency cycle {' -> '.join(cycle)}")
         return found
 
     def find_cycle(self) -> list[str] | None:

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from treadle.api.workflows import WorkflowSpec, WorkflowStatus
+from treadle.api.workflows import ENDED_PHASES, WorkflowSpec, WorkflowStatus
 from treadle.core import actions, notices
 from treadle.core.budget import (
     DEAD_LETTERS_KEPT,
@@ -115,7 +115,7 @@ class Step:
 
     @property
     def finished(self) -> bool:
-        return self.status.phase in ("Succeeded", "Failed")
+        return self.status.phase in ENDED_PHASES
 
     @property
     def wire(self) -> dict[str, Any]:
@@ -125,7 +125,7 @@ class Step:
 
 def secret_refs(spec: WorkflowSpec) -> list[tuple[str, str]]:
     """The (Secret, key) pairs the workflow's HTTP headers read; worker pods get them as env."""
-    return sorted({ref for task in spec.tasks for ref in actions.secret_keys(task)})
+    return sorted({ref for task in spec.all_tasks for ref in actions.secret_keys(task)})
 
 
 def advance(
@@ -150,13 +150,15 @@ def advance(
     renderings).  `status` is typed, or as the API server holds it (then parsed)."""
     typed = status if isinstance(status, WorkflowStatus) else WorkflowStatus.of(status)
     run = Run(spec, typed, now, who, rng or random.Random(), outputs, rendered, unavailable)
-    if run.status.phase not in ("Succeeded", "Failed"):
+    if run.status.phase not in ENDED_PHASES:
         for result in results:
             run.apply(result)
         run.settle()
-        if not spec.suspend and not _deadline_passed(run):
+        run.shut()
+        if not spec.suspend:
             run.schedule()
             run.settle()
+            run.shut()
     run.conclude(generation)
     run.flush()
     if not fit(run.status):
@@ -166,7 +168,7 @@ def advance(
             f"status would exceed {STATUS_LIMIT_BYTES // 1024} KiB: too many tasks, "
             "errors or dead letters to record"
         )
-        run.skip_unfinished()
+        run.skip_unfinished("StatusLimit")
         run.conclude(generation)
         fit(run.status, last_resort=True)
     return Step(
@@ -176,11 +178,5 @@ def advance(
         wants_outputs=run.deferred,
         notices=notices.step_notices(run.phase_before, run.status, run.new_letters),
         dead_lettered=len(run.new_letters),
-        finished_now=run.phase_before not in ("Succeeded", "Failed")
-        and run.status.phase in ("Succeeded", "Failed"),
+        finished_now=run.phase_before not in ENDED_PHASES and run.status.phase in ENDED_PHASES,
     )
-
-
-def _deadline_passed(run: Run) -> bool:
-    deadline = run.deadline()
-    return deadline is not None and run.now >= deadline

@@ -18,7 +18,7 @@ from typing import Any
 from treadle.api import GROUP, VERSION, pools
 from treadle.api.base import Condition
 from treadle.api.pools import WorkerPoolSpec, WorkerPoolStatus
-from treadle.api.workflows import WorkflowSpec
+from treadle.api.workflows import Task, WorkflowSpec
 from treadle.core import conditions, podspecs
 
 POOL_LABEL = f"{GROUP}/pool"
@@ -68,7 +68,7 @@ def task_pools(spec: WorkflowSpec, namespace: str, workflow_pool: str) -> dict[s
         task.name: workflow_pool
         if task.worker_pool is None
         else shared_pool(namespace, task.worker_pool)
-        for task in spec.tasks
+        for task in spec.all_tasks
     }
 
 
@@ -83,10 +83,17 @@ def named_pools(spec: WorkflowSpec, chosen: str | None) -> list[tuple[str, str]]
     found: list[tuple[str, str]] = []
     if chosen is not None:
         found.append((chosen, "spec.workerPool"))
-    for index, task in enumerate(spec.tasks):
+    for path, task in task_paths(spec):
         if task.worker_pool is not None:
-            found.append((task.worker_pool, f"spec.tasks[{index}].workerPool"))
+            found.append((task.worker_pool, f"{path}.workerPool"))
     return found
+
+
+def task_paths(spec: WorkflowSpec) -> list[tuple[str, Task]]:
+    """Every task (the DAG's and the exit tasks) with its field path."""
+    return [(f"spec.tasks[{i}]", task) for i, task in enumerate(spec.tasks)] + [
+        (f"spec.onExit[{i}]", task) for i, task in enumerate(spec.on_exit)
+    ]
 
 
 def pool_problems(
@@ -103,7 +110,7 @@ def pool_problems(
     for name, path in named_pools(spec, chosen):
         if name not in found:
             problems.append(f"{path}: WorkerPool {name!r} does not exist in this namespace")
-    for index, task in enumerate(spec.tasks):
+    for path, task in task_paths(spec):
         runs_on = task.worker_pool or chosen
         pool = found.get(runs_on) if runs_on is not None else None
         if pool is None:
@@ -118,7 +125,7 @@ def pool_problems(
         timeout = task.timeout_seconds or spec.defaults.timeout_seconds or default_timeout_seconds
         if timeout > pool.max_task_seconds:
             problems.append(
-                f"spec.tasks[{index}].timeoutSeconds: {timeout:g} s is longer than WorkerPool "
+                f"{path}.timeoutSeconds: {timeout:g} s is longer than WorkerPool "
                 f"{runs_on!r} runs an attempt (maxTaskSeconds {pool.max_task_seconds})"
             )
     return problems

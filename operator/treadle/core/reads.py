@@ -31,7 +31,7 @@ _ANY_TASK = "*"
 
 
 def _template_sources(task: Task) -> list[str]:
-    sources = [] if task.for_each is None else [task.for_each]
+    sources = [source for source in (task.for_each, task.when) if source is not None]
     sources += [source for _, source in actions.templates(task, "")]
     return [source for source in sources if "{" in source]
 
@@ -41,9 +41,9 @@ def needed_outputs(spec: WorkflowSpec, status: WorkflowStatus) -> dict[str, int 
     single task's own output): those of succeeded tasks that a task yet to finish reads, and
     whose output status does not inline.  Nothing else need be loaded."""
     tasks = status.tasks
-    by_name = {task.name: task for task in spec.tasks}
+    by_name = {task.name: task for task in spec.all_tasks}
     needed: dict[str, int | None] = {}
-    for task in spec.tasks:
+    for task in spec.all_tasks:
         own = tasks.get(task.name)
         if own is not None and own.phase in FINISHED:
             continue

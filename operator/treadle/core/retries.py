@@ -76,8 +76,14 @@ def revive(
     downstream = {d for name in again for d in dag.descendants(name)}
     for name in downstream:
         skipped = tasks.get(name)
-        if skipped is not None and skipped.phase == "Skipped":
+        if (
+            skipped is not None
+            and skipped.phase == "Skipped"
+            and skipped.reason != "ConditionFalse"
+        ):
             tasks[name] = TaskStatus(phase="Pending")
+    for task in spec.on_exit:  # they run again once the DAG has ended again
+        tasks[task.name] = TaskStatus(phase="Pending")
     letters = status.dead_letters
     revived_status.dead_letters = [letter for letter in letters if letter.task not in again]
     standing = status.dead_letter_count or len(letters)
@@ -150,7 +156,7 @@ def _in_flight_attempts(
     spec: WorkflowSpec, status: WorkflowStatus
 ) -> Iterator[tuple[Task, int | None, int]]:
     """(task, forEach child or None, attempt) of every attempt status says is in flight."""
-    for task in spec.tasks:
+    for task in spec.all_tasks:
         entry = status.tasks.get(task.name)
         if entry is None:
             continue

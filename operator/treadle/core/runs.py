@@ -22,7 +22,7 @@ from treadle.api.workflows import (
     WorkflowSpec,
     WorkflowStatus,
 )
-from treadle.core import backoff, budget, conditions, dags, pools, ranges, timestamps
+from treadle.core import backoff, budget, causes, conditions, dags, pools, ranges, timestamps
 from treadle.core.messages import TaskMessage, TaskResult
 
 FINISHED = ("Succeeded", "DeadLettered", "Skipped")
@@ -128,11 +128,14 @@ class RunState:
         self.new_letters: list[DeadLetter] = []
         self.run_generation = self.status.run_generation
         self.tasks = self.status.tasks
-        for task in spec.tasks:
+        self.all = spec.all_tasks
+        """The DAG's tasks, then the exit tasks (spec.onExit)."""
+        self.exits = frozenset(task.name for task in spec.on_exit)
+        for task in self.all:
             if task.name not in self.tasks:
                 self.tasks[task.name] = TaskStatus(phase="Pending")
-        self.by_name = {task.name: task for task in spec.tasks}
-        self.dag = dags.Dag.from_tasks([(t.name, t.depends_on) for t in spec.tasks])
+        self.by_name = {task.name: task for task in self.all}
+        self.dag = dags.Dag.from_tasks([(t.name, t.depends_on) for t in self.all])
         self.enqueue: list[TaskMessage] = []
         self._sets: dict[tuple[str, ItemSet], set[int]] = {}
         self._maps: dict[tuple[str, ItemMap], dict[int, str]] = {}
@@ -217,7 +220,7 @@ class RunState:
                 self.keep_output(entry, result)
                 entry.error = None
             else:
-                self._failed(task, entry, None, result.attempt, result.error or "failed")
+                self._failed(task, entry, None, result)
             return
         item = result.item
         if item is None or entry.items is None:
@@ -240,17 +243,29 @@ class RunState:
             self.item_map(task.name, "item_attempt_base").pop(item, None)
         else:
             entry.failed = (entry.failed or 0) + 1
-            self._failed(task, entry, item, result.attempt, result.error or "failed")
+            self._failed(task, entry, item, result)
 
-    def _failed(
-        self, task: Task, entry: TaskStatus, item: int | None, attempt: int, error: str
-    ) -> None:
+    def _failed(self, task: Task, entry: TaskStatus, item: int | None, result: TaskResult) -> None:
+        """A failed attempt: retried after its backoff while `retry.limit` lasts and
+        `retry.on` retries its cause, else dead-lettered (naming why it was not retried)."""
         retry = settings_of(self.spec, task).retry
         assert retry is not None
+        attempt, error = result.attempt, result.error or "failed"
         if item is None:
             base = entry.attempt_base or 0
         else:
             base = int(self.item_map(task.name, "item_attempt_base").get(item, 0))
+        cause = causes.Cause.of(result.details)
+        rules = retry.on or workflows.RetryOn()
+        refused = causes.refusal(
+            cause,
+            http_status=rules.http_status,
+            exit_codes=rules.exit_codes,
+            exceptions=rules.exceptions,
+        )
+        if refused is not None:
+            self.dead_letter(task.name, item, attempt, f"not retried ({refused}): {error}")
+            return
         if attempt - base <= retry.limit:
             wait = backoff.delay_seconds(
                 attempt,
@@ -260,6 +275,7 @@ class RunState:
                 jitter=retry.backoff.jitter,
                 rng=self.rng,
             )
+            wait = causes.wait_seconds(cause, wait, retry.backoff.max_duration_seconds)
             due = due_text(self.now + timedelta(seconds=wait))
             entry.error = budget.short(error)
             if item is None:
@@ -289,9 +305,9 @@ class RunState:
 
     # state -----------------------------------------------------------------------------------
 
-    def in_flight(self) -> int:
+    def in_flight(self, tasks: list[Task] | None = None) -> int:
         count = 0
-        for task in self.spec.tasks:
+        for task in self.all if tasks is None else tasks:
             if task.for_each is None:
                 count += self.tasks[task.name].phase in IN_FLIGHT
             else:
@@ -302,7 +318,7 @@ class RunState:
 
     def settle(self) -> None:
         self._base_context = None
-        for task in self.spec.tasks:
+        for task in self.all:
             entry = self.tasks[task.name]
             if task.for_each is None or entry.phase != "Running":
                 continue
@@ -322,7 +338,7 @@ class RunState:
 
     def progress(self) -> tuple[int, int]:
         finished = total = 0
-        for task in self.spec.tasks:
+        for task in self.all:
             entry = self.tasks[task.name]
             if task.for_each is not None and entry.items is not None:
                 total += entry.items
@@ -343,7 +359,7 @@ class RunState:
                 moments.append(timestamps.parse(entry.next_retry_at))
             moments += [timestamps.parse(due) for due in entry.retry_at or {}]
         deadline = self.deadline()
-        if deadline is not None and self.status.phase not in ("Succeeded", "Failed"):
+        if deadline is not None and self.dag_outcome() is None:
             moments.append(deadline)
         return min(moments) if moments else None
 
@@ -353,34 +369,85 @@ class RunState:
             return None
         return timestamps.parse(started) + timedelta(seconds=self.spec.active_deadline_seconds)
 
-    def skip_unfinished(self) -> None:
-        for entry in self.tasks.values():
-            if entry.phase not in FINISHED:
-                entry.phase, entry.finished_at = "Skipped", timestamps.text(self.now)
+    def skip_unfinished(self, reason: workflows.SkipReason, *, exits: bool = True) -> None:
+        """Every task not finished is Skipped for `reason` (the DAG's alone unless `exits`);
+        an attempt of it still out reports to no one."""
+        for task in self.all:
+            entry = self.tasks[task.name]
+            if entry.phase in FINISHED or (task.name in self.exits and not exits):
+                continue
+            entry.phase, entry.reason = "Skipped", reason
+            entry.finished_at, entry.next_retry_at = timestamps.text(self.now), None
+            if task.for_each is not None:
+                self.items(task.name, "running_items").clear()
+                self.item_map(task.name, "retry_at").clear()
+
+    def main_open(self) -> bool:
+        """Whether the DAG's tasks may still launch attempts (not stopped, terminated or past
+        its deadline)."""
+        if self.spec.shutdown is not None:
+            return False
+        deadline = self.deadline()
+        return deadline is None or self.now < deadline
+
+    def shut(self) -> None:
+        """Applies `spec.shutdown` and the deadline to the DAG's tasks: Terminate and a passed
+        deadline skip what has not finished at once (attempts out are cancelled or ignored);
+        Stop lets attempts out finish, then skips the rest."""
+        if self.dag_outcome() is not None:
+            return
+        if self.spec.shutdown == "Terminate":
+            self.skip_unfinished("Terminated", exits=False)
+        elif (deadline := self.deadline()) is not None and self.now >= deadline:
+            self.skip_unfinished("Deadline", exits=False)
+        elif self.spec.shutdown == "Stop" and not self.in_flight(self.spec.tasks):
+            self.skip_unfinished("Stopped", exits=False)
+
+    def dag_outcome(self) -> tuple[WorkflowPhase, str] | None:
+        """How the DAG ended (its phase and message), or None while it runs."""
+        main = [self.tasks[t.name] for t in self.spec.tasks]
+        if any(entry.phase not in FINISHED for entry in main):
+            return None
+        reasons = {entry.reason for entry in main if entry.phase == "Skipped"}
+        if "Terminated" in reasons:
+            return "Terminated", "terminated (spec.shutdown: Terminate)"
+        if "Stopped" in reasons:
+            return "Stopped", "stopped (spec.shutdown: Stop): running attempts finished"
+        if "Deadline" in reasons:
+            return "Failed", f"activeDeadlineSeconds ({self.spec.active_deadline_seconds}) exceeded"
+        if all(entry.phase == "Succeeded" or entry.reason == "ConditionFalse" for entry in main):
+            return "Succeeded", "all tasks succeeded"
+        failed = sorted(
+            t.name for t in self.spec.tasks if self.tasks[t.name].phase == "DeadLettered"
+        )
+        return "Failed", f"dead-lettered: {', '.join(failed)}" if failed else "tasks were skipped"
+
+    def exits_left(self) -> int:
+        return sum(self.tasks[name].phase not in FINISHED for name in self.exits)
 
     def conclude(self, generation: int | None) -> None:
         status = self.status
-        phases = [self.tasks[t.name].phase for t in self.spec.tasks]
         phase: WorkflowPhase
-        if status.phase in ("Succeeded", "Failed"):
+        outcome = None if status.phase in workflows.ENDED_PHASES else self.dag_outcome()
+        if status.phase in workflows.ENDED_PHASES:
             phase, message = status.phase, status.message or ""
-        elif all(p == "Succeeded" for p in phases):
-            phase, message = "Succeeded", "all tasks succeeded"
-        elif (deadline := self.deadline()) is not None and self.now >= deadline:
-            phase = "Failed"
-            message = f"activeDeadlineSeconds ({self.spec.active_deadline_seconds}) exceeded"
-            self.skip_unfinished()
-        elif all(p in FINISHED for p in phases):
-            failed = sorted(
-                t.name for t in self.spec.tasks if self.tasks[t.name].phase == "DeadLettered"
-            )
-            phase, message = "Failed", f"dead-lettered: {', '.join(failed)}"
+        elif outcome is not None and not self.exits_left():
+            phase, message = outcome
+            if self.exits:
+                message += f"; exit tasks: {self._exit_summary()}"
+        elif outcome is not None:
+            phase = "Running"
+            message = f"running exit tasks ({outcome[0]}: {outcome[1]})"
         elif self.spec.suspend:
             phase, message = "Suspended", "suspended: running tasks finish, no new ones start"
+        elif self.spec.shutdown == "Stop":
+            phase = "Running"
+            message = f"stopping: {self.in_flight()} attempts in flight finish, no new ones start"
         else:
             phase = "Running"
             message = f"{self.in_flight()} in flight"
-        if phase in ("Succeeded", "Failed") and status.finished_at is None:
+        ended = phase in workflows.ENDED_PHASES
+        if ended and status.finished_at is None:
             status.finished_at = timestamps.text(self.now)
         if phase != "Suspended" and self.enqueue and status.started_at is None:
             status.started_at = timestamps.text(self.now)
@@ -391,9 +458,13 @@ class RunState:
             status.conditions,
             ready=phase == "Succeeded",
             reconciling=phase == "Running",
-            stalled=phase == "Failed",
+            stalled=ended and phase != "Succeeded",
             reason=phase,
             message=message,
             generation=generation,
             now=self.now,
         )
+
+    def _exit_summary(self) -> str:
+        failed = sorted(name for name in self.exits if self.tasks[name].phase != "Succeeded")
+        return "all succeeded" if not failed else f"not succeeded: {', '.join(failed)}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from treadle.api.workflows import Task, TaskStatus
+from treadle.api.workflows import SkipReason, Task, TaskStatus
 from treadle.core import actions, reads, runs, templating, timestamps
 from treadle.core.messages import TaskMessage
 from treadle.core.runs import OutputId, RunState
@@ -16,6 +16,17 @@ MAX_FOR_EACH_ITEMS = 10_000
 """SPEC, Limits and bad input: the items one forEach task may fan out to."""
 
 
+FALSE_WORDS = frozenset({"false", "no", "off", "0", ""})
+
+
+def truthy(value: Any) -> bool:
+    """A `when` result: false, "false" (any case, also "no", "off", "0"), 0, null and empty
+    strings, lists and objects are false; anything else is true."""
+    if isinstance(value, str):
+        return value.strip().lower() not in FALSE_WORDS
+    return bool(value)
+
+
 class Run(RunState):
     """A RunState that also schedules: the engine's working object."""
 
@@ -23,12 +34,24 @@ class Run(RunState):
         if self._base_context is None:
             self._base_context = {
                 "params": self.spec.params or {},
-                "workflow": self.who.context,
+                "workflow": self._workflow_context(),
                 "tasks": self._task_outputs(),
             }
         if item is None:
             return self._base_context
         return {**self._base_context, "item": item}
+
+    def _workflow_context(self) -> dict[str, Any]:
+        """`workflow`: its name, namespace and uid; once the DAG has ended (for exit tasks)
+        also its outcome as `phase` and its dead letters as `failures`."""
+        outcome = self.dag_outcome()
+        if outcome is None:
+            return self.who.context
+        failures = [
+            letter.model_dump(mode="json", by_alias=True, exclude_none=True)
+            for letter in self.status.dead_letters
+        ]
+        return {**self.who.context, "phase": outcome[0], "failures": failures}
 
     def _task_outputs(self) -> dict[str, Any]:
         """What templates see of the tasks that succeeded.  An output stored in Redis that was
@@ -37,7 +60,7 @@ class Run(RunState):
         outputs: dict[str, Any] = {}
         stored = {**self.stored_outputs, **self.fresh} if self.fresh else self.stored_outputs
         self.missing = set()
-        for task in self.spec.tasks:
+        for task in self.all:
             entry = self.tasks[task.name]
             if entry.phase != "Succeeded":
                 continue
@@ -174,9 +197,20 @@ class Run(RunState):
         entry.started_at = timestamps.text(self.now)
 
     def schedule(self) -> None:
+        """Launches what may start: the DAG's tasks while it is open (not stopped, terminated
+        or past its deadline), then, once it has ended, the exit tasks."""
         slots = self.spec.concurrency - self.in_flight()
+        if self.main_open():
+            slots = self._schedule(self.spec.tasks, slots)
+        if self.on_exit_due():
+            self._schedule(self.spec.on_exit, slots)
+
+    def on_exit_due(self) -> bool:
+        return bool(self.exits) and self.dag_outcome() is not None
+
+    def _schedule(self, tasks: list[Task], slots: int) -> int:
         # Retries that are due go first.
-        for task in self.spec.tasks:
+        for task in tasks:
             entry = self.tasks[task.name]
             if task.for_each is None and entry.phase == "Retrying":
                 due = entry.next_retry_at
@@ -191,21 +225,62 @@ class Run(RunState):
                         break
                     del retrying[item]
                     slots -= self.launch(task, item, int(attempts.get(item, 1)) + 1)
+        names = {task.name for task in tasks}
         for name in self.dag.order:
+            if name not in names:
+                continue
             task, entry = self.by_name[name], self.tasks[name]
             if entry.phase == "Pending":
-                deps = [self.tasks[d].phase for d in task.depends_on]
-                if any(phase in ("DeadLettered", "Skipped") for phase in deps):
-                    entry.phase, entry.finished_at = "Skipped", timestamps.text(self.now)
+                readiness = self.readiness(task)
+                if readiness == "UpstreamFailed":
+                    self.skip(entry, "UpstreamFailed")
                     continue
-                if not all(phase == "Succeeded" for phase in deps):
+                if readiness != "ready" or (task.for_each is None and slots <= 0):
+                    continue
+                if task.when is not None and not self.condition_holds(task):
                     continue
                 if task.for_each is not None:
                     self.expand(task)
-                elif slots > 0:
+                else:
                     slots -= self.launch(task, None, 1)
             if task.for_each is not None and entry.phase == "Running":
                 slots = self._launch_children(task, entry, slots)
+        return slots
+
+    def readiness(self, task: Task) -> str:
+        """ "ready" once every dependency Succeeded or was skipped by its own condition (Argo's
+        rule: a false `when` upstream does not stop its dependents); "UpstreamFailed" when one
+        was dead-lettered or skipped for any other reason; else "waiting"."""
+        waiting = False
+        for dependency in task.depends_on:
+            entry = self.tasks[dependency]
+            if entry.phase == "DeadLettered":
+                return "UpstreamFailed"
+            if entry.phase == "Skipped":
+                if entry.reason != "ConditionFalse":
+                    return "UpstreamFailed"
+            elif entry.phase != "Succeeded":
+                waiting = True
+        return "waiting" if waiting else "ready"
+
+    def skip(self, entry: TaskStatus, reason: SkipReason) -> None:
+        entry.phase, entry.reason, entry.finished_at = "Skipped", reason, timestamps.text(self.now)
+
+    def condition_holds(self, task: Task) -> bool:
+        """Renders the task's `when`: False (the task is then Skipped, ConditionFalse, or
+        dead-lettered when the condition cannot be rendered) or True."""
+        assert task.when is not None
+        if self.waits(task):
+            return False
+        try:
+            value = templating.render_value(task.when, self.context())
+        except templating.TemplateError as error:
+            self.dead_letter(task.name, None, 0, self._why(task, f"when: {error}"))
+            return False
+        if truthy(value):
+            return True
+        self.skip(self.tasks[task.name], "ConditionFalse")
+        return False
 
     def _launch_children(self, task: Task, entry: TaskStatus, slots: int) -> int:
         started = (

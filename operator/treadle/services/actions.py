@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from treadle.core import actions, messages
+from treadle.core import actions, causes, messages
 
 if TYPE_CHECKING:
     import aiohttp
@@ -30,7 +30,21 @@ OUTPUT_LIMIT_BYTES = 1 << 20
 
 
 class ActionFailed(Exception):
-    """The attempt failed; the message says why."""
+    """The attempt failed; the message says why, and `cause` what kind of failure it was (the
+    engine's `retry.on` rules judge by it)."""
+
+    def __init__(self, message: str, cause: causes.Cause | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def _exception_names(error: BaseException) -> tuple[str, ...]:
+    """The exception's class and its bases (not `object`), its own first."""
+    ancestry = [kind.__name__ for kind in type(error).__mro__ if kind is not object]
+    return tuple(ancestry[: causes.MAX_EXCEPTION_NAMES])
+
+
+TIMED_OUT = causes.Cause("timeout")
 
 
 @dataclass(frozen=True)
@@ -135,10 +149,13 @@ async def run_command(spec: Mapping[str, Any], attempt: Attempt) -> Any:
             raise
         if isinstance(stop, OutputTooLarge):
             raise
-        raise ActionFailed(f"timed out after {timeout_seconds:g} s") from stop
+        raise ActionFailed(f"timed out after {timeout_seconds:g} s", TIMED_OUT) from stop
     if process.returncode != 0:
         tail = stderr.decode(errors="replace").strip()[-500:]
-        raise ActionFailed(f"exit code {process.returncode}" + (f": {tail}" if tail else ""))
+        raise ActionFailed(
+            f"exit code {process.returncode}" + (f": {tail}" if tail else ""),
+            causes.Cause("exit", exit_code=process.returncode),
+        )
     return _parse(stdout.decode(errors="replace"))
 
 
@@ -164,11 +181,12 @@ async def run_python(spec: Mapping[str, Any], attempt: Attempt) -> Any:
         else:
             result = await asyncio.wait_for(asyncio.to_thread(function, **kwargs), timeout_seconds)
     except TimeoutError as error:
-        raise ActionFailed(f"timed out after {timeout_seconds:g} s") from error
+        raise ActionFailed(f"timed out after {timeout_seconds:g} s", TIMED_OUT) from error
     except ActionFailed:
         raise
     except Exception as error:
-        raise ActionFailed(f"{type(error).__name__}: {error}") from error
+        cause = causes.Cause("exception", exceptions=_exception_names(error))
+        raise ActionFailed(f"{type(error).__name__}: {error}", cause) from error
     try:
         encoded = json.dumps(result)
     except (TypeError, ValueError) as error:
@@ -237,9 +255,18 @@ async def run_http(spec: Mapping[str, Any], attempt: Attempt) -> Any:
             text = body.decode(response.charset or "utf-8", errors="replace")
             ok = response.status in expected if expected else 200 <= response.status < 300
             if not ok:
-                raise ActionFailed(f"{response.status} from {response.url.host}: {text[:200]}")
+                cause = causes.Cause(
+                    "httpStatus",
+                    status=response.status,
+                    retry_after=causes.parse_retry_after(response.headers.get("Retry-After")),
+                )
+                raise ActionFailed(
+                    f"{response.status} from {response.url.host}: {text[:200]}", cause
+                )
             return _parse(text)
     except TimeoutError as error:
-        raise ActionFailed(f"timed out after {timeout_seconds:g} s calling {url}") from error
+        raise ActionFailed(
+            f"timed out after {timeout_seconds:g} s calling {url}", TIMED_OUT
+        ) from error
     except aiohttp.ClientError as error:
-        raise ActionFailed(f"{method} {url}: {error}") from error
+        raise ActionFailed(f"{method} {url}: {error}", causes.Cause("connection")) from error

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import time
@@ -85,7 +86,10 @@ async def _act(message: TaskMessage, session: Session, started: float) -> TaskRe
         attempt = actions.Attempt(message.timeout_seconds, message.key, session)
         output = await actions.runner(kind)(spec, attempt)
     except actions.ActionFailed as error:
-        return _result(message, "failed", None, str(error), started)
+        failed = _result(message, "failed", None, str(error), started)
+        if error.cause is None:
+            return failed
+        return dataclasses.replace(failed, details=error.cause.wire())
     except (StopIteration, ValueError, TypeError, LookupError, UnicodeError, OSError) as error:
         # The action itself is unusable here (a NUL in an argument, a bad port, a malformed
         # action): the attempt fails with the reason, instead of the worker leaving the message

@@ -39,7 +39,10 @@ def test_crd_schema_is_structural(name: str) -> None:
         assert not {"$ref", "anyOf", "oneOf", "allOf", "const", "title", "default"} & node.keys(), (
             path
         )
-        assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), path
+        assert "type" in node or any(
+            node.get(k)
+            for k in ("x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string")
+        ), path
         assert node.get("additionalProperties") is not True, path
 
 

@@ -116,3 +116,50 @@ def test_an_invalid_sync_job_gets_stalled_conditions_and_a_valid_one_its_parsed_
         {"schedule": "0 * * * *", "template": template}, {}, generation=1, now=now
     )
     assert (good.status, good.runnable is not None) == (None, True)
+
+
+def test_a_condition_may_read_only_ancestors_and_names_its_field() -> None:
+    found = problems_of([cmd("a"), cmd("b", when="{{ tasks.c.output }}"), cmd("c")])
+    assert found == [
+        "spec.tasks[1].when: task 'c' is not an ancestor of 'b' (add it to dependsOn, directly "
+        "or through another task)"
+    ]
+    assert problems_of([cmd("a", when="{{ item }}")]) == [
+        "spec.tasks[0].when: `item` is only defined in the templates of a forEach task"
+    ]
+    assert problems_of([cmd("a", when="{{ nope(")])[0].startswith("spec.tasks[0].when: ")
+
+
+def test_exit_tasks_depend_only_on_exit_tasks_and_may_read_any_task() -> None:
+    exits = [cmd("notify", "echo", "{{ tasks.b.output }} {{ workflow.phase }}")]
+    assert problems_of([cmd("a"), cmd("b")], onExit=exits) == []
+    assert problems_of([cmd("a")], onExit=[cmd("notify", dependsOn=["a"])]) == [
+        "spec.onExit[0].dependsOn: 'a' is a task of the DAG (exit tasks run once all of it has "
+        "ended and may depend only on other exit tasks)"
+    ]
+    assert problems_of([cmd("a", dependsOn=["notify"])], onExit=[cmd("notify")])[0].startswith(
+        "spec.tasks[0].dependsOn: unknown task 'notify'"
+    )
+    assert problems_of(
+        [cmd("a")], onExit=[cmd("x", "{{ tasks.y.output }}"), cmd("y", dependsOn=["x"])]
+    ) == [
+        "spec.onExit[0].command.args[0]: task 'y' is not an ancestor of 'x' (add it to "
+        "dependsOn, directly or through another task)"
+    ]
+
+
+def test_exit_task_names_are_unique_with_the_dags_and_bounded() -> None:
+    assert problems_of([cmd("a")], onExit=[cmd("a")]) == [
+        "spec: onExit[0].name: duplicate task name 'a'"
+    ]
+    many = [cmd(f"e{i}") for i in range(21)]
+    assert problems_of([cmd("a")], onExit=many)[0].startswith("spec.onExit: List should have")
+
+
+def test_retry_rules_are_checked_at_apply_time() -> None:
+    bad = cmd("a", retry={"on": {"httpStatus": [429, "6xx"], "exitCodes": [0]}})
+    assert problems_of([bad]) == [
+        "spec.tasks[0].retry.on.httpStatus: entry 1: '6xx' is neither a status code nor a "
+        "class like 5xx",
+        "spec.tasks[0].retry.on.exitCodes[0]: Input should be greater than or equal to 1",
+    ]

@@ -4,87 +4,20 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from support.conditions import condition
-from treadle.api.workflows import WorkflowSpec, WorkflowStatus
+from support.steps import STORED, T0, WHO, cmd, failed, ok, spec, step
+from treadle.api.workflows import WorkflowSpec
 from treadle.core import engine, timestamps
-from treadle.core.messages import TaskMessage, TaskResult
-
-T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
-WHO = engine.Identity(uid="u1", name="wf", namespace="ns", pool="wf-u1")
-
-
-def spec(*tasks: dict[str, Any], **extra: Any) -> WorkflowSpec:
-    return WorkflowSpec.model_validate({"tasks": list(tasks), **extra})
-
-
-def cmd(name: str, *args: str, **extra: Any) -> dict[str, Any]:
-    return {"name": name, "command": {"args": list(args) or ["true"]}, **extra}
-
-
-def ok(message: TaskMessage, output: Any = None) -> TaskResult:
-    return TaskResult(
-        message.workflow_uid,
-        message.workflow,
-        message.task,
-        message.item,
-        message.attempt,
-        "succeeded",
-        output,
-    )
-
-
-def failed(message: TaskMessage, error: str = "boom") -> TaskResult:
-    return TaskResult(
-        message.workflow_uid,
-        message.workflow,
-        message.task,
-        message.item,
-        message.attempt,
-        "failed",
-        error=error,
-    )
-
-
-STORED: dict[engine.OutputId, Any] = {}
-"""What the workers stored of every output so far (the driver loads what templates need)."""
 
 
 @pytest.fixture(autouse=True)
 def _empty_store() -> None:
     STORED.clear()
-
-
-def step(
-    workflow: WorkflowSpec,
-    status: WorkflowStatus | dict[str, Any],
-    results: list[TaskResult] = (),
-    now: datetime = T0,
-) -> engine.Step:
-    """One advance; it must leave the status it was given as it was (the engine edits its
-    own working copy, shallow where it only replaces)."""
-    for result in results:
-        if result.outcome == "succeeded":
-            STORED[(result.task, result.item)] = result.output
-    typed = status if isinstance(status, WorkflowStatus) else WorkflowStatus.of(status)
-    before = typed.wire()
-    found = engine.advance(
-        workflow,
-        typed,
-        list(results),
-        now=now,
-        who=WHO,
-        generation=1,
-        rng=random.Random(0),
-        outputs=STORED,
-    )
-    assert typed.wire() == before, "advance changed the status it was given"
-    return found
 
 
 def test_a_chain_runs_in_dependency_order_and_passes_outputs_along() -> None:
