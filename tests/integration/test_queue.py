@@ -122,6 +122,7 @@ async def test_a_failing_command_reports_the_exit_code_and_stderr(client: aiored
     await worker.close()
     [result] = await results(client)
     assert (result.outcome, result.error) == ("failed", "exit code 4: oops")
+    assert result.details == {"cause": "exit", "exitCode": 4}  # what retry.on judges by
 
 
 async def test_python_callables_run_sync_and_async_and_failures_are_results(
@@ -156,7 +157,7 @@ async def test_http_tasks_send_the_idempotency_key_and_return_the_json_body(
     async def handler(request: web.Request) -> web.Response:
         seen.append(request.headers["Idempotency-Key"])
         if request.path == "/down":
-            return web.Response(status=503, text="maintenance")
+            return web.Response(status=503, text="maintenance", headers={"Retry-After": "7"})
         return web.json_response({"path": request.path})
 
     app = web.Application()
@@ -193,6 +194,7 @@ async def test_http_tasks_send_the_idempotency_key_and_return_the_json_body(
     by_task = {r.task: r for r in await results(client)}
     assert await output_of(client, by_task["up"]) == {"path": "/users"}
     assert by_task["down"].error == "503 from 127.0.0.1: maintenance"
+    assert by_task["down"].details == {"cause": "httpStatus", "status": 503, "retryAfter": 7.0}
     assert sorted(seen) == ["u/down/-", "u/up/7"]
 
 
@@ -660,5 +662,39 @@ async def test_a_draining_worker_finishes_what_a_read_under_way_hands_it(
     await worker.close()
     [result] = await results(client)
     assert (result.task, result.outcome) == ("late", "succeeded")
+    pending: Any = await client.xpending(keys.tasks_stream(POOL), queues.WORKERS_GROUP)
+    assert pending["pending"] == 0
+
+
+async def test_a_terminated_workflows_attempts_are_cancelled_and_its_queued_ones_skipped(
+    client: aioredis.Redis, tmp_path: Path
+) -> None:
+    """spec.shutdown: Terminate: the worker cancels the attempts it holds of that workflow
+    within a second (a command gets SIGTERM, then SIGKILL after a grace), acknowledges them
+    without a result, and skips the workflow's messages it reads later; others go on."""
+    log = tmp_path / "log"
+    queue = await queue_for(client, "w1")
+    stubborn = f"trap 'echo term >> {log}; exit 143' TERM; echo started >> {log}; sleep 30 & wait"
+    await queue.enqueue(
+        [command("long", "sh", "-c", stubborn), command("other", "sleep", "0.5", uid="uid-2")]
+    )
+    worker = TaskWorker(queue, block_ms=100, cancel_check_seconds=0.1)
+    await worker.execute(CancelToken())
+    for _ in range(100):
+        if log.exists():
+            break
+        await asyncio.sleep(0.05)
+    started = asyncio.get_running_loop().time()
+    await ResultStream(client, "operator").cancel([POOL], "uid-1", at=1.0)
+    await asyncio.wait_for(worker.settle(), 10)
+    assert asyncio.get_running_loop().time() - started < 3
+    assert log.read_text().split() == ["started", "term"]
+    assert [(r.task, r.outcome) for r in await results(client)] == [("other", "succeeded")]
+    await queue.enqueue([counting("later", log)])
+    await worker.execute(CancelToken())
+    await worker.settle()
+    await worker.close()
+    assert "later" not in log.read_text()  # skipped: its workflow is over
+    assert (worker.cancelled, worker.skipped) == (1, 1)
     pending: Any = await client.xpending(keys.tasks_stream(POOL), queues.WORKERS_GROUP)
     assert pending["pending"] == 0

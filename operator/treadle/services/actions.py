@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     import aiohttp
 
 OUTPUT_LIMIT_BYTES = 1 << 20
+CANCEL_GRACE_SECONDS = 5.0
+"""How long a cancelled command has between SIGTERM and SIGKILL."""
 
 
 class ActionFailed(Exception):
@@ -139,6 +141,12 @@ async def run_command(spec: Mapping[str, Any], attempt: Attempt) -> Any:
     try:
         stdout, stderr = await asyncio.wait_for(_bounded_output(process), timeout_seconds)
     except (TimeoutError, asyncio.CancelledError, OutputTooLarge) as stop:
+        if isinstance(stop, asyncio.CancelledError):
+            # Terminated (or the worker is stopping): SIGTERM first, SIGKILL after a grace.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(process.wait()), CANCEL_GRACE_SECONDS)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         # Drain and close the pipes (the process is gone, so this ends at once).

@@ -46,6 +46,16 @@ def done_hash(pool: str, workflow_uid: str) -> str:
     return f"{pool_prefix(pool)}wf:{workflow_uid}:done"
 
 
+def cancel_hash(pool: str, workflow_uid: str) -> str:
+    """Set when a workflow is terminated (hash, with a TTL): its pool's workers cancel the
+    attempts of it they hold and skip those they read later."""
+    return f"{pool_prefix(pool)}wf:{workflow_uid}:cancel"
+
+
+CANCEL_TTL_SECONDS = 3600
+CANCELLED_FIELD = "at"
+
+
 def outputs_index(pool: str, workflow_uid: str) -> str:
     """The keys of one workflow's stored outputs (set), so they can be deleted with it."""
     return f"{pool_prefix(pool)}wf:{workflow_uid}:outs"

@@ -44,6 +44,8 @@ from redis.exceptions import ResponseError
 from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, MessageError, TaskMessage, TaskResult
 from treadle.services import scripts
 from treadle.services.keys import (
+    CANCELLED_FIELD,
+    cancel_hash,
     dead_letters,
     done_hash,
     output_key,
@@ -191,13 +193,32 @@ class TaskQueue:
             await set_aside(self.client, self.stream, WORKERS_GROUP, junk, pool_rejected(self.pool))
         return deliveries
 
-    async def already_succeeded(self, deliveries: Sequence[Delivery]) -> list[bool]:
+    async def already_settled(self, deliveries: Sequence[Delivery]) -> list[bool]:
+        """Which deliveries need not run: their key already succeeded (idempotency), or their
+        workflow was terminated."""
+        uids = sorted({delivery.message.workflow_uid for delivery in deliveries})
         async with self.client.pipeline(transaction=False) as pipe:
             for delivery in deliveries:
                 message = delivery.message
                 pipe.hexists(done_hash(self.pool, message.workflow_uid), message.key)
+            for uid in uids:
+                pipe.hexists(cancel_hash(self.pool, uid), CANCELLED_FIELD)
             found: list[bool] = await pipe.execute()
-        return [bool(f) for f in found]
+        cancelled = {uid for uid, hit in zip(uids, found[len(deliveries) :], strict=True) if hit}
+        return [
+            bool(done) or delivery.message.workflow_uid in cancelled
+            for delivery, done in zip(deliveries, found, strict=False)
+        ]
+
+    async def cancelled(self, uids: Sequence[str]) -> set[str]:
+        """The workflows among `uids` that were terminated."""
+        if not uids:
+            return set()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for uid in uids:
+                pipe.hexists(cancel_hash(self.pool, uid), CANCELLED_FIELD)
+            found: list[bool] = await pipe.execute()
+        return {uid for uid, hit in zip(uids, found, strict=True) if hit}
 
     async def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
         """Resets the idle time of in-flight messages so the reaper leaves them alone."""

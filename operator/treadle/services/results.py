@@ -16,8 +16,11 @@ import redis.asyncio as aioredis
 from treadle.core.messages import MessageError, TaskMessage, TaskResult
 from treadle.core.pools import Load, is_shared
 from treadle.services.keys import (
+    CANCEL_TTL_SECONDS,
+    CANCELLED_FIELD,
     DATA_MARKER,
     REJECTED,
+    cancel_hash,
     dead_letters,
     done_hash,
     outputs_index,
@@ -221,6 +224,15 @@ class ResultStream:
         async with self.client.pipeline(transaction=False) as pipe:
             for start in range(0, len(doomed), 500):
                 pipe.unlink(*doomed[start : start + 500])
+            await pipe.execute()
+
+    async def cancel(self, pools: Iterable[str], uid: str, at: float) -> None:
+        """Tells the workers of `pools` that the workflow was terminated: they cancel its
+        attempts in hand and skip those they read later (for CANCEL_TTL_SECONDS)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for pool in pools:
+                pipe.hset(cancel_hash(pool, uid), CANCELLED_FIELD, str(at))
+                pipe.expire(cancel_hash(pool, uid), CANCEL_TTL_SECONDS)
             await pipe.execute()
 
     async def enqueue(self, pool: str, messages: Sequence[TaskMessage]) -> None:

@@ -41,6 +41,8 @@ REDIS_BACKOFF = Backoff(initial_seconds=0.5, max_seconds=5.0, factor=2.0, jitter
 """How a worker waits to try Redis again (publishing results, or logging in at start)."""
 _RNG = random.Random()
 DEFAULT_REAP_IDLE_SECONDS = 25.0
+CANCEL_CHECK_SECONDS = 1.0
+"""How often a worker holding attempts asks whether their workflows were terminated."""
 DEFAULT_MAX_REDELIVERIES = 3
 
 
@@ -136,8 +138,15 @@ class TaskWorker:
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     _session: aiohttp.ClientSession | None = field(default=None, repr=False)
     """Made by the first http task (`_http`)."""
+    cancel_check_seconds: float = CANCEL_CHECK_SECONDS
+    cancelled: int = 0
+    """Attempts cancelled because their workflow was terminated."""
     _in_hand: dict[str, Delivery] = field(default_factory=dict, repr=False)
     _running: set[asyncio.Task[None]] = field(default_factory=set, repr=False)
+    _attempts: dict[str, asyncio.Task[None]] = field(default_factory=dict, repr=False)
+    """The running attempt of each delivery in hand (by entry id)."""
+    _cancelling: set[str] = field(default_factory=set, repr=False)
+    _watcher: asyncio.Task[None] | None = field(default=None, repr=False)
     _ended: list[tuple[Delivery, TaskResult | None]] = field(default_factory=list, repr=False)
     _flusher: asyncio.Task[None] | None = field(default=None, repr=False)
     _keeper: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -199,7 +208,7 @@ class TaskWorker:
         self.idle.set()
 
     async def _start(self, deliveries: Sequence[Delivery]) -> None:
-        succeeded = await self.queue.already_succeeded(deliveries)
+        succeeded = await self.queue.already_settled(deliveries)
         skipped = [d for d, done in zip(deliveries, succeeded, strict=True) if done]
         self.skipped += len(skipped)
         worker_metrics.DUPLICATES.inc(len(skipped))
@@ -210,20 +219,34 @@ class TaskWorker:
                 self._in_hand[delivery.id] = delivery
                 attempt = asyncio.create_task(self._attempt(delivery))
                 self._running.add(attempt)
+                self._attempts[delivery.id] = attempt
                 attempt.add_done_callback(self._running.discard)
         if self._keeper is None:
             self._keeper = asyncio.create_task(self._keep_alive())
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch_cancelled())
         self._flush_soon()
 
     async def _attempt(self, delivery: Delivery) -> None:
         try:
             result = await run_attempt(delivery.message, self._http, self.guards)
+        except asyncio.CancelledError:
+            if delivery.id not in self._cancelling:
+                raise  # the worker is closing: the message stays pending for the reaper
+            # Its workflow was terminated: no one waits for a result; the message goes.
+            self._cancelling.discard(delivery.id)
+            self.cancelled += 1
+            self._ended.append((delivery, None))
+            self._flush_soon()
+            return
         except Exception:
             # Not a task failure (those are results): a fault of the worker itself.  The
             # message stays pending and is re-delivered by the reaper.
             log.exception("attempt %s failed in the worker", delivery.message.key)
             self._in_hand.pop(delivery.id, None)
             return
+        finally:
+            self._attempts.pop(delivery.id, None)
         self.executed += 1
         self._ended.append((delivery, result))
         self._flush_soon()
@@ -269,9 +292,29 @@ class TaskWorker:
             except Exception:  # the reaper may re-deliver; idempotency covers it
                 log.warning("could not keep %d messages alive", len(self._in_hand), exc_info=True)
 
+    async def _watch_cancelled(self) -> None:
+        """Cancels the attempts in hand of workflows that were terminated (checked every
+        `cancel_check_seconds` while attempts run)."""
+        while True:
+            await asyncio.sleep(self.cancel_check_seconds)
+            held = list(self._in_hand.values())
+            if not held:
+                continue
+            try:
+                gone = await self.queue.cancelled(sorted({d.message.workflow_uid for d in held}))
+            except Exception:  # Redis away: the attempts go on; checked again next time
+                log.warning("could not check for terminated workflows", exc_info=True)
+                continue
+            for delivery in held:
+                attempt = self._attempts.get(delivery.id)
+                if delivery.message.workflow_uid in gone and attempt is not None:
+                    log.info("cancelling %s: its workflow was terminated", delivery.message.key)
+                    self._cancelling.add(delivery.id)
+                    attempt.cancel()
+
     async def close(self) -> None:
         """Stops: attempts still in hand are abandoned (the reaper re-delivers them)."""
-        tasks = [*self._running, *filter(None, [self._flusher, self._keeper])]
+        tasks = [*self._running, *filter(None, [self._flusher, self._keeper, self._watcher])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
