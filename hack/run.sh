@@ -56,7 +56,8 @@ start() {
   # kubectl wait fails at once on a CRD whose status has no conditions yet: ask again.
   for attempt in $(seq 60); do
     "$kubectl" wait --for condition=established --timeout=60s \
-      crd/workflows.treadle.dev crd/syncjobs.treadle.dev crd/workerpools.treadle.dev \
+      crd/workflows.treadle.dev crd/workflowtemplates.treadle.dev crd/syncjobs.treadle.dev \
+      crd/workerpools.treadle.dev \
       >/dev/null 2>&1 && break
     [ "$attempt" = 60 ] && { say "the CRDs were never established"; exit 1; }
     sleep 1

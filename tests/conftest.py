@@ -93,7 +93,8 @@ def crds(cluster: Cluster) -> Cluster:
     while True:
         waited = cluster.kubectl(
             "wait", "--for=condition=established", "--timeout=60s",
-            "crd/workflows.treadle.dev", "crd/syncjobs.treadle.dev", check=False,
+            "crd/workflows.treadle.dev", "crd/syncjobs.treadle.dev",
+            "crd/workflowtemplates.treadle.dev", "crd/workerpools.treadle.dev", check=False,
         )  # fmt: skip
         if waited.returncode == 0:
             return cluster

@@ -88,13 +88,13 @@ def _crd(
     short_names: list[str],
     description: str,
     spec_model: type[BaseModel],
-    status_model: type[BaseModel],
-    columns: list[dict[str, str]],
+    status_model: type[BaseModel] | None,
+    columns: list[dict[str, Any]],
     scale: dict[str, str] | None = None,
     rules: tuple[dict[str, str], ...] = (),
 ) -> Schema:
     spec_schema = schema_of(spec_model)
-    status_schema = schema_of(status_model)
+    status_schema = None if status_model is None else schema_of(status_model)
     root: Schema = {
         "type": "object",
         "description": description,
@@ -104,7 +104,7 @@ def _crd(
             "kind": {"type": "string", "description": kind},
             "metadata": {"type": "object"},
             "spec": spec_schema,
-            "status": status_schema,
+            **({} if status_schema is None else {"status": status_schema}),
         },
         "x-kubernetes-validations": [
             {
@@ -138,7 +138,8 @@ def _crd(
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}} | ({"scale": scale} if scale else {}),
+                    "subresources": ({} if status_model is None else {"status": {}})
+                    | ({"scale": scale} if scale else {}),
                     "additionalPrinterColumns": columns,
                     "schema": {"openAPIV3Schema": root},
                 }
@@ -159,6 +160,17 @@ def definitions() -> dict[str, Schema]:
             spec_model=workflows.WorkflowSpec,
             status_model=workflows.WorkflowStatus,
             columns=workflows.PRINTER_COLUMNS,
+        ),
+        f"{workflows.TEMPLATE_PLURAL}.{GROUP}.yaml": _crd(
+            kind=workflows.TEMPLATE_KIND,
+            plural=workflows.TEMPLATE_PLURAL,
+            singular=workflows.TEMPLATE_SINGULAR,
+            short_names=workflows.TEMPLATE_SHORT_NAMES,
+            description="A WorkflowTemplate holds a reusable Workflow spec, run by a Workflow's "
+            "spec.workflowTemplateRef or `kubectl treadle submit`.",
+            spec_model=workflows.WorkflowTemplateSpec,
+            status_model=None,
+            columns=workflows.TEMPLATE_COLUMNS,
         ),
         f"{syncjobs.PLURAL}.{GROUP}.yaml": _crd(
             kind=syncjobs.KIND,

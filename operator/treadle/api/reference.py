@@ -75,7 +75,7 @@ def render(crd: dict[str, Any]) -> str:
         f"{' '.join(str(schema.get('description', '')).split())}",
         "",
     ]
-    for part in ("spec", "status"):
+    for part in [p for p in ("spec", "status") if p in schema["properties"]]:
         lines += [
             f"## {part}",
             "",

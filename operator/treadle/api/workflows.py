@@ -34,6 +34,12 @@ POOL_OR_WORKERS = (
     "!has(self.workerPool) || !has(self.workers)",
     "set workerPool (a shared WorkerPool) or workers (the workflow's own pods), not both",
 )
+TASKS_OR_TEMPLATE = (
+    "has(self.workflowTemplateRef) ? (!has(self.tasks) || size(self.tasks) == 0) && "
+    "(!has(self.onExit) || size(self.onExit) == 0) : has(self.tasks) && size(self.tasks) > 0",
+    "set tasks (with onExit) or workflowTemplateRef (the template's are run), not both; a "
+    "workflow without a template needs at least one task",
+)
 EXACTLY_ONE_ACTION = (
     f"[{', '.join(f'has(self.{name})' for name in ACTIONS)}].exists_one(x, x)",
     f"a task needs exactly one action: {', '.join(ACTIONS[:-1])} or {ACTIONS[-1]}",
@@ -286,10 +292,19 @@ def _unique_task_names(tasks: list[Task]) -> list[Task]:
     return tasks
 
 
+class TemplateRef(ResourceModel):
+    """A WorkflowTemplate of the workflow's namespace."""
+
+    name: str = Field(min_length=1, max_length=253)
+    """The template's name."""
+
+
 class WorkflowSpec(ResourceModel):
     """What to run: the tasks, their parameters and limits."""
 
-    model_config = ResourceModel.model_config | {"json_schema_extra": cel(POOL_OR_WORKERS)}
+    model_config = ResourceModel.model_config | {
+        "json_schema_extra": cel(POOL_OR_WORKERS, TASKS_OR_TEMPLATE)
+    }
 
     suspend: bool = False
     """When true the workflow is validated but not started; set false to start it."""
@@ -309,10 +324,13 @@ class WorkflowSpec(ResourceModel):
     when the namespace has one and `workers` is not set, else the workflow's own pods."""
     defaults: TaskSettings = Field(default_factory=TaskSettings)
     """Settings every task inherits unless it sets its own."""
+    workflow_template_ref: TemplateRef | None = None
+    """Run this WorkflowTemplate of the namespace: its spec, with these `params` merged over
+    its own and any other field set here in place of its; `tasks` and `onExit` stay unset."""
     tasks: list[Task] = Field(
-        min_length=1, max_length=MAX_TASKS, json_schema_extra=map_list("name")
+        default_factory=list, max_length=MAX_TASKS, json_schema_extra=map_list("name")
     )
-    """The tasks of the DAG."""
+    """The tasks of the DAG (at least one, unless workflowTemplateRef is set)."""
     on_exit: list[Task] = Field(
         default_factory=list, max_length=MAX_EXIT_TASKS, json_schema_extra=map_list("name")
     )
@@ -325,6 +343,10 @@ class WorkflowSpec(ResourceModel):
 
     @model_validator(mode="after")
     def _unique_names(self) -> WorkflowSpec:
+        if self.workflow_template_ref is not None and (self.tasks or self.on_exit):
+            raise ValueError(TASKS_OR_TEMPLATE[1])
+        if self.workflow_template_ref is None and not self.tasks:
+            raise ValueError("tasks: a workflow needs at least one task (or a workflowTemplateRef)")
         _unique_task_names(self.tasks)
         names = {task.name for task in self.tasks}
         for index, task in enumerate(self.on_exit):
@@ -345,6 +367,37 @@ class WorkflowSpec(ResourceModel):
         """Whether `workers` was set (a workflow that sets it never runs on `default`)."""
         return "workers" in self.model_fields_set
 
+
+TEMPLATE_KIND = "WorkflowTemplate"
+TEMPLATE_PLURAL = "workflowtemplates"
+TEMPLATE_SINGULAR = "workflowtemplate"
+TEMPLATE_SHORT_NAMES = ["twft"]
+NO_NESTED_TEMPLATE = (
+    "!has(self.workflowTemplateRef)",
+    "workflowTemplateRef: a WorkflowTemplate holds tasks itself; it cannot refer to another",
+)
+
+
+class WorkflowTemplateSpec(WorkflowSpec):
+    """A reusable Workflow spec, validated as a Workflow's is; `kubectl treadle submit` or a
+    Workflow's `spec.workflowTemplateRef` runs it."""
+
+    model_config = WorkflowSpec.model_config | {
+        "json_schema_extra": cel(POOL_OR_WORKERS, TASKS_OR_TEMPLATE, NO_NESTED_TEMPLATE)
+    }
+
+    @model_validator(mode="before")
+    @classmethod
+    def _holds_tasks(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "workflowTemplateRef" in data:
+            raise ValueError(NO_NESTED_TEMPLATE[1])
+        return data
+
+
+TEMPLATE_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Tasks", "type": "string", "jsonPath": ".spec.tasks[*].name", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
 
 WorkflowPhase = Literal[
     "Pending", "Running", "Succeeded", "Failed", "Stopped", "Terminated", "Suspended", "Invalid"
@@ -460,6 +513,10 @@ class WorkflowStatus(StatusModel):
     """Tasks that exhausted their retries (the newest 50)."""
     dead_letter_count: int | None = Field(default=None, ge=0)
     """How many dead letters stand, listed or not."""
+    template_spec: dict[str, Any] | None = free_form(
+        "The WorkflowTemplate's spec as it was when this run was admitted (workflowTemplateRef): "
+        "later edits of the template do not change it."
+    )
     worker_pool: str | None = None
     """The WorkerPool the run's tasks go to (chosen when it was admitted, kept for the run);
     unset: the workflow's own worker pods."""

@@ -20,7 +20,17 @@ from pydantic import BaseModel, ValidationError
 from treadle.api import pools as pools_api
 from treadle.api import syncjobs, workflows
 from treadle.api.base import Condition
-from treadle.core import actions, conditions, dags, engine, podspecs, pools, slots, templating
+from treadle.core import (
+    actions,
+    conditions,
+    dags,
+    engine,
+    podspecs,
+    pools,
+    slots,
+    templates,
+    templating,
+)
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -116,14 +126,16 @@ def admit(
     now: datetime,
     workflow: Mapping[str, Any],
     default_pool: bool = False,
+    template: Mapping[str, Any] | None = None,
 ) -> Admission:
     """A created, changed or resumed workflow: its status when this generation is new, and
     whether the engine should drive it; a new run's WorkerPool is chosen now (`default_pool`:
     whether the namespace has one named `default`) and kept for the run.  The spec is parsed
     once.  A status that cannot be
     read (written around the operator) makes the workflow Invalid: nothing runs from a record
-    of truth that cannot be trusted."""
-    parsed, problems = admit_workflow(spec, workflow)
+    of truth that cannot be trusted.  A workflow running a WorkflowTemplate runs the copy its
+    status froze, or, for a new run, `template` (the template's spec as read now; None: there
+    is none), which its new status then freezes."""
     read, unreadable = parse(workflows.WorkflowStatus, status or {}, root="status")
     if read is None:
         read = workflows.WorkflowStatus(conditions=_readable_conditions(status))
@@ -132,6 +144,8 @@ def admit(
     current = read
     new_status = None
     digest = spec_hash(spec) if isinstance(spec, Mapping) else None
+    frozen = current.template_spec if _keeps_template(spec, current, generation) else template
+    parsed, problems = admit_workflow(spec, workflow, frozen)
     if current.observed_generation != generation or not current.phase:
         if parsed is not None and has_started(current) and current.spec_hash in (None, digest):
             # Only suspend, shutdown or activeDeadlineSeconds changed (or a status written
@@ -143,6 +157,8 @@ def admit(
                 parsed, problems, current, generation=generation, now=now, restarted=restarted
             )
             new_status.run_generation, new_status.spec_hash = generation, digest
+            if isinstance(spec, Mapping) and templates.ref_name(spec) is not None:
+                new_status.template_spec = dict(frozen) if frozen is not None else None
             if parsed is not None:
                 new_status.worker_pool = pools.choose(parsed, default_exists=default_pool)
             return Admission(new_status, _runnable(parsed, new_status), restarted, new_status)
@@ -150,12 +166,37 @@ def admit(
     return Admission(new_status, _runnable(parsed, current), current=current)
 
 
+def template_wanted(
+    spec: Any, status: Mapping[str, Any] | None, generation: int | None
+) -> str | None:
+    """The WorkflowTemplate to read before `admit`: the one the spec names when this is a new
+    run (a run under way keeps the copy its status froze); None when none is needed."""
+    if not isinstance(spec, Mapping) or (name := templates.ref_name(spec)) is None:
+        return None
+    read, _unreadable = parse(workflows.WorkflowStatus, status or {}, root="status")
+    if read is not None and _keeps_template(spec, read, generation):
+        return None
+    return name
+
+
+def _keeps_template(spec: Any, status: workflows.WorkflowStatus, generation: int | None) -> bool:
+    """Whether the run goes on with the template copy its status holds: it has one, and this
+    generation was admitted already or only a mutable field changed since its run started."""
+    if status.template_spec is None:
+        return False
+    if status.observed_generation == generation and status.phase:
+        return True
+    digest = spec_hash(spec) if isinstance(spec, Mapping) else None
+    return has_started(status) and status.spec_hash in (None, digest)
+
+
 def retryable(
     spec: Any, status: Mapping[str, Any] | None, workflow: Mapping[str, Any]
 ) -> tuple[workflows.WorkflowSpec, workflows.WorkflowStatus] | None:
     """A workflow the driver does not track that a manual retry may take up again (a Failed
     one): its parsed spec and status, or None when it is invalid (it never ran)."""
-    parsed, _problems = admit_workflow(spec, workflow)
+    frozen = (status or {}).get("templateSpec")
+    parsed, _problems = admit_workflow(spec, workflow, frozen)
     read, _unreadable = parse(workflows.WorkflowStatus, status or {}, root="status")
     if parsed is None or read is None or read.phase == "Invalid":
         return None
@@ -260,15 +301,30 @@ def _check_template(
 
 
 def admit_workflow(
-    spec: Any, workflow: Mapping[str, Any]
+    spec: Any, workflow: Mapping[str, Any], template: Mapping[str, Any] | None = None
 ) -> tuple[workflows.WorkflowSpec | None, list[str]]:
     """The spec parsed and checked, or every problem found (the webhook's and the operator's
-    one verdict)."""
+    one verdict).  A spec naming a WorkflowTemplate is checked as the spec it runs: `template`
+    (that template's spec; None: there is no such template) with its own fields merged in."""
+    name = templates.ref_name(spec) if isinstance(spec, Mapping) else None
+    if name is not None and isinstance(spec, Mapping):
+        found = templates.problems(spec, template, name)
+        if found or template is None:
+            return None, found
+        spec = templates.effective(spec, template)
     parsed, problems = parse(workflows.WorkflowSpec, spec)
     if parsed is None:
         return None, problems
     problems = workflow_problems(parsed, workflow)
     return (None, problems) if problems else (parsed, [])
+
+
+def admit_template(spec: Any) -> list[str]:
+    """A WorkflowTemplate's problems: those a Workflow of its spec would have."""
+    parsed, problems = parse(workflows.WorkflowTemplateSpec, spec)
+    if parsed is None:
+        return problems
+    return workflow_problems(parsed, {"name": "", "namespace": "", "uid": ""})
 
 
 def syncjob_problems(spec: Any) -> list[str]:

@@ -19,7 +19,7 @@ import kopf
 from treadle.api import GROUP, VERSION, syncjobs, workflows
 from treadle.api import pools as pools_api
 from treadle.api.pools import DEFAULT_POOL
-from treadle.core import admission, engine, pools
+from treadle.core import admission, engine, pools, templates
 from treadle.services import kube, pool_deployments
 
 WEBHOOK_CONFIGURATION = GROUP
@@ -30,7 +30,7 @@ def _spec_unchanged(spec: kopf.Spec, old: Any) -> bool:
     return old is not None and dict(old.get("spec") or {}) == dict(spec)
 
 
-async def _secrets_readable(kind: str, spec: kopf.Spec, meta: kopf.Meta, userinfo: Any) -> None:
+async def _secrets_readable(kind: str, spec: Any, meta: kopf.Meta, userinfo: Any) -> None:
     """Refuses a spec naming a Secret the applying user may not `get` (SPEC, Deployment)."""
     named = admission.secrets_named(kind, dict(spec))
     if not named or not userinfo:
@@ -53,10 +53,17 @@ async def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> 
     problem = admission.edit_problem(old, dict(spec))
     if problem is not None:
         raise kopf.AdmissionError(problem, code=422)
-    parsed, problems = admission.admit_workflow(dict(spec), engine.Identity.of(meta).context)
+    raw, template = dict(spec), None
+    if (name := templates.ref_name(raw)) is not None:
+        async with kube.client() as api:
+            template = await kube.template_spec(api, str(meta.get("namespace")), name)
+    context = engine.Identity.of(meta).context
+    parsed, problems = admission.admit_workflow(raw, context, template)
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
-    await _secrets_readable(workflows.KIND, spec, meta, kwargs.get("userinfo"))
+    if template is not None:  # the Secrets its template reads, this user must be able to read
+        raw = templates.effective(raw, template)
+    await _secrets_readable(workflows.KIND, raw, meta, kwargs.get("userinfo"))
     if parsed is not None:
         await _pools_fit(parsed, str(meta.get("namespace")), kwargs.get("memo"))
 
@@ -82,6 +89,15 @@ async def _pools_fit(spec: workflows.WorkflowSpec, namespace: str, memo: Any) ->
         raise kopf.AdmissionError("; ".join(problems), code=422)
 
 
+async def validate_workflowtemplate(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
+    if _spec_unchanged(spec, kwargs.get("old")):
+        return
+    problems = admission.admit_template(dict(spec))
+    if problems:
+        raise kopf.AdmissionError("; ".join(problems), code=422)
+    await _secrets_readable(workflows.TEMPLATE_KIND, spec, meta, kwargs.get("userinfo"))
+
+
 async def validate_workerpool(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
     if _spec_unchanged(spec, kwargs.get("old")):
         return
@@ -105,6 +121,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
     refuses to start with admission handlers and no server)."""
     for plural, handler in (
         (workflows.PLURAL, validate_workflow),
+        (workflows.TEMPLATE_PLURAL, validate_workflowtemplate),
         (syncjobs.PLURAL, validate_syncjob),
         (pools_api.PLURAL, validate_workerpool),
     ):

@@ -18,6 +18,7 @@ from treadle.controllers import metrics
 from treadle.core import admission, engine, patches
 from treadle.handlers import pools
 from treadle.handlers.registry import registry
+from treadle.services import kube
 
 
 @kopf.on.create(GROUP, VERSION, workflows.PLURAL, registry=registry)
@@ -33,7 +34,12 @@ async def admit_workflow(
     **kwargs: Any,
 ) -> None:
     default_pool = pools.has_default(kwargs.get("pool_names"), str(meta.get("namespace")))
-    verdict = _admit(spec, status, meta, default_pool)
+    template = None
+    wanted = admission.template_wanted(dict(spec), dict(status), meta.get("generation"))
+    if wanted is not None:
+        async with kube.client() as api:
+            template = await kube.template_spec(api, str(meta.get("namespace")), wanted)
+    verdict = _admit(spec, status, meta, default_pool, template)
     current = verdict.status
     if current is not None:
         metrics.ADMISSIONS.labels(kind=workflows.KIND, phase=current.phase).inc()
@@ -88,7 +94,11 @@ async def workflow_gone(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_:
 
 
 def _admit(
-    spec: kopf.Spec, status: kopf.Status, meta: kopf.Meta, default_pool: bool
+    spec: kopf.Spec,
+    status: kopf.Status,
+    meta: kopf.Meta,
+    default_pool: bool,
+    template: dict[str, Any] | None,
 ) -> admission.Admission:
     return admission.admit(
         dict(spec),
@@ -97,4 +107,5 @@ def _admit(
         now=datetime.now(UTC),
         workflow=engine.Identity.of(meta).context,
         default_pool=default_pool,
+        template=template,
     )

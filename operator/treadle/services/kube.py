@@ -25,6 +25,9 @@ from treadle.core.messages import secret_env_name
 
 Workflow = create_namespaced_resource(GROUP, VERSION, workflows.KIND, workflows.PLURAL)
 SyncJob = create_namespaced_resource(GROUP, VERSION, syncjobs.KIND, syncjobs.PLURAL)
+WorkflowTemplate = create_namespaced_resource(
+    GROUP, VERSION, workflows.TEMPLATE_KIND, workflows.TEMPLATE_PLURAL
+)
 
 REDIS_SECRET = "treadle-redis"
 LABEL_WORKFLOW = f"{GROUP}/workflow"
@@ -92,6 +95,17 @@ async def workflow_exists(api: AsyncClient, namespace: str, name: str) -> bool:
             return False
         raise
     return True
+
+
+async def template_spec(api: AsyncClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """A WorkflowTemplate's spec, or None when there is none of that name."""
+    try:
+        found = await api.get(WorkflowTemplate, name, namespace=namespace)
+    except ApiError as error:
+        if error.status.code == 404:
+            return None
+        raise
+    return dict(found.get("spec") or {})
 
 
 async def delete_workflow(api: AsyncClient, namespace: str, name: str) -> None:
