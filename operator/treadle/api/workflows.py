@@ -105,7 +105,7 @@ class RetryPolicy(ResourceModel):
     backoff: Backoff = Field(default_factory=Backoff)
     """Delay between attempts (at least what a 429's or 503's Retry-After asks, up to
     maxDurationSeconds)."""
-    on: RetryOn | None = None
+    retry_on: RetryOn | None = None
     """Which failures are retried (default: HTTP 429 and 5xx, any non-zero exit code, any
     exception, connection errors and timeouts)."""
 

@@ -324,7 +324,8 @@ class Driver:
         results = results + failures
         told += [notice] if notice else []
         if tracked.spec.shutdown == "Terminate" and not tracked.cancel_sent:
-            await self.results.cancel(sorted(tracked.pools), who.uid, now.timestamp())
+            dag = [task.name for task in tracked.spec.tasks]
+            await self.results.cancel(sorted(tracked.pools), who.uid, dag, now.timestamp())
             tracked.cancel_sent = True
         await outputs.load(
             self.results, who, tracked.spec, current, tracked.outputs, tracked.task_pools

@@ -1,4 +1,4 @@
-"""Why an attempt failed, and whether that failure is worth another attempt (SPEC: `retry.on`).
+"""Why an attempt failed, and whether that failure is worth another attempt (SPEC: `retry.retryOn`).
 
 The worker names the cause of each failure it reports (a result's `details`): the HTTP status
 and any `Retry-After`, a command's exit code, the classes of a Python exception, a connection
@@ -103,7 +103,7 @@ def refusal(
     exit_codes: Sequence[int] | None = None,
     exceptions: Sequence[str] | None = None,
 ) -> str | None:
-    """Why this failure is not retried under the task's `retry.on` (its three lists, None
+    """Why this failure is not retried under the task's `retry.retryOn` (its three lists, None
     where unset), or None when it is.  Defaults: HTTP 429 and 5xx, any non-zero exit code,
     any exception; connection errors and timeouts are always retried."""
     if cause is None or cause.kind in ("connection", "timeout"):
@@ -112,15 +112,17 @@ def refusal(
         rules = DEFAULT_HTTP_STATUS if http_status is None else tuple(http_status)
         if status_matches(cause.status, rules):
             return None
-        return f"HTTP {cause.status} is not in retry.on.httpStatus ({_shown(rules)})"
+        return f"HTTP {cause.status} is not in retry.retryOn.httpStatus ({_shown(rules)})"
     if cause.kind == "exit" and cause.exit_code is not None and exit_codes is not None:
         if cause.exit_code in exit_codes:
             return None
-        return f"exit code {cause.exit_code} is not in retry.on.exitCodes ({_shown(exit_codes)})"
+        return (
+            f"exit code {cause.exit_code} is not in retry.retryOn.exitCodes ({_shown(exit_codes)})"
+        )
     if cause.kind == "exception" and cause.exceptions and exceptions is not None:
         if set(cause.exceptions) & set(exceptions):
             return None
-        return f"{cause.exceptions[0]} is not in retry.on.exceptions ({_shown(exceptions)})"
+        return f"{cause.exceptions[0]} is not in retry.retryOn.exceptions ({_shown(exceptions)})"
     return None
 
 

@@ -247,7 +247,7 @@ class RunState:
 
     def _failed(self, task: Task, entry: TaskStatus, item: int | None, result: TaskResult) -> None:
         """A failed attempt: retried after its backoff while `retry.limit` lasts and
-        `retry.on` retries its cause, else dead-lettered (naming why it was not retried)."""
+        `retry.retryOn` retries its cause, else dead-lettered (naming why it was not retried)."""
         retry = settings_of(self.spec, task).retry
         assert retry is not None
         attempt, error = result.attempt, result.error or "failed"
@@ -256,7 +256,7 @@ class RunState:
         else:
             base = int(self.item_map(task.name, "item_attempt_base").get(item, 0))
         cause = causes.Cause.of(result.details)
-        rules = retry.on or workflows.RetryOn()
+        rules = retry.retry_on or workflows.RetryOn()
         refused = causes.refusal(
             cause,
             http_status=rules.http_status,

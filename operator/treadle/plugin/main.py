@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from lightkube import ApiError, Client, ConfigError, KubeConfig
 
-from treadle.plugin import flags, syncjobs, workflows
+from treadle.plugin import flags, runs, syncjobs, workflows
 from treadle.plugin.output import Failure
 
 
@@ -24,6 +24,7 @@ def parser() -> argparse.ArgumentParser:
     flags.add_connection_flags(top, default=None)
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     workflows.add_commands(commands)
+    runs.add_commands(commands)
     syncjobs.add_commands(commands)
     return top
 

@@ -33,7 +33,7 @@ CANCEL_GRACE_SECONDS = 5.0
 
 class ActionFailed(Exception):
     """The attempt failed; the message says why, and `cause` what kind of failure it was (the
-    engine's `retry.on` rules judge by it)."""
+    engine's `retry.retryOn` rules judge by it)."""
 
     def __init__(self, message: str, cause: causes.Cause | None = None) -> None:
         super().__init__(message)

@@ -47,13 +47,12 @@ def done_hash(pool: str, workflow_uid: str) -> str:
 
 
 def cancel_hash(pool: str, workflow_uid: str) -> str:
-    """Set when a workflow is terminated (hash, with a TTL): its pool's workers cancel the
-    attempts of it they hold and skip those they read later."""
+    """The tasks of a terminated workflow whose attempts are cancelled (hash of task names,
+    with a TTL): its pool's workers cancel those they hold and skip those they read later."""
     return f"{pool_prefix(pool)}wf:{workflow_uid}:cancel"
 
 
 CANCEL_TTL_SECONDS = 3600
-CANCELLED_FIELD = "at"
 
 
 def outputs_index(pool: str, workflow_uid: str) -> str:

@@ -44,7 +44,6 @@ from redis.exceptions import ResponseError
 from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, MessageError, TaskMessage, TaskResult
 from treadle.services import scripts
 from treadle.services.keys import (
-    CANCELLED_FIELD,
     cancel_hash,
     dead_letters,
     done_hash,
@@ -195,30 +194,26 @@ class TaskQueue:
 
     async def already_settled(self, deliveries: Sequence[Delivery]) -> list[bool]:
         """Which deliveries need not run: their key already succeeded (idempotency), or their
-        workflow was terminated."""
-        uids = sorted({delivery.message.workflow_uid for delivery in deliveries})
+        workflow was terminated while their task was part of its DAG."""
         async with self.client.pipeline(transaction=False) as pipe:
             for delivery in deliveries:
                 message = delivery.message
                 pipe.hexists(done_hash(self.pool, message.workflow_uid), message.key)
-            for uid in uids:
-                pipe.hexists(cancel_hash(self.pool, uid), CANCELLED_FIELD)
+                pipe.hexists(cancel_hash(self.pool, message.workflow_uid), message.task)
             found: list[bool] = await pipe.execute()
-        cancelled = {uid for uid, hit in zip(uids, found[len(deliveries) :], strict=True) if hit}
-        return [
-            bool(done) or delivery.message.workflow_uid in cancelled
-            for delivery, done in zip(deliveries, found, strict=False)
-        ]
+        return [bool(done or gone) for done, gone in zip(found[::2], found[1::2], strict=True)]
 
-    async def cancelled(self, uids: Sequence[str]) -> set[str]:
-        """The workflows among `uids` that were terminated."""
-        if not uids:
+    async def cancelled(self, deliveries: Sequence[Delivery]) -> set[str]:
+        """The entry ids among `deliveries` whose task was cancelled: its workflow was
+        terminated (its exit tasks are not: they run after)."""
+        if not deliveries:
             return set()
         async with self.client.pipeline(transaction=False) as pipe:
-            for uid in uids:
-                pipe.hexists(cancel_hash(self.pool, uid), CANCELLED_FIELD)
+            for delivery in deliveries:
+                message = delivery.message
+                pipe.hexists(cancel_hash(self.pool, message.workflow_uid), message.task)
             found: list[bool] = await pipe.execute()
-        return {uid for uid, hit in zip(uids, found, strict=True) if hit}
+        return {d.id for d, hit in zip(deliveries, found, strict=True) if hit}
 
     async def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
         """Resets the idle time of in-flight messages so the reaper leaves them alone."""

@@ -17,7 +17,6 @@ from treadle.core.messages import MessageError, TaskMessage, TaskResult
 from treadle.core.pools import Load, is_shared
 from treadle.services.keys import (
     CANCEL_TTL_SECONDS,
-    CANCELLED_FIELD,
     DATA_MARKER,
     REJECTED,
     cancel_hash,
@@ -226,12 +225,17 @@ class ResultStream:
                 pipe.unlink(*doomed[start : start + 500])
             await pipe.execute()
 
-    async def cancel(self, pools: Iterable[str], uid: str, at: float) -> None:
-        """Tells the workers of `pools` that the workflow was terminated: they cancel its
-        attempts in hand and skip those they read later (for CANCEL_TTL_SECONDS)."""
+    async def cancel(
+        self, pools: Iterable[str], uid: str, tasks: Collection[str], at: float
+    ) -> None:
+        """Tells the workers of `pools` that these tasks of the workflow were terminated: they
+        cancel the attempts of them they hold and skip those they read later (for
+        CANCEL_TTL_SECONDS).  Its exit tasks are not among them: they run after."""
+        if not tasks:
+            return
         async with self.client.pipeline(transaction=False) as pipe:
             for pool in pools:
-                pipe.hset(cancel_hash(pool, uid), CANCELLED_FIELD, str(at))
+                pipe.hset(cancel_hash(pool, uid), mapping=dict.fromkeys(tasks, str(at)))
                 pipe.expire(cancel_hash(pool, uid), CANCEL_TTL_SECONDS)
             await pipe.execute()
 

@@ -301,13 +301,13 @@ class TaskWorker:
             if not held:
                 continue
             try:
-                gone = await self.queue.cancelled(sorted({d.message.workflow_uid for d in held}))
+                gone = await self.queue.cancelled(held)
             except Exception:  # Redis away: the attempts go on; checked again next time
                 log.warning("could not check for terminated workflows", exc_info=True)
                 continue
             for delivery in held:
                 attempt = self._attempts.get(delivery.id)
-                if delivery.message.workflow_uid in gone and attempt is not None:
+                if delivery.id in gone and attempt is not None:
                     log.info("cancelling %s: its workflow was terminated", delivery.message.key)
                     self._cancelling.add(delivery.id)
                     attempt.cancel()

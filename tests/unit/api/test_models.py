@@ -75,6 +75,7 @@ def test_every_example_parses(path: Path) -> None:
     for document in yaml.safe_load_all(path.read_text()):
         model = {
             "Workflow": workflows.WorkflowSpec,
+            "WorkflowTemplate": workflows.WorkflowTemplateSpec,
             "SyncJob": syncjobs.SyncJobSpec,
             "WorkerPool": pools.WorkerPoolSpec,
         }[document["kind"]]

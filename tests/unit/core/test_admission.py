@@ -157,9 +157,9 @@ def test_exit_task_names_are_unique_with_the_dags_and_bounded() -> None:
 
 
 def test_retry_rules_are_checked_at_apply_time() -> None:
-    bad = cmd("a", retry={"on": {"httpStatus": [429, "6xx"], "exitCodes": [0]}})
+    bad = cmd("a", retry={"retryOn": {"httpStatus": [429, "6xx"], "exitCodes": [0]}})
     assert problems_of([bad]) == [
-        "spec.tasks[0].retry.on.httpStatus: entry 1: '6xx' is neither a status code nor a "
+        "spec.tasks[0].retry.retryOn.httpStatus: entry 1: '6xx' is neither a status code nor a "
         "class like 5xx",
-        "spec.tasks[0].retry.on.exitCodes[0]: Input should be greater than or equal to 1",
+        "spec.tasks[0].retry.retryOn.exitCodes[0]: Input should be greater than or equal to 1",
     ]

@@ -1,4 +1,4 @@
-"""Which failures `retry.on` retries, and how long a Retry-After makes the next attempt wait."""
+"""Which failures `retry.retryOn` retries, and how long a Retry-After makes a retry wait."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_http_statuses_are_retried_by_code_or_class(
     assert (why is None) is retried
     if not retried:
         assert f"HTTP {status}" in str(why)
-        assert "retry.on.httpStatus" in str(why)
+        assert "retry.retryOn.httpStatus" in str(why)
 
 
 def test_connection_errors_and_timeouts_are_always_retried() -> None:
@@ -42,7 +42,7 @@ def test_connection_errors_and_timeouts_are_always_retried() -> None:
 def test_exit_codes_default_to_any_non_zero_and_may_be_narrowed() -> None:
     assert causes.refusal(Cause("exit", exit_code=7)) is None
     assert causes.refusal(Cause("exit", exit_code=7), exit_codes=[1, 2]) == (
-        "exit code 7 is not in retry.on.exitCodes (1, 2)"
+        "exit code 7 is not in retry.retryOn.exitCodes (1, 2)"
     )
     assert causes.refusal(Cause("exit", exit_code=2), exit_codes=[1, 2]) is None
 
@@ -52,7 +52,7 @@ def test_exceptions_match_the_class_or_any_base_named() -> None:
     assert causes.refusal(raised, exceptions=["OSError"]) is None
     assert causes.refusal(raised) is None
     assert causes.refusal(raised, exceptions=["KeyError"]) == (
-        "ConnectTimeout is not in retry.on.exceptions (KeyError)"
+        "ConnectTimeout is not in retry.retryOn.exceptions (KeyError)"
     )
 
 

@@ -149,7 +149,7 @@ def test_a_404_is_dead_lettered_at_once_naming_why() -> None:
     assert second.status.tasks["a"].phase == "DeadLettered"
     assert second.status.dead_letters[0].attempts == 1
     assert second.status.dead_letters[0].error == (
-        "not retried (HTTP 404 is not in retry.on.httpStatus (429, 5xx)): 404 from api"
+        "not retried (HTTP 404 is not in retry.retryOn.httpStatus (429, 5xx)): 404 from api"
     )
 
 
@@ -169,8 +169,8 @@ def test_a_503_is_retried_no_sooner_than_its_retry_after() -> None:
 
 def test_exit_codes_and_exceptions_follow_the_rules_of_the_task() -> None:
     workflow = spec(
-        cmd("a", retry={"on": {"exitCodes": [75]}}),
-        cmd("b", retry={"on": {"exceptions": ["TimeoutError"]}}),
+        cmd("a", retry={"retryOn": {"exitCodes": [75]}}),
+        cmd("b", retry={"retryOn": {"exceptions": ["TimeoutError"]}}),
     )
     first = step(workflow, {})
     a, b = first.enqueue

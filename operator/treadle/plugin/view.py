@@ -1,0 +1,137 @@
+"""A workflow as the plugin shows it: a header line and its tasks in DAG order, each with its
+phase, attempts, duration and error (forEach as counts), exit tasks apart; and `follow`, which
+redraws it as it changes until the workflow has ended."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TextIO
+
+from treadle.api.workflows import ENDED_PHASES
+from treadle.core import dags
+
+SYMBOLS = {
+    "Pending": "○",
+    "Queued": "◔",
+    "Running": "●",
+    "Retrying": "↻",
+    "Succeeded": "✔",
+    "DeadLettered": "✖",
+    "Skipped": "⊘",
+}
+COLOURS = {"Succeeded": "32", "DeadLettered": "31", "Retrying": "33", "Running": "36"}
+PHASE_COLOURS = {"Succeeded": "32", "Failed": "31", "Terminated": "31", "Stopped": "33"}
+POLL_SECONDS = 1.0
+
+
+def _seconds(start: str | None, end: str | None) -> str:
+    if not start:
+        return ""
+    try:
+        began = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        ended = datetime.fromisoformat(end.replace("Z", "+00:00")) if end else None
+    except ValueError:
+        return ""
+    if ended is None:
+        return ""
+    seconds = (ended - began).total_seconds()  # status times are whole seconds
+    return "<1s" if seconds < 1 else f"{seconds:.0f}s"
+
+
+def _paint(text: str, code: str | None, colour: bool) -> str:
+    return f"\033[{code}m{text}\033[0m" if colour and code else text
+
+
+def _order(tasks: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Tasks in DAG order (as the operator runs them); as written when the graph is broken."""
+    by_name = {str(task.get("name")): task for task in tasks}
+    graph = dags.Dag.from_tasks(
+        [(name, task.get("dependsOn") or []) for name, task in by_name.items()]
+    )
+    if graph.problems():
+        return list(tasks)
+    return [by_name[name] for name in graph.order]
+
+
+def task_line(task: Mapping[str, Any], entry: Mapping[str, Any], colour: bool) -> str:
+    phase = str(entry.get("phase") or "Pending")
+    detail = []
+    if entry.get("items") is not None:
+        done, total = entry.get("succeeded") or 0, entry.get("items") or 0
+        dead = entry.get("deadLettered") or 0
+        detail.append(f"{done}/{total} items" + (f", {dead} dead-lettered" if dead else ""))
+    elif entry.get("attempts"):
+        count = int(entry["attempts"])
+        detail.append(f"{count} attempt{'s' if count != 1 else ''}")
+    took = _seconds(entry.get("startedAt"), entry.get("finishedAt"))
+    if took:
+        detail.append(took)
+    if entry.get("reason"):
+        detail.append(str(entry["reason"]))
+    if entry.get("nextRetryAt") and phase == "Retrying":
+        detail.append(f"next at {entry['nextRetryAt']}")
+    if entry.get("error") and phase != "Succeeded":
+        detail.append(str(entry["error"])[:120])
+    symbol = _paint(SYMBOLS.get(phase, "?"), COLOURS.get(phase), colour)
+    name = str(task.get("name"))
+    return f"  {symbol} {name:<24} {phase:<13} {'  '.join(detail)}".rstrip()
+
+
+def render(workflow: Mapping[str, Any], *, colour: bool = False) -> list[str]:
+    """The lines of the workflow's view."""
+    meta = workflow.get("metadata") or {}
+    spec = workflow.get("spec") or {}
+    status = workflow.get("status") or {}
+    template = status.get("templateSpec") or {}
+    tasks = spec.get("tasks") or template.get("tasks") or []
+    exits = spec.get("onExit") or template.get("onExit") or []
+    entries = status.get("tasks") or {}
+    phase = str(status.get("phase") or "Pending")
+    header = (
+        f"{meta.get('namespace')}/{meta.get('name')}   "
+        f"{_paint(phase, PHASE_COLOURS.get(phase), colour)}   {status.get('progress') or ''}   "
+        f"{status.get('message') or ''}"
+    )
+    lines = [header.rstrip()]
+    for task in _order(tasks):
+        lines.append(task_line(task, entries.get(task.get("name")) or {}, colour))
+    if exits:
+        lines.append("  on exit:")
+        for task in _order(exits):
+            lines.append("  " + task_line(task, entries.get(task.get("name")) or {}, colour))
+    return lines
+
+
+def ended(workflow: Mapping[str, Any]) -> bool:
+    return (workflow.get("status") or {}).get("phase") in (*ENDED_PHASES, "Invalid")
+
+
+def follow(
+    fetch: Callable[[], Mapping[str, Any]],
+    out: TextIO = sys.stdout,
+    *,
+    poll_seconds: float = POLL_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Mapping[str, Any]:
+    """Shows the workflow, again each time it changes, until it has ended; returns it then.
+    On a terminal the view is redrawn in place (with colour); elsewhere each change is printed
+    below the last, so a CI log reads as a history."""
+    terminal = out.isatty()
+    shown: list[str] = []
+    while True:
+        workflow = fetch()
+        lines = render(workflow, colour=terminal)
+        if lines != shown:
+            if terminal and shown:
+                out.write(f"\033[{len(shown)}F\033[J")
+            elif shown:
+                out.write("\n")
+            out.write("\n".join(lines) + "\n")
+            out.flush()
+            shown = lines
+        if ended(workflow):
+            return workflow
+        sleep(poll_seconds)
