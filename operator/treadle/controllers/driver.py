@@ -107,20 +107,28 @@ class Driver:
         meta = body["metadata"]
         who = engine.Identity.of(meta, status.worker_pool)
         uid = who.uid
+        previous = self.workflows.get(uid)
+        if previous is not None and previous.status.run_generation == status.run_generation:
+            # The same run with a mutable field edited (suspend, shutdown, the deadline): this
+            # driver's status is newer than the API server's (it holds what was applied and
+            # enqueued since its last write), so only the spec and generation change.
+            previous.spec, previous.generation = spec, meta.get("generation")
+            previous.status.observed_generation = status.observed_generation
+            previous.due = datetime.now(UTC)
+            return
         tracked = Tracked(who, spec, status, meta.get("generation"), datetime.now(UTC))
         # The status it comes with is the API server's (a handler may be writing it now): the
         # first progress write waits its turn like any other.
         tracked.written, tracked.replaced = status.wire(), True
         tracked.written_at = tracked.due
-        previous = self.workflows.get(uid)
-        if previous is not None and previous.spec == spec:
-            tracked.outputs = previous.outputs
         if previous is not None:
-            # The new status comes from the API server: what was applied since the last write
-            # is not in it, so it is applied again (the engine ignores what it has already).
+            # A run started again (its spec changed around the webhook): the new status comes
+            # from the API server, and what was applied since the last write is applied again
+            # (the engine ignores what is not of its run).
             tracked.unacked, tracked.unwritten = previous.unacked, previous.unwritten
             tracked.retained = previous.retained
             tracked.workers.url_given = previous.workers.url_given
+            tracked.requeued_epoch = previous.requeued_epoch
         self.workflows[uid] = tracked
 
     def worker_pod_gone(self, workflow_uid: str) -> None:

@@ -147,9 +147,13 @@ def admit(
     frozen = current.template_spec if _keeps_template(spec, current, generation) else template
     parsed, problems = admit_workflow(spec, workflow, frozen)
     if current.observed_generation != generation or not current.phase:
-        if parsed is not None and has_started(current) and current.spec_hash in (None, digest):
+        same_run = current.spec_hash == digest or (
+            current.spec_hash is None and has_started(current)
+        )
+        if parsed is not None and current.phase and same_run:
             # Only suspend, shutdown or activeDeadlineSeconds changed (or a status written
-            # before spec hashes): the run goes on; this generation is now observed.
+            # before spec hashes): the run goes on, started or not (its status as read may not
+            # show its first attempts yet); this generation is now observed.
             new_status = _observed(current, generation, digest)
         else:
             restarted = parsed is not None and has_started(current)
@@ -187,7 +191,7 @@ def _keeps_template(spec: Any, status: workflows.WorkflowStatus, generation: int
     if status.observed_generation == generation and status.phase:
         return True
     digest = spec_hash(spec) if isinstance(spec, Mapping) else None
-    return has_started(status) and status.spec_hash in (None, digest)
+    return status.spec_hash == digest or (status.spec_hash is None and has_started(status))
 
 
 def retryable(

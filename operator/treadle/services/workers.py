@@ -384,7 +384,8 @@ async def serve(options: WorkerOptions, stop: asyncio.Event) -> None:
         # Drain: finish the tasks in hand (they were read, so no other worker has them) before
         # the loops are cancelled; whatever is left after the grace goes back via the reaper.
         try:
-            await asyncio.wait_for(worker.drain(), timeout=options.drain_seconds)
+            if options.drain_seconds > 0:
+                await asyncio.wait_for(worker.drain(), timeout=options.drain_seconds)
         except TimeoutError:
             log.warning("tasks still running after %.0f s of draining", options.drain_seconds)
     finally:

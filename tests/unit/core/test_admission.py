@@ -163,3 +163,19 @@ def test_retry_rules_are_checked_at_apply_time() -> None:
         "class like 5xx",
         "spec.tasks[0].retry.retryOn.exitCodes[0]: Input should be greater than or equal to 1",
     ]
+
+
+def test_a_shutdown_set_before_status_shows_the_start_goes_on_with_the_same_run() -> None:
+    """The first attempts may be out before status says so (writes are paced): an edit of a
+    mutable field then must not start the run again (its first attempt would run twice)."""
+    spec = {"tasks": [cmd("a")]}
+    first = admission.admit(spec, {}, generation=1, now=NOW, workflow={})
+    assert first.status is not None
+    stopped = admission.admit(
+        {**spec, "shutdown": "Stop"}, first.status.wire(), generation=2, now=NOW, workflow={}
+    )
+    assert stopped.restarted is False
+    assert stopped.status is not None
+    assert stopped.status.run_generation == 1  # the same run
+    assert stopped.runnable is not None
+    assert stopped.runnable.shutdown == "Stop"
