@@ -1,4 +1,4 @@
-"""Every manifest under examples/ applies; every example workflow runs to Succeeded."""
+"""Every manifest under examples/ applies; every example workflow ends as the example says."""
 
 from __future__ import annotations
 
@@ -15,15 +15,31 @@ from support.operator import OperatorProcess
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
 
+def expected_phases(path: Path) -> list[str]:
+    """Each Workflow's end state, as its example says in an `# expect: Phase` line (Succeeded
+    when it says none)."""
+    found = []
+    for text in path.read_text().split("\n---"):
+        said = [line.split(":", 1)[1].strip() for line in text.splitlines()
+                if line.startswith("# expect:")]  # fmt: skip
+        if "kind: Workflow\n" in text + "\n":
+            found.append(said[0] if said else "Succeeded")
+    return found
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
-def test_every_example_applies_and_its_workflows_succeed(
+def test_every_example_applies_and_its_workflows_end_as_it_says(
     crds: Cluster, operator: OperatorProcess, namespace: str, path: Path
 ) -> None:
     crds.kubectl("apply", "-n", namespace, "-f", str(path))
+    phases = iter(expected_phases(path))
     for document in yaml.safe_load_all(path.read_text()):
         name = document["metadata"]["name"]
-        if document["kind"] == "Workflow":  # end state: Succeeded
-            crds.wait(f"twf/{name}", namespace, "condition=Ready", timeout_seconds=180)
+        if document["kind"] == "Workflow":
+            phase = next(phases)
+            crds.wait(f"twf/{name}", namespace, f"jsonpath={{.status.phase}}={phase}", 180)
+            if phase == "Succeeded":
+                crds.wait(f"twf/{name}", namespace, "condition=Ready", timeout_seconds=30)
         elif document["kind"] == "WorkerPool":  # end state: its workers ready
             crds.wait(f"twp/{name}", namespace, "condition=Ready", timeout_seconds=120)
         elif document["kind"] == "SyncJob":  # end state: scheduled, waiting for its next slot
@@ -88,3 +104,17 @@ def test_the_operator_counts_results_dead_letters_and_finished_workflows(
     assert samples["treadle_dead_letters_total"] >= 1
     assert samples['treadle_workflows_finished_total{phase="Failed"}'] >= 1
     assert samples["treadle_status_write_seconds_count"] >= 1
+
+
+def test_the_long_run_example_stops_and_terminates_as_its_comments_say(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    crds.kubectl(
+        "apply", "-n", namespace, "-f", str(REPO / "examples" / "08-stop-and-terminate.yaml")
+    )
+    crds.wait("twf/long-run", namespace, "jsonpath={.status.tasks.tick.phase}=Queued", 120)
+    ended = crds.plugin("terminate", "long-run", "-n", namespace, "--watch", check=False)
+    assert ended.returncode == 1
+    status = crds.get("twf", "long-run", namespace)["status"]
+    assert status["phase"] == "Terminated"
+    assert status["tasks"]["report"]["output"] == "long-run ended Terminated"
