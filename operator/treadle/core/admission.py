@@ -61,7 +61,7 @@ def parse(model: type[Model], spec: Any, root: str = "spec") -> tuple[Model | No
         return None, problems
 
 
-FINAL_PHASES = ("Succeeded", "Failed", "Invalid")
+FINAL_PHASES = (*workflows.ENDED_PHASES, "Invalid")
 
 MUTABLE_FIELDS = ("suspend", "shutdown", "activeDeadlineSeconds")
 """The only spec fields of a started workflow that may change (SPEC: like a Job's template,
@@ -82,7 +82,7 @@ def has_started(status: workflows.WorkflowStatus | Mapping[str, Any] | None) -> 
         started, phase = current.get("startedAt"), current.get("phase")
     else:
         started, phase = status.started_at, status.phase
-    return bool(started) or phase in ("Running", "Succeeded", "Failed")
+    return bool(started) or phase in ("Running", *workflows.ENDED_PHASES)
 
 
 def immutable_change(old_spec: Mapping[str, Any], new_spec: Mapping[str, Any]) -> list[str]:

@@ -155,7 +155,7 @@ def advance(
             run.apply(result)
         run.settle()
         run.shut()
-        if not spec.suspend:
+        if not spec.suspend or spec.shutdown is not None:  # a stopped run's exit tasks run
             run.schedule()
             run.settle()
             run.shut()

@@ -89,7 +89,8 @@ def retry_workflow(client: Client, args: argparse.Namespace) -> int:
     workflow = _get(client, args.workflow)
     letters = dead_letters(workflow)
     if args.task is not None:
-        tasks = (workflow.get("spec") or {}).get("tasks") or []
+        template = (workflow.get("status") or {}).get("templateSpec") or {}
+        tasks = (workflow.get("spec") or {}).get("tasks") or template.get("tasks") or []
         if args.task not in {task["name"] for task in tasks}:
             raise Failure(f"workflow {args.workflow!r} has no task {args.task!r}")
         letters = [letter for letter in letters if letter["task"] == args.task]

@@ -59,7 +59,7 @@ def test_a_workflow_is_healthy_once_it_succeeded_and_degraded_when_it_failed() -
 @pytest.mark.parametrize(
     ("phase", "expected"),
     [("Pending", "Progressing"), ("Running", "Progressing"), ("Suspended", "Suspended"),
-     ("Invalid", "Degraded")],
+     ("Invalid", "Degraded"), ("Stopped", "Degraded"), ("Terminated", "Degraded")],
 )  # fmt: skip
 def test_each_workflow_phase_has_its_health(phase: str, expected: str) -> None:
     status = {"phase": phase, "observedGeneration": 1, "message": "m"}

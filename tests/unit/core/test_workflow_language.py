@@ -235,3 +235,11 @@ def test_terminate_gives_up_on_running_attempts_at_once() -> None:
     assert ended.status.tasks["b"].running_items == ""
     late = step(spec(*tasks, shutdown="Terminate"), ended.status, [ok(first.enqueue[0])])
     assert late.wire == ended.wire
+
+
+def test_stopping_a_suspended_run_skips_its_tasks_and_runs_its_exit_tasks() -> None:
+    first = step(with_exits(cmd("a"), suspend=True), {})
+    assert (first.wire["phase"], first.enqueue) == ("Suspended", [])
+    stopped = step(with_exits(cmd("a"), suspend=True, shutdown="Stop"), first.status)
+    assert phases(stopped)["a"] == ("Skipped", "Stopped")
+    assert [m.task for m in stopped.enqueue] == ["notify"]

@@ -19,7 +19,8 @@ end
 hs.message = message
 if phase == "Succeeded" then
   hs.status = "Healthy"
-elseif phase == "Failed" or phase == "Invalid" then
+elseif phase == "Failed" or phase == "Invalid" or phase == "Stopped"
+    or phase == "Terminated" then
   hs.status = "Degraded"
 elseif phase == "Suspended" then
   hs.status = "Suspended"
