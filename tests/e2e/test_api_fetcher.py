@@ -4,55 +4,39 @@ fan-out of one call per user, a python fan-in, and a command that reports the me
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from support.cluster import REPO, Cluster, reachable_from_pods
+from support.cluster import REPO, Cluster
+from support.http import JsonHandler, serving
 from support.operator import OperatorProcess
 from support.redis_server import RedisServer
 
 TOKEN = "s3cret-token"
 
 
-class Api(BaseHTTPRequestHandler):
+class Api(JsonHandler):
     seen_keys: list[str] = []
 
     def do_GET(self) -> None:
         if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-            self._reply(401, {"error": "unauthorized"})
+            self.reply(401, {"error": "unauthorized"})
             return
         Api.seen_keys.append(self.headers.get("Idempotency-Key", ""))
         if self.path == "/users":
-            self._reply(200, {"ids": [3, 1, 2]})
+            self.reply(200, {"ids": [3, 1, 2]})
         elif self.path.startswith("/users/"):
             user = int(self.path.rsplit("/", 1)[1])
-            self._reply(200, {"id": user, "name": f"user-{user}"})
+            self.reply(200, {"id": user, "name": f"user-{user}"})
         else:
-            self._reply(404, {"error": "no such path"})
-
-    def _reply(self, code: int, body: object) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+            self.reply(404, {"error": "no such path"})
 
 
 @pytest.fixture
 def api(cluster: Cluster) -> Iterator[str]:
-    server = ThreadingHTTPServer((reachable_from_pods(), 0), Api)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://{server.server_address[0]}:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Api) as url:
+        yield url
 
 
 def test_the_parallel_api_fetcher_fans_out_fans_in_and_reports(

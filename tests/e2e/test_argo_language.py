@@ -5,17 +5,16 @@ Retry-After, stop and terminate."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.cluster import Cluster, reachable_from_pods
+from support.cluster import Cluster
 from support.conditions import condition
+from support.http import JsonHandler, serving
 from support.operator import OperatorProcess
 
 
@@ -36,7 +35,7 @@ def wait_for_line(path: Path, line: str, seconds: float = 60) -> None:
 
 
 def test_submit_runs_a_template_with_its_params_and_watch_follows_it_to_the_end(
-    crds: Cluster, operator: OperatorProcess, namespace: str
+    crds: Cluster, operator: OperatorProcess, namespace: str, tmp_path: Path
 ) -> None:
     template = {
         "params": {"day": "2026-01-01", "region": "eu"},
@@ -69,6 +68,16 @@ def test_submit_runs_a_template_with_its_params_and_watch_follows_it_to_the_end(
     applied = crds.kubectl("apply", "-n", namespace, "-f", "-", input=typo, check=False)
     assert applied.returncode != 0
     assert "spec.params.dya: WorkflowTemplate 'etl' has no parameter 'dya'" in applied.stderr
+
+    # A manifest submitted as it is, its params given on the command line.
+    body = {"kind": "Workflow", "apiVersion": "treadle.dev/v1alpha1",
+            "metadata": {"generateName": "adhoc-"},
+            "spec": {"tasks": [sh("say", "echo {{ params.word }}")]}}  # fmt: skip
+    path = tmp_path / "adhoc.yaml"
+    path.write_text(json.dumps(body))
+    adhoc = crds.plugin("submit", "--from-file", str(path), "-n", namespace, "-p", "word=hi", "-w")
+    adhoc_name = adhoc.stdout.split()[0].split("/")[1]
+    assert crds.get("twf", adhoc_name, namespace)["status"]["tasks"]["say"]["output"] == "hi"
 
     # An edit of the template changes no run that started; resubmit runs the spec again.
     template["tasks"][1] = sh("load", "exit 9", dependsOn=["extract"])
@@ -116,37 +125,24 @@ def test_conditions_skip_without_stopping_dependents_and_exit_tasks_see_the_outc
     assert condition(status, "Stalled")["status"] == "True"
 
 
-class Api(BaseHTTPRequestHandler):
+class Api(JsonHandler):
     calls: dict[str, list[float]] = {}
 
     def do_GET(self) -> None:
         Api.calls.setdefault(self.path, []).append(time.monotonic())
         if self.path == "/missing":
-            code, headers = 404, {}
+            self.reply(404, {"error": "no such path"})
         elif self.path == "/busy" and len(Api.calls[self.path]) == 1:
-            code, headers = 503, {"Retry-After": "3"}
+            self.reply(503, {"error": "busy"}, {"Retry-After": "3"})
         else:
-            code, headers = 200, {}
-        body = json.dumps({"path": self.path, "code": code}).encode()
-        self.send_response(code)
-        for key, value in {"Content-Type": "application/json", **headers}.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+            self.reply(200, {"path": self.path})
 
 
 @pytest.fixture
 def api(cluster: Cluster) -> Iterator[str]:
     Api.calls = {}
-    server = ThreadingHTTPServer((reachable_from_pods(), 0), Api)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://{server.server_address[0]}:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Api) as url:
+        yield url
 
 
 def test_a_404_is_not_retried_and_a_503_waits_for_its_retry_after(

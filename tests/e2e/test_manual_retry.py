@@ -5,44 +5,34 @@ growing delays, dead-lettered, listed by `kubectl treadle dlq list`, and succeed
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from support.cluster import Cluster, reachable_from_pods
+from support.cluster import Cluster
 from support.conditions import condition
+from support.http import JsonHandler, serving
 from support.operator import OperatorProcess
 
 
-class Flaky(BaseHTTPRequestHandler):
+class Flaky(JsonHandler):
     healthy = False
     calls: list[float] = []
 
     def do_GET(self) -> None:
         Flaky.calls.append(time.monotonic())
-        code, body = (200, b'{"ok": true}') if Flaky.healthy else (503, b'{"error": "down"}')
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        if Flaky.healthy:
+            self.reply(200, {"ok": True})
+        else:
+            self.reply(503, {"error": "down"})
 
 
 @pytest.fixture
 def endpoint(cluster: Cluster) -> Iterator[str]:
     Flaky.healthy, Flaky.calls = False, []
-    server = ThreadingHTTPServer((reachable_from_pods(), 0), Flaky)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://{server.server_address[0]}:{server.server_address[1]}/ping"
-    server.shutdown()
-    server.server_close()
+    with serving(Flaky) as url:
+        yield f"{url}/ping"
 
 
 def workflow(name: str, url: str) -> str:

@@ -125,6 +125,13 @@ def test_naming_a_secret_the_user_may_not_read_is_refused_and_allowed_for_one_wh
         f"spec.secrets[0]: names Secret 'db', which '{creator}' may not get in namespace "
         f"'{namespace}'" in result.stderr
     )
+    # A template an admin made that reads it does not lend it to whoever runs the template.
+    template = {**workflow, "kind": "WorkflowTemplate", "metadata": {"name": "peeking"}}
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(template))
+    run = {**workflow, "spec": {"workflowTemplateRef": {"name": "peeking"}}}
+    result = apply_as(crds, creator, namespace, json.dumps(run))
+    assert result.returncode != 0
+    assert f"spec.workers.env: names Secret 'db', which '{creator}' may not get" in result.stderr
     # The cluster admin may read it, so may name it.
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pool))

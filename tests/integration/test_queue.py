@@ -146,6 +146,10 @@ async def test_python_callables_run_sync_and_async_and_failures_are_results(
     assert by_task["add"].output == {"sum": 5}
     assert by_task["greet"].output == "hello ada"
     assert by_task["explode"].error == "RuntimeError: kaboom"
+    assert by_task["explode"].details == {
+        "cause": "exception",
+        "exceptions": ["RuntimeError", "Exception", "BaseException"],
+    }
     assert by_task["missing"].error.startswith("cannot import support.nowhere:run")
 
 

@@ -22,31 +22,20 @@ def cmd(name: str, *args: str, **extra: Any) -> dict[str, Any]:
     return {"name": name, "command": {"args": list(args) or ["true"]}, **extra}
 
 
+def result_of(message: TaskMessage, outcome: Any, **fields: Any) -> TaskResult:
+    """The result a worker reports for the attempt `message` carries."""
+    who = (message.workflow_uid, message.workflow, message.task, message.item, message.attempt)
+    return TaskResult(*who, outcome, **fields)
+
+
 def ok(message: TaskMessage, output: Any = None) -> TaskResult:
-    return TaskResult(
-        message.workflow_uid,
-        message.workflow,
-        message.task,
-        message.item,
-        message.attempt,
-        "succeeded",
-        output,
-    )
+    return result_of(message, "succeeded", output=output)
 
 
 def failed(
     message: TaskMessage, error: str = "boom", details: dict[str, Any] | None = None
 ) -> TaskResult:
-    return TaskResult(
-        message.workflow_uid,
-        message.workflow,
-        message.task,
-        message.item,
-        message.attempt,
-        "failed",
-        error=error,
-        details=details or {},
-    )
+    return result_of(message, "failed", error=error, details=details or {})
 
 
 STORED: dict[engine.OutputId, Any] = {}

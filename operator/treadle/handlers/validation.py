@@ -12,6 +12,7 @@ the start under a new run generation, never hanging on the earlier run's records
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import kopf
@@ -89,31 +90,38 @@ async def _pools_fit(spec: workflows.WorkflowSpec, namespace: str, memo: Any) ->
         raise kopf.AdmissionError("; ".join(problems), code=422)
 
 
-async def validate_workflowtemplate(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
-    if _spec_unchanged(spec, kwargs.get("old")):
-        return
-    problems = admission.admit_template(dict(spec))
-    if problems:
-        raise kopf.AdmissionError("; ".join(problems), code=422)
-    await _secrets_readable(workflows.TEMPLATE_KIND, spec, meta, kwargs.get("userinfo"))
+Problems = Callable[[dict[str, Any], kopf.Meta], list[str]]
 
 
-async def validate_workerpool(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
-    if _spec_unchanged(spec, kwargs.get("old")):
-        return
-    problems = admission.admit_pool(dict(spec), str(meta.get("name") or ""))[1]
-    if problems:
-        raise kopf.AdmissionError("; ".join(problems), code=422)
-    await _secrets_readable(pools_api.KIND, spec, meta, kwargs.get("userinfo"))
+def _spec_check(name: str, kind: str, problems_of: Problems) -> Callable[..., Awaitable[None]]:
+    """A webhook handler that refuses a spec with problems, or naming a Secret the applying
+    user may not read; an update leaving the spec alone always passes."""
+
+    async def validate(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
+        if _spec_unchanged(spec, kwargs.get("old")):
+            return
+        problems = problems_of(dict(spec), meta)
+        if problems:
+            raise kopf.AdmissionError("; ".join(problems), code=422)
+        await _secrets_readable(kind, spec, meta, kwargs.get("userinfo"))
+
+    validate.__name__ = validate.__qualname__ = name
+    return validate
 
 
-async def validate_syncjob(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
-    if _spec_unchanged(spec, kwargs.get("old")):
-        return
-    problems = admission.syncjob_problems(dict(spec))
-    if problems:
-        raise kopf.AdmissionError("; ".join(problems), code=422)
-    await _secrets_readable(syncjobs.KIND, spec, meta, kwargs.get("userinfo"))
+validate_workflowtemplate = _spec_check(
+    "validate_workflowtemplate",
+    workflows.TEMPLATE_KIND,
+    lambda spec, _meta: admission.admit_template(spec),
+)
+validate_workerpool = _spec_check(
+    "validate_workerpool",
+    pools_api.KIND,
+    lambda spec, meta: admission.admit_pool(spec, str(meta.get("name") or ""))[1],
+)
+validate_syncjob = _spec_check(
+    "validate_syncjob", syncjobs.KIND, lambda spec, _meta: admission.syncjob_problems(spec)
+)
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
