@@ -50,6 +50,6 @@ def step_notices(
         found.append(Notice("Normal", reason, f"workflow running: {after.progress} done"))
     elif new == "Failed":
         found.append(Notice("Warning", "Failed", message))
-    elif new in ("Succeeded", "Suspended"):
+    elif new in ("Succeeded", "Suspended", "Stopped", "Terminated"):
         found.append(Notice("Normal", str(new), message))
     return found

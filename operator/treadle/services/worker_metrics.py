@@ -18,7 +18,12 @@ TASK_SECONDS = Histogram(
 )
 DUPLICATES = Counter(
     "treadle_worker_duplicates_skipped_total",
-    "Delivered attempts not run again because their idempotency key had already succeeded.",
+    "Delivered attempts not run: their idempotency key had succeeded, or their workflow was "
+    "terminated.",
+)
+CANCELLED = Counter(
+    "treadle_worker_attempts_cancelled_total",
+    "Attempts cancelled while they ran because their workflow was terminated.",
 )
 FAIL_FAST = Counter(
     "treadle_circuit_breaker_fail_fast_total",

@@ -236,6 +236,7 @@ class TaskWorker:
             # Its workflow was terminated: no one waits for a result; the message goes.
             self._cancelling.discard(delivery.id)
             self.cancelled += 1
+            worker_metrics.CANCELLED.inc()
             self._ended.append((delivery, None))
             self._flush_soon()
             return

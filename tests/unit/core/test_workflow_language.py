@@ -232,6 +232,7 @@ def test_terminate_gives_up_on_running_attempts_at_once() -> None:
     ended = step(spec(*tasks, shutdown="Terminate"), first.status)
     assert phases(ended) == {"a": ("Skipped", "Terminated"), "b": ("Skipped", "Terminated")}
     assert ended.wire["phase"] == "Terminated"
+    assert [(n.type, n.reason) for n in ended.notices] == [("Normal", "Terminated")]
     assert ended.status.tasks["b"].running_items == ""
     late = step(spec(*tasks, shutdown="Terminate"), ended.status, [ok(first.enqueue[0])])
     assert late.wire == ended.wire
