@@ -113,9 +113,10 @@ def submit_workflow(client: Client, args: argparse.Namespace) -> int:
         if params:
             spec["params"] = {**(spec.get("params") or {}), **params}
         meta = dict(body.get("metadata") or {})
-        metadata = {
-            k: v for k, v in meta.items() if k in ("name", "generateName", "labels", "annotations")
-        }
+        kept = ("name", "generateName", "labels", "annotations")
+        metadata = {k: v for k, v in meta.items() if k in kept}
+        if body["kind"] == workflows.TEMPLATE_KIND and "name" in metadata:  # a run of it
+            metadata["generateName"] = f"{metadata.pop('name')}-"
         if args.name:
             metadata = {
                 **{k: v for k, v in metadata.items() if k != "generateName"},
