@@ -676,6 +676,11 @@ async def test_a_terminated_workflows_attempts_are_cancelled_and_its_queued_ones
     """spec.shutdown: Terminate: the worker cancels the attempts it holds of that workflow
     within a second (a command gets SIGTERM, then SIGKILL after a grace), acknowledges them
     without a result, and skips the workflow's messages it reads later; others go on."""
+    async with asyncio.timeout(60):  # a hang fails here, with its traceback
+        await _terminated_run(client, tmp_path)
+
+
+async def _terminated_run(client: aioredis.Redis, tmp_path: Path) -> None:
     log = tmp_path / "log"
     queue = await queue_for(client, "w1")
     stubborn = f"trap 'echo term >> {log}; exit 143' TERM; echo started >> {log}; sleep 30 & wait"

@@ -61,6 +61,17 @@ FAILURE_BACKOFF = Backoff(initial_seconds=2, max_seconds=60, factor=2, jitter=0)
 row up to a minute (a workflow in a namespace being deleted fails for minutes)."""
 RETRY_AFTER_FAILURE = timedelta(seconds=FAILURE_BACKOFF.initial_seconds)
 _UNJITTERED = random.Random(0)
+TERMINATE_HOLD = timedelta(seconds=3)
+"""How long a terminated workflow on pods of its own keeps its pods and Redis user after its
+workers were told: they check every second, and cancel what they hold once they see it."""
+
+
+def _cancelling(tracked: Tracked, now: datetime) -> bool:
+    """Whether a terminated workflow's own workers may still be learning of it."""
+    sent = tracked.cancel_sent
+    return not tracked.who.shared and sent is not None and now < sent + TERMINATE_HOLD
+
+
 """FAILURE_BACKOFF has no jitter: this random source is never drawn from."""
 
 
@@ -331,10 +342,10 @@ class Driver:
         )
         results = results + failures
         told += [notice] if notice else []
-        if tracked.spec.shutdown == "Terminate" and not tracked.cancel_sent:
+        if tracked.spec.shutdown == "Terminate" and tracked.cancel_sent is None:
             dag = [task.name for task in tracked.spec.tasks]
             await self.results.cancel(sorted(tracked.pools), who.uid, dag, now.timestamp())
-            tracked.cancel_sent = True
+            tracked.cancel_sent = now
         await outputs.load(
             self.results, who, tracked.spec, current, tracked.outputs, tracked.task_pools
         )
@@ -364,7 +375,8 @@ class Driver:
         fresh = [m for m in step.enqueue if (m.key, m.attempt) not in tracked.enqueued_unwritten]
         await self._enqueue(tracked, fresh)
         tracked.enqueued_unwritten.update((m.key, m.attempt) for m in fresh)
-        if step.finished:
+        held = step.finished and _cancelling(tracked, now)
+        if step.finished and not held:
             await self.owner.remove(who)
         elif pacing.pods_due(tracked.workers.checked_at, now):
             await self.owner.ensure(who, tracked.spec, tracked.workers, tracked.pools)
@@ -392,7 +404,7 @@ class Driver:
             tracked.written, tracked.written_at, wrote = wire, now, True
             acked, tracked.unacked, tracked.unwritten = tracked.unacked, [], []
             tracked.enqueued_unwritten.clear()
-            if step.finished:
+            if step.finished and not held:
                 # Its Redis keys and pool user go with it; a Failed workflow keeps its stored
                 # outputs (they expire) for a manual retry of what reads them.
                 await self._let_go([(who, tracked.pools)], outputs=step.status.phase == "Succeeded")
@@ -413,7 +425,10 @@ class Driver:
             metrics.WORKFLOWS_FINISHED.labels(phase=step.status.phase or "").inc()
         tracked.status, tracked.replaced = step.status, False
         tracked.due = step.wake_at
-        if step.finished:
+        if held:
+            assert tracked.cancel_sent is not None
+            tracked.due = tracked.cancel_sent + TERMINATE_HOLD
+        elif step.finished:
             finished_at = timestamps.parse_optional(tracked.status.finished_at)
             tracked.due = pacing.ttl_due(tracked.spec.ttl_seconds_after_finished, finished_at)
             if tracked.due is not None and tracked.due <= now:

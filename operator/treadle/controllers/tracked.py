@@ -55,8 +55,8 @@ class Tracked:
     an advance that failed after enqueuing and is tried again must not enqueue them twice (the
     engine, given the same status, asks for the same attempts)."""
 
-    cancel_sent: bool = False
-    """Its workers were told it was terminated (spec.shutdown: Terminate)."""
+    cancel_sent: datetime | None = None
+    """When its workers were told it was terminated (spec.shutdown: Terminate)."""
 
     task_pools: dict[str, str] = field(init=False)
     """The pool each task runs on (its own `workerPool`, else the workflow's)."""

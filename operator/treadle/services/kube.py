@@ -208,11 +208,6 @@ def worker_pod(
     with a `metrics_port` the worker serves Prometheus metrics there."""
     command = ["treadle", "worker", f"--pool={pool}"]
     command.append(f"--reap-idle-seconds={spec.redeliver_after_seconds}")
-    # Its pods go when its workflow ends (or is terminated): what they hold then is wanted by
-    # no one, so they cancel it at once rather than drain (a command gets SIGTERM, then
-    # SIGKILL), never leaving it running past the pod.  One deleted mid-run is a crash: the
-    # reaper gives its attempts to the others.
-    command.append("--drain-seconds=0")
     annotations: dict[str, str] = {}
     if metrics_port:
         command.append(f"--metrics-address=0.0.0.0:{metrics_port}")
