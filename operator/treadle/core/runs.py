@@ -342,11 +342,11 @@ class RunState:
             entry = self.tasks[task.name]
             if task.for_each is not None and entry.items is not None:
                 total += entry.items
+                if entry.phase == "Skipped":  # stopped, terminated or past its deadline
+                    finished += entry.items
+                    continue
                 done = self.items(task.name, "done_items")
                 finished += len(done) + len(self.items(task.name, "dead_items"))
-                if entry.phase == "Skipped":
-                    total += 1
-                    finished += 1
             else:
                 total += 1
                 finished += entry.phase in FINISHED

@@ -83,7 +83,20 @@ class Run(RunState):
         return outputs
 
     def _why(self, task: Task, error: str) -> str:
-        """A template error, with the reason when it read outputs that cannot be had."""
+        """A template error, with the reason when it read outputs that cannot be had (lost,
+        too large, or of a task that was skipped)."""
+        skipped = sorted(
+            name
+            for name in reads.reads(task)
+            if name in self.tasks and self.tasks[name].phase == "Skipped"
+        )
+        if skipped:
+            entry = self.tasks[skipped[0]]
+            name = skipped[0]
+            return (
+                f"task {name!r} was skipped ({entry.reason or 'Skipped'}) and has no output "
+                f"(`{{{{ tasks.{name} is defined }}}}` tells whether it ran); {error}"
+            )
         gone = sorted(reads.reads(task) & self.unavailable)
         if not gone:
             return error

@@ -231,7 +231,7 @@ def test_terminate_gives_up_on_running_attempts_at_once() -> None:
     assert len(first.enqueue) == 4
     ended = step(spec(*tasks, shutdown="Terminate"), first.status)
     assert phases(ended) == {"a": ("Skipped", "Terminated"), "b": ("Skipped", "Terminated")}
-    assert ended.wire["phase"] == "Terminated"
+    assert (ended.wire["phase"], ended.wire["progress"]) == ("Terminated", "4/4")
     assert [(n.type, n.reason) for n in ended.notices] == [("Normal", "Terminated")]
     assert ended.status.tasks["b"].running_items == ""
     late = step(spec(*tasks, shutdown="Terminate"), ended.status, [ok(first.enqueue[0])])
@@ -244,3 +244,20 @@ def test_stopping_a_suspended_run_skips_its_tasks_and_runs_its_exit_tasks() -> N
     stopped = step(with_exits(cmd("a"), suspend=True, shutdown="Stop"), first.status)
     assert phases(stopped)["a"] == ("Skipped", "Stopped")
     assert [m.task for m in stopped.enqueue] == ["notify"]
+
+
+def test_reading_a_skipped_tasks_output_says_it_was_skipped() -> None:
+    workflow = spec(
+        cmd("a"),
+        cmd("b", when="false", dependsOn=["a"]),
+        cmd("c", "echo", "{{ tasks.b.output }}", dependsOn=["b"]),
+        cmd("d", "echo", "{{ 'ran' if tasks.b is defined else 'skipped' }}", dependsOn=["b"]),
+    )
+    first = step(workflow, {})
+    second = step(workflow, first.status, [ok(first.enqueue[0])])
+    error = str(second.status.tasks["c"].error)
+    assert error.startswith(
+        "task 'b' was skipped (ConditionFalse) and has no output "
+        "(`{{ tasks.b is defined }}` tells whether it ran); template: "
+    )
+    assert [m.action for m in second.enqueue] == [{"command": {"args": ["echo", "skipped"]}}]
