@@ -15,7 +15,7 @@ from lightkube.resources.core_v1 import Pod
 
 from treadle.api import GROUP, VERSION, syncjobs
 from treadle.api.syncjobs import SyncJobSpec
-from treadle.core import podspecs, timestamps
+from treadle.core import gates, podspecs, timestamps
 from treadle.services.kube import LABEL_COMPONENT
 
 LABEL_SYNCJOB = f"{GROUP}/syncjob"
@@ -51,15 +51,19 @@ def run_pod(
     template = copy.deepcopy(spec.template.model_dump(by_alias=True, exclude_none=True))
     metadata = template.get("metadata") or {}
     pod_spec = template["spec"]
+    told = run_env(slot, locks)
     pod_spec.update(
         restartPolicy="Never",
         automountServiceAccountToken=False,
-        containers=[podspecs.restricted_container(c) for c in pod_spec.get("containers") or []],
+        containers=[
+            _with_env(podspecs.restricted_container(c), told)
+            for c in pod_spec.get("containers") or []
+        ],
         securityContext=podspecs.restricted_pod_context(pod_spec.get("securityContext")),
     )
     if pod_spec.get("initContainers"):
         pod_spec["initContainers"] = [
-            podspecs.restricted_container(c) for c in pod_spec["initContainers"]
+            _with_env(podspecs.restricted_container(c), told) for c in pod_spec["initContainers"]
         ]
     if spec.active_deadline_seconds is not None:
         pod_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
@@ -93,6 +97,27 @@ def run_pod(
         },
         "spec": pod_spec,
     }
+
+
+def run_env(slot: datetime, locks: Sequence[tuple[str, int]]) -> list[dict[str, str]]:
+    """What a run is told: its slot, and the fencing tokens of the locks it runs under, to pass
+    to the systems it writes to (a write bearing a token older than the newest one seen comes
+    from a run whose lock lapsed, and can be refused there).  TREADLE_FENCING_TOKEN is the
+    pipeline lock's; TREADLE_FENCING_TOKENS holds every lock's, as JSON."""
+    env = [{"name": "TREADLE_SLOT", "value": timestamps.text(slot)}]
+    pipeline = [token for name, token in locks if name.startswith(gates.PIPELINE_PREFIX)]
+    if pipeline:
+        env.append({"name": "TREADLE_FENCING_TOKEN", "value": str(pipeline[0])})
+    if locks:
+        tokens = json.dumps(dict(locks), sort_keys=True)
+        env.append({"name": "TREADLE_FENCING_TOKENS", "value": tokens})
+    return env
+
+
+def _with_env(container: dict[str, Any], env: list[dict[str, str]]) -> dict[str, Any]:
+    """The container with Treadle's variables (users may not set TREADLE_ names: the
+    admission refuses them, so these are the only ones)."""
+    return {**container, "env": [*(container.get("env") or []), *env]}
 
 
 async def create_run(api: AsyncClient, body: dict[str, Any]) -> bool:
