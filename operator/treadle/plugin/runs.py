@@ -10,6 +10,7 @@ and `terminate` set `spec.shutdown`, which is what a GitOps user sets in the man
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -205,8 +206,16 @@ def _report(client: Client, created: Any, verb: str, watch: bool) -> int:
 
 
 def _watch(client: Client, name: str) -> int:
+    first = objects.get(client, kube.Workflow, "workflow", name)
+    ref = (first.get("spec") or {}).get("workflowTemplateRef") or {}
+    template = None
+    if ref.get("name") and not (first.get("status") or {}).get("templateSpec"):
+        with contextlib.suppress(Failure):  # gone: the view waits for the run's own copy
+            template = _template(client, str(ref["name"])).get("spec")
     try:
-        last = view.follow(lambda: objects.get(client, kube.Workflow, "workflow", name))
+        last = view.follow(
+            lambda: objects.get(client, kube.Workflow, "workflow", name), template=template
+        )
     except KeyboardInterrupt:
         return 130
     return 0 if (last.get("status") or {}).get("phase") == "Succeeded" else 1

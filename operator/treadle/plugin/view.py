@@ -80,12 +80,18 @@ def task_line(task: Mapping[str, Any], entry: Mapping[str, Any], colour: bool) -
     return f"  {symbol} {name:<24} {phase:<13} {'  '.join(detail)}".rstrip()
 
 
-def render(workflow: Mapping[str, Any], *, colour: bool = False) -> list[str]:
-    """The lines of the workflow's view."""
+def render(
+    workflow: Mapping[str, Any],
+    *,
+    colour: bool = False,
+    template: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """The lines of the workflow's view; `template` is the spec of the WorkflowTemplate it
+    runs, for the moment before its status holds the copy its run froze."""
     meta = workflow.get("metadata") or {}
     spec = workflow.get("spec") or {}
     status = workflow.get("status") or {}
-    template = status.get("templateSpec") or {}
+    template = status.get("templateSpec") or template or {}
     tasks = spec.get("tasks") or template.get("tasks") or []
     exits = spec.get("onExit") or template.get("onExit") or []
     entries = status.get("tasks") or {}
@@ -115,6 +121,7 @@ def follow(
     *,
     poll_seconds: float = POLL_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
+    template: Mapping[str, Any] | None = None,
 ) -> Mapping[str, Any]:
     """Shows the workflow, again each time it changes, until it has ended; returns it then.
     On a terminal the view is redrawn in place (with colour); elsewhere each change is printed
@@ -123,7 +130,7 @@ def follow(
     shown: list[str] = []
     while True:
         workflow = fetch()
-        lines = render(workflow, colour=terminal)
+        lines = render(workflow, colour=terminal, template=template)
         if lines != shown:
             if terminal and shown:
                 out.write(f"\033[{len(shown)}F\033[J")

@@ -77,3 +77,12 @@ def test_follow_prints_each_change_until_the_run_ends() -> None:
     assert text.count("ns/etl-1   Running") == 1  # unchanged: not printed again
     assert "ns/etl-1   Succeeded" in text
     assert "\033[" not in text  # no terminal: no colour, no redraw
+
+
+def test_a_run_not_yet_admitted_shows_its_templates_tasks() -> None:
+    fresh = {"metadata": {"name": "etl-2", "namespace": "ns"}, "spec": {}, "status": {}}
+    template = {"tasks": [{"name": "extract"}]}
+    assert view.render(fresh, template=template) == [
+        "ns/etl-2   Pending",
+        "  ○ extract                  Pending",
+    ]
