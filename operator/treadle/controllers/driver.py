@@ -61,6 +61,7 @@ FAILURE_BACKOFF = Backoff(initial_seconds=2, max_seconds=60, factor=2, jitter=0)
 row up to a minute (a workflow in a namespace being deleted fails for minutes)."""
 RETRY_AFTER_FAILURE = timedelta(seconds=FAILURE_BACKOFF.initial_seconds)
 _UNJITTERED = random.Random(0)
+"""FAILURE_BACKOFF has no jitter: this random source is never drawn from."""
 TERMINATE_HOLD = timedelta(seconds=3)
 """How long a terminated workflow on pods of its own keeps its pods and Redis user after its
 workers were told: they check every second, and cancel what they hold once they see it."""
@@ -70,9 +71,6 @@ def _cancelling(tracked: Tracked, now: datetime) -> bool:
     """Whether a terminated workflow's own workers may still be learning of it."""
     sent = tracked.cancel_sent
     return not tracked.who.shared and sent is not None and now < sent + TERMINATE_HOLD
-
-
-"""FAILURE_BACKOFF has no jitter: this random source is never drawn from."""
 
 
 @dataclass

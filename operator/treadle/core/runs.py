@@ -376,11 +376,14 @@ class RunState:
             entry = self.tasks[task.name]
             if entry.phase in FINISHED or (task.name in self.exits and not exits):
                 continue
-            entry.phase, entry.reason = "Skipped", reason
-            entry.finished_at, entry.next_retry_at = timestamps.text(self.now), None
+            self.skip(entry, reason)
+            entry.next_retry_at = None
             if task.for_each is not None:
                 self.items(task.name, "running_items").clear()
                 self.item_map(task.name, "retry_at").clear()
+
+    def skip(self, entry: TaskStatus, reason: workflows.SkipReason) -> None:
+        entry.phase, entry.reason, entry.finished_at = "Skipped", reason, timestamps.text(self.now)
 
     def main_open(self) -> bool:
         """Whether the DAG's tasks may still launch attempts (not stopped, terminated or past
@@ -428,7 +431,7 @@ class RunState:
     def conclude(self, generation: int | None) -> None:
         status = self.status
         phase: WorkflowPhase
-        outcome = None if status.phase in workflows.ENDED_PHASES else self.dag_outcome()
+        outcome = self.dag_outcome()
         if status.phase in workflows.ENDED_PHASES:
             phase, message = status.phase, status.message or ""
         elif outcome is not None and not self.exits_left():

@@ -4,9 +4,9 @@ templates (treadle.core.actions) with the context status gives."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from treadle.api.workflows import SkipReason, Task, TaskStatus
+from treadle.api.workflows import Task, TaskStatus
 from treadle.core import actions, reads, runs, templating, timestamps
 from treadle.core.messages import TaskMessage
 from treadle.core.runs import OutputId, RunState
@@ -91,10 +91,9 @@ class Run(RunState):
             if name in self.tasks and self.tasks[name].phase == "Skipped"
         )
         if skipped:
-            entry = self.tasks[skipped[0]]
             name = skipped[0]
             return (
-                f"task {name!r} was skipped ({entry.reason or 'Skipped'}) and has no output "
+                f"task {name!r} was skipped ({self.tasks[name].reason}) and has no output "
                 f"(`{{{{ tasks.{name} is defined }}}}` tells whether it ran); {error}"
             )
         gone = sorted(reads.reads(task) & self.unavailable)
@@ -260,7 +259,7 @@ class Run(RunState):
                 slots = self._launch_children(task, entry, slots)
         return slots
 
-    def readiness(self, task: Task) -> str:
+    def readiness(self, task: Task) -> Literal["ready", "waiting", "UpstreamFailed"]:
         """ "ready" once every dependency Succeeded or was skipped by its own condition (Argo's
         rule: a false `when` upstream does not stop its dependents); "UpstreamFailed" when one
         was dead-lettered or skipped for any other reason; else "waiting"."""
@@ -275,9 +274,6 @@ class Run(RunState):
             elif entry.phase != "Succeeded":
                 waiting = True
         return "waiting" if waiting else "ready"
-
-    def skip(self, entry: TaskStatus, reason: SkipReason) -> None:
-        entry.phase, entry.reason, entry.finished_at = "Skipped", reason, timestamps.text(self.now)
 
     def condition_holds(self, task: Task) -> bool:
         """Renders the task's `when`: False (the task is then Skipped, ConditionFalse, or
