@@ -76,8 +76,10 @@ async def test_a_pod_event_that_lands_while_the_phase_is_read_is_not_overwritten
     scheduler = await running_job(api, namespace, "Running")
     read = runs.run_phase
 
-    async def read_then_hear(client: AsyncClient, ns: str, name: str) -> str | None:
-        phase = await read(client, ns, name)
+    async def read_then_hear(
+        client: AsyncClient, ns: str, name: str, kind: str = "Pod"
+    ) -> str | None:
+        phase = await read(client, ns, name, kind)
         # The pod ended, and its watch event arrived, while the answer was on its way.
         uid = next(iter(scheduler.jobs))
         scheduler.run_changed(uid, name, "Succeeded")
@@ -98,7 +100,7 @@ async def test_a_run_whose_end_was_never_heard_of_is_found_at_its_next_lock_rene
     assert await outcome(api, namespace) == (None, RUN)
     job = next(iter(scheduler.jobs.values()))
     assert job.held
-    assert job.run_phase == "Running"
+    assert job.phases[RUN] == "Running"
     # The pod ends, and no watch event ever tells the scheduler.
     await set_phase(api, namespace, "Failed")
     job.due = job.renew_at = datetime.now(UTC)

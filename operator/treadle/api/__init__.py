@@ -14,3 +14,6 @@ RUN_NOW_ANNOTATION = f"{GROUP}/run-now"
 """On a SyncJob: any value starts a run now (locks apply); the operator removes it."""
 RESET_FAILURES_ANNOTATION = f"{GROUP}/reset-failures"
 """On a SyncJob: any value resets its consecutive failures (a Degraded job schedules again)."""
+BACKFILL_ANNOTATION = f"{GROUP}/backfill"
+"""On a SyncJob: `{"from": ..., "to": ..., "parallel": N, "rerun": false}` runs every slot of
+that range (or `cancel` stops the running backfill); the operator removes it."""

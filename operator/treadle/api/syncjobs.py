@@ -1,4 +1,5 @@
-"""The SyncJob resource: a cron-scheduled run guarded by pipeline and table locks."""
+"""The SyncJob resource: a cron-scheduled run (a pod, or a Workflow) guarded by pipeline and
+table locks."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from treadle.api.base import SET_LIST, Condition, ResourceModel, cel, map_list
+from treadle.api.base import SET_LIST, Condition, ResourceModel, cel, free_form, map_list
+from treadle.api.workflows import TemplateRef, WorkflowSpec
 
 KIND = "SyncJob"
 PLURAL = "syncjobs"
@@ -58,8 +60,60 @@ class RunTemplate(ResourceModel):
     )
 
 
+class WorkflowRun(ResourceModel):
+    """A run that is a Workflow: a WorkflowTemplate of the namespace, or a Workflow spec."""
+
+    model_config = ResourceModel.model_config | {
+        "json_schema_extra": cel(
+            (
+                "has(self.workflowTemplateRef) != has(self.spec)",
+                "set workflowTemplateRef (a WorkflowTemplate) or spec (a Workflow spec), not both",
+            )
+        )
+    }
+
+    workflow_template_ref: TemplateRef | None = None
+    """The WorkflowTemplate each run runs."""
+    params: dict[str, Any] | None = free_form(
+        "Parameters of each run, merged over the template's (or the spec's); their strings may "
+        "use {{ slot }} (the slot's time, RFC 3339), {{ job }} and {{ fencing_token }}."
+    )
+    spec: WorkflowSpec | None = None
+    """A Workflow spec each run runs (instead of a template)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WorkflowRun:
+        if (self.workflow_template_ref is None) == (self.spec is None):
+            raise ValueError(
+                "set workflowTemplateRef (a WorkflowTemplate) or spec (a Workflow spec), not both"
+            )
+        return self
+
+
+ConcurrencyPolicy = Literal["Forbid", "Allow", "Replace"]
+
+
+class CatchUp(ResourceModel):
+    """What runs of the slots that began while no run could start (the operator was away, or
+    a run outlasted its slot)."""
+
+    policy: Literal["Latest", "All"] = "Latest"
+    """Latest: only the latest slot; All: every missed slot, oldest first, one at a time."""
+    max_runs: int = Field(default=10, ge=1, le=100)
+    """With All: at most this many missed slots (the latest ones) run."""
+
+
 class SyncJobSpec(ResourceModel):
     """When to run, which locks to hold, and what to run."""
+
+    model_config = ResourceModel.model_config | {
+        "json_schema_extra": cel(
+            (
+                "has(self.template) != has(self.workflow)",
+                "set template (a pod) or workflow (a Workflow) for the runs, not both",
+            )
+        )
+    }
 
     schedule: str = Field(min_length=1, max_length=256)
     """Cron schedule: five fields (minute hour day-of-month month day-of-week), or six with
@@ -90,12 +144,72 @@ class SyncJobSpec(ResourceModel):
     """Finished successful run pods to keep."""
     failed_runs_history_limit: int = Field(default=1, ge=0, le=100)
     """Finished failed run pods to keep."""
-    template: RunTemplate
-    """The run's pod."""
+    concurrency_policy: ConcurrencyPolicy = "Forbid"
+    """When a slot begins while a run is under way: Forbid waits for it (the pipeline lock),
+    Allow runs beside it (its runs share the locks), Replace terminates it."""
+    catch_up: CatchUp = Field(default_factory=CatchUp)
+    """Which missed slots run when the job can run again."""
+    template: RunTemplate | None = None
+    """The run's pod (or set workflow)."""
+    workflow: WorkflowRun | None = None
+    """The run's Workflow (or set template)."""
+
+    @model_validator(mode="after")
+    def _one_run(self) -> SyncJobSpec:
+        if (self.template is None) == (self.workflow is None):
+            raise ValueError("set template (a pod) or workflow (a Workflow) for the runs, not both")
+        return self
 
 
 SyncOutcome = Literal["Succeeded", "Failed", "Skipped"]
 SkipReason = Literal["PipelineLocked", "TableLocked"]
+
+
+class ActiveRun(ResourceModel):
+    """A run under way."""
+
+    name: str
+    """The run's pod or Workflow."""
+    kind: Literal["Pod", "Workflow"] = "Pod"
+    slot: str
+    """The slot it runs for."""
+    holder: str
+    """Who its locks are held for (the run itself, or the runs it shares them with)."""
+    started: str | None = None
+    """When it started."""
+    backfill: bool = False
+    """Run by a backfill."""
+
+
+BackfillPhase = Literal["Running", "Complete", "Cancelled"]
+
+
+class Backfill(ResourceModel):
+    """The latest backfill (`kubectl treadle sync backfill`): every slot of a range, run
+    oldest first under the job's locks."""
+
+    id: int = Field(ge=1)
+    """Which backfill of the job this is (1, 2, ...): part of its runs' names."""
+    range: str
+    """The slots' range, `from/to` (RFC 3339): slots starting at or after from, before to."""
+    slots: int = Field(ge=0)
+    """Slots in the range."""
+    parallel: int = Field(default=1, ge=1)
+    """Runs at once."""
+    rerun: bool = False
+    """Run slots that already succeeded too."""
+    next: str | None = None
+    """The next slot to start (None: every slot has started)."""
+    done: int = 0
+    """Slots whose run succeeded."""
+    failed: int = 0
+    """Slots whose run failed."""
+    skipped: int = 0
+    """Slots not run because they had succeeded already."""
+    phase: BackfillPhase = "Running"
+    start_time: str | None = None
+    completion_time: str | None = None
+    message: str | None = None
 
 
 class SyncJobStatus(ResourceModel):
@@ -124,7 +238,15 @@ class SyncJobStatus(ResourceModel):
     last_successful_time: str | None = None
     """When a run last succeeded."""
     active_run: str | None = None
-    """Name of the run pod now running."""
+    """The newest scheduled run under way (pod or Workflow)."""
+    active_runs: list[ActiveRun] = Field(default_factory=list, json_schema_extra=map_list("name"))
+    """Every run under way (scheduled, caught up and backfilled)."""
+    catch_up_since: str | None = None
+    """When catching up on missed slots began (catchUp All)."""
+    succeeded_slots: str | None = None
+    """The slots whose run succeeded, as ranges of slot times (`a/b,c`), latest 50 ranges."""
+    backfill: Backfill | None = None
+    """The latest backfill and how far it got."""
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=map_list("type"))
     """Ready and Degraded conditions (metav1.Condition)."""
 

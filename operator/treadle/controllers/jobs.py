@@ -33,10 +33,15 @@ class Job:
     """When to look at the job again without news; None: at once; NEVER: on news only."""
     busy: asyncio.Task[None] | None = None
     """The look at the job (and the attempt it starts) under way: the loop leaves it alone."""
-    held: list[Held] = field(default_factory=list)
+    held: dict[str, list[Held]] = field(default_factory=dict)
+    """The locks held, by holder (a run, or the runs that share them)."""
     renew_at: datetime | None = None
-    run_phase: str | None = None
-    """The active run pod's phase as last seen (Gone: deleted); None: not looked at yet."""
+    phases: dict[str, str] = field(default_factory=dict)
+    """Each run's phase as last seen (Gone: deleted); missing: not looked at yet."""
+    stopping: dict[str, str] = field(default_factory=dict)
+    """Runs asked to stop (a Workflow terminates in its own time), with why."""
+    backfill_due: datetime | None = None
+    """When the backfill tries again to get its locks."""
     spec_changed: bool = False
     """A new generation was admitted: its failures are reset."""
     requests: dict[str, str] = field(default_factory=dict)
@@ -63,10 +68,13 @@ class Job:
 
 @dataclass(frozen=True)
 class Attempt:
-    """An attempt the decision asked for: the slot it is for; manual: run by hand."""
+    """An attempt the decision asked for: the slot it is for; manual: run by hand; backfill:
+    the backfill it belongs to (0: none); catch_up_since: it catches up on a missed slot."""
 
     slot: slots.Slot
-    manual: bool
+    manual: bool = False
+    backfill: int = 0
+    catch_up_since: datetime | None = None
 
 
 @dataclass

@@ -8,10 +8,15 @@ not used: they do not know cron, and one loop with one timer costs nothing betwe
 Each job is looked at in a task of its own, so one job's API round trips hold up no other job;
 at most `concurrency` jobs talk to the API server at once.  An attempt that waits
 `lockWaitSeconds` for a lock gives up its place while it waits, so it holds up nothing either.
-A run is a pod named after the job and its slot: after a crash, the same attempt finds the same
-pod (a 409) and adopts it, so a slot never runs twice.  Status is the record of truth: an
-operator that restarts mid-run finds `activeRun`, takes its locks again for the same holder, and
-watches the pod to its end.
+A run is a pod or a Workflow named after the job and its slot: after a crash, the same attempt
+finds the same run (a 409) and adopts it, so a slot never runs twice.  Status is the record of
+truth: an operator that restarts mid-run finds `activeRuns`, takes their locks again for the
+same holders, and watches the runs to their end.  A lock that lapsed while no operator renewed
+it goes to no one else while its holder's run still lives (`runs.holder_lives`).
+
+Runs hold their locks alone (one run at a time: concurrencyPolicy Forbid and Replace), or share
+them under one holder (Allow's runs, a backfill's runs): shared locks are taken with the first
+run and given back with the last.
 """
 
 from __future__ import annotations
@@ -26,12 +31,12 @@ from typing import Any
 from lightkube import AsyncClient
 from lightkube.resources.coordination_v1 import Lease
 
+from treadle.api import BACKFILL_ANNOTATION, RUN_NOW_ANNOTATION
 from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
-from treadle.api import RUN_NOW_ANNOTATION
 from treadle.api.syncjobs import SyncJobSpec
 from treadle.controllers import metrics
 from treadle.controllers.jobs import Attempt, Job, WriterAwareLocks
-from treadle.core import gates, patches, slots, syncs, timestamps
+from treadle.core import backfills, gates, patches, slots, syncs, templating, timestamps
 from treadle.runtime import CancelToken, Directive, Notify
 from treadle.services import events, kube, runs
 from treadle.services.leases import LeaseStore
@@ -92,10 +97,10 @@ class Scheduler:
             job.busy.cancel()
 
     def run_changed(self, job_uid: str, run: str, phase: str | None) -> None:
-        """A run pod changed (phase None: it is gone)."""
+        """A run's pod or Workflow changed (phase None: it is gone)."""
         job = self.jobs.get(job_uid)
-        if job is not None and job.status.get("activeRun") == run:
-            job.run_phase = phase or GONE
+        if job is not None and syncs.run_of(job.status, run) is not None:
+            job.phases[run] = phase or GONE
             job.due = None
             self.wake.notify()
 
@@ -132,9 +137,9 @@ class Scheduler:
     async def _look(self, job: Job) -> None:
         try:
             async with self._talking:
-                attempt = await self._step(job, self.clock())
-                if attempt is not None:
-                    await self._attempt(job, attempt.slot, manual=attempt.manual)
+                for attempt in await self._step(job, self.clock()):
+                    if not await self._attempt(job, attempt):
+                        break
         except Exception:
             log.exception("sync job %s/%s: step failed", job.namespace, job.name)
             job.due = self.clock() + timedelta(seconds=RETRY_AFTER_ERROR_SECONDS)
@@ -151,17 +156,25 @@ class Scheduler:
         delay = max(0.0, (min(moments) - self.clock()).total_seconds())
         self._timer = asyncio.get_running_loop().call_later(delay, self.wake.notify)
 
-    async def _step(self, job: Job, now: datetime) -> Attempt | None:
-        """Carries out what the job needs now; returns the attempt to make, if one is due."""
+    async def _step(self, job: Job, now: datetime) -> list[Attempt]:
+        """Carries out what the job needs now; returns the attempts to make, in order."""
         if job.spec_changed or RESET_ANNOTATION in job.requests:
             await self._reset(job, now)
-        if job.status.get("activeRun"):
-            await self._watch_run(job, now)
-            return None
+        if BACKFILL_ANNOTATION in job.requests:
+            await self._backfill_request(job, now)
+        wakes = await self._watch_runs(job, now)
+        attempts = await self._scheduled(job, now, wakes)
+        attempts += await self._backfill_step(job, now, wakes)
+        job.due = None if attempts else min(wakes, default=NEVER)
+        return attempts
+
+    async def _scheduled(self, job: Job, now: datetime, wakes: list[datetime]) -> list[Attempt]:
+        """What the schedule asks for now (a run by hand included)."""
+        running = syncs.scheduled_runs(job.status)
         if RUN_NOW_ANNOTATION in job.requests:
-            return await self._run_now(job, now)
-        if job.due is not None and job.due > now:
-            return None
+            if running and job.spec.concurrency_policy != "Allow":
+                return []  # once the run under way ended
+            return [await self._run_now(job, now)]
         decision = syncs.decide(job.spec, job.status, now=now, created=job.created)
         if decision.abandoned_slot is not None:
             abandoned = timestamps.text(decision.abandoned_slot)
@@ -170,6 +183,9 @@ class Scheduler:
                 job, "Normal", "AbandonedRetry", f"{syncs.ABANDONING_MESSAGE} ({abandoned})"
             )
             metrics.SYNC_ABANDONED_RETRIES.inc()
+        if decision.run and decision.slot is not None and decision.replace:
+            await self._replace(job, decision.replace, decision.slot, now)
+            return []
         if decision.run and decision.slot is not None:
             if decision.retry:
                 attempt = int(job.status.get("attemptsInSlot") or 0) + 1
@@ -179,23 +195,100 @@ class Scheduler:
                     "RetryingSkipped",
                     f"{syncs.RETRYING_MESSAGE} (attempt {attempt})",
                 )
-            job.due = None
-            return Attempt(decision.slot, manual=False)
-        waiting = {
-            **job.status,
-            "nextScheduleTime": timestamps.text(syncs.schedule_of(job.spec).next_after(now)),
-        }
-        if decision.abandoned_slot is not None:
-            waiting["nextRetryTime"] = None
-        await self._write(job, waiting, now, decision.reason)
-        job.due = decision.wake_at or NEVER
-        return None
+            if decision.catch_up_since is not None:
+                await self._tell(job, "Normal", "CatchingUp", decision.reason)
+            return [Attempt(decision.slot, catch_up_since=decision.catch_up_since)]
+        if not running:
+            waiting = {
+                **job.status,
+                "nextScheduleTime": timestamps.text(syncs.schedule_of(job.spec).next_after(now)),
+            }
+            if decision.abandoned_slot is not None:
+                waiting["nextRetryTime"] = None
+            await self._write(job, waiting, now, decision.reason)
+        if decision.wake_at is not None:
+            wakes.append(decision.wake_at)
+        elif running and job.spec.concurrency_policy != "Forbid":
+            wakes.append(syncs.schedule_of(job.spec).next_after(now))
+        return []
+
+    async def _replace(
+        self, job: Job, names: tuple[str, ...], slot: slots.Slot, now: datetime
+    ) -> None:
+        """concurrencyPolicy Replace: the runs under way stop; the new slot's run starts once
+        they have ended (their end wakes the job)."""
+        for name in names:
+            run = syncs.run_of(job.status, name)
+            if run is None or name in job.stopping:
+                continue
+            why = f"replaced by the run of the slot of {timestamps.text(slot.start)}"
+            await self._tell(job, "Normal", "Replacing", f"run {name} is being {why}")
+            await self._stop_run(job, run, now, why)
+
+    # backfills --------------------------------------------------------------------------------
+
+    async def _backfill_request(self, job: Job, now: datetime) -> None:
+        value = job.requests.pop(BACKFILL_ANNOTATION)
+        await self._clear(job, BACKFILL_ANNOTATION, value)
+        if value.strip() == backfills.CANCEL:
+            cancelled = backfills.cancel(job.status, now=now)
+            if cancelled is None:
+                await self._tell(job, "Warning", "BackfillRefused", "no backfill is running")
+                return
+            await self._write(job, cancelled, now, "backfill cancelled")
+            await self._tell(job, "Normal", "BackfillCancelled", "backfill cancelled")
+            return
+        request = backfills.parse_request(value, now=now)
+        begun = (
+            request
+            if isinstance(request, str)
+            else backfills.begin(job.spec, job.status, request, now=now)
+        )
+        if isinstance(begun, str):
+            await self._tell(job, "Warning", "BackfillRefused", f"backfill refused: {begun}")
+            return
+        await self._write(job, begun, now, "backfill begun")
+        backfill = begun["backfill"]
+        await self._tell(
+            job,
+            "Normal",
+            "BackfillStarted",
+            f"backfill {backfill['id']} of {backfill['range']}: {backfill['slots']} slots, "
+            f"{backfill['parallel']} at a time",
+        )
+
+    async def _backfill_step(self, job: Job, now: datetime, wakes: list[datetime]) -> list[Attempt]:
+        if (job.status.get("backfill") or {}).get("phase") != "Running":
+            return []
+        if job.backfill_due is not None and now < job.backfill_due:
+            wakes.append(job.backfill_due)
+            return []
+        job.backfill_due = None
+        stepped = backfills.step(job.spec, job.status, now=now)
+        if stepped.status != job.status:
+            await self._write(job, stepped.status, now, "backfill under way")
+            backfill = stepped.status["backfill"]
+            if backfill.get("phase") == "Complete":
+                await self._tell(
+                    job, "Normal", "BackfillComplete", f"backfill {backfill['id']}: "
+                    f"{backfill['message']}",
+                )  # fmt: skip
+        identity = int((job.status.get("backfill") or {}).get("id") or 0)
+        return [Attempt(slot, backfill=identity) for slot in stepped.due]
 
     # attempts ---------------------------------------------------------------------------------
 
     def _store(self, job: Job) -> LeaseStore:
+        async def lives(holder: str) -> bool:
+            return await runs.holder_lives(self.api, job.namespace, holder)
+
         return LeaseStore(
-            self.api, job.namespace, self.lease_seconds, self.clock, known=self._leases
+            self.api,
+            job.namespace,
+            self.lease_seconds,
+            self.clock,
+            known=self._leases,
+            holder_lives=lives,
         )
 
     async def _quiet_sleep(self, seconds: float) -> None:
@@ -206,32 +299,41 @@ class Scheduler:
         finally:
             await self._talking.acquire()
 
-    async def _attempt(self, job: Job, slot: slots.Slot, *, manual: bool) -> None:
-        name = runs.run_name(job.name, self.clock() if manual else slot.start, manual=manual)
+    def _holder(self, job: Job, attempt: Attempt, name: str) -> str:
+        """Who the attempt's locks are held for: the run alone, or the runs sharing them."""
+        if attempt.backfill:
+            return runs.holder_name(job.name, f"backfill-{attempt.backfill}")
+        if job.spec.concurrency_policy == "Allow":
+            return runs.holder_name(job.name, "runs")
+        return name
+
+    async def _attempt(self, job: Job, attempt: Attempt) -> bool:
+        """Takes the locks and starts the run; False when it could not (the attempts after it
+        in this look wait)."""
+        slot, manual = attempt.slot, attempt.manual
+        moment = self.clock() if manual else slot.start
+        name = runs.run_name(job.name, moment, manual=manual, backfill=attempt.backfill)
+        holder = self._holder(job, attempt, name)
         store = self._store(job)
-        gate = gates.Gate(
-            WriterAwareLocks(store, self._writer_of(job)),
-            sleep=self._quiet_sleep,
-            poll_seconds=self.lock_poll_seconds,
-        )
-        request = gates.LockRequest(
-            holder=name,
-            pipeline=job.spec.pipeline or job.name,
-            tables=tuple(job.spec.tables),
-            ddl=job.spec.ddl,
-            wait_seconds=job.spec.lock_wait_seconds,
-        )
         try:
-            result = await gate.pass_through(request)
-            metrics.SYNC_LOCK_WAIT_SECONDS.observe(result.waited_seconds)
+            shared = job.held.get(holder)
+            if shared:
+                held, passed = shared, tuple(h.lock for h in shared)
+                waited = 0.0
+            else:
+                result = await self._pass_gate(job, store, holder)
+                waited = result.waited_seconds
+                if not result.passed:
+                    await self._skipped(job, attempt, result, self.clock())
+                    return False
+                held = [store.taken[(lock, holder)] for lock in result.held]
+                passed = result.held
+            metrics.SYNC_LOCK_WAIT_SECONDS.observe(waited)
             now = self.clock()
-            if not result.passed:
-                assert result.reason is not None
-                await self._skipped(job, slot, result, now)
-                return
-            held = [store.taken[(lock, name)] for lock in result.held]
+            kind = runs.WORKFLOW if job.spec.workflow is not None else runs.POD
+            build = runs.run_workflow if kind == runs.WORKFLOW else runs.run_pod
             try:
-                body = runs.run_pod(
+                body = build(
                     job=job.name,
                     namespace=job.namespace,
                     uid=job.uid,
@@ -239,46 +341,109 @@ class Scheduler:
                     name=name,
                     slot=slot.start,
                     locks=[(h.lock, h.transitions) for h in held],
+                    holder=holder,
                 )
                 created = await runs.create_run(self.api, body)
-            except Exception:
-                for lock in held:
-                    await store.release(lock.lock, lock.holder)
+            except Exception as error:
+                if not shared:
+                    for lock in held:
+                        await store.release(lock.lock, lock.holder)
+                if isinstance(error, templating.TemplateError):
+                    await self._unrunnable(job, attempt, name, now, str(error))
+                    return False
                 raise
             first = job.status.get("currentSlot") != timestamps.text(slot.start)
-            job.held, job.run_phase = held, None
-            job.renew_at = now + timedelta(seconds=self.lease_seconds / 3)
-            await self._write(
-                job,
-                syncs.started(job.status, slot, now=now, run=name),
-                now,
-                f"run {name} in progress",
-            )
+            job.held[holder] = held
+            job.phases.pop(name, None)
+            if job.renew_at is None:
+                job.renew_at = now + timedelta(seconds=self.lease_seconds / 3)
+            if attempt.backfill:
+                status = backfills.started(
+                    job.spec, job.status, slot, now=now, run=name, kind=kind, holder=holder
+                )
+            else:
+                status = syncs.started(
+                    job.status, slot, now=now, run=name, kind=kind, holder=holder,
+                    catch_up_since=attempt.catch_up_since,
+                )  # fmt: skip
+            await self._write(job, status, now, f"run {name} in progress")
             what = "started" if created else "adopted (it existed already)"
             await self._tell(
-                job, "Normal", "Started", f"run {name} {what}; holding {', '.join(result.held)}"
+                job, "Normal", "Started", f"run {name} {what}; holding {', '.join(passed)}"
             )
             metrics.SYNC_RUNS_STARTED.inc()
-            if first and not manual:
+            if first and not manual and not attempt.backfill and attempt.catch_up_since is None:
                 metrics.SYNC_SCHEDULE_DELAY_SECONDS.observe((now - slot.start).total_seconds())
+            return True
         except Exception:
             log.exception("sync job %s/%s: attempt failed", job.namespace, job.name)
             job.due = self.clock() + timedelta(seconds=RETRY_AFTER_ERROR_SECONDS)
+            return False
+
+    async def _pass_gate(self, job: Job, store: LeaseStore, holder: str) -> gates.GateResult:
+        gate = gates.Gate(
+            WriterAwareLocks(store, self._writer_of(job)),
+            sleep=self._quiet_sleep,
+            poll_seconds=self.lock_poll_seconds,
+        )
+        request = gates.LockRequest(
+            holder=holder,
+            pipeline=job.spec.pipeline or job.name,
+            tables=tuple(job.spec.tables),
+            ddl=job.spec.ddl,
+            wait_seconds=job.spec.lock_wait_seconds,
+        )
+        return await gate.pass_through(request)
+
+    async def _unrunnable(
+        self, job: Job, attempt: Attempt, name: str, now: datetime, why: str
+    ) -> None:
+        """A run that cannot be made (a param that does not render for this slot): it fails,
+        as a run that failed at once would."""
+        message = f"run {name} could not be made: {why}"
+        await self._tell(job, "Warning", "Failed", message)
+        if attempt.backfill:
+            status = backfills.started(
+                job.spec, job.status, attempt.slot, now=now, run=name, kind=runs.WORKFLOW,
+                holder=name,
+            )  # fmt: skip
+        else:
+            status = syncs.started(job.status, attempt.slot, now=now, run=name)
+        status = syncs.finished(job.spec, status, now=now, succeeded=False, run=name)
+        await self._write(job, status, now, message)
+        job.due = None
 
     async def _skipped(
-        self, job: Job, slot: slots.Slot, result: gates.GateResult, now: datetime
+        self, job: Job, attempt: Attempt, result: gates.GateResult, now: datetime
     ) -> None:
         assert result.reason is not None
+        held = f"{result.blocked_by} is held by {result.holder}"
+        if attempt.backfill:
+            wait = syncs.retry_wait_seconds(job.spec, attempt.slot)
+            job.backfill_due = now + timedelta(seconds=wait)
+            backfill = {
+                **(job.status.get("backfill") or {}),
+                "message": f"waiting: {held}; trying again at {timestamps.text(job.backfill_due)}",
+            }
+            await self._write(job, {**job.status, "backfill": backfill}, now, "backfill waiting")
+            await self._tell(job, "Normal", "BackfillWaiting", backfill["message"])
+            job.due = None
+            return
+        slot = attempt.slot
         status = syncs.skipped(
             job.spec, job.status, slot, now=now, reason=result.reason, holder=result.holder
         )
         retry = status.get("nextRetryTime")
+        if attempt.catch_up_since is not None:
+            status["catchUpSince"] = timestamps.text(attempt.catch_up_since)
+            due = now + timedelta(seconds=syncs.retry_wait_seconds(job.spec, slot))
+            retry = status["nextRetryTime"] = timestamps.text(due)
         then = f"retrying within the slot at {retry}" if retry else "waiting for the next slot"
-        message = f"skipped: {result.blocked_by} is held by {result.holder}; {then}"
+        message = f"skipped: {held}; {then}"
         await self._write(job, status, now, message)
         await self._tell(job, "Normal", "Skipped", message)
         metrics.SYNC_SKIPS.labels(reason=result.reason).inc()
-        job.due = timestamps.parse_optional(retry) or slot.end
+        job.due = None
 
     async def _run_now(self, job: Job, now: datetime) -> Attempt:
         value = job.requests.pop(RUN_NOW_ANNOTATION)
@@ -286,106 +451,146 @@ class Scheduler:
         schedule = syncs.schedule_of(job.spec)
         slot = schedule.slot_at(now) or slots.Slot(now, schedule.next_after(now))
         await self._tell(job, "Normal", "RunRequested", "run requested by hand")
-        job.due = None
         return Attempt(slot, manual=True)
 
     def _writer_of(self, job: Job) -> Callable[[str, str], str | None]:
         def writer(table: str, holder: str) -> str | None:
             for other in self.jobs.values():
-                run = other.status.get("activeRun")
                 if (
-                    other is not job
-                    and other.namespace == job.namespace
-                    and run
-                    and run != holder
-                    and not other.spec.ddl
-                    and table in other.spec.tables
+                    other is job
+                    or other.namespace != job.namespace
+                    or other.spec.ddl
+                    or table not in other.spec.tables
                 ):
-                    return str(run)
+                    continue
+                for run in syncs.active_runs(other.status):
+                    if run["holder"] != holder:
+                        return str(run["name"])
             return None
 
         return writer
 
     # runs -------------------------------------------------------------------------------------
 
-    async def _watch_run(self, job: Job, now: datetime) -> None:
-        run = str(job.status["activeRun"])
+    async def _watch_runs(self, job: Job, now: datetime) -> list[datetime]:
+        """Follows the runs under way: takes their locks again after a restart, renews them,
+        stops a run past its deadline, finishes each run that ended; returns when to look
+        again."""
+        under_way = syncs.active_runs(job.status)
+        if not under_way:
+            job.renew_at = None
+            return []
         store = self._store(job)
-        if job.run_phase is None:
-            await self._look_at_run(job, run)
-        if not job.held:
-            # After a restart: take the run's locks again as the same holder.
-            for lock in job.locks():
-                taken = await store.take(lock, run)
-                if isinstance(taken, str):
-                    await self._stop_run(job, run, now, f"lost {lock} to {taken} while it ran")
-                    return
-                job.held.append(taken)
+        for holder in dict.fromkeys(r["holder"] for r in under_way):
+            if holder not in job.held and not await self._adopt(job, store, holder, now):
+                continue
+        if job.renew_at is None:
             job.renew_at = now + timedelta(seconds=self.lease_seconds / 3)
-        if await self._finished(job, run, now):
-            return
-        started = timestamps.parse_optional(job.status.get("lastAttemptTime")) or now
-        deadline = None
-        if job.spec.active_deadline_seconds is not None:
-            deadline = started + timedelta(seconds=job.spec.active_deadline_seconds)
-            if now >= deadline:
-                await self._stop_run(
-                    job,
-                    run,
-                    now,
-                    f"activeDeadlineSeconds ({job.spec.active_deadline_seconds}) exceeded",
-                )
-                return
-        if job.renew_at is not None and now >= job.renew_at:
-            for held in job.held:
-                if not await store.renew(held):
-                    await self._tell(
-                        job, "Warning", "LockLost", f"{held.lock} was taken over; stopping {run}"
-                    )
-                    await self._stop_run(job, run, now, f"lost {held.lock} while it ran")
-                    return
+        wakes: list[datetime] = []
+        if now >= job.renew_at:
+            for holder, held in list(job.held.items()):
+                for lock in held:
+                    if not await store.renew(lock):
+                        await self._lost(job, holder, lock.lock, now, "was taken over")
+                        break
             job.renew_at = now + timedelta(seconds=self.lease_seconds / 3)
-            # The safety net for a watch event that never came: look at the pod itself.
-            await self._look_at_run(job, run)
+            # The safety net for a watch event that never came: look at each run itself.
+            job.phases.clear()
+        for run in syncs.active_runs(job.status):
+            name = str(run["name"])
+            if name not in job.phases:
+                await self._look_at_run(job, run)
             if await self._finished(job, run, now):
-                return
-        job.due = min(filter(None, [job.renew_at, deadline]))
+                continue
+            if (deadline := self._deadline(job, run)) is not None:
+                if now >= deadline and name not in job.stopping:
+                    why = f"activeDeadlineSeconds ({job.spec.active_deadline_seconds}) exceeded"
+                    await self._stop_run(job, run, now, why)
+                    continue
+                wakes.append(deadline)
+        if syncs.active_runs(job.status):
+            wakes.append(job.renew_at)
+        return wakes
 
-    async def _look_at_run(self, job: Job, run: str) -> None:
-        """Reads the run pod's phase, unless a watch event tells it while the read is under
-        way: the event is at least as new, the read's answer may be older."""
-        job.run_phase = None
-        phase = await runs.run_phase(self.api, job.namespace, run) or GONE
-        if job.run_phase is None:
-            job.run_phase = phase
-
-    async def _finished(self, job: Job, run: str, now: datetime) -> bool:
-        """Finishes the run if its pod ended or is gone."""
-        if job.run_phase not in ("Succeeded", "Failed", GONE):
-            return False
-        succeeded = job.run_phase == "Succeeded"
-        why = {GONE: "its pod was deleted"}.get(job.run_phase, job.run_phase.lower())
-        await self._finish(job, run, now, succeeded=succeeded, why=why)
+    async def _adopt(self, job: Job, store: LeaseStore, holder: str, now: datetime) -> bool:
+        """After a restart: takes the locks of `holder`'s runs again, as the same holder."""
+        held = []
+        for lock in job.locks():
+            taken = await store.take(lock, holder)
+            if isinstance(taken, str):
+                await self._lost(job, holder, lock, now, f"went to {taken}")
+                return False
+            held.append(taken)
+        job.held[holder] = held
         return True
 
-    async def _stop_run(self, job: Job, run: str, now: datetime, why: str) -> None:
-        await runs.delete_run(self.api, job.namespace, run)
-        await self._finish(job, run, now, succeeded=False, why=why)
+    async def _lost(self, job: Job, holder: str, lock: str, now: datetime, how: str) -> None:
+        """A lock of `holder` went to someone else: its runs stop, and fail."""
+        job.held.pop(holder, None)
+        for run in syncs.active_runs(job.status):
+            if run["holder"] == holder:
+                await self._tell(
+                    job, "Warning", "LockLost", f"{lock} {how}; stopping {run['name']}"
+                )
+                await self._stop_run(job, run, now, f"lost {lock} while it ran")
+
+    def _deadline(self, job: Job, run: dict[str, Any]) -> datetime | None:
+        if job.spec.active_deadline_seconds is None:
+            return None
+        started = timestamps.parse_optional(run.get("started"))
+        started = started or timestamps.parse_optional(job.status.get("lastAttemptTime"))
+        if started is None:
+            return None
+        return started + timedelta(seconds=job.spec.active_deadline_seconds)
+
+    async def _look_at_run(self, job: Job, run: dict[str, Any]) -> None:
+        """Reads the run's phase, unless a watch event tells it while the read is under way:
+        the event is at least as new, the read's answer may be older."""
+        name = str(run["name"])
+        job.phases.pop(name, None)
+        phase = await runs.run_phase(self.api, job.namespace, name, str(run.get("kind") or "Pod"))
+        job.phases.setdefault(name, phase or GONE)
+
+    async def _finished(self, job: Job, run: dict[str, Any], now: datetime) -> bool:
+        """Finishes the run if it ended or is gone."""
+        name = str(run["name"])
+        phase = job.phases.get(name)
+        if phase not in ("Succeeded", "Failed", GONE):
+            return False
+        what = "pod" if run.get("kind", "Pod") == "Pod" else "Workflow"
+        why = job.stopping.get(name) or {GONE: f"its {what} was deleted"}.get(phase, "failed")
+        await self._finish(job, run, now, succeeded=phase == "Succeeded", why=why)
+        return True
+
+    async def _stop_run(self, job: Job, run: dict[str, Any], now: datetime, why: str) -> None:
+        """Stops a run: a pod is deleted and the run finishes at once; a Workflow is
+        terminated and finishes when it has ended."""
+        name, kind = str(run["name"]), str(run.get("kind") or "Pod")
+        await runs.stop_run(self.api, job.namespace, name, kind)
+        job.stopping[name] = why
+        if kind != runs.WORKFLOW:
+            await self._finish(job, run, now, succeeded=False, why=why)
 
     async def _finish(
-        self, job: Job, run: str, now: datetime, *, succeeded: bool, why: str
+        self, job: Job, run: dict[str, Any], now: datetime, *, succeeded: bool, why: str
     ) -> None:
-        store = self._store(job)
-        for held in job.held:
-            await store.release(held.lock, held.holder)
-        job.held, job.run_phase, job.renew_at = [], None, None
-        status = syncs.finished(job.spec, job.status, now=now, succeeded=succeeded)
-        outcome = "Succeeded" if succeeded else "Failed"
-        message = f"run {run} {why}" if not succeeded else f"run {run} succeeded"
+        name, holder = str(run["name"]), str(run["holder"])
+        replaced = job.stopping.pop(name, "").startswith("replaced")
+        job.phases.pop(name, None)
+        if replaced:
+            status = syncs.without_run(job.status, name)
+        else:
+            status = syncs.finished(job.spec, job.status, now=now, succeeded=succeeded, run=name)
+        if not any(r["holder"] == holder for r in syncs.active_runs(status)):
+            store = self._store(job)
+            for held in job.held.pop(holder, []):
+                await store.release(held.lock, held.holder)
+        outcome = "Replaced" if replaced else "Succeeded" if succeeded else "Failed"
+        message = f"run {name} succeeded" if succeeded else f"run {name} {why}"
         await self._write(job, status, now, message)
-        await self._tell(job, "Normal" if succeeded else "Warning", outcome, message)
+        await self._tell(job, "Normal" if succeeded or replaced else "Warning", outcome, message)
         metrics.SYNC_RUNS.labels(outcome=outcome).inc()
-        if syncs.is_degraded(job.spec, status):
+        if not run.get("backfill") and syncs.is_degraded(job.spec, status):
             await self._tell(job, "Warning", "Degraded", syncs.degraded_message(job.spec, status))
         await runs.prune_runs(
             self.api,

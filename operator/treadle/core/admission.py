@@ -28,6 +28,7 @@ from treadle.core import (
     podspecs,
     pools,
     slots,
+    syncruns,
     templates,
     templating,
 )
@@ -331,12 +332,25 @@ def admit_template(spec: Any) -> list[str]:
     return workflow_problems(parsed, {"name": "", "namespace": "", "uid": ""})
 
 
-def syncjob_problems(spec: Any) -> list[str]:
-    """A SyncJob's problems: the schema's, then an unparsable schedule or unknown time zone."""
-    return _check_syncjob(spec)[1]
+UNCHECKED: Any = object()
+"""`template` of a SyncJob check that leaves its WorkflowTemplate alone (the operator's: the
+run's Workflow is checked when it is made)."""
 
 
-def _check_syncjob(spec: Any) -> tuple[syncjobs.SyncJobSpec | None, list[str]]:
+def syncjob_problems(spec: Any, template: Mapping[str, Any] | None = UNCHECKED) -> list[str]:
+    """A SyncJob's problems: the schema's, then an unparsable schedule or unknown time zone,
+    then its run's (a pod's, or a Workflow's as one made of it would have; `template`: the
+    WorkflowTemplate it runs, None when there is none)."""
+    return _check_syncjob(spec, template)[1]
+
+
+def _under(problem: str, prefix: str) -> str:
+    return prefix + problem.removeprefix("spec.") if problem.startswith("spec.") else problem
+
+
+def _check_syncjob(
+    spec: Any, template: Mapping[str, Any] | None = UNCHECKED
+) -> tuple[syncjobs.SyncJobSpec | None, list[str]]:
     parsed, problems = parse(syncjobs.SyncJobSpec, spec)
     if parsed is None:
         return None, problems
@@ -348,10 +362,29 @@ def _check_syncjob(spec: Any) -> tuple[syncjobs.SyncJobSpec | None, list[str]]:
         slots.Schedule(parsed.schedule)
     except slots.ScheduleError as error:
         problems.append(f"spec.schedule: {error}")
-    problems += podspecs.pod_problems(parsed.template.spec, "spec.template.spec")
-    for name in sorted(set(parsed.template.metadata or {}) - {"labels", "annotations"}):
-        problems.append(f"spec.template.metadata.{name}: not allowed (labels and annotations are)")
+    if parsed.template is not None:
+        problems += podspecs.pod_problems(parsed.template.spec, "spec.template.spec")
+        for name in sorted(set(parsed.template.metadata or {}) - {"labels", "annotations"}):
+            problems.append(
+                f"spec.template.metadata.{name}: not allowed (labels and annotations are)"
+            )
+    if parsed.workflow is not None:
+        problems += _workflow_run_problems(dict(spec)["workflow"], template)
     return (None, problems) if problems else (parsed, [])
+
+
+def _workflow_run_problems(run: Mapping[str, Any], template: Mapping[str, Any] | None) -> list[str]:
+    """A SyncJob's Workflow run: its params render, and a Workflow of it would be admitted."""
+    found = syncruns.problems(run)
+    if found:
+        return found
+    body = syncruns.workflow_spec(run, syncruns.SAMPLE)
+    identity = {"name": "", "namespace": "", "uid": ""}
+    if templates.ref_name(body) is None:
+        return [_under(p, "spec.workflow.spec.") for p in admit_workflow(body, identity)[1]]
+    if template is UNCHECKED:
+        return []
+    return [_under(p, "spec.workflow.") for p in admit_workflow(body, identity, template)[1]]
 
 
 def secrets_named(kind: str, spec: Any) -> list[tuple[str, str]]:
@@ -371,6 +404,12 @@ def secrets_named(kind: str, spec: Any) -> list[tuple[str, str]]:
         template = spec.get("template")
         pod = template.get("spec") if isinstance(template, Mapping) else None
         found += [(name, "spec.template.spec") for name in sorted(podspecs.secrets_in_pod(pod))]
+        run = spec.get("workflow")
+        inline = run.get("spec") if isinstance(run, Mapping) else None
+        found += [
+            (name, _under(path, "spec.workflow.spec."))
+            for name, path in secrets_named(workflows.KIND, inline)
+        ]
         return found
     workers = spec.get("workers")
     if isinstance(workers, Mapping):

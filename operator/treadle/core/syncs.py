@@ -9,8 +9,16 @@ Slot-aware retry:
 - a run that Failed is not retried inside its slot: it waits for the next one;
 - after maxConsecutiveFailures failures in a row the job is Degraded and stops scheduling until
   its spec changes or the failures are reset;
-- a slot whose fire time is more than startingDeadlineSeconds ago is missed, not run; of the
-  slots missed while the operator was down only the latest is considered (at most one run).
+- a slot whose fire time is more than startingDeadlineSeconds ago is missed, not run.
+
+Runs under way (`activeRuns`) and a new slot, by `concurrencyPolicy`: Forbid waits for them,
+Allow starts the new slot's run beside them, Replace terminates them first.
+
+Missed slots (the operator was away, or a run outlasted its slot), by `catchUp.policy`: Latest
+runs only the latest slot; All runs each missed slot, oldest first, one at a time, at most
+`maxRuns` (the latest), each within startingDeadlineSeconds of when catching up began
+(`catchUpSince`).  A skipped catch-up run is retried after the usual wait (its slot is over, so
+no next slot abandons it); a failed one makes way for the next missed slot.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from treadle.api.syncjobs import SyncJobSpec
-from treadle.core import conditions, patches, slots, timestamps
+from treadle.core import conditions, patches, slots, slotsets, timestamps
 
 SUCCEEDED, FAILED, SKIPPED = "Succeeded", "Failed", "Skipped"
 
@@ -43,6 +51,10 @@ class Decision:
     """When to decide again without news (None: only when something changes)."""
     abandoned_slot: datetime | None = None
     """A slot whose pending retry this decision abandons (a new slot began)."""
+    replace: tuple[str, ...] = ()
+    """Runs to terminate before the attempt (concurrencyPolicy Replace)."""
+    catch_up_since: datetime | None = None
+    """The attempt catches up on a missed slot: since when the job has been catching up."""
 
 
 def schedule_of(spec: SyncJobSpec) -> slots.Schedule:
@@ -63,13 +75,44 @@ def is_degraded(spec: SyncJobSpec, status: Mapping[str, Any]) -> bool:
     return int(status.get("consecutiveFailures") or 0) >= spec.max_consecutive_failures
 
 
+def active_runs(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The runs under way (a status written before `activeRuns` existed has `activeRun`)."""
+    found = status.get("activeRuns")
+    if isinstance(found, list):
+        return [dict(run) for run in found if isinstance(run, Mapping)]
+    run = status.get("activeRun")
+    if not run:
+        return []
+    slot = status.get("currentSlot") or ""
+    return [{"name": run, "kind": "Pod", "slot": slot, "holder": run, "backfill": False}]
+
+
+def scheduled_runs(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The runs under way that the schedule started (not a backfill's)."""
+    return [run for run in active_runs(status) if not run.get("backfill")]
+
+
+def catch_up_slots(
+    schedule: slots.Schedule, after: datetime, through: datetime, limit: int
+) -> list[datetime]:
+    """The latest `limit` fire times after `after` up to `through` (a fire time), oldest
+    first: at most `limit` steps back, whatever the gap."""
+    found: list[datetime] = []
+    moment: datetime | None = through
+    while moment is not None and moment > after and len(found) < limit:
+        found.append(moment)
+        moment = schedule.last_at_or_before(moment - timedelta(seconds=1))
+    return found[::-1]
+
+
 def decide(
     spec: SyncJobSpec, status: Mapping[str, Any], *, now: datetime, created: datetime
 ) -> Decision:
     """What to do now.  `created` is the job's creation time: a slot before it never runs."""
     schedule = schedule_of(spec)
     upcoming = schedule.next_after(now)
-    if status.get("activeRun"):
+    running = scheduled_runs(status)
+    if running and spec.concurrency_policy == "Forbid":
         return Decision(False, "a run is in progress")
     if is_degraded(spec, status):
         failures = status.get("consecutiveFailures")
@@ -80,10 +123,17 @@ def decide(
     if slot is None or slot.start < created.replace(microsecond=0):
         return Decision(False, "waiting for the first slot", wake_at=upcoming)
     current = timestamps.parse_optional(status.get("currentSlot"))
+    since = timestamps.parse_optional(status.get("catchUpSince"))
+    if spec.catch_up.policy == "All" and current is not None and current < slot.start:
+        caught = _catching_up(spec, status, schedule, slot, current, since, now, created)
+        if caught is not None:
+            return caught
+    if running and current == slot.start:
+        return Decision(False, "a run of this slot is in progress", slot=slot)
     if current != slot.start:
         abandoned = current if status.get("lastOutcome") == SKIPPED and current else None
         deadline = spec.starting_deadline_seconds
-        late = (now - slot.start).total_seconds()
+        late = (now - max(slot.start, since or slot.start)).total_seconds()
         if deadline is not None and late > deadline:
             return Decision(
                 False,
@@ -93,13 +143,21 @@ def decide(
                 wake_at=upcoming,
                 abandoned_slot=abandoned,
             )
-        return Decision(True, "new slot", slot=slot, abandoned_slot=abandoned)
+        replace = tuple(r["name"] for r in running) if spec.concurrency_policy == "Replace" else ()
+        return Decision(True, "new slot", slot=slot, abandoned_slot=abandoned, replace=replace)
+    return _in_slot(spec, status, slot, now, upcoming)
+
+
+def _in_slot(
+    spec: SyncJobSpec, status: Mapping[str, Any], slot: slots.Slot, now: datetime, wake: datetime
+) -> Decision:
+    """The slot was attempted already: what its last outcome leaves to do."""
     outcome = status.get("lastOutcome")
     if outcome == SUCCEEDED:
-        return Decision(False, "succeeded in this slot", slot=slot, wake_at=upcoming)
+        return Decision(False, "succeeded in this slot", slot=slot, wake_at=wake)
     if outcome == FAILED:
         return Decision(
-            False, "failed in this slot: waits for the next slot", slot=slot, wake_at=upcoming
+            False, "failed in this slot: waits for the next slot", slot=slot, wake_at=wake
         )
     if outcome != SKIPPED:
         return Decision(True, "no attempt recorded in this slot", slot=slot)
@@ -107,11 +165,56 @@ def decide(
     if last is None:
         return Decision(True, RETRYING_MESSAGE, slot=slot, retry=True)
     due = last + timedelta(seconds=retry_wait_seconds(spec, slot))
-    if due >= slot.end:
-        return Decision(False, "no retry fits before the next slot", slot=slot, wake_at=upcoming)
+    if due >= slot.end and slot.end > now:
+        return Decision(False, "no retry fits before the next slot", slot=slot, wake_at=wake)
     if now >= due:
         return Decision(True, RETRYING_MESSAGE, slot=slot, retry=True)
     return Decision(False, "too soon to retry", slot=slot, wake_at=due)
+
+
+def _catching_up(
+    spec: SyncJobSpec,
+    status: Mapping[str, Any],
+    schedule: slots.Schedule,
+    latest: slots.Slot,
+    current: datetime,
+    since: datetime | None,
+    now: datetime,
+    created: datetime,
+) -> Decision | None:
+    """catchUp All with slots missed after `current`: the next one to run (or to retry), or
+    None when there is none before the latest slot (or the catch-up's time ran out)."""
+    began = since or now
+    deadline = spec.starting_deadline_seconds
+    if deadline is not None and (now - began).total_seconds() > deadline:
+        return None  # the rest of the missed slots are given up: the latest slot runs
+    if since is not None and status.get("lastOutcome") == SKIPPED:
+        slot = slots.Slot(current, schedule.next_after(current))
+        decision = _in_slot(spec, status, slot, now, latest.end)
+        return Decision(
+            decision.run,
+            f"catching up: {decision.reason}",
+            slot=slot,
+            retry=decision.retry,
+            wake_at=decision.wake_at,
+            catch_up_since=began,
+        )
+    missed = [
+        moment
+        for moment in catch_up_slots(schedule, current, latest.start, spec.catch_up.max_runs)
+        if moment >= created.replace(microsecond=0)
+    ]
+    if not missed or missed[0] == latest.start:
+        return None
+    if scheduled_runs(status):
+        return Decision(False, "catching up: a run is in progress", catch_up_since=began)
+    slot = slots.Slot(missed[0], schedule.next_after(missed[0]))
+    return Decision(
+        True,
+        f"catching up on the slot of {timestamps.text(slot.start)} ({len(missed) - 1} more to go)",
+        slot=slot,
+        catch_up_since=began,
+    )
 
 
 # status transitions ----------------------------------------------------------------------
@@ -151,12 +254,28 @@ def skipped(
 
 
 def started(
-    status: Mapping[str, Any], slot: slots.Slot, *, now: datetime, run: str
+    status: Mapping[str, Any],
+    slot: slots.Slot,
+    *,
+    now: datetime,
+    run: str,
+    kind: str = "Pod",
+    holder: str | None = None,
+    catch_up_since: datetime | None = None,
 ) -> dict[str, Any]:
-    """The locks are held and the run's pod exists."""
+    """The locks are held and the run (its pod or Workflow) exists."""
     updated = _attempted(status, slot, now)
+    entry = {
+        "name": run,
+        "kind": kind,
+        "slot": timestamps.text(slot.start),
+        "holder": holder or run,
+        "started": timestamps.text(now),
+    }
     updated.update(
         activeRun=run,
+        activeRuns=[*(r for r in active_runs(status) if r["name"] != run), entry],
+        catchUpSince=timestamps.text(catch_up_since) if catch_up_since else None,
         nextRetryTime=None,
         lastSkipReason=None,
         lastSkipHolder=None,
@@ -165,21 +284,51 @@ def started(
     return updated
 
 
-def finished(
-    spec: SyncJobSpec, status: Mapping[str, Any], *, now: datetime, succeeded: bool
-) -> dict[str, Any]:
-    """The run's pod ended (or was stopped): its outcome, and the failure count."""
+def without_run(status: Mapping[str, Any], run: str) -> dict[str, Any]:
+    """The status with `run` no longer under way; `activeRun` names the newest scheduled run
+    still under way."""
     updated: dict[str, Any] = patches.copy_json(status)
-    updated["activeRun"] = None
+    left = [r for r in active_runs(status) if r["name"] != run]
+    scheduled = [r for r in left if not r.get("backfill")]
+    updated.update(activeRuns=left, activeRun=scheduled[-1]["name"] if scheduled else None)
+    return updated
+
+
+def run_of(status: Mapping[str, Any], run: str) -> dict[str, Any] | None:
+    return next((r for r in active_runs(status) if r["name"] == run), None)
+
+
+def finished(
+    spec: SyncJobSpec,
+    status: Mapping[str, Any],
+    *,
+    now: datetime,
+    succeeded: bool,
+    run: str | None = None,
+) -> dict[str, Any]:
+    """The run (default: the active one) ended or was stopped: its outcome, the failure count,
+    and its slot among the succeeded ones.  A backfill's run counts in the backfill only."""
+    name = run or str(status.get("activeRun") or "")
+    entry = run_of(status, name) or {}
+    updated = without_run(status, name)
+    slot = timestamps.parse_optional(entry.get("slot"))
+    if succeeded and slot is not None:
+        updated["succeededSlots"] = slotsets.add(
+            updated.get("succeededSlots"), slot, schedule_of(spec)
+        )
+    if entry.get("backfill"):
+        backfill = dict(updated.get("backfill") or {})
+        if backfill:
+            key = "done" if succeeded else "failed"
+            backfill[key] = int(backfill.get(key) or 0) + 1
+            updated["backfill"] = backfill
+        return updated
+    if slot is None or updated.get("currentSlot") == timestamps.text(slot):
+        updated["lastOutcome"] = SUCCEEDED if succeeded else FAILED
     if succeeded:
-        updated.update(
-            lastOutcome=SUCCEEDED, consecutiveFailures=0, lastSuccessfulTime=timestamps.text(now)
-        )
+        updated.update(consecutiveFailures=0, lastSuccessfulTime=timestamps.text(now))
     else:
-        updated.update(
-            lastOutcome=FAILED,
-            consecutiveFailures=int(updated.get("consecutiveFailures") or 0) + 1,
-        )
+        updated["consecutiveFailures"] = int(updated.get("consecutiveFailures") or 0) + 1
     return updated
 
 

@@ -1,5 +1,6 @@
-"""SyncJob handlers: admit a new or changed SyncJob and hand it to the scheduler; pass run pod
-changes, annotations (run now, reset failures) and deletions on to it.
+"""SyncJob handlers: admit a new or changed SyncJob and hand it to the scheduler; pass changes
+of its runs (pods and Workflows), annotations (run now, reset failures, backfill) and deletions
+on to it.
 
 The handlers are coroutines: kopf runs them on the operator's event loop, beside the scheduler
 whose state they change (kopf runs plain functions in threads, which would change that state
@@ -13,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from treadle.api import GROUP, RUN_NOW_ANNOTATION, VERSION, syncjobs
+from treadle.api import BACKFILL_ANNOTATION, GROUP, RUN_NOW_ANNOTATION, VERSION, syncjobs, workflows
 from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
 from treadle.controllers import metrics
 from treadle.core import admission
@@ -57,12 +58,19 @@ async def admit_syncjob(
 @kopf.on.event(
     GROUP, VERSION, syncjobs.PLURAL, annotations={RESET_ANNOTATION: kopf.PRESENT}, registry=registry
 )
+@kopf.on.event(
+    GROUP,
+    VERSION,
+    syncjobs.PLURAL,
+    annotations={BACKFILL_ANNOTATION: kopf.PRESENT},
+    registry=registry,
+)
 async def syncjob_requested(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
     scheduler = getattr(memo, "scheduler", None)
     if scheduler is None or type == "DELETED":
         return
     annotations = meta.get("annotations") or {}
-    for annotation in (RUN_NOW_ANNOTATION, RESET_ANNOTATION):
+    for annotation in (RUN_NOW_ANNOTATION, RESET_ANNOTATION, BACKFILL_ANNOTATION):
         if annotation in annotations:
             scheduler.request(
                 meta["uid"],
@@ -92,6 +100,27 @@ async def run_pod_changed(
     if scheduler is None:
         return
     phase = None if type == "DELETED" else (body.get("status") or {}).get("phase") or "Pending"
+    _tell_owner(scheduler, meta, phase)
+
+
+@kopf.on.event(
+    GROUP,
+    VERSION,
+    workflows.PLURAL,
+    labels={runs.LABEL_SYNCJOB: kopf.PRESENT, kube.LABEL_COMPONENT: "sync-run"},
+    registry=registry,
+)
+async def run_workflow_changed(
+    type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any
+) -> None:
+    scheduler = getattr(memo, "scheduler", None)
+    if scheduler is None:
+        return
+    phase = (body.get("status") or {}).get("phase")
+    _tell_owner(scheduler, meta, None if type == "DELETED" else runs.phase_of(runs.WORKFLOW, phase))
+
+
+def _tell_owner(scheduler: Any, meta: kopf.Meta, phase: str | None) -> None:
     for owner in meta.get("ownerReferences") or []:
         if owner.get("kind") == syncjobs.KIND:
             scheduler.run_changed(owner["uid"], meta["name"], phase)

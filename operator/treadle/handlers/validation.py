@@ -123,9 +123,28 @@ validate_workerpool = _spec_check(
     pools_api.KIND,
     lambda spec, meta: admission.admit_pool(spec, str(meta.get("name") or ""))[1],
 )
-validate_syncjob = _spec_check(
-    "validate_syncjob", syncjobs.KIND, lambda spec, _meta: admission.syncjob_problems(spec)
-)
+
+
+async def validate_syncjob(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
+    """A SyncJob's spec, and its Workflow run's template: it exists, its parameters are
+    known, and its Secrets are ones the applying user may read."""
+    if _spec_unchanged(spec, kwargs.get("old")):
+        return
+    raw = dict(spec)
+    run = raw.get("workflow")
+    name = templates.ref_name(run) if isinstance(run, dict) else None
+    template: Any = admission.UNCHECKED
+    if name is not None:
+        async with kube.client() as api:
+            template = await kube.template_spec(api, str(meta.get("namespace")), name)
+        if template is None and kwargs.get("dryrun"):
+            template = admission.UNCHECKED  # see validate_workflow
+    problems = admission.syncjob_problems(raw, template)
+    if problems:
+        raise kopf.AdmissionError("; ".join(problems), code=422)
+    await _secrets_readable(syncjobs.KIND, raw, meta, kwargs.get("userinfo"))
+    if isinstance(template, dict):
+        await _secrets_readable(workflows.KIND, template, meta, kwargs.get("userinfo"))
 
 
 def register(registry: kopf.OperatorRegistry) -> None:

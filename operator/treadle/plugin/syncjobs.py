@@ -10,16 +10,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import json
 import re
 import socket
+import time
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from lightkube import AsyncClient, Client
 from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import Event
 
-from treadle.api import RUN_NOW_ANNOTATION
-from treadle.core import gates, timestamps
+from treadle.api import BACKFILL_ANNOTATION, RUN_NOW_ANNOTATION
+from treadle.core import backfills, gates, timestamps
 from treadle.plugin import flags, objects
 from treadle.plugin.output import Failure, table
 from treadle.services import kube
@@ -63,6 +67,23 @@ def add_commands(commands: Any) -> None:
     status = flags.command_parser(sync_commands, "status", help="show a sync job's state")
     status.add_argument("job")
     status.set_defaults(handler=sync_status)
+    backfill = flags.command_parser(
+        sync_commands,
+        "backfill",
+        help="run every slot of a range again, oldest first, under the job's locks",
+        description="Times without a zone are read in the job's timeZone; slots that already "
+        "succeeded are skipped unless --rerun.  Progress shows in `sync status`.",
+    )
+    backfill.add_argument("job")
+    backfill.add_argument("--from", dest="start", help="first slot, e.g. 2026-11-01T00:00")
+    backfill.add_argument("--to", dest="end", help="end of the range (its slots are before it)")
+    backfill.add_argument("--parallel", type=int, default=1, help="runs at once (default 1)")
+    backfill.add_argument("--rerun", action="store_true", help="run slots that succeeded too")
+    backfill.add_argument("--cancel", action="store_true", help="cancel the running backfill")
+    backfill.add_argument("--watch", action="store_true", help="follow it to its end")
+    backfill.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the "
+                          "operator to take it up (0: do not wait)")  # fmt: skip
+    backfill.set_defaults(handler=sync_backfill)
 
 
 def default_holder() -> str:
@@ -171,6 +192,8 @@ def sync_status(client: Client, args: argparse.Namespace) -> int:
         ("Next retry", status.get("nextRetryTime")),
         ("Next schedule", status.get("nextScheduleTime")),
         ("Active run", status.get("activeRun")),
+        ("Runs under way", ", ".join(r["name"] for r in status.get("activeRuns") or []) or None),
+        ("Backfill", _backfill_line(status.get("backfill"))),
         ("Consecutive failures", status.get("consecutiveFailures")),
         ("Last success", status.get("lastSuccessfulTime")),
         ("Ready", _condition(found.get("Ready"))),
@@ -182,8 +205,95 @@ def sync_status(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def _backfill_line(backfill: dict[str, Any] | None) -> str | None:
+    if not backfill:
+        return None
+    head = f"{backfill['id']} {backfill.get('phase')} {backfill['range']}"
+    return f"{head}: {backfills.summary(backfill)}"
+
+
 def _condition(condition: dict[str, Any] | None) -> str | None:
     if condition is None:
         return None
     message = condition.get("message")
     return f"{condition['status']} ({condition.get('reason')}{': ' + message if message else ''})"
+
+
+def moment(text: str, zone: str | None) -> datetime:
+    """`2026-11-01`, `2026-11-01T00:00` (in `zone`, the job's time zone) or any RFC 3339 time."""
+    try:
+        found = datetime.fromisoformat(text)
+    except ValueError:
+        raise Failure(f"not a time: {text!r} (e.g. 2026-11-01T00:00)") from None
+    if found.tzinfo is None:
+        found = found.replace(tzinfo=ZoneInfo(zone or "UTC"))
+    return found.astimezone(UTC)
+
+
+def sync_backfill(client: Client, args: argparse.Namespace) -> int:
+    job = _get_job(client, args.job)
+    before = int(((job.get("status") or {}).get("backfill") or {}).get("id") or 0)
+    if args.cancel:
+        value = backfills.CANCEL
+    else:
+        if not args.start or not args.end:
+            raise Failure("--from and --to are needed (or --cancel)")
+        if not 1 <= args.parallel <= backfills.PARALLEL_LIMIT:
+            raise Failure(f"--parallel must be from 1 to {backfills.PARALLEL_LIMIT}")
+        zone = (job.get("spec") or {}).get("timeZone")
+        request = {
+            "from": timestamps.text(moment(args.start, zone)),
+            "to": timestamps.text(moment(args.end, zone)),
+            "parallel": args.parallel,
+            "rerun": args.rerun,
+        }
+        value = json.dumps(request, sort_keys=True)
+    asked = time.time()
+    taken = objects.ask(
+        client, kube.SyncJob, "sync job", args.job, BACKFILL_ANNOTATION, value, args.timeout
+    )
+    if taken is None:
+        print(f"sync job {args.job}: backfill requested")
+        return 0
+    backfill = (taken.get("status") or {}).get("backfill") or {}
+    if args.cancel:
+        if backfill.get("phase") != "Cancelled" or int(backfill.get("id") or 0) != before:
+            raise Failure(_refusal(client, args.job, asked) or "no backfill is running")
+        print(f"sync job {args.job}: backfill {before} cancelled (runs under way finish)")
+        return 0
+    if int(backfill.get("id") or 0) != before + 1:
+        raise Failure(_refusal(client, args.job, asked) or "the operator did not begin it")
+    print(
+        f"sync job {args.job}: backfill {backfill['id']} of {backfill['range']}: "
+        f"{backfill['slots']} slots, {backfill.get('parallel', 1)} at a time"
+    )
+    if not args.watch:
+        return 0
+    return _follow(client, args.job, int(backfill["id"]))
+
+
+def _follow(client: Client, name: str, identity: int) -> int:
+    shown = None
+    while True:
+        backfill = (_get_job(client, name).get("status") or {}).get("backfill") or {}
+        if int(backfill.get("id") or 0) != identity:
+            raise Failure(f"backfill {identity} was replaced by another")
+        line = f"{backfill.get('phase')}: {backfills.summary(backfill)}"
+        if line != shown:
+            print(line, flush=True)
+            shown = line
+        if backfill.get("phase") != "Running":
+            return 0 if backfill.get("phase") == "Complete" and not backfill.get("failed") else 1
+        time.sleep(1.0)
+
+
+def _refusal(client: Client, job: str, since: float) -> str | None:
+    """The operator's reason for refusing the request just made, from the job's Events."""
+    found = [
+        event
+        for event in client.list(Event, fields={"involvedObject.name": job})
+        if event.reason == "BackfillRefused"
+        and (stamp := event.lastTimestamp or event.eventTime or event.firstTimestamp) is not None
+        and stamp.timestamp() >= since - 2
+    ]
+    return found[-1].message if found else None

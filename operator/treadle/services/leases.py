@@ -8,6 +8,9 @@
 - `leaseTransitions` counts changes of holder: a holder that finds a different count (or a
   different holder) on renewal has lost the lock, and its work must stop (fencing).
 - Releasing clears the holder and keeps the Lease (and its transition count).
+- A lapsed Lease is taken over only once its holder is gone (`holder_lives`, when given): an
+  operator that was away longer than a Lease's duration must not hand a lock to a second run
+  while the first one still runs; that run's job takes it again as the same holder.
 - A store may remember each Lease as it last read or wrote it (`known`, shareable between
   stores): the next write starts from that copy instead of a fresh read, and the API server's
   409 for a stale copy sends it back to read.  A lock taken, renewed and released by the same
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -71,6 +74,8 @@ class LeaseStore:
     """What `acquire` took, by (lock, holder): the fencing tokens to renew with."""
     known: dict[tuple[str, str], Lease] | None = None
     """Leases as last read or written, by (namespace, lock); None: always read first."""
+    holder_lives: Callable[[str], Awaitable[bool]] | None = None
+    """Whether the holder of a lapsed Lease still runs (None: a lapsed Lease is free)."""
 
     async def _get(self, lock: str) -> Lease | None:
         try:
@@ -133,6 +138,13 @@ class LeaseStore:
                     self._remember(lock, None)
                     continue  # confirm with a fresh read
                 return other
+            previous = spec.holderIdentity
+            if (
+                previous not in (None, holder)
+                and self.holder_lives is not None
+                and await self.holder_lives(str(previous))
+            ):
+                return str(previous)
             transitions = spec.leaseTransitions or 0
             if spec.holderIdentity != holder:
                 transitions += 1

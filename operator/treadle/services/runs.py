@@ -1,33 +1,50 @@
-"""The pods SyncJob runs are: built from the job's template, named after the job and the slot
-(so a slot can never start twice: a second create is a 409), restricted, without a token."""
+"""The runs of SyncJobs: pods built from the job's template (restricted, without a token), or
+Workflows of its `spec.workflow`; named after the job and the slot (so a slot can never start
+twice: a second create is a 409), owned by the job, labelled with who holds their locks."""
 
 from __future__ import annotations
 
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.core_v1 import Pod
+from lightkube.types import PatchType
 
-from treadle.api import GROUP, VERSION, syncjobs
+from treadle.api import GROUP, VERSION, syncjobs, workflows
 from treadle.api.syncjobs import SyncJobSpec
-from treadle.core import gates, podspecs, timestamps
+from treadle.core import gates, podspecs, syncruns, timestamps
+from treadle.services import kube
 from treadle.services.kube import LABEL_COMPONENT
 
 LABEL_SYNCJOB = f"{GROUP}/syncjob"
 SLOT_ANNOTATION = f"{GROUP}/slot"
 LOCKS_ANNOTATION = f"{GROUP}/locks"
+LABEL_HOLDER = f"{GROUP}/lock-holder"
 NAME_LIMIT = 63
+POD, WORKFLOW = "Pod", "Workflow"
+FAILED_WORKFLOW_PHASES = ("Failed", "Stopped", "Terminated", "Invalid")
 
 
-def run_name(job: str, moment: datetime, *, manual: bool = False) -> str:
-    """`<job>-<slot as yyyymmddhhmmss>` (or `<job>-manual-<time>`), shortened with a hash when
-    the job's name is long."""
+def run_name(job: str, moment: datetime, *, manual: bool = False, backfill: int = 0) -> str:
+    """`<job>-<slot as yyyymmddhhmmss>` (`<job>-manual-<time>`, or `<job>-<slot>-b<n>` in
+    backfill n), shortened with a hash when the job's name is long."""
     suffix = ("manual-" if manual else "") + moment.strftime("%Y%m%d%H%M%S")
+    return _named(job, suffix + (f"-b{backfill}" if backfill else ""))
+
+
+def holder_name(job: str, lane: str) -> str:
+    """Who the locks of runs that share them are held for: `<job>-runs` (concurrencyPolicy
+    Allow) or `<job>-backfill-<n>`."""
+    return _named(job, lane)
+
+
+def _named(job: str, suffix: str) -> str:
     name = f"{job}-{suffix}"
     if len(name) <= NAME_LIMIT:
         return name
@@ -45,9 +62,11 @@ def run_pod(
     name: str,
     slot: datetime,
     locks: Sequence[tuple[str, int]],
+    holder: str | None = None,
 ) -> dict[str, Any]:
     """The run's pod: the template with Treadle's labels, owner, and restricted security; the
     locks it runs under (with their fencing tokens) are recorded on it."""
+    assert spec.template is not None
     template = copy.deepcopy(spec.template.model_dump(by_alias=True, exclude_none=True))
     metadata = template.get("metadata") or {}
     pod_spec = template["spec"]
@@ -70,32 +89,92 @@ def run_pod(
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {
-                **(metadata.get("labels") or {}),
-                LABEL_SYNCJOB: job,
-                LABEL_COMPONENT: "sync-run",
-                "app.kubernetes.io/name": "treadle",
-            },
-            "annotations": {
-                **(metadata.get("annotations") or {}),
-                SLOT_ANNOTATION: timestamps.text(slot),
-                LOCKS_ANNOTATION: json.dumps(dict(locks), sort_keys=True),
-            },
-            "ownerReferences": [
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": syncjobs.KIND,
-                    "name": job,
-                    "uid": uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
+        "metadata": _run_metadata(
+            job=job,
+            uid=uid,
+            name=name,
+            namespace=namespace,
+            slot=slot,
+            locks=locks,
+            holder=holder or name,
+            given=metadata,
+        ),
         "spec": pod_spec,
+    }
+
+
+def run_workflow(
+    *,
+    job: str,
+    namespace: str,
+    uid: str,
+    spec: SyncJobSpec,
+    name: str,
+    slot: datetime,
+    locks: Sequence[tuple[str, int]],
+    holder: str | None = None,
+) -> dict[str, Any]:
+    """The run's Workflow: `spec.workflow` with the slot rendered into its params (raises
+    templating.TemplateError when a param cannot render)."""
+    assert spec.workflow is not None
+    run = spec.workflow.model_dump(by_alias=True, exclude_unset=True)
+    pipeline = [token for lock, token in locks if lock.startswith(gates.PIPELINE_PREFIX)]
+    names = syncruns.context(
+        slot=timestamps.text(slot), job=job, fencing_token=pipeline[0] if pipeline else None
+    )
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": workflows.KIND,
+        "metadata": _run_metadata(
+            job=job,
+            uid=uid,
+            name=name,
+            namespace=namespace,
+            slot=slot,
+            locks=locks,
+            holder=holder or name,
+            given={},
+        ),
+        "spec": syncruns.workflow_spec(run, names),
+    }
+
+
+def _run_metadata(
+    *,
+    job: str,
+    uid: str,
+    name: str,
+    namespace: str,
+    slot: datetime,
+    locks: Sequence[tuple[str, int]],
+    holder: str,
+    given: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": {
+            **(given.get("labels") or {}),
+            LABEL_SYNCJOB: job,
+            LABEL_COMPONENT: "sync-run",
+            LABEL_HOLDER: holder,
+            "app.kubernetes.io/name": "treadle",
+        },
+        "annotations": {
+            **(given.get("annotations") or {}),
+            SLOT_ANNOTATION: timestamps.text(slot),
+            LOCKS_ANNOTATION: json.dumps(dict(locks), sort_keys=True),
+        },
+        "ownerReferences": [
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": syncjobs.KIND,
+                "name": job,
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
     }
 
 
@@ -120,11 +199,15 @@ def _with_env(container: dict[str, Any], env: list[dict[str, str]]) -> dict[str,
     return {**container, "env": [*(container.get("env") or []), *env]}
 
 
+def _resource(kind: str) -> Any:
+    return kube.Workflow if kind == WORKFLOW else Pod
+
+
 async def create_run(api: AsyncClient, body: dict[str, Any]) -> bool:
-    """Creates the run's pod; False when it exists already (this slot's run was started)."""
+    """Creates the run's pod or Workflow; False when it exists already (this slot's run was
+    started)."""
     try:
-        pod: Pod = Pod.from_dict(body)  # type: ignore[assignment]
-        await api.create(pod)
+        await api.create(_resource(body["kind"]).from_dict(body))
     except ApiError as error:
         if error.status.code == 409:
             return False
@@ -132,42 +215,116 @@ async def create_run(api: AsyncClient, body: dict[str, Any]) -> bool:
     return True
 
 
-async def run_phase(api: AsyncClient, namespace: str, name: str) -> str | None:
-    """The run pod's phase; None when the pod does not exist."""
+def phase_of(kind: str, phase: str | None) -> str:
+    """A run's phase as the scheduler reads it: Succeeded, Failed, or the phase it is in."""
+    if kind == WORKFLOW and phase in FAILED_WORKFLOW_PHASES:
+        return "Failed"
+    return phase or "Pending"
+
+
+async def run_phase(api: AsyncClient, namespace: str, name: str, kind: str = POD) -> str | None:
+    """The run's phase (`phase_of`); None when the run does not exist."""
     try:
-        pod = await api.get(Pod, name, namespace=namespace)
+        found = await api.get(_resource(kind), name, namespace=namespace)
     except ApiError as error:
         if error.status.code == 404:
             return None
         raise
-    return pod.status.phase if pod.status else "Pending"
+    if kind == WORKFLOW:
+        return phase_of(kind, (found.get("status") or {}).get("phase"))
+    return phase_of(kind, found.status.phase if found.status else None)
 
 
-async def delete_run(api: AsyncClient, namespace: str, name: str) -> None:
+async def stop_run(api: AsyncClient, namespace: str, name: str, kind: str = POD) -> None:
+    """Stops a run: its pod is deleted; its Workflow is terminated (its exit tasks run, and
+    it ends `Terminated`, which the watch then reports)."""
+    if kind != WORKFLOW:
+        await delete_run(api, namespace, name)
+        return
     try:
-        await api.delete(Pod, name, namespace=namespace)
+        await api.patch(
+            kube.Workflow,
+            name,
+            {"spec": {"shutdown": "Terminate"}},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
     except ApiError as error:
         if error.status.code != 404:
             raise
 
 
+async def delete_run(api: AsyncClient, namespace: str, name: str, kind: str = POD) -> None:
+    try:
+        await api.delete(_resource(kind), name, namespace=namespace)
+    except ApiError as error:
+        if error.status.code != 404:
+            raise
+
+
+def _finished(kind: str, found: Any) -> str | None:
+    """Succeeded or Failed for a finished run, else None."""
+    if kind == WORKFLOW:
+        phase = (found.get("status") or {}).get("phase")
+    else:
+        phase = found.status.phase if found.status else None
+    settled = phase_of(kind, phase)
+    return settled if settled in ("Succeeded", "Failed") else None
+
+
 async def prune_runs(
     api: AsyncClient, namespace: str, job: str, *, keep_succeeded: int, keep_failed: int
 ) -> int:
-    """Deletes finished run pods beyond the history limits, oldest first; returns how many."""
-    pods = [
-        pod
-        async for pod in api.list(Pod, namespace=namespace, labels={LABEL_SYNCJOB: job})
-        if pod.status is not None and pod.status.phase in ("Succeeded", "Failed")
-    ]
+    """Deletes finished runs (pods and Workflows) beyond the history limits, oldest first;
+    returns how many."""
     pruned = 0
-    for phase, keep in (("Succeeded", keep_succeeded), ("Failed", keep_failed)):
-        finished = sorted(
-            (p for p in pods if p.status is not None and p.status.phase == phase),
-            key=lambda p: (p.metadata.creationTimestamp if p.metadata else None) or datetime.min,
-        )
-        for pod in finished[: max(0, len(finished) - keep)]:
-            if pod.metadata and pod.metadata.name:
-                await delete_run(api, namespace, pod.metadata.name)
-                pruned += 1
+    for kind in (POD, WORKFLOW):
+        found = [
+            (outcome, item)
+            async for item in api.list(
+                _resource(kind), namespace=namespace, labels={LABEL_SYNCJOB: job}
+            )
+            if (outcome := _finished(kind, item)) is not None
+        ]
+        for phase, keep in (("Succeeded", keep_succeeded), ("Failed", keep_failed)):
+            finished = sorted(
+                (item for outcome, item in found if outcome == phase),
+                key=lambda i: (
+                    (i.metadata.creationTimestamp if i.metadata else None) or datetime.min
+                ),
+            )
+            for item in finished[: max(0, len(finished) - keep)]:
+                if item.metadata and item.metadata.name:
+                    await delete_run(api, namespace, item.metadata.name, kind)
+                    pruned += 1
     return pruned
+
+
+LABEL_VALUE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+async def holder_lives(api: AsyncClient, namespace: str, holder: str) -> bool:
+    """Whether a run of `holder` (a run's name, or the holder its runs share) is still under
+    way: its lock, lapsed while no operator renewed it, must not go to another run."""
+    if not LABEL_VALUE.match(holder):
+        return False  # a lock held by hand (kubectl:...)
+    for kind in (POD, WORKFLOW):
+        try:
+            named = await api.get(_resource(kind), holder, namespace=namespace)
+        except ApiError as error:
+            if error.status.code != 404:
+                raise
+        else:
+            if _finished(kind, named) is None and _run_of_treadle(named):
+                return True
+        async for item in api.list(
+            _resource(kind), namespace=namespace, labels={LABEL_HOLDER: holder}
+        ):
+            if _finished(kind, item) is None:
+                return True
+    return False
+
+
+def _run_of_treadle(found: Any) -> bool:
+    labels = (found.metadata.labels if found.metadata else None) or {}
+    return labels.get(LABEL_COMPONENT) == "sync-run"

@@ -1,0 +1,211 @@
+"""Backfills: every slot of a range run again, oldest first, under the job's locks.  Pure.
+
+A backfill is asked for with the `treadle.dev/backfill` annotation (what `kubectl treadle sync
+backfill` writes): `{"from": ..., "to": ..., "parallel": N, "rerun": false}`, or `cancel`.
+Its progress lives in `status.backfill`, so an operator that restarts goes on where it was:
+`next` is the next slot to start, and its runs under way are in `activeRuns`.
+
+- Slots are the schedule's fire times at or after `from` and before `to`, at most
+  `SLOT_LIMIT` of them; `from` may not be in the future.
+- A slot that already succeeded (`succeededSlots`) is skipped unless `rerun`.
+- At most `parallel` runs at once; they share one lock holder, so they run beside each other
+  and keep every other run of the pipeline out.  A backfill's outcomes are its own: they do
+  not count toward the job's Degraded, nor move its schedule.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from treadle.api.syncjobs import SyncJobSpec
+from treadle.core import patches, slots, slotsets, syncs, timestamps
+
+SLOT_LIMIT = 10_000
+"""Slots one backfill may hold: a year of hourly runs."""
+PARALLEL_LIMIT = 20
+CANCEL = "cancel"
+SKIP_LIMIT = 1000
+"""Already-succeeded slots stepped over in one look (the rest at the next, at once)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    start: datetime
+    end: datetime
+    parallel: int = 1
+    rerun: bool = False
+
+
+def parse_request(text: str, *, now: datetime) -> Request | str:
+    """The annotation's request, or why it cannot be run (`cancel` is read by the caller)."""
+    try:
+        given = json.loads(text)
+    except ValueError:
+        return f"not JSON: {text[:80]!r}"
+    if not isinstance(given, Mapping):
+        return "not a JSON object"
+    try:
+        start = timestamps.parse(str(given["from"]))
+        end = timestamps.parse(str(given["to"]))
+    except (KeyError, ValueError) as error:
+        return f"from and to must be RFC 3339 times ({error})"
+    parallel, rerun = given.get("parallel", 1), given.get("rerun", False)
+    if not isinstance(parallel, int) or not 1 <= parallel <= PARALLEL_LIMIT:
+        return f"parallel must be a whole number from 1 to {PARALLEL_LIMIT}"
+    if not isinstance(rerun, bool):
+        return "rerun must be true or false"
+    if end <= start:
+        return "to must be after from"
+    if start > now:
+        return f"from ({timestamps.text(start)}) is in the future"
+    return Request(start, end, parallel, rerun)
+
+
+def slots_in(schedule: slots.Schedule, start: datetime, end: datetime) -> list[datetime] | str:
+    """The fire times at or after `start`, before `end`: at most SLOT_LIMIT, else why not."""
+    found: list[datetime] = []
+    moment = schedule.last_at_or_before(start)
+    moment = start if moment == start else schedule.next_after(start)
+    while moment < end:
+        found.append(moment)
+        if len(found) > SLOT_LIMIT:
+            return f"the range holds more than {SLOT_LIMIT} slots: split it"
+        moment = schedule.next_after(moment)
+    if not found:
+        return "the range holds no slot of the schedule"
+    return found
+
+
+def begin(
+    spec: SyncJobSpec, status: Mapping[str, Any], request: Request, *, now: datetime
+) -> dict[str, Any] | str:
+    """The status with a new backfill of `request`, or why it cannot begin."""
+    current = status.get("backfill") or {}
+    if current.get("phase") == "Running":
+        return f"backfill {current.get('id')} ({current.get('range')}) is still running"
+    found = slots_in(syncs.schedule_of(spec), request.start, request.end)
+    if isinstance(found, str):
+        return found
+    updated: dict[str, Any] = patches.copy_json(status)
+    updated["backfill"] = {
+        "id": int(current.get("id") or 0) + 1,
+        "range": f"{timestamps.text(request.start)}/{timestamps.text(request.end)}",
+        "slots": len(found),
+        "parallel": request.parallel,
+        "rerun": request.rerun,
+        "next": timestamps.text(found[0]),
+        "done": 0,
+        "failed": 0,
+        "skipped": 0,
+        "phase": "Running",
+        "startTime": timestamps.text(now),
+        "completionTime": None,
+        "message": f"{len(found)} slots to run",
+    }
+    return updated
+
+
+def cancel(status: Mapping[str, Any], *, now: datetime) -> dict[str, Any] | None:
+    """The status with the running backfill cancelled (runs under way finish); None when none
+    runs."""
+    backfill = dict(status.get("backfill") or {})
+    if backfill.get("phase") != "Running":
+        return None
+    backfill.update(
+        phase="Cancelled",
+        next=None,
+        completionTime=timestamps.text(now),
+        message="cancelled: runs under way finish, no other starts",
+    )
+    return {**status, "backfill": backfill}
+
+
+def runs_under_way(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in syncs.active_runs(status) if r.get("backfill")]
+
+
+@dataclass(frozen=True)
+class Step:
+    status: dict[str, Any]
+    """The status after stepping over succeeded slots (and completing, when all are done)."""
+    due: list[slots.Slot]
+    """Slots to start now, oldest first (each starts once the one before it did)."""
+
+
+def step(spec: SyncJobSpec, status: Mapping[str, Any], *, now: datetime) -> Step:
+    """What the running backfill does now."""
+    updated: dict[str, Any] = patches.copy_json(status)
+    backfill = dict(updated.get("backfill") or {})
+    if backfill.get("phase") != "Running":
+        return Step(updated, [])
+    schedule = syncs.schedule_of(spec)
+    end = timestamps.parse(str(backfill["range"]).split("/")[1])
+    cursor = timestamps.parse_optional(backfill.get("next"))
+    room = int(backfill.get("parallel") or 1) - len(runs_under_way(status))
+    due: list[slots.Slot] = []
+    stepped = 0
+    while cursor is not None and len(due) < room and stepped < SKIP_LIMIT:
+        if not backfill.get("rerun") and slotsets.contains(updated.get("succeededSlots"), cursor):
+            if due:
+                break  # the cursor moves past it once the slots before it started
+            backfill["skipped"] = int(backfill.get("skipped") or 0) + 1
+            stepped += 1
+            after = schedule.next_after(cursor)
+            cursor = after if after < end else None
+            backfill["next"] = timestamps.text(cursor) if cursor else None
+            continue
+        due.append(slots.Slot(cursor, schedule.next_after(cursor)))
+        after = schedule.next_after(cursor)
+        cursor = after if after < end else None
+    if backfill.get("next") is None and not runs_under_way(status):
+        backfill.update(
+            phase="Complete",
+            completionTime=timestamps.text(now),
+            message=summary(backfill),
+        )
+    elif stepped:
+        backfill["message"] = summary(backfill)
+    updated["backfill"] = backfill
+    return Step(updated, due)
+
+
+def started(
+    spec: SyncJobSpec,
+    status: Mapping[str, Any],
+    slot: slots.Slot,
+    *,
+    now: datetime,
+    run: str,
+    kind: str,
+    holder: str,
+) -> dict[str, Any]:
+    """The backfill's run of `slot` exists: it is under way, and the cursor is past it."""
+    updated: dict[str, Any] = patches.copy_json(status)
+    entry = {
+        "name": run,
+        "kind": kind,
+        "slot": timestamps.text(slot.start),
+        "holder": holder,
+        "started": timestamps.text(now),
+        "backfill": True,
+    }
+    updated["activeRuns"] = [*(r for r in syncs.active_runs(status) if r["name"] != run), entry]
+    backfill = dict(updated.get("backfill") or {})
+    end = timestamps.parse(str(backfill["range"]).split("/")[1])
+    after = syncs.schedule_of(spec).next_after(slot.start)
+    backfill["next"] = timestamps.text(after) if after < end else None
+    backfill["message"] = summary(backfill)
+    updated["backfill"] = backfill
+    return updated
+
+
+def summary(backfill: Mapping[str, Any]) -> str:
+    done, failed, skipped = (int(backfill.get(k) or 0) for k in ("done", "failed", "skipped"))
+    return (
+        f"{done + failed + skipped}/{backfill.get('slots')} slots: {done} succeeded, "
+        f"{failed} failed, {skipped} skipped (had succeeded)"
+    )
