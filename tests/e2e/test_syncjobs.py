@@ -4,13 +4,12 @@ retry bounds scaled down so each test takes well under a minute."""
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from support.cluster import Cluster
 from support.operator import OperatorProcess
+from support.syncjobs import eventually, reasons, status_of
 
 
 def sync_job(name: str, script: str, *, schedule: str = "*/20 * * * * *", **spec: Any) -> str:
@@ -30,27 +29,6 @@ def sync_job(name: str, script: str, *, schedule: str = "*/20 * * * * *", **spec
         },
     }
     return json.dumps(body)
-
-
-def status_of(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    return dict(cluster.get("sj", name, namespace).get("status") or {})
-
-
-def eventually(
-    check: Callable[[], Any], what: str, timeout_seconds: float = 60, every_seconds: float = 0.25
-) -> Any:
-    """Polls the API server until `check` returns something truthy."""
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(every_seconds)
-
-
-def reasons(cluster: Cluster, namespace: str, name: str) -> list[str]:
-    return [f"{e['reason']}: {e['message']}" for e in cluster.events(namespace, name)]
 
 
 def test_a_job_whose_pipeline_lock_is_held_by_hand_is_skipped_retried_in_its_slot_then_runs(

@@ -4,22 +4,26 @@ watch events come at awkward moments or not at all."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from lightkube import AsyncClient, KubeConfig
+from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
 from support.cluster import Cluster
+from treadle.controllers.jobs import Attempt
 from treadle.controllers.scheduler import NEVER, Scheduler
-from treadle.core import admission
+from treadle.core import admission, slots
 from treadle.runtime import CancelToken
 from treadle.services import kube, runs
 
 RUN = "orders-manual-1"
+LOCK = "treadle-pipeline-shared"
 
 
 @pytest.fixture
@@ -123,3 +127,53 @@ async def test_a_suspended_job_is_looked_at_once_then_left_until_news(
     await scheduler.execute(CancelToken())
     assert job.busy is None or job.busy.done()  # nothing spawned: no loop of looks
     assert scheduler._timer is None  # and no timer armed for it
+
+
+async def test_a_lapsed_lock_whose_run_still_lives_goes_to_no_other_run(
+    api: AsyncClient, namespace: str
+) -> None:
+    """The operator was away longer than a Lease's duration: the first job's run still runs
+    but its pipeline lock lapsed.  A second job on the same pipeline must not get the lock
+    until that run has ended."""
+    first = "first-20260101000000"
+    lapsed = datetime.now(UTC) - timedelta(minutes=5)
+    spec = LeaseSpec(
+        holderIdentity=first, leaseDurationSeconds=60, acquireTime=lapsed, renewTime=lapsed,
+        leaseTransitions=3,
+    )  # fmt: skip
+    await api.create(Lease(metadata=ObjectMeta(name=LOCK, namespace=namespace), spec=spec))
+    labels = {kube.LABEL_COMPONENT: "sync-run", runs.LABEL_HOLDER: first}
+    pod = Pod(
+        metadata=ObjectMeta(name=first, namespace=namespace, labels=labels),
+        spec={"nodeName": "nowhere", "containers": [{"name": "sync", "image": "x"}]},
+    )
+    await api.create(pod)
+    # Yearly: an operator running beside the test never starts a run of it.
+    job_spec = {"schedule": "0 0 1 1 *", "pipeline": "shared",
+                "template": {"spec": {"containers": [{"name": "sync", "image": "x"}]}}}  # fmt: skip
+    made = await api.create(
+        kube.SyncJob.from_dict(
+            {"metadata": {"name": "second", "namespace": namespace}, "spec": job_spec}
+        )
+    )
+    verdict = admission.admit_syncjob(job_spec, {}, generation=1, now=datetime.now(UTC))
+    assert verdict.runnable is not None
+    scheduler = Scheduler(api)
+    scheduler.track(made.to_dict(), verdict.runnable, {})
+    job = next(iter(scheduler.jobs.values()))
+    now = datetime.now(UTC)
+    await scheduler._attempt(job, Attempt(slots.Slot(now, now + timedelta(hours=1)), manual=True))
+    assert (job.status["lastOutcome"], job.status["lastSkipHolder"]) == ("Skipped", first)
+    lease = await api.get(Lease, LOCK, namespace=namespace)
+    assert lease.spec is not None
+    assert (lease.spec.holderIdentity, lease.spec.leaseTransitions) == (first, 3)
+    # Once the first run has ended, the lapsed lock is free to take.
+    await api.patch(
+        Pod.Status, first, {"status": {"phase": "Succeeded"}}, namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )  # fmt: skip
+    await scheduler._attempt(job, Attempt(slots.Slot(now, now + timedelta(hours=1)), manual=True))
+    assert job.status["activeRun"].startswith("second-manual-")
+    lease = await api.get(Lease, LOCK, namespace=namespace)
+    assert lease.spec is not None
+    assert (lease.spec.holderIdentity, lease.spec.leaseTransitions) == (job.status["activeRun"], 4)

@@ -26,10 +26,12 @@ class OperatorProcess:
     env: dict[str, str]
     liveness_port: int = 0
 
-    def crash_and_restart(self) -> None:
-        """SIGKILL (no cleanup at all), then the same command again, healthy."""
+    def crash_and_restart(self, away_seconds: float = 0) -> None:
+        """SIGKILL (no cleanup at all), then, `away_seconds` later, the same command again,
+        healthy."""
         self.process.kill()
         self.process.wait()
+        time.sleep(away_seconds)
         with self.log.open("ab") as handle:
             self.process = subprocess.Popen(
                 self.argv,

@@ -228,25 +228,28 @@ class Scheduler:
     # backfills --------------------------------------------------------------------------------
 
     async def _backfill_request(self, job: Job, now: datetime) -> None:
+        """Begins or cancels a backfill; what came of it is in status (or an Event saying why
+        not) before the annotation goes, so whoever asked reads the answer once it has."""
         value = job.requests.pop(BACKFILL_ANNOTATION)
+        refusal = await self._take_backfill_request(job, value, now)
+        if refusal is not None:
+            await self._tell(job, "Warning", "BackfillRefused", f"backfill refused: {refusal}")
         await self._clear(job, BACKFILL_ANNOTATION, value)
+
+    async def _take_backfill_request(self, job: Job, value: str, now: datetime) -> str | None:
         if value.strip() == backfills.CANCEL:
             cancelled = backfills.cancel(job.status, now=now)
             if cancelled is None:
-                await self._tell(job, "Warning", "BackfillRefused", "no backfill is running")
-                return
+                return "no backfill is running"
             await self._write(job, cancelled, now, "backfill cancelled")
             await self._tell(job, "Normal", "BackfillCancelled", "backfill cancelled")
-            return
+            return None
         request = backfills.parse_request(value, now=now)
-        begun = (
-            request
-            if isinstance(request, str)
-            else backfills.begin(job.spec, job.status, request, now=now)
-        )
+        if isinstance(request, str):
+            return request
+        begun = backfills.begin(job.spec, job.status, request, now=now)
         if isinstance(begun, str):
-            await self._tell(job, "Warning", "BackfillRefused", f"backfill refused: {begun}")
-            return
+            return begun
         await self._write(job, begun, now, "backfill begun")
         backfill = begun["backfill"]
         await self._tell(
@@ -256,6 +259,7 @@ class Scheduler:
             f"backfill {backfill['id']} of {backfill['range']}: {backfill['slots']} slots, "
             f"{backfill['parallel']} at a time",
         )
+        return None
 
     async def _backfill_step(self, job: Job, now: datetime, wakes: list[datetime]) -> list[Attempt]:
         if (job.status.get("backfill") or {}).get("phase") != "Running":

@@ -288,12 +288,13 @@ def _follow(client: Client, name: str, identity: int) -> int:
 
 
 def _refusal(client: Client, job: str, since: float) -> str | None:
-    """The operator's reason for refusing the request just made, from the job's Events."""
-    found = [
-        event
+    """The operator's reason for refusing the request just made: its newest BackfillRefused
+    Event (the operator tells it before it takes the request's annotation away)."""
+    found = sorted(
+        (stamp.timestamp(), event.message or "")
         for event in client.list(Event, fields={"involvedObject.name": job})
         if event.reason == "BackfillRefused"
         and (stamp := event.lastTimestamp or event.eventTime or event.firstTimestamp) is not None
-        and stamp.timestamp() >= since - 2
-    ]
-    return found[-1].message if found else None
+        and stamp.timestamp() >= since - 1
+    )
+    return found[-1][1] if found else None

@@ -391,6 +391,20 @@ async def unlabel_other_pods(
     return others
 
 
+_OWN_USERNAME: list[str] = []
+
+
+async def own_username(api: AsyncClient) -> str | None:
+    """Who the operator is to the API server (a SelfSubjectReview, asked once)."""
+    if not _OWN_USERNAME:
+        from lightkube.resources.authentication_v1 import SelfSubjectReview
+
+        answer = await api.create(SelfSubjectReview())
+        info = answer.status.userInfo if answer.status else None
+        _OWN_USERNAME.append((info.username if info else None) or "")
+    return _OWN_USERNAME[0] or None
+
+
 async def may_get_secret(
     api: AsyncClient, namespace: str, secret: str, user: Mapping[str, Any]
 ) -> bool:
