@@ -15,6 +15,7 @@ import pytest
 from support.cluster import Cluster
 from support.operator import OperatorProcess
 from support.redis_server import RedisServer
+from support.syncjobs import eventually, reasons, status_of
 from treadle.services import keys, queues
 
 USER = "alice"
@@ -135,6 +136,59 @@ def test_naming_a_secret_the_user_may_not_read_is_refused_and_allowed_for_one_wh
     # The cluster admin may read it, so may name it.
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(pool))
+
+
+def test_a_scheduled_workflow_lends_its_author_no_secret_not_even_through_a_later_template(
+    crds: Cluster, operator: OperatorProcess, namespace: str, creator: str
+) -> None:
+    secret_env = [{"name": "DSN", "valueFrom": {"secretKeyRef": {"name": "db", "key": "dsn"}}}]
+    reading = {"tasks": [{"name": "a", "command": {"args": ["sh", "-c", "echo $DSN"]}}],
+               "workers": {"env": secret_env}}  # fmt: skip
+
+    def job(name: str, workflow: dict[str, Any]) -> str:
+        body = {"apiVersion": "treadle.dev/v1alpha1", "kind": "SyncJob",
+                "metadata": {"name": name},
+                "spec": {"schedule": "*/5 * * * * *", "workflow": workflow}}  # fmt: skip
+        return json.dumps(body)
+
+    def template(name: str, spec: dict[str, Any]) -> str:
+        body = {"apiVersion": "treadle.dev/v1alpha1", "kind": "WorkflowTemplate",
+                "metadata": {"name": name}, "spec": spec}  # fmt: skip
+        return json.dumps(body)
+
+    result = apply_as(crds, creator, namespace, job("inline", {"spec": reading}))
+    assert result.returncode != 0
+    assert f"spec.workflow.spec.workers.env: names Secret 'db', which '{creator}'" in result.stderr
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=template("peeking", reading))
+    result = apply_as(
+        crds, creator, namespace, job("peek", {"workflowTemplateRef": {"name": "peeking"}})
+    )
+    assert result.returncode != 0
+    assert f"names Secret 'db', which '{creator}' may not get" in result.stderr
+    # A template that reads nothing, which an admin later makes read the Secret.
+    harmless = {"tasks": [{"name": "a", "command": {"args": ["echo", "hi"]}}]}
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=template("report", harmless))
+    result = apply_as(
+        crds, creator, namespace, job("report", {"workflowTemplateRef": {"name": "report"}})
+    )
+    assert result.returncode == 0, result.stderr
+    eventually(
+        lambda: status_of(crds, namespace, "report").get("lastOutcome") == "Succeeded",
+        "a first run of the harmless template",
+    )
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=template("report", reading))
+    refused = eventually(
+        lambda: [r for r in reasons(crds, namespace, "report") if "now reads Secret" in r],
+        "a run refused for the Secret the template now reads",
+    )
+    assert (
+        "WorkflowTemplate 'report' now reads Secret 'db', which it did not when this SyncJob"
+        in (refused[0])
+    )
+    for run in json.loads(crds.kubectl("get", "twf", "-n", namespace, "-o", "json").stdout)[
+        "items"
+    ]:
+        assert "DSN" not in json.dumps(run.get("status", {}).get("templateSpec") or {})
 
 
 def test_a_task_can_neither_reach_another_workflows_queue_nor_forge_its_results(

@@ -212,6 +212,14 @@ class Backfill(ResourceModel):
     message: str | None = None
 
 
+class TemplateSecrets(ResourceModel):
+    """The Secrets the WorkflowTemplate of `spec.workflow` read when a generation of the job
+    was admitted: the ones the applying user was checked for."""
+
+    generation: int | None = None
+    names: list[str] = Field(default_factory=list, max_length=1000)
+
+
 class SyncJobStatus(ResourceModel):
     """The record of truth of a sync job's schedule, locks and runs."""
 
@@ -247,6 +255,9 @@ class SyncJobStatus(ResourceModel):
     """The slots whose run succeeded, as ranges of slot times (`a/b,c`), latest 50 ranges."""
     backfill: Backfill | None = None
     """The latest backfill and how far it got."""
+    template_secrets: TemplateSecrets | None = None
+    """The Secrets its WorkflowTemplate read when this generation was admitted: a run whose
+    template reads another one fails (the template changed since)."""
     conditions: list[Condition] = Field(default_factory=list, json_schema_extra=map_list("type"))
     """Ready and Degraded conditions (metav1.Condition)."""
 

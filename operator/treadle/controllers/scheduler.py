@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 from lightkube.resources.coordination_v1 import Lease
 
 from treadle.api import BACKFILL_ANNOTATION, RUN_NOW_ANNOTATION
@@ -36,7 +36,7 @@ from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
 from treadle.api.syncjobs import SyncJobSpec
 from treadle.controllers import metrics
 from treadle.controllers.jobs import Attempt, Job, WriterAwareLocks
-from treadle.core import backfills, gates, patches, slots, syncs, templating, timestamps
+from treadle.core import admission, backfills, gates, patches, slots, syncs, templating, timestamps
 from treadle.runtime import CancelToken, Directive, Notify
 from treadle.services import events, kube, runs
 from treadle.services.leases import LeaseStore
@@ -50,6 +50,10 @@ NEVER = datetime.max.replace(tzinfo=UTC)
 CONCURRENCY = 32
 """Jobs looked at, or runs started, at once: 500 jobs due in one minute start in seconds, and a
 burst never asks more of the API server than a few dozen requests at a time."""
+
+
+class Unrunnable(Exception):
+    """A run that may not be made (it fails, as a run that failed at once would)."""
 
 
 def _wall_clock() -> datetime:
@@ -89,6 +93,8 @@ class Scheduler:
             if job.generation != generation:
                 job.spec_changed = True
             job.spec, job.generation, job.due = spec, generation, None
+            if "templateSecrets" in status:
+                job.status["templateSecrets"] = status["templateSecrets"]
         self.wake.notify()
 
     def forget(self, uid: str) -> None:
@@ -337,6 +343,7 @@ class Scheduler:
             kind = runs.WORKFLOW if job.spec.workflow is not None else runs.POD
             build = runs.run_workflow if kind == runs.WORKFLOW else runs.run_pod
             try:
+                await self._template_unchanged(job)
                 body = build(
                     job=job.name,
                     namespace=job.namespace,
@@ -352,8 +359,12 @@ class Scheduler:
                 if not shared:
                     for lock in held:
                         await store.release(lock.lock, lock.holder)
-                if isinstance(error, templating.TemplateError):
+                if isinstance(error, (templating.TemplateError, Unrunnable)):
                     await self._unrunnable(job, attempt, name, now, str(error))
+                    return False
+                if isinstance(error, ApiError) and error.status.code in (400, 403, 422):
+                    # Refused (by the webhook, say: its template is gone): no retry mends it.
+                    await self._unrunnable(job, attempt, name, now, error.status.message or "")
                     return False
                 raise
             first = job.status.get("currentSlot") != timestamps.text(slot.start)
@@ -383,6 +394,18 @@ class Scheduler:
             log.exception("sync job %s/%s: attempt failed", job.namespace, job.name)
             job.due = self.clock() + timedelta(seconds=RETRY_AFTER_ERROR_SECONDS)
             return False
+
+    async def _template_unchanged(self, job: Job) -> None:
+        """Raises Unrunnable when the job's WorkflowTemplate now reads a Secret that it did not
+        read when the job was applied: the applying user was checked for those only."""
+        ref = job.spec.workflow.workflow_template_ref if job.spec.workflow else None
+        if ref is None:
+            return
+        template = await kube.template_spec(self.api, job.namespace, ref.name)
+        allowed = (job.status.get("templateSecrets") or {}).get("names") or []
+        problem = admission.new_template_secrets(template, allowed, ref.name)
+        if problem is not None:
+            raise Unrunnable(problem)
 
     async def _pass_gate(self, job: Job, store: LeaseStore, holder: str) -> gates.GateResult:
         gate = gates.Gate(

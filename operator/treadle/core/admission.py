@@ -387,6 +387,25 @@ def _workflow_run_problems(run: Mapping[str, Any], template: Mapping[str, Any] |
     return [_under(p, "spec.workflow.") for p in admit_workflow(body, identity, template)[1]]
 
 
+def template_secrets(template: Mapping[str, Any] | None) -> list[str]:
+    """The names of the Secrets a WorkflowTemplate's spec reads."""
+    return sorted({name for name, _ in secrets_named(workflows.KIND, template)})
+
+
+def new_template_secrets(
+    template: Mapping[str, Any] | None, allowed: Sequence[str], name: str
+) -> str | None:
+    """Why a run of WorkflowTemplate `name` may not be made: it reads a Secret it did not read
+    when the SyncJob was applied (whose user was checked only for those)."""
+    added = sorted(set(template_secrets(template)) - set(allowed))
+    if not added:
+        return None
+    return (
+        f"WorkflowTemplate {name!r} now reads Secret {added[0]!r}, which it did not when this "
+        "SyncJob was applied (apply the SyncJob again to run it with that Secret)"
+    )
+
+
 def secrets_named(kind: str, spec: Any) -> list[tuple[str, str]]:
     """The Secrets a Workflow or SyncJob spec makes Treadle read for it, each with the field
     that names it: the webhook asks whether the applying user may `get` each one."""
