@@ -1,12 +1,15 @@
-"""SyncJob scheduling: N SyncJobs on a one-minute schedule, on the cluster `make run` started.
+"""SyncJob scheduling: N SyncJobs on a one-minute schedule, on the cluster `make run` started,
+their runs pods, then (in the same invocation) one-task Workflows on a warm WorkerPool.
 
-    .venv/bin/python bench/syncjobs.py --jobs 500 --slots 2
+    .venv/bin/python bench/syncjobs.py --jobs 500 --slots 2 [--runs pods|workflows|both]
 
-Each run's container writes the moment it starts (`date +%s.%N`) to a shared log, so the start
-delay is what a user sees: from the minute the slot fires to the run's process starting
-(operator decision, locks, pod creation, binding and process start included). Reports p50/p95/
-p99 of it over `--slots` whole slots, and the operator's CPU over them (seconds of CPU and the
-share of one core). Writes bench/results/syncjobs-<N>.json and .png (the delays' histogram).
+Each run writes the moment it starts (`date +%s.%N`) to a shared log: a pod's container, or the
+one task of a run's Workflow (a command run by a pool worker). So the start delay is what a user
+sees: from the minute the slot fires to the run's process starting (operator decision, locks,
+then the pod's creation, binding and start, or the Workflow's creation, admission, enqueue and
+the worker's start of its task). Reports p50/p95/p99 of it over `--slots` whole slots, and the
+operator's CPU over them. Writes bench/results/syncjobs-<N>.json (both kinds side by side, with
+their ratio) and .png (the delays' histograms).
 """
 
 from __future__ import annotations
@@ -16,56 +19,72 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from common import cpu_seconds, kubectl, namespace, operator_pid, percentile, save_plot, write
+from common import (
+    cpu_seconds,
+    kubectl,
+    namespace,
+    operator_pid,
+    percentile,
+    save_plot,
+    warm_pool,
+    write,
+)
+
+POOL_WORKERS = 2
 
 
-def job(index: int, log: Path) -> dict[str, object]:
+def job(index: int, log: Path, kind: str, pool: str | None) -> dict[str, object]:
+    script = f"echo {index} $(date +%s.%N) >> {log}"
+    spec: dict[str, Any] = {
+        "schedule": "* * * * *",
+        "pipeline": f"p{index:04d}",
+        "successfulRunsHistoryLimit": 1,
+    }
+    if kind == "pods":
+        spec["template"] = {
+            "spec": {
+                "containers": [{"name": "sync", "image": "x", "command": ["sh", "-c", script]}]
+            }
+        }
+    else:
+        tasks = [{"name": "sync", "command": {"args": ["sh", "-c", script]}}]
+        spec["workflow"] = {"spec": {"workerPool": pool, "tasks": tasks}}
     return {
         "apiVersion": "treadle.dev/v1alpha1",
         "kind": "SyncJob",
         "metadata": {"name": f"sync-{index:04d}"},
-        "spec": {
-            "schedule": "* * * * *",
-            "pipeline": f"p{index:04d}",
-            "successfulRunsHistoryLimit": 1,
-            "template": {
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "sync",
-                            "image": "x",
-                            "command": ["sh", "-c", f"echo {index} $(date +%s.%N) >> {log}"],
-                        }
-                    ]
-                }
-            },
-        },
+        "spec": spec,
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=500)
-    parser.add_argument("--slots", type=int, default=2)
-    args = parser.parse_args()
-    space = f"bench-sync-{int(time.time())}"
+def measure(kind: str, jobs: int, slots: int) -> tuple[dict[str, Any], list[float]]:
+    space = f"bench-sync-{kind}-{int(time.time())}"
     namespace(space)
+    pool = warm_pool(space, POOL_WORKERS, slots=64) if kind == "workflows" else None
     log = Path(tempfile.mkdtemp(prefix="treadle-sync-")) / "starts.log"
     log.touch()
     log.chmod(0o666)
-    body = {"apiVersion": "v1", "kind": "List", "items": [job(i, log) for i in range(args.jobs)]}
-    kubectl("create", "-n", space, "-f", "-", stdin=json.dumps(body))
+    items = [job(i, log, kind, pool) for i in range(jobs)]
+    kubectl(
+        "create",
+        "-n",
+        space,
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+    )
     # Measure whole slots only: from the first minute that begins after every job exists.
     first = (int(time.time()) // 60 + 1) * 60
-    end = first + 60 * args.slots
+    end = first + 60 * slots
     time.sleep(max(0.0, first - time.time()))
     pid = operator_pid()
     cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
     time.sleep(max(0.0, end - time.time()))
     cpu = cpu_seconds(pid) - cpu_before
     wall = time.monotonic() - wall_before
-    time.sleep(30)  # the last slot's stragglers
+    time.sleep(45)  # the last slot's stragglers
     delays, starts = [], 0
     for line in log.read_text().splitlines():
         _, moment = line.split()
@@ -75,11 +94,12 @@ def main() -> None:
             if slot < end:
                 starts += 1
                 delays.append(started - slot)
-    expected = args.jobs * args.slots
+    kubectl("delete", "namespace", space, "--wait=false")
     result = {
-        "jobs": args.jobs,
-        "slots": args.slots,
-        "runs_expected": expected,
+        "runs": "pods"
+        if kind == "pods"
+        else f"one-task Workflows on a WorkerPool of {POOL_WORKERS}",
+        "runs_expected": jobs * slots,
         "runs_started": starts,
         "start_delay_seconds": {
             "p50": round(percentile(delays, 0.50), 2),
@@ -92,15 +112,40 @@ def main() -> None:
         "operator_cpu_seconds": round(cpu, 1),
         "operator_cpu_share_of_a_core": round(cpu / wall, 3),
     }
+    return result, delays
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--slots", type=int, default=2)
+    parser.add_argument("--runs", choices=("pods", "workflows", "both"), default="both")
+    args = parser.parse_args()
+    kinds = ["pods", "workflows"] if args.runs == "both" else [args.runs]
+    measured = {kind: measure(kind, args.jobs, args.slots) for kind in kinds}
+    result: dict[str, Any] = {"jobs": args.jobs, "slots": args.slots, "schedule": "* * * * *"}
+    for kind, (found, _) in measured.items():
+        result[kind] = found
+    if len(measured) == 2 and all(found["start_delay_seconds"] for found, _ in measured.values()):
+        pods, workflows = (measured[k][0]["start_delay_seconds"] for k in ("pods", "workflows"))
+        result["workflow_over_pod_ratio"] = {
+            key: round(workflows[key] / pods[key], 2) for key in ("p50", "p99")
+        }
     png = write(f"syncjobs-{args.jobs}", result)
+    colours = {"pods": "#e8590c", "workflows": "#1971c2"}
+
+    def draw(axis: Any) -> None:
+        for kind, (_, delays) in measured.items():
+            axis.hist(delays, bins=40, alpha=0.6, color=colours[kind], label=f"{kind} runs")
+        axis.legend()
+
     save_plot(
         png,
         f"{args.jobs} SyncJobs, every minute, {args.slots} slots",
         "seconds from the slot to the run's process start",
         "runs",
-        lambda axis: axis.hist(delays, bins=40, color="#e8590c"),
+        draw,
     )
-    kubectl("delete", "namespace", space, "--wait=false")
 
 
 if __name__ == "__main__":

@@ -642,7 +642,33 @@ def _lock_name(draw: st.DrawFn, a: str, b: str, c: str) -> tuple[str, Any, str]:
     return "SyncJob", spec, "tables"
 
 
+def _scheduled_workflow(draw: st.DrawFn, a: str, b: str, c: str) -> tuple[str, Any, str]:
+    """Issue #18: scheduled workflows whose run could not be made, or would exhaust."""
+    pod = {"spec": {"containers": [{"name": "s", "image": "x", "command": ["true"]}]}}
+    inline = {"spec": workflow([task(a)])}
+    n = draw(st.integers(min_value=7, max_value=12))
+    spec, word = draw(
+        st.sampled_from(
+            [
+                ({"workflow": {**inline, "params": {a: f"{{{{ 'a' * 10**{n} }}}}"}}},
+                 f"spec.workflow.params.{a}"),
+                ({"workflow": {**inline, "params": {a: "{{ slot.__class__ }}"}}},
+                 f"spec.workflow.params.{a}"),
+                ({"workflow": {"spec": workflow([task(a, dependsOn=[b]), task(b, dependsOn=[a])])}},
+                 "spec.workflow.spec"),
+                ({"workflow": inline, "template": pod}, "not both"),
+                ({}, "not both"),
+                ({"workflow": {**inline, "workflowTemplateRef": {"name": a}}}, "not both"),
+                ({"workflow": inline, "catchUp": {"policy": "All", "maxRuns": 10**6}}, "maxRuns"),
+                ({"workflow": inline, "concurrencyPolicy": draw(TEXT)}, "concurrencyPolicy"),
+            ]
+        )
+    )  # fmt: skip
+    return "SyncJob", {"schedule": "*/5 * * * *", **spec}, word
+
+
 HOSTILE = {
+    "scheduled workflow": _scheduled_workflow,
     "exhausting template": _exhausting_template,
     "hostile pod": _hostile_pod,
     "lock name": _lock_name,

@@ -177,3 +177,45 @@ async def test_a_lapsed_lock_whose_run_still_lives_goes_to_no_other_run(
     lease = await api.get(Lease, LOCK, namespace=namespace)
     assert lease.spec is not None
     assert (lease.spec.holderIdentity, lease.spec.leaseTransitions) == (job.status["activeRun"], 4)
+
+
+async def test_a_workflow_run_past_its_deadline_is_terminated_then_counts_as_failed(
+    api: AsyncClient, namespace: str
+) -> None:
+    run = "nightly-20260101000000"
+    tasks = [{"name": "a", "command": {"args": ["sleep", "600"]}}]
+    spec = {"schedule": "0 0 1 1 *", "suspend": True, "activeDeadlineSeconds": 1,
+            "workflow": {"spec": {"suspend": True, "tasks": tasks}}}  # fmt: skip
+    made = await api.create(
+        kube.SyncJob.from_dict(
+            {"metadata": {"name": "nightly", "namespace": namespace}, "spec": spec}
+        )
+    )
+    entry = {"name": run, "kind": "Workflow", "slot": "2026-01-01T00:00:00Z", "holder": run,
+             "started": "2026-01-01T00:00:00Z"}  # fmt: skip
+    status = {"activeRun": run, "activeRuns": [entry], "currentSlot": "2026-01-01T00:00:00Z"}
+    assert await kube.patch_status(api, kube.SyncJob, namespace, "nightly", status)
+    workflow = {"metadata": {"name": run, "namespace": namespace},
+                "spec": {"suspend": True, "tasks": tasks}}  # fmt: skip
+    await api.create(kube.Workflow.from_dict(workflow))
+    verdict = admission.admit_syncjob(spec, {}, generation=1, now=datetime.now(UTC))
+    assert verdict.runnable is not None
+    scheduler = Scheduler(api)
+    scheduler.track(made.to_dict(), verdict.runnable, status)
+    await scheduler.execute(CancelToken())
+    await scheduler.settle()
+    found = await api.get(kube.Workflow, run, namespace=namespace)
+    assert found["spec"]["shutdown"] == "Terminate"  # terminated (its exit tasks run), not deleted
+    job = next(iter(scheduler.jobs.values()))
+    assert [r["name"] for r in job.status["activeRuns"]] == [run]  # until it has ended
+    await api.patch(
+        kube.Workflow.Status, run, {"status": {"phase": "Terminated"}}, namespace=namespace,
+        patch_type=PatchType.MERGE,
+    )  # fmt: skip
+    scheduler.run_changed(job.uid, run, "Failed")
+    await scheduler.execute(CancelToken())
+    await scheduler.settle()
+    ended = await api.get(kube.SyncJob, "nightly", namespace=namespace)
+    assert ended.status["lastOutcome"] == "Failed"
+    assert ended.status["activeRuns"] == []
+    assert "activeDeadlineSeconds (1) exceeded" in ended.status["conditions"][0]["message"]

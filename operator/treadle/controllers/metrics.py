@@ -53,7 +53,7 @@ TRACKED_WORKFLOWS = Gauge("treadle_workflows_running", "Workflows the operator i
 
 SYNC_RUNS = Counter(
     "treadle_sync_runs_total",
-    "SyncJob runs that ended, by outcome (Succeeded, Failed).",
+    "SyncJob runs that ended, by outcome (Succeeded, Failed, Replaced).",
     ["outcome"],
 )
 SYNC_RUNS_STARTED = Counter("treadle_sync_runs_started_total", "SyncJob runs started.")

@@ -143,9 +143,17 @@ class Scheduler:
     async def _look(self, job: Job) -> None:
         try:
             async with self._talking:
+                again: list[datetime] = []
+                blocked: list[Attempt] = []
                 for attempt in await self._step(job, self.clock()):
-                    if not await self._attempt(job, attempt):
-                        break
+                    if attempt.backfill and any(a.backfill for a in blocked):
+                        continue  # a backfill's slots start in order
+                    when = await self._attempt(job, attempt)
+                    if when is not None:
+                        again.append(when)
+                        blocked.append(attempt)
+                if again:
+                    job.due = min(again)
         except Exception:
             log.exception("sync job %s/%s: step failed", job.namespace, job.name)
             job.due = self.clock() + timedelta(seconds=RETRY_AFTER_ERROR_SECONDS)
@@ -276,8 +284,9 @@ class Scheduler:
         job.backfill_due = None
         stepped = backfills.step(job.spec, job.status, now=now)
         if stepped.status != job.status:
-            await self._write(job, stepped.status, now, "backfill under way")
             backfill = stepped.status["backfill"]
+            told = f"backfill {backfill['id']} {backfill['phase'].lower()}: {backfill['message']}"
+            await self._write(job, stepped.status, now, told)
             if backfill.get("phase") == "Complete":
                 await self._tell(
                     job, "Normal", "BackfillComplete", f"backfill {backfill['id']}: "
@@ -317,9 +326,9 @@ class Scheduler:
             return runs.holder_name(job.name, "runs")
         return name
 
-    async def _attempt(self, job: Job, attempt: Attempt) -> bool:
-        """Takes the locks and starts the run; False when it could not (the attempts after it
-        in this look wait)."""
+    async def _attempt(self, job: Job, attempt: Attempt) -> datetime | None:
+        """Takes the locks and starts the run: None when it started, else when to try again
+        (a skip's retry, or a moment after an error)."""
         slot, manual = attempt.slot, attempt.manual
         moment = self.clock() if manual else slot.start
         name = runs.run_name(job.name, moment, manual=manual, backfill=attempt.backfill)
@@ -334,8 +343,7 @@ class Scheduler:
                 result = await self._pass_gate(job, store, holder)
                 waited = result.waited_seconds
                 if not result.passed:
-                    await self._skipped(job, attempt, result, self.clock())
-                    return False
+                    return await self._skipped(job, attempt, result, self.clock())
                 held = [store.taken[(lock, holder)] for lock in result.held]
                 passed = result.held
             metrics.SYNC_LOCK_WAIT_SECONDS.observe(waited)
@@ -361,11 +369,11 @@ class Scheduler:
                         await store.release(lock.lock, lock.holder)
                 if isinstance(error, (templating.TemplateError, Unrunnable)):
                     await self._unrunnable(job, attempt, name, now, str(error))
-                    return False
+                    return now
                 if isinstance(error, ApiError) and error.status.code in (400, 403, 422):
                     # Refused (by the webhook, say: its template is gone): no retry mends it.
                     await self._unrunnable(job, attempt, name, now, error.status.message or "")
-                    return False
+                    return now
                 raise
             first = job.status.get("currentSlot") != timestamps.text(slot.start)
             job.held[holder] = held
@@ -389,11 +397,10 @@ class Scheduler:
             metrics.SYNC_RUNS_STARTED.inc()
             if first and not manual and not attempt.backfill and attempt.catch_up_since is None:
                 metrics.SYNC_SCHEDULE_DELAY_SECONDS.observe((now - slot.start).total_seconds())
-            return True
+            return None
         except Exception:
             log.exception("sync job %s/%s: attempt failed", job.namespace, job.name)
-            job.due = self.clock() + timedelta(seconds=RETRY_AFTER_ERROR_SECONDS)
-            return False
+            return self.clock() + timedelta(seconds=RETRY_AFTER_ERROR_SECONDS)
 
     async def _template_unchanged(self, job: Job) -> None:
         """Raises Unrunnable when the job's WorkflowTemplate now reads a Secret that it did not
@@ -438,11 +445,11 @@ class Scheduler:
             status = syncs.started(job.status, attempt.slot, now=now, run=name)
         status = syncs.finished(job.spec, status, now=now, succeeded=False, run=name)
         await self._write(job, status, now, message)
-        job.due = None
 
     async def _skipped(
         self, job: Job, attempt: Attempt, result: gates.GateResult, now: datetime
-    ) -> None:
+    ) -> datetime:
+        """Records the skip; returns when to try again."""
         assert result.reason is not None
         held = f"{result.blocked_by} is held by {result.holder}"
         if attempt.backfill:
@@ -454,8 +461,7 @@ class Scheduler:
             }
             await self._write(job, {**job.status, "backfill": backfill}, now, "backfill waiting")
             await self._tell(job, "Normal", "BackfillWaiting", backfill["message"])
-            job.due = None
-            return
+            return job.backfill_due
         slot = attempt.slot
         status = syncs.skipped(
             job.spec, job.status, slot, now=now, reason=result.reason, holder=result.holder
@@ -470,7 +476,7 @@ class Scheduler:
         await self._write(job, status, now, message)
         await self._tell(job, "Normal", "Skipped", message)
         metrics.SYNC_SKIPS.labels(reason=result.reason).inc()
-        job.due = None
+        return timestamps.parse_optional(retry) or slot.end
 
     async def _run_now(self, job: Job, now: datetime) -> Attempt:
         value = job.requests.pop(RUN_NOW_ANNOTATION)
@@ -529,8 +535,8 @@ class Scheduler:
                 await self._look_at_run(job, run)
             if await self._finished(job, run, now):
                 continue
-            if (deadline := self._deadline(job, run)) is not None:
-                if now >= deadline and name not in job.stopping:
+            if (deadline := self._deadline(job, run)) is not None and name not in job.stopping:
+                if now >= deadline:
                     why = f"activeDeadlineSeconds ({job.spec.active_deadline_seconds}) exceeded"
                     await self._stop_run(job, run, now, why)
                     continue
@@ -625,6 +631,7 @@ class Scheduler:
             job.name,
             keep_succeeded=job.spec.successful_runs_history_limit,
             keep_failed=job.spec.failed_runs_history_limit,
+            kinds=(str(run.get("kind") or runs.POD),),
         )
         job.due = None
 

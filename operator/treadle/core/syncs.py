@@ -33,6 +33,10 @@ from treadle.core import conditions, patches, slots, slotsets, timestamps
 
 SUCCEEDED, FAILED, SKIPPED = "Succeeded", "Failed", "Skipped"
 
+MAX_ALLOWED_RUNS = 50
+"""Runs of a job under way at once with concurrencyPolicy Allow: a new slot beyond that waits
+(status, which lists them, stays small)."""
+
 RETRYING_MESSAGE = "Retrying skipped run within current slot"
 ABANDONING_MESSAGE = "Abandoning retry: new slot"
 
@@ -114,6 +118,8 @@ def decide(
     running = scheduled_runs(status)
     if running and spec.concurrency_policy == "Forbid":
         return Decision(False, "a run is in progress")
+    if len(running) >= MAX_ALLOWED_RUNS:
+        return Decision(False, f"{len(running)} runs are in progress, the most Allow keeps")
     if is_degraded(spec, status):
         failures = status.get("consecutiveFailures")
         return Decision(False, f"degraded after {failures} failed runs in a row")

@@ -273,12 +273,18 @@ def _finished(kind: str, found: Any) -> str | None:
 
 
 async def prune_runs(
-    api: AsyncClient, namespace: str, job: str, *, keep_succeeded: int, keep_failed: int
+    api: AsyncClient,
+    namespace: str,
+    job: str,
+    *,
+    keep_succeeded: int,
+    keep_failed: int,
+    kinds: Sequence[str] = (POD, WORKFLOW),
 ) -> int:
-    """Deletes finished runs (pods and Workflows) beyond the history limits, oldest first;
-    returns how many."""
+    """Deletes finished runs (pods and Workflows, or only `kinds`) beyond the history limits,
+    oldest first; returns how many."""
     pruned = 0
-    for kind in (POD, WORKFLOW):
+    for kind in kinds:
         found = [
             (outcome, item)
             async for item in api.list(

@@ -51,6 +51,19 @@ def test_forbid_waits_for_the_run_under_way_and_allow_starts_beside_it() -> None
     assert (same.run, same.reason) == (False, "a run of this slot is in progress")
 
 
+def test_allow_keeps_at_most_fifty_runs_under_way() -> None:
+    status: dict[str, Any] = {}
+    for hour in range(syncs.MAX_ALLOWED_RUNS):
+        slot = slots.Slot(at(0) + timedelta(hours=hour), at(1) + timedelta(hours=hour))
+        status = syncs.started(status, slot, now=slot.start, run=f"r{hour}")
+    later = at(0) + timedelta(hours=syncs.MAX_ALLOWED_RUNS)
+    decision = decide(job(concurrencyPolicy="Allow"), status, later)
+    assert (decision.run, decision.reason) == (
+        False,
+        "50 runs are in progress, the most Allow keeps",
+    )
+
+
 def test_replace_names_the_runs_to_terminate_when_a_new_slot_begins() -> None:
     status = running(10, name="etl-20251015100000")
     decision = decide(job(concurrencyPolicy="Replace"), status, at(11))
