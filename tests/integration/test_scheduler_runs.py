@@ -12,7 +12,7 @@ from lightkube import AsyncClient, KubeConfig
 from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
-from lightkube.resources.core_v1 import Pod
+from lightkube.resources.core_v1 import Event, Pod
 from lightkube.types import PatchType
 
 from support.cluster import Cluster
@@ -218,4 +218,5 @@ async def test_a_workflow_run_past_its_deadline_is_terminated_then_counts_as_fai
     ended = await api.get(kube.SyncJob, "nightly", namespace=namespace)
     assert ended.status["lastOutcome"] == "Failed"
     assert ended.status["activeRuns"] == []
-    assert "activeDeadlineSeconds (1) exceeded" in ended.status["conditions"][0]["message"]
+    told = [e.message async for e in api.list(Event, namespace=namespace) if e.reason == "Failed"]
+    assert told == [f"run {run} activeDeadlineSeconds (1) exceeded"]
