@@ -213,14 +213,11 @@ def test_a_restricted_namespace_admits_every_pod_treadle_creates(
         }
     )
     run = runs.run_pod(
-        job="j",
-        namespace=namespace,
-        uid="u",
-        spec=job,
-        name="j-1",
-        slot=datetime.now(UTC),
-        locks=[],
-    )
+        runs.NewRun(
+            job="j", namespace=namespace, uid="u", spec=job, name="j-1", slot=datetime.now(UTC),
+            locks=[],
+        )
+    )  # fmt: skip
     operators = [
         {
             "apiVersion": "v1",

@@ -349,18 +349,19 @@ class Scheduler:
             metrics.SYNC_LOCK_WAIT_SECONDS.observe(waited)
             now = self.clock()
             kind = runs.WORKFLOW if job.spec.workflow is not None else runs.POD
-            build = runs.run_workflow if kind == runs.WORKFLOW else runs.run_pod
             try:
                 await self._template_unchanged(job)
-                body = build(
-                    job=job.name,
-                    namespace=job.namespace,
-                    uid=job.uid,
-                    spec=job.spec,
-                    name=name,
-                    slot=slot.start,
-                    locks=[(h.lock, h.transitions) for h in held],
-                    holder=holder,
+                body = runs.run_body(
+                    runs.NewRun(
+                        job=job.name,
+                        namespace=job.namespace,
+                        uid=job.uid,
+                        spec=job.spec,
+                        name=name,
+                        slot=slot.start,
+                        locks=[(h.lock, h.transitions) for h in held],
+                        holder=holder,
+                    )
                 )
                 created = await runs.create_run(self.api, body)
             except Exception as error:

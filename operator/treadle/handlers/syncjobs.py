@@ -111,16 +111,6 @@ async def syncjob_gone(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: 
     labels={runs.LABEL_SYNCJOB: kopf.PRESENT, kube.LABEL_COMPONENT: "sync-run"},
     registry=registry,
 )
-async def run_pod_changed(
-    type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any
-) -> None:
-    scheduler = getattr(memo, "scheduler", None)
-    if scheduler is None:
-        return
-    phase = None if type == "DELETED" else (body.get("status") or {}).get("phase") or "Pending"
-    _tell_owner(scheduler, meta, phase)
-
-
 @kopf.on.event(
     GROUP,
     VERSION,
@@ -128,14 +118,18 @@ async def run_pod_changed(
     labels={runs.LABEL_SYNCJOB: kopf.PRESENT, kube.LABEL_COMPONENT: "sync-run"},
     registry=registry,
 )
-async def run_workflow_changed(
+async def run_changed(
     type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any
 ) -> None:
+    """A run's pod or Workflow changed: its phase goes to the scheduler (None: it is gone)."""
     scheduler = getattr(memo, "scheduler", None)
     if scheduler is None:
         return
-    phase = (body.get("status") or {}).get("phase")
-    _tell_owner(scheduler, meta, None if type == "DELETED" else runs.phase_of(runs.WORKFLOW, phase))
+    kind = runs.WORKFLOW if body.get("kind") == workflows.KIND else runs.POD
+    phase = (
+        None if type == "DELETED" else runs.phase_of(kind, (body.get("status") or {}).get("phase"))
+    )
+    _tell_owner(scheduler, meta, phase)
 
 
 def _tell_owner(scheduler: Any, meta: kopf.Meta, phase: str | None) -> None:

@@ -9,6 +9,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -53,24 +54,63 @@ def _named(job: str, suffix: str) -> str:
     return f"{job[:keep].rstrip('-.')}-{digest}-{suffix}"
 
 
-def run_pod(
-    *,
-    job: str,
-    namespace: str,
-    uid: str,
-    spec: SyncJobSpec,
-    name: str,
-    slot: datetime,
-    locks: Sequence[tuple[str, int]],
-    holder: str | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class NewRun:
+    """A run to make: its job, its name and slot, and the locks (with their fencing tokens) it
+    runs under, held for `holder` (default: the run itself)."""
+
+    job: str
+    namespace: str
+    uid: str
+    spec: SyncJobSpec
+    name: str
+    slot: datetime
+    locks: Sequence[tuple[str, int]]
+    holder: str | None = None
+
+    def metadata(self, given: dict[str, Any]) -> dict[str, Any]:
+        """The run's metadata: Treadle's labels and annotations over `given`, and its owner."""
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "labels": {
+                **(given.get("labels") or {}),
+                LABEL_SYNCJOB: self.job,
+                LABEL_COMPONENT: "sync-run",
+                LABEL_HOLDER: self.holder or self.name,
+                "app.kubernetes.io/name": "treadle",
+            },
+            "annotations": {
+                **(given.get("annotations") or {}),
+                SLOT_ANNOTATION: timestamps.text(self.slot),
+                LOCKS_ANNOTATION: json.dumps(dict(self.locks), sort_keys=True),
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": syncjobs.KIND,
+                    "name": self.job,
+                    "uid": self.uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        }
+
+
+def run_body(run: NewRun) -> dict[str, Any]:
+    """The run's pod or Workflow, as its job's spec says."""
+    return run_workflow(run) if run.spec.workflow is not None else run_pod(run)
+
+
+def run_pod(run: NewRun) -> dict[str, Any]:
     """The run's pod: the template with Treadle's labels, owner, and restricted security; the
     locks it runs under (with their fencing tokens) are recorded on it."""
+    spec = run.spec
     assert spec.template is not None
     template = copy.deepcopy(spec.template.model_dump(by_alias=True, exclude_none=True))
-    metadata = template.get("metadata") or {}
     pod_spec = template["spec"]
-    told = run_env(slot, locks)
+    told = run_env(run.slot, run.locks)
     pod_spec.update(
         restartPolicy="Never",
         automountServiceAccountToken=False,
@@ -86,95 +126,24 @@ def run_pod(
         ]
     if spec.active_deadline_seconds is not None:
         pod_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": _run_metadata(
-            job=job,
-            uid=uid,
-            name=name,
-            namespace=namespace,
-            slot=slot,
-            locks=locks,
-            holder=holder or name,
-            given=metadata,
-        ),
-        "spec": pod_spec,
-    }
+    metadata = run.metadata(template.get("metadata") or {})
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 
-def run_workflow(
-    *,
-    job: str,
-    namespace: str,
-    uid: str,
-    spec: SyncJobSpec,
-    name: str,
-    slot: datetime,
-    locks: Sequence[tuple[str, int]],
-    holder: str | None = None,
-) -> dict[str, Any]:
+def run_workflow(run: NewRun) -> dict[str, Any]:
     """The run's Workflow: `spec.workflow` with the slot rendered into its params (raises
     templating.TemplateError when a param cannot render)."""
-    assert spec.workflow is not None
-    run = spec.workflow.model_dump(by_alias=True, exclude_unset=True)
-    pipeline = [token for lock, token in locks if lock.startswith(gates.PIPELINE_PREFIX)]
+    assert run.spec.workflow is not None
+    given = run.spec.workflow.model_dump(by_alias=True, exclude_unset=True)
+    pipeline = [token for lock, token in run.locks if lock.startswith(gates.PIPELINE_PREFIX)]
     names = syncruns.context(
-        slot=timestamps.text(slot), job=job, fencing_token=pipeline[0] if pipeline else None
+        slot=timestamps.text(run.slot), job=run.job, fencing_token=pipeline[0] if pipeline else None
     )
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": workflows.KIND,
-        "metadata": _run_metadata(
-            job=job,
-            uid=uid,
-            name=name,
-            namespace=namespace,
-            slot=slot,
-            locks=locks,
-            holder=holder or name,
-            given={},
-        ),
-        "spec": syncruns.workflow_spec(run, names),
-    }
-
-
-def _run_metadata(
-    *,
-    job: str,
-    uid: str,
-    name: str,
-    namespace: str,
-    slot: datetime,
-    locks: Sequence[tuple[str, int]],
-    holder: str,
-    given: dict[str, Any],
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "namespace": namespace,
-        "labels": {
-            **(given.get("labels") or {}),
-            LABEL_SYNCJOB: job,
-            LABEL_COMPONENT: "sync-run",
-            LABEL_HOLDER: holder,
-            "app.kubernetes.io/name": "treadle",
-        },
-        "annotations": {
-            **(given.get("annotations") or {}),
-            SLOT_ANNOTATION: timestamps.text(slot),
-            LOCKS_ANNOTATION: json.dumps(dict(locks), sort_keys=True),
-        },
-        "ownerReferences": [
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": syncjobs.KIND,
-                "name": job,
-                "uid": uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ],
+        "metadata": run.metadata({}),
+        "spec": syncruns.workflow_spec(given, names),
     }
 
 

@@ -300,10 +300,10 @@ def test_a_rerun_runs_succeeded_slots_too_and_a_cancel_starts_nothing_more() -> 
 
 
 def test_a_runs_workflow_has_the_slot_and_fencing_token_in_its_params() -> None:
-    body = runs.run_workflow(
+    body = runs.run_body(runs.NewRun(
         job="etl", namespace="ns", uid="u", spec=job(), name="etl-20251015100000",
         slot=at(10), locks=[("treadle-pipeline-etl", 7)], holder="etl-20251015100000",
-    )  # fmt: skip
+    ))  # fmt: skip
     assert body["kind"] == "Workflow"
     assert body["spec"] == {"workflowTemplateRef": {"name": "etl"}, "params": {"day": "2025-10-15"}}
     assert body["metadata"]["labels"]["treadle.dev/lock-holder"] == "etl-20251015100000"
@@ -312,10 +312,10 @@ def test_a_runs_workflow_has_the_slot_and_fencing_token_in_its_params() -> None:
         "spec": {"workerPool": "p", "params": {"n": 1}, "tasks": TEMPLATE["tasks"]},
         "params": {"token": "{{ fencing_token }}", "for": "{{ job }}@{{ slot }}"},
     })  # fmt: skip
-    spec = runs.run_workflow(
+    spec = runs.run_workflow(runs.NewRun(
         job="etl", namespace="ns", uid="u", spec=inline, name="n", slot=at(10),
         locks=[("treadle-pipeline-etl", 7)],
-    )["spec"]  # fmt: skip
+    ))["spec"]  # fmt: skip
     assert spec == {
         "workerPool": "p",
         "params": {"n": 1, "token": "7", "for": "etl@2025-10-15T10:00:00Z"},

@@ -14,7 +14,7 @@ STATEFUL = [
     syncjobs.admit_syncjob,
     syncjobs.syncjob_requested,
     syncjobs.syncjob_gone,
-    syncjobs.run_pod_changed,
+    syncjobs.run_changed,
 ]
 
 

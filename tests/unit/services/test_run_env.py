@@ -28,7 +28,9 @@ JOB = SyncJobSpec.model_validate(
 def test_every_container_gets_the_slot_and_the_fencing_tokens() -> None:
     locks = [("treadle-pipeline-orders", 7), ("treadle-table-warehouse.orders", 3)]
     pod = runs.run_pod(
-        job="orders", namespace="ns", uid="u", spec=JOB, name="orders-1", slot=SLOT, locks=locks
+        runs.NewRun(
+            job="orders", namespace="ns", uid="u", spec=JOB, name="orders-1", slot=SLOT, locks=locks
+        )
     )
     for container in pod["spec"]["containers"] + pod["spec"]["initContainers"]:
         env = {v["name"]: v["value"] for v in container["env"]}
