@@ -172,10 +172,11 @@ def test_a_scheduled_workflow_lends_its_author_no_secret_not_even_through_a_late
         crds, creator, namespace, job("report", {"workflowTemplateRef": {"name": "report"}})
     )
     assert result.returncode == 0, result.stderr
-    eventually(
-        lambda: status_of(crds, namespace, "report").get("lastOutcome") == "Succeeded",
+    ran = eventually(
+        lambda: (s := status_of(crds, namespace, "report")).get("lastOutcome") == "Succeeded" and s,
         "a first run of the harmless template",
     )
+    assert ran["templateSecrets"] == {"generation": 1, "names": []}  # kept by the API server
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=template("report", reading))
     refused = eventually(
         lambda: [r for r in reasons(crds, namespace, "report") if "now reads Secret" in r],
