@@ -83,7 +83,9 @@ class Agent:
         self.server_host, self.server_port = self._server_address(args.kubeconfig)
         self.network = podnet.load(Path(args.network).parent) if args.network else None
         self.pod_networks = (
-            podnet.PodNetworks(self.network, self.state_dir / "ipam") if self.network else None
+            podnet.PodNetworks(self.network, self.state_dir / "ipam", self._runs_pod)
+            if self.network
+            else None
         )
         self.host_ip = self.network.host_ip if self.network else POD_IP
         self.can_mount = volumes.mounts_possible()
@@ -95,6 +97,11 @@ class Agent:
         )
         if not self.can_mount:
             log.warning("not root (or no mount namespaces): containers run without volume mounts")
+
+    def _runs_pod(self, uid: str) -> bool:
+        """Whether a pod of that uid still runs here (its network is in use)."""
+        runner = self.runners.get(uid)
+        return runner is not None and not runner.finished.is_set()
 
     @staticmethod
     def _server_address(kubeconfig: str) -> tuple[str, str]:

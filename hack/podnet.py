@@ -199,11 +199,22 @@ class PodAddress:
 
 
 class PodNetworks:
-    """The node agent's side: a namespace, a veth on the bridge and an address per pod."""
+    """The node agent's side: a namespace, a veth on the bridge and an address per pod.
 
-    def __init__(self, net: Network, ipam_dir: Path) -> None:
+    An address is a file in `ipam_dir` named after it and holding its pod's uid, created with
+    O_EXCL, so pods started at once never share one.  Many pods start and end at once (a
+    minute's SyncJob runs), each in a thread of its own: a file may go while another thread
+    reads the directory, which is no error.  When no address is free, the addresses of pods
+    the agent no longer runs (`holds(uid)` False: their teardown failed, or an agent before
+    this one died) are taken back first.
+    """
+
+    def __init__(
+        self, net: Network, ipam_dir: Path, holds: Callable[[str], bool] | None = None
+    ) -> None:
         self.net = net
         self.ipam = ipam_dir
+        self.holds = holds
 
     def sweep(self) -> int:
         """Removes every pod namespace and address a previous agent left; returns how many."""
@@ -215,21 +226,44 @@ class PodNetworks:
         shutil.rmtree(self.ipam, ignore_errors=True)
         return removed
 
+    def _claims(self) -> list[tuple[Path, str]]:
+        """Each address file with the uid it holds (one that goes meanwhile is left out)."""
+        found = []
+        for held in self.ipam.iterdir() if self.ipam.is_dir() else ():
+            try:
+                found.append((held, held.read_text()))
+            except FileNotFoundError:
+                continue
+        return found
+
     def _claim(self, uid: str) -> str:
         self.ipam.mkdir(parents=True, exist_ok=True)
-        for held in self.ipam.iterdir():
-            if held.read_text() == uid:
+        for held, owner in self._claims():
+            if owner == uid:
                 return held.name
-        network = ipaddress.ip_network(self.net.pod_cidr)
-        for address in list(network.hosts())[1:]:
-            try:
-                fd = os.open(self.ipam / str(address), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(uid)
-            return str(address)
+        for _ in range(2):
+            network = ipaddress.ip_network(self.net.pod_cidr)
+            for address in list(network.hosts())[1:]:
+                try:
+                    fd = os.open(self.ipam / str(address), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                except FileExistsError:
+                    continue
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(uid)
+                return str(address)
+            if not self.reclaim():
+                break
         raise RuntimeError(f"no free address in {self.net.pod_cidr}")
+
+    def reclaim(self) -> int:
+        """Takes back the addresses (and namespaces) of pods the agent no longer runs; returns
+        how many."""
+        if self.holds is None:
+            return 0
+        stale = {owner for _, owner in self._claims() if owner and not self.holds(owner)}
+        for owner in stale:
+            self.detach(owner)
+        return len(stale)
 
     def attach(self, uid: str) -> PodAddress:
         """The pod's namespace with loopback up and eth0 on the bridge (idempotent)."""
@@ -255,10 +289,9 @@ class PodNetworks:
     def detach(self, uid: str) -> None:
         """The pod's namespace goes (its veth with it), and its address is free again."""
         ip("netns", "del", self.net.pod_netns(uid), check=False)
-        if self.ipam.is_dir():
-            for held in self.ipam.iterdir():
-                if held.read_text() == uid:
-                    held.unlink(missing_ok=True)
+        for held, owner in self._claims():
+            if owner == uid:
+                held.unlink(missing_ok=True)
 
 
 def entering(netns: str) -> Callable[[], None]:

@@ -65,3 +65,56 @@ def test_dns_config_adds_searches_and_options() -> None:
     lines = resolv.splitlines()
     assert "search corp.example" in lines
     assert "options ndots:2" in lines
+
+
+class FakeIp:
+    """`ip` as the address book sees it: every command succeeds, and is remembered."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def __call__(self, *args: str, check: bool = True) -> Any:
+        self.calls.append(args)
+        return type("Done", (), {"returncode": 0})()
+
+
+def test_a_full_pod_range_takes_back_the_addresses_of_pods_no_longer_running(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeIp()
+    monkeypatch.setattr(podnet, "ip", fake)
+    monkeypatch.setattr(podnet, "NETNS_DIR", tmp_path / "netns")
+    running = {f"live-{i}" for i in range(3)}
+    networks = podnet.PodNetworks(podnet.Network(7), tmp_path / "ipam", running.__contains__)
+    for i in range(253):  # every address of the /24 but the gateway's
+        owner = f"live-{i}" if i < 3 else f"gone-{i}"
+        networks._claim(owner)
+    address = networks.attach("new-pod").ip
+    assert address not in {networks._claim(uid) for uid in running}  # theirs are kept
+    owners = {owner for _, owner in networks._claims()}
+    assert owners == running | {"new-pod"}  # the 250 leaked ones were taken back
+    assert ("netns", "del", networks.net.pod_netns("gone-3")) in fake.calls
+    everyone = podnet.PodNetworks(podnet.Network(7), tmp_path / "full", lambda uid: True)
+    for i in range(253):
+        everyone._claim(f"live-{i}")
+    with pytest.raises(RuntimeError, match=r"no free address in 10\.244\.7\.0/24"):
+        everyone._claim("one-too-many")
+
+
+def test_an_address_file_that_goes_while_the_book_is_read_is_no_error(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(podnet, "ip", FakeIp())
+    networks = podnet.PodNetworks(podnet.Network(7), tmp_path / "ipam")
+    mine, theirs = networks._claim("mine"), networks._claim("theirs")
+    read = type(tmp_path).read_text
+
+    def vanishing(path: Any, *args: Any, **kwargs: Any) -> str:
+        if path.name == theirs:  # another pod's teardown removed it meanwhile
+            path.unlink()
+            raise FileNotFoundError(path)
+        return str(read(path, *args, **kwargs))
+
+    monkeypatch.setattr(type(tmp_path), "read_text", vanishing)
+    networks.detach("mine")
+    assert not (tmp_path / "ipam" / mine).exists()
