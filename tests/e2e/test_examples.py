@@ -118,3 +118,15 @@ def test_the_long_run_example_stops_and_terminates_as_its_comments_say(
     status = crds.get("twf", "long-run", namespace)["status"]
     assert status["phase"] == "Terminated"
     assert status["tasks"]["report"]["output"] == "long-run ended Terminated"
+
+
+def test_an_example_printed_by_the_plugin_applies_and_runs(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    listed = crds.plugin("example").stdout
+    assert "hello" in listed
+    assert "01-hello.yaml" in listed
+    printed = crds.plugin("example", "hello").stdout
+    assert printed == (REPO / "examples" / "01-hello.yaml").read_text()
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=printed)
+    crds.wait("twf/hello", namespace, "condition=Ready", timeout_seconds=180)

@@ -21,6 +21,7 @@ def test_a_plain_install_gives_the_operator_worker_and_kubectl_plugin(tmp_path: 
     )  # fmt: skip
     assert (target / "treadle" / "api" / "workflows.py").exists()
     assert (target / "treadle" / "services" / "scripts" / "finish.lua").exists()  # Lua files too
+    assert (target / "treadle" / "examples" / "01-hello.yaml").exists()  # kubectl treadle example
     dependencies = sysconfig.get_paths()["purelib"]
     env = {**os.environ, "PYTHONPATH": f"{target}{os.pathsep}{dependencies}"}
     env.pop("KUBECONFIG", None)
@@ -29,6 +30,7 @@ def test_a_plain_install_gives_the_operator_worker_and_kubectl_plugin(tmp_path: 
         (["treadle", "worker", "--help"], "--pool"),
         (["treadle", "operator", "--help"], "--leader-election-namespace"),
         (["kubectl-treadle", "--help"], "dlq"),
+        (["kubectl-treadle", "example", "hello"], "name: hello"),
     ):
         script = target / "bin" / command[0]
         ran = subprocess.run(

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from lightkube import ApiError, Client, ConfigError, KubeConfig
 
-from treadle.plugin import flags, runs, syncjobs, workflows
+from treadle.plugin import examples, flags, runs, syncjobs, workflows
 from treadle.plugin.output import Failure
 
 
@@ -26,13 +26,14 @@ def parser() -> argparse.ArgumentParser:
     workflows.add_commands(commands)
     runs.add_commands(commands)
     syncjobs.add_commands(commands)
+    examples.add_commands(commands)
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        client = connect(args)
+        client = None if getattr(args, "offline", False) else connect(args)
         code: int = args.handler(client, args)
     except Failure as failure:
         print(f"error: {failure}", file=sys.stderr)
