@@ -130,3 +130,20 @@ def test_an_example_printed_by_the_plugin_applies_and_runs(
     assert printed == (REPO / "examples" / "01-hello.yaml").read_text()
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=printed)
     crds.wait("twf/hello", namespace, "condition=Ready", timeout_seconds=180)
+    # ... and is seen as a tree, wide, as JSON, followed, and in the list of all namespaces.
+    tree = crds.plugin("get", "hello", "-n", namespace).stdout.splitlines()
+    assert tree[0].startswith(f"{namespace}/hello   Succeeded   2/2")
+    names = [line.split()[1] for line in tree[1:]]
+    assert names == ["say", "shout"]  # DAG order
+    assert all("✔" in line for line in tree[1:])
+    wide = crds.plugin("get", "hello", "-n", namespace, "-o", "wide").stdout
+    assert "command" in wide
+    body = json.loads(crds.plugin("get", "hello", "-n", namespace, "-o", "json").stdout)
+    assert body["status"]["phase"] == "Succeeded"
+    assert "managedFields" not in body["metadata"]
+    assert crds.plugin("get", "hello", "-n", namespace, "--watch").returncode == 0
+    listed = [line.split() for line in crds.plugin("list", "-A").stdout.splitlines()]
+    assert listed[0][:3] == ["NAMESPACE", "NAME", "PHASE"]
+    row = next(r for r in listed if r[:2] == [namespace, "hello"])
+    assert row[2:4] == ["Succeeded", "2/2"]
+    assert row[5].endswith("s")  # its duration

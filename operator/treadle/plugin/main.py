@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from lightkube import ApiError, Client, ConfigError, KubeConfig
 
-from treadle.plugin import examples, flags, runs, syncjobs, workflows
+from treadle.plugin import examples, flags, listing, runs, syncjobs, workflows
 from treadle.plugin.output import Failure
 
 
@@ -26,6 +26,7 @@ def parser() -> argparse.ArgumentParser:
     workflows.add_commands(commands)
     runs.add_commands(commands)
     syncjobs.add_commands(commands)
+    listing.add_commands(commands)
     examples.add_commands(commands)
     return top
 

@@ -193,19 +193,20 @@ def shut_down(client: Client, args: argparse.Namespace) -> int:
     print(f"workflow.{GROUP}/{args.workflow}: {word} requested")
     if not args.watch:
         return 0
-    return _watch(client, args.workflow)
+    return watch(client, args.workflow)
 
 
-def _report(client: Client, created: Any, verb: str, watch: bool) -> int:
+def _report(client: Client, created: Any, verb: str, follow: bool) -> int:
     name = created["metadata"]["name"]
     print(f"workflow.{GROUP}/{name} {verb}")
     sys.stdout.flush()
-    if not watch:
+    if not follow:
         return 0
-    return _watch(client, name)
+    return watch(client, name)
 
 
-def _watch(client: Client, name: str) -> int:
+def watch(client: Client, name: str) -> int:
+    """Follows the workflow to its end; 0 only when it succeeded."""
     first = objects.get(client, kube.Workflow, "workflow", name)
     ref = (first.get("spec") or {}).get("workflowTemplateRef") or {}
     template = None

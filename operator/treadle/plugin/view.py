@@ -56,9 +56,14 @@ def _order(tasks: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [by_name[name] for name in graph.order]
 
 
-def task_line(task: Mapping[str, Any], entry: Mapping[str, Any], colour: bool) -> str:
+def task_line(
+    task: Mapping[str, Any], entry: Mapping[str, Any], colour: bool, wide: bool = False
+) -> str:
     phase = str(entry.get("phase") or "Pending")
     detail = []
+    if wide:
+        action = next((k for k in ("command", "http", "python") if task.get(k)), "")
+        detail.append(f"{action:<7} {entry.get('startedAt') or '-':<20}")
     if entry.get("items") is not None:
         done, total = entry.get("succeeded") or 0, entry.get("items") or 0
         dead = entry.get("deadLettered") or 0
@@ -74,7 +79,7 @@ def task_line(task: Mapping[str, Any], entry: Mapping[str, Any], colour: bool) -
     if entry.get("nextRetryAt") and phase == "Retrying":
         detail.append(f"next at {entry['nextRetryAt']}")
     if entry.get("error") and phase != "Succeeded":
-        detail.append(str(entry["error"])[:120])
+        detail.append(str(entry["error"]) if wide else str(entry["error"])[:120])
     symbol = _paint(SYMBOLS.get(phase, "?"), COLOURS.get(phase), colour)
     name = str(task.get("name"))
     return f"  {symbol} {name:<24} {phase:<13} {'  '.join(detail)}".rstrip()
@@ -85,9 +90,11 @@ def render(
     *,
     colour: bool = False,
     template: Mapping[str, Any] | None = None,
+    wide: bool = False,
 ) -> list[str]:
     """The lines of the workflow's view; `template` is the spec of the WorkflowTemplate it
-    runs, for the moment before its status holds the copy its run froze."""
+    runs, for the moment before its status holds the copy its run froze; `wide` adds each
+    task's action and start, and its whole error."""
     meta = workflow.get("metadata") or {}
     spec = workflow.get("spec") or {}
     status = workflow.get("status") or {}
@@ -103,11 +110,11 @@ def render(
     )
     lines = [header.rstrip()]
     for task in _order(tasks):
-        lines.append(task_line(task, entries.get(task.get("name")) or {}, colour))
+        lines.append(task_line(task, entries.get(task.get("name")) or {}, colour, wide))
     if exits:
         lines.append("  on exit:")
         for task in _order(exits):
-            lines.append("  " + task_line(task, entries.get(task.get("name")) or {}, colour))
+            lines.append("  " + task_line(task, entries.get(task.get("name")) or {}, colour, wide))
     return lines
 
 
