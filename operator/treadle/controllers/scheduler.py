@@ -465,13 +465,10 @@ class Scheduler:
             return job.backfill_due
         slot = attempt.slot
         status = syncs.skipped(
-            job.spec, job.status, slot, now=now, reason=result.reason, holder=result.holder
-        )
+            job.spec, job.status, slot, now=now, reason=result.reason, holder=result.holder,
+            catch_up_since=attempt.catch_up_since,
+        )  # fmt: skip
         retry = status.get("nextRetryTime")
-        if attempt.catch_up_since is not None:
-            status["catchUpSince"] = timestamps.text(attempt.catch_up_since)
-            due = now + timedelta(seconds=syncs.retry_wait_seconds(job.spec, slot))
-            retry = status["nextRetryTime"] = timestamps.text(due)
         then = f"retrying within the slot at {retry}" if retry else "waiting for the next slot"
         message = f"skipped: {held}; {then}"
         await self._write(job, status, now, message)

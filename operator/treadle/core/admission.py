@@ -392,6 +392,17 @@ def template_secrets(template: Mapping[str, Any] | None) -> list[str]:
     return sorted({name for name, _ in secrets_named(workflows.KIND, template)})
 
 
+def template_to_record(
+    spec: syncjobs.SyncJobSpec, status: Mapping[str, Any], generation: int | None
+) -> str | None:
+    """The WorkflowTemplate whose Secrets to record for this generation of a SyncJob (once:
+    the webhook checked the applying user for those a moment ago), or None."""
+    ref = spec.workflow.workflow_template_ref if spec.workflow is not None else None
+    if ref is None or (status.get("templateSecrets") or {}).get("generation") == generation:
+        return None
+    return ref.name
+
+
 def new_template_secrets(
     template: Mapping[str, Any] | None, allowed: Sequence[str], name: str
 ) -> str | None:

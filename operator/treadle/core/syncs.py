@@ -245,17 +245,21 @@ def skipped(
     now: datetime,
     reason: Literal["PipelineLocked", "TableLocked"],
     holder: str | None,
+    catch_up_since: datetime | None = None,
 ) -> dict[str, Any]:
-    """The attempt could not get its locks: Skipped, with the next retry inside the slot."""
+    """The attempt could not get its locks: Skipped, with the next retry inside the slot (a
+    catch-up slot, whose end has passed, is retried after the same wait all the same)."""
     updated = _attempted(status, slot, now)
     due = now + timedelta(seconds=retry_wait_seconds(spec, slot))
     updated.update(
         lastOutcome=SKIPPED,
         lastSkipReason=reason,
         lastSkipHolder=holder,
-        nextRetryTime=timestamps.text(due) if due < slot.end else None,
+        nextRetryTime=timestamps.text(due) if due < slot.end or catch_up_since else None,
         nextScheduleTime=timestamps.text(slot.end),
     )
+    if catch_up_since is not None:
+        updated["catchUpSince"] = timestamps.text(catch_up_since)
     return updated
 
 

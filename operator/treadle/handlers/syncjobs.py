@@ -44,26 +44,15 @@ async def admit_syncjob(
         return
     metrics.ADMISSIONS.labels(kind=syncjobs.KIND, phase="Scheduled").inc()
     current = dict(status)
-    recorded = await _template_secrets(verdict.runnable, current, meta)
-    if recorded is not None:
+    generation = meta.get("generation")
+    if (name := admission.template_to_record(verdict.runnable, current, generation)) is not None:
+        async with kube.client() as api:
+            template = await kube.template_spec(api, str(meta.get("namespace")), name)
+        recorded = {"generation": generation, "names": admission.template_secrets(template)}
         patch.status["templateSecrets"] = current["templateSecrets"] = recorded
     scheduler = getattr(memo, "scheduler", None)
     if scheduler is not None:
         scheduler.track(dict(body), verdict.runnable, current)
-
-
-async def _template_secrets(
-    spec: syncjobs.SyncJobSpec, status: dict[str, Any], meta: kopf.Meta
-) -> dict[str, Any] | None:
-    """The Secrets the job's WorkflowTemplate reads, recorded once per generation (the webhook
-    checked the applying user for those a moment ago); None: nothing to record."""
-    ref = spec.workflow.workflow_template_ref if spec.workflow is not None else None
-    generation = meta.get("generation")
-    if ref is None or (status.get("templateSecrets") or {}).get("generation") == generation:
-        return None
-    async with kube.client() as api:
-        template = await kube.template_spec(api, str(meta.get("namespace")), ref.name)
-    return {"generation": generation, "names": admission.template_secrets(template)}
 
 
 @kopf.on.event(

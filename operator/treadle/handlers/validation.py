@@ -12,7 +12,7 @@ the start under a new run generation, never hanging on the earlier run's records
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
@@ -54,14 +54,12 @@ async def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> 
     problem = admission.edit_problem(old, dict(spec))
     if problem is not None:
         raise kopf.AdmissionError(problem, code=422)
-    raw, template = dict(spec), None
-    if (name := templates.ref_name(raw)) is not None:
-        async with kube.client() as api:
-            template = await kube.template_spec(api, str(meta.get("namespace")), name)
-        if template is None and kwargs.get("dryrun"):
-            # A dry run of a file holding the template too made none: nothing to check against
-            # (applied for real, the template comes first and is there).
-            return
+    raw = dict(spec)
+    template = await _referenced_template(raw, meta, kwargs.get("dryrun"))
+    if template is admission.UNCHECKED:
+        if templates.ref_name(raw) is not None:
+            return  # a dry run naming a template not made yet
+        template = None
     context = engine.Identity.of(meta).context
     parsed, problems = admission.admit_workflow(raw, context, template)
     if problems:
@@ -72,6 +70,19 @@ async def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> 
         await _secrets_readable(workflows.KIND, raw, meta, kwargs.get("userinfo"))
     if parsed is not None:
         await _pools_fit(parsed, str(meta.get("namespace")), kwargs.get("memo"))
+
+
+async def _referenced_template(spec: Any, meta: kopf.Meta, dryrun: Any) -> Any:
+    """The spec of the WorkflowTemplate `spec` names (None: there is no such template), or
+    admission.UNCHECKED when it names none, or when a dry run names one not made yet (a file
+    holding the template too made none: nothing to check against; applied for real, the
+    template comes first and is there)."""
+    name = templates.ref_name(spec) if isinstance(spec, Mapping) else None
+    if name is None:
+        return admission.UNCHECKED
+    async with kube.client() as api:
+        template = await kube.template_spec(api, str(meta.get("namespace")), name)
+    return admission.UNCHECKED if template is None and dryrun else template
 
 
 async def _a_syncjobs_run(meta: kopf.Meta, userinfo: Any) -> bool:
@@ -144,14 +155,7 @@ async def validate_syncjob(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> N
     if _spec_unchanged(spec, kwargs.get("old")):
         return
     raw = dict(spec)
-    run = raw.get("workflow")
-    name = templates.ref_name(run) if isinstance(run, dict) else None
-    template: Any = admission.UNCHECKED
-    if name is not None:
-        async with kube.client() as api:
-            template = await kube.template_spec(api, str(meta.get("namespace")), name)
-        if template is None and kwargs.get("dryrun"):
-            template = admission.UNCHECKED  # see validate_workflow
+    template = await _referenced_template(raw.get("workflow"), meta, kwargs.get("dryrun"))
     problems = admission.syncjob_problems(raw, template)
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)

@@ -13,7 +13,7 @@ import yaml
 from lightkube import Client
 
 from treadle.plugin import flags, objects, runs, view
-from treadle.plugin.output import as_json, table
+from treadle.plugin.output import as_json, print_table
 from treadle.services import kube
 
 OUTPUTS = ("tree", "wide", "json", "yaml")
@@ -89,9 +89,6 @@ def list_workflows(client: Client, args: argparse.Namespace) -> int:
     if args.output == "json":
         print(as_json(rows))
         return 0
-    if not rows:
-        print("No workflows.")
-        return 0
     headers = ["NAME", "PHASE", "PROGRESS", "STARTED", "DURATION", "MESSAGE"]
-    print(table(["NAMESPACE", *headers] if args.all_namespaces else headers, rows))
+    print_table(headers, rows, empty="No workflows.", namespaced=args.all_namespaces)
     return 0

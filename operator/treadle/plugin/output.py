@@ -20,5 +20,15 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     )
 
 
+def print_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str, namespaced: bool
+) -> None:
+    """The rows as a table (led by a NAMESPACE column when `namespaced`), or `empty`."""
+    if not rows:
+        print(empty)
+        return
+    print(table(["NAMESPACE", *headers] if namespaced else headers, rows))
+
+
 def as_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True)

@@ -14,7 +14,7 @@ from lightkube import Client
 
 from treadle.api import RETRY_ANNOTATION
 from treadle.plugin import flags, objects
-from treadle.plugin.output import Failure, as_json, table
+from treadle.plugin.output import Failure, as_json, print_table
 from treadle.services import kube
 
 
@@ -65,9 +65,6 @@ def dlq_list(client: Client, args: argparse.Namespace) -> int:
     if args.output == "json":
         print(as_json(letters))
         return 0
-    if not letters:
-        print("No dead letters.")
-        return 0
     rows = [
         [
             *([letter["namespace"]] if args.all_namespaces else []),
@@ -81,7 +78,7 @@ def dlq_list(client: Client, args: argparse.Namespace) -> int:
         for letter in letters
     ]
     headers = ["WORKFLOW", "TASK", "ITEM", "ATTEMPTS", "DEAD-LETTERED", "ERROR"]
-    print(table(["NAMESPACE", *headers] if args.all_namespaces else headers, rows))
+    print_table(headers, rows, empty="No dead letters.", namespaced=args.all_namespaces)
     return 0
 
 
