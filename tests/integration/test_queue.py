@@ -14,6 +14,7 @@ from aiohttp import web
 from prometheus_client import REGISTRY
 
 from support.redis_server import RedisServer
+from treadle.core import tasklogs
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.runtime import CancelToken
 from treadle.services import keys, queues
@@ -588,7 +589,7 @@ async def test_a_finished_workflows_keys_are_deleted(client: aioredis.Redis) -> 
     done, outputs = keys.done_hash(POOL, "uid-1"), keys.outputs_index(POOL, "uid-1")
     assert await client.exists(done, outputs) == 2
     stream = ResultStream(client, "operator")
-    await stream.forget_workflow("uid-1", POOL, outputs=True)
+    await stream.forget_workflow("uid-1", POOL, outputs=True, logs=True)
     assert await client.keys("treadle:pool:test-pool:*") == []
 
 
@@ -708,3 +709,48 @@ async def _terminated_run(client: aioredis.Redis, tmp_path: Path) -> None:
     assert (worker.cancelled, worker.skipped) == (1, 1)
     pending: Any = await client.xpending(keys.tasks_stream(POOL), queues.WORKERS_GROUP)
     assert pending["pending"] == 0
+
+
+async def test_each_attempts_log_is_stored_beside_its_result_and_goes_with_its_workflow(
+    client: aioredis.Redis,
+) -> None:
+    queue = await queue_for(client, "w1")
+    script = "echo working >&2; sleep 0.2; echo '{\"n\": 1}'"
+    await queue.enqueue([command("chat", "sh", "-c", script), command("quiet", "true")])
+    worker = TaskWorker(queue, block_ms=100)
+    await worker.execute(CancelToken())
+    await worker.settle()
+    await worker.close()
+    by_task = {r.task: r for r in await results(client)}
+    ref = by_task["chat"].log_ref
+    assert ref == "treadle:pool:test-pool:wf:uid-1:log:chat:-:1"
+    assert by_task["chat"].log is None  # the text is stored, never published
+    assert by_task["quiet"].log_ref is None  # it wrote nothing
+    stream = ResultStream(client, "operator")
+    assert await stream.read_log(ref) == 'working\n{"n": 1}\n'
+    assert 0 < await client.ttl(ref) <= queues.LOG_TTL_SECONDS
+    # A finished workflow keeps its logs; a deleted one takes them along.
+    await stream.forget_workflows([("uid-1", POOL, True)])
+    assert await stream.read_log(ref) is not None
+    await stream.forget_workflows([("uid-1", POOL, True)], logs=True)
+    assert await stream.read_log(ref) is None
+    assert await client.keys("treadle:pool:test-pool:wf:uid-1:*") == []
+
+
+async def test_a_workflows_logs_past_their_budget_are_replaced_by_a_note(
+    client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tasklogs, "WORKFLOW_LOG_BUDGET_BYTES", 3000)
+    queue = await queue_for(client, "w1")
+    print_kib = "head -c 1024 /dev/zero | tr '\\0' x >&2"
+    await queue.enqueue([command("t", "sh", "-c", print_kib, item=i) for i in range(5)])
+    worker = TaskWorker(queue, block_ms=100)
+    await worker.execute(CancelToken())
+    await worker.settle()
+    await worker.close()
+    stream = ResultStream(client, "operator")
+    texts = [await stream.read_log(r.log_ref or "") for r in await results(client)]
+    kept = [t for t in texts if t == "x" * 1024]
+    noted = [t for t in texts if t is not None and "was not kept" in t]
+    assert (len(kept), len(noted)) == (2, 3)
+    assert int(await client.get(keys.log_budget(POOL, "uid-1"))) == 2048

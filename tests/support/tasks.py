@@ -148,3 +148,22 @@ async def pollute(own_uid: str, victim_uid: str, victim_run: int, items: int) ->
     if denied != items:
         raise RuntimeError(f"{items - denied} writes to the victim's result stream went through")
     return {"written": written, "denied": denied}
+
+
+def chatty(lines: int = 2) -> str:
+    """Prints and logs, then returns: its attempt's log holds both, its output neither."""
+    import logging
+
+    for number in range(lines):
+        print(f"printed line {number}")
+    logging.getLogger("support.chatty").warning("a warning from the task")
+    return "done"
+
+
+async def chatty_async(name: str) -> str:
+    import asyncio
+
+    print(f"hello from {name}")
+    await asyncio.sleep(0.01)
+    print(f"bye from {name}")
+    return name

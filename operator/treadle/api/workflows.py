@@ -437,6 +437,10 @@ class TaskStatus(StatusModel):
     its value.  forEach children's outputs are stored the same way and never in status."""
     error: str | None = None
     """The last error."""
+    log_ref: str | None = None
+    """Where the log of the attempt that ended last is stored (a Redis key): `kubectl treadle
+    logs` reads it, and every other attempt's, through the operator.  Unset: that attempt
+    wrote nothing.  forEach children's logs are stored the same way, never named here."""
     items: int | None = Field(default=None, ge=0)
     """forEach: number of children."""
     succeeded: int | None = Field(default=None, ge=0)

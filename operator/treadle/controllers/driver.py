@@ -166,16 +166,16 @@ class Driver:
             for pool, entry in gone.unacked:
                 self._orphan_acks[pool].append(entry)
 
-    def deleted(self, uid: str, namespace: str) -> None:
-        """The workflow was deleted: forget it, and delete its Redis keys (and its own pool's
-        user and worker URL) on the next pass."""
+    def deleted(self, uid: str, namespace: str, used: set[str] | None = None) -> None:
+        """The workflow was deleted: forget it, and delete its Redis keys, its attempts' logs
+        on every pool it `used` (and its own pool's user and worker URL) on the next pass."""
         tracked = self.workflows.get(uid)
         self.forget(uid)
         if tracked is not None:
-            self._deleted.append((tracked.who, tracked.pools))
-        else:  # finished before: only a workflow with pods of its own may have keys left
+            self._deleted.append((tracked.who, tracked.pools | (used or set())))
+        else:  # finished before: its logs, and a workflow with pods of its own may have keys
             who = engine.Identity.of({"uid": uid, "namespace": namespace})
-            self._deleted.append((who, {who.pool}))
+            self._deleted.append((who, {who.pool} | (used or set())))
 
     async def execute(self, cancel: CancelToken) -> Directive:
         try:
@@ -226,7 +226,7 @@ class Driver:
         done, self._orphan_acks = self._orphan_acks, defaultdict(list)
         deleted, self._deleted = self._deleted, []
         try:
-            await self._let_go(deleted, outputs=True)
+            await self._let_go(deleted, outputs=True, logs=True)
         except Exception:
             self._deleted[:0] = deleted
             raise
@@ -499,13 +499,15 @@ class Driver:
         for pool, batch in sorted(by_pool.items()):
             await self.results.enqueue(pool, batch)
 
-    async def _let_go(self, gone: list[tuple[engine.Identity, set[str]]], *, outputs: bool) -> None:
+    async def _let_go(
+        self, gone: list[tuple[engine.Identity, set[str]]], *, outputs: bool, logs: bool = False
+    ) -> None:
         """Deletes finished or deleted workflows' Redis keys (on every pool they ran on), and
         the users and worker URLs of their own pools."""
         if not gone:
             return
         await self.results.forget_workflows(
-            [(who.uid, pool, outputs) for who, used in gone for pool in sorted(used)]
+            [(who.uid, pool, outputs) for who, used in gone for pool in sorted(used)], logs=logs
         )
         for who, _used in gone:
             if not who.shared:

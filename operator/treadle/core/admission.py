@@ -208,6 +208,19 @@ def retryable(
     return parsed, read
 
 
+def task_pools_of(
+    spec: Any, status: Mapping[str, Any] | None, meta: Mapping[str, Any]
+) -> tuple[dict[str, str], str]:
+    """The pool each task of a workflow runs on (by its spec, or the template copy its status
+    holds), and the workflow's own pool; no tasks when its spec does not parse."""
+    read, _unreadable = parse(workflows.WorkflowStatus, status or {}, root="status")
+    who = engine.Identity.of(meta, read.worker_pool if read is not None else None)
+    parsed, _problems = admit_workflow(spec, who.context, (status or {}).get("templateSpec"))
+    if parsed is None:
+        return {}, who.pool
+    return pools.task_pools(parsed, who.namespace, who.pool), who.pool
+
+
 def _readable_conditions(status: Mapping[str, Any] | None) -> list[Condition]:
     try:
         return conditions.parse((status or {}).get("conditions"))

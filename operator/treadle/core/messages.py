@@ -22,10 +22,13 @@ class MessageError(ValueError):
     version it does not know): set aside, never applied."""
 
 
+SECRET_ENV_PREFIX = "TREADLE_SECRET_"
+
+
 def secret_env_name(secret: str, key: str) -> str:
     """The worker pod's environment variable that carries one Secret key (header values from
     Secrets reach the worker this way, never through Redis)."""
-    return "TREADLE_SECRET_" + re.sub(r"[^A-Za-z0-9]", "_", f"{secret}__{key}").upper()
+    return SECRET_ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", f"{secret}__{key}").upper()
 
 
 def idempotency_key(workflow_uid: str, task: str, item: int | None, run: int | None = None) -> str:
@@ -128,6 +131,10 @@ class TaskResult:
     (INLINE_OUTPUT_LIMIT_BYTES), else None."""
     run: int | None = None
     """The run generation of the attempt (its message's)."""
+    log: str | None = None
+    """What the attempt wrote, until the worker stores it (never published: `log_ref`)."""
+    log_ref: str | None = None
+    """Where the attempt's log is stored (in Redis); None: it wrote nothing."""
 
     @property
     def key(self) -> str:
@@ -192,4 +199,6 @@ def _result_checks(body: dict[str, Any]) -> list[tuple[str, str, bool]]:
             get("output_ref") is None or isinstance(get("output_ref"), str),
         ),
         ("run", "an integer or null", get("run") is None or _is_int(get("run"))),
+        ("log", "null", get("log") is None),
+        ("log_ref", "a string or null", get("log_ref") is None or isinstance(get("log_ref"), str)),
     ]

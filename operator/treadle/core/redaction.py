@@ -26,11 +26,12 @@ def _url(match: re.Match[str]) -> str:
     return f"{match.group('scheme')}{userinfo}{cut}{'?' + MASK if cut != rest else ''}"
 
 
-def redact(message: str) -> str:
-    """The message with URL credentials and query strings cut and credential values masked."""
+def redact(message: str, max_chars: int | None = MAX_ERROR_CHARS) -> str:
+    """The message with URL credentials and query strings cut and credential values masked,
+    and shortened to `max_chars` (None: kept whole)."""
     redacted = _URL.sub(_url, message)
     for pattern in (_SCHEME_TOKEN, _ASSIGNED):
         redacted = pattern.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}", redacted)
-    if len(redacted) > MAX_ERROR_CHARS:
-        redacted = redacted[:MAX_ERROR_CHARS] + f"... ({len(redacted) - MAX_ERROR_CHARS} more)"
+    if max_chars is not None and len(redacted) > max_chars:
+        redacted = redacted[:max_chars] + f"... ({len(redacted) - max_chars} more)"
     return redacted

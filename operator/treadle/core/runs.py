@@ -215,6 +215,7 @@ class RunState:
                 entry.next_retry_at = None
             elif entry.phase not in IN_FLIGHT or entry.attempts != result.attempt:
                 return  # a duplicate or a straggler of an earlier attempt
+            entry.log_ref = result.log_ref
             if result.outcome == "succeeded":
                 entry.phase, entry.finished_at = "Succeeded", timestamps.text(self.now)
                 self.keep_output(entry, result)

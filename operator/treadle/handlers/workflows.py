@@ -87,10 +87,13 @@ async def retry_requested(
 
 
 @kopf.on.event(GROUP, VERSION, workflows.PLURAL, registry=registry)
-async def workflow_gone(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+async def workflow_gone(
+    type: str | None, body: kopf.Body, meta: kopf.Meta, memo: kopf.Memo, **_: Any
+) -> None:
     driver = getattr(memo, "driver", None)
     if driver is not None and type == "DELETED":
-        driver.deleted(meta["uid"], meta["namespace"])
+        used, own = admission.task_pools_of(body.get("spec"), body.get("status"), meta)
+        driver.deleted(meta["uid"], meta["namespace"], {own, *used.values()})
 
 
 def _admit(

@@ -16,12 +16,16 @@ import json
 import os
 import re
 import signal
+import time
+import traceback
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from treadle.core import actions, causes, messages
+from treadle.core.tasklogs import LogTail
+from treadle.services import capture
 
 if TYPE_CHECKING:
     import aiohttp
@@ -57,6 +61,8 @@ class Attempt:
     idempotency_key: str
     session: Callable[[], aiohttp.ClientSession]
     """The worker's HTTP session, made on first use."""
+    log: LogTail = field(default_factory=LogTail)
+    """What the attempt wrote (its last 256 KiB)."""
 
 
 Runner = Callable[[Mapping[str, Any], Attempt], Awaitable[Any]]
@@ -94,13 +100,17 @@ class OutputTooLarge(ActionFailed):
 STDERR_KEPT_BYTES = 64 * 1024
 
 
-async def _read_capped(stream: asyncio.StreamReader | None, limit: int, *, tail: bool) -> bytes:
+async def _read_capped(
+    stream: asyncio.StreamReader | None, limit: int, log: LogTail, *, tail: bool
+) -> bytes:
     """A stream read to its end, holding at most `limit` bytes: more raises OutputTooLarge, or
-    with `tail` keeps only the last `limit` bytes (stderr, for the error message)."""
+    with `tail` keeps only the last `limit` bytes (stderr, for the error message).  Every chunk
+    goes to the attempt's log too, as it comes (stdout and stderr interleaved)."""
     if stream is None:
         return b""
     kept = bytearray()
     while chunk := await stream.read(64 * 1024):
+        log.write(chunk)
         kept += chunk
         if len(kept) > limit:
             if not tail:
@@ -109,11 +119,11 @@ async def _read_capped(stream: asyncio.StreamReader | None, limit: int, *, tail:
     return bytes(kept)
 
 
-async def _bounded_output(process: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
+async def _bounded_output(process: asyncio.subprocess.Process, log: LogTail) -> tuple[bytes, bytes]:
     """stdout (at most OUTPUT_LIMIT_BYTES) and the tail of stderr, then the exit."""
     reading = [
-        asyncio.ensure_future(_read_capped(process.stdout, OUTPUT_LIMIT_BYTES, tail=False)),
-        asyncio.ensure_future(_read_capped(process.stderr, STDERR_KEPT_BYTES, tail=True)),
+        asyncio.ensure_future(_read_capped(process.stdout, OUTPUT_LIMIT_BYTES, log, tail=False)),
+        asyncio.ensure_future(_read_capped(process.stderr, STDERR_KEPT_BYTES, log, tail=True)),
     ]
     try:
         stdout, stderr = await asyncio.gather(*reading)
@@ -139,7 +149,9 @@ async def run_command(spec: Mapping[str, Any], attempt: Attempt) -> Any:
     except OSError as error:
         raise ActionFailed(f"cannot run {args[0]!r}: {error.strerror}") from error
     try:
-        stdout, stderr = await asyncio.wait_for(_bounded_output(process), timeout_seconds)
+        stdout, stderr = await asyncio.wait_for(
+            _bounded_output(process, attempt.log), timeout_seconds
+        )
     except (TimeoutError, asyncio.CancelledError, OutputTooLarge) as stop:
         if isinstance(stop, asyncio.CancelledError):
             # Terminated (or the worker is stopping): SIGTERM first, SIGKILL after a grace.
@@ -184,15 +196,18 @@ async def run_python(spec: Mapping[str, Any], attempt: Attempt) -> Any:
     function = _resolve(spec["callable"])
     kwargs = dict(spec.get("kwargs") or {})
     try:
-        if inspect.iscoroutinefunction(function):
-            result = await asyncio.wait_for(function(**kwargs), timeout_seconds)
-        else:
-            result = await asyncio.wait_for(asyncio.to_thread(function, **kwargs), timeout_seconds)
+        with capture.into(attempt.log):
+            if inspect.iscoroutinefunction(function):
+                result = await asyncio.wait_for(function(**kwargs), timeout_seconds)
+            else:
+                running = asyncio.to_thread(function, **kwargs)
+                result = await asyncio.wait_for(running, timeout_seconds)
     except TimeoutError as error:
         raise ActionFailed(f"timed out after {timeout_seconds:g} s", TIMED_OUT) from error
     except ActionFailed:
         raise
     except Exception as error:
+        attempt.log.write("".join(traceback.format_exception(error)))
         cause = causes.Cause("exception", exceptions=_exception_names(error))
         raise ActionFailed(f"{type(error).__name__}: {error}", cause) from error
     try:
@@ -222,6 +237,20 @@ def _header_value(header: Mapping[str, Any]) -> str:
 _MOUNTED_NAME = re.compile(r"[-_a-zA-Z0-9][-._a-zA-Z0-9]*")
 
 
+def secret_values() -> list[str]:
+    """The values of the Secrets this worker holds (its `TREADLE_SECRET_*` variables and the
+    files of the Secrets its pool mounts), which no log may show."""
+    values = [v for k, v in os.environ.items() if k.startswith(messages.SECRET_ENV_PREFIX)]
+    root = os.environ.get("TREADLE_SECRETS_DIR")
+    if root:
+        with contextlib.suppress(OSError):
+            for path in Path(root).glob("*/*"):
+                if not path.name.startswith(".") and path.is_file():
+                    with contextlib.suppress(OSError, UnicodeError):
+                        values.append(path.read_text().rstrip("\n"))
+    return values
+
+
 def _mounted_secret(name: str, key: str) -> str | None:
     """A key of a Secret a WorkerPool mounts (`$TREADLE_SECRETS_DIR/<secret>/<key>`)."""
     root = os.environ.get("TREADLE_SECRETS_DIR")
@@ -249,6 +278,8 @@ async def run_http(spec: Mapping[str, Any], attempt: Attempt) -> Any:
     method, url = spec.get("method", "GET"), spec["url"]
     import aiohttp  # not at the top: workers that run no http task never pay for it
 
+    attempt.log.write(f"{method} {url}\n")
+    sent = time.monotonic()
     try:
         async with attempt.session().request(
             method,
@@ -261,6 +292,10 @@ async def run_http(spec: Mapping[str, Any], attempt: Attempt) -> Any:
             if len(body) > OUTPUT_LIMIT_BYTES:
                 raise OutputTooLarge()
             text = body.decode(response.charset or "utf-8", errors="replace")
+            took = time.monotonic() - sent
+            attempt.log.write(
+                f"{response.status} {response.reason or ''} in {took:.3f} s, {len(body)} bytes\n"
+            )
             ok = response.status in expected if expected else 200 <= response.status < 300
             if not ok:
                 cause = causes.Cause(

@@ -69,6 +69,26 @@ def output_key(
     return f"{pool_prefix(pool)}wf:{workflow_uid}:out:{run_part}{task}:{item_part}"
 
 
+def logs_index(pool: str, workflow_uid: str) -> str:
+    """The keys of one workflow's stored attempt logs (set): they go when the workflow is
+    deleted, not when it finishes."""
+    return f"{pool_prefix(pool)}wf:{workflow_uid}:logs"
+
+
+def log_budget(pool: str, workflow_uid: str) -> str:
+    """The bytes one workflow's logs hold on one pool (integer)."""
+    return f"{pool_prefix(pool)}wf:{workflow_uid}:logbytes"
+
+
+def log_key(
+    pool: str, workflow_uid: str, task: str, item: int | None, attempt: int, run: int | None = None
+) -> str:
+    """One attempt's log (string, with a TTL)."""
+    run_part = "" if run is None else f"g{run}:"
+    item_part = "-" if item is None else item
+    return f"{pool_prefix(pool)}wf:{workflow_uid}:log:{run_part}{task}:{item_part}:{attempt}"
+
+
 def breaker_hash(namespace: str, target: str) -> str:
     """The circuit breaker of one target, shared by the workers of one namespace (hash:
     failures, opened_at, trial_started_at)."""

@@ -43,6 +43,8 @@ WORKER_COMMANDS = (
     "xrange",
     "hexists",
     "set",
+    "incrby",
+    "decrby",
     "sadd",
     "expire",
     "evalsha",

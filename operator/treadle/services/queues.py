@@ -31,6 +31,7 @@ treadle.services.results.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -41,12 +42,16 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from treadle.core import tasklogs
 from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, MessageError, TaskMessage, TaskResult
 from treadle.services import scripts
 from treadle.services.keys import (
     cancel_hash,
     dead_letters,
     done_hash,
+    log_budget,
+    log_key,
+    logs_index,
     output_key,
     outputs_index,
     pool_rejected,
@@ -63,6 +68,9 @@ REAPER_CONSUMER = "reaper"
 REJECTED_KEPT = 1000
 REJECTED_SHOWN_CHARS = 2048
 OUTPUT_TTL_SECONDS = 7 * 86400
+LOG_TTL_SECONDS = 7 * 86400
+"""Attempt logs outlive their workflow's end (a succeeded workflow's logs are still read); they
+go when it is deleted, or after this long."""
 """How long a large output stays in Redis: long enough for its workflow to finish and for a
 manual retry of what reads it."""
 
@@ -166,6 +174,7 @@ class TaskQueue:
         self.results = results_stream(pool)
         self._finish = scripts.Bound(scripts.FINISH, client)
         self._reap = scripts.Bound(scripts.REAP, client)
+        self._store_log = scripts.Bound(scripts.STORE_LOG, client)
 
     async def ensure_groups(self) -> None:
         await create_group(self.client, self.stream, WORKERS_GROUP)
@@ -246,10 +255,33 @@ class TaskQueue:
                     pipe.expire(index, OUTPUT_TTL_SECONDS)
                     small = len(encoded) <= INLINE_OUTPUT_LIMIT_BYTES and result.item is None
                     result = result.stored_at(key, keep_copy=small)
+                if result.log is not None:
+                    result = await self._stored_log(result, pipe)
                 moved.append(result)
             if len(pipe):
                 await pipe.execute()
         return moved
+
+    async def _stored_log(self, result: TaskResult, pipe: Any) -> TaskResult:
+        """The result with its attempt's log queued for storing in `pipe` (kept
+        LOG_TTL_SECONDS, within the workflow's budget) and its key in place of the text."""
+        uid = result.workflow_uid
+        key = log_key(self.pool, uid, result.task, result.item, result.attempt, result.run)
+        await self._store_log(
+            keys={
+                "log": key,
+                "budget": log_budget(self.pool, uid),
+                "index": logs_index(self.pool, uid),
+            },
+            args={
+                "text": result.log,
+                "limit": tasklogs.WORKFLOW_LOG_BUDGET_BYTES,
+                "ttl_seconds": LOG_TTL_SECONDS,
+                "over_note": tasklogs.over_budget_note(),
+            },
+            client=pipe,
+        )
+        return dataclasses.replace(result, log=None, log_ref=key)
 
     async def finish(self, done: Sequence[tuple[Delivery, TaskResult | None]]) -> list[bool]:
         """Publishes each result (None: skip, the key already succeeded) and acknowledges, in

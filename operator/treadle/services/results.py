@@ -22,6 +22,8 @@ from treadle.services.keys import (
     cancel_hash,
     dead_letters,
     done_hash,
+    log_budget,
+    logs_index,
     outputs_index,
     pool_rejected,
     results_stream,
@@ -192,21 +194,27 @@ class ResultStream:
                         pipe.xdel(results_stream(pool), *entries)
                 await pipe.execute()
 
-    async def forget_workflow(self, uid: str, pool: str, *, outputs: bool) -> None:
-        await self.forget_workflows([(uid, pool, outputs)])
+    async def forget_workflow(
+        self, uid: str, pool: str, *, outputs: bool, logs: bool = False
+    ) -> None:
+        await self.forget_workflows([(uid, pool, outputs)], logs=logs)
 
-    async def forget_workflows(self, gone: Sequence[tuple[str, str, bool]]) -> None:
+    async def forget_workflows(
+        self, gone: Sequence[tuple[str, str, bool]], *, logs: bool = False
+    ) -> None:
         """Deletes finished or deleted workflows' keys (uid, a pool it ran on, with stored
-        outputs?): their idempotency records, their stored outputs and the streams of their
-        own pools (a WorkerPool's stay)
-        (SPEC: a workflow's Redis keys go when it finishes or is deleted).  Two round trips
-        however many workflows."""
+        outputs?): their idempotency records, their stored outputs, with `logs` (deleted
+        workflows) their attempts' logs, and the streams of their own pools (a WorkerPool's
+        stay) (SPEC: a workflow's Redis keys go when it finishes or is deleted).  Two round
+        trips however many workflows."""
         if not gone:
             return
         async with self.client.pipeline(transaction=False) as pipe:
             for uid, pool, outputs in gone:
                 if outputs:
                     pipe.smembers(outputs_index(pool, uid))
+                if logs:
+                    pipe.smembers(logs_index(pool, uid))
             indexed: list[Any] = await pipe.execute()
         doomed: list[str] = []
         members = iter(indexed)
@@ -214,6 +222,8 @@ class ResultStream:
             doomed.append(done_hash(pool, uid))
             if outputs:
                 doomed += [*sorted(next(members)), outputs_index(pool, uid)]
+            if logs:
+                doomed += [*sorted(next(members)), logs_index(pool, uid), log_budget(pool, uid)]
             if is_shared(pool):
                 continue  # a WorkerPool's streams serve its other workflows
             doomed += [tasks_stream(pool), results_stream(pool)]
@@ -224,6 +234,11 @@ class ResultStream:
             for start in range(0, len(doomed), 500):
                 pipe.unlink(*doomed[start : start + 500])
             await pipe.execute()
+
+    async def read_log(self, key: str) -> str | None:
+        """One attempt's stored log (None: none was stored, or it expired)."""
+        text = await self.client.get(key)
+        return None if text is None else str(text)
 
     async def cancel(
         self, pools: Iterable[str], uid: str, tasks: Collection[str], at: float

@@ -83,9 +83,16 @@ async def run_attempt(
 
 
 async def _act(message: TaskMessage, session: Session, started: float) -> TaskResult:
+    attempt = actions.Attempt(message.timeout_seconds, message.key, session)
+    result = await _outcome(message, attempt, started)
+    if not len(attempt.log) and not attempt.log.dropped:
+        return result
+    return dataclasses.replace(result, log=attempt.log.text(actions.secret_values()))
+
+
+async def _outcome(message: TaskMessage, attempt: actions.Attempt, started: float) -> TaskResult:
     try:
         kind, spec = next(iter(message.action.items()))
-        attempt = actions.Attempt(message.timeout_seconds, message.key, session)
         output = await actions.runner(kind)(spec, attempt)
     except actions.ActionFailed as error:
         failed = _result(message, "failed", None, str(error), started)

@@ -78,6 +78,7 @@ def _load() -> dict[str, Script]:
 SCRIPTS = _load()
 FINISH = SCRIPTS["finish"]
 REAP = SCRIPTS["reap"]
+STORE_LOG = SCRIPTS["store_log"]
 BREAKER_ADMIT = SCRIPTS["breaker_admit"]
 BREAKER_RECORD = SCRIPTS["breaker_record"]
 BUCKET_TAKE = SCRIPTS["bucket_take"]
