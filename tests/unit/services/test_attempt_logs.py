@@ -25,7 +25,8 @@ async def test_a_commands_stdout_and_stderr_are_both_in_its_log() -> None:
     script = "echo err-line >&2; echo '{\"n\": 1}'"
     assert await actions.run_command({"args": ["sh", "-c", script]}, run) == {"n": 1}
     text = run.log.text() or ""
-    assert "err-line\n" in text and '{"n": 1}\n' in text
+    assert "err-line\n" in text
+    assert '{"n": 1}\n' in text
 
 
 async def test_a_failing_commands_log_holds_what_it_wrote_before_it_failed() -> None:
@@ -49,7 +50,8 @@ async def test_a_python_tasks_traceback_is_in_its_log() -> None:
     with pytest.raises(actions.ActionFailed, match="RuntimeError: kaboom"):
         await actions.run_python({"callable": "support.tasks:explode", "kwargs": {}}, run)
     text = run.log.text() or ""
-    assert "Traceback (most recent call last)" in text and "RuntimeError: kaboom" in text
+    assert "Traceback (most recent call last)" in text
+    assert "RuntimeError: kaboom" in text
 
 
 async def test_concurrent_python_attempts_keep_their_own_logs() -> None:
