@@ -19,6 +19,9 @@ from treadle.services import certificates
 SERVICE_FIRST_IP = "10.0.0.1"
 NODE_NAME = "treadle-local"
 WEBHOOK_CLIENT = "kube-apiserver-webhook-client"
+FRONT_PROXY_CLIENT = "front-proxy-client"
+"""What the API server presents to aggregated APIs (Treadle's log API) when it forwards a user's
+request; signed by a CA of its own, so no user certificate can pass for it."""
 
 
 def log(message: str) -> None:
@@ -80,6 +83,7 @@ class Pki:
             # this certificate: --webhook-client-name).
             WEBHOOK_CLIENT: dict(subject=certificates.name(WEBHOOK_CLIENT), client=True),
         }
+        self._ensure_front_proxy()
         for name, options in issued.items():
             if self.path(f"{name}.crt").exists() and self._names_cover(
                 name,
@@ -104,6 +108,19 @@ class Pki:
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
                 )
             )
+
+    def _ensure_front_proxy(self) -> None:
+        if self.path("front-proxy-client.crt").exists():
+            return
+        ca_key = certificates.new_key()
+        ca_cert = certificates.issue(certificates.name("treadle-front-proxy-ca"), ca_key, None)
+        self._write_key("front-proxy-ca.key", ca_key)
+        self.path("front-proxy-ca.crt").write_bytes(certificates.cert_pem(ca_cert))
+        key = certificates.new_key()
+        issuer = certificates.Issuer(ca_cert, ca_key)
+        cert = certificates.issue(certificates.name(FRONT_PROXY_CLIENT), key, issuer, client=True)
+        self._write_key("front-proxy-client.key", key)
+        self.path("front-proxy-client.crt").write_bytes(certificates.cert_pem(cert))
 
     def _names_cover(self, name: str, wanted: tuple[str, ...]) -> bool:
         cert = x509.load_pem_x509_certificate(self.path(f"{name}.crt").read_bytes())

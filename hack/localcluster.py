@@ -34,7 +34,7 @@ from pathlib import Path
 
 import clusterdns
 import podnet
-from clusterpki import NODE_NAME, Pki, log, write_kubeconfig
+from clusterpki import FRONT_PROXY_CLIENT, NODE_NAME, Pki, log, write_kubeconfig
 from podnet import SERVICE_CIDR
 
 REPO = Path(__file__).resolve().parent.parent
@@ -279,6 +279,15 @@ def up() -> None:
                 f"--admission-control-config-file={pki.write_admission_config()}",
                 "--allow-privileged=true",
                 "--enable-aggregator-routing=true",
+                # Aggregated APIs (Treadle's log API) learn the user from these headers, set
+                # only by a caller presenting the front proxy's certificate.
+                f"--requestheader-client-ca-file={pki.path('front-proxy-ca.crt')}",
+                f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki.path('front-proxy-client.crt')}",
+                f"--proxy-client-key-file={pki.path('front-proxy-client.key')}",
                 f"--kubelet-client-certificate={pki.path('apiserver-kubelet-client.crt')}",
                 f"--kubelet-client-key={pki.path('apiserver-kubelet-client.key')}",
                 f"--kubelet-certificate-authority={pki.path('ca.crt')}",

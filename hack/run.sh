@@ -77,6 +77,11 @@ start() {
     if [ -f "$state/pki/kube-apiserver-webhook-client.crt" ]; then
       client=(--webhook-client-ca "$state/pki/ca.crt" --webhook-client-name kube-apiserver-webhook-client)
     fi
+    # The log API (kubectl treadle logs, ui): the API server forwards users' requests to it at
+    # the cluster's host address, through a Service the operator makes.
+    if [[ -n $host_ip ]]; then
+      client+=(--logs-address "$host_ip:$(free_port)" --logs-publish)
+    fi
     setsid "$bin/treadle" operator --health-address "127.0.0.1:$health" \
       --metrics-address "127.0.0.1:$metrics" --webhook-address "127.0.0.1:$webhook" \
       "${client[@]}" >>"$state/logs/operator.log" 2>&1 </dev/null &

@@ -33,6 +33,9 @@ def _operator(args: argparse.Namespace) -> int:
         webhook_cert_dir=args.webhook_cert_dir,
         webhook_client_ca=args.webhook_client_ca,
         webhook_client_names=tuple(args.webhook_client_name or ()),
+        logs_address=args.logs_address,
+        logs_service=args.logs_service,
+        logs_publish=args.logs_publish,
         pod_name=os.environ.get("POD_NAME", ""),
     )
     asyncio.run(runner.run(options))
@@ -204,6 +207,24 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         help="a common name the client certificate must carry (repeatable); default: any the "
         "CA signed",
+    )
+    operator.add_argument(
+        "--logs-address",
+        default="",
+        help="host:port to serve the log API on (kubectl treadle logs and ui read task logs "
+        "through the API server from there); '' (default): none",
+    )
+    operator.add_argument(
+        "--logs-service",
+        default="treadle-system/treadle-logs",
+        help="namespace/name of the Service (port 443) the API server reaches the log API "
+        "through (default: treadle-system/treadle-logs)",
+    )
+    operator.add_argument(
+        "--logs-publish",
+        action="store_true",
+        help="make that Service here, pointing at --logs-address (an operator outside any "
+        "pod, as with the local cluster; in a cluster the chart makes it)",
     )
     operator.add_argument(
         "--leader-election-namespace",

@@ -754,3 +754,25 @@ async def test_a_workflows_logs_past_their_budget_are_replaced_by_a_note(
     noted = [t for t in texts if t is not None and "was not kept" in t]
     assert (len(kept), len(noted)) == (2, 3)
     assert int(await client.get(keys.log_budget(POOL, "uid-1"))) == 2048
+
+
+async def test_a_running_attempts_log_is_copied_as_it_writes_and_the_copy_goes_when_it_ends(
+    client: aioredis.Redis, tmp_path: Path
+) -> None:
+    queue = await queue_for(client, "w1")
+    gate = tmp_path / "go"
+    script = f"echo first line >&2; while [ ! -e {gate} ]; do sleep 0.05; done; echo done >&2"
+    await queue.enqueue([command("talk", "sh", "-c", script)])
+    worker = TaskWorker(queue, block_ms=100, live_log_seconds=0.1)
+    await worker.execute(CancelToken())
+    final = keys.log_key(POOL, "uid-1", "talk", None, 1)
+    live = keys.live_log_key(final)
+    while await client.get(live) is None:
+        await asyncio.sleep(0.05)
+    assert await client.get(live) == "first line\n"
+    assert await client.get(final) is None
+    gate.touch()
+    await worker.settle()
+    await worker.close()
+    assert await client.get(final) == "first line\ndone\n"
+    assert await client.get(live) is None

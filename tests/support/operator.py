@@ -66,6 +66,12 @@ def webhook_client_flags(cluster: Cluster) -> list[str]:
     return [f"--webhook-client-ca={ca}", f"--webhook-client-name={WEBHOOK_CLIENT}"]
 
 
+def log_api_flags() -> list[str]:
+    """The local API server reaches the log API at the cluster's host address (kind: none)."""
+    address = host_address()
+    return [f"--logs-address={address}:{free_port()}", "--logs-publish"] if address else []
+
+
 def start(
     cluster: Cluster,
     log: Path,
@@ -87,6 +93,7 @@ def start(
         f"--metrics-address=127.0.0.1:{metrics}",
         f"--webhook-address=127.0.0.1:{webhook_port}" if webhook else "--webhook-address=",
         *(webhook_client_flags(cluster) if webhook else []),
+        *log_api_flags(),
         *extra,
     ]
     env = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "TREADLE_REDIS_URL": redis_url}

@@ -8,9 +8,11 @@ an attempt's log is."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from treadle.core import redaction
+from treadle.api.workflows import TaskStatus, WorkflowStatus
+from treadle.core import ranges, redaction
 
 LOG_LIMIT_BYTES = 256 * 1024
 """Each attempt keeps the last 256 KiB of what it wrote."""
@@ -41,10 +43,14 @@ class LogTail:
     def __init__(self, limit: int = LOG_LIMIT_BYTES) -> None:
         self.limit = limit
         self.dropped = 0
+        self.written = 0
+        """Bytes written in all (a change means there is more to show)."""
         self._kept = bytearray()
 
     def write(self, data: bytes | str) -> None:
-        self._kept += data.encode(errors="replace") if isinstance(data, str) else data
+        chunk = data.encode(errors="replace") if isinstance(data, str) else data
+        self._kept += chunk
+        self.written += len(chunk)
         excess = len(self._kept) - self.limit
         if excess > 0:
             del self._kept[:excess]
@@ -70,3 +76,77 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
     for value in sorted({s for s in secrets if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True):
         text = text.replace(value, redaction.MASK)
     return redaction.redact(text, max_chars=None)
+
+
+IN_FLIGHT = ("Queued", "Running")
+MAX_ATTEMPTS_PER_ANSWER = 200
+"""Logs one answer of the log API holds at most (a 10,000-child forEach is read child by
+child); `truncated` says more were left out."""
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
+"""The log text one answer holds at most."""
+
+
+@dataclass(frozen=True)
+class Address:
+    """One attempt whose log may be stored."""
+
+    task: str
+    item: int | None
+    attempt: int
+    ended: bool = True
+    """False: the attempt may still be queued or running (its log is stored when it ends)."""
+
+
+def addresses(
+    status: WorkflowStatus,
+    task: str | None = None,
+    item: int | None = None,
+    attempt: int | None = None,
+    order: Sequence[str] = (),
+) -> list[Address]:
+    """The attempts a workflow's status says were made, in `order` (the spec's task order;
+    others after), children in index order, attempts in the order they were made: of one
+    `task`, one forEach child `item`, one `attempt` when asked.  Attempts that were only
+    queued are listed too (their logs are stored once they end)."""
+    found: list[Address] = []
+    rank = {name: index for index, name in enumerate(order)}
+    for name, entry in sorted(status.tasks.items(), key=lambda t: rank.get(t[0], len(rank))):
+        if task is not None and name != task:
+            continue
+        if entry.items is None:
+            if item is None:
+                count = entry.attempts or 0
+                busy = entry.phase in IN_FLIGHT
+                found += [
+                    Address(name, None, n, ended=n < count or not busy)
+                    for n in _made(count, attempt)
+                ]
+            continue
+        made = ranges.decode_map(entry.item_attempts)
+        running = ranges.decode(entry.running_items)
+        launched = _launched(entry, made, running)
+        for index in sorted(launched) if item is None else [item]:
+            if index in launched:
+                count = int(made.get(index, 1))
+                busy = index in running
+                found += [
+                    Address(name, index, n, ended=n < count or not busy)
+                    for n in _made(count, attempt)
+                ]
+    return found
+
+
+def _launched(entry: TaskStatus, made: dict[int, str], running: set[int]) -> set[int]:
+    """The forEach children that had an attempt: those below the next to launch, and those
+    any of the task's index ranges names (the next is unset once all were launched)."""
+    launched = set(range(entry.next_item or 0)) | running | set(made)
+    for ranged in (entry.done_items, entry.dead_items):
+        launched |= ranges.decode(ranged)
+    launched |= set(ranges.decode_map(entry.retry_at))
+    return launched
+
+
+def _made(count: int, asked: int | None) -> list[int]:
+    if asked is None:
+        return list(range(1, count + 1))
+    return [asked] if 1 <= asked <= count else []

@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from treadle.controllers import driver, liveness, scheduler
+from treadle.controllers import driver, liveness, logapi, scheduler
 from treadle.controllers.leadership import Leadership
 from treadle.controllers.pools import PoolKeeper
 from treadle.core import admission
@@ -81,6 +81,14 @@ class OperatorOptions:
     """CA file the API server's client certificate is signed by; empty: no client check."""
     webhook_client_names: tuple[str, ...] = ()
     """Subjects (common names) the webhook answers; empty: any the CA signed."""
+    logs_address: str = ""
+    """host:port of the log API the operator serves and registers (APIService
+    v1alpha1.logs.treadle.dev); empty: none."""
+    logs_service: str = "treadle-system/treadle-logs"
+    """namespace/name of the Service (port 443) the API server reaches the log API through."""
+    logs_publish: bool = False
+    """Make that Service here, without a selector, pointing at the log address (an operator
+    outside any pod); False: the chart made it."""
     leader_election_namespace: str = ""
     """Namespace of the leader Lease; empty: no election (one replica only)."""
     pod_name: str = ""
@@ -248,6 +256,7 @@ async def run(options: OperatorOptions) -> None:
         operator_settings.admission.managed = validation.WEBHOOK_CONFIGURATION
     memo = kopf.Memo()
     tasks = TaskSet()
+    logs: logapi.Served | None = None
     redis_client = None
     if options.redis_url:
         redis_client = queues.connect(options.redis_url)
@@ -290,6 +299,8 @@ async def run(options: OperatorOptions) -> None:
             worker_metrics_port=options.worker_metrics_port,
             pool_ready=memo.pools.ready,
         )
+        if options.logs_address:
+            logs = await _serve_logs(options, results)
         keeper = Loop("pool-keeper", memo.pools, tasks.cancel, start=Directive.proceed())
         tasks.spawn("pool-keeper", keeper.run())
         loop = Loop(
@@ -327,11 +338,25 @@ async def run(options: OperatorOptions) -> None:
     finally:
         if live is not None:
             live.close()
+        if logs is not None:
+            await logs.close()
         await tasks.shutdown(grace_seconds=10)
         if redis_client is not None:
             await redis_client.aclose()
         if leadership is not None and held is not None:
             await leadership.release(held)
+
+
+async def _serve_logs(options: OperatorOptions, results: ResultStream) -> logapi.Served | None:
+    """Serves the log API and registers it with the API server (the leader does: the
+    registration names its certificate's CA)."""
+    namespace, _, name = options.logs_service.partition("/")
+    served = await logapi.serve(kube.client(), results, options.logs_address, (namespace, name))
+    if served is not None:
+        host, port = _split(options.logs_address)
+        endpoint = (host, port) if options.logs_publish else None
+        await kube.publish_log_api(kube.client(), (namespace, name), served.ca_pem, endpoint)
+    return served
 
 
 async def _lead(leadership: Leadership, held: Held, work: Coroutine[Any, Any, None]) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from lightkube import ApiError, Client, ConfigError, KubeConfig
 
-from treadle.plugin import examples, flags, listing, runs, syncjobs, workflows
+from treadle.plugin import examples, flags, listing, logs, runs, syncjobs, workflows
 from treadle.plugin.output import Failure
 
 
@@ -28,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
     syncjobs.add_commands(commands)
     listing.add_commands(commands)
     examples.add_commands(commands)
+    logs.add_commands(commands)
     return top
 
 

@@ -89,6 +89,12 @@ def log_key(
     return f"{pool_prefix(pool)}wf:{workflow_uid}:log:{run_part}{task}:{item_part}:{attempt}"
 
 
+def live_log_key(log: str) -> str:
+    """What an attempt has written so far, while it runs (string, with a TTL); its log key
+    once it ended.  Apart, so that a late copy can never overwrite the final log."""
+    return f"{log}:live"
+
+
 def breaker_hash(namespace: str, target: str) -> str:
     """The circuit breaker of one target, shared by the workers of one namespace (hash:
     failures, opened_at, trial_started_at)."""

@@ -20,7 +20,7 @@ from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import PatchType
 
 from treadle.api import GROUP, VERSION, syncjobs, workflows
-from treadle.core import podspecs
+from treadle.core import delegation, podspecs
 from treadle.core.messages import secret_env_name
 
 Workflow = create_namespaced_resource(GROUP, VERSION, workflows.KIND, workflows.PLURAL)
@@ -411,6 +411,22 @@ async def may_get_secret(
     """Whether `user` (an admission request's userInfo) may `get` the Secret: a
     SubjectAccessReview, so that naming a Secret in a Workflow or SyncJob reads nothing its
     author could not read already."""
+    return await may(api, user, namespace=namespace, verb="get", resource="secrets", name=secret)
+
+
+async def may(
+    api: AsyncClient,
+    user: Mapping[str, Any],
+    *,
+    namespace: str,
+    verb: str,
+    resource: str,
+    group: str = "",
+    subresource: str | None = None,
+    name: str | None = None,
+) -> bool:
+    """Whether `user` (userInfo: username, uid, groups, extra) may do this: a
+    SubjectAccessReview, answered by the cluster's own authorizers (RBAC)."""
     from lightkube.models.authorization_v1 import ResourceAttributes, SubjectAccessReviewSpec
     from lightkube.resources.authorization_v1 import SubjectAccessReview
 
@@ -422,9 +438,98 @@ async def may_get_secret(
             groups=list(user.get("groups") or []),
             extra=extra or None,
             resourceAttributes=ResourceAttributes(
-                namespace=namespace, verb="get", resource="secrets", name=secret
+                namespace=namespace,
+                verb=verb,
+                group=group or None,
+                resource=resource,
+                subresource=subresource,
+                name=name,
             ),
         )
     )
     answer = await api.create(review)
     return bool(answer.status is not None and answer.status.allowed)
+
+
+async def get_workflow(api: AsyncClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """A Workflow as the API server holds it, or None when there is none of that name."""
+    try:
+        found = await api.get(Workflow, name, namespace=namespace)
+    except ApiError as error:
+        if error.status.code == 404:
+            return None
+        raise
+    return dict(found)
+
+
+async def front_proxy(api: AsyncClient) -> delegation.FrontProxy | None:
+    """How the API server forwards users' requests to aggregated APIs (None: it does not)."""
+    from lightkube.resources.core_v1 import ConfigMap
+
+    try:
+        found = await api.get(
+            ConfigMap, delegation.CONFIGMAP_NAME, namespace=delegation.CONFIGMAP_NAMESPACE
+        )
+    except ApiError as error:
+        if error.status.code == 404:
+            return None
+        raise
+    return delegation.FrontProxy.of(found.data or {})
+
+
+LOG_API_GROUP = "logs.treadle.dev"
+LOG_API_VERSION = "v1alpha1"
+LOG_API_SERVICE_PORT = 443
+
+
+async def publish_log_api(
+    api: AsyncClient,
+    service: tuple[str, str],
+    ca_pem: bytes,
+    endpoint: tuple[str, int] | None = None,
+) -> None:
+    """Registers the log API with the API server (APIService `v1alpha1.logs.treadle.dev`,
+    trusting `ca_pem` for its serving certificate) as reached through `service` (namespace,
+    name; port 443).  With `endpoint` (address, port) that Service is made here, without a
+    selector, pointing there: an operator outside any pod (the local cluster)."""
+    from lightkube.models.apiregistration_v1 import APIServiceSpec, ServiceReference
+    from lightkube.models.core_v1 import (
+        EndpointAddress,
+        EndpointPort,
+        EndpointSubset,
+        ServicePort,
+        ServiceSpec,
+    )
+    from lightkube.models.meta_v1 import ObjectMeta
+    from lightkube.resources.apiregistration_v1 import APIService
+    from lightkube.resources.core_v1 import Endpoints, Namespace, Service
+
+    namespace, name = service
+    if endpoint is not None:
+        address, port = endpoint
+        try:
+            await api.create(Namespace(metadata=ObjectMeta(name=namespace)))
+        except ApiError as error:
+            if error.status.code != 409:
+                raise
+        labels = {LABEL_COMPONENT: "log-api"}
+        meta = ObjectMeta(name=name, namespace=namespace, labels=labels)
+        ports = [ServicePort(name="https", port=LOG_API_SERVICE_PORT, targetPort=port)]
+        await api.apply(Service(metadata=meta, spec=ServiceSpec(ports=ports)), force=True)
+        subset = EndpointSubset(
+            addresses=[EndpointAddress(ip=address)],
+            ports=[EndpointPort(name="https", port=port)],
+        )
+        await api.apply(Endpoints(metadata=meta, subsets=[subset]), force=True)
+    registration = APIService(
+        metadata=ObjectMeta(name=f"{LOG_API_VERSION}.{LOG_API_GROUP}"),
+        spec=APIServiceSpec(
+            group=LOG_API_GROUP,
+            version=LOG_API_VERSION,
+            service=ServiceReference(namespace=namespace, name=name, port=LOG_API_SERVICE_PORT),
+            caBundle=base64.b64encode(ca_pem).decode(),
+            groupPriorityMinimum=1000,
+            versionPriority=15,
+        ),
+    )
+    await api.apply(registration, force=True)

@@ -49,6 +49,7 @@ from treadle.services.keys import (
     cancel_hash,
     dead_letters,
     done_hash,
+    live_log_key,
     log_budget,
     log_key,
     logs_index,
@@ -68,6 +69,9 @@ REAPER_CONSUMER = "reaper"
 REJECTED_KEPT = 1000
 REJECTED_SHOWN_CHARS = 2048
 OUTPUT_TTL_SECONDS = 7 * 86400
+LIVE_LOG_TTL_SECONDS = 3600
+"""A running attempt's copy is refreshed every few seconds while it writes; this long after its
+last refresh it goes (its worker died, and a new attempt writes its own)."""
 LOG_TTL_SECONDS = 7 * 86400
 """Attempt logs outlive their workflow's end (a succeeded workflow's logs are still read); they
 go when it is deleted, or after this long."""
@@ -270,6 +274,7 @@ class TaskQueue:
         await self._store_log(
             keys={
                 "log": key,
+                "live": live_log_key(key),
                 "budget": log_budget(self.pool, uid),
                 "index": logs_index(self.pool, uid),
             },
@@ -282,6 +287,23 @@ class TaskQueue:
             client=pipe,
         )
         return dataclasses.replace(result, log=None, log_ref=key)
+
+    async def store_live_logs(self, running: Sequence[tuple[TaskMessage, str]]) -> None:
+        """What running attempts have written so far (their live copies, overwritten each
+        time, and deleted when the final log is stored); short-lived, since a worker that
+        died leaves one behind."""
+        if not running:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for message, text in running:
+                uid = message.workflow_uid
+                key = log_key(
+                    self.pool, uid, message.task, message.item, message.attempt, message.run
+                )
+                pipe.set(live_log_key(key), text, ex=LIVE_LOG_TTL_SECONDS)
+                pipe.sadd(logs_index(self.pool, uid), live_log_key(key))
+                pipe.expire(logs_index(self.pool, uid), LOG_TTL_SECONDS)
+            await pipe.execute()
 
     async def finish(self, done: Sequence[tuple[Delivery, TaskResult | None]]) -> list[bool]:
         """Publishes each result (None: skip, the key already succeeded) and acknowledges, in

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 from treadle.core.messages import MessageError, TaskMessage, TaskResult
 from treadle.core.pools import Load, is_shared
+from treadle.core.tasklogs import Address
 from treadle.services.keys import (
     CANCEL_TTL_SECONDS,
     DATA_MARKER,
@@ -22,7 +23,9 @@ from treadle.services.keys import (
     cancel_hash,
     dead_letters,
     done_hash,
+    live_log_key,
     log_budget,
+    log_key,
     logs_index,
     outputs_index,
     pool_rejected,
@@ -32,6 +35,8 @@ from treadle.services.keys import (
 from treadle.services.queues import OPERATOR_GROUP, WORKERS_GROUP, add_messages, set_aside
 
 OutputT = TypeVar("OutputT", bound=Hashable)
+LOG_READ_BATCH = 16
+"""Attempt logs read in one round trip (at most 4 MiB of them)."""
 
 
 @dataclass(frozen=True)
@@ -234,6 +239,34 @@ class ResultStream:
             for start in range(0, len(doomed), 500):
                 pipe.unlink(*doomed[start : start + 500])
             await pipe.execute()
+
+    async def read_logs(
+        self,
+        uid: str,
+        run: int | None,
+        wanted: Sequence[tuple[str, Address]],
+        *,
+        limit_bytes: int,
+    ) -> list[tuple[str | None, bool]]:
+        """The stored logs of a workflow's attempts (pool, address): each its text (None: not
+        stored, or not yet) and whether that is a running attempt's copy so far.  Read a few
+        at a time, and no more once `limit_bytes` were read (the list is then shorter than
+        `wanted`)."""
+        found: list[tuple[str | None, bool]] = []
+        read = 0
+        for start in range(0, len(wanted), LOG_READ_BATCH):
+            batch = wanted[start : start + LOG_READ_BATCH]
+            keys = [log_key(pool, uid, a.task, a.item, a.attempt, run) for pool, a in batch]
+            texts = await self.client.mget([k for key in keys for k in (key, live_log_key(key))])
+            for final, live in zip(texts[::2], texts[1::2], strict=True):
+                if read >= limit_bytes:
+                    return found
+                text = final if final is not None else live
+                found.append(
+                    (None if text is None else str(text), final is None and live is not None)
+                )
+                read += 0 if text is None else len(text)
+        return found
 
     async def read_log(self, key: str) -> str | None:
         """One attempt's stored log (None: none was stored, or it expired)."""

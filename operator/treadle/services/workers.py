@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from treadle.core import actions as kinds
 from treadle.core import redaction
 from treadle.core.messages import TaskMessage, TaskResult
+from treadle.core.tasklogs import LogTail
 from treadle.runtime import Backoff, CancelToken, Directive
 from treadle.services import actions, worker_metrics
 from treadle.services.guards import BreakerSettings, Guards, RateSettings
@@ -41,16 +42,21 @@ REDIS_BACKOFF = Backoff(initial_seconds=0.5, max_seconds=5.0, factor=2.0, jitter
 """How a worker waits to try Redis again (publishing results, or logging in at start)."""
 _RNG = random.Random()
 DEFAULT_REAP_IDLE_SECONDS = 25.0
+LIVE_LOG_SECONDS = 2.0
+"""How often what running attempts wrote since is copied to Redis (kubectl treadle logs -f)."""
 CANCEL_CHECK_SECONDS = 1.0
 """How often a worker holding attempts asks whether their workflows were terminated."""
 DEFAULT_MAX_REDELIVERIES = 3
 
 
 async def run_attempt(
-    message: TaskMessage, session: Session, guards: Guards | None = None
+    message: TaskMessage,
+    session: Session,
+    guards: Guards | None = None,
+    log: LogTail | None = None,
 ) -> TaskResult:
-    """Runs one attempt behind its target's rate limit and circuit breaker; a failure is a
-    result, never an exception."""
+    """Runs one attempt behind its target's rate limit and circuit breaker, writing what it
+    writes to `log`; a failure is a result, never an exception."""
     target = kinds.target(message.action, message.task)
     namespace = message.namespace
     breaker = message.guards.get("circuitBreaker")
@@ -70,7 +76,7 @@ async def run_attempt(
     if breaker_settings and guards and not await guards.admit(namespace, target, breaker_settings):
         worker_metrics.FAIL_FAST.labels(target=target).inc()
         return _result(message, "failed", None, f"circuit open for {target}: failing fast", started)
-    result = await _act(message, session, started)
+    result = await _act(message, session, started, LogTail() if log is None else log)
     kind = next(iter(message.action), "unknown")
     worker_metrics.TASKS.labels(action=kind, outcome=result.outcome).inc()
     worker_metrics.TASK_SECONDS.labels(action=kind).observe(time.time() - started)
@@ -82,8 +88,8 @@ async def run_attempt(
     return result
 
 
-async def _act(message: TaskMessage, session: Session, started: float) -> TaskResult:
-    attempt = actions.Attempt(message.timeout_seconds, message.key, session)
+async def _act(message: TaskMessage, session: Session, started: float, log: LogTail) -> TaskResult:
+    attempt = actions.Attempt(message.timeout_seconds, message.key, session, log)
     result = await _outcome(message, attempt, started)
     if not len(attempt.log) and not attempt.log.dropped:
         return result
@@ -157,6 +163,10 @@ class TaskWorker:
     _ended: list[tuple[Delivery, TaskResult | None]] = field(default_factory=list, repr=False)
     _flusher: asyncio.Task[None] | None = field(default=None, repr=False)
     _keeper: asyncio.Task[None] | None = field(default=None, repr=False)
+    live_log_seconds: float = LIVE_LOG_SECONDS
+    _logs: dict[str, LogTail] = field(default_factory=dict, repr=False)
+    """The log of each running attempt (by entry id)."""
+    _streamer: asyncio.Task[None] | None = field(default=None, repr=False)
     _not_reading: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     """Clear while a read of the stream is under way (what it returns is this worker's)."""
 
@@ -230,13 +240,16 @@ class TaskWorker:
                 attempt.add_done_callback(self._running.discard)
         if self._keeper is None:
             self._keeper = asyncio.create_task(self._keep_alive())
+        if self._streamer is None:
+            self._streamer = asyncio.create_task(self._copy_live_logs())
         if self._watcher is None:
             self._watcher = asyncio.create_task(self._watch_cancelled())
         self._flush_soon()
 
     async def _attempt(self, delivery: Delivery) -> None:
+        tail = self._logs[delivery.id] = LogTail()
         try:
-            result = await run_attempt(delivery.message, self._http, self.guards)
+            result = await run_attempt(delivery.message, self._http, self.guards, tail)
         except asyncio.CancelledError:
             if delivery.id not in self._cancelling:
                 raise  # the worker is closing: the message stays pending for the reaper
@@ -255,6 +268,7 @@ class TaskWorker:
             return
         finally:
             self._attempts.pop(delivery.id, None)
+            self._logs.pop(delivery.id, None)
         self.executed += 1
         self._ended.append((delivery, result))
         self._flush_soon()
@@ -300,6 +314,29 @@ class TaskWorker:
             except Exception:  # the reaper may re-deliver; idempotency covers it
                 log.warning("could not keep %d messages alive", len(self._in_hand), exc_info=True)
 
+    async def _copy_live_logs(self) -> None:
+        """Copies what running attempts wrote to Redis every `live_log_seconds` (those that
+        wrote something since the last copy), so that their logs can be followed."""
+        copied: dict[str, int] = {}
+        while True:
+            await asyncio.sleep(self.live_log_seconds)
+            changed = [
+                (self._in_hand[entry], tail)
+                for entry, tail in list(self._logs.items())
+                if entry in self._in_hand and tail.written != copied.get(entry, 0)
+            ]
+            copied = {e: n for e, n in copied.items() if e in self._logs}
+            if not changed:
+                continue
+            secrets = actions.secret_values()
+            running = [(d.message, tail.text(secrets) or "") for d, tail in changed]
+            try:
+                await self.queue.store_live_logs(running)
+            except Exception:  # Redis away: the next copy has it all
+                log.warning("could not copy %d running attempts' logs", len(running))
+                continue
+            copied.update((d.id, tail.written) for d, tail in changed)
+
     async def _watch_cancelled(self) -> None:
         """Cancels the attempts in hand of workflows that were terminated (checked every
         `cancel_check_seconds` while attempts run)."""
@@ -322,7 +359,8 @@ class TaskWorker:
 
     async def close(self) -> None:
         """Stops: attempts still in hand are abandoned (the reaper re-delivers them)."""
-        tasks = [*self._running, *filter(None, [self._flusher, self._keeper, self._watcher])]
+        helpers = [self._flusher, self._keeper, self._watcher, self._streamer]
+        tasks = [*self._running, *filter(None, helpers)]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
