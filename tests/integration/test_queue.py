@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import REGISTRY
 
+from support import loops
 from support.redis_server import RedisServer
 from treadle.core import tasklogs
 from treadle.core.messages import TaskMessage, TaskResult
@@ -767,8 +768,11 @@ async def test_a_running_attempts_log_is_copied_as_it_writes_and_the_copy_goes_w
     await worker.execute(CancelToken())
     final = keys.log_key(POOL, "uid-1", "talk", None, 1)
     live = keys.live_log_key(final)
-    while await client.get(live) is None:
-        await asyncio.sleep(0.05)
+
+    async def copied() -> bool:
+        return await client.get(live) is not None
+
+    await loops.until(copied)
     assert await client.get(live) == "first line\n"
     assert await client.get(final) is None
     gate.touch()

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from treadle.runtime import CancelToken, Directive
@@ -39,3 +39,13 @@ class Recorder:
         if self.work_seconds(index):
             await asyncio.sleep(self.work_seconds(index))
         return self.script(index)
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout_seconds: float = 10.0) -> None:
+    """Waits (in real time) until `check` holds: for what another process or server does."""
+    step = 0.05
+    for _ in range(int(timeout_seconds / step)):
+        if await check():
+            return
+        await asyncio.sleep(step)
+    raise AssertionError(f"not so within {timeout_seconds:g} s")
