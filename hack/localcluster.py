@@ -114,6 +114,13 @@ def running_pid(state: Path, component: str) -> int | None:
     return int(pid)
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def _start(
     state: Path,
     component: str,
@@ -204,6 +211,10 @@ def up() -> None:
     started = time.monotonic()
     state = state_dir()
     state.mkdir(parents=True, exist_ok=True)
+    apiserver = running_pid(state, "kube-apiserver")
+    if apiserver and b"--requestheader-client-ca-file" not in _cmdline(apiserver):
+        log("restarting kube-apiserver: it was started before it forwarded to aggregated APIs")
+        stop_component(state, "kube-apiserver")
     if all(running_pid(state, c) for c in components(state)):
         log(f"already running; kubeconfig: {state / 'kubeconfig'}")
         return

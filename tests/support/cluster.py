@@ -66,17 +66,25 @@ class Cluster:
     def plugin(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Runs `kubectl treadle ...` as a user would: kubectl finds the plugin on PATH (kubectl
         refuses flags before a plugin's name, so the kubeconfig comes from the environment)."""
-        path = f"{KUBECTL.parent}{os.pathsep}{os.environ.get('PATH', '')}"
         result = subprocess.run(
             [str(KUBECTL), "treadle", *args],
             capture_output=True,
             text=True,
             timeout=120,
-            env={**os.environ, "PATH": path, "KUBECONFIG": str(self.kubeconfig)},
+            env=self.plugin_env(),
         )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl treadle {' '.join(args)} failed:\n{result.stderr}")
         return result
+
+    def plugin_env(self) -> dict[str, str]:
+        """The environment kubectl finds the plugin and this cluster's kubeconfig in."""
+        path = f"{KUBECTL.parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        return {**os.environ, "PATH": path, "KUBECONFIG": str(self.kubeconfig)}
+
+    def pki(self, name: str) -> Path:
+        """A file of the local cluster's PKI (certificates and keys)."""
+        return self.kubeconfig.parent / "pki" / name
 
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
         """Events about the object `name`, oldest first."""

@@ -26,6 +26,13 @@ class OperatorProcess:
     env: dict[str, str]
     liveness_port: int = 0
 
+    def option(self, flag: str) -> str:
+        """The value it was started with for `flag` (`--name=value`)."""
+        found = [a.split("=", 1)[1] for a in self.argv if a.startswith(f"{flag}=")]
+        if not found:
+            raise AssertionError(f"the operator was started without {flag}")
+        return found[-1]
+
     def crash_and_restart(self, away_seconds: float = 0) -> None:
         """SIGKILL (no cleanup at all), then, `away_seconds` later, the same command again,
         healthy."""

@@ -167,3 +167,18 @@ async def chatty_async(name: str) -> str:
     await asyncio.sleep(0.01)
     print(f"bye from {name}")
     return name
+
+
+def fails_first(marker: str) -> str:
+    """Fails (with a traceback) on its first attempt, prints and succeeds on the next: the
+    first call creates `marker`."""
+    import os
+
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        print("second try: all good")
+        return "ok"
+    os.close(fd)
+    print("first try: about to fail")
+    raise RuntimeError("flaky on purpose")

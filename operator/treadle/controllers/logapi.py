@@ -1,8 +1,9 @@
 """The log API: `kubectl treadle logs` and `kubectl treadle ui` read task attempts' logs
 through the Kubernetes API server, which authenticates the user and forwards the request here
-(an aggregated API, group `logs.treadle.dev`).  This server answers only the API server's front
-proxy, asks the cluster whether the user it names may `get workflows/log` in the namespace (a
-SubjectAccessReview, as RBAC would answer for `pods/log`), and reads the logs from Redis.  No
+(an aggregated API, group `logs.treadle.dev`).  The API server lets through only users RBAC
+allows to `get workflowlogs.logs.treadle.dev` in the namespace (as `pods/log` for pod logs);
+this server answers only the API server's front proxy, asks the same question again (a
+SubjectAccessReview), and reads the logs from Redis.  No
 credential of the user's reaches the operator, and no one but the operator reaches Redis.
 
     GET /apis/logs.treadle.dev/v1alpha1/namespaces/NS/workflowlogs/WF?task=T&item=N&attempt=K
@@ -21,7 +22,6 @@ from aiohttp import web
 from lightkube import AsyncClient
 from pydantic import ValidationError
 
-from treadle.api import GROUP
 from treadle.api.workflows import WorkflowStatus
 from treadle.core import admission, tasklogs
 from treadle.core.delegation import FrontProxy
@@ -132,22 +132,25 @@ class LogApi:
             return status(401, "Unauthorized", "the request names no user")
         task = request.query.get("task") or None
         item, attempt = _number(request, "item"), _number(request, "attempt")
+        # The API server authorized this request before forwarding it; asked again here, as
+        # every aggregated API server does (delegated authorization), so that nothing but
+        # RBAC decides who reads logs, however this server came to be called.
         allowed = await kube.may(
             self.api,
             user.review_subject(),
             namespace=namespace,
             verb="get",
-            group=GROUP,
-            resource="workflows",
-            subresource="log",
+            group=kube.LOG_API_GROUP,
+            resource=RESOURCE,
             name=name,
         )
         if not allowed:
             return status(
                 403,
                 "Forbidden",
-                f'{RESOURCE} "{name}" is forbidden: User "{user.name}" cannot get resource '
-                f'"workflows/log" in API group "{GROUP}" in the namespace "{namespace}"',
+                f'{RESOURCE}.{kube.LOG_API_GROUP} "{name}" is forbidden: User "{user.name}" '
+                f'cannot get resource "{RESOURCE}" in API group "{kube.LOG_API_GROUP}" in the '
+                f'namespace "{namespace}"',
             )
         workflow = await kube.get_workflow(self.api, namespace, name)
         if workflow is None:
