@@ -70,10 +70,8 @@ def test_bad_values_are_refused_naming_the_value() -> None:
 def test_every_rendered_object_is_accepted_by_the_api_server(
     crds: Cluster, namespace: str, values: tuple[str, ...]
 ) -> None:
-    manifest = render(namespace, *values)
-    applied = crds.kubectl(
-        "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=manifest
-    ).stdout
+    documents = [d for d in yaml.safe_load_all(render(namespace, *values)) if d]
+    applied = apply_documents(crds, documents, namespace, "--dry-run=server")
     kinds = {line.split("/")[0] for line in applied.splitlines()}
     assert {
         "deployment.apps",
@@ -105,6 +103,8 @@ GRANTED = [
     ("create", "deployments.apps"),
     ("patch", "deployments.apps"),
     ("get", "deployments.apps"),
+    ("create", "apiservices.apiregistration.k8s.io"),
+    ("create", "subjectaccessreviews.authorization.k8s.io"),
 ]
 REFUSED = [
     ("get", "secrets"),
@@ -122,16 +122,53 @@ REFUSED = [
     ("delete", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
     ("list", "nodes"),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+    ("delete", "apiservices.apiregistration.k8s.io"),
+    ("list", "configmaps"),
 ]
 
 
+def apply_documents(
+    cluster: Cluster, documents: list[dict[str, Any]], namespace: str, *flags: str
+) -> str:
+    """Applies the documents, each in its own namespace (the release's unless it names one:
+    the log API's RoleBinding is in kube-system)."""
+    by_namespace: dict[str, list[dict[str, Any]]] = {}
+    for document in documents:
+        where = document.get("metadata", {}).get("namespace") or namespace
+        by_namespace.setdefault(where, []).append(document)
+    applied = []
+    for where, items in by_namespace.items():
+        listing = {"apiVersion": "v1", "kind": "List", "items": items}
+        applied.append(
+            cluster.kubectl("apply", *flags, "-n", where, "-f", "-", input=json.dumps(listing))
+        )
+    return "".join(result.stdout for result in applied)
+
+
+def shared(document: dict[str, Any]) -> bool:
+    """Outside the test's namespace: named for the test, deleted after it."""
+    if document["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+        return True
+    return bool(document.get("metadata", {}).get("namespace") == "kube-system")
+
+
+def delete_shared(cluster: Cluster, rbac: list[dict[str, Any]]) -> None:
+    for document in rbac:
+        if shared(document):
+            where = document["metadata"].get("namespace")
+            cluster.kubectl(
+                "delete", document["kind"], document["metadata"]["name"], "--ignore-not-found",
+                *(["-n", where] if where else []),
+            )  # fmt: skip
+
+
 def cluster_scoped_for(namespace: str, documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The chart's RBAC with cluster-scoped names suffixed, so tests in parallel namespaces do
-    not collide."""
+    """The chart's RBAC with cluster-scoped (and kube-system) names suffixed, so tests in
+    parallel namespaces do not collide."""
     kinds = ("ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")
     rbac = [d for d in documents if d["kind"] in kinds]
     for document in rbac:
-        if document["kind"] in ("ClusterRole", "ClusterRoleBinding"):
+        if shared(document):
             document["metadata"]["name"] += f"-{namespace}"
         if document["kind"] == "ClusterRoleBinding":
             document["roleRef"]["name"] += f"-{namespace}"
@@ -152,8 +189,7 @@ def test_the_operator_account_may_do_what_the_operator_does_and_nothing_more(
     crds: Cluster, namespace: str
 ) -> None:
     rbac = cluster_scoped_for(namespace, [d for d in yaml.safe_load_all(render(namespace)) if d])
-    listing = {"apiVersion": "v1", "kind": "List", "items": rbac}
-    crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(listing))
+    apply_documents(crds, rbac, namespace)
     operator = f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"
     editor_binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -188,12 +224,37 @@ def test_the_operator_account_may_do_what_the_operator_does_and_nothing_more(
         assert can(crds, "get", "secrets", "alice", namespace) == "no"
         assert can(crds, "list", "syncjobs.treadle.dev", "bob", namespace) == "yes"
         assert can(crds, "create", "workflows.treadle.dev", "bob", namespace) == "no"
+        # (kubectl auth can-i cannot name a resource of an aggregated API that is not up.)
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": "bob",
+                "resourceAttributes": {"namespace": namespace, "verb": "get",
+                                       "group": "logs.treadle.dev", "resource": "workflowlogs"},
+            },
+        }  # fmt: skip
+        answer = crds.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(review))
+        assert json.loads(answer.stdout)["status"]["allowed"] is True
+        # The log API reads which certificate the API server's front proxy presents.
+        reads = crds.kubectl(
+            "auth", "can-i", "get", "configmap/extension-apiserver-authentication",
+            "--as", operator, "-n", "kube-system", check=False,
+        ).stdout.strip()  # fmt: skip
+        assert reads == "yes"
+        for verb, expected in [("patch", "yes"), ("delete", "no")]:
+            answer = crds.kubectl(
+                "auth", "can-i", verb, "apiservice/v1alpha1.logs.treadle.dev", "--as", operator,
+                check=False,
+            ).stdout.strip()  # fmt: skip
+            assert answer == expected, f"{verb} the log API's APIService"
+        other = crds.kubectl(
+            "auth", "can-i", "patch", "apiservice/v1beta1.metrics.k8s.io", "--as", operator,
+            check=False,
+        ).stdout.strip()  # fmt: skip
+        assert other == "no"
     finally:
-        for document in rbac:
-            if document["kind"] in ("ClusterRole", "ClusterRoleBinding"):
-                crds.kubectl(
-                    "delete", document["kind"], document["metadata"]["name"], "--ignore-not-found"
-                )
+        delete_shared(crds, rbac)
 
 
 def test_a_restricted_namespace_admits_every_pod_treadle_creates(
@@ -355,8 +416,7 @@ def test_with_watch_namespaces_the_operator_is_granted_nothing_outside_them(
     )
     granted = {r for rule in cluster_role["rules"] for r in rule["resources"]}
     assert granted.isdisjoint({"pods", "secrets", "leases", "workflows", "events"})
-    listing = {"apiVersion": "v1", "kind": "List", "items": rbac}
-    crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(listing))
+    apply_documents(crds, rbac, namespace)
     operator = f"system:serviceaccount:{namespace}:{SERVICE_ACCOUNT}"
     try:
         assert can(crds, "create", "pods", operator, namespace) == "yes"
@@ -367,8 +427,4 @@ def test_with_watch_namespaces_the_operator_is_granted_nothing_outside_them(
         assert can(crds, "list", "customresourcedefinitions.apiextensions.k8s.io", operator,
                    namespace) == "yes"  # fmt: skip
     finally:
-        for document in rbac:
-            if document["kind"] in ("ClusterRole", "ClusterRoleBinding"):
-                crds.kubectl(
-                    "delete", document["kind"], document["metadata"]["name"], "--ignore-not-found"
-                )
+        delete_shared(crds, rbac)
