@@ -57,10 +57,17 @@ def test_helm_install_with_defaults_upgrade_and_uninstall_on_a_local_cluster(
         cluster.kubectl("apply", "-f", str(REPO / "examples" / "01-hello.yaml"), "-n", "default")
         cluster.wait("twf/hello", "default", "condition=Ready", timeout_seconds=180)
         assert cluster.get("twf", "hello", "default")["status"]["workerPool"] == "default"
+        # The leader's log API, reached by the API server through the chart's Service.
+        cluster.wait("apiservice/v1alpha1.logs.treadle.dev", "default", "condition=Available", 120)
+        said = cluster.plugin("logs", "hello", "shout", "-n", "default").stdout
+        assert said == "HELLO WORLD\n"
         assert cluster.get("secret", secret_name, SYSTEM)["data"]["password"] == password
 
         helm("uninstall", RELEASE, "-n", SYSTEM, "--wait", "--timeout=120s")
         left = cluster.kubectl("get", "deploy,pods", "-n", SYSTEM, "-o", "name").stdout
         assert "deployment" not in left
+        # No registration is left behind to fail every client's discovery.
+        gone = cluster.kubectl("get", "apiservice/v1alpha1.logs.treadle.dev", check=False)
+        assert "NotFound" in gone.stderr
         # CRDs (and so users' objects) stay, as Helm keeps what it installed from crds/.
         assert cluster.get("twf", "hello", "default")["status"]["phase"] == "Succeeded"

@@ -113,7 +113,7 @@ def print_logs(client: Client, args: argparse.Namespace) -> int:
     if not entries:
         print(f"workflow.{GROUP}/{args.workflow}: no attempt has run yet", file=sys.stderr)
         return 0
-    one = len(entries) == 1 and args.attempt is not None
+    one = len(entries) == 1 and args.task is not None
     sys.stdout.write(render(entries, headings=not one))
     if answer.get("omitted"):
         print(

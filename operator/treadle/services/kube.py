@@ -490,8 +490,9 @@ async def publish_log_api(
 ) -> None:
     """Registers the log API with the API server (APIService `v1alpha1.logs.treadle.dev`,
     trusting `ca_pem` for its serving certificate) as reached through `service` (namespace,
-    name; port 443).  With `endpoint` (address, port) that Service is made here, without a
-    selector, pointing there: an operator outside any pod (the local cluster)."""
+    name; port 443): sets the CA of the registration the chart made, or makes one.  With
+    `endpoint` (address, port) that Service and the registration are made here, the Service
+    without a selector, pointing there: an operator outside any pod (the local cluster)."""
     from lightkube.models.apiregistration_v1 import APIServiceSpec, ServiceReference
     from lightkube.models.core_v1 import (
         EndpointAddress,
@@ -521,13 +522,29 @@ async def publish_log_api(
             ports=[EndpointPort(name="https", port=port)],
         )
         await api.apply(Endpoints(metadata=meta, subsets=[subset]), force=True)
+    name_of_api = f"{LOG_API_VERSION}.{LOG_API_GROUP}"
+    bundle = base64.b64encode(ca_pem).decode()
+    if endpoint is None:
+        # The chart made the registration (so that uninstalling removes it): only the CA of
+        # this replica's certificate is the operator's to set.
+        try:
+            await api.patch(
+                APIService,
+                name_of_api,
+                {"spec": {"caBundle": bundle}},
+                patch_type=PatchType.MERGE,
+            )
+            return
+        except ApiError as error:
+            if error.status.code != 404:
+                raise
     registration = APIService(
-        metadata=ObjectMeta(name=f"{LOG_API_VERSION}.{LOG_API_GROUP}"),
+        metadata=ObjectMeta(name=name_of_api),
         spec=APIServiceSpec(
             group=LOG_API_GROUP,
             version=LOG_API_VERSION,
             service=ServiceReference(namespace=namespace, name=name, port=LOG_API_SERVICE_PORT),
-            caBundle=base64.b64encode(ca_pem).decode(),
+            caBundle=bundle,
             groupPriorityMinimum=1000,
             versionPriority=15,
         ),
