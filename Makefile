@@ -46,7 +46,7 @@ tools: ## build the pinned cluster tools into ~/.cache/treadle (from hack/tools/
 tools-update: ## re-resolve hack/tools/*/go.{mod,sum} after changing hack/versions.env
 	@bash hack/tools-update.sh
 
-redis-server: ## install Debian's redis-server, nftables and conntrack (kube-proxy) when missing
+redis-server: ## install Debian's redis-server, nftables and conntrack (kube-proxy), chromium (UI tests) when missing
 	@bash hack/redis.sh install
 
 cluster-up: venv ## start the local cluster (etcd, kube-apiserver, controller-manager, node agent)

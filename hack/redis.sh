@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Redis for make run and the tests: Debian's redis-server.
-#   hack/redis.sh install                   install the package when redis-server is missing
+#   hack/redis.sh install                   install the packages when redis-server (or chromium) is missing
 #   hack/redis.sh start DIR [ADDRESS]       start one on a free loopback port, AOF on, with a password
 #                                           (and on ADDRESS too: the local cluster's host address,
 #                                           where worker pods in their own network reach it)
@@ -11,10 +11,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/versions.env"
 
 install() {
-  # redis-server, and what kube-proxy needs in the local cluster (nft for its nftables mode,
-  # conntrack to flush UDP flows when a Service's endpoints change).
+  # redis-server, what kube-proxy needs in the local cluster (nft for its nftables mode,
+  # conntrack to flush UDP flows when a Service's endpoints change), and the headless browser
+  # the UI tests drive (chromium).
   local missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v chromium >/dev/null || missing+=(chromium)
   [[ -x /usr/sbin/nft ]] || missing+=(nftables)
   [[ -x /usr/sbin/conntrack ]] || missing+=(conntrack)
   if ((${#missing[@]})); then

@@ -22,6 +22,9 @@ def test_a_plain_install_gives_the_operator_worker_and_kubectl_plugin(tmp_path: 
     assert (target / "treadle" / "api" / "workflows.py").exists()
     assert (target / "treadle" / "services" / "scripts" / "finish.lua").exists()  # Lua files too
     assert (target / "treadle" / "examples" / "01-hello.yaml").exists()  # kubectl treadle example
+    web = target / "treadle" / "plugin" / "web"  # kubectl treadle ui serves these as they are
+    for page in ("index.html", "app.js", "app.css", "vendor/dagre-3.1.3.min.js"):
+        assert (web / page).exists(), page
     dependencies = sysconfig.get_paths()["purelib"]
     env = {**os.environ, "PYTHONPATH": f"{target}{os.pathsep}{dependencies}"}
     env.pop("KUBECONFIG", None)
@@ -31,6 +34,8 @@ def test_a_plain_install_gives_the_operator_worker_and_kubectl_plugin(tmp_path: 
         (["treadle", "operator", "--help"], "--leader-election-namespace"),
         (["kubectl-treadle", "--help"], "dlq"),
         (["kubectl-treadle", "example", "hello"], "name: hello"),
+        (["kubectl-treadle", "ui", "--help"], "--port"),
+        (["kubectl-treadle", "logs", "--help"], "--attempt"),
     ):
         script = target / "bin" / command[0]
         ran = subprocess.run(

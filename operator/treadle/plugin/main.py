@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from lightkube import ApiError, Client, ConfigError, KubeConfig
 
-from treadle.plugin import examples, flags, listing, logs, runs, syncjobs, workflows
+from treadle.plugin import examples, flags, listing, logs, runs, syncjobs, ui, workflows
 from treadle.plugin.output import Failure
 
 
@@ -29,6 +29,7 @@ def parser() -> argparse.ArgumentParser:
     listing.add_commands(commands)
     examples.add_commands(commands)
     logs.add_commands(commands)
+    ui.add_commands(commands)
     return top
 
 

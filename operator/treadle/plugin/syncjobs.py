@@ -14,6 +14,7 @@ import json
 import re
 import socket
 import time
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -137,10 +138,10 @@ def lock_release(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def lock_list(client: Client, args: argparse.Namespace) -> int:
-    now = datetime.now(UTC)
+def lock_rows(leases: Iterable[Lease], now: datetime) -> list[list[Any]]:
+    """Treadle's locks among `leases`: kind, name, holder, time left, transitions."""
     rows = []
-    for lease in client.list(Lease):
+    for lease in leases:
         name = lease.metadata.name if lease.metadata else None
         if not name or not name.startswith((gates.PIPELINE_PREFIX, gates.TABLE_PREFIX)):
             continue
@@ -154,6 +155,18 @@ def lock_list(client: Client, args: argparse.Namespace) -> int:
             until = f"{left:.0f}s"
         transitions = lease.spec.leaseTransitions if lease.spec else 0
         rows.append([kind, lock, holder or "(free)", until, transitions or 0])
+    return rows
+
+
+def job_locks(job: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """The locks a job's runs take or check: (kind, name)."""
+    spec, meta = job.get("spec") or {}, job.get("metadata") or {}
+    pipeline = spec.get("pipeline") or meta.get("name")
+    return {("pipeline", str(pipeline))} | {("table", str(t)) for t in spec.get("tables") or []}
+
+
+def lock_list(client: Client, args: argparse.Namespace) -> int:
+    rows = lock_rows(client.list(Lease), datetime.now(UTC))
     if not rows:
         print("No locks.")
         return 0
@@ -177,7 +190,15 @@ def sync_run(client: Client, args: argparse.Namespace) -> int:
 
 
 def sync_status(client: Client, args: argparse.Namespace) -> int:
-    job = _get_job(client, args.job)
+    rows = status_rows(_get_job(client, args.job))
+    width = max(len(label) for label, _ in rows) + 1
+    for label, value in rows:
+        print(f"{label + ':':<{width}} {'' if value is None else value}")
+    return 0
+
+
+def status_rows(job: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """What `sync status` shows of a job (and the UI too), as (label, value) rows."""
     spec, status = job.get("spec") or {}, job.get("status") or {}
     found = {c["type"]: c for c in status.get("conditions") or []}
     skip = status.get("lastSkipReason")
@@ -199,10 +220,7 @@ def sync_status(client: Client, args: argparse.Namespace) -> int:
         ("Ready", _condition(found.get("Ready"))),
         ("Degraded", _condition(found.get("Degraded"))),
     ]
-    width = max(len(label) for label, _ in rows) + 1
-    for label, value in rows:
-        print(f"{label + ':':<{width}} {'' if value is None else value}")
-    return 0
+    return rows
 
 
 def _backfill_line(backfill: dict[str, Any] | None) -> str | None:

@@ -45,7 +45,7 @@ def _paint(text: str, code: str | None, colour: bool) -> str:
     return f"\033[{code}m{text}\033[0m" if colour and code else text
 
 
-def _order(tasks: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def order(tasks: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Tasks in DAG order (as the operator runs them); as written when the graph is broken."""
     by_name = {str(task.get("name")): task for task in tasks}
     graph = dags.Dag.from_tasks(
@@ -109,11 +109,11 @@ def render(
         f"{status.get('message') or ''}"
     )
     lines = [header.rstrip()]
-    for task in _order(tasks):
+    for task in order(tasks):
         lines.append(task_line(task, entries.get(task.get("name")) or {}, colour, wide))
     if exits:
         lines.append("  on exit:")
-        for task in _order(exits):
+        for task in order(exits):
             lines.append("  " + task_line(task, entries.get(task.get("name")) or {}, colour, wide))
     return lines
 
