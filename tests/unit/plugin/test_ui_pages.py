@@ -9,7 +9,9 @@ from treadle.plugin import pages
 
 def workflow(**status: Any) -> dict[str, Any]:
     return {
-        "metadata": {"name": "etl", "namespace": "data", "creationTimestamp": "2026-12-03T10:00:00Z"},
+        "metadata": {
+            "name": "etl", "namespace": "data", "creationTimestamp": "2026-12-03T10:00:00Z"
+        },
         "spec": {
             "tasks": [
                 {"name": "load", "dependsOn": ["fetch"], "command": {"args": ["true"]}},
@@ -89,7 +91,8 @@ def test_a_sync_job_page_lists_its_runs_newest_first_with_their_slots() -> None:
         {"kind": "Pod", "metadata": {"name": "old", "creationTimestamp": "2026-12-01T03:00:00Z",
                                      "annotations": {"treadle.dev/slot": "2026-12-01T03:00:00Z"}},
          "status": {"phase": "Succeeded"}},
-        {"kind": "Workflow", "metadata": {"name": "new", "creationTimestamp": "2026-12-02T03:00:00Z"}},
+        {"kind": "Workflow",
+         "metadata": {"name": "new", "creationTimestamp": "2026-12-02T03:00:00Z"}},
     ]  # fmt: skip
     page = pages.syncjob_page(job, runs, [])
     assert [r["name"] for r in page["runs"]] == ["new", "old"]
