@@ -1,15 +1,18 @@
-"""SyncJob scheduling: N SyncJobs on a one-minute schedule, on the cluster `make run` started,
-their runs pods, then (in the same invocation) one-task Workflows on a warm WorkerPool.
+"""Scheduled runs beside Kubernetes CronJob: N CronJobs on a one-minute schedule (the local
+cluster's kube-controller-manager runs the CronJob and Job controllers), then N SyncJobs with
+pods for runs, then N SyncJobs whose runs are one-task Workflows on a warm WorkerPool, one
+after the other on the cluster `make run` started, each in a namespace of its own.
 
-    .venv/bin/python bench/syncjobs.py --jobs 500 --slots 2 [--runs pods|workflows|both]
+    .venv/bin/python bench/syncjobs.py --jobs 500 --slots 2 [--runs cronjobs,pods,workflows]
 
-Each run writes the moment it starts (`date +%s.%N`) to a shared log: a pod's container, or the
-one task of a run's Workflow (a command run by a pool worker). So the start delay is what a user
-sees: from the minute the slot fires to the run's process starting (operator decision, locks,
-then the pod's creation, binding and start, or the Workflow's creation, admission, enqueue and
-the worker's start of its task). Reports p50/p95/p99 of it over `--slots` whole slots, and the
-operator's CPU over them. Writes bench/results/syncjobs-<N>.json (both kinds side by side, with
-their ratio) and .png (the delays' histograms).
+Each run writes the moment it starts (`date +%s.%N`) to a shared log: a pod's container (a
+CronJob's Job's, or a SyncJob's run pod), or the one task of a run's Workflow (a command run by
+a pool worker). So the start delay is what a user sees: from the minute the slot fires to the
+run's process starting (the controller's decision, then the Job's or pod's creation, binding
+and start; or the operator's decision and locks, then the pod, or the Workflow's creation,
+admission, enqueue and the worker's start of its task). Reports p50/p95/p99 of it over
+`--slots` whole slots, and the operator's CPU over them. Writes
+bench/results/syncjobs-<N>.json (the kinds side by side, with ratios) and .png (histograms).
 """
 
 from __future__ import annotations
@@ -35,7 +38,41 @@ from common import (
 POOL_WORKERS = 2
 
 
+KINDS = ("cronjobs", "pods", "workflows")
+LABELS = {
+    "cronjobs": "Kubernetes CronJobs (a Job and its pod per slot)",
+    "pods": "SyncJobs, a run pod per slot",
+    "workflows": f"SyncJobs, a one-task Workflow per slot on a WorkerPool of {POOL_WORKERS}",
+}
+
+
+def cron_job(index: int, log: Path) -> dict[str, object]:
+    """The anchor: the same container as a SyncJob's run pod, with CronJob's defaults where
+    they match a SyncJob's (Forbid, a short history)."""
+    script = f"echo {index} $(date +%s.%N) >> {log}"
+    container = {"name": "sync", "image": "x", "command": ["sh", "-c", script]}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": f"cron-{index:04d}"},
+        "spec": {
+            "schedule": "* * * * *",
+            "concurrencyPolicy": "Forbid",
+            "successfulJobsHistoryLimit": 1,
+            "failedJobsHistoryLimit": 1,
+            "jobTemplate": {
+                "spec": {
+                    "backoffLimit": 0,
+                    "template": {"spec": {"restartPolicy": "Never", "containers": [container]}},
+                }
+            },
+        },
+    }
+
+
 def job(index: int, log: Path, kind: str, pool: str | None) -> dict[str, object]:
+    if kind == "cronjobs":
+        return cron_job(index, log)
     script = f"echo {index} $(date +%s.%N) >> {log}"
     spec: dict[str, Any] = {
         "schedule": "* * * * *",
@@ -96,9 +133,7 @@ def measure(kind: str, jobs: int, slots: int) -> tuple[dict[str, Any], list[floa
                 delays.append(started - slot)
     kubectl("delete", "namespace", space, "--wait=false")
     result = {
-        "runs": "pods"
-        if kind == "pods"
-        else f"one-task Workflows on a WorkerPool of {POOL_WORKERS}",
+        "runs": LABELS[kind],
         "runs_expected": jobs * slots,
         "runs_started": starts,
         "start_delay_seconds": {
@@ -119,24 +154,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--slots", type=int, default=2)
-    parser.add_argument("--runs", choices=("pods", "workflows", "both"), default="both")
+    parser.add_argument(
+        "--runs", default=",".join(KINDS), help=f"a comma list of {', '.join(KINDS)} (default all)"
+    )
     args = parser.parse_args()
-    kinds = ["pods", "workflows"] if args.runs == "both" else [args.runs]
+    kinds = [kind for kind in KINDS if kind in args.runs.split(",")]
     measured = {kind: measure(kind, args.jobs, args.slots) for kind in kinds}
     result: dict[str, Any] = {"jobs": args.jobs, "slots": args.slots, "schedule": "* * * * *"}
     for kind, (found, _) in measured.items():
         result[kind] = found
-    if len(measured) == 2 and all(found["start_delay_seconds"] for found, _ in measured.values()):
-        pods, workflows = (measured[k][0]["start_delay_seconds"] for k in ("pods", "workflows"))
-        result["workflow_over_pod_ratio"] = {
-            key: round(workflows[key] / pods[key], 2) for key in ("p50", "p99")
-        }
+    percentiles = {k: found["start_delay_seconds"] for k, (found, _) in measured.items()}
+    for name, (over, under) in {
+        "syncjob_over_cronjob_ratio": ("pods", "cronjobs"),
+        "scheduled_workflow_over_cronjob_ratio": ("workflows", "cronjobs"),
+        "workflow_over_pod_ratio": ("workflows", "pods"),
+    }.items():
+        if percentiles.get(over) and percentiles.get(under):
+            result[name] = {
+                key: round(percentiles[over][key] / percentiles[under][key], 2)
+                for key in ("p50", "p99")
+            }
     png = write(f"syncjobs-{args.jobs}", result)
-    colours = {"pods": "#e8590c", "workflows": "#1971c2"}
+    colours = {"cronjobs": "#868e96", "pods": "#e8590c", "workflows": "#1971c2"}
 
     def draw(axis: Any) -> None:
         for kind, (_, delays) in measured.items():
-            axis.hist(delays, bins=40, alpha=0.6, color=colours[kind], label=f"{kind} runs")
+            axis.hist(delays, bins=40, alpha=0.6, color=colours[kind], label=LABELS[kind])
         axis.legend()
 
     save_plot(

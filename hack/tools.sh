@@ -3,6 +3,8 @@
 #
 #   hack/tools.sh            build what is missing, print the bin directory
 #   hack/tools.sh --print    only print the bin directory (no build)
+#   hack/tools.sh argo       build Argo's workflow-controller and argoexec (benchmarks only),
+#                            print their bin directory
 #
 # kube-apiserver, kube-controller-manager, kube-proxy and etcd are compiled from the committed
 # module hack/tools/kubernetes (k8s.io/kubernetes at $KUBERNETES_VERSION, every staging module
@@ -106,6 +108,35 @@ build_coredns() {
   )
   log "coredns $COREDNS_VERSION: built"
 }
+
+build_argo() {
+  # A benchmark-only peer (bench/argo.py), built only when asked, into a directory of its own.
+  local pinned mod argo_bin
+  pinned=$(cat "$here"/tools/argo/go.{mod,sum} | sha256sum | cut -c1-12)
+  argo_bin="$cache/bin/argo-$ARGO_VERSION-$pinned"
+  mod="github.com/argoproj/argo-workflows/${ARGO_VERSION%%.*}"
+  if [[ -x "$argo_bin/workflow-controller" && -x "$argo_bin/argoexec" ]]; then
+    log "argo $ARGO_VERSION: cached"
+  else
+    need_go
+    mkdir -p "$argo_bin"
+    log "argo $ARGO_VERSION: compiling workflow-controller and argoexec from hack/tools/argo"
+    (
+      cd "$here/tools/argo"
+      for command in workflow-controller argoexec; do
+        with_heartbeat "argo $command build" go build -trimpath \
+          -ldflags "-s -w" -o "$argo_bin/$command" "$mod/cmd/$command"
+      done
+    )
+    log "argo $ARGO_VERSION: built"
+  fi
+  echo "$argo_bin"
+}
+
+if [[ "${1:-}" == "argo" ]]; then
+  build_argo
+  exit 0
+fi
 
 build_control_plane
 build_helm

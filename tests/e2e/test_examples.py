@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -27,6 +28,26 @@ def expected_phases(path: Path) -> list[str]:
     return found
 
 
+def seen_by_the_plugin(
+    cluster: Cluster, namespace: str, name: str, document: dict[str, Any]
+) -> None:
+    """`kubectl treadle get` shows each of the example's tasks, and `logs` reads every attempt
+    it made (each made one attempt at least, or was skipped), all ended once it has."""
+    tree = cluster.plugin("get", name, "-n", namespace).stdout
+    spec = document.get("spec") or {}
+    for task in [*(spec.get("tasks") or []), *(spec.get("onExit") or [])]:
+        assert f" {task['name']} " in tree, tree
+    printed = cluster.plugin("logs", name, "-n", namespace, "-o", "json").stdout
+    attempts = json.loads(printed)["attempts"]
+    status = cluster.get("twf", name, namespace)["status"]
+    ran = {t for t, entry in status["tasks"].items() if entry.get("phase") != "Skipped"}
+    assert {a["task"] for a in attempts} >= {
+        t for t in ran if status["tasks"][t].get("attempts") or status["tasks"][t].get("items")
+    }
+    if status["phase"] not in ("Pending", "Running"):
+        assert all(a["ended"] for a in attempts), attempts
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_applies_and_its_workflows_end_as_it_says(
     crds: Cluster, operator: OperatorProcess, namespace: str, path: Path
@@ -40,6 +61,7 @@ def test_every_example_applies_and_its_workflows_end_as_it_says(
             crds.wait(f"twf/{name}", namespace, f"jsonpath={{.status.phase}}={phase}", 180)
             if phase == "Succeeded":
                 crds.wait(f"twf/{name}", namespace, "condition=Ready", timeout_seconds=30)
+            seen_by_the_plugin(crds, namespace, name, document)
         elif document["kind"] == "WorkerPool":  # end state: its workers ready
             crds.wait(f"twp/{name}", namespace, "condition=Ready", timeout_seconds=120)
         elif document["kind"] == "SyncJob":  # end state: scheduled, waiting for its next slot

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from treadle.api.workflows import WorkflowStatus
 from treadle.core import admission, tasklogs
+from treadle.core.admission import FINAL_PHASES
 from treadle.core.delegation import FrontProxy
 from treadle.services import certificates, kube
 from treadle.services.results import ResultStream
@@ -170,7 +171,9 @@ class LogApi:
         except ValidationError:
             current = WorkflowStatus()
         pools, own = admission.task_pools_of(workflow.get("spec"), raw, meta)
-        wanted = tasklogs.addresses(current, task, item, attempt, order=list(pools))
+        wanted = tasklogs.addresses(
+            current, task, item, attempt, order=list(pools), ended=current.phase in FINAL_PHASES
+        )
         texts = await self.results.read_logs(
             str(meta.get("uid", "")),
             current.run_generation,

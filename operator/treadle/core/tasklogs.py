@@ -103,11 +103,13 @@ def addresses(
     item: int | None = None,
     attempt: int | None = None,
     order: Sequence[str] = (),
+    ended: bool = False,
 ) -> list[Address]:
     """The attempts a workflow's status says were made, in `order` (the spec's task order;
     others after), children in index order, attempts in the order they were made: of one
     `task`, one forEach child `item`, one `attempt` when asked.  Attempts that were only
-    queued are listed too (their logs are stored once they end)."""
+    queued are listed too (their logs are stored once they end); once the workflow has `ended`,
+    so has every attempt (one its termination cancelled may still say Running)."""
     found: list[Address] = []
     rank = {name: index for index, name in enumerate(order)}
     for name, entry in sorted(status.tasks.items(), key=lambda t: rank.get(t[0], len(rank))):
@@ -116,7 +118,7 @@ def addresses(
         if entry.items is None:
             if item is None:
                 count = entry.attempts or 0
-                busy = entry.phase in IN_FLIGHT
+                busy = entry.phase in IN_FLIGHT and not ended
                 found += [
                     Address(name, None, n, ended=n < count or not busy)
                     for n in _made(count, attempt)
@@ -128,7 +130,7 @@ def addresses(
         for index in sorted(launched) if item is None else [item]:
             if index in launched:
                 count = int(made.get(index, 1))
-                busy = index in running
+                busy = index in running and not ended
                 found += [
                     Address(name, index, n, ended=n < count or not busy)
                     for n in _made(count, attempt)

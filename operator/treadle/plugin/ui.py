@@ -250,7 +250,8 @@ def serve_ui(client: Client, args: argparse.Namespace) -> int:
     ui = Ui(api, client.namespace, str(context), token)
 
     async def run() -> None:
-        runner = web.AppRunner(ui.app(), access_log=None)
+        # Ctrl-C: the page's open event streams need not be waited for.
+        runner = web.AppRunner(ui.app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", args.port)
         await site.start()

@@ -115,3 +115,14 @@ def test_an_attempt_never_made_is_not_addressed() -> None:
     current = status({"t": {"phase": "Succeeded", "attempts": 1}})
     assert tasklogs.addresses(current, "t", attempt=2) == []
     assert tasklogs.addresses(current, "other") == []
+
+
+def test_once_the_workflow_has_ended_so_has_every_attempt() -> None:
+    current = status(
+        {
+            "t": {"phase": "Running", "attempts": 1},
+            "each": {"phase": "Running", "items": 2, "nextItem": 2, "runningItems": "0-1"},
+        }
+    )
+    assert all(a.ended for a in tasklogs.addresses(current, ended=True))
+    assert not any(a.ended for a in tasklogs.addresses(current))
