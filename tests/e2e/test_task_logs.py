@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from support.cluster import KUBECTL, Cluster
+from support.cluster import Cluster
 from support.operator import OperatorProcess
 
 LOG_PATH = "/apis/logs.treadle.dev/v1alpha1/namespaces/{namespace}/workflowlogs/{name}"
@@ -82,12 +82,7 @@ def test_logs_follow_a_running_attempt_as_it_writes(
         "apply", "-n", namespace, "-f", "-",
         input=workflow("slow", [{"name": "wait", "command": {"args": ["sh", "-c", script]}}]),
     )  # fmt: skip
-    with subprocess.Popen(
-        [str(KUBECTL), "treadle", "logs", "slow", "-f", "-n", namespace],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=crds.plugin_env(),
-    ) as following:
+    with crds.plugin_process("logs", "slow", "-f", "-n", namespace) as following:
         assert following.stdout is not None
         try:
             assert following.stdout.readline() == "==> wait attempt 1 <==\n"

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from support.browser import Browser
-from support.cluster import KUBECTL, Cluster
+from support.cluster import Cluster
 from support.operator import OperatorProcess
 
 SCREENSHOT = os.environ.get("TREADLE_UI_SCREENSHOT")
@@ -28,12 +27,7 @@ SCREENSHOT = os.environ.get("TREADLE_UI_SCREENSHOT")
 def page_url(crds: Cluster, namespace: str) -> Iterator[str]:
     """`kubectl treadle ui --port 0` for `namespace`, and the address (with its token) it
     printed."""
-    with subprocess.Popen(
-        [str(KUBECTL), "treadle", "ui", "--port", "0", "-n", namespace],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=crds.plugin_env(),
-    ) as server:
+    with crds.plugin_process("ui", "--port", "0", "-n", namespace) as server:
         assert server.stdout is not None
         line = server.stdout.readline()
         found = re.search(r"http://127\.0\.0\.1:\d+/\?token=\S+", line)

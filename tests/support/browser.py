@@ -17,6 +17,8 @@ from typing import Any
 
 import aiohttp
 
+from support import processes
+
 START_SECONDS = 30.0
 
 
@@ -118,9 +120,4 @@ class Browser:
         if self.socket is not None:
             await self.socket.close()
         await self.session.close()
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        processes.stop(self.process)

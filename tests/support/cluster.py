@@ -77,6 +77,15 @@ class Cluster:
             raise AssertionError(f"kubectl treadle {' '.join(args)} failed:\n{result.stderr}")
         return result
 
+    def plugin_process(self, *args: str) -> subprocess.Popen[str]:
+        """`kubectl treadle ...` left running (its stdout piped): `logs -f`, `ui`."""
+        return subprocess.Popen(
+            [str(KUBECTL), "treadle", *args],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=self.plugin_env(),
+        )
+
     def plugin_env(self) -> dict[str, str]:
         """The environment kubectl finds the plugin and this cluster's kubeconfig in."""
         path = f"{KUBECTL.parent}{os.pathsep}{os.environ.get('PATH', '')}"

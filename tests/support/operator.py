@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from support import processes
 from support.cluster import REPO, Cluster, host_address
 from support.redis_server import free_port, reach_from_pods
 
@@ -53,12 +54,7 @@ class OperatorProcess:
         return self.log.read_text(errors="replace")[-characters:]
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        processes.stop(self.process, grace_seconds=15)
 
 
 WEBHOOK_CLIENT = "kube-apiserver-webhook-client"

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from support import processes
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -36,12 +38,7 @@ class RedisServer:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/1"
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        processes.stop(self.process)
 
 
 def start(directory: Path, also: str | None = None) -> RedisServer:

@@ -97,15 +97,20 @@ async def workflow_exists(api: AsyncClient, namespace: str, name: str) -> bool:
     return True
 
 
-async def template_spec(api: AsyncClient, namespace: str, name: str) -> dict[str, Any] | None:
-    """A WorkflowTemplate's spec, or None when there is none of that name."""
+async def _found(api: AsyncClient, kind: Any, namespace: str, name: str) -> Any | None:
+    """The object, or None when there is none of that name."""
     try:
-        found = await api.get(WorkflowTemplate, name, namespace=namespace)
+        return await api.get(kind, name, namespace=namespace)
     except ApiError as error:
         if error.status.code == 404:
             return None
         raise
-    return dict(found.get("spec") or {})
+
+
+async def template_spec(api: AsyncClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """A WorkflowTemplate's spec, or None when there is none of that name."""
+    found = await _found(api, WorkflowTemplate, namespace, name)
+    return None if found is None else dict(found.get("spec") or {})
 
 
 async def delete_workflow(api: AsyncClient, namespace: str, name: str) -> None:
@@ -453,13 +458,8 @@ async def may(
 
 async def get_workflow(api: AsyncClient, namespace: str, name: str) -> dict[str, Any] | None:
     """A Workflow as the API server holds it, or None when there is none of that name."""
-    try:
-        found = await api.get(Workflow, name, namespace=namespace)
-    except ApiError as error:
-        if error.status.code == 404:
-            return None
-        raise
-    return dict(found)
+    found = await _found(api, Workflow, namespace, name)
+    return None if found is None else dict(found)
 
 
 async def front_proxy(api: AsyncClient) -> delegation.FrontProxy | None:
