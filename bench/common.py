@@ -45,8 +45,23 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+def commit() -> str:
+    """The commit measured (`+changes` when the tree differs from it)."""
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
+    ).stdout.strip()
+    changed = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True, text=True, cwd=ROOT,
+    ).stdout.strip()  # fmt: skip
+    return f"{head}+changes" if changed else head
+
+
 def write(stem: str, result: dict[str, Any]) -> Path:
-    result = {**result, "machine": machine()}
+    import datetime
+
+    today = datetime.date.today().isoformat()
+    result = {**result, "machine": machine(), "date": today, "commit": commit()}
     print(json.dumps(result, indent=2))
     out = RESULTS / f"{stem}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
