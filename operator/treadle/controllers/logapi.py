@@ -3,8 +3,8 @@ through the Kubernetes API server, which authenticates the user and forwards the
 (an aggregated API, group `logs.treadle.dev`).  The API server lets through only users RBAC
 allows to `get workflowlogs.logs.treadle.dev` in the namespace (as `pods/log` for pod logs);
 this server answers only the API server's front proxy, asks the same question again (a
-SubjectAccessReview), and reads the logs from Redis.  No
-credential of the user's reaches the operator, and no one but the operator reaches Redis.
+SubjectAccessReview), and reads the logs from Redis.  No credential of the user's reaches the
+operator, and no one but the operator reaches Redis.
 
     GET /apis/logs.treadle.dev/v1alpha1/namespaces/NS/workflowlogs/WF?task=T&item=N&attempt=K
 """
@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 from pydantic import ValidationError
+from redis.exceptions import RedisError
 
 from treadle.api.workflows import WorkflowStatus
 from treadle.core import admission, tasklogs
@@ -118,6 +119,9 @@ class LogApi:
             return status(400, "BadRequest", error.reason)
         except web.HTTPNotFound:
             return status(404, "NotFound", f"no such path: {request.path}")
+        except (ApiError, RedisError, OSError) as error:  # the API server or Redis away
+            log.warning("log API: %s failed: %s", request.path, error)
+            return status(503, "ServiceUnavailable", f"cannot read logs now: {error}")
         return response
 
     async def _discovery(self, request: web.Request) -> web.Response:

@@ -69,14 +69,14 @@ REAPER_CONSUMER = "reaper"
 REJECTED_KEPT = 1000
 REJECTED_SHOWN_CHARS = 2048
 OUTPUT_TTL_SECONDS = 7 * 86400
+"""How long a large output stays in Redis: long enough for its workflow to finish and for a
+manual retry of what reads it."""
 LIVE_LOG_TTL_SECONDS = 3600
 """A running attempt's copy is refreshed every few seconds while it writes; this long after its
 last refresh it goes (its worker died, and a new attempt writes its own)."""
 LOG_TTL_SECONDS = 7 * 86400
 """Attempt logs outlive their workflow's end (a succeeded workflow's logs are still read); they
 go when it is deleted, or after this long."""
-"""How long a large output stays in Redis: long enough for its workflow to finish and for a
-manual retry of what reads it."""
 
 
 @dataclass(frozen=True)
