@@ -239,8 +239,10 @@ async def _changes(api: AsyncClient, kind: Any, namespace: str) -> AsyncIterator
                 body = dict(found)
                 row = pages.workflow_row(body) if kind is kube.Workflow else pages.syncjob_row(body)
                 yield {"type": event, **row}
-        except ApiError:
-            await asyncio.sleep(5)  # may not watch: the page still reads on its own
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # may not watch, or the API server is away: try again
+            await asyncio.sleep(5)
 
 
 def serve_ui(client: Client, args: argparse.Namespace) -> int:
