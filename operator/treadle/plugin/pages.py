@@ -12,24 +12,12 @@ from typing import Any
 from treadle.plugin import listing, syncjobs, view
 
 
-def _detail(entry: Mapping[str, Any]) -> str:
-    """The short line under a task's name: forEach counts, or attempts."""
-    if entry.get("items") is not None:
-        done, total = entry.get("succeeded") or 0, entry.get("items") or 0
-        dead = entry.get("deadLettered") or 0
-        return f"{done}/{total} items" + (f", {dead} dead" if dead else "")
-    count = entry.get("attempts")
-    if count:
-        return f"{count} attempt{'s' if count != 1 else ''}"
-    return ""
-
-
 def _node(task: Mapping[str, Any], entry: Mapping[str, Any], *, exit_task: bool) -> dict[str, Any]:
     action = next((k for k in ("command", "http", "python") if task.get(k)), "")
     return {
         "id": str(task.get("name")),
         "phase": str(entry.get("phase") or "Pending"),
-        "detail": _detail(entry),
+        "detail": view.counts(entry, dead="dead"),
         "action": action,
         "forEach": task.get("forEach") is not None,
         "exit": exit_task,

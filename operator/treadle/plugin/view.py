@@ -56,6 +56,16 @@ def order(tasks: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [by_name[name] for name in graph.order]
 
 
+def counts(entry: Mapping[str, Any], dead: str = "dead-lettered") -> str:
+    """A task's forEach counts ("4/10 items, 1 dead-lettered"), or its attempts."""
+    if entry.get("items") is not None:
+        done, total = entry.get("succeeded") or 0, entry.get("items") or 0
+        lost = entry.get("deadLettered") or 0
+        return f"{done}/{total} items" + (f", {lost} {dead}" if lost else "")
+    count = int(entry.get("attempts") or 0)
+    return f"{count} attempt{'s' if count != 1 else ''}" if count else ""
+
+
 def task_line(
     task: Mapping[str, Any], entry: Mapping[str, Any], colour: bool, wide: bool = False
 ) -> str:
@@ -64,13 +74,9 @@ def task_line(
     if wide:
         action = next((k for k in ("command", "http", "python") if task.get(k)), "")
         detail.append(f"{action:<7} {entry.get('startedAt') or '-':<20}")
-    if entry.get("items") is not None:
-        done, total = entry.get("succeeded") or 0, entry.get("items") or 0
-        dead = entry.get("deadLettered") or 0
-        detail.append(f"{done}/{total} items" + (f", {dead} dead-lettered" if dead else ""))
-    elif entry.get("attempts"):
-        count = int(entry["attempts"])
-        detail.append(f"{count} attempt{'s' if count != 1 else ''}")
+    counted = counts(entry)
+    if counted:
+        detail.append(counted)
     took = _seconds(entry.get("startedAt"), entry.get("finishedAt"))
     if took:
         detail.append(took)

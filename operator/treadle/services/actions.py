@@ -237,9 +237,19 @@ def _header_value(header: Mapping[str, Any]) -> str:
 _MOUNTED_NAME = re.compile(r"[-_a-zA-Z0-9][-._a-zA-Z0-9]*")
 
 
+SECRET_VALUES_SECONDS = 30.0
+"""How long the Secret values read for log masking are reused (a mounted Secret may rotate)."""
+_secret_values: tuple[float, list[str]] = (float("-inf"), [])
+
+
 def secret_values() -> list[str]:
     """The values of the Secrets this worker holds (its `TREADLE_SECRET_*` variables and the
-    files of the Secrets its pool mounts), which no log may show."""
+    files of the Secrets its pool mounts), which no log may show.  Read again at most every
+    SECRET_VALUES_SECONDS, not per attempt: attempts that write are the hot path."""
+    global _secret_values
+    read_at, values = _secret_values
+    if time.monotonic() - read_at < SECRET_VALUES_SECONDS:
+        return values
     values = [v for k, v in os.environ.items() if k.startswith(messages.SECRET_ENV_PREFIX)]
     root = os.environ.get("TREADLE_SECRETS_DIR")
     if root:
@@ -248,6 +258,7 @@ def secret_values() -> list[str]:
                 if not path.name.startswith(".") and path.is_file():
                     with contextlib.suppress(OSError, UnicodeError):
                         values.append(path.read_text().rstrip("\n"))
+    _secret_values = (time.monotonic(), values)
     return values
 
 
