@@ -18,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from treadle.runtime import checkpoint
 from treadle.services.leases import Held, LeaseStore
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class Leadership:
         """Waits until this replica leads."""
         announced = None
         while True:
+            checkpoint()
             taken = await self._try()
             if isinstance(taken, Held):
                 log.info("leading as %s (Lease %s)", self.identity, LEASE_NAME)
@@ -57,6 +59,7 @@ class Leadership:
         """Renews until the leadership is lost (returns) or the task is cancelled."""
         deadline = datetime.now(UTC) + timedelta(seconds=self.duration_seconds)
         while True:
+            checkpoint()
             await asyncio.sleep(self.duration_seconds / 3)
             try:
                 renewed = await self.store.renew(held)

@@ -9,7 +9,7 @@ docs/runtime.md.
 """
 
 from treadle.runtime.bulkheads import Backoff, Bulkhead
-from treadle.runtime.cancellation import CancelToken
+from treadle.runtime.cancellation import CancelToken, checkpoint
 from treadle.runtime.directives import Directive, Next
 from treadle.runtime.listeners import Listener, LoggingListener, MetricsListener
 from treadle.runtime.loops import Action, Loop, PanicPolicy
@@ -33,6 +33,7 @@ __all__ = [
     "Pacing",
     "PanicPolicy",
     "TaskSet",
+    "checkpoint",
     "poke",
     "poker",
     "wait_any",

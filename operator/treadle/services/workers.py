@@ -25,7 +25,7 @@ from treadle.core import actions as kinds
 from treadle.core import redaction
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.core.tasklogs import LogTail
-from treadle.runtime import Backoff, CancelToken, Directive
+from treadle.runtime import Backoff, CancelToken, Directive, checkpoint
 from treadle.services import actions, worker_metrics
 from treadle.services.guards import BreakerSettings, Guards, RateSettings
 from treadle.services.queues import Delivery, TaskQueue, is_missing_group
@@ -308,6 +308,7 @@ class TaskWorker:
 
     async def _keep_alive(self) -> None:
         while True:
+            checkpoint()
             await asyncio.sleep(self.keep_alive_seconds)
             try:
                 await self.queue.keep_alive(list(self._in_hand.values()))
@@ -319,6 +320,7 @@ class TaskWorker:
         wrote something since the last copy), so that their logs can be followed."""
         copied: dict[str, int] = {}
         while True:
+            checkpoint()
             await asyncio.sleep(self.live_log_seconds)
             changed = [
                 (self._in_hand[entry], tail)
@@ -341,6 +343,7 @@ class TaskWorker:
         """Cancels the attempts in hand of workflows that were terminated (checked every
         `cancel_check_seconds` while attempts run)."""
         while True:
+            checkpoint()
             await asyncio.sleep(self.cancel_check_seconds)
             held = list(self._in_hand.values())
             if not held:
