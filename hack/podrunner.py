@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import signal
 import subprocess
 from collections.abc import Callable
@@ -320,7 +319,11 @@ class PodRunner:
             # so the container's end can take them all down, as a real runtime's does.
             marker = f"{self.uid}/{container.name}/{container.restart_count}"
             env = {**env, CONTAINER_MARKER: marker}
-            program = shutil.which(argv[0], path=env.get("PATH")) if argv else None
+            try:
+                mounts = volumes.mounts_for(container.spec, self.volumes)
+            except volumes.VolumeError:
+                mounts = []  # said when it starts, below
+            program = volumes.program(argv[0], env.get("PATH"), mounts) if argv else None
             if program is None:
                 container.state = {
                     "waiting": {

@@ -18,6 +18,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -162,6 +163,21 @@ def mounts_for(container: Json, volumes: dict[str, Path]) -> list[tuple[str, str
             source = source / mount["subPath"]
         found.append((str(source), mount["mountPath"], bool(mount.get("readOnly"))))
     return found
+
+
+def program(name: str, search_path: str | None, mounts: list[tuple[str, str, bool]]) -> str | None:
+    """The file a container's program runs from, as the agent sees it (None: there is none).
+
+    A path under one of the container's mounts is looked up in that volume: Argo's emissary
+    executor runs /var/run/argo/argoexec, which its init container copied into an emptyDir,
+    and the agent checks for it before the process enters its mount namespace.  Any other name
+    is looked up on the machine, along the container's PATH."""
+    for source, target, _ in sorted(mounts, key=lambda m: len(m[1]), reverse=True):
+        root = target.rstrip("/") + "/"
+        if name.startswith(root):
+            found = Path(source) / name[len(root) :]
+            return str(found) if found.is_file() and os.access(found, os.X_OK) else None
+    return shutil.which(name, path=search_path)
 
 
 def entering(

@@ -1,6 +1,9 @@
-"""The node agent's pure helpers: $(VAR) expansion, restart policy, back-off, field refs."""
+"""The node agent's pure helpers: $(VAR) expansion, restart policy, back-off, field refs,
+where a container's program is."""
 
 import asyncio
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -8,6 +11,7 @@ import pytest
 import containers
 import nodeagent
 import podenv
+import volumes
 
 
 def test_expansion_replaces_known_names_and_keeps_unknown_ones() -> None:
@@ -91,3 +95,19 @@ async def test_a_startup_probe_gates_the_container_and_its_failure_restarts_it()
             started,
             not started,
         )
+
+
+def test_a_program_under_a_mount_is_found_in_its_volume(tmp_path: Path) -> None:
+    """Argo's emissary: the init container copies argoexec into an emptyDir mounted at
+    /var/run/argo, and the main container runs /var/run/argo/argoexec."""
+    volume = tmp_path / "var-run-argo"
+    volume.mkdir()
+    (volume / "argoexec").write_text("#!/bin/sh\n")
+    (volume / "argoexec").chmod(0o755)
+    (volume / "data").write_text("not a program")
+    mounts = [(str(volume), "/var/run/argo", False), (str(tmp_path), "/var", True)]
+    assert volumes.program("/var/run/argo/argoexec", None, mounts) == str(volume / "argoexec")
+    assert volumes.program("/var/run/argo/data", None, mounts) is None  # not executable
+    assert volumes.program("/var/run/argo/missing", None, mounts) is None
+    assert volumes.program("sh", os.environ["PATH"], mounts) is not None  # on the machine
+    assert volumes.program("/bin/sh", None, []) == "/bin/sh"
