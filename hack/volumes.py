@@ -161,6 +161,8 @@ def mounts_for(container: Json, volumes: dict[str, Path]) -> list[tuple[str, str
             raise VolumeError(f"volume {mount['name']!r} is not defined in the pod")
         if mount.get("subPath"):
             source = source / mount["subPath"]
+            if not source.exists():  # as the kubelet does (Argo's wait mounts /tmp so)
+                source.mkdir(parents=True)
         found.append((str(source), mount["mountPath"], bool(mount.get("readOnly"))))
     return found
 

@@ -111,3 +111,12 @@ def test_a_program_under_a_mount_is_found_in_its_volume(tmp_path: Path) -> None:
     assert volumes.program("/var/run/argo/missing", None, mounts) is None
     assert volumes.program("sh", os.environ["PATH"], mounts) is not None  # on the machine
     assert volumes.program("/bin/sh", None, []) == "/bin/sh"
+
+
+def test_a_missing_sub_path_is_made_a_directory_as_the_kubelet_does(tmp_path: Path) -> None:
+    """Argo's wait container mounts subPath "0" of an empty emptyDir at /tmp."""
+    container = {"volumeMounts": [{"name": "tmp", "mountPath": "/tmp", "subPath": "0"}]}
+    assert volumes.mounts_for(container, {"tmp": tmp_path}) == [
+        (str(tmp_path / "0"), "/tmp", False)
+    ]
+    assert (tmp_path / "0").is_dir()
