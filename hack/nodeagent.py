@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import ssl
 import sys
@@ -270,6 +271,14 @@ class Agent:
             if runner.namespace == namespace and runner.name == name and runner.terminating:
                 self.runners.pop(uid, None)
 
+    async def remove_pod_dir(self, runner: PodRunner | None, path: Path) -> None:
+        """As a kubelet does: a deleted pod's emptyDirs, copies of its Secrets and logs go,
+        once its processes have ended (Argo copies its 110 MB executor into each pod's)."""
+        if runner is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runner.finished.wait(), 60)
+        await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+
     async def on_pod(self, event: str, pod: Json) -> None:
         meta, spec = pod["metadata"], pod["spec"]
         uid = meta["uid"]
@@ -279,6 +288,10 @@ class Agent:
             runner = self.runners.pop(uid, None)
             if runner and not runner.terminating:
                 await runner.kill_all(grace_seconds=0)
+            gone = self.state_dir / "pods" / f"{meta['namespace']}_{meta['name']}_{uid}"
+            removing = asyncio.create_task(self.remove_pod_dir(runner, gone))
+            self.chores.add(removing)
+            removing.add_done_callback(self.chores.discard)
             return
         if not spec.get("nodeName"):
             if spec.get(

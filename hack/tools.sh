@@ -115,7 +115,7 @@ build_argo() {
   pinned=$(cat "$here"/tools/argo/go.{mod,sum} | sha256sum | cut -c1-12)
   argo_bin="$cache/bin/argo-$ARGO_VERSION-$pinned"
   mod="github.com/argoproj/argo-workflows/${ARGO_VERSION%%.*}"
-  if [[ -x "$argo_bin/workflow-controller" && -x "$argo_bin/argoexec" ]]; then
+  if [[ -x "$argo_bin/workflow-controller" && -x "$argo_bin/argoexec" && -d "$argo_bin/manifests" ]]; then
     log "argo $ARGO_VERSION: cached"
   else
     need_go
@@ -139,6 +139,11 @@ build_argo() {
         with_heartbeat "argo $command build" go build -trimpath -modfile "$patched.mod" \
           -ldflags "-s -w" -o "$argo_bin/$command" "$mod/cmd/$command"
       done
+      # Its CRDs and the executor's Role, for bench/argo.py to install.
+      mkdir -p "$argo_bin/manifests"
+      cp "$patched"/manifests/base/crds/minimal/argoproj.io_*.yaml \
+        "$patched"/manifests/quick-start/base/executor/emissary/executor-role.yaml \
+        "$argo_bin/manifests/"
       rm -rf "$patched" "$patched.mod" "$patched.sum"
     )
     log "argo $ARGO_VERSION: built"

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from support.cluster import Cluster
+from support.cluster import Cluster, state_dir
 
 
 def pod(name: str, script: str, *, workdir: Path, restart: str = "Never", **spec: Any) -> str:
@@ -233,3 +233,13 @@ def test_volumes_are_mounted_where_the_container_asks_and_the_token_is_the_pods(
     assert int((tmp_path / "token-bytes").read_text()) > 100
     assert (tmp_path / "scratch").read_text() == "ok\n"
     assert not Path("/scratch/ok").exists()  # the mount was the container's alone
+    # As with a kubelet, the pod's volumes go with it.
+    uid = cluster.kubectl("get", "pod/mounted", "-n", namespace, "-o", "jsonpath={.metadata.uid}")
+    kept = state_dir() / "agent" / "pods" / f"{namespace}_mounted_{uid.stdout}"
+    assert (kept / "volumes" / "scratch" / "ok").exists()
+    cluster.kubectl("delete", "pod/mounted", "-n", namespace, "--wait=true")
+    for _ in range(100):
+        if not kept.exists():
+            break
+        time.sleep(0.1)
+    assert not kept.exists()
