@@ -3,11 +3,15 @@ operator's process, the API server's request counters, percentiles, and writing 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
 import re
 import subprocess
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +143,87 @@ def warm_pool(space: str, replicas: int, slots: int = 16, name: str = "bench") -
     kubectl("apply", "-n", space, "-f", "-", stdin=json.dumps(body))
     kubectl("wait", "-n", space, f"twp/{name}", "--for=condition=Ready", "--timeout=180s")
     return name
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A custom resource the benchmarks create and watch, and the phases that end one."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    final: tuple[str, ...] = ("Succeeded", "Failed")
+
+    def resource(self) -> Any:
+        from lightkube.generic_resource import create_namespaced_resource
+
+        return create_namespaced_resource(self.group, self.version, self.kind, self.plural)
+
+
+WORKFLOWS = Kind("treadle.dev", "v1alpha1", "Workflow", "workflows")
+
+
+def create_with_requests(
+    kind: Kind, space: str, bodies: list[dict[str, Any]], in_flight: int, created: list[float]
+) -> None:
+    """Creates the objects through the API, `in_flight` requests at once, noting when each
+    was made."""
+    from lightkube import AsyncClient, KubeConfig
+
+    resource = kind.resource()
+
+    async def run() -> None:
+        api = AsyncClient(config=KubeConfig.from_file(STATE / "kubeconfig").get())
+        slots = asyncio.Semaphore(in_flight)
+
+        async def one(body: dict[str, Any]) -> None:
+            async with slots:
+                await api.create(resource(body), namespace=space)
+                created.append(time.monotonic())
+
+        try:
+            await asyncio.gather(*(one(body) for body in bodies))
+        finally:
+            await api.close()
+
+    asyncio.run(run())
+
+
+def watch_ends(kind: Kind, space: str, count: int) -> dict[str, float]:
+    """When each object of `space` reached a final phase, as one watch sees it (filled by a
+    thread; a watch costs the API server far less than listing a thousand objects a second)."""
+    from lightkube import Client, KubeConfig
+
+    resource = kind.resource()
+    ended: dict[str, float] = {}
+
+    def follow() -> None:
+        api = Client(config=KubeConfig.from_file(STATE / "kubeconfig").get())
+        while len(ended) < count:
+            for _, found in api.watch(resource, namespace=space, server_timeout=60):
+                phase = (found.get("status") or {}).get("phase")
+                name = found["metadata"]["name"]
+                if phase in kind.final and name not in ended:
+                    ended[name] = time.monotonic()
+                if len(ended) >= count:
+                    return
+
+    threading.Thread(target=follow, daemon=True).start()
+    return ended
+
+
+def peak_rss(pid: int) -> tuple[threading.Event, list[int]]:
+    """Samples a process's resident memory twice a second until the event is set; the list
+    holds the peak so far."""
+    stop, peak = threading.Event(), [rss_bytes(pid)]
+
+    def sample() -> None:
+        while not stop.wait(0.5):
+            try:
+                peak[0] = max(peak[0], rss_bytes(pid))
+            except OSError:  # it ended
+                return
+
+    threading.Thread(target=sample, daemon=True).start()
+    return stop, peak

@@ -17,7 +17,6 @@ finished over time).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import threading
 import time
@@ -25,50 +24,25 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from common import (
-    STATE,
+    WORKFLOWS,
+    Kind,
     apiserver_writes,
+    create_with_requests,
     kubectl,
     namespace,
     operator_pid,
-    rss_bytes,
+    peak_rss,
     save_plot,
     warm_pool,
+    watch_ends,
     write,
 )
-from lightkube import KubeConfig
 
 TASKS_PER_WORKFLOW = 5
 
 
-def create_with_requests(
-    space: str, bodies: list[dict[str, Any]], in_flight: int, created: list[float]
-) -> None:
-    """Creates the workflows through the API, `in_flight` requests at once, noting when each
-    was made."""
-    from lightkube import AsyncClient
-    from lightkube.generic_resource import create_namespaced_resource
-
-    resource = create_namespaced_resource("treadle.dev", "v1alpha1", "Workflow", "workflows")
-
-    async def run() -> None:
-        api = AsyncClient(config=KubeConfig.from_file(STATE / "kubeconfig").get())
-        slots = asyncio.Semaphore(in_flight)
-
-        async def one(body: dict[str, Any]) -> None:
-            async with slots:
-                await api.create(resource(body), namespace=space)
-                created.append(time.monotonic())
-
-        try:
-            await asyncio.gather(*(one(body) for body in bodies))
-        finally:
-            await api.close()
-
-    asyncio.run(run())
-
-
 def create_with_kubectl(
-    space: str, bodies: list[dict[str, Any]], clients: int, created: list[float]
+    _: Kind, space: str, bodies: list[dict[str, Any]], clients: int, created: list[float]
 ) -> None:
     lists = [
         {"apiVersion": "v1", "kind": "List", "items": bodies[c::clients]} for c in range(clients)
@@ -107,30 +81,6 @@ def workflow(index: int, on: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def watch_ends(space: str, count: int) -> dict[str, float]:
-    """When each workflow of `space` ended, as one watch sees it (filled by a thread; a watch
-    costs the API server far less than listing a thousand workflows every second)."""
-    from lightkube import Client
-    from lightkube.generic_resource import create_namespaced_resource
-
-    resource = create_namespaced_resource("treadle.dev", "v1alpha1", "Workflow", "workflows")
-    ended: dict[str, float] = {}
-
-    def follow() -> None:
-        api = Client(config=KubeConfig.from_file(STATE / "kubeconfig").get())
-        while len(ended) < count:
-            for _, found in api.watch(resource, namespace=space, server_timeout=60):
-                phase = (found.get("status") or {}).get("phase")
-                name = found["metadata"]["name"]
-                if phase in ("Succeeded", "Failed") and name not in ended:
-                    ended[name] = time.monotonic()
-                if len(ended) >= count:
-                    return
-
-    threading.Thread(target=follow, daemon=True).start()
-    return ended
-
-
 def phases(space: str) -> list[str]:
     out = kubectl("get", "twf", "-n", space, "-o", "jsonpath={.items[*].status.phase}")
     return out.split()
@@ -150,28 +100,18 @@ def main() -> None:
     space = f"bench-small-{int(time.time())}"
     namespace(space)
     on = {"workerPool": warm_pool(space, args.pool)} if args.pool else {}
-    pid = operator_pid()
-    peak = rss_bytes(pid)
-    stop = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not stop.wait(0.5):
-            peak = max(peak, rss_bytes(pid))
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    stop, peak = peak_rss(operator_pid())
     by_resource = {r: apiserver_writes(r) for r in ("pods|bindings", "workflows", "events", ".*")}
     bodies = [workflow(i, on) for i in range(args.workflows)]
     started = time.monotonic()
     created: list[float] = []
     creating = threading.Thread(
         target=create_with_kubectl if args.kubectl else create_with_requests,
-        args=(space, bodies, args.clients, created),
+        args=(WORKFLOWS, space, bodies, args.clients, created),
     )
     creating.start()
     timeline: list[tuple[float, int, int]] = []
-    ended = watch_ends(space, args.workflows)
+    ended = watch_ends(WORKFLOWS, space, args.workflows)
     while True:
         timeline.append((time.monotonic() - started, len(created), len(ended)))
         if len(ended) >= args.workflows:
@@ -181,7 +121,6 @@ def main() -> None:
     creating.join()
     applied = max(created) - started
     stop.set()
-    sampler.join()
     tasks = args.workflows * TASKS_PER_WORKFLOW
     writes = {r: apiserver_writes(r) - before for r, before in by_resource.items()}
     result = {
@@ -196,7 +135,7 @@ def main() -> None:
         "create_seconds": round(applied, 1),
         "seconds": round(seconds, 1),
         "workflows_per_minute": round(args.workflows / seconds * 60, 1),
-        "operator_peak_rss_mib": round(peak / 2**20, 1),
+        "operator_peak_rss_mib": round(peak[0] / 2**20, 1),
         "apiserver_writes_per_task": round(writes[".*"] / tasks, 2),
         "apiserver_writes": {
             "all": writes[".*"],
