@@ -73,6 +73,7 @@ bench: $(BIN)/.installed-bench run ## benchmarks (bench/README.md): results, JSO
 	@$(BIN)/python bench/latency.py --tasks $${CHAIN:-500} --pool
 	@$(BIN)/python bench/workflows.py --workflows $${WORKFLOWS:-1000} --pool $${WORKERS:-2}
 	@$(BIN)/python bench/syncjobs.py --jobs $${JOBS:-500} --slots $${SLOTS:-2}
+	@$(BIN)/python bench/argo.py --workflows $${ARGO_WORKFLOWS:-100} --children $${ARGO_CHILDREN:-1000}
 
 stop: ## stop the operator and Redis that make run started (the cluster keeps running)
 	@bash hack/run.sh stop

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import subprocess
 import threading
 import time
@@ -149,6 +150,18 @@ def argo_tools() -> Path:
     if out.returncode != 0:
         raise SystemExit(f"hack/tools.sh argo failed:\n{out.stderr}")
     return Path(out.stdout.strip().splitlines()[-1])
+
+
+def check_room(tools: Path) -> None:
+    """Each Argo pod's init container copies argoexec into the pod's emptyDir, and the node
+    agent runs up to 110 pods at once: stop early rather than fill the disk."""
+    needed = 110 * (tools / "argoexec").stat().st_size * 1.5
+    free = shutil.disk_usage(STATE).free
+    if free < needed:
+        raise SystemExit(
+            f"Argo's pods need {needed / 2**30:.0f} GiB free under {STATE}; "
+            f"{free / 2**30:.0f} GiB are"
+        )
 
 
 def install_argo(tools: Path, space: str) -> None:
@@ -338,6 +351,8 @@ def main() -> None:
     if unknown := set(scenarios) - {"small", "fanout"}:
         parser.error(f"--scenarios: unknown {sorted(unknown)}")
     tools = argo_tools() if "argo" in systems else None
+    if tools is not None:
+        check_room(tools)
     for scenario in scenarios:
         size = args.workflows if scenario == "small" else args.children
         runs = {s: run_scenario(s, scenario, size, tools, args.timeout) for s in systems}
