@@ -174,6 +174,8 @@ def program(name: str, search_path: str | None, mounts: list[tuple[str, str, boo
     executor runs /var/run/argo/argoexec, which its init container copied into an emptyDir,
     and the agent checks for it before the process enters its mount namespace.  Any other name
     is looked up on the machine, along the container's PATH."""
+    if name.startswith("/"):
+        name = os.path.normpath(name)  # no way out of a volume by "..": it is the pod's path
     for source, target, _ in sorted(mounts, key=lambda m: len(m[1]), reverse=True):
         root = target.rstrip("/") + "/"
         if name.startswith(root):

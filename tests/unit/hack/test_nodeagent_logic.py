@@ -109,6 +109,9 @@ def test_a_program_under_a_mount_is_found_in_its_volume(tmp_path: Path) -> None:
     assert volumes.program("/var/run/argo/argoexec", None, mounts) == str(volume / "argoexec")
     assert volumes.program("/var/run/argo/data", None, mounts) is None  # not executable
     assert volumes.program("/var/run/argo/missing", None, mounts) is None
+    assert volumes.program("/var/run/argo/../argo/argoexec", None, mounts) == str(
+        volume / "argoexec"
+    )
     assert volumes.program("sh", os.environ["PATH"], mounts) is not None  # on the machine
     assert volumes.program("/bin/sh", None, []) == "/bin/sh"
 
