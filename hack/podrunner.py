@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable
@@ -172,6 +173,10 @@ class PodRunner:
             raise
         finally:
             await self.detach_network()
+            if self.phase in ("Succeeded", "Failed"):
+                # As a kubelet does: a pod that has ended runs nothing more, so its volumes go
+                # now, not when the pod object is deleted (Argo's each hold a 113 MB executor).
+                await asyncio.to_thread(shutil.rmtree, self.dir / "volumes", ignore_errors=True)
             self.changed()
             self.finished.set()
             self.agent.room_made()

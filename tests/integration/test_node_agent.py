@@ -233,13 +233,19 @@ def test_volumes_are_mounted_where_the_container_asks_and_the_token_is_the_pods(
     assert int((tmp_path / "token-bytes").read_text()) > 100
     assert (tmp_path / "scratch").read_text() == "ok\n"
     assert not Path("/scratch/ok").exists()  # the mount was the container's alone
-    # As with a kubelet, the pod's volumes go with it.
+    # As with a kubelet, an ended pod's volumes go; the rest of its directory (its logs) goes
+    # with the pod object.
     uid = cluster.kubectl("get", "pod/mounted", "-n", namespace, "-o", "jsonpath={.metadata.uid}")
     kept = state_dir() / "agent" / "pods" / f"{namespace}_mounted_{uid.stdout}"
-    assert (kept / "volumes" / "scratch" / "ok").exists()
+    assert gone_soon(kept / "volumes")
+    assert (kept / "main").is_dir()
     cluster.kubectl("delete", "pod/mounted", "-n", namespace, "--wait=true")
+    assert gone_soon(kept)
+
+
+def gone_soon(path: Path) -> bool:
     for _ in range(100):
-        if not kept.exists():
-            break
+        if not path.exists():
+            return True
         time.sleep(0.1)
-    assert not kept.exists()
+    return False
