@@ -115,8 +115,13 @@ def apiserver_writes(resource_pattern: str = ".*") -> int:
 
 
 def save_plot(png: Any, title: str, xlabel: str, ylabel: str, draw: Any) -> None:
-    """One small figure: `draw(axis)` puts the data on it."""
-    plt = pyplot()
+    """One small figure: `draw(axis)` puts the data on it; without matplotlib (the `bench`
+    extra, which `make bench` installs) it says so and the JSON stands alone."""
+    try:
+        plt = pyplot()
+    except ImportError:
+        print(f"no plot {png}: matplotlib is missing (pip install -e '.[bench]')")
+        return
     figure, axis = plt.subplots(figsize=(6, 3.5))
     draw(axis)
     axis.set_xlabel(xlabel)
