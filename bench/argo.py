@@ -331,7 +331,7 @@ def compare(
     scenario: str,
     size: int,
     runs: dict[str, tuple[dict[str, Any], list[tuple[float, int]]]],
-    tuned: bool = False,
+    extra: tuple[str, ...] = (),
 ) -> None:
     label = (
         f"{size} workflows x {len(DAG)} tasks (a -> b, c, d -> e)"
@@ -344,7 +344,7 @@ def compare(
         "treadle_runs_on": f"a warm WorkerPool of {POOL_WORKERS} workers",
         "argo_setup": "v" + argo_version() + ", emissary executor, a pod per task, podGC "
         "OnPodCompletion, "
-        + (f"tuned as its scaling guide says ({' '.join(TUNED)})" if tuned else DEFAULTS),
+        + (f"tuned as its scaling guide says ({' '.join(extra)})" if extra else DEFAULTS),
         **{system: outcome for system, (outcome, _) in runs.items()},
     }
     if set(runs) == set(SYSTEMS):
@@ -352,7 +352,7 @@ def compare(
         result["argo_over_treadle_seconds"] = round(argo["seconds"] / treadle["seconds"], 1)
         if argo["timed_out"]:
             result["note"] = "Argo did not finish within the timeout: the ratio is a floor."
-    png = write(f"argo-{scenario}-{size}" + ("-tuned" if tuned else ""), result)
+    png = write(f"argo-{scenario}-{size}" + ("-tuned" if extra else ""), result)
 
     def draw(axis: Any) -> None:
         for system, (_, timeline) in runs.items():
@@ -393,11 +393,11 @@ def main() -> None:
     tools = argo_tools() if "argo" in systems else None
     if tools is not None:
         check_room(tools)
+    extra = TUNED if args.argo_tuned else ()
     for scenario in scenarios:
         size = args.workflows if scenario == "small" else args.children
-        extra = TUNED if args.argo_tuned else ()
         runs = {s: run_scenario(s, scenario, size, tools, args.timeout, extra) for s in systems}
-        compare(scenario, size, runs, args.argo_tuned)
+        compare(scenario, size, runs, extra)
 
 
 if __name__ == "__main__":
