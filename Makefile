@@ -81,6 +81,8 @@ stop: ## stop the operator and Redis that make run started (the cluster keeps ru
 crds: venv ## regenerate crds/, the chart's copy and docs/reference from the models
 	@$(BIN)/python -m treadle.api.crds crds
 	@$(BIN)/python -m treadle.api.crds charts/treadle/crds
+	@$(BIN)/python -m treadle.api.policies crds
+	@$(BIN)/python -m treadle.api.policies charts/treadle/templates
 	@$(BIN)/python -m treadle.api.reference docs/reference
 
 lint: venv ## ruff, mypy and import-linter

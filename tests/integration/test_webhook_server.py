@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ssl
 from pathlib import Path
 
 from cryptography import x509
@@ -53,3 +54,32 @@ async def test_a_webhook_with_a_given_certificate_serves_it_and_registers_its_ca
     await configs.aclose()
     assert base64.b64decode(config["caBundle"]) == ca
     assert server.certfile == str(tmp_path / "tls.crt")
+
+
+async def test_a_review_bigger_than_aiohttps_default_limit_is_read_and_answered() -> None:
+    """An AdmissionReview over 1 MiB (a padded manifest, or an UPDATE of a big one, which
+    carries the object twice) got 413 from aiohttp's default limit, and the API server then
+    stored the object unchecked."""
+    import httpx2 as httpx
+
+    seen: list[int] = []
+
+    async def answer(data: dict[str, object], **_: object) -> dict[str, object]:
+        seen.append(len(str(data)))
+        return {"response": {"uid": "u", "allowed": False}}
+
+    port = free_port()
+    server = runner._webhook_server(f"127.0.0.1:{port}")
+    configs = server(answer)  # type: ignore[arg-type]
+    await anext(configs)
+    try:
+        padded = {"request": {"uid": "u", "object": {"spec": {"params": {"pad": "x" * 5_000_000}}}}}
+        trust = ssl.create_default_context(cafile=str(server.cafile))
+        async with httpx.AsyncClient(verify=trust) as client:
+            response = await client.post(f"https://127.0.0.1:{port}/validate", json=padded)
+    finally:
+        await configs.aclose()
+    assert response.status_code == 200, response.text
+    assert response.json()["response"]["allowed"] is False
+    assert seen
+    assert seen[0] > 5_000_000

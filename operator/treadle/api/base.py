@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import json
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 
@@ -35,6 +36,47 @@ def free_form(description: str) -> Any:
         description=description,
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
+
+
+MAX_PARAMS_BYTES = 64 * 1024
+MAX_PARAMS_DEPTH = 32
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """How deep a JSON value nests (a scalar is 0), counted without recursion and only up to
+    `limit + 1`: a value nested 100,000 deep costs no more than one nested `limit` deep."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if not isinstance(node, dict | list) or depth > limit:
+            deepest = max(deepest, depth)
+            continue
+        children = node.values() if isinstance(node, dict) else node
+        deepest = max(deepest, depth + 1)
+        pending += [(child, depth + 1) for child in children]
+    return deepest
+
+
+def bounds_problem(value: Any, max_bytes: int, max_depth: int) -> str | None:
+    """Why a free-form JSON value is too big or too deep for the SPEC's bounds, or None."""
+    if json_depth(value, max_depth) > max_depth:
+        return f"nests deeper than {max_depth} levels"
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > max_bytes:
+        return f"is {size} bytes as JSON, over the limit of {max_bytes}"
+    return None
+
+
+def _bounded_params(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    problem = None if value is None else bounds_problem(value, MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+Params = Annotated[dict[str, Any] | None, AfterValidator(_bounded_params)]
+"""Free-form parameters within the SPEC's bounds (64 KiB as JSON, nesting depth 32)."""
 
 
 def map_list(*keys: str) -> dict[str, Any]:

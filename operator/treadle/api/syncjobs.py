@@ -7,7 +7,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from treadle.api.base import SET_LIST, Condition, ResourceModel, cel, free_form, map_list
+from treadle.api.base import (
+    SET_LIST,
+    Condition,
+    Params,
+    ResourceModel,
+    cel,
+    free_form,
+    map_list,
+)
 from treadle.api.workflows import TemplateRef, WorkflowSpec
 
 KIND = "SyncJob"
@@ -74,7 +82,7 @@ class WorkflowRun(ResourceModel):
 
     workflow_template_ref: TemplateRef | None = None
     """The WorkflowTemplate each run runs."""
-    params: dict[str, Any] | None = free_form(
+    params: Params = free_form(
         "Parameters of each run, merged over the template's (or the spec's); their strings may "
         "use {{ slot }} (the slot's time, RFC 3339), {{ job }} and {{ fencing_token }}."
     )

@@ -11,6 +11,7 @@ from pydantic import Field, WithJsonSchema, field_validator, model_validator
 from treadle.api.base import (
     SET_LIST,
     Condition,
+    Params,
     ResourceModel,
     StatusModel,
     cel,
@@ -308,9 +309,7 @@ class WorkflowSpec(ResourceModel):
 
     suspend: bool = False
     """When true the workflow is validated but not started; set false to start it."""
-    params: dict[str, Any] | None = free_form(
-        "Free-form parameters, available to templates as params."
-    )
+    params: Params = free_form("Free-form parameters, available to templates as params.")
     concurrency: int = Field(default=8, ge=1, le=10000)
     """Maximum tasks of this workflow executing at once."""
     active_deadline_seconds: int | None = Field(default=None, ge=1)

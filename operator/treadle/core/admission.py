@@ -128,6 +128,7 @@ def admit(
     workflow: Mapping[str, Any],
     default_pool: bool = False,
     template: Mapping[str, Any] | None = None,
+    refused: Sequence[str] = (),
 ) -> Admission:
     """A created, changed or resumed workflow: its status when this generation is new, and
     whether the engine should drive it; a new run's WorkerPool is chosen now (`default_pool`:
@@ -136,7 +137,8 @@ def admit(
     read (written around the operator) makes the workflow Invalid: nothing runs from a record
     of truth that cannot be trusted.  A workflow running a WorkflowTemplate runs the copy its
     status froze, or, for a new run, `template` (the template's spec as read now; None: there
-    is none), which its new status then freezes."""
+    is none), which its new status then freezes.  `refused`: what the user who applied this
+    generation may not have Treadle use (controllers/access.py); any makes it Invalid."""
     read, unreadable = parse(workflows.WorkflowStatus, status or {}, root="status")
     if read is None:
         read = workflows.WorkflowStatus(conditions=_readable_conditions(status))
@@ -147,7 +149,9 @@ def admit(
     digest = spec_hash(spec) if isinstance(spec, Mapping) else None
     frozen = current.template_spec if _keeps_template(spec, current, generation) else template
     parsed, problems = admit_workflow(spec, workflow, frozen)
-    if current.observed_generation != generation or not current.phase:
+    if refused:
+        parsed, problems = None, [*problems, *refused]
+    if is_new_generation(current, generation):
         same_run = current.spec_hash == digest or (
             current.spec_hash is None and has_started(current)
         )
@@ -169,6 +173,16 @@ def admit(
             return Admission(new_status, _runnable(parsed, new_status), restarted, new_status)
         current = new_status
     return Admission(new_status, _runnable(parsed, current), current=current)
+
+
+def is_new_generation(
+    status: workflows.WorkflowStatus | Mapping[str, Any] | None, generation: int | None
+) -> bool:
+    """Whether this generation of a workflow's spec is still to be admitted."""
+    if not isinstance(status, workflows.WorkflowStatus):
+        observed = (status or {}).get("observedGeneration")
+        return observed != generation or not (status or {}).get("phase")
+    return status.observed_generation != generation or not status.phase
 
 
 def template_wanted(
@@ -476,11 +490,18 @@ class SyncJobAdmission:
 
 
 def admit_syncjob(
-    spec: Any, status: Mapping[str, Any] | None, *, generation: int | None, now: datetime
+    spec: Any,
+    status: Mapping[str, Any] | None,
+    *,
+    generation: int | None,
+    now: datetime,
+    refused: Sequence[str] = (),
 ) -> SyncJobAdmission:
     """A created, changed or resumed SyncJob: its parsed spec, or the conditions that say why
-    it is invalid (nothing of it ever runs)."""
+    it is invalid (nothing of it ever runs); `refused` as for `admit`."""
     parsed, problems = _check_syncjob(spec)
+    if refused:
+        parsed, problems = None, [*problems, *refused]
     if parsed is not None:
         return SyncJobAdmission(None, parsed)
     message = "; ".join(problems)

@@ -9,9 +9,10 @@ from typing import Any
 import kopf
 
 from treadle.api import GROUP, VERSION, pools
-from treadle.controllers import metrics
+from treadle.controllers import access, metrics
 from treadle.core import admission
 from treadle.handlers.registry import registry
+from treadle.services import kube
 
 
 @kopf.index(GROUP, VERSION, pools.PLURAL, registry=registry)
@@ -32,6 +33,10 @@ async def admit_pool(
     **_: Any,
 ) -> None:
     parsed, problems = admission.admit_pool(dict(spec), str(meta.get("name")))
+    if parsed is not None:  # its Secrets are mounted for every workflow of the pool
+        async with kube.client() as api:
+            problems = await access.refusals(api, pools.KIND, dict(spec), meta)
+        parsed = None if problems else parsed
     metrics.ADMISSIONS.labels(kind=pools.KIND, phase="Invalid" if problems else "Ready").inc()
     if problems:
         kopf.warn(body, reason="Invalid", message="; ".join(problems))

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import kopf
 import prometheus_client
 from lightkube import ApiError
@@ -43,6 +44,10 @@ log = logging.getLogger(__name__)
 SCHEDULER_SAFETY_SECONDS = 60.0
 LOST_LEADERSHIP_EXIT_CODE = 3
 LEADER_LABEL = "treadle.dev/leader"
+WEBHOOK_BODY_LIMIT_BYTES = 16 * 1024 * 1024
+"""The largest AdmissionReview the webhook reads: above anything the API server sends (it
+takes request bodies up to 3 MiB, and an UPDATE's review carries the object twice), so the
+webhook never answers 413 for size (aiohttp's default is 1 MiB)."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,13 @@ class TreadleWebhookServer(kopf.WebhookServer):
             if config.get("caBundle"):
                 found["caBundle"] = config["caBundle"]
             yield found
+
+    @staticmethod
+    async def _serve(fn: Any, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        # kopf makes its aiohttp app with the default 1 MiB body limit: a bigger review got
+        # 413 and, failing open, went unchecked.  Read every review the API server can send.
+        roomy = request.clone(client_max_size=WEBHOOK_BODY_LIMIT_BYTES)
+        return await kopf.WebhookServer._serve(fn, roomy)
 
 
 def _peer_names(peer: Any) -> list[str]:

@@ -16,7 +16,7 @@ import kopf
 
 from treadle.api import BACKFILL_ANNOTATION, GROUP, RUN_NOW_ANNOTATION, VERSION, syncjobs, workflows
 from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
-from treadle.controllers import metrics
+from treadle.controllers import access, metrics
 from treadle.core import admission
 from treadle.handlers.registry import registry
 from treadle.services import kube, runs
@@ -34,8 +34,14 @@ async def admit_syncjob(
     memo: kopf.Memo,
     **_: Any,
 ) -> None:
+    async with kube.client() as api:
+        refused = await access.refusals(api, syncjobs.KIND, dict(spec), meta)
     verdict = admission.admit_syncjob(
-        dict(spec), dict(status), generation=meta.get("generation"), now=datetime.now(UTC)
+        dict(spec),
+        dict(status),
+        generation=meta.get("generation"),
+        now=datetime.now(UTC),
+        refused=refused,
     )
     if verdict.runnable is None:
         metrics.ADMISSIONS.labels(kind=syncjobs.KIND, phase="Invalid").inc()

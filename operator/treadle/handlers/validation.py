@@ -1,8 +1,11 @@
 """The validating admission webhook: bad manifests are refused at `kubectl apply`.
 
 The verdict is the core's, the same one the operator applies when the webhook is absent
-(`phase: Invalid`).  failurePolicy is Ignore: when the operator is down, applies go through and
-the operator refuses invalid objects once it is back, so a dead webhook never blocks a cluster.
+(`phase: Invalid`).  failurePolicy is Fail: a review the webhook cannot answer (too big, too
+slow, the operator away) refuses the write rather than storing an unchecked object, and the
+webhook reads any body the API server can send (runner.WEBHOOK_BODY_LIMIT_BYTES).  It is not
+the only guard: the rights a spec relies on are checked again, as the user who applied it,
+before anything of it runs (controllers/access.py).
 Updates that leave the spec alone (labels, finalizers, deletion) are never refused, so an
 object admitted before the webhook existed stays editable.  Once a workflow has started, its
 spec is fixed but for suspend, shutdown and activeDeadlineSeconds, as a Job's pod template is;
@@ -20,7 +23,7 @@ import kopf
 from treadle.api import GROUP, VERSION, syncjobs, workflows
 from treadle.api import pools as pools_api
 from treadle.api.pools import DEFAULT_POOL
-from treadle.core import admission, engine, pools, templates
+from treadle.core import access, admission, engine, pools, templates
 from treadle.services import kube, pool_deployments
 
 WEBHOOK_CONFIGURATION = GROUP
@@ -164,9 +167,35 @@ async def validate_syncjob(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> N
         await _secrets_readable(workflows.KIND, template, meta, kwargs.get("userinfo"))
 
 
+async def stamp_applier(spec: kopf.Spec, patch: kopf.Patch, **kwargs: Any) -> None:
+    """Records who created the object or changed its spec (core/access.py): the API server's
+    policy `treadle-applied-by` checks the record is that user's; the operator asks, before
+    anything of the spec runs, whether they may read what it names."""
+    userinfo = kwargs.get("userinfo")
+    if _spec_unchanged(spec, kwargs.get("old")) or not userinfo:
+        return
+    for key, value in access.stamp(dict(userinfo)).items():
+        patch.metadata.annotations[key] = value
+
+
 def register(registry: kopf.OperatorRegistry) -> None:
     """Adds the webhook handlers; only an operator that serves the webhook has them (kopf
     refuses to start with admission handlers and no server)."""
+    for plural in (
+        workflows.PLURAL,
+        workflows.TEMPLATE_PLURAL,
+        syncjobs.PLURAL,
+        pools_api.PLURAL,
+    ):
+        kopf.on.mutate(
+            GROUP,
+            VERSION,
+            plural,
+            id=f"stamp-applier-{plural}",
+            operations=OPERATIONS,
+            ignore_failures=False,
+            registry=registry,
+        )(stamp_applier)
     for plural, handler in (
         (workflows.PLURAL, validate_workflow),
         (workflows.TEMPLATE_PLURAL, validate_workflowtemplate),
@@ -179,6 +208,6 @@ def register(registry: kopf.OperatorRegistry) -> None:
             plural,
             id=handler.__name__.replace("_", "-"),
             operations=OPERATIONS,
-            ignore_failures=True,
+            ignore_failures=False,
             registry=registry,
         )(handler)

@@ -14,8 +14,8 @@ from typing import Any
 import kopf
 
 from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
-from treadle.controllers import metrics
-from treadle.core import admission, engine, patches
+from treadle.controllers import access, metrics
+from treadle.core import admission, engine, patches, templates
 from treadle.handlers import pools
 from treadle.handlers.registry import registry
 from treadle.services import kube
@@ -39,7 +39,12 @@ async def admit_workflow(
     if wanted is not None:
         async with kube.client() as api:
             template = await kube.template_spec(api, str(meta.get("namespace")), wanted)
-    verdict = _admit(spec, status, meta, default_pool, template)
+    refused: list[str] = []
+    if admission.is_new_generation(dict(status), meta.get("generation")):
+        used = templates.effective(dict(spec), template) if template is not None else dict(spec)
+        async with kube.client() as api:
+            refused = await access.refusals(api, workflows.KIND, used, meta)
+    verdict = _admit(spec, status, meta, default_pool, template, refused)
     current = verdict.status
     if current is not None:
         metrics.ADMISSIONS.labels(kind=workflows.KIND, phase=current.phase).inc()
@@ -102,6 +107,7 @@ def _admit(
     meta: kopf.Meta,
     default_pool: bool,
     template: dict[str, Any] | None,
+    refused: list[str],
 ) -> admission.Admission:
     return admission.admit(
         dict(spec),
@@ -111,4 +117,5 @@ def _admit(
         workflow=engine.Identity.of(meta).context,
         default_pool=default_pool,
         template=template,
+        refused=refused,
     )

@@ -396,18 +396,29 @@ async def unlabel_other_pods(
     return others
 
 
-_OWN_USERNAME: list[str] = []
+_OWN_USER: list[dict[str, Any]] = []
 
 
-async def own_username(api: AsyncClient) -> str | None:
-    """Who the operator is to the API server (a SelfSubjectReview, asked once)."""
-    if not _OWN_USERNAME:
+async def own_user_info(api: AsyncClient) -> dict[str, Any]:
+    """Who the operator is to the API server: username and groups (a SelfSubjectReview, asked
+    once)."""
+    if not _OWN_USER:
         from lightkube.resources.authentication_v1 import SelfSubjectReview
 
         answer = await api.create(SelfSubjectReview())
         info = answer.status.userInfo if answer.status else None
-        _OWN_USERNAME.append((info.username if info else None) or "")
-    return _OWN_USERNAME[0] or None
+        _OWN_USER.append(
+            {
+                "username": (info.username if info else None) or "",
+                "groups": list((info.groups if info else None) or []),
+            }
+        )
+    return dict(_OWN_USER[0])
+
+
+async def own_username(api: AsyncClient) -> str | None:
+    """Who the operator is to the API server (a SelfSubjectReview, asked once)."""
+    return (await own_user_info(api))["username"] or None
 
 
 async def may_get_secret(
@@ -459,6 +470,12 @@ async def may(
 async def get_workflow(api: AsyncClient, namespace: str, name: str) -> dict[str, Any] | None:
     """A Workflow as the API server holds it, or None when there is none of that name."""
     found = await _found(api, Workflow, namespace, name)
+    return None if found is None else dict(found)
+
+
+async def get_syncjob(api: AsyncClient, namespace: str, name: str) -> dict[str, Any] | None:
+    """A SyncJob as the API server holds it, or None when there is none of that name."""
+    found = await _found(api, SyncJob, namespace, name)
     return None if found is None else dict(found)
 
 

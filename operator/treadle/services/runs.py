@@ -19,7 +19,7 @@ from lightkube.types import PatchType
 
 from treadle.api import GROUP, VERSION, syncjobs, workflows
 from treadle.api.syncjobs import SyncJobSpec
-from treadle.core import gates, podspecs, syncruns, timestamps
+from treadle.core import access, gates, podspecs, syncruns, timestamps
 from treadle.services import kube
 from treadle.services.kube import LABEL_COMPONENT
 
@@ -174,7 +174,11 @@ def _resource(kind: str) -> Any:
 
 async def create_run(api: AsyncClient, body: dict[str, Any]) -> bool:
     """Creates the run's pod or Workflow; False when it exists already (this slot's run was
-    started)."""
+    started).  A Workflow run is stamped as the operator's (core/access.py): its rights are
+    then its SyncJob's."""
+    if body["kind"] == workflows.KIND:
+        stamped = access.stamp(await kube.own_user_info(api))
+        body["metadata"]["annotations"] = {**body["metadata"]["annotations"], **stamped}
     try:
         await api.create(_resource(body["kind"]).from_dict(body))
     except ApiError as error:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from treadle.api import crds, reference
+from treadle.api import crds, policies, reference
 
 REPO = Path(__file__).resolve().parents[3]
 CRD_DIR = REPO / "crds"
@@ -100,3 +100,10 @@ def test_the_field_reference_in_docs_matches_the_models(name: str) -> None:
     assert any(
         f in text for f in ("`spec.tasks[].forEach`", "`spec.schedule`", "`spec.slotsPerWorker`")
     )
+
+
+def test_applied_by_policy_files_match_the_module() -> None:
+    for directory in (CRD_DIR, REPO / "charts" / "treadle" / "templates"):
+        assert (directory / policies.FILE).read_text() == policies.render(), (
+            f"{directory / policies.FILE} is out of date: run `make crds`"
+        )
