@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx2 as httpx
 from lightkube import ApiError, AsyncClient
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from treadle.api import RETRY_ANNOTATION
 from treadle.api.workflows import WorkflowSpec, WorkflowStatus
@@ -71,6 +73,14 @@ def _cancelling(tracked: Tracked, now: datetime) -> bool:
     """Whether a terminated workflow's own workers may still be learning of it."""
     sent = tracked.cancel_sent
     return not tracked.who.shared and sent is not None and now < sent + TERMINATE_HOLD
+
+
+def _away(error: BaseException) -> bool:
+    """Whether a failure says a server is away or overloaded (not what one workflow holds)."""
+    if isinstance(error, ApiError):
+        return error.status.code in (None, 429) or (error.status.code or 0) >= 500
+    away = (OSError, ConnectionError, TimeoutError, RedisConnectionError, httpx.TransportError)
+    return isinstance(error, away)
 
 
 @dataclass
@@ -215,6 +225,9 @@ class Driver:
             read += more
         if self.results.set_aside > set_aside:
             metrics.RESULTS_SET_ASIDE.inc(self.results.set_aside - set_aside)
+        if self.results.repairs:
+            metrics.STREAMS_REPAIRED.inc(len(self.results.repairs))
+            self.results.repairs.clear()
         await self._tell_asides(served)
         by_workflow: dict[str, list[TaskResult]] = defaultdict(list)
         ids: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -287,8 +300,12 @@ class Driver:
                 raise outcome
         acked = [entry for outcome in outcomes if isinstance(outcome, list) for entry in outcome]
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        # Only a failure that is nobody's doing (the API server or Redis away) fails the pass
+        # and backs the loop off; one workflow's own failure is retried on its own schedule
+        # (its `due`), even when it was the only work of the pass.
         everyone = bool(failures) and len(failures) == len(outcomes)
-        return acked, failures[0] if everyone else None
+        infrastructure = everyone and all(_away(failure) for failure in failures)
+        return acked, failures[0] if infrastructure else None
 
     def _keep(
         self, tracked: Tracked, given: list[TaskResult], now: datetime, error: BaseException

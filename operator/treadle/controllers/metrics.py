@@ -44,6 +44,11 @@ QUEUE_MESSAGES = Gauge(
 POISON_MESSAGES = Gauge(
     "treadle_poison_messages", "Messages the reaper dead-lettered as poison (the DLQ stream)."
 )
+STREAMS_REPAIRED = Counter(
+    "treadle_streams_repaired_total",
+    "Redis streams found broken (deleted, their group gone, or replaced by another type of key: "
+    "a pool's workers can do that) and made again, so that no other pool waits on them.",
+)
 RESULTS_SET_ASIDE = Counter(
     "treadle_results_set_aside_total",
     "Entries of the results stream that were no result Treadle wrote (junk, forgeries), set "

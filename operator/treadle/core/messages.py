@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
+
+from treadle.core import jsonvalues
 
 Fields = dict[str, str]
 Outcome = Literal["succeeded", "failed"]
@@ -98,7 +101,7 @@ class TaskMessage:
                 guards=json.loads(fields.get("guards") or "{}"),
                 run=int(fields["run"]) if fields.get("run") else None,
             )
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, RecursionError) as error:
             raise MessageError(f"not a task message: {type(error).__name__}: {error}") from error
         if not isinstance(message.action, dict) or not isinstance(message.guards, dict):
             raise MessageError("not a task message: action and guards must be objects")
@@ -150,11 +153,15 @@ class TaskResult:
 
     @classmethod
     def decode(cls, fields: Fields) -> TaskResult:
-        """The result a worker published; MessageError for anything else."""
+        """The result a worker published; MessageError for anything else.  A result whose
+        output, error or details could not go into status (too deep, not JSON, not Unicode: a
+        worker's task code can write any entry) is the attempt's failure, saying why."""
         try:
             body = json.loads(fields["result"])
         except (KeyError, TypeError, ValueError) as error:
             raise MessageError(f"not a task result: {type(error).__name__}: {error}") from error
+        except RecursionError as error:
+            raise MessageError("not a task result: it nests too deep to read") from error
         if not isinstance(body, dict):
             raise MessageError("not a task result: the result field is no JSON object")
         problems = [f"{name}: {kind}" for name, kind, ok in _result_checks(body) if not ok]
@@ -163,6 +170,8 @@ class TaskResult:
         unknown = sorted(set(body) - _RESULT_FIELDS)
         if unknown:
             raise MessageError(f"not a task result: unknown field {unknown[0]!r}")
+        if jsonvalues.fit(body, jsonvalues.MAX_DEPTH + 1) is not None:
+            body = _refused(body)
         result = cls(**body)
         if fields.get("key") not in (None, result.key):
             raise MessageError("not a task result: its key does not match its body")
@@ -170,6 +179,30 @@ class TaskResult:
 
 
 _RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(TaskResult))
+_IDENTITY = ("workflow_uid", "workflow", "task", "item", "attempt", "run")
+
+
+def _refused(body: dict[str, Any]) -> dict[str, Any]:
+    """A result body that cannot go into status, as the failure of its attempt."""
+    kept = {name: body[name] for name in _IDENTITY if name in body}
+    if (problem := jsonvalues.fit(kept)) is not None:
+        raise MessageError(f"not a task result: its identity {problem}")
+    found = [
+        f"its {name} {problem}"
+        for name in ("output", "error", "details", "output_ref", "log_ref")
+        if (problem := jsonvalues.fit(body.get(name))) is not None
+    ]
+    return {
+        **kept,
+        "outcome": "failed",
+        "error": f"the attempt's result was refused: {'; '.join(found)}",
+        "started_at": _finite(body.get("started_at")),
+        "finished_at": _finite(body.get("finished_at")),
+    }
+
+
+def _finite(value: Any) -> float:
+    return float(value) if _is_number(value) and math.isfinite(value) else 0.0
 
 
 def _is_int(value: Any) -> bool:

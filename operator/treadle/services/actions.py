@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from treadle.core import actions, causes, messages
+from treadle.core import actions, causes, jsonvalues, messages
 from treadle.core.tasklogs import LogTail
 from treadle.services import capture
 
@@ -80,14 +80,15 @@ def runner(kind: str) -> Runner:
 
 
 def _parse(text: str) -> Any:
-    """stdout or a body as JSON when it parses, else the text without its final newline."""
+    """stdout or a body as JSON when it parses into a value status can hold (core/jsonvalues:
+    not too deep, no NaN, no lone surrogate), else the text without its final newline."""
     stripped = text.strip()
     if not stripped:
         return None
     try:
-        return json.loads(stripped)
+        return jsonvalues.loads(stripped)
     except ValueError:
-        return text.rstrip("\n")
+        return jsonvalues.text(text.rstrip("\n"))
 
 
 class OutputTooLarge(ActionFailed):
@@ -210,9 +211,12 @@ async def run_python(spec: Mapping[str, Any], attempt: Attempt) -> Any:
         attempt.log.write("".join(traceback.format_exception(error)))
         cause = causes.Cause("exception", exceptions=_exception_names(error))
         raise ActionFailed(f"{type(error).__name__}: {error}", cause) from error
+    unfit = jsonvalues.fit(result)
+    if unfit is not None:
+        raise ActionFailed(f"the return value cannot be an output: it {unfit}")
     try:
-        encoded = json.dumps(result)
-    except (TypeError, ValueError) as error:
+        encoded = json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as error:
         raise ActionFailed(f"the return value is not JSON-serialisable: {error}") from error
     if len(encoded) > OUTPUT_LIMIT_BYTES:
         raise OutputTooLarge()

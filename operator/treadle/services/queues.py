@@ -160,9 +160,15 @@ async def add_messages(
 
 
 def connect(url: str) -> aioredis.Redis:
-    """A client with string responses and health checks (the only way Treadle opens Redis)."""
+    """A client with string responses and health checks (the only way Treadle opens Redis).
+    Bytes that are no UTF-8 (a task's code can write any) decode to U+FFFD rather than failing
+    the whole reply they came in, every pool's entries with them."""
     client: aioredis.Redis = aioredis.Redis.from_url(
-        url, decode_responses=True, health_check_interval=30, socket_keepalive=True
+        url,
+        decode_responses=True,
+        encoding_errors="replace",
+        health_check_interval=30,
+        socket_keepalive=True,
     )
     return client
 

@@ -6,13 +6,14 @@ the worker's side is treadle.services.queues."""
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
+from treadle.core import jsonvalues
 from treadle.core.messages import MessageError, TaskMessage, TaskResult
 from treadle.core.pools import Load, is_shared
 from treadle.core.tasklogs import Address
@@ -33,6 +34,8 @@ from treadle.services.keys import (
     tasks_stream,
 )
 from treadle.services.queues import OPERATOR_GROUP, WORKERS_GROUP, add_messages, set_aside
+
+log = logging.getLogger(__name__)
 
 OutputT = TypeVar("OutputT", bound=Hashable)
 LOG_READ_BATCH = 16
@@ -66,6 +69,8 @@ class ResultStream:
         """Entries set aside as no result Treadle wrote, since this stream was made."""
         self.asides: list[tuple[str, str]] = []
         """(pool, reason) of the entries set aside since the driver last took them."""
+        self.repairs: list[tuple[str, str]] = []
+        """(stream, what was wrong) of the streams repaired since the driver last took them."""
 
     async def ensure_marker(self) -> bool:
         """True when Redis is new or lost its data (the data marker was gone, even if a worker
@@ -112,13 +117,18 @@ class ResultStream:
         # One read for all: re-reads where a backlog is left (which never waits), new results
         # elsewhere.
         streams = {results_stream(pool): backlog.get(pool, ">") for pool in served}
-        reply: Any = await self.client.xreadgroup(
-            OPERATOR_GROUP,
-            self.consumer,
-            streams,  # type: ignore[arg-type]
-            count=count,
-            block=None if backlog else block_ms,
-        )
+        try:
+            reply: Any = await self.client.xreadgroup(
+                OPERATOR_GROUP,
+                self.consumer,
+                streams,  # type: ignore[arg-type]
+                count=count,
+                block=None if backlog else block_ms,
+            )
+        except aioredis.ResponseError:
+            # A pool's stream is broken (deleted, or replaced by another type: its workers'
+            # Redis user can do either): each pool is read apart, and a broken one repaired.
+            reply = await self._read_apart(streams, count)
         batches: dict[str, list[Any]] = {name: batch for name, batch in reply or []}
         for pool in backlog:
             entries = batches.get(results_stream(pool)) or []
@@ -136,6 +146,10 @@ class ResultStream:
                     result = TaskResult.decode(fields)
                 except MessageError as error:
                     junk.setdefault(pool, []).append((entry_id, fields, str(error)))
+                    continue
+                except Exception as error:  # whatever a forged entry makes decoding raise
+                    reason = f"not a task result: {type(error).__name__}"
+                    junk.setdefault(pool, []).append((entry_id, fields, reason))
                     continue
                 if result.workflow_uid not in uids:
                     reason = (
@@ -158,6 +172,37 @@ class ResultStream:
             self.set_aside += len(entries)
             self.asides += [(pool, reason) for _, _, reason in entries]
         return received
+
+    async def _read_apart(self, streams: Mapping[str, str], count: int) -> list[Any]:
+        """Each stream read on its own, never waiting; a broken one is repaired, not read."""
+        reply: list[Any] = []
+        for stream, cursor in streams.items():
+            try:
+                found: Any = await self.client.xreadgroup(
+                    OPERATOR_GROUP,
+                    self.consumer,
+                    {stream: cursor},
+                    count=count,
+                )
+            except aioredis.ResponseError as error:
+                await self.repair(stream, OPERATOR_GROUP, error)
+                continue
+            reply += found or []
+        return reply
+
+    async def repair(self, stream: str, group: str, error: Exception) -> None:
+        """Makes a broken stream usable again: a key of another type is replaced by a stream,
+        a missing stream or group made again (its lost entries are lost to its own pool only:
+        their attempts time out and are retried)."""
+        if "WRONGTYPE" in str(error):
+            await self.client.unlink(stream)
+        try:
+            await self.client.xgroup_create(stream, group, id="0", mkstream=True)
+        except aioredis.ResponseError as again:
+            if "BUSYGROUP" not in str(again):
+                raise
+        self.repairs.append((stream, "WRONGTYPE" if "WRONGTYPE" in str(error) else "NOGROUP"))
+        log.warning("repaired Redis stream %s (%s)", stream, error)
 
     def read_backlog_again(self) -> None:
         """The next reads start with this consumer's unacknowledged results again: a pass that
@@ -184,9 +229,16 @@ class ResultStream:
         owners = list(keys)
         for start in range(0, len(names), 1000):
             values: list[Any] = await self.client.mget(names[start : start + 1000])
-            for owner, value in zip(owners[start : start + 1000], values, strict=True):
-                if value is not None:
-                    found[owner] = json.loads(value)
+            batch = zip(
+                owners[start : start + 1000], names[start : start + 1000], values, strict=True
+            )
+            for owner, name, value in batch:
+                if value is None:
+                    continue
+                try:  # a worker's user can overwrite a stored output with anything
+                    found[owner] = jsonvalues.loads(value)
+                except ValueError as error:
+                    log.warning("stored output %s left out: %s", name, error)
         return found
 
     async def ack(self, ids: Mapping[str, Sequence[str]]) -> None:
@@ -197,7 +249,9 @@ class ResultStream:
                     if entries:
                         pipe.xack(results_stream(pool), OPERATOR_GROUP, *entries)
                         pipe.xdel(results_stream(pool), *entries)
-                await pipe.execute()
+                # A stream its pool's workers broke meanwhile answers with an error: its
+                # entries are gone with it; the next read repairs it.
+                await pipe.execute(raise_on_error=False)
 
     async def forget_workflow(
         self, uid: str, pool: str, *, outputs: bool, logs: bool = False
@@ -288,8 +342,17 @@ class ResultStream:
             await pipe.execute()
 
     async def enqueue(self, pool: str, messages: Sequence[TaskMessage]) -> None:
-        if messages:
-            await self._ensure_pools([pool])
+        """Adds attempts to a pool's task stream; one its workers' user broke (replaced by
+        another type of key) is repaired first."""
+        if not messages:
+            return
+        await self._ensure_pools([pool])
+        try:
+            await add_messages(self.client, pool, messages)
+        except aioredis.ResponseError as error:
+            if "WRONGTYPE" not in str(error):
+                raise
+            await self.repair(tasks_stream(pool), WORKERS_GROUP, error)
             await add_messages(self.client, pool, messages)
 
     async def loads(self, pools: Sequence[str]) -> dict[str, Load]:
