@@ -68,6 +68,9 @@ def _worker(args: argparse.Namespace) -> int:
     if not args.redis_url:
         print("treadle worker: set --redis-url or TREADLE_REDIS_URL", file=sys.stderr)
         return 2
+    # Read once: task code (a `python:` callable runs in this process) finds no credentials
+    # in the environment, and commands get none (services/actions.HIDDEN_ENV).
+    os.environ.pop("TREADLE_REDIS_URL", None)
     _worker_logging(args.log_format)
     if args.metrics_address:
         import prometheus_client

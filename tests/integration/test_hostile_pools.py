@@ -3,6 +3,7 @@ does to its own pool's keys, the operator goes on reading every other pool's res
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -199,3 +200,41 @@ async def test_a_command_printing_json_status_cannot_hold_succeeds_with_its_text
     assert result.outcome == "succeeded"
     stored = await client.get(str(result.output_ref))
     assert json.loads(stored) == output
+
+
+async def run_one(client: aioredis.Redis, *args: str) -> TaskResult:
+    queue = queues.TaskQueue(client, HOSTILE, "w1")
+    await queue.ensure_groups()
+    await queue.enqueue(
+        [TaskMessage("h", "ns/wf", "t", None, 1, {"command": {"args": list(args)}}, 30)]
+    )
+    worker = TaskWorker(queue, block_ms=100)
+    await worker.execute(CancelToken())
+    await worker.settle()
+    await worker.close()
+    [(_, fields)] = await client.xrange(keys.results_stream(HOSTILE))
+    return TaskResult.decode(fields)
+
+
+async def test_an_attempt_ends_when_its_command_exits_and_takes_its_leftover_children(
+    client: aioredis.Redis, tmp_path: Path
+) -> None:
+    """`sh -c 'sleep 40 & echo ok'` timed out: the worker waited for the pipes to close, and
+    the detached child outlived its attempt."""
+    marker = tmp_path / "child-alive"
+    script = f"(sleep 3; touch {marker}) & echo '\"ok\"'"
+    started_at = asyncio.get_running_loop().time()
+    result = await run_one(client, "sh", "-c", script)
+    took = asyncio.get_running_loop().time() - started_at
+    assert (result.outcome, result.output) == ("succeeded", "ok")
+    assert took < 2.5
+    await asyncio.sleep(3.5)  # past the child's own time: it was killed with its group
+    assert not marker.exists()
+
+
+async def test_a_task_command_gets_no_redis_credentials_in_its_environment(
+    client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TREADLE_REDIS_URL", "redis://pool-user:secret@redis:6379/0")
+    result = await run_one(client, "sh", "-c", 'echo "\\"${TREADLE_REDIS_URL:-none}\\""')
+    assert result.output == "none"

@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 import zoneinfo
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -215,9 +216,11 @@ def retryable(
     """A workflow the driver does not track that a manual retry may take up again (a Failed
     one): its parsed spec and status, or None when it is invalid (it never ran)."""
     frozen = (status or {}).get("templateSpec")
-    parsed, _problems = admit_workflow(spec, workflow, frozen)
     read, _unreadable = parse(workflows.WorkflowStatus, status or {}, root="status")
-    if parsed is None or read is None or read.phase == "Invalid":
+    if read is None or not read.phase or read.phase == "Invalid":
+        return None
+    parsed, _problems = admit_workflow(spec, workflow, frozen, admitted=True)
+    if parsed is None:
         return None
     return parsed, read
 
@@ -229,7 +232,11 @@ def task_pools_of(
     holds), and the workflow's own pool; no tasks when its spec does not parse."""
     read, _unreadable = parse(workflows.WorkflowStatus, status or {}, root="status")
     who = engine.Identity.of(meta, read.worker_pool if read is not None else None)
-    parsed, _problems = admit_workflow(spec, who.context, (status or {}).get("templateSpec"))
+    admitted = read is not None and bool(read.phase) and read.phase != "Invalid"
+    if not admitted:
+        return {}, who.pool
+    frozen = (status or {}).get("templateSpec")
+    parsed, _problems = admit_workflow(spec, who.context, frozen, admitted=True)
     if parsed is None:
         return {}, who.pool
     return pools.task_pools(parsed, who.namespace, who.pool), who.pool
@@ -333,11 +340,18 @@ def _check_template(
 
 
 def admit_workflow(
-    spec: Any, workflow: Mapping[str, Any], template: Mapping[str, Any] | None = None
+    spec: Any,
+    workflow: Mapping[str, Any],
+    template: Mapping[str, Any] | None = None,
+    *,
+    admitted: bool = False,
 ) -> tuple[workflows.WorkflowSpec | None, list[str]]:
     """The spec parsed and checked, or every problem found (the webhook's and the operator's
     one verdict).  A spec naming a WorkflowTemplate is checked as the spec it runs: `template`
-    (that template's spec; None: there is no such template) with its own fields merged in."""
+    (that template's spec; None: there is no such template) with its own fields merged in.
+    `admitted`: this spec passed the whole check before (its status says so), so only its
+    schema is read again, not its templates (deletions and log reads came here, each time
+    paying for the templates' checks)."""
     name = templates.ref_name(spec) if isinstance(spec, Mapping) else None
     if name is not None and isinstance(spec, Mapping):
         found = templates.problems(spec, template, name)
@@ -345,8 +359,8 @@ def admit_workflow(
             return None, found
         spec = templates.effective(spec, template)
     parsed, problems = parse(workflows.WorkflowSpec, spec)
-    if parsed is None:
-        return None, problems
+    if parsed is None or admitted:
+        return parsed, problems
     problems = workflow_problems(parsed, workflow)
     return (None, problems) if problems else (parsed, [])
 
@@ -515,9 +529,20 @@ def admit_syncjob(
     return SyncJobAdmission({"conditions": wired, "observedGeneration": generation}, None, message)
 
 
-def workflow_problems(spec: workflows.WorkflowSpec, workflow: Mapping[str, Any]) -> list[str]:
+ADMISSION_CPU_SECONDS = 1.0
+"""CPU time checking one spec's templates may take, all of them together (each is bounded on
+its own too: sandbox.MAX_CPU_SECONDS)."""
+
+
+def workflow_problems(
+    spec: workflows.WorkflowSpec,
+    workflow: Mapping[str, Any],
+    cpu_clock: Callable[[], float] = time.thread_time,
+) -> list[str]:
     """What the schema cannot see: the graphs (the DAG's and the exit tasks'), the templates
-    and conditions, a static forEach that is no list."""
+    and conditions, a static forEach that is no list.  Checking the templates stops, refused,
+    past ADMISSION_CPU_SECONDS of `cpu_clock` (500 tasks of costly templates took minutes)."""
+    started = cpu_clock()
     dag = dags.Dag.from_tasks([(t.name, t.depends_on) for t in spec.tasks])
     exits = dags.Dag.from_tasks([(t.name, t.depends_on) for t in spec.on_exit])
     problems = dag.problems() + exits.problems("spec.onExit", elsewhere=list(dag.depends_on))
@@ -527,6 +552,12 @@ def workflow_problems(spec: workflows.WorkflowSpec, workflow: Mapping[str, Any])
     known = [task.name for task in spec.all_tasks]
     for field, tasks, graph in (("tasks", spec.tasks, dag), ("onExit", spec.on_exit, exits)):
         for index, task in enumerate(tasks):
+            if cpu_clock() - started > ADMISSION_CPU_SECONDS:
+                return [
+                    *problems,
+                    f"spec.{field}[{index}]: checking this spec's templates takes more than "
+                    f"{ADMISSION_CPU_SECONDS:g} s of CPU; make them simpler or fewer",
+                ]
             readable = set(graph.ancestors(task.name))
             if field == "onExit":
                 readable |= set(dag.depends_on)

@@ -174,7 +174,7 @@ def advance(
     return Step(
         run.status,
         run.enqueue,
-        run.wake_at(),
+        now if run.render_paused else run.wake_at(),
         wants_outputs=run.deferred,
         notices=notices.step_notices(run.phase_before, run.status, run.new_letters),
         dead_lettered=len(run.new_letters),

@@ -4,6 +4,8 @@ templates (treadle.core.actions) with the context status gives."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from treadle.api.workflows import Task, TaskStatus
@@ -27,8 +29,28 @@ def truthy(value: Any) -> bool:
     return bool(value)
 
 
+RENDER_SECONDS_PER_CALL = 0.25
+"""CPU time one engine call may spend rendering a workflow's templates; the rest of what was
+due is launched on the next call, after the other workflows had theirs (each render is
+bounded on its own: sandbox.MAX_CPU_SECONDS)."""
+
+
 class Run(RunState):
     """A RunState that also schedules: the engine's working object."""
+
+    render_clock: Callable[[], float] = staticmethod(time.thread_time)
+    render_started: float | None = None
+    render_paused = False
+    """Rendering stopped for this call: its budget is spent (the engine wakes again at once)."""
+
+    def renders_spent(self) -> bool:
+        """Whether this call's rendering budget is spent (checked before each render)."""
+        now = self.render_clock()
+        if self.render_started is None:
+            self.render_started = now
+        if now - self.render_started > RENDER_SECONDS_PER_CALL:
+            self.render_paused = True
+        return self.render_paused
 
     def context(self, item: Any = None) -> dict[str, Any]:
         if self._base_context is None:
@@ -170,7 +192,7 @@ class Run(RunState):
         """Enqueues one attempt; False when its templates cannot be rendered (dead-lettered)
         or it waits for outputs (nothing changes)."""
         entry = self.tasks[task.name]
-        if self.waits(task):
+        if self.waits(task) or self.renders_spent():
             return False
         try:
             item_value = None if item is None else self.item_values(task)[item]
@@ -192,7 +214,7 @@ class Run(RunState):
     def expand(self, task: Task) -> None:
         """A ready forEach task: render its list, then its children wait to be launched."""
         entry = self.tasks[task.name]
-        if self.waits(task):
+        if self.waits(task) or self.renders_spent():
             return
         entry.items_digest = None
         try:

@@ -9,6 +9,8 @@ while the scheduler iterates it).
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,12 +38,15 @@ async def admit_syncjob(
 ) -> None:
     async with kube.client() as api:
         refused = await access.refusals(api, syncjobs.KIND, dict(spec), meta)
-    verdict = admission.admit_syncjob(
-        dict(spec),
-        dict(status),
-        generation=meta.get("generation"),
-        now=datetime.now(UTC),
-        refused=refused,
+    verdict = await asyncio.to_thread(  # off the event loop, as for workflows
+        functools.partial(
+            admission.admit_syncjob,
+            dict(spec),
+            dict(status),
+            generation=meta.get("generation"),
+            now=datetime.now(UTC),
+            refused=refused,
+        )
     )
     if verdict.runnable is None:
         metrics.ADMISSIONS.labels(kind=syncjobs.KIND, phase="Invalid").inc()

@@ -15,6 +15,7 @@ the start under a new run generation, never hanging on the earlier run's records
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -64,7 +65,8 @@ async def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> 
             return  # a dry run naming a template not made yet
         template = None
     context = engine.Identity.of(meta).context
-    parsed, problems = admission.admit_workflow(raw, context, template)
+    # Off the event loop: its templates are the tenant's (bounded, but not free).
+    parsed, problems = await asyncio.to_thread(admission.admit_workflow, raw, context, template)
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
     if template is not None:  # the Secrets its template reads, this user must be able to read
@@ -131,7 +133,7 @@ def _spec_check(name: str, kind: str, problems_of: Problems) -> Callable[..., Aw
     async def validate(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
         if _spec_unchanged(spec, kwargs.get("old")):
             return
-        problems = problems_of(dict(spec), meta)
+        problems = await asyncio.to_thread(problems_of, dict(spec), meta)
         if problems:
             raise kopf.AdmissionError("; ".join(problems), code=422)
         await _secrets_readable(kind, spec, meta, kwargs.get("userinfo"))
@@ -159,7 +161,7 @@ async def validate_syncjob(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> N
         return
     raw = dict(spec)
     template = await _referenced_template(raw.get("workflow"), meta, kwargs.get("dryrun"))
-    problems = admission.syncjob_problems(raw, template)
+    problems = await asyncio.to_thread(admission.syncjob_problems, raw, template)
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
     await _secrets_readable(syncjobs.KIND, raw, meta, kwargs.get("userinfo"))

@@ -8,6 +8,7 @@ while the driver iterates it).
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,7 +45,8 @@ async def admit_workflow(
         used = templates.effective(dict(spec), template) if template is not None else dict(spec)
         async with kube.client() as api:
             refused = await access.refusals(api, workflows.KIND, used, meta)
-    verdict = _admit(spec, status, meta, default_pool, template, refused)
+    # Off the event loop: the spec's templates are the tenant's (bounded, but not free).
+    verdict = await asyncio.to_thread(_admit, spec, status, meta, default_pool, template, refused)
     current = verdict.status
     if current is not None:
         metrics.ADMISSIONS.labels(kind=workflows.KIND, phase=current.phase).inc()

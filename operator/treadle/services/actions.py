@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 
 OUTPUT_LIMIT_BYTES = 1 << 20
 CANCEL_GRACE_SECONDS = 5.0
+EXIT_DRAIN_SECONDS = 1.0
+"""How long an exited command's leftover children may keep its output pipes open."""
+EXIT_POLL_SECONDS = 0.05
+HIDDEN_ENV = ("TREADLE_REDIS_URL", "TREADLE_WORKER_REDIS_URL")
+"""The worker's own credentials, never in a task command's environment."""
 """How long a cancelled command has between SIGTERM and SIGKILL."""
 
 
@@ -121,19 +126,45 @@ async def _read_capped(
 
 
 async def _bounded_output(process: asyncio.subprocess.Process, log: LogTail) -> tuple[bytes, bytes]:
-    """stdout (at most OUTPUT_LIMIT_BYTES) and the tail of stderr, then the exit."""
-    reading = [
-        asyncio.ensure_future(_read_capped(process.stdout, OUTPUT_LIMIT_BYTES, log, tail=False)),
-        asyncio.ensure_future(_read_capped(process.stderr, STDERR_KEPT_BYTES, log, tail=True)),
-    ]
+    """stdout (at most OUTPUT_LIMIT_BYTES) and the tail of stderr, until the process exits.
+    The attempt ends with its process, not with its pipes: a child it left behind holding them
+    (`sleep 40 &`) gets EXIT_DRAIN_SECONDS to finish writing, then the process group goes."""
+    reading = asyncio.gather(
+        _read_capped(process.stdout, OUTPUT_LIMIT_BYTES, log, tail=False),
+        _read_capped(process.stderr, STDERR_KEPT_BYTES, log, tail=True),
+    )
+    exited = asyncio.ensure_future(_exit_of(process))
     try:
-        stdout, stderr = await asyncio.gather(*reading)
+        either: set[asyncio.Future[Any]] = {reading, exited}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if exited.done() and not reading.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reading), EXIT_DRAIN_SECONDS)
+            _kill_group(process)
+        stdout, stderr = await reading  # OutputTooLarge raises here
+        await process.wait()
     finally:
-        for task in reading:  # stopped early (too large, timed out): neither goes on reading
-            task.cancel()
-        await asyncio.gather(*reading, return_exceptions=True)
-    await process.wait()
+        reading.cancel()
+        exited.cancel()
+        with contextlib.suppress(BaseException):
+            await reading
+        if process.returncode is not None:  # cancelled while it runs: run_command stops it
+            _kill_group(process)
     return stdout, stderr
+
+
+async def _exit_of(process: asyncio.subprocess.Process) -> int:
+    """The process's exit code once it exits.  Process.wait() (Python 3.11) returns only when
+    its pipes are closed too, which a leftover child may hold open."""
+    while process.returncode is None:
+        await asyncio.sleep(EXIT_POLL_SECONDS)
+    return process.returncode
+
+
+def _kill_group(process: asyncio.subprocess.Process) -> None:
+    """Ends whatever is left of an attempt's process group (it was made a session leader)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 async def run_command(spec: Mapping[str, Any], attempt: Attempt) -> Any:
@@ -146,6 +177,7 @@ async def run_command(spec: Mapping[str, Any], attempt: Attempt) -> Any:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            env=_task_env(),
         )
     except OSError as error:
         raise ActionFailed(f"cannot run {args[0]!r}: {error.strerror}") from error
@@ -178,6 +210,10 @@ async def run_command(spec: Mapping[str, Any], attempt: Attempt) -> Any:
             causes.Cause("exit", exit_code=process.returncode),
         )
     return _parse(stdout.decode(errors="replace"))
+
+
+def _task_env() -> dict[str, str]:
+    return {name: value for name, value in os.environ.items() if name not in HIDDEN_ENV}
 
 
 def _resolve(path: str) -> Callable[..., Any]:

@@ -320,3 +320,26 @@ def test_a_retry_is_never_due_before_its_backoff_even_between_whole_seconds() ->
     retrying = step(workflow, first.status, [failed(first.enqueue[0])], now=now)
     assert retrying.wake_at is not None
     assert retrying.wake_at - now >= timedelta(seconds=1)
+
+
+def test_one_call_renders_for_at_most_its_cpu_budget_and_wakes_at_once_for_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue #31, problem 3: renders ran on the operator's loop without a per-workflow bound
+    (500 tasks of 100 ms templates: a minute of a blocked operator in one call)."""
+    from treadle.core import scheduling
+
+    spent = [0.0]
+
+    def clock() -> float:  # each render costs 100 ms of (virtual) CPU
+        spent[0] += 0.1
+        return spent[0]
+
+    monkeypatch.setattr(scheduling.Run, "render_clock", staticmethod(clock))
+    workflow = spec(*(cmd(f"t{i}") for i in range(8)), concurrency=8)
+    first = step(workflow, {})
+    assert 0 < len(first.enqueue) < 8
+    assert first.wake_at == T0
+    second = step(workflow, first.status)
+    launched = {m.task for m in first.enqueue} | {m.task for m in second.enqueue}
+    assert len(launched) > len(first.enqueue)

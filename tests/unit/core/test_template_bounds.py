@@ -212,3 +212,19 @@ def test_a_runtime_for_each_over_the_item_bound_dead_letters_the_task() -> None:
         "DeadLettered",
         "forEach gives 10001 items (at most 10000)",
     )
+
+
+def test_a_template_of_few_costly_steps_is_stopped_at_the_first_step_past_its_cpu_time() -> None:
+    """Issue #31, problem 3: the CPU bound was read every 32 steps, so 13 filter calls over a
+    64 KiB string rendered for a second.  Here each step costs 30 ms of (virtual) CPU."""
+    spent = [0.0]
+
+    def clock() -> float:
+        spent[0] += 0.03
+        return spent[0]
+
+    source = "{{ params.s | upper | lower | upper | lower | upper | lower | upper | lower }}"
+    budget = templating.Budget(cpu_clock=clock)
+    with pytest.raises(templating.TemplateLimit, match="more than 100 ms of CPU"):
+        templating.render_text(source, CONTEXT, budget=budget)
+    assert spent[0] <= 0.03 * 6
