@@ -280,3 +280,111 @@ async def rejected_reasons(url: str) -> list[str]:
     finally:
         await client.aclose()
     return [fields["reason"] for _, fields in entries]
+
+
+WEBHOOKS = ("validatingwebhookconfiguration", "mutatingwebhookconfiguration")
+
+
+def workflow_manifest(name: str, spec: dict[str, Any], **annotations: str) -> str:
+    body = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": spec,
+    }
+    return json.dumps(body)
+
+
+def workflow_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    return dict(cluster.get("workflow", name, namespace).get("status") or {})
+
+
+def reading(**source: Any) -> dict[str, Any]:
+    """A workflow whose worker pods get one variable from `source` (a Secret or ConfigMap)."""
+    env = [{"name": "V", "valueFrom": source}]
+    return {
+        "tasks": [{"name": "a", "command": {"args": ["sh", "-c", "echo $V"]}}],
+        "workers": {"env": env},
+    }
+
+
+def test_with_the_webhook_gone_nothing_runs_with_a_right_its_applier_lacks(
+    crds: Cluster, operator: OperatorProcess, namespace: str, creator: str
+) -> None:
+    """Issue #31, problem 1: the Secret check lived only in the webhook, so whatever got past
+    it (a 413, a timeout, the webhook removed) ran with the operator's reach.  Now the API
+    server keeps a record of who applied each spec (policy treadle-applied-by) and the operator
+    asks, as that user, before anything runs; ConfigMaps too (problem 4)."""
+    saved = {
+        kind: crds.kubectl("get", kind, "treadle.dev", "-o", "json").stdout for kind in WEBHOOKS
+    }
+    for kind in WEBHOOKS:
+        crds.kubectl("delete", kind, "treadle.dev")
+    try:
+        secret = reading(secretKeyRef={"name": "db", "key": "dsn"})
+        # No record of who applied it: it may use no Secret.
+        assert apply_as(crds, creator, namespace, workflow_manifest("bare", secret)).returncode == 0
+        # A record naming someone else: the API server itself refuses it.
+        forged = workflow_manifest("forged", secret, **{"treadle.dev/applied-by": "system:admin"})
+        result = apply_as(crds, creator, namespace, forged)
+        assert result.returncode != 0
+        assert "treadle-applied-by" in result.stderr
+        assert "names system:admin, but alice" in result.stderr
+        # Its own record: asked as alice, who may not read the Secret or the ConfigMap.
+        own = {"treadle.dev/applied-by": creator, "treadle.dev/applied-by-groups":
+               "system:authenticated"}  # fmt: skip
+        for name, spec in (
+            ("own", secret),
+            ("config", reading(configMapKeyRef={"name": "settings", "key": "k"})),
+        ):
+            result = apply_as(crds, creator, namespace, workflow_manifest(name, spec, **own))
+            assert result.returncode == 0, result.stderr
+    finally:
+        for body in saved.values():
+            crds.kubectl("create", "-f", "-", input=body, check=False)
+    invalid = {
+        "bare": "spec.workers.env[0].valueFrom.secretKeyRef: names Secret 'db', but nothing "
+        "records who applied this Workflow",
+        "own": "spec.workers.env[0].valueFrom.secretKeyRef: names Secret 'db', which 'alice' "
+        f"may not get in namespace '{namespace}'",
+        "config": "spec.workers.env[0].valueFrom.configMapKeyRef: names ConfigMap 'settings', "
+        f"which 'alice' may not get in namespace '{namespace}'",
+    }
+    for name, message in invalid.items():
+        status = eventually(
+            lambda name=name: (s := workflow_status(crds, namespace, name)).get("phase") and s,
+            f"workflow {name} admitted",
+        )
+        assert status["phase"] == "Invalid"
+        assert message in status["message"]
+    assert crds.kubectl("get", "pods", "-n", namespace, "-o", "name").stdout == ""
+
+
+def test_a_manifest_over_a_mebibyte_is_checked_not_waved_through(
+    crds: Cluster, operator: OperatorProcess, namespace: str, creator: str
+) -> None:
+    """Issue #31, problem 1: a Workflow padded past 1 MiB made the webhook answer 413, and
+    with failurePolicy Ignore the API server stored it unchecked; it ran and printed the
+    Secret."""
+    crds.wait(
+        "mutatingwebhookconfiguration/treadle.dev", "default",
+        "jsonpath={.metadata.name}=treadle.dev",
+    )  # fmt: skip
+    webhooks = json.loads(crds.kubectl("get", WEBHOOKS[0], "treadle.dev", "-o", "json").stdout)
+    assert {hook["failurePolicy"] for hook in webhooks["webhooks"]} == {"Fail"}
+    padded = reading(secretKeyRef={"name": "db", "key": "dsn"})
+    padded["params"] = {f"pad{i}": "x" * 60_000 for i in range(20)}
+    # `create`, not `apply`: apply's last-applied annotation would be refused for its size
+    result = crds.kubectl(
+        "create", f"--as={creator}", "-n", namespace, "-f", "-",
+        input=workflow_manifest("padded", padded), check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "spec.params: is 1200" in result.stderr
+    assert "over the limit of 65536" in result.stderr
+    assert crds.kubectl("get", "workflows", "-n", namespace, "-o", "name").stdout == ""
+    # Applied by someone allowed, the webhook stamps them as its applier.
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=workflow_manifest("fine", {
+        "tasks": [{"name": "a", "command": {"args": ["true"]}}]}))  # fmt: skip
+    annotations = crds.get("workflow", "fine", namespace)["metadata"]["annotations"]
+    assert annotations["treadle.dev/applied-by"]
