@@ -11,7 +11,8 @@ MAX_ERROR_CHARS = 2048
 MASK = "***"
 
 _URL = re.compile(
-    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s@]*@)?(?P<rest>[^\s'\"<>]*)"
+    # user-info runs to the authority's last `@`: a password holding `@` is cut whole
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/\s?#]*@)?(?P<rest>[^\s'\"<>]*)"
 )
 _SCHEME_TOKEN = re.compile(r"(?i)\b(bearer|basic|token)(\s+)[A-Za-z0-9._~+/=-]{8,}")
 _ASSIGNED = re.compile(

@@ -73,9 +73,14 @@ class LogTail:
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """The log with the values of the Secrets the worker holds masked, then URL credentials,
     query strings and credential-like pairs cut as in error messages (not shortened)."""
+    return redaction.redact(mask(text, secrets), max_chars=None)
+
+
+def mask(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with every value of `secrets` (of MIN_SECRET_CHARS or more) masked."""
     for value in sorted({s for s in secrets if len(s) >= MIN_SECRET_CHARS}, key=len, reverse=True):
         text = text.replace(value, redaction.MASK)
-    return redaction.redact(text, max_chars=None)
+    return text
 
 
 IN_FLIGHT = ("Queued", "Running")

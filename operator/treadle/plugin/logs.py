@@ -16,7 +16,7 @@ from lightkube import Client
 
 from treadle.api import GROUP
 from treadle.api.workflows import ENDED_PHASES
-from treadle.plugin import flags
+from treadle.plugin import flags, terminal
 from treadle.plugin.output import Failure, as_json
 
 LOG_API = "/apis/logs.treadle.dev/v1alpha1"
@@ -104,7 +104,10 @@ def print_logs(client: Client, args: argparse.Namespace) -> int:
         if value is not None
     }
     if args.follow:
-        return follow(lambda: fetch(client, args.workflow, query), sys.stdout.write)
+        return follow(
+            lambda: fetch(client, args.workflow, query),
+            lambda text: sys.stdout.write(terminal.safe(text)),
+        )
     answer = fetch(client, args.workflow, query)
     if args.output == "json":
         print(as_json(answer))
@@ -114,7 +117,7 @@ def print_logs(client: Client, args: argparse.Namespace) -> int:
         print(f"workflow.{GROUP}/{args.workflow}: no attempt has run yet", file=sys.stderr)
         return 0
     one = len(entries) == 1 and args.task is not None
-    sys.stdout.write(render(entries, headings=not one))
+    sys.stdout.write(terminal.safe(render(entries, headings=not one)))
     if answer.get("omitted"):
         print(
             f"... {answer['omitted']} more attempts not shown: name a task, --item or --attempt",

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from treadle.api.workflows import ENDED_PHASES
 from treadle.core import dags
+from treadle.plugin import terminal
 
 SYMBOLS = {
     "Pending": "○",
@@ -100,7 +101,10 @@ def render(
 ) -> list[str]:
     """The lines of the workflow's view; `template` is the spec of the WorkflowTemplate it
     runs, for the moment before its status holds the copy its run froze; `wide` adds each
-    task's action and start, and its whole error."""
+    task's action and start, and its whole error.  Strings others wrote (outputs, errors)
+    cannot drive the terminal (plugin/terminal.py)."""
+    workflow = terminal.safe_strings(dict(workflow))
+    template = terminal.safe_strings(dict(template)) if template is not None else None
     meta = workflow.get("metadata") or {}
     spec = workflow.get("spec") or {}
     status = workflow.get("status") or {}

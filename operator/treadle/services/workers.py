@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from treadle.core import actions as kinds
-from treadle.core import redaction
+from treadle.core import redaction, tasklogs
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.core.tasklogs import LogTail
 from treadle.runtime import Backoff, CancelToken, Directive, checkpoint
@@ -125,7 +125,11 @@ def _result(
         run=message.run,
         outcome="succeeded" if outcome == "succeeded" else "failed",
         output=output,
-        error=None if error is None else redaction.redact(error),
+        # A server may echo a Secret back (`401 invalid api key <key>`): the values the
+        # worker holds are masked, as in logs, before the error reaches status and Events.
+        error=None
+        if error is None
+        else redaction.redact(tasklogs.mask(error, actions.secret_values())),
         started_at=started,
         finished_at=time.time(),
     )

@@ -20,6 +20,9 @@ from treadle.core.redaction import MAX_ERROR_CHARS, redact
         ("https://api.test/v1/users/3 answered 500", "https://api.test/v1/users/3 answered 500"),
         ("header Authorization: key 'token' of Secret 'api' is missing",
          "header Authorization: key 'token' of Secret 'api' is missing"),
+        # issue #31: a password holding `@` leaked its tail past the first `@`
+        ("https://bob:p@ss@w0rd@db.test/x failed", "https://***@db.test/x failed"),
+        ("postgres://u:a@b@10.0.0.2:5432/db?sslmode=off", "postgres://***@10.0.0.2:5432/db?***"),
     ],
 )  # fmt: skip
 def test_credentials_are_cut_from_errors(error: str, shown: str) -> None:
@@ -37,3 +40,13 @@ def test_a_table_name_that_is_no_lease_name_is_refused_at_apply_time() -> None:
             "template": {"spec": {"containers": [{"name": "c", "command": ["true"]}]}}}  # fmt: skip
     [problem] = admission.syncjob_problems(spec)
     assert problem.startswith("spec.tables[0]: String should match pattern")
+
+
+def test_a_secret_value_a_server_echoes_back_is_masked_before_it_reaches_status() -> None:
+    """Issue #31, problem 4: `401 invalid api key <key>` landed in status, dead letters and
+    Events (only logs were masked)."""
+    from treadle.core import tasklogs
+
+    error = "POST https://api.test/v1 answered 401: invalid api key sk-live-7d9a2f"
+    masked = redact(tasklogs.mask(error, ["sk-live-7d9a2f", "ab"]))
+    assert masked == "POST https://api.test/v1 answered 401: invalid api key ***"
