@@ -549,6 +549,7 @@ def workflow_problems(
     if problems:
         return problems
     problems += podspecs.env_problems(spec.workers.env, "spec.workers.env")
+    problems += podspecs.resources_problems(spec.workers.resources, "spec.workers.resources")
     known = [task.name for task in spec.all_tasks]
     for field, tasks, graph in (("tasks", spec.tasks, dag), ("onExit", spec.on_exit, exits)):
         for index, task in enumerate(tasks):

@@ -11,6 +11,7 @@ applies it `get` each of them?).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -134,6 +135,7 @@ def container_problems(container: Any, path: str) -> list[str]:
     security = container.get("securityContext")
     problems += _security_problems(security, f"{path}.securityContext", CONTAINER_SECURITY_FIELDS)
     problems += env_problems(container.get("env"), f"{path}.env")
+    problems += resources_problems(container.get("resources"), f"{path}.resources")
     for index, mount in enumerate(_list(container.get("volumeMounts"))):
         if isinstance(mount, Mapping):
             for name in sorted(set(mount) - MOUNT_FIELDS):
@@ -141,6 +143,43 @@ def container_problems(container: Any, path: str) -> list[str]:
     for index, port in enumerate(_list(container.get("ports"))):
         if isinstance(port, Mapping) and "hostPort" in port:
             problems.append(f"{path}.ports[{index}].hostPort: not allowed")
+    return problems
+
+
+QUANTITY = re.compile(
+    r"^[+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+|[KMGTPE]i|[kMGTPE]|[mun])?$"
+)
+"""A Kubernetes resource quantity (`500m`, `1.5Gi`, `2e3`): what the API server accepts in a
+container's requests and limits."""
+RESOURCE_NAME = re.compile(r"^([a-z0-9.-]+/)?[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$")
+RESOURCE_FIELDS = frozenset({"requests", "limits"})
+
+
+def resources_problems(resources: Any, path: str) -> list[str]:
+    """A container's `resources`: requests and limits of resource names to quantities.  An
+    invalid one left a workflow Pending for ever (its pod is refused, so no start timeout
+    began) and its pool warning every 2 s."""
+    if resources is None:
+        return []
+    if not isinstance(resources, Mapping):
+        return [f"{path}: must be an object with requests and limits"]
+    known = {*RESOURCE_FIELDS, "claims"}
+    problems = [f"{path}.{name}: not allowed" for name in sorted(set(resources) - known)]
+    for field in sorted(RESOURCE_FIELDS & set(resources)):
+        amounts = resources[field]
+        if not isinstance(amounts, Mapping):
+            problems.append(f"{path}.{field}: must map resource names to quantities")
+            continue
+        for name, amount in amounts.items():
+            where = f"{path}.{field}.{name}"
+            if not isinstance(name, str) or not RESOURCE_NAME.match(name) or len(name) > 253:
+                problems.append(f"{where}: not a resource name")
+            elif isinstance(amount, bool) or not isinstance(amount, int | float | str):
+                problems.append(f"{where}: must be a quantity such as 500m or 1Gi")
+            elif isinstance(amount, str) and not QUANTITY.match(amount):
+                problems.append(f"{where}: {amount!r:.40} is not a quantity (such as 500m or 1Gi)")
+            elif not isinstance(amount, str) and amount < 0:
+                problems.append(f"{where}: must not be negative")
     return problems
 
 

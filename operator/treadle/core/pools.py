@@ -338,5 +338,6 @@ def deployment(
 
 
 def env_problems(spec: WorkerPoolSpec) -> list[str]:
-    """Names Treadle reserves are refused in a pool's env."""
-    return podspecs.env_problems([{"name": v.name} for v in spec.env], "spec.env")
+    """Names Treadle reserves are refused in a pool's env; its resources must be quantities."""
+    problems = podspecs.env_problems([{"name": v.name} for v in spec.env], "spec.env")
+    return problems + podspecs.resources_problems(spec.resources, "spec.resources")

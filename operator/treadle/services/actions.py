@@ -34,7 +34,6 @@ OUTPUT_LIMIT_BYTES = 1 << 20
 CANCEL_GRACE_SECONDS = 5.0
 EXIT_DRAIN_SECONDS = 1.0
 """How long an exited command's leftover children may keep its output pipes open."""
-EXIT_POLL_SECONDS = 0.05
 HIDDEN_ENV = ("TREADLE_REDIS_URL", "TREADLE_WORKER_REDIS_URL")
 """The worker's own credentials, never in a task command's environment."""
 """How long a cancelled command has between SIGTERM and SIGKILL."""
@@ -125,7 +124,9 @@ async def _read_capped(
     return bytes(kept)
 
 
-async def _bounded_output(process: asyncio.subprocess.Process, log: LogTail) -> tuple[bytes, bytes]:
+async def _bounded_output(
+    process: asyncio.subprocess.Process, ended: asyncio.Event, log: LogTail
+) -> tuple[bytes, bytes]:
     """stdout (at most OUTPUT_LIMIT_BYTES) and the tail of stderr, until the process exits.
     The attempt ends with its process, not with its pipes: a child it left behind holding them
     (`sleep 40 &`) gets EXIT_DRAIN_SECONDS to finish writing, then the process group goes."""
@@ -133,7 +134,7 @@ async def _bounded_output(process: asyncio.subprocess.Process, log: LogTail) -> 
         _read_capped(process.stdout, OUTPUT_LIMIT_BYTES, log, tail=False),
         _read_capped(process.stderr, STDERR_KEPT_BYTES, log, tail=True),
     )
-    exited = asyncio.ensure_future(_exit_of(process))
+    exited = asyncio.ensure_future(ended.wait())
     try:
         either: set[asyncio.Future[Any]] = {reading, exited}
         await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
@@ -153,12 +154,34 @@ async def _bounded_output(process: asyncio.subprocess.Process, log: LogTail) -> 
     return stdout, stderr
 
 
-async def _exit_of(process: asyncio.subprocess.Process) -> int:
-    """The process's exit code once it exits.  Process.wait() (Python 3.11) returns only when
-    its pipes are closed too, which a leftover child may hold open."""
-    while process.returncode is None:
-        await asyncio.sleep(EXIT_POLL_SECONDS)
-    return process.returncode
+class _ExitProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's stream protocol, telling when the process exits: Process.wait() (Python
+    3.11) returns only once its pipes are closed too, which a leftover child may hold open."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+
+
+async def _spawn(args: list[str]) -> tuple[asyncio.subprocess.Process, asyncio.Event]:
+    """A task command in a session of its own (its group is killed with it), with no input,
+    piped output and the worker's environment less its credentials; and the Event set when
+    it exits."""
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.subprocess_exec(
+        lambda: _ExitProtocol(loop),
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+        env=_task_env(),
+    )
+    return asyncio.subprocess.Process(transport, protocol, loop), protocol.exited
 
 
 def _kill_group(process: asyncio.subprocess.Process) -> None:
@@ -171,19 +194,12 @@ async def run_command(spec: Mapping[str, Any], attempt: Attempt) -> Any:
     timeout_seconds = attempt.timeout_seconds
     args = [str(a) for a in spec["args"]]
     try:
-        process = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            env=_task_env(),
-        )
+        process, exited = await _spawn(args)
     except OSError as error:
         raise ActionFailed(f"cannot run {args[0]!r}: {error.strerror}") from error
     try:
         stdout, stderr = await asyncio.wait_for(
-            _bounded_output(process, attempt.log), timeout_seconds
+            _bounded_output(process, exited, attempt.log), timeout_seconds
         )
     except (TimeoutError, asyncio.CancelledError, OutputTooLarge) as stop:
         if isinstance(stop, asyncio.CancelledError):

@@ -152,3 +152,31 @@ def test_worker_env_may_not_override_treadles_own_variables() -> None:
         "spec.workers.env[0].name: 'TREADLE_REDIS_URL': names starting with TREADLE_ are "
         "Treadle's own"
     ]
+
+
+@pytest.mark.parametrize(
+    ("resources", "problem"),
+    [
+        ({"requests": {"cpu": "lots"}}, "x.requests.cpu: 'lots' is not a quantity"),
+        ({"limits": {"memory": "1GB"}}, "x.limits.memory: '1GB' is not a quantity"),
+        ({"limits": {"memory": -1}}, "x.limits.memory: must not be negative"),
+        ({"limits": {"memory": True}}, "x.limits.memory: must be a quantity"),
+        ({"requests": "1"}, "x.requests: must map resource names to quantities"),
+        ({"request": {}}, "x.request: not allowed"),
+        ({"limits": {"bad name!": "1"}}, "x.limits.bad name!: not a resource name"),
+    ],
+)
+def test_a_resources_quantity_the_api_server_would_refuse_is_refused_at_apply_time(
+    resources: object, problem: str
+) -> None:
+    """Issue #31, problem 4: an invalid quantity left its workflow Pending for ever."""
+    [found] = podspecs.resources_problems(resources, "x")
+    assert found.startswith(problem)
+
+
+def test_real_quantities_and_extended_resources_pass() -> None:
+    resources = {
+        "requests": {"cpu": "500m", "memory": "1.5Gi", "ephemeral-storage": 2},
+        "limits": {"nvidia.com/gpu": 1, "memory": "2e9", "cpu": 0.5},
+    }
+    assert podspecs.resources_problems(resources, "x") == []
