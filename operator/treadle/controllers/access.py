@@ -33,8 +33,9 @@ async def refusals(api: AsyncClient, kind: str, spec: Any, meta: Mapping[str, An
         ]
     namespace = str(meta.get("namespace") or "")
     who = access.requester(meta.get("annotations"))
-    if who is not None and who.username == await kube.own_username(api):
-        who, kind = await _owning_syncjob(api, namespace, meta), syncjobs.KIND
+    run_of = [o for o in meta.get("ownerReferences") or [] if o.get("kind") == syncjobs.KIND]
+    if run_of and who is not None and who.username == await kube.own_username(api):
+        who, kind = await _owning_syncjob(api, namespace, run_of), syncjobs.KIND
     if who is None:
         return [access.unstamped(named, kind)]
     problems = []
@@ -53,11 +54,11 @@ async def refusals(api: AsyncClient, kind: str, spec: Any, meta: Mapping[str, An
 
 
 async def _owning_syncjob(
-    api: AsyncClient, namespace: str, meta: Mapping[str, Any]
+    api: AsyncClient, namespace: str, owners: list[Mapping[str, Any]]
 ) -> access.Requester | None:
-    """The stamped user of the SyncJob this object is a run of (None: it is no run of one)."""
-    for owner in meta.get("ownerReferences") or []:
-        if owner.get("kind") != syncjobs.KIND or not owner.get("name"):
+    """The stamped user of the SyncJob this object is a run of (None: that job is gone)."""
+    for owner in owners:
+        if not owner.get("name"):
             continue
         job = await kube.get_syncjob(api, namespace, str(owner["name"]))
         if job is not None and (job.get("metadata") or {}).get("uid") == owner.get("uid"):

@@ -19,7 +19,8 @@ def test_logs_print_an_attempts_escapes_as_text() -> None:
     entry = {"task": "t", "item": None, "attempt": 1, "log": ATTACK + "\n", "ended": True,
              "stored": True}  # fmt: skip
     printed = terminal.safe(logs.render([entry], headings=True))
-    assert "\x1b" not in printed and "\r" not in printed and "\x9b" not in printed
+    for control in ("\x1b", "\r", "\x9b"):
+        assert control not in printed
 
 
 def test_get_shows_an_error_and_output_with_escapes_as_text() -> None:
@@ -35,4 +36,5 @@ def test_get_shows_an_error_and_output_with_escapes_as_text() -> None:
     lines = view.render(workflow, wide=True)
     assert lines
     for line in lines:
-        assert "\x1b" not in line and "\r" not in line and "\x9b" not in line
+        for control in ("\x1b", "\r", "\x9b"):
+            assert control not in line
