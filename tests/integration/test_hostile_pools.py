@@ -238,3 +238,27 @@ async def test_a_task_command_gets_no_redis_credentials_in_its_environment(
     monkeypatch.setenv("TREADLE_REDIS_URL", "redis://pool-user:secret@redis:6379/0")
     result = await run_one(client, "sh", "-c", 'echo "\\"${TREADLE_REDIS_URL:-none}\\""')
     assert result.output == "none"
+
+
+async def test_a_deleted_workflows_queued_attempts_are_dropped_and_no_key_outlives_it(
+    client: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Issue #31, problem 4: 116-144 of 200 deleted workflows' queued attempts still ran,
+    leaving ~900 keys without expiry."""
+    marker = tmp_path / "ran"
+    queue = queues.TaskQueue(client, HOSTILE, "w1")
+    await queue.ensure_groups()
+    touch = {"command": {"args": ["touch", str(marker)]}}
+    await queue.enqueue([TaskMessage("gone", "ns/wf", "t", None, 1, touch, 10)])
+    await ResultStream(client, "operator").forget_workflows([("gone", HOSTILE, True)], logs=True)
+    worker = TaskWorker(queue, block_ms=100)
+    await worker.execute(CancelToken())
+    await worker.settle()
+    await worker.close()
+    assert not marker.exists()
+    assert await client.xlen(keys.results_stream(HOSTILE)) == 0
+    # An attempt that ends after its workflow went leaves only keys that expire.
+    await run_one(client, "echo", '{"n": 1}')
+    for key in await client.keys("treadle:pool:hostile:*"):
+        if await client.type(key) != "stream":
+            assert await client.ttl(key) > 0, key

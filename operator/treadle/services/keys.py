@@ -53,6 +53,8 @@ def cancel_hash(pool: str, workflow_uid: str) -> str:
 
 
 CANCEL_TTL_SECONDS = 3600
+ALL_TASKS = "*"
+"""The field of a cancel hash that cancels every task of the workflow (it was deleted)."""
 
 
 def outputs_index(pool: str, workflow_uid: str) -> str:

@@ -42,6 +42,7 @@ WORKER_COMMANDS = (
     "xpending",
     "xrange",
     "hexists",
+    "hmget",
     "set",
     "incrby",
     "decrby",

@@ -46,6 +46,7 @@ from treadle.core import tasklogs
 from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, MessageError, TaskMessage, TaskResult
 from treadle.services import scripts
 from treadle.services.keys import (
+    ALL_TASKS,
     cancel_hash,
     dead_letters,
     done_hash,
@@ -218,9 +219,9 @@ class TaskQueue:
             for delivery in deliveries:
                 message = delivery.message
                 pipe.hexists(done_hash(self.pool, message.workflow_uid), message.key)
-                pipe.hexists(cancel_hash(self.pool, message.workflow_uid), message.task)
-            found: list[bool] = await pipe.execute()
-        return [bool(done or gone) for done, gone in zip(found[::2], found[1::2], strict=True)]
+                pipe.hmget(cancel_hash(self.pool, message.workflow_uid), message.task, ALL_TASKS)
+            found: list[Any] = await pipe.execute()
+        return [bool(done or any(gone)) for done, gone in zip(found[::2], found[1::2], strict=True)]
 
     async def cancelled(self, deliveries: Sequence[Delivery]) -> set[str]:
         """The entry ids among `deliveries` whose task was cancelled: its workflow was
@@ -230,9 +231,9 @@ class TaskQueue:
         async with self.client.pipeline(transaction=False) as pipe:
             for delivery in deliveries:
                 message = delivery.message
-                pipe.hexists(cancel_hash(self.pool, message.workflow_uid), message.task)
-            found: list[bool] = await pipe.execute()
-        return {d.id for d, hit in zip(deliveries, found, strict=True) if hit}
+                pipe.hmget(cancel_hash(self.pool, message.workflow_uid), message.task, ALL_TASKS)
+            found: list[Any] = await pipe.execute()
+        return {d.id for d, hit in zip(deliveries, found, strict=True) if any(hit)}
 
     async def keep_alive(self, deliveries: Sequence[Delivery]) -> None:
         """Resets the idle time of in-flight messages so the reaper leaves them alone."""
@@ -337,6 +338,7 @@ class TaskQueue:
                         "message_id": delivery.id,
                         "done_field": field,
                         **result.encode(),
+                        "ttl_seconds": OUTPUT_TTL_SECONDS,
                     },
                     client=pipe,
                 )

@@ -18,6 +18,7 @@ from treadle.core.messages import MessageError, TaskMessage, TaskResult
 from treadle.core.pools import Load, is_shared
 from treadle.core.tasklogs import Address
 from treadle.services.keys import (
+    ALL_TASKS,
     CANCEL_TTL_SECONDS,
     DATA_MARKER,
     REJECTED,
@@ -268,6 +269,12 @@ class ResultStream:
         trips however many workflows."""
         if not gone:
             return
+        if logs:  # deleted: the attempts still queued for them are dropped, not run
+            async with self.client.pipeline(transaction=False) as pipe:
+                for uid, pool, _outputs in gone:
+                    pipe.hset(cancel_hash(pool, uid), ALL_TASKS, "deleted")
+                    pipe.expire(cancel_hash(pool, uid), CANCEL_TTL_SECONDS)
+                await pipe.execute()
         async with self.client.pipeline(transaction=False) as pipe:
             for uid, pool, outputs in gone:
                 if outputs:
