@@ -84,6 +84,7 @@ def _worker(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         reap_idle_seconds=args.reap_idle_seconds,
         drain_seconds=args.drain_seconds,
+        watchdog=True,  # a worker process of its own: killed, not reaped, when frozen
     )
 
     async def main() -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from treadle.core import actions, causes, jsonvalues, messages
 from treadle.core.tasklogs import LogTail
-from treadle.services import capture
+from treadle.services import capture, interrupts
 
 if TYPE_CHECKING:
     import aiohttp
@@ -252,9 +252,8 @@ async def run_python(spec: Mapping[str, Any], attempt: Attempt) -> Any:
         with capture.into(attempt.log):
             if inspect.iscoroutinefunction(function):
                 result = await asyncio.wait_for(function(**kwargs), timeout_seconds)
-            else:
-                running = asyncio.to_thread(function, **kwargs)
-                result = await asyncio.wait_for(running, timeout_seconds)
+            else:  # interrupted past its timeout (services/interrupts.py)
+                result = await interrupts.call_in_thread(function, kwargs, timeout_seconds)
     except TimeoutError as error:
         raise ActionFailed(f"timed out after {timeout_seconds:g} s", TIMED_OUT) from error
     except ActionFailed:

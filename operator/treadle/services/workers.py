@@ -26,7 +26,7 @@ from treadle.core import redaction, tasklogs
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.core.tasklogs import LogTail
 from treadle.runtime import Backoff, CancelToken, Directive, checkpoint
-from treadle.services import actions, worker_metrics
+from treadle.services import actions, interrupts, worker_metrics
 from treadle.services.guards import BreakerSettings, Guards, RateSettings
 from treadle.services.queues import Delivery, TaskQueue, is_missing_group
 
@@ -402,6 +402,8 @@ class WorkerOptions:
     max_redeliveries: int = DEFAULT_MAX_REDELIVERIES
     drain_seconds: float = 25.0
     """On SIGTERM, how long to let tasks in hand finish (below the pod's grace period)."""
+    watchdog: bool = False
+    """Run a watchdog process that kills this worker when its event loop freezes."""
 
 
 async def serve(options: WorkerOptions, stop: asyncio.Event) -> None:
@@ -429,6 +431,14 @@ async def serve(options: WorkerOptions, stop: asyncio.Event) -> None:
     )
     tasks = TaskSet()
     start = Directive.proceed()
+    watchdog = None
+    if options.watchdog:
+        # Killed when frozen for half the reaper's idle time: with the last keep-alive up to
+        # a third of it before, and a beat every eighth, under the idle time in all, so its
+        # attempts are not handed to another worker while it still runs them.
+        watchdog = interrupts.Watchdog(options.reap_idle_seconds / 2)
+        watchdog.start()
+        tasks.spawn("watchdog", watchdog.beat())
     tasks.spawn("task-worker", Loop("task-worker", worker, tasks.cancel, start=start).run())
     tasks.spawn("reaper", Loop("reaper", reaper, tasks.cancel, start=start).run())
     log.info("worker %s serving pool %s", options.consumer, options.pool)
@@ -447,6 +457,8 @@ async def serve(options: WorkerOptions, stop: asyncio.Event) -> None:
             log.error("loops that would not stop: %s", ", ".join(stuck))
         await worker.close()
         await client.aclose()
+        if watchdog is not None:
+            watchdog.stop()
 
 
 async def _reach(queue: TaskQueue, stop: asyncio.Event) -> bool:
