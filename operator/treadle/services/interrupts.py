@@ -117,7 +117,8 @@ class Watchdog:
 
     async def beat(self) -> None:
         """Beats until cancelled (a task of the worker's event loop)."""
-        assert self._process is not None and self._process.stdin is not None
+        if self._process is None or self._process.stdin is None:
+            raise RuntimeError("start() the watchdog before it beats")
         descriptor = self._process.stdin.fileno()
         while True:
             with contextlib.suppress(OSError):
