@@ -4,8 +4,9 @@
 - Tables: a `ddl: true` job takes each table's lock itself (it changes their schema); any other
   job only checks that no one holds them (it writes to them, and must not while their schema
   changes).
-- With `lockWaitSeconds` 0 a taken lock skips the run at once; otherwise the gate polls until
-  the lock is free or the wait is over.  A gate that gives up releases what it took.
+- With `lockWaitSeconds` 0 a taken lock skips the run at once; otherwise the gate polls, less
+  often the longer it waits, until the lock is free or the wait is over.  A gate that gives up
+  releases what it took.
 
 The store of locks is behind a protocol (Leases in the API server in production), and waiting
 uses the injected clock and sleep, so the procedure is tested in virtual time.
@@ -21,6 +22,9 @@ from typing import Literal, Protocol
 PIPELINE_PREFIX = "treadle-pipeline-"
 TABLE_PREFIX = "treadle-table-"
 DEFAULT_POLL_SECONDS = 1.0
+MAX_POLL_SECONDS = 8.0
+"""A waiter looks again after 1 s, then 2, 4, 8, 8, ...: 40 jobs waiting on one lock polled
+the API server 30 times a second at a steady 1 s."""
 
 
 def pipeline_lock(name: str) -> str:
@@ -113,12 +117,15 @@ class Gate:
     async def _wait_for(
         self, attempt: Callable[[], Awaitable[str | None]], deadline: float
     ) -> str | None:
-        """Tries until the lock is ours (None) or the deadline passed (who holds it)."""
+        """Tries until the lock is ours (None) or the deadline passed (who holds it), waiting
+        twice as long after each try, up to MAX_POLL_SECONDS."""
+        interval = self.poll_seconds
         while True:
             blocker = await attempt()
             if blocker is None or self.clock() >= deadline:
                 return blocker
-            await self.sleep(min(self.poll_seconds, deadline - self.clock()))
+            await self.sleep(min(interval, deadline - self.clock()))
+            interval = min(interval * 2, max(self.poll_seconds, MAX_POLL_SECONDS))
 
     async def _skip(
         self,

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from treadle.core.gates import Gate, GateResult, LockRequest, pipeline_lock, table_lock
+from treadle.core.gates import (
+    MAX_POLL_SECONDS,
+    Gate,
+    GateResult,
+    LockRequest,
+    pipeline_lock,
+    table_lock,
+)
 
 pytestmark = pytest.mark.looptime
 
@@ -93,7 +100,28 @@ async def test_table_locked_wait_then_proceeds() -> None:
     locks = Locks({table_lock("a"): "migrate-7"}, {table_lock("a"): loop.time() + 12})
     result = await Gate(locks).pass_through(request(tables=("a",), wait_seconds=30))
     assert result.passed
-    assert 12 <= result.waited_seconds <= 13
+    assert 12 <= result.waited_seconds <= 12 + MAX_POLL_SECONDS
+
+
+async def test_a_waiter_polls_less_often_the_longer_it_waits() -> None:
+    """Issue #31, problem 4: 40 SyncJobs waiting on one lock polled the Lease ~30 times a
+    second (each once a second, for as long as it waited)."""
+    looks: list[float] = []
+    locks = Locks({table_lock("a"): "migrate-7"})
+    holder = locks.holder
+
+    async def counted(lock: str) -> str | None:
+        looks.append(asyncio.get_running_loop().time())
+        return await holder(lock)
+
+    locks.holder = counted  # type: ignore[method-assign]
+    started = asyncio.get_running_loop().time()
+    await Gate(locks).pass_through(request(tables=("a",), wait_seconds=60))
+    gaps = [later - earlier for earlier, later in zip(looks, looks[1:], strict=False)]
+    assert [round(g) for g in gaps[:4]] == [1, 2, 4, 8]
+    assert max(gaps) <= MAX_POLL_SECONDS
+    assert len(looks) <= 11
+    assert looks[0] - started < 0.01
 
 
 async def test_table_locked_wait_timeout_skips() -> None:
