@@ -4,6 +4,7 @@ slot-aware retry seed, by name."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass, field
 
 import pytest
@@ -117,7 +118,7 @@ async def test_a_waiter_polls_less_often_the_longer_it_waits() -> None:
     locks.holder = counted  # type: ignore[method-assign]
     started = asyncio.get_running_loop().time()
     await Gate(locks).pass_through(request(tables=("a",), wait_seconds=60))
-    gaps = [later - earlier for earlier, later in zip(looks, looks[1:], strict=False)]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(looks)]
     assert [round(g) for g in gaps[:4]] == [1, 2, 4, 8]
     assert max(gaps) <= MAX_POLL_SECONDS
     assert len(looks) <= 11
