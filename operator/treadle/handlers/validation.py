@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
+from kopf._core.engines import admission as kopf_admission
 
 from treadle.api import GROUP, VERSION, syncjobs, workflows
 from treadle.api import pools as pools_api
@@ -180,6 +181,31 @@ async def stamp_applier(spec: kopf.Spec, patch: kopf.Patch, **kwargs: Any) -> No
         patch.metadata.annotations[key] = value
 
 
+SPEC_CHANGED = {
+    "name": "spec-changed",
+    "expression": (
+        "request.operation != 'UPDATE'"
+        " || object.metadata.generation != oldObject.metadata.generation"
+    ),
+}
+"""Only creates and spec changes are sent to the validating webhooks (the API server moves
+the generation before validating admission): with failurePolicy Fail, a finalizer or label
+change still goes through while no operator answers."""
+
+
+def _with_match_conditions(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    webhooks: list[dict[str, Any]] = _build_webhooks(*args, **kwargs)
+    for webhook in webhooks:
+        if webhook["failurePolicy"] == "Fail":
+            webhook["matchConditions"] = [SPEC_CHANGED]
+    return webhooks
+
+
+_build_webhooks = kopf_admission.build_webhooks
+# kopf builds the webhook configuration and knows no matchConditions: its builder is wrapped.
+kopf_admission.build_webhooks = _with_match_conditions
+
+
 def register(registry: kopf.OperatorRegistry) -> None:
     """Adds the webhook handlers; only an operator that serves the webhook has them (kopf
     refuses to start with admission handlers and no server)."""
@@ -195,7 +221,9 @@ def register(registry: kopf.OperatorRegistry) -> None:
             plural,
             id=f"stamp-applier-{plural}",
             operations=OPERATIONS,
-            ignore_failures=False,
+            # Ignore: a change the stamp misses while the operator is away is refused by the
+            # validating webhook when it changes the spec, and is harmless when it does not.
+            ignore_failures=True,
             registry=registry,
         )(stamp_applier)
     for plural, handler in (
