@@ -441,8 +441,10 @@ def test_junk_and_forged_results_from_another_tenant_change_nothing(
     crds: Cluster, operator: OperatorProcess, namespace: str, tmp_path: Path, report: Report
 ) -> None:
     """A hostile workflow's tasks write a junk entry and a forged success for every child of a
-    victim's fan-out into their own result stream, and try the victim's (issue #13, problem 4).
-    A forged success taken would leave its child's effect unmade: counted as lost."""
+    victim's fan-out into their own result stream, and try the victim's (issue #13, problem 4);
+    the first also replaces its stream by a string, writes entries no decoder reads and deletes
+    the stream (issue #31, problem 2: any of these stopped every tenant's results).  A forged
+    success taken would leave its child's effect unmade: counted as lost."""
     log = tmp_path / "effects"
     tasks = scaled(500, 50)
     started = time.monotonic()
@@ -455,6 +457,7 @@ def test_junk_and_forged_results_from_another_tenant_change_nothing(
         "metadata": {"name": "hostile"},
         "spec": {
             "workers": {"env": [{"name": "PYTHONPATH", "value": str(Path(__file__).parents[1])}]},
+            "concurrency": 1,  # one child at a time: the first wrecks the stream the rest use
             "tasks": [
                 {
                     "name": "pollute",
@@ -466,6 +469,7 @@ def test_junk_and_forged_results_from_another_tenant_change_nothing(
                             "victim_uid": victim["metadata"]["uid"],
                             "victim_run": victim["status"]["runGeneration"],
                             "items": tasks,
+                            "wreck": "{{ item == 0 }}",
                         },
                     },
                 }
@@ -476,12 +480,13 @@ def test_junk_and_forged_results_from_another_tenant_change_nothing(
     crds.wait("twf/hostile", namespace, "condition=Ready", TIMEOUT_SECONDS)
     crds.wait("twf/victim", namespace, "condition=Ready", TIMEOUT_SECONDS)
     status = crds.get("twf", "victim", namespace)["status"]
-    written = 4 * tasks * 2
+    written = 4 * tasks * 2 + 4
     counts = Counts("forged_results", faults=written, expected=tasks, outcome=status["phase"])
     counts.seconds = round(time.monotonic() - started, 1)
     counts.add_side_effects(log, {str(i) for i in range(tasks)})
     counts.notes.append(
-        f"{written} junk entries and forged successes written to the hostile pool's own stream; "
+        f"{written} junk entries and forged successes written to the hostile pool's own stream, "
+        "which it also replaced by a string and deleted; "
         f"{4 * tasks} writes to the victim's stream refused; operator peak RSS "
         f"{peak_rss_mib(operator)} MiB"
     )

@@ -118,10 +118,31 @@ async def slow_value(seconds: float, value: str) -> str:
     return value
 
 
-async def pollute(own_uid: str, victim_uid: str, victim_run: int, items: int) -> dict[str, int]:
-    """A hostile tenant's fault-suite task: for every child of the victim's `work` fan-out, a
-    junk entry and a forged success in its own result stream, and a try at the victim's."""
+def _worker_redis_url() -> str:
+    """The worker's Redis URL, as task code that looks hard enough finds it: the worker drops
+    it from its environment, but the process's first environment still holds it."""
     import os
+    from pathlib import Path
+
+    if os.environ.get("TREADLE_REDIS_URL"):
+        return os.environ["TREADLE_REDIS_URL"]
+    for variable in Path("/proc/self/environ").read_bytes().split(b"\0"):
+        name, _, value = variable.decode(errors="replace").partition("=")
+        if name == "TREADLE_REDIS_URL":
+            return value
+    raise RuntimeError("no TREADLE_REDIS_URL anywhere")
+
+
+async def pollute(
+    own_uid: str, victim_uid: str, victim_run: int, items: int, wreck: bool = False
+) -> dict[str, int]:
+    """A hostile tenant's fault-suite task: for every child of the victim's `work` fan-out, a
+    junk entry and a forged success in its own result stream, and a try at the victim's.  With
+    `wreck`, it also replaces its own result stream by a string, writes entries no decoder can
+    read, and deletes the stream (issue #31, problem 2), pausing after each so that the
+    operator meets each state."""
+    import asyncio
+    import json
 
     import redis.asyncio as aioredis
 
@@ -129,9 +150,23 @@ async def pollute(own_uid: str, victim_uid: str, victim_run: int, items: int) ->
     from treadle.services import keys
 
     own, victim = keys.results_stream(f"wf-{own_uid}"), keys.results_stream(f"wf-{victim_uid}")
-    client = aioredis.Redis.from_url(os.environ["TREADLE_REDIS_URL"], decode_responses=True)
+    client = aioredis.Redis.from_url(_worker_redis_url(), decode_responses=True)
     written = denied = 0
     try:
+        if wreck:
+            await client.delete(own)
+            await client.set(own, "not a stream")
+            await asyncio.sleep(3)
+            await client.delete(own)
+            deep = TaskResult(own_uid, "x/hostile", "pollute", 0, 1, "succeeded").__dict__
+            for entry in (
+                {"result": "[" * 100_000},
+                {"result": json.dumps(deep | {"output": {"a": "\ud800"}})},
+                {"result": json.dumps(deep | {"output": json.loads("[" * 300 + "]" * 300)})},
+                {"result": b"\xed\xa0\x80"},
+            ):
+                await client.xadd(own, entry)  # type: ignore[arg-type]
+                written += 1
         for item in range(items):
             forged = TaskResult(
                 victim_uid, "x/victim", "work", item, 1, "succeeded", "forged", run=victim_run
@@ -143,6 +178,9 @@ async def pollute(own_uid: str, victim_uid: str, victim_run: int, items: int) ->
                 await client.xadd(victim, forged)  # type: ignore[arg-type]
             except aioredis.ResponseError:
                 denied += 1
+        if wreck:
+            await client.delete(own)
+            await asyncio.sleep(3)
     finally:
         await client.aclose()
     if denied != items:
