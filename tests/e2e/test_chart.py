@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from support.cluster import REPO, Cluster
+from treadle.api import policies
 from treadle.api.syncjobs import SyncJobSpec
 from treadle.api.workflows import Workers
 from treadle.services import kube, runs
@@ -43,7 +44,9 @@ def test_helm_lint_is_clean() -> None:
 
 
 def test_the_chart_ships_the_crds_of_crds_dir_unchanged() -> None:
+    """And the applied-by policy beside them is among its templates (helm upgrades those)."""
     shipped = {p.name: p.read_text() for p in (CHART / "crds").glob("*.yaml")}
+    shipped[policies.FILE] = (CHART / "templates" / policies.FILE).read_text()
     generated = {p.name: p.read_text() for p in (REPO / "crds").glob("*.yaml")}
     assert shipped == generated
 
