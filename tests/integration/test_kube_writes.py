@@ -105,3 +105,38 @@ async def test_pools_putting_their_worker_urls_at_once_into_a_new_namespace_keep
             assert sorted(data) == sorted(pools)
     finally:
         await api.close()
+
+
+async def test_a_worker_pod_made_from_an_earlier_workers_spec_is_replaced(
+    crds: Cluster, namespace: str
+) -> None:
+    """Issue #31, problem 4: an edit of a suspended workflow's `workers` never reached the pod
+    already made for it."""
+    from lightkube.resources.core_v1 import Pod
+
+    from treadle.api.workflows import Workers
+
+    def pod(value: str) -> dict[str, object]:
+        workers = Workers.model_validate({"env": [{"name": "MODE", "value": value}]})
+        return kube.worker_pod(
+            workflow_name="wf", namespace=namespace, uid="u", pool="wf-u", index=0,
+            spec=workers, default_image="treadle:dev",
+        )  # fmt: skip
+
+    api = client(crds, namespace)
+    try:
+        first = await kube.ensure_worker_pods(api, [pod("old")])
+        assert first.created == 1
+        again = await kube.ensure_worker_pods(api, [pod("old")])
+        assert again.created == 0
+        await kube.ensure_worker_pods(api, [pod("new")])  # the old one goes
+        for _ in range(100):
+            made = await kube.ensure_worker_pods(api, [pod("new")])
+            if made.created:
+                break
+            await asyncio.sleep(0.2)
+        found = await api.get(Pod, "wf-worker-0", namespace=namespace)
+        env = {e.name: e.value for e in found.spec.containers[0].env or []}  # type: ignore[union-attr]
+        assert env["MODE"] == "new"
+    finally:
+        await api.close()

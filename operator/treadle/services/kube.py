@@ -8,6 +8,8 @@ token: they need nothing from the API server, only Redis.
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +34,8 @@ WorkflowTemplate = create_namespaced_resource(
 REDIS_SECRET = "treadle-redis"
 LABEL_WORKFLOW = f"{GROUP}/workflow"
 LABEL_COMPONENT = "app.kubernetes.io/component"
+SPEC_DIGEST = f"{GROUP}/spec-digest"
+"""A worker pod's annotation: a digest of what it was made from."""
 FIELD_MANAGER = "treadle-operator"
 
 
@@ -241,6 +245,10 @@ def worker_pod(
         container["resources"] = spec.resources
     if metrics_port:
         container["ports"] = [{"name": "metrics", "containerPort": metrics_port}]
+    # What the pod was made from: a pod made from an earlier spec (a suspended workflow's
+    # `workers` edited) is replaced, not kept.
+    made_from = json.dumps([container, spec.image], sort_keys=True, default=str)
+    annotations[SPEC_DIGEST] = hashlib.sha256(made_from.encode()).hexdigest()[:16]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -327,10 +335,14 @@ async def ensure_worker_pods(api: AsyncClient, pods: list[dict[str, Any]]) -> Wo
                 raise
         else:
             phase = existing.status.phase if existing.status else None
+            made_from = (existing.metadata.annotations or {}) if existing.metadata else {}
+            # A pod made before pods carried a digest is kept (an upgrade rolls nothing).
+            stale = made_from.get(SPEC_DIGEST) not in (None, meta["annotations"][SPEC_DIGEST])
             if (
                 existing.metadata
                 and existing.metadata.deletionTimestamp is None
                 and phase not in ("Failed", "Succeeded")
+                and not stale
             ):
                 if _is_ready(existing):
                     ready += 1
@@ -340,7 +352,8 @@ async def ensure_worker_pods(api: AsyncClient, pods: list[dict[str, Any]]) -> Wo
                     oldest = born
                 problem = problem or _pod_problem(existing)
                 continue
-            if phase in ("Failed", "Succeeded"):
+            deleting = existing.metadata is not None and existing.metadata.deletionTimestamp
+            if phase in ("Failed", "Succeeded") or (stale and not deleting):
                 try:
                     await api.delete(Pod, meta["name"], namespace=meta["namespace"])
                 except ApiError as error:
