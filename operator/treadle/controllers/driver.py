@@ -494,8 +494,12 @@ class Driver:
             if notice is None:
                 continue
             for uid in served.get(pool, ()):
-                reference = self.workflows[uid].reference
-                await events.post(self.api, reference, notice.type, notice.reason, notice.message)
+                tracked = self.workflows.get(uid)
+                if tracked is None:  # deleted while this pass read (it raised KeyError)
+                    continue
+                await events.post(
+                    self.api, tracked.reference, notice.type, notice.reason, notice.message
+                )
 
     def _served(self) -> dict[str, dict[str, Collection[str] | None]]:
         """The pools whose results to read, with the workflows each serves and the tasks it

@@ -231,3 +231,37 @@ async def test_set_aside_entries_are_told_on_the_workflow_at_most_once_a_minute(
     subject.results.asides = [("wf-w", "again")]
     await subject._tell_asides(served)
     assert posted[1][2].startswith("2 entries")  # the one untold and the new one
+
+
+async def test_a_workflow_deleted_while_a_pass_read_its_set_aside_entries_fails_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue #31, problem 4: deleting workflows mid-pass raised KeyError in the driver."""
+    posted: list[str] = []
+
+    async def post(api: Any, about: Any, type: str, reason: str, message: str) -> None:
+        posted.append(about.name)
+
+    class Asides:
+        asides: list[tuple[str, str]] = []
+
+    monkeypatch.setattr(driver.events, "post", post)
+    subject = Driver(Asides(), None, "redis://", "image")  # type: ignore[arg-type]
+    subject.workflows["kept"] = tracked("kept")
+    served: dict[str, dict[str, Any]] = {"pool": {"gone": None, "kept": None}}
+    subject.results.asides = [("pool", "junk")]
+    await subject._tell_asides(served)
+    assert posted == ["kept"]
+
+
+def test_only_a_server_away_fails_a_pass_not_one_workflows_own_failure() -> None:
+    """Issue #31, problem 2: one workflow's failure, when it was the only work of a pass,
+    failed the pass and backed the loop off for everyone (31.5 s seen)."""
+    from lightkube.models.meta_v1 import Status
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    assert driver._away(RedisConnectionError("gone"))
+    assert driver._away(ApiError(status=Status(code=503)))  # type: ignore[call-arg]
+    assert not driver._away(ApiError(status=Status(code=422)))  # type: ignore[call-arg]
+    assert not driver._away(ValueError("surrogates not allowed"))
+    assert not driver._away(RecursionError())
