@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
-from support.redis_server import RedisServer
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.runtime import CancelToken
 from treadle.services import keys, queues
@@ -20,15 +18,6 @@ from treadle.services.workers import TaskWorker
 
 HOSTILE, PEACEFUL = "hostile", "peaceful"
 SERVED: dict[str, dict[str, set[str] | None]] = {HOSTILE: {"h": None}, PEACEFUL: {"p": None}}
-
-
-@pytest.fixture
-async def client(
-    redis: aioredis.Redis, redis_server_process: RedisServer
-) -> AsyncIterator[aioredis.Redis]:
-    connection = queues.connect(redis_server_process.url)
-    yield connection
-    await connection.aclose()
 
 
 def good(uid: str = "p", attempt: int = 1) -> TaskResult:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +25,6 @@ from treadle.services.workers import Reaper, TaskWorker, WorkerOptions, serve
 POOL = "test-pool"
 RESULTS = keys.results_stream(POOL)
 SERVED: dict[str, dict[str, set[str] | None]] = {POOL: {"u": None, "uid-1": None}}
-
-
-@pytest.fixture
-async def client(
-    redis: aioredis.Redis, redis_server_process: RedisServer
-) -> AsyncIterator[aioredis.Redis]:
-    """A string-decoding client as the services use (the `redis` fixture emptied the db)."""
-    connection = queues.connect(redis_server_process.url)
-    yield connection
-    await connection.aclose()
 
 
 async def queue_for(client: aioredis.Redis, consumer: str) -> queues.TaskQueue:

@@ -7,15 +7,15 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import pytest
 
 from treadle.services import interrupts
 
 
-async def test_a_python_loop_past_its_timeout_is_interrupted_in_its_thread() -> None:
-    """Issue #31, problem 4: a sync callable ran on past its timeoutSeconds."""
-    stopped: list[str] = []
+def spinner(stopped: list[str]) -> Callable[[], None]:
+    """A plain function looping for ever, noting in `stopped` when it is interrupted."""
 
     def spin() -> None:
         try:
@@ -25,6 +25,13 @@ async def test_a_python_loop_past_its_timeout_is_interrupted_in_its_thread() -> 
             stopped.append("interrupted")
             raise
 
+    return spin
+
+
+async def test_a_python_loop_past_its_timeout_is_interrupted_in_its_thread() -> None:
+    """Issue #31, problem 4: a sync callable ran on past its timeoutSeconds."""
+    stopped: list[str] = []
+    spin = spinner(stopped)
     with pytest.raises(TimeoutError):
         await interrupts.call_in_thread(spin, {}, 0.2)
     assert stopped == ["interrupted"]
@@ -77,15 +84,7 @@ def test_a_beating_process_is_left_alone_and_its_watchdog_ends_with_it() -> None
 
 async def test_cancelling_the_call_interrupts_its_thread() -> None:
     stopped: list[str] = []
-
-    def spin() -> None:
-        try:
-            while True:
-                pass
-        except interrupts.Interrupted:
-            stopped.append("interrupted")
-            raise
-
+    spin = spinner(stopped)
     call = asyncio.ensure_future(interrupts.call_in_thread(spin, {}, 30))
     await asyncio.sleep(0.1)
     call.cancel()
