@@ -70,7 +70,6 @@ async def trespass(own_uid: str, victim_uid: str, victim_run: int) -> dict[str, 
     workflow's queue and Redis itself, and forges results (issue #13, problem 4).  Returns
     what each try got."""
     import json
-    import os
 
     import redis.asyncio as aioredis
 
@@ -91,7 +90,7 @@ async def trespass(own_uid: str, victim_uid: str, victim_run: int) -> dict[str, 
         "junk in my stream": ("XADD", keys.results_stream(own), "*", "junk", "x"),
         "forge in my stream": ("XADD", keys.results_stream(own), "*", *_flat(forged)),
     }
-    client = aioredis.Redis.from_url(os.environ["TREADLE_REDIS_URL"], decode_responses=True)
+    client = aioredis.Redis.from_url(_worker_redis_url(), decode_responses=True)
     got: dict[str, str] = {}
     try:
         for name, command in tries.items():
