@@ -75,6 +75,12 @@ def _cancelling(tracked: Tracked, now: datetime) -> bool:
     return not tracked.who.shared and sent is not None and now < sent + TERMINATE_HOLD
 
 
+LOST_RESULT = (
+    "the results stream of the pool it ran on was found deleted or replaced (by code holding "
+    "that pool's Redis user) and was made again: its result may be lost"
+)
+
+
 def _away(error: BaseException) -> bool:
     """Whether a failure says a server is away or overloaded (not what one workflow holds)."""
     if isinstance(error, ApiError):
@@ -228,6 +234,7 @@ class Driver:
         if self.results.repairs:
             metrics.STREAMS_REPAIRED.inc(len(self.results.repairs))
             self.results.repairs.clear()
+        await self._lost_results(datetime.now(UTC))
         await self._tell_asides(served)
         by_workflow: dict[str, list[TaskResult]] = defaultdict(list)
         ids: dict[str, list[tuple[str, str]]] = defaultdict(list)
@@ -357,6 +364,10 @@ class Driver:
         )
         results = results + failures
         told += [notice] if notice else []
+        if tracked.lost_results:
+            lost = engine.fail_in_flight(tracked.spec, current, who, LOST_RESULT)
+            results += [r for r in lost if tracked.pool_of(r.task) in tracked.lost_results]
+            tracked.lost_results = set()
         if tracked.spec.shutdown == "Terminate" and tracked.cancel_sent is None:
             dag = [task.name for task in tracked.spec.tasks]
             await self.results.cancel(sorted(tracked.pools), who.uid, dag, now.timestamp())
@@ -481,6 +492,18 @@ class Driver:
         )
         tracked.retry = None
         tracked.retry_requests.cleared(version)
+
+    async def _lost_results(self, now: datetime) -> None:
+        """Pools whose results stream was broken (its workers' user deleted or replaced it)
+        and repaired: their workflows forget their records of outcomes there, so that the
+        attempts in flight, failed on their next advance, run again when retried."""
+        lost, self.results.lost_results = self.results.lost_results, set()
+        for pool in sorted(lost):
+            hit = [t for t in self.workflows.values() if pool in t.served]
+            await self.results.forget_outcomes(pool, [t.who.uid for t in hit])
+            for tracked in hit:
+                tracked.lost_results.add(pool)
+                tracked.due = now
 
     async def _tell_asides(self, served: dict[str, dict[str, Collection[str] | None]]) -> None:
         """A Warning Event on each workflow whose pool's result stream had entries set aside."""

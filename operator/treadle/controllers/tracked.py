@@ -57,6 +57,9 @@ class Tracked:
 
     cancel_sent: datetime | None = None
     """When its workers were told it was terminated (spec.shutdown: Terminate)."""
+    lost_results: set[str] = field(default_factory=set)
+    """Pools whose results stream was found broken and repaired: the attempts in flight there
+    fail on the next advance (their results may be gone) and are retried by their policy."""
 
     task_pools: dict[str, str] = field(init=False)
     """The pool each task runs on (its own `workerPool`, else the workflow's)."""

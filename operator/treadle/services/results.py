@@ -72,6 +72,9 @@ class ResultStream:
         """(pool, reason) of the entries set aside since the driver last took them."""
         self.repairs: list[tuple[str, str]] = []
         """(stream, what was wrong) of the streams repaired since the driver last took them."""
+        self.lost_results: set[str] = set()
+        """Pools whose results stream was repaired since the driver last took them: results
+        in it may be lost."""
 
     async def ensure_marker(self) -> bool:
         """True when Redis is new or lost its data (the data marker was gone, even if a worker
@@ -129,7 +132,9 @@ class ResultStream:
         except aioredis.ResponseError:
             # A pool's stream is broken (deleted, or replaced by another type: its workers'
             # Redis user can do either): each pool is read apart, and a broken one repaired.
-            reply = await self._read_apart(streams, count)
+            reply = await self._read_apart(
+                {pool: backlog.get(pool, ">") for pool in served}, count
+            )
         batches: dict[str, list[Any]] = {name: batch for name, batch in reply or []}
         for pool in backlog:
             entries = batches.get(results_stream(pool)) or []
@@ -174,10 +179,12 @@ class ResultStream:
             self.asides += [(pool, reason) for _, _, reason in entries]
         return received
 
-    async def _read_apart(self, streams: Mapping[str, str], count: int) -> list[Any]:
-        """Each stream read on its own, never waiting; a broken one is repaired, not read."""
+    async def _read_apart(self, cursors: Mapping[str, str], count: int) -> list[Any]:
+        """Each pool's results read on its own (pool: cursor), never waiting; a broken
+        stream is repaired, not read, and its pool noted in `lost_results`."""
         reply: list[Any] = []
-        for stream, cursor in streams.items():
+        for pool, cursor in cursors.items():
+            stream = results_stream(pool)
             try:
                 found: Any = await self.client.xreadgroup(
                     OPERATOR_GROUP,
@@ -187,6 +194,7 @@ class ResultStream:
                 )
             except aioredis.ResponseError as error:
                 await self.repair(stream, OPERATOR_GROUP, error)
+                self.lost_results.add(pool)
                 continue
             reply += found or []
         return reply
@@ -204,6 +212,13 @@ class ResultStream:
                 raise
         self.repairs.append((stream, "WRONGTYPE" if "WRONGTYPE" in str(error) else "NOGROUP"))
         log.warning("repaired Redis stream %s (%s)", stream, error)
+
+    async def forget_outcomes(self, pool: str, uids: Iterable[str]) -> None:
+        """Deletes these workflows' records of outcomes on `pool`, so that their attempts
+        whose results were lost run again rather than being skipped as settled."""
+        names = [done_hash(pool, uid) for uid in uids]
+        if names:
+            await self.client.unlink(*names)
 
     def read_backlog_again(self) -> None:
         """The next reads start with this consumer's unacknowledged results again: a pass that
