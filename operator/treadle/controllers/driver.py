@@ -21,10 +21,12 @@ tell the workflow's story: started, dead letters, retried, succeeded or failed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
+import time
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -42,6 +44,7 @@ from treadle.core import engine, notices, pacing, patches, timestamps
 from treadle.core.asides import AsideNotices
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.runtime import Backoff, CancelToken, Directive
+from treadle.runtime.offload import offload
 from treadle.services import events, kube
 from treadle.services.keys import REJECTED
 from treadle.services.pool_users import PoolUsers
@@ -55,6 +58,10 @@ GAUGE_SECONDS = 15.0
 BATCH = 1000
 MAX_PER_PASS = 20_000
 ADVANCE_CONCURRENCY = 32
+NAMESPACE_CPU_PER_PASS_SECONDS = 0.1
+"""Engine CPU (templates rendered mostly) the workflows of one namespace may spend in one
+pass; the rest of them are advanced on the next, after the other namespaces had theirs: a
+tenant whose templates are costly slows its own workflows, not everyone's."""
 """Workflows advanced at once in a pass: a thousand small workflows are not advanced one API
 round trip after another, and a pass never asks more of the API server than a few dozen
 requests at a time."""
@@ -79,6 +86,12 @@ LOST_RESULT = (
     "the results stream of the pool it ran on was found deleted or replaced (by code holding "
     "that pool's Redis user) and was made again: its result may be lost"
 )
+
+
+def _timed(call: Callable[[], engine.Step]) -> tuple[engine.Step, float]:
+    """A call's result and the CPU time its thread spent on it."""
+    started = time.thread_time()
+    return call(), time.thread_time() - started
 
 
 def _away(error: BaseException) -> bool:
@@ -113,6 +126,8 @@ class Driver:
     _deleted: list[tuple[engine.Identity, set[str]]] = field(default_factory=list)
     """Deleted workflows whose Redis keys and pool user are still to delete."""
     _lost_epoch: int = 0
+    _namespace_cpu: dict[str, float] = field(default_factory=dict)
+    """Engine CPU each namespace spent in the last pass (the lightest go first)."""
     """Counts the times Redis was found without our data (new, or flushed); every tracked
     workflow re-enqueues its in-flight attempts once per such loss."""
 
@@ -283,12 +298,23 @@ class Driver:
         advance (due in RETRY_AFTER_FAILURE, doubling): their ids are already among its
         unacknowledged ones, so a later write must not acknowledge them without them."""
         slots = asyncio.Semaphore(ADVANCE_CONCURRENCY)
+        spent: dict[str, float] = defaultdict(float)
+        # The namespaces that spent least in the last pass go first.
+        work = sorted(work, key=lambda item: self._namespace_cpu.get(item[0].who.namespace, 0.0))
 
         async def one(tracked: Tracked, results: list[TaskResult]) -> list[tuple[str, str]]:
             given, tracked.retained = tracked.retained + results, []
+            namespace = tracked.who.namespace
             async with slots:
+                if spent[namespace] >= NAMESPACE_CPU_PER_PASS_SECONDS:
+                    # Its namespace had its share of this pass: next pass, results and all.
+                    current = self.workflows.get(tracked.who.uid, tracked)
+                    current.retained = given + current.retained
+                    current.due = now
+                    return []
                 try:
                     acked = await self.advance(tracked, given, now)
+                    spent[namespace] += tracked.engine_cpu_seconds
                     tracked.failures = 0
                     return acked
                 except ApiError as error:
@@ -302,6 +328,7 @@ class Driver:
                     raise
 
         outcomes = await asyncio.gather(*(one(t, r) for t, r in work), return_exceptions=True)
+        self._namespace_cpu = dict(spent)
         for outcome in outcomes:
             if isinstance(outcome, asyncio.CancelledError):
                 raise outcome
@@ -386,16 +413,24 @@ class Driver:
             )
             await self._enqueue(tracked, again)
             tracked.requeued_epoch = self._lost_epoch
-        step = engine.advance(
-            tracked.spec,
-            current,
-            results,
-            now=now,
-            who=who,
-            generation=tracked.generation,
-            outputs=tracked.outputs.values,
-            rendered=tracked.outputs.rendered,
-            unavailable=frozenset(tracked.outputs.unloadable),
+        # In a thread: the engine renders the tenant's templates (each bounded, and at most
+        # scheduling.RENDER_SECONDS_PER_CALL of them per call), and the loop stays free for
+        # every other workflow, the webhook and the probes meanwhile.  It works on its own
+        # copy of status; `rendered` is this workflow's alone, advanced by one pass at a time.
+        step, tracked.engine_cpu_seconds = await offload(
+            _timed,
+            functools.partial(
+                engine.advance,
+                tracked.spec,
+                current,
+                results,
+                now=now,
+                who=who,
+                generation=tracked.generation,
+                outputs=tracked.outputs.values,
+                rendered=tracked.outputs.rendered,
+                unavailable=frozenset(tracked.outputs.unloadable),
+            ),
         )
         told += step.notices
         fresh = [m for m in step.enqueue if (m.key, m.attempt) not in tracked.enqueued_unwritten]

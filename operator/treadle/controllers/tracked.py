@@ -57,6 +57,8 @@ class Tracked:
 
     cancel_sent: datetime | None = None
     """When its workers were told it was terminated (spec.shutdown: Terminate)."""
+    engine_cpu_seconds: float = 0.0
+    """CPU time its last engine call took (the pass's share per namespace counts it)."""
     lost_results: set[str] = field(default_factory=set)
     """Pools whose results stream was found broken and repaired: the attempts in flight there
     fail on the next advance (their results may be gone) and are retried by their policy."""

@@ -29,7 +29,7 @@ def truthy(value: Any) -> bool:
     return bool(value)
 
 
-RENDER_SECONDS_PER_CALL = 0.25
+RENDER_SECONDS_PER_CALL = 0.05
 """CPU time one engine call may spend rendering a workflow's templates; the rest of what was
 due is launched on the next call, after the other workflows had theirs (each render is
 bounded on its own: sandbox.MAX_CPU_SECONDS)."""

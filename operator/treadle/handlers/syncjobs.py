@@ -9,7 +9,6 @@ while the scheduler iterates it).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +20,7 @@ from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
 from treadle.controllers import access, metrics
 from treadle.core import admission
 from treadle.handlers.registry import registry
+from treadle.runtime.offload import offload
 from treadle.services import kube, runs
 
 
@@ -38,7 +38,7 @@ async def admit_syncjob(
 ) -> None:
     async with kube.client() as api:
         refused = await access.refusals(api, syncjobs.KIND, dict(spec), meta)
-    verdict = await asyncio.to_thread(  # off the event loop, as for workflows
+    verdict = await offload(  # off the event loop, as for workflows
         functools.partial(
             admission.admit_syncjob,
             dict(spec),

@@ -15,7 +15,6 @@ the start under a new run generation, never hanging on the earlier run's records
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -26,6 +25,7 @@ from treadle.api import GROUP, VERSION, syncjobs, workflows
 from treadle.api import pools as pools_api
 from treadle.api.pools import DEFAULT_POOL
 from treadle.core import access, admission, engine, pools, templates
+from treadle.runtime.offload import offload
 from treadle.services import kube, pool_deployments
 
 WEBHOOK_CONFIGURATION = GROUP
@@ -67,7 +67,7 @@ async def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> 
         template = None
     context = engine.Identity.of(meta).context
     # Off the event loop: its templates are the tenant's (bounded, but not free).
-    parsed, problems = await asyncio.to_thread(admission.admit_workflow, raw, context, template)
+    parsed, problems = await offload(admission.admit_workflow, raw, context, template)
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
     if template is not None:  # the Secrets its template reads, this user must be able to read
@@ -134,7 +134,7 @@ def _spec_check(name: str, kind: str, problems_of: Problems) -> Callable[..., Aw
     async def validate(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> None:
         if _spec_unchanged(spec, kwargs.get("old")):
             return
-        problems = await asyncio.to_thread(problems_of, dict(spec), meta)
+        problems = await offload(problems_of, dict(spec), meta)
         if problems:
             raise kopf.AdmissionError("; ".join(problems), code=422)
         await _secrets_readable(kind, spec, meta, kwargs.get("userinfo"))
@@ -162,7 +162,7 @@ async def validate_syncjob(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> N
         return
     raw = dict(spec)
     template = await _referenced_template(raw.get("workflow"), meta, kwargs.get("dryrun"))
-    problems = await asyncio.to_thread(admission.syncjob_problems, raw, template)
+    problems = await offload(admission.syncjob_problems, raw, template)
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
     await _secrets_readable(syncjobs.KIND, raw, meta, kwargs.get("userinfo"))

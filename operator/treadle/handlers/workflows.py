@@ -8,7 +8,6 @@ while the driver iterates it).
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +18,7 @@ from treadle.controllers import access, metrics
 from treadle.core import admission, engine, patches, templates
 from treadle.handlers import pools
 from treadle.handlers.registry import registry
+from treadle.runtime.offload import offload
 from treadle.services import kube
 
 
@@ -46,7 +46,7 @@ async def admit_workflow(
         async with kube.client() as api:
             refused = await access.refusals(api, workflows.KIND, used, meta)
     # Off the event loop: the spec's templates are the tenant's (bounded, but not free).
-    verdict = await asyncio.to_thread(_admit, spec, status, meta, default_pool, template, refused)
+    verdict = await offload(_admit, spec, status, meta, default_pool, template, refused)
     current = verdict.status
     if current is not None:
         metrics.ADMISSIONS.labels(kind=workflows.KIND, phase=current.phase).inc()

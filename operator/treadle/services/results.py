@@ -132,9 +132,7 @@ class ResultStream:
         except aioredis.ResponseError:
             # A pool's stream is broken (deleted, or replaced by another type: its workers'
             # Redis user can do either): each pool is read apart, and a broken one repaired.
-            reply = await self._read_apart(
-                {pool: backlog.get(pool, ">") for pool in served}, count
-            )
+            reply = await self._read_apart({pool: backlog.get(pool, ">") for pool in served}, count)
         batches: dict[str, list[Any]] = {name: batch for name, batch in reply or []}
         for pool in backlog:
             entries = batches.get(results_stream(pool)) or []

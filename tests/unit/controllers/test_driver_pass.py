@@ -22,8 +22,8 @@ UTC_NOW = datetime.now(UTC)
 SPEC = WorkflowSpec.model_validate({"tasks": [{"name": "a", "python": {"callable": "time:time"}}]})
 
 
-def tracked(name: str) -> Tracked:
-    who = engine.Identity(uid=name, name=name, namespace="ns", pool=f"wf-{name}")
+def tracked(name: str, namespace: str = "ns") -> Tracked:
+    who = engine.Identity(uid=name, name=name, namespace=namespace, pool=f"wf-{name}")
     return Tracked(who, SPEC, WorkflowStatus(), 1)
 
 
@@ -35,6 +35,7 @@ def bare_driver(advance: Any) -> Driver:
     bare: Driver = object.__new__(Driver)
     bare.advance = advance  # type: ignore[method-assign]
     bare.workflows = {}
+    bare._namespace_cpu = {}
     return bare
 
 
@@ -265,3 +266,30 @@ def test_only_a_server_away_fails_a_pass_not_one_workflows_own_failure() -> None
     assert not driver._away(ApiError(status=Status(code=422)))  # type: ignore[call-arg]
     assert not driver._away(ValueError("surrogates not allowed"))
     assert not driver._away(RecursionError())
+
+
+async def test_a_namespace_past_its_cpu_share_waits_a_pass_and_others_go_first() -> None:
+    """Issue #31, problem 3: one tenant's costly templates slowed every tenant's workflows."""
+    advanced: list[str] = []
+
+    async def advance(
+        t: Tracked, results: list[TaskResult], now: datetime
+    ) -> list[tuple[str, str]]:
+        advanced.append(t.who.name)
+        share = driver.NAMESPACE_CPU_PER_PASS_SECONDS
+        t.engine_cpu_seconds = share * 0.6 if t.who.namespace == "heavy" else 0.0001
+        return []
+
+    subject = bare_driver(advance)
+    heavy = [tracked(f"h{i}", namespace="heavy") for i in range(5)]
+    light = [tracked(f"l{i}") for i in range(3)]
+    for one in heavy + light:
+        subject.workflows[one.who.uid] = one
+    now = datetime.now(UTC)
+    await subject._advance_all([(t, []) for t in heavy + light], now)
+    assert {"l0", "l1", "l2"} <= set(advanced)
+    assert sum(name.startswith("h") for name in advanced) == 2  # 0.6 + 0.6 of its share
+    assert all(t.due == now for t in heavy if t.who.name not in advanced)
+    advanced.clear()
+    await subject._advance_all([(t, []) for t in heavy + light], now)
+    assert advanced[:3] == ["l0", "l1", "l2"]  # the namespace that spent least goes first
