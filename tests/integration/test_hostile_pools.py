@@ -147,6 +147,21 @@ async def test_a_stored_output_overwritten_with_junk_is_left_out_not_raised(
     assert found == {"b": {"ok": 1}}
 
 
+async def test_a_stored_output_grown_after_its_size_was_asked_is_left_out_not_read_whole(
+    client: aioredis.Redis,
+) -> None:
+    """The operator asks the sizes, then reads: a worker's user growing an output in between
+    (to 100 MB, say) would otherwise be read into the operator whole."""
+    stream = await started(client)
+    key = "treadle:pool:hostile:out:c"
+    await client.set(key, '{"ok": 1}')
+    sizes = await stream.output_sizes({"c": key})
+    await client.set(key, "[" * 1_000_000)
+    assert await stream.read_outputs({"c": key}, sizes) == {}
+    await client.set(key, '{"ok": 2}')
+    assert await stream.read_outputs({"c": key}, sizes) == {"c": {"ok": 2}}
+
+
 async def test_a_task_stream_replaced_by_a_string_is_repaired_when_attempts_are_enqueued(
     client: aioredis.Redis,
 ) -> None:

@@ -127,6 +127,8 @@ class Driver:
     """Deleted workflows whose Redis keys and pool user are still to delete."""
     _lost_epoch: int = 0
     _namespace_cpu: dict[str, float] = field(default_factory=dict)
+    _output_budget: outputs.OutputBudget = field(default_factory=outputs.OutputBudget)
+    """Stored-output bytes loaded for all workflows' templates together."""
     """Engine CPU each namespace spent in the last pass (the lightest go first)."""
     """Counts the times Redis was found without our data (new, or flushed); every tracked
     workflow re-enqueues its in-flight attempts once per such loss."""
@@ -169,6 +171,7 @@ class Driver:
             tracked.retained = previous.retained
             tracked.workers.url_given = previous.workers.url_given
             tracked.requeued_epoch = previous.requeued_epoch
+            self._output_budget.release(previous.outputs)
         self.workflows[uid] = tracked
 
     def worker_pod_gone(self, workflow_uid: str) -> None:
@@ -194,6 +197,7 @@ class Driver:
     def forget(self, uid: str) -> None:
         gone = self.workflows.pop(uid, None)
         if gone is not None:
+            self._output_budget.release(gone.outputs)
             for pool, entry in gone.unacked:
                 self._orphan_acks[pool].append(entry)
 
@@ -400,7 +404,13 @@ class Driver:
             await self.results.cancel(sorted(tracked.pools), who.uid, dag, now.timestamp())
             tracked.cancel_sent = now
         await outputs.load(
-            self.results, who, tracked.spec, current, tracked.outputs, tracked.task_pools
+            self.results,
+            who,
+            tracked.spec,
+            current,
+            tracked.outputs,
+            tracked.task_pools,
+            budget=self._output_budget,
         )
         if tracked.requeued_epoch < self._lost_epoch:
             again = engine.requeue_in_flight(

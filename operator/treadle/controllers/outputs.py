@@ -15,9 +15,24 @@ from treadle.services.results import ResultStream
 
 log = logging.getLogger(__name__)
 
-MAX_LOADED_OUTPUT_BYTES = 64 * 1024 * 1024
-"""The most stored output (as JSON) loaded at once for one workflow's templates: a fan-in of
-10,000 children of 1 MiB each is refused (its readers fail), not loaded."""
+MAX_LOADED_OUTPUT_BYTES = 24 * 1024 * 1024
+"""The most stored output (as JSON) loaded at once for one workflow's templates, and for all
+of them together (OutputBudget): JSON takes 16-21 times its size once decoded, so this keeps
+loaded outputs near 500 MiB of the operator's memory.  A fan-in over it is refused (its
+readers fail, saying so); one that fits but finds the budget taken waits its turn."""
+
+
+@dataclass
+class OutputBudget:
+    """The stored-output bytes loaded for all workflows' templates at once."""
+
+    limit_bytes: int = MAX_LOADED_OUTPUT_BYTES
+    in_use: int = 0
+
+    def release(self, outputs: LoadedOutputs, tasks: set[str] | None = None) -> None:
+        """Lets go of what `outputs` holds of `tasks` (None: all of it)."""
+        for name in list(outputs.sizes) if tasks is None else tasks:
+            self.in_use -= outputs.sizes.pop(name, 0)
 
 
 @dataclass
@@ -34,6 +49,8 @@ class LoadedOutputs:
     not asked for again; the templates reading them fail and say so."""
     rendered: dict[str, tuple[str, list[Any]]] = field(default_factory=dict)
     """forEach tasks' rendered items (engine.advance fills it)."""
+    sizes: dict[str, int] = field(default_factory=dict)
+    """The bytes loaded of each task's outputs (counted in the OutputBudget)."""
 
 
 async def load(
@@ -43,13 +60,17 @@ async def load(
     status: WorkflowStatus,
     outputs: LoadedOutputs,
     task_pools: Mapping[str, str] | None = None,
+    budget: OutputBudget | None = None,
 ) -> None:
     """Loads what templates still to render read, and lets go of what none needs any more.  A
     task that becomes ready in an advance and reads outputs not loaded yet waits for the next
-    one (Step.wants_outputs), a pass later."""
+    one (Step.wants_outputs), a pass later; so does one whose outputs do not fit in what the
+    `budget` has left."""
+    budget = budget if budget is not None else OutputBudget()
     needed = engine.needed_outputs(spec, status)
     for name in outputs.loaded - needed.keys():
         outputs.loaded.discard(name)
+        budget.release(outputs, {name})
         for key in [k for k in outputs.values if k[0] == name]:
             del outputs.values[key]
     wanted = {
@@ -66,18 +87,32 @@ async def load(
     ]
     run = status.run_generation
     pools = task_pools or {}
-    found = await results.load_outputs(
-        {
-            output: output_key(pools.get(output[0], who.pool), who.uid, output[0], output[1], run)
-            for output in ids
-        },
-        limit_bytes=MAX_LOADED_OUTPUT_BYTES,
-    )
+    keys = {
+        output: output_key(pools.get(output[0], who.pool), who.uid, output[0], output[1], run)
+        for output in ids
+    }
+    sizes = await results.output_sizes(keys)
+    total = sum(sizes.values())
+    if total > budget.limit_bytes:
+        found: dict[engine.OutputId, Any] = {}
+    elif budget.in_use + total > budget.limit_bytes:
+        log.info(
+            "%s/%s: %d bytes of stored outputs wait until other workflows' templates let go "
+            "of theirs",
+            who.namespace,
+            who.name,
+            total,
+        )
+        return
+    else:
+        found = await results.read_outputs(keys, sizes)
     for name in wanted:
         mine = [output for output in ids if output[0] == name]
         if all(output in found for output in mine):
             outputs.loaded.add(name)
             outputs.values.update((output, found[output]) for output in mine)
+            outputs.sizes[name] = sum(sizes[output] for output in mine)
+            budget.in_use += outputs.sizes[name]
         else:
             outputs.unloadable.add(name)
             log.warning(
@@ -86,5 +121,5 @@ async def load(
                 who.namespace,
                 who.name,
                 name,
-                MAX_LOADED_OUTPUT_BYTES,
+                budget.limit_bytes,
             )

@@ -228,26 +228,41 @@ class ResultStream:
     ) -> dict[OutputT, Any]:
         """Stored outputs by their keys; one whose key is gone is left out, and so is every
         one when together they are more than limit_bytes (their sizes are asked first)."""
-        if not keys:
+        sizes = await self.output_sizes(keys)
+        if sum(sizes.values()) > limit_bytes:
             return {}
-        names = list(keys.values())
-        sizes: list[int] = []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for start in range(0, len(names), 1000):
+        return await self.read_outputs(keys, sizes)
+
+    async def output_sizes(self, keys: Mapping[OutputT, str]) -> dict[OutputT, int]:
+        """The size of each stored output (0: gone)."""
+        owners, names = list(keys), list(keys.values())
+        sizes: list[Any] = []
+        for start in range(0, len(names), 1000):
+            async with self.client.pipeline(transaction=False) as pipe:
                 for name in names[start : start + 1000]:
                     pipe.strlen(name)
-            sizes = await pipe.execute()
-        if sum(sizes) > limit_bytes:
-            return {}
+                sizes += await pipe.execute(raise_on_error=False)
+        return {
+            owner: size if isinstance(size, int) else 0
+            for owner, size in zip(owners, sizes, strict=True)
+        }
+
+    async def read_outputs(
+        self, keys: Mapping[OutputT, str], sizes: Mapping[OutputT, int]
+    ) -> dict[OutputT, Any]:
+        """The stored outputs of the sizes `output_sizes` found, reading no more than that of
+        each (a worker's user could make one grow meanwhile: it is then left out)."""
         found: dict[OutputT, Any] = {}
-        owners = list(keys)
-        for start in range(0, len(names), 1000):
-            values: list[Any] = await self.client.mget(names[start : start + 1000])
-            batch = zip(
-                owners[start : start + 1000], names[start : start + 1000], values, strict=True
-            )
-            for owner, name, value in batch:
-                if value is None:
+        wanted = [(owner, name) for owner, name in keys.items() if sizes.get(owner)]
+        for start in range(0, len(wanted), 1000):
+            batch = wanted[start : start + 1000]
+            async with self.client.pipeline(transaction=False) as pipe:
+                for owner, name in batch:
+                    pipe.getrange(name, 0, sizes[owner])  # one byte more tells it grew
+                values: list[Any] = await pipe.execute(raise_on_error=False)
+            for (owner, name), value in zip(batch, values, strict=True):
+                if not isinstance(value, str) or len(value.encode()) != sizes[owner]:
+                    log.warning("stored output %s left out: it changed as it was read", name)
                     continue
                 try:  # a worker's user can overwrite a stored output with anything
                     found[owner] = jsonvalues.loads(value)

@@ -13,7 +13,7 @@ from lightkube import ApiError
 from lightkube.models.meta_v1 import Status
 
 from treadle.api.workflows import WorkflowSpec, WorkflowStatus
-from treadle.controllers import driver
+from treadle.controllers import driver, outputs
 from treadle.controllers.driver import Driver, Tracked
 from treadle.core import asides, engine
 from treadle.core.messages import TaskResult
@@ -36,6 +36,7 @@ def bare_driver(advance: Any) -> Driver:
     bare.advance = advance  # type: ignore[method-assign]
     bare.workflows = {}
     bare._namespace_cpu = {}
+    bare._output_budget = outputs.OutputBudget()
     return bare
 
 
