@@ -1,10 +1,11 @@
 """The Workflow a SyncJob run with `spec.workflow` is: its spec, with the slot in its params.
 
 The run's spec is `spec.workflow.spec` (or a reference to `spec.workflow.workflowTemplateRef`),
-with `spec.workflow.params` merged over its params.  Each string among those params is a
-template rendered once, when the run is made, in the bounded sandbox of task templates with
-`slot` (the slot's start, RFC 3339), `job` (the SyncJob's name) and `fencing_token` (the
-pipeline lock's, as text): `{day: "{{ slot[:10] }}"}` runs the slot's day.  Pure.
+with `spec.workflow.params` merged over its params.  Each string among those params, and among
+an inline spec's own `params`, is a template rendered once, when the run is made, in the
+bounded sandbox of task templates with `slot` (the slot's start, RFC 3339), `job` (the
+SyncJob's name) and `fencing_token` (the pipeline lock's, as text): `{day: "{{ slot[:10] }}"}`
+runs the slot's day.  Pure.
 """
 
 from __future__ import annotations
@@ -42,17 +43,26 @@ def workflow_spec(run: Mapping[str, Any], names: Mapping[str, str]) -> dict[str,
             spec["params"] = params
         return spec
     spec = dict(run.get("spec") or {})
-    if params:
-        spec["params"] = {**(spec.get("params") or {}), **params}
+    own = {key: _rendered(value, names) for key, value in (spec.get("params") or {}).items()}
+    if own or params:
+        spec["params"] = {**own, **params}
     return spec
 
 
 def problems(run: Mapping[str, Any]) -> list[str]:
     """Params that cannot render (checked with a sample slot), each naming its field."""
     found = []
-    for key, value in (run.get("params") or {}).items():
-        try:
-            _rendered(value, SAMPLE)
-        except templating.TemplateError as error:
-            found.append(f"spec.workflow.params.{key}: {error}")
+    inline = run.get("spec")
+    for path, params in (
+        ("spec.workflow.params", run.get("params")),
+        (
+            "spec.workflow.spec.params",
+            inline.get("params") if isinstance(inline, Mapping) else None,
+        ),
+    ):
+        for key, value in (params if isinstance(params, Mapping) else {}).items():
+            try:
+                _rendered(value, SAMPLE)
+            except templating.TemplateError as error:
+                found.append(f"{path}.{key}: {error}")
     return found

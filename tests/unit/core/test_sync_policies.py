@@ -324,6 +324,17 @@ def test_a_runs_workflow_has_the_slot_and_fencing_token_in_its_params() -> None:
     assert syncruns.workflow_spec({"spec": {"tasks": []}}, syncruns.SAMPLE) == {"tasks": []}
 
 
+def test_slot_is_rendered_in_an_inline_specs_own_params_too() -> None:
+    """Issue #32, problem 3: `workflow.spec.params: {when: "{{ slot }}"}` ran with the literal
+    text; only `workflow.params` was rendered."""
+    run = {"spec": {"params": {"when": "{{ slot }}", "n": 1}, "tasks": []}}
+    spec = syncruns.workflow_spec(run, syncruns.SAMPLE)
+    assert spec["params"] == {"when": "2026-01-01T00:00:00Z", "n": 1}
+    bad = {"spec": {"params": {"when": "{{ nope }}"}, "tasks": []}}
+    [problem] = syncruns.problems(bad)
+    assert problem.startswith("spec.workflow.spec.params.when: ")
+
+
 def test_a_workflow_run_is_checked_at_apply_time_naming_the_field() -> None:
     base: dict[str, Any] = {"schedule": "0 * * * *"}
     ref = {"workflowTemplateRef": {"name": "etl"}}
