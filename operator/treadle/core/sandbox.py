@@ -376,6 +376,13 @@ class Bounded(ImmutableSandboxedEnvironment):
             raise TemplateError(f"calling {shown!r} is not allowed in templates")
         return budget.charge(super().call(context, function, *args, **kwargs))
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # A key of the user's data wins over a method of the same name: `params.items` is the
+        # param `items`, not dict.items (a forEach over it was refused as a builtin method).
+        if isinstance(obj, dict) and attribute in obj:
+            return obj[attribute]
+        return super().getattr(obj, attribute)
+
     def getitem(self, obj: Any, argument: Any) -> Any:
         value = super().getitem(obj, argument)
         if isinstance(argument, slice):

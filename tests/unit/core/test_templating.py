@@ -81,3 +81,12 @@ def test_local_names_from_set_and_for_are_allowed() -> None:
 def test_a_lone_expression_naming_nothing_known_fails_instead_of_passing_undefined_on() -> None:
     with pytest.raises(templating.TemplateError, match="has no attribute 'output'"):
         templating.render_value("{{ tasks.big.output }}", {"tasks": {"big": {}}})
+
+
+@pytest.mark.parametrize("name", ["items", "keys", "values", "get"])
+def test_a_param_named_like_a_dict_method_is_the_param(name: str) -> None:
+    """Issue #32, problem 8: `{{ params.items }}` was dict.items, so a forEach over it was
+    refused as `builtin_function_or_method`."""
+    context = {"params": {name: [1, 2]}}
+    assert templating.render_value(f"{{{{ params.{name} }}}}", context) == [1, 2]
+    assert templating.render_text(f"{{{{ params.{name} | length }}}}", context) == "2"
