@@ -259,3 +259,90 @@ def test_backfill_runs_each_slot_once_skips_succeeded_ones_and_resumes_after_a_r
     assert set(lines(log)[5:]) == set(wanted)
     status = crds.plugin("sync", "status", "history", "-n", namespace).stdout
     assert "3 Complete" in status
+
+
+def test_three_backfills_in_a_row_are_each_answered_once_and_none_is_replayed(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    """#32: a second backfill of slots that had all succeeded was never taken up, blocked every
+    later request, and was replayed when something else woke the job."""
+    spec = {"tasks": [sh("fill", "true")]}
+    job = {"schedule": "0 * * * *", "workflow": {"spec": spec}}
+    apply(crds, namespace, manifest("SyncJob", "history", job))
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    for identity in (1, 2, 3):
+        answered = backfill(crds, namespace, *hours_ago(hour, 3, 1), "--timeout", "20", "--watch")
+        assert answered.returncode == 0, answered.stderr
+        assert f"backfill {identity} of" in answered.stdout
+        assert answered.stdout.splitlines()[-1].startswith("Complete: 2/2 slots")
+    started = crds.plugin("sync", "run", "history", "-n", namespace)
+    assert "run history-manual-" in started.stdout
+    assert "started" in started.stdout
+    eventually(
+        lambda: status_of(crds, namespace, "history").get("lastOutcome") == "Succeeded",
+        "the run by hand succeeded",
+    )
+    status = status_of(crds, namespace, "history")
+    assert status["backfill"]["id"] == 3  # nothing replayed
+    told = reasons(crds, namespace, "history")
+    assert [r for r in told if r.startswith("BackfillStarted")]
+    assert not [r for r in told if r.startswith("BackfillRefused")]
+    assert len([r for r in told if r.startswith("BackfillStarted")]) == 3
+    assert "treadle.dev/backfill" not in crds.get("sj", "history", namespace)["metadata"].get(
+        "annotations", {}
+    )
+
+
+def test_a_run_by_hand_skipped_on_a_lock_is_reported_as_a_skip(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    spec = {"tasks": [sh("load", "true")]}
+    job = {"schedule": "0 0 1 1 *", "pipeline": "orders", "workflow": {"spec": spec}}
+    apply(crds, namespace, manifest("SyncJob", "yearly", job))
+    crds.plugin("lock", "hold", "pipeline", "orders", "--for", "5m", "-n", namespace)
+    skipped = crds.plugin("sync", "run", "yearly", "-n", namespace, check=False)
+    assert skipped.returncode == 1
+    assert "skipped: treadle-pipeline-orders is held by kubectl:" in skipped.stdout
+    manual = status_of(crds, namespace, "yearly")["manualRun"]
+    assert (manual["outcome"], manual.get("run")) == ("Skipped", None)
+    shown = crds.plugin("sync", "status", "yearly", "-n", namespace).stdout
+    assert "Run by hand:" in shown
+    assert "Skipped: skipped:" in shown
+    crds.plugin("lock", "release", "pipeline", "orders", "-n", namespace)
+    started = crds.plugin("sync", "run", "yearly", "-n", namespace)
+    assert started.stdout.strip().endswith("started")
+
+
+def test_a_backfill_waiting_for_a_lock_says_so_and_starts_once_the_holder_releases_it(
+    crds: Cluster, operator: OperatorProcess, namespace: str, tmp_path: Path
+) -> None:
+    """#32: a backfill blocked by a 1 s run's lock waited its whole retry interval (5 min here)
+    while `sync status` said nothing of why."""
+    release = tmp_path / "release"
+    spec = {"tasks": [sh("load", f"while [ ! -e {release} ]; do sleep 0.2; done")]}
+    job = {
+        "schedule": "0 0 1 1 *",
+        "pipeline": "orders",
+        "skippedRetry": {"ratio": 0.5, "minSeconds": 300, "maxSeconds": 600},
+        "workflow": {"spec": spec},
+    }
+    apply(crds, namespace, manifest("SyncJob", "yearly", job))
+    crds.plugin("sync", "run", "yearly", "-n", namespace)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    last_year = ["--from", f"{hour.year - 1}-01-01T00:00", "--to", f"{hour.year}-01-01T00:00"]
+    begun = crds.plugin("sync", "backfill", "yearly", "-n", namespace, *last_year)
+    assert "backfill 1 of" in begun.stdout
+    waiting = eventually(
+        lambda: "waiting:" in (line := crds.plugin("sync", "status", "yearly", "-n", namespace)
+                               .stdout) and line,
+        "the backfill says what it waits for",
+    )  # fmt: skip
+    assert "treadle-pipeline-orders is held by yearly-manual-" in waiting
+    release.touch()
+    done = eventually(
+        lambda: (b := status_of(crds, namespace, "yearly").get("backfill") or {}).get("phase")
+        == "Complete" and b,
+        "the backfill ran once the lock was released",
+        timeout_seconds=60,
+    )  # fmt: skip
+    assert done["done"] == 1

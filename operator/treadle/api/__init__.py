@@ -17,3 +17,5 @@ RESET_FAILURES_ANNOTATION = f"{GROUP}/reset-failures"
 BACKFILL_ANNOTATION = f"{GROUP}/backfill"
 """On a SyncJob: `{"from": ..., "to": ..., "parallel": N, "rerun": false}` runs every slot of
 that range (or `cancel` stops the running backfill); the operator removes it."""
+SYNCJOB_REQUESTS = (RUN_NOW_ANNOTATION, RESET_FAILURES_ANNOTATION, BACKFILL_ANNOTATION)
+"""The annotations a SyncJob takes requests in: each is answered once, then removed."""

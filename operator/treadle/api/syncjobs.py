@@ -220,6 +220,22 @@ class Backfill(ResourceModel):
     message: str | None = None
 
 
+ManualRunOutcome = Literal["Waiting", "Started", "Skipped", "Failed"]
+
+
+class ManualRun(ResourceModel):
+    """The latest run asked for by hand (`kubectl treadle sync run`) and what came of it."""
+
+    requested: str = Field(max_length=1024)
+    """The value of the `treadle.dev/run-now` annotation that asked for it."""
+    outcome: ManualRunOutcome
+    """Waiting (for the run under way: the request stays until it starts), Started, Skipped
+    (a lock was held: the message says by whom) or Failed (the run could not be made)."""
+    run: str | None = None
+    """The run's pod or Workflow, when one was made."""
+    message: str | None = None
+
+
 class TemplateSecrets(ResourceModel):
     """The Secrets the WorkflowTemplate of `spec.workflow` read when a generation of the job
     was admitted: the ones the applying user was checked for."""
@@ -263,6 +279,8 @@ class SyncJobStatus(ResourceModel):
     """The slots whose run succeeded, as ranges of slot times (`a/b,c`), latest 50 ranges."""
     backfill: Backfill | None = None
     """The latest backfill and how far it got."""
+    manual_run: ManualRun | None = None
+    """The latest run asked for by hand and what came of it."""
     template_secrets: TemplateSecrets | None = None
     """The Secrets its WorkflowTemplate read when this generation was admitted: a run whose
     template reads another one fails (the template changed since)."""

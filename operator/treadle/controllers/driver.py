@@ -187,12 +187,10 @@ class Driver:
     def request_retry(self, uid: str, target: str, resource_version: str) -> None:
         """A `treadle.dev/retry` annotation was seen: revive on the next pass."""
         tracked = self.workflows.get(uid)
-        if tracked is None or tracked.retry is not None:
-            return
-        if not tracked.retry_requests.is_new(resource_version):
-            return
-        tracked.retry = target
-        tracked.due = datetime.now(UTC)
+        if tracked is not None and tracked.retry_requests.seen(
+            RETRY_ANNOTATION, target, resource_version
+        ):
+            tracked.due = datetime.now(UTC)
 
     def forget(self, uid: str) -> None:
         gone = self.workflows.pop(uid, None)
@@ -506,7 +504,7 @@ class Driver:
                 log.info("deleting %s/%s: ttlSecondsAfterFinished passed", who.namespace, who.name)
                 await kube.delete_workflow(self.api, who.namespace, who.name)
                 self.forget(who.uid)
-            elif tracked.due is None:
+            elif tracked.due is None and not tracked.retry_requests.pending:
                 self.forget(who.uid)
         else:
             tracked.due = pacing.next_advance(
@@ -516,12 +514,16 @@ class Driver:
                 unwritten_since=None if wrote else tracked.written_at,
                 interval=interval,
             )
+        if tracked.retry_requests.pending and who.uid in self.workflows:
+            tracked.due = now  # a retry asked for while this pass ran is carried out next
         return acked
 
     def _revive(
         self, tracked: Tracked, now: datetime
     ) -> tuple[WorkflowStatus, list[notices.Notice]]:
         """The status to advance from, with a requested manual retry applied."""
+        if tracked.retry is None:
+            tracked.retry = tracked.retry_requests.take(RETRY_ANNOTATION)
         if tracked.retry is None:
             return tracked.status, []
         retried = engine.manual_retry(tracked.spec, tracked.status, tracked.retry, now=now)
@@ -536,7 +538,8 @@ class Driver:
             self.api, who.namespace, who.name, RETRY_ANNOTATION, target
         )
         tracked.retry = None
-        tracked.retry_requests.cleared(version)
+        tracked.retry_requests.done(RETRY_ANNOTATION)
+        tracked.retry_requests.removed(RETRY_ANNOTATION, version)
 
     async def _lost_results(self, now: datetime) -> None:
         """Pools whose results stream was broken (its workers' user deleted or replaced it)

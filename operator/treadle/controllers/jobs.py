@@ -42,11 +42,13 @@ class Job:
     """Runs asked to stop (a Workflow terminates in its own time), with why."""
     backfill_due: datetime | None = None
     """When the backfill tries again to get its locks."""
+    lock_released: bool = False
+    """A lock of the job was given back by another run since it last looked: a run skipped
+    on it is retried now."""
     spec_changed: bool = False
     """A new generation was admitted: its failures are reset."""
-    requests: dict[str, str] = field(default_factory=dict)
-    """Annotations asking for something (run now, reset failures), by annotation."""
-    annotation_requests: AnnotationRequests = field(default_factory=AnnotationRequests)
+    requests: AnnotationRequests = field(default_factory=AnnotationRequests)
+    """Annotations asking for something (run now, reset failures, backfill)."""
 
     @property
     def reference(self) -> ObjectReference:
@@ -68,13 +70,15 @@ class Job:
 
 @dataclass(frozen=True)
 class Attempt:
-    """An attempt the decision asked for: the slot it is for; manual: run by hand; backfill:
-    the backfill it belongs to (0: none); catch_up_since: it catches up on a missed slot."""
+    """An attempt the decision asked for: the slot it is for; manual: run by hand (requested:
+    the request's annotation value); backfill: the backfill it belongs to (0: none);
+    catch_up_since: it catches up on a missed slot."""
 
     slot: slots.Slot
     manual: bool = False
     backfill: int = 0
     catch_up_since: datetime | None = None
+    requested: str | None = None
 
 
 @dataclass

@@ -31,7 +31,7 @@ from typing import Any
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.coordination_v1 import Lease
 
-from treadle.api import BACKFILL_ANNOTATION, RUN_NOW_ANNOTATION
+from treadle.api import BACKFILL_ANNOTATION, RUN_NOW_ANNOTATION, SYNCJOB_REQUESTS
 from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
 from treadle.api.syncjobs import SyncJobSpec
 from treadle.controllers import metrics
@@ -95,6 +95,12 @@ class Scheduler:
             job.spec, job.generation, job.due = spec, generation, None
             if "templateSecrets" in status:
                 job.status["templateSecrets"] = status["templateSecrets"]
+        # A request set before the job was tracked (while the operator was away) is taken too.
+        annotations = meta.get("annotations") or {}
+        for annotation in SYNCJOB_REQUESTS:
+            if annotation in annotations:
+                version = str(meta.get("resourceVersion", ""))
+                self.request(uid, annotation, str(annotations[annotation]), version)
         self.wake.notify()
 
     def forget(self, uid: str) -> None:
@@ -111,14 +117,10 @@ class Scheduler:
             self.wake.notify()
 
     def request(self, job_uid: str, annotation: str, value: str, resource_version: str) -> None:
+        """The watch shows a request annotation; a job not tracked yet takes it when it is."""
         job = self.jobs.get(job_uid)
-        if job is None or annotation in job.requests:
-            return
-        if not job.annotation_requests.is_new(resource_version):
-            return
-        job.requests[annotation] = value
-        job.due = None
-        self.wake.notify()
+        if job is not None and job.requests.seen(annotation, value, resource_version):
+            self.wake.notify()
 
     # the loop's action ------------------------------------------------------------------------
 
@@ -129,7 +131,7 @@ class Scheduler:
                 if not job.busy.done():
                     continue
                 job.busy = None
-            if job.due is None or job.due <= now:
+            if job.due is None or job.due <= now or job.requests.pending:
                 job.busy = asyncio.create_task(self._look(job), name=f"syncjob:{job.name}")
                 job.busy.add_done_callback(lambda _: self.wake.notify())
         self._arm()
@@ -149,6 +151,8 @@ class Scheduler:
                     if attempt.backfill and any(a.backfill for a in blocked):
                         continue  # a backfill's slots start in order
                     when = await self._attempt(job, attempt)
+                    if RUN_NOW_ANNOTATION in job.requests.taken:
+                        await self._answered(job, RUN_NOW_ANNOTATION)
                     if when is not None:
                         again.append(when)
                         blocked.append(attempt)
@@ -156,6 +160,8 @@ class Scheduler:
                     job.due = min(again)
         except Exception:
             log.exception("sync job %s/%s: step failed", job.namespace, job.name)
+            for annotation in list(job.requests.taken):
+                job.requests.failed(annotation)
             job.due = self.clock() + timedelta(seconds=RETRY_AFTER_ERROR_SECONDS)
 
     def _arm(self) -> None:
@@ -172,9 +178,10 @@ class Scheduler:
 
     async def _step(self, job: Job, now: datetime) -> list[Attempt]:
         """Carries out what the job needs now; returns the attempts to make, in order."""
-        if job.spec_changed or RESET_ANNOTATION in job.requests:
+        await self._remove_answered(job)
+        if job.spec_changed or job.requests.wanted(RESET_ANNOTATION):
             await self._reset(job, now)
-        if BACKFILL_ANNOTATION in job.requests:
+        if job.requests.wanted(BACKFILL_ANNOTATION):
             await self._backfill_request(job, now)
         wakes = await self._watch_runs(job, now)
         attempts = await self._scheduled(job, now, wakes)
@@ -185,11 +192,15 @@ class Scheduler:
     async def _scheduled(self, job: Job, now: datetime, wakes: list[datetime]) -> list[Attempt]:
         """What the schedule asks for now (a run by hand included)."""
         running = syncs.scheduled_runs(job.status)
-        if RUN_NOW_ANNOTATION in job.requests:
+        if job.requests.wanted(RUN_NOW_ANNOTATION):
             if running and job.spec.concurrency_policy != "Allow":
-                return []  # once the run under way ended
+                await self._run_now_waits(job, now, running)
+                return []  # once the run under way ended (its end wakes the job)
             return [await self._run_now(job, now)]
-        decision = syncs.decide(job.spec, job.status, now=now, created=job.created)
+        decision = syncs.decide(
+            job.spec, job.status, now=now, created=job.created, lock_released=job.lock_released
+        )
+        job.lock_released = False
         if decision.abandoned_slot is not None:
             abandoned = timestamps.text(decision.abandoned_slot)
             log.info("%s/%s: %s (%s)", job.namespace, job.name, syncs.ABANDONING_MESSAGE, abandoned)
@@ -244,11 +255,12 @@ class Scheduler:
     async def _backfill_request(self, job: Job, now: datetime) -> None:
         """Begins or cancels a backfill; what came of it is in status (or an Event saying why
         not) before the annotation goes, so whoever asked reads the answer once it has."""
-        value = job.requests.pop(BACKFILL_ANNOTATION)
+        value = job.requests.take(BACKFILL_ANNOTATION)
+        assert value is not None
         refusal = await self._take_backfill_request(job, value, now)
         if refusal is not None:
             await self._tell(job, "Warning", "BackfillRefused", f"backfill refused: {refusal}")
-        await self._clear(job, BACKFILL_ANNOTATION, value)
+        await self._answered(job, BACKFILL_ANNOTATION)
 
     async def _take_backfill_request(self, job: Job, value: str, now: datetime) -> str | None:
         if value.strip() == backfills.CANCEL:
@@ -390,6 +402,11 @@ class Scheduler:
                     job.status, slot, now=now, run=name, kind=kind, holder=holder,
                     catch_up_since=attempt.catch_up_since,
                 )  # fmt: skip
+            if attempt.requested is not None:
+                status = syncs.manual_run(
+                    status, requested=attempt.requested, outcome="Started", run=name,
+                    message=f"run {name} started",
+                )  # fmt: skip
             await self._write(job, status, now, f"run {name} in progress")
             what = "started" if created else "adopted (it existed already)"
             await self._tell(
@@ -401,6 +418,8 @@ class Scheduler:
             return None
         except Exception:
             log.exception("sync job %s/%s: attempt failed", job.namespace, job.name)
+            if attempt.requested is not None:
+                job.requests.failed(RUN_NOW_ANNOTATION)  # asked again on the next look
             return self.clock() + timedelta(seconds=RETRY_AFTER_ERROR_SECONDS)
 
     async def _template_unchanged(self, job: Job) -> None:
@@ -445,6 +464,10 @@ class Scheduler:
         else:
             status = syncs.started(job.status, attempt.slot, now=now, run=name)
         status = syncs.finished(job.spec, status, now=now, succeeded=False, run=name)
+        if attempt.requested is not None:
+            status = syncs.manual_run(
+                status, requested=attempt.requested, outcome="Failed", run=name, message=message
+            )
         await self._write(job, status, now, message)
 
     async def _skipped(
@@ -458,7 +481,8 @@ class Scheduler:
             job.backfill_due = now + timedelta(seconds=wait)
             backfill = {
                 **(job.status.get("backfill") or {}),
-                "message": f"waiting: {held}; trying again at {timestamps.text(job.backfill_due)}",
+                "message": f"{backfills.WAITING}: {held}; trying again at "
+                f"{timestamps.text(job.backfill_due)} or once it is released",
             }
             await self._write(job, {**job.status, "backfill": backfill}, now, "backfill waiting")
             await self._tell(job, "Normal", "BackfillWaiting", backfill["message"])
@@ -471,18 +495,47 @@ class Scheduler:
         retry = status.get("nextRetryTime")
         then = f"retrying within the slot at {retry}" if retry else "waiting for the next slot"
         message = f"skipped: {held}; {then}"
+        if attempt.requested is not None:
+            status = syncs.manual_run(
+                status, requested=attempt.requested, outcome="Skipped", message=message
+            )
         await self._write(job, status, now, message)
         await self._tell(job, "Normal", "Skipped", message)
         metrics.SYNC_SKIPS.labels(reason=result.reason).inc()
         return timestamps.parse_optional(retry) or slot.end
 
     async def _run_now(self, job: Job, now: datetime) -> Attempt:
-        value = job.requests.pop(RUN_NOW_ANNOTATION)
-        await self._clear(job, RUN_NOW_ANNOTATION, value)
+        """A run by hand: its request is answered once the attempt came to something (started,
+        skipped on a lock, or could not be made), which `status.manualRun` tells."""
+        value = job.requests.take(RUN_NOW_ANNOTATION)
+        assert value is not None
         schedule = syncs.schedule_of(job.spec)
         slot = schedule.slot_at(now) or slots.Slot(now, schedule.next_after(now))
         await self._tell(job, "Normal", "RunRequested", "run requested by hand")
-        return Attempt(slot, manual=True)
+        return Attempt(slot, manual=True, requested=value)
+
+    async def _run_now_waits(self, job: Job, now: datetime, running: list[dict[str, Any]]) -> None:
+        """A run by hand waits for the run under way (concurrencyPolicy Forbid or Replace):
+        status says so, and the request stays set until it starts."""
+        value = job.requests.pending[RUN_NOW_ANNOTATION]
+        message = (
+            f"waits for run {', '.join(str(r['name']) for r in running)} to end "
+            f"(concurrencyPolicy {job.spec.concurrency_policy})"
+        )
+        told = syncs.manual_run(job.status, requested=value, outcome="Waiting", message=message)
+        if told != job.status:
+            await self._write(job, told, now, f"run by hand {message}")
+
+    def _wake_waiters(self, job: Job, released: set[str]) -> None:
+        """Locks of `job` were given back: the jobs of its namespace that wait for one of them
+        (a run skipped on it, a backfill waiting for it) try again now, not at their retry
+        time."""
+        for other in self.jobs.values():
+            if other.namespace != job.namespace or not released & set(other.locks()):
+                continue
+            if other.status.get("lastOutcome") == syncs.SKIPPED or other.backfill_due:
+                other.lock_released, other.backfill_due, other.due = True, None, None
+                self.wake.notify()
 
     def _writer_of(self, job: Job) -> Callable[[str, str], str | None]:
         def writer(table: str, holder: str) -> str | None:
@@ -614,8 +667,10 @@ class Scheduler:
             status = syncs.finished(job.spec, job.status, now=now, succeeded=succeeded, run=name)
         if not any(r["holder"] == holder for r in syncs.active_runs(status)):
             store = self._store(job)
-            for held in job.held.pop(holder, []):
+            released = job.held.pop(holder, [])
+            for held in released:
                 await store.release(held.lock, held.holder)
+            self._wake_waiters(job, {held.lock for held in released})
         outcome = "Replaced" if replaced else "Succeeded" if succeeded else "Failed"
         message = f"run {name} succeeded" if succeeded else f"run {name} {why}"
         await self._write(job, status, now, message)
@@ -635,14 +690,14 @@ class Scheduler:
 
     async def _reset(self, job: Job, now: datetime) -> None:
         """A new spec, or the reset annotation: a Degraded job schedules again."""
-        value = job.requests.pop(RESET_ANNOTATION, None)
+        value = job.requests.take(RESET_ANNOTATION)
         why = "spec changed" if job.spec_changed else f"{RESET_ANNOTATION}={value}"
         job.spec_changed = False
         if int(job.status.get("consecutiveFailures") or 0):
             await self._write(job, syncs.reset_failures(job.status), now, "failures reset")
             await self._tell(job, "Normal", "FailuresReset", f"consecutive failures reset ({why})")
         if value is not None:
-            await self._clear(job, RESET_ANNOTATION, value)
+            await self._answered(job, RESET_ANNOTATION)
 
     # writes -----------------------------------------------------------------------------------
 
@@ -661,8 +716,17 @@ class Scheduler:
     async def _tell(self, job: Job, type: str, reason: str, message: str) -> None:
         await events.post(self.api, job.reference, type, reason, message)
 
-    async def _clear(self, job: Job, annotation: str, value: str) -> None:
-        version = await kube.clear_annotation(
-            self.api, job.namespace, job.name, annotation, value, resource=kube.SyncJob
-        )
-        job.annotation_requests.cleared(version)
+    async def _answered(self, job: Job, annotation: str) -> None:
+        """The request is carried out: its annotation goes (a newer value set meanwhile stays,
+        and is taken next)."""
+        job.requests.done(annotation)
+        await self._remove_answered(job)
+
+    async def _remove_answered(self, job: Job) -> None:
+        """Removes the annotations of requests carried out (a removal that failed before is
+        tried again, and not carried out twice)."""
+        for annotation, value in job.requests.to_remove():
+            version = await kube.clear_annotation(
+                self.api, job.namespace, job.name, annotation, value, resource=kube.SyncJob
+            )
+            job.requests.removed(annotation, version)

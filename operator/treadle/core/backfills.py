@@ -203,6 +203,10 @@ def started(
     return updated
 
 
+WAITING = "waiting"
+"""How the message of a backfill that waits for its locks begins."""
+
+
 def summary(backfill: Mapping[str, Any]) -> str:
     done, failed, skipped = (int(backfill.get(k) or 0) for k in ("done", "failed", "skipped"))
     return (

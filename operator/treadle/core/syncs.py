@@ -110,9 +110,16 @@ def catch_up_slots(
 
 
 def decide(
-    spec: SyncJobSpec, status: Mapping[str, Any], *, now: datetime, created: datetime
+    spec: SyncJobSpec,
+    status: Mapping[str, Any],
+    *,
+    now: datetime,
+    created: datetime,
+    lock_released: bool = False,
 ) -> Decision:
-    """What to do now.  `created` is the job's creation time: a slot before it never runs."""
+    """What to do now.  `created` is the job's creation time: a slot before it never runs.
+    `lock_released`: a lock of the job was given back since it last looked, so a run skipped
+    on it is retried at once rather than at its retry time."""
     schedule = schedule_of(spec)
     upcoming = schedule.next_after(now)
     running = scheduled_runs(status)
@@ -131,7 +138,9 @@ def decide(
     current = timestamps.parse_optional(status.get("currentSlot"))
     since = timestamps.parse_optional(status.get("catchUpSince"))
     if spec.catch_up.policy == "All" and current is not None and current < slot.start:
-        caught = _catching_up(spec, status, schedule, slot, current, since, now, created)
+        caught = _catching_up(
+            spec, status, schedule, slot, current, since, now, created, lock_released
+        )
         if caught is not None:
             return caught
     if running and current == slot.start:
@@ -151,11 +160,16 @@ def decide(
             )
         replace = tuple(r["name"] for r in running) if spec.concurrency_policy == "Replace" else ()
         return Decision(True, "new slot", slot=slot, abandoned_slot=abandoned, replace=replace)
-    return _in_slot(spec, status, slot, now, upcoming)
+    return _in_slot(spec, status, slot, now, upcoming, lock_released)
 
 
 def _in_slot(
-    spec: SyncJobSpec, status: Mapping[str, Any], slot: slots.Slot, now: datetime, wake: datetime
+    spec: SyncJobSpec,
+    status: Mapping[str, Any],
+    slot: slots.Slot,
+    now: datetime,
+    wake: datetime,
+    lock_released: bool = False,
 ) -> Decision:
     """The slot was attempted already: what its last outcome leaves to do."""
     outcome = status.get("lastOutcome")
@@ -170,6 +184,8 @@ def _in_slot(
     last = timestamps.parse_optional(status.get("lastAttemptTime"))
     if last is None:
         return Decision(True, RETRYING_MESSAGE, slot=slot, retry=True)
+    if lock_released and slot.end > now:
+        return Decision(True, f"{RETRYING_MESSAGE} (the lock was released)", slot=slot, retry=True)
     due = last + timedelta(seconds=retry_wait_seconds(spec, slot))
     if due >= slot.end and slot.end > now:
         return Decision(False, "no retry fits before the next slot", slot=slot, wake_at=wake)
@@ -187,6 +203,7 @@ def _catching_up(
     since: datetime | None,
     now: datetime,
     created: datetime,
+    lock_released: bool = False,
 ) -> Decision | None:
     """catchUp All with slots missed after `current`: the next one to run (or to retry), or
     None when there is none before the latest slot (or the catch-up's time ran out)."""
@@ -196,7 +213,7 @@ def _catching_up(
         return None  # the rest of the missed slots are given up: the latest slot runs
     if since is not None and status.get("lastOutcome") == SKIPPED:
         slot = slots.Slot(current, schedule.next_after(current))
-        decision = _in_slot(spec, status, slot, now, latest.end)
+        decision = _in_slot(spec, status, slot, now, latest.end, lock_released)
         return Decision(
             decision.run,
             f"catching up: {decision.reason}",
@@ -291,6 +308,26 @@ def started(
         lastSkipHolder=None,
         nextScheduleTime=timestamps.text(slot.end),
     )
+    return updated
+
+
+def manual_run(
+    status: Mapping[str, Any],
+    *,
+    requested: str,
+    outcome: str,
+    message: str,
+    run: str | None = None,
+) -> dict[str, Any]:
+    """What came of the run asked for by hand (`treadle.dev/run-now: <requested>`): Waiting,
+    Started, Skipped or Failed; whoever asked reads it once the annotation is gone."""
+    updated: dict[str, Any] = patches.copy_json(status)
+    updated["manualRun"] = {
+        "requested": requested,
+        "outcome": outcome,
+        "run": run,
+        "message": message,
+    }
     return updated
 
 

@@ -15,7 +15,15 @@ from typing import Any
 
 import kopf
 
-from treadle.api import BACKFILL_ANNOTATION, GROUP, RUN_NOW_ANNOTATION, VERSION, syncjobs, workflows
+from treadle.api import (
+    BACKFILL_ANNOTATION,
+    GROUP,
+    RUN_NOW_ANNOTATION,
+    SYNCJOB_REQUESTS,
+    VERSION,
+    syncjobs,
+    workflows,
+)
 from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
 from treadle.controllers import access, metrics
 from treadle.core import admission
@@ -88,7 +96,7 @@ async def syncjob_requested(type: str | None, meta: kopf.Meta, memo: kopf.Memo, 
     if scheduler is None or type == "DELETED":
         return
     annotations = meta.get("annotations") or {}
-    for annotation in (RUN_NOW_ANNOTATION, RESET_ANNOTATION, BACKFILL_ANNOTATION):
+    for annotation in SYNCJOB_REQUESTS:
         if annotation in annotations:
             scheduler.request(
                 meta["uid"],

@@ -179,14 +179,41 @@ def _get_job(client: Client, name: str) -> Any:
 
 
 def sync_run(client: Client, args: argparse.Namespace) -> int:
+    """Asks for a run now and says what came of it: started (its name), skipped on a lock
+    (exit 1), could not be made (exit 1), or waiting for the run under way."""
     _get_job(client, args.job)
-    asked = timestamps.text(datetime.now(UTC))
-    taken = objects.ask(
-        client, kube.SyncJob, "sync job", args.job, RUN_NOW_ANNOTATION, asked, args.timeout
-    )
-    what = "taken up by the operator" if taken is not None else "requested"
-    print(f"sync job {args.job}: run {what} ({asked})")
+    asked = datetime.now(UTC).isoformat(timespec="microseconds")
+    try:
+        taken = objects.ask(
+            client, kube.SyncJob, "sync job", args.job, RUN_NOW_ANNOTATION, asked, args.timeout
+        )
+    except Failure:
+        answer = _manual_run(_get_job(client, args.job), asked)
+        if answer.get("outcome") != "Waiting":
+            raise
+        raise Failure(
+            f"the run {answer.get('message')}: the request stays, and the operator starts it "
+            f"then (kubectl treadle sync status {args.job})"
+        ) from None
+    if taken is None:
+        print(f"sync job {args.job}: run requested ({asked})")
+        return 0
+    answer = _manual_run(taken, asked)
+    outcome = answer.get("outcome")
+    if outcome == "Started":
+        print(f"sync job {args.job}: run {answer.get('run')} started")
+        return 0
+    if outcome in ("Skipped", "Failed"):
+        print(f"sync job {args.job}: {answer.get('message')}")
+        return 1
+    print(f"sync job {args.job}: run taken up by the operator ({asked})")
     return 0
+
+
+def _manual_run(job: Mapping[str, Any], asked: str) -> dict[str, Any]:
+    """What the operator recorded of the run asked for with `asked` ({}: nothing yet)."""
+    answer = (job.get("status") or {}).get("manualRun") or {}
+    return dict(answer) if answer.get("requested") == asked else {}
 
 
 def sync_status(client: Client, args: argparse.Namespace) -> int:
@@ -215,6 +242,7 @@ def status_rows(job: Mapping[str, Any]) -> list[tuple[str, Any]]:
         ("Active run", status.get("activeRun")),
         ("Runs under way", ", ".join(r["name"] for r in status.get("activeRuns") or []) or None),
         ("Backfill", _backfill_line(status.get("backfill"))),
+        ("Run by hand", _manual_line(status.get("manualRun"))),
         ("Consecutive failures", status.get("consecutiveFailures")),
         ("Last success", status.get("lastSuccessfulTime")),
         ("Ready", _condition(found.get("Ready"))),
@@ -226,8 +254,20 @@ def status_rows(job: Mapping[str, Any]) -> list[tuple[str, Any]]:
 def _backfill_line(backfill: dict[str, Any] | None) -> str | None:
     if not backfill:
         return None
-    head = f"{backfill['id']} {backfill.get('phase')} {backfill['range']}"
-    return f"{head}: {backfills.summary(backfill)}"
+    return f"{backfill['id']} {backfill.get('phase')} {backfill['range']}: {_progress(backfill)}"
+
+
+def _progress(backfill: dict[str, Any]) -> str:
+    """How far it got, and what it waits for when it waits for a lock."""
+    message = str(backfill.get("message") or "")
+    line = backfills.summary(backfill)
+    return f"{line}; {message}" if message.startswith(backfills.WAITING) else line
+
+
+def _manual_line(manual: dict[str, Any] | None) -> str | None:
+    if not manual:
+        return None
+    return f"{manual.get('outcome')}: {manual.get('message') or manual.get('run') or ''}"
 
 
 def _condition(condition: dict[str, Any] | None) -> str | None:
@@ -264,6 +304,8 @@ def sync_backfill(client: Client, args: argparse.Namespace) -> int:
             "to": timestamps.text(moment(args.end, zone)),
             "parallel": args.parallel,
             "rerun": args.rerun,
+            # Two requests of the same range are two requests: each is answered.
+            "asked": datetime.now(UTC).isoformat(timespec="microseconds"),
         }
         value = json.dumps(request, sort_keys=True)
     asked = time.time()
@@ -296,7 +338,7 @@ def _follow(client: Client, name: str, identity: int) -> int:
         backfill = (_get_job(client, name).get("status") or {}).get("backfill") or {}
         if int(backfill.get("id") or 0) != identity:
             raise Failure(f"backfill {identity} was replaced by another")
-        line = f"{backfill.get('phase')}: {backfills.summary(backfill)}"
+        line = f"{backfill.get('phase')}: {_progress(backfill)}"
         if line != shown:
             print(line, flush=True)
             shown = line
