@@ -346,3 +346,35 @@ def test_a_backfill_waiting_for_a_lock_says_so_and_starts_once_the_holder_releas
         timeout_seconds=60,
     )  # fmt: skip
     assert done["done"] == 1
+
+
+def test_a_backfills_runs_are_all_kept_whatever_the_jobs_history_limits(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    """#32: a 24-slot backfill kept 5 of its runs (successfulRunsHistoryLimit), so most slots'
+    Workflows, outputs and logs were gone as soon as it ended."""
+    spec = {"tasks": [sh("fill", "echo '{\"rows\": 1}'")]}
+    job = {
+        "schedule": "0 * * * *",
+        "successfulRunsHistoryLimit": 1,
+        "backfillHistoryLimit": 1,
+        "workflow": {"spec": spec},
+    }
+    apply(crds, namespace, manifest("SyncJob", "history", job))
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    first = backfill(crds, namespace, *hours_ago(hour, 7, 1), "--parallel", "3", "--watch")
+    assert first.returncode == 0, first.stderr
+    crds.plugin("sync", "run", "history", "-n", namespace)
+    eventually(
+        lambda: status_of(crds, namespace, "history").get("lastOutcome") == "Succeeded",
+        "the run by hand succeeded (and pruned the job's history)",
+    )
+    kept = sorted(w["metadata"]["name"] for w in run_workflows(crds, namespace, "history"))
+    assert len([n for n in kept if n.endswith("-b1")]) == 6, kept
+    assert len([n for n in kept if "-manual-" in n]) == 1
+    second = backfill(crds, namespace, *hours_ago(hour, 2, 1), "--rerun", "--watch")
+    assert second.returncode == 0, second.stderr
+    left = sorted(w["metadata"]["name"] for w in run_workflows(crds, namespace, "history"))
+    assert [n for n in left if "-b" in n] == [
+        n for n in left if n.endswith("-b2")
+    ]  # backfillHistoryLimit 1: the first backfill's runs went when the second's ended

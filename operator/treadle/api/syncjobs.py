@@ -152,6 +152,10 @@ class SyncJobSpec(ResourceModel):
     """Finished successful run pods to keep."""
     failed_runs_history_limit: int = Field(default=1, ge=0, le=100)
     """Finished failed run pods to keep."""
+    backfill_history_limit: int = Field(default=2, ge=0, le=10)
+    """Backfills whose runs are all kept (every slot's pod or Workflow, with its outputs and
+    logs), the latest first: a backfill's runs are not counted in the two limits above, and
+    an older backfill's go once this many newer ones began."""
     concurrency_policy: ConcurrencyPolicy = "Forbid"
     """When a slot begins while a run is under way: Forbid waits for it (the pipeline lock),
     Allow runs beside it (its runs share the locks), Replace terminates it."""

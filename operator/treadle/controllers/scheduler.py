@@ -373,6 +373,7 @@ class Scheduler:
                         slot=slot.start,
                         locks=[(h.lock, h.transitions) for h in held],
                         holder=holder,
+                        backfill=attempt.backfill,
                     )
                 )
                 created = await runs.create_run(self.api, body)
@@ -684,6 +685,7 @@ class Scheduler:
             job.name,
             keep_succeeded=job.spec.successful_runs_history_limit,
             keep_failed=job.spec.failed_runs_history_limit,
+            keep_backfills_from=backfills.kept_from(job.spec, job.status),
             kinds=(str(run.get("kind") or runs.POD),),
         )
         job.due = None

@@ -203,6 +203,12 @@ def started(
     return updated
 
 
+def kept_from(spec: SyncJobSpec, status: Mapping[str, Any]) -> int:
+    """The oldest backfill whose runs are kept (`spec.backfillHistoryLimit` of the latest)."""
+    latest = int((status.get("backfill") or {}).get("id") or 0)
+    return latest - spec.backfill_history_limit + 1
+
+
 WAITING = "waiting"
 """How the message of a backfill that waits for its locks begins."""
 

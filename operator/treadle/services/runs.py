@@ -27,6 +27,8 @@ LABEL_SYNCJOB = f"{GROUP}/syncjob"
 SLOT_ANNOTATION = f"{GROUP}/slot"
 LOCKS_ANNOTATION = f"{GROUP}/locks"
 LABEL_HOLDER = f"{GROUP}/lock-holder"
+LABEL_BACKFILL = f"{GROUP}/backfill-id"
+"""On a backfill's runs: which backfill of the job (1, 2, ...) made them."""
 NAME_LIMIT = 63
 POD, WORKFLOW = "Pod", "Workflow"
 FAILED_WORKFLOW_PHASES = ("Failed", "Stopped", "Terminated", "Invalid")
@@ -67,6 +69,7 @@ class NewRun:
     slot: datetime
     locks: Sequence[tuple[str, int]]
     holder: str | None = None
+    backfill: int = 0
 
     def metadata(self, given: dict[str, Any]) -> dict[str, Any]:
         """The run's metadata: Treadle's labels and annotations over `given`, and its owner."""
@@ -79,6 +82,7 @@ class NewRun:
                 LABEL_COMPONENT: "sync-run",
                 LABEL_HOLDER: self.holder or self.name,
                 "app.kubernetes.io/name": "treadle",
+                **({LABEL_BACKFILL: str(self.backfill)} if self.backfill else {}),
             },
             "annotations": {
                 **(given.get("annotations") or {}),
@@ -252,19 +256,28 @@ async def prune_runs(
     *,
     keep_succeeded: int,
     keep_failed: int,
+    keep_backfills_from: int = 0,
     kinds: Sequence[str] = (POD, WORKFLOW),
 ) -> int:
     """Deletes finished runs (pods and Workflows, or only `kinds`) beyond the history limits,
-    oldest first; returns how many."""
+    oldest first; returns how many.  A backfill's runs have a history of their own: every run
+    of backfill `keep_backfills_from` and later is kept, older backfills' runs are deleted."""
     pruned = 0
     for kind in kinds:
-        found = [
-            (outcome, item)
-            async for item in api.list(
-                _resource(kind), namespace=namespace, labels={LABEL_SYNCJOB: job}
-            )
-            if (outcome := _finished(kind, item)) is not None
-        ]
+        found = []
+        async for item in api.list(
+            _resource(kind), namespace=namespace, labels={LABEL_SYNCJOB: job}
+        ):
+            outcome = _finished(kind, item)
+            labels = (item.metadata.labels if item.metadata else None) or {}
+            backfill = str(labels.get(LABEL_BACKFILL) or "")
+            if outcome is None:
+                continue
+            if not backfill:
+                found.append((outcome, item))
+            elif backfill.isdigit() and int(backfill) < keep_backfills_from and item.metadata:
+                await delete_run(api, namespace, str(item.metadata.name), kind)
+                pruned += 1
         for phase, keep in (("Succeeded", keep_succeeded), ("Failed", keep_failed)):
             finished = sorted(
                 (item for outcome, item in found if outcome == phase),
