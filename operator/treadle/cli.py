@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import treadle
+from treadle.core.pools import WORKER_NAME_ENV
 
 
 def _operator(args: argparse.Namespace) -> int:
@@ -81,6 +82,7 @@ def _worker(args: argparse.Namespace) -> int:
         redis_url=args.redis_url,
         pool=args.pool,
         consumer=args.consumer,
+        name=args.name,
         concurrency=args.concurrency,
         reap_idle_seconds=args.reap_idle_seconds,
         drain_seconds=args.drain_seconds,
@@ -251,6 +253,11 @@ def parser() -> argparse.ArgumentParser:
         "--consumer",
         default=f"{socket.gethostname()}-{os.getpid()}",
         help="consumer name in the stream's group (default: host name and pid)",
+    )
+    worker.add_argument(
+        "--name",
+        default=os.environ.get(WORKER_NAME_ENV) or socket.gethostname(),
+        help=f"the worker's name in status (default: ${WORKER_NAME_ENV}, its pod's, or host name)",
     )
     worker.add_argument("--concurrency", type=int, default=32, help="attempts run at once")
     worker.add_argument(

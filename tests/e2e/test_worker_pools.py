@@ -175,3 +175,35 @@ def test_kubectl_scale_sizes_a_pool_without_autoscaling(
     )
     assert (scale["spec"]["replicas"], scale["status"]["replicas"]) == (2, 2)
     assert scale["status"]["selector"] == "treadle.dev/pool=fixed"
+
+
+def test_a_long_task_shows_running_on_its_worker_within_seconds_of_its_start(
+    crds: Cluster, operator: OperatorProcess, namespace: str, tmp_path: Any
+) -> None:
+    """#32: a task executing on a worker showed Queued from start to end, so a stuck queue
+    looked like a long task."""
+    began, release = tmp_path / "began", tmp_path / "release"
+    apply(crds, namespace, worker_pool("default"))
+    script = f"date +%s.%N > {began}; while [ ! -e {release} ]; do sleep 0.2; done"
+    task = {"name": "long", "command": {"args": ["sh", "-c", script]}}
+    apply(crds, namespace, workflow("long", [task]))
+    poll(began.exists, 60, "the task began on a worker")
+    started = float(began.read_text())
+
+    def running() -> dict[str, Any] | None:
+        entry = crds.get("twf", "long", namespace).get("status", {}).get("tasks", {}).get("long")
+        return entry if entry and entry.get("phase") == "Running" else None
+
+    entry = poll(running, 10, "the task shown Running")
+    assert time.time() - started < 5, "shown Running more than 5 s after its start"
+    assert entry["worker"].startswith("treadle-pool-default-")
+    assert entry["attemptStartedAt"]
+    shown = crds.plugin("get", "long", "-n", namespace).stdout
+    assert "Running" in shown
+    assert f"on {entry['worker']}" in shown
+    release.touch()
+    poll(
+        lambda: crds.get("twf", "long", namespace).get("status", {}).get("phase") == "Succeeded",
+        30,
+        "the workflow succeeded",
+    )

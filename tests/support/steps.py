@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,13 +46,13 @@ STORED: dict[engine.OutputId, Any] = {}
 def step(
     workflow: WorkflowSpec,
     status: WorkflowStatus | dict[str, Any],
-    results: list[TaskResult] = (),
+    results: Sequence[engine.Report] = (),
     now: datetime = T0,
 ) -> engine.Step:
     """One advance; it must leave the status it was given as it was (the engine edits its
     own working copy, shallow where it only replaces)."""
     for result in results:
-        if result.outcome == "succeeded":
+        if isinstance(result, TaskResult) and result.outcome == "succeeded":
             STORED[(result.task, result.item)] = result.output
     typed = status if isinstance(status, WorkflowStatus) else WorkflowStatus.of(status)
     before = typed.wire()

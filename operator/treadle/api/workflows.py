@@ -423,7 +423,12 @@ class TaskStatus(StatusModel):
     attempts: int | None = Field(default=None, ge=0)
     """Attempts made so far."""
     started_at: str | None = None
-    """When the first attempt started."""
+    """When the first attempt was queued."""
+    attempt_started_at: str | None = None
+    """When the latest attempt began on its worker (a task is Running from then until its
+    result: workers tell the operator of attempts that run longer than a second)."""
+    worker: str | None = None
+    """The worker pod that runs (or ran) the latest attempt."""
     finished_at: str | None = None
     """When the task reached a final phase."""
     next_retry_at: str | None = None

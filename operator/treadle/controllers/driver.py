@@ -42,7 +42,7 @@ from treadle.controllers.tracked import Tracked
 from treadle.controllers.workers import PoolReadiness, WorkerOwner, no_pools
 from treadle.core import engine, notices, pacing, patches, timestamps
 from treadle.core.asides import AsideNotices
-from treadle.core.messages import TaskMessage, TaskResult
+from treadle.core.messages import Report, TaskMessage, TaskResult
 from treadle.runtime import Backoff, CancelToken, Directive
 from treadle.runtime.offload import offload
 from treadle.services import events, kube
@@ -253,7 +253,7 @@ class Driver:
             self.results.repairs.clear()
         await self._lost_results(datetime.now(UTC))
         await self._tell_asides(served)
-        by_workflow: dict[str, list[TaskResult]] = defaultdict(list)
+        by_workflow: dict[str, list[Report]] = defaultdict(list)
         ids: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for received in read:
             by_workflow[received.result.workflow_uid].append(received.result)
@@ -267,7 +267,7 @@ class Driver:
         except Exception:
             self._deleted[:0] = deleted
             raise
-        work: list[tuple[Tracked, list[TaskResult]]] = []
+        work: list[tuple[Tracked, list[Report]]] = []
         for uid in sorted(set(by_workflow) | due):
             tracked = self.workflows.get(uid)
             if tracked is None:  # forgotten while its results were read: gone, or not ours
@@ -290,7 +290,7 @@ class Driver:
         return Directive.proceed()
 
     async def _advance_all(
-        self, work: list[tuple[Tracked, list[TaskResult]]], now: datetime
+        self, work: list[tuple[Tracked, list[Report]]], now: datetime
     ) -> tuple[list[tuple[str, str]], BaseException | None]:
         """Advances the workflows side by side, at most ADVANCE_CONCURRENCY talking to the API
         server at once; returns the result ids safe to acknowledge (by pool), and a failure when
@@ -304,7 +304,7 @@ class Driver:
         # The namespaces that spent least in the last pass go first.
         work = sorted(work, key=lambda item: self._namespace_cpu.get(item[0].who.namespace, 0.0))
 
-        async def one(tracked: Tracked, results: list[TaskResult]) -> list[tuple[str, str]]:
+        async def one(tracked: Tracked, results: list[Report]) -> list[tuple[str, str]]:
             given, tracked.retained = tracked.retained + results, []
             namespace = tracked.who.namespace
             async with slots:
@@ -344,7 +344,7 @@ class Driver:
         return acked, failures[0] if infrastructure else None
 
     def _keep(
-        self, tracked: Tracked, given: list[TaskResult], now: datetime, error: BaseException
+        self, tracked: Tracked, given: list[Report], now: datetime, error: BaseException
     ) -> None:
         """A failed advance: its results are kept on the workflow as tracked now (a handler
         may have replaced it) and, unless cancelled, it is advanced again soon."""
@@ -380,7 +380,7 @@ class Driver:
         metrics.TRACKED_WORKFLOWS.set(len(self.workflows))
 
     async def advance(
-        self, tracked: Tracked, results: list[TaskResult], now: datetime
+        self, tracked: Tracked, results: list[Report], now: datetime
     ) -> list[tuple[str, str]]:
         """Advances one workflow; returns the results (pool, entry id) now safe to
         acknowledge."""
@@ -391,7 +391,7 @@ class Driver:
         failures, notice = await self.owner.start_overdue(
             who, tracked.spec, current, tracked.workers, now, tracked.pools
         )
-        results = results + failures
+        results = [*results, *failures]
         told += [notice] if notice else []
         if tracked.lost_results:
             lost = engine.fail_in_flight(tracked.spec, current, who, LOST_RESULT)
@@ -487,7 +487,8 @@ class Driver:
                 self.api, tracked.reference, notice.type, notice.reason, notice.message
             )
         for result in results:
-            metrics.TASK_RESULTS.labels(outcome=result.outcome).inc()
+            if isinstance(result, TaskResult):
+                metrics.TASK_RESULTS.labels(outcome=result.outcome).inc()
         metrics.ATTEMPTS_ENQUEUED.inc(len(step.enqueue))
         metrics.DEAD_LETTERS.inc(step.dead_lettered)
         if step.finished_now:

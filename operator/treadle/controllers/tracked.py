@@ -13,7 +13,7 @@ from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.controllers.outputs import LoadedOutputs
 from treadle.controllers.workers import WorkerState
 from treadle.core import engine, pools
-from treadle.core.messages import TaskResult
+from treadle.core.messages import Report
 from treadle.core.requests import AnnotationRequests
 from treadle.services import events
 
@@ -37,9 +37,9 @@ class Tracked:
     unacked: list[tuple[str, str]] = field(default_factory=list)
     """Results (pool, entry id) applied to `status` but not yet written: acknowledged once
     they are."""
-    unwritten: list[TaskResult] = field(default_factory=list)
+    unwritten: list[Report] = field(default_factory=list)
     """Those results themselves, to apply again if `status` is replaced before the write."""
-    retained: list[TaskResult] = field(default_factory=list)
+    retained: list[Report] = field(default_factory=list)
     """Results whose advance failed (API server or Redis away), applied on the next one."""
     failures: int = 0
     """Advances failed in a row."""

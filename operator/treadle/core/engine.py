@@ -52,7 +52,7 @@ from treadle.core.budget import (
     fit,
     status_size,
 )
-from treadle.core.messages import TaskMessage, TaskResult
+from treadle.core.messages import Report, TaskMessage, TaskResult, TaskStart
 from treadle.core.reads import needed_outputs
 from treadle.core.retries import (
     ManualRetry,
@@ -80,8 +80,10 @@ __all__ = [
     "ManualRetry",
     "NothingToRetry",
     "OutputId",
+    "Report",
     "Step",
     "TaskResult",
+    "TaskStart",
     "advance",
     "dedicated_pool",
     "fail_in_flight",
@@ -131,7 +133,7 @@ def secret_refs(spec: WorkflowSpec) -> list[tuple[str, str]]:
 def advance(
     spec: WorkflowSpec,
     status: WorkflowStatus | Mapping[str, Any],
-    results: Sequence[TaskResult],
+    results: Sequence[Report],
     *,
     now: datetime,
     who: Identity,

@@ -138,6 +138,8 @@ class TaskResult:
     """What the attempt wrote, until the worker stores it (never published: `log_ref`)."""
     log_ref: str | None = None
     """Where the attempt's log is stored (in Redis); None: it wrote nothing."""
+    worker: str | None = None
+    """The worker (its pod's name) that ran the attempt."""
 
     @property
     def key(self) -> str:
@@ -178,6 +180,61 @@ class TaskResult:
         return result
 
 
+WORKER_NAME_LIMIT = 253
+"""The longest worker name a result or start may carry (a pod's name is at most this)."""
+
+
+@dataclass(frozen=True)
+class TaskStart:
+    """An attempt that began on a worker.  Workers tell it only of attempts still running a
+    moment after they began (`START_NOTICE_SECONDS`): a short attempt's result says it all,
+    so the hot path pays nothing for it."""
+
+    workflow_uid: str
+    workflow: str
+    task: str
+    item: int | None
+    attempt: int
+    run: int | None
+    worker: str
+    started_at: float
+
+    @property
+    def key(self) -> str:
+        return idempotency_key(self.workflow_uid, self.task, self.item, self.run)
+
+    def encode(self) -> Fields:
+        return {"key": self.key, "uid": self.workflow_uid, "started": json.dumps(asdict(self))}
+
+    @classmethod
+    def decode(cls, fields: Fields) -> TaskStart:
+        try:
+            body = json.loads(fields["started"])
+        except (KeyError, TypeError, ValueError, RecursionError) as error:
+            raise MessageError(f"not a task start: {type(error).__name__}") from error
+        if not isinstance(body, dict) or set(body) != _START_FIELDS:
+            raise MessageError("not a task start: its fields are not a start's")
+        problems = [f"{name}: {kind}" for name, kind, ok in _start_checks(body) if not ok]
+        if problems:
+            raise MessageError(f"not a task start: {'; '.join(problems)}")
+        start = cls(**body)
+        if fields.get("key") != start.key:
+            raise MessageError("not a task start: its key does not match its body")
+        return start
+
+
+Report = TaskResult | TaskStart
+"""What a worker tells the operator on its pool's result stream."""
+
+
+def decode_report(fields: Fields) -> Report:
+    """A result or a start, as a worker published it; MessageError for anything else."""
+    if "started" in fields:
+        return TaskStart.decode(fields)
+    return TaskResult.decode(fields)
+
+
+_START_FIELDS = frozenset(f.name for f in dataclasses.fields(TaskStart))
 _RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(TaskResult))
 _IDENTITY = ("workflow_uid", "workflow", "task", "item", "attempt", "run")
 
@@ -234,4 +291,27 @@ def _result_checks(body: dict[str, Any]) -> list[tuple[str, str, bool]]:
         ("run", "an integer or null", get("run") is None or _is_int(get("run"))),
         ("log", "null", get("log") is None),
         ("log_ref", "a string or null", get("log_ref") is None or isinstance(get("log_ref"), str)),
+        ("worker", "a short string or null", get("worker") is None or _is_name(get("worker"))),
+    ]
+
+
+def _is_name(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= WORKER_NAME_LIMIT
+
+
+def _start_checks(body: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    get = body.get
+    return [
+        ("workflow_uid", "a string", isinstance(get("workflow_uid"), str)),
+        ("workflow", "a string", isinstance(get("workflow"), str)),
+        ("task", "a string", isinstance(get("task"), str)),
+        ("item", "an integer or null", get("item") is None or _is_int(get("item"))),
+        ("attempt", "a positive integer", _is_int(get("attempt")) and body["attempt"] >= 1),
+        ("run", "an integer or null", get("run") is None or _is_int(get("run"))),
+        ("worker", "a short string", _is_name(get("worker"))),
+        (
+            "started_at",
+            "a finite number",
+            _is_number(get("started_at")) and math.isfinite(body["started_at"]),
+        ),
     ]

@@ -29,6 +29,12 @@ SECRETS_DIR = "/var/run/treadle/secrets"
 GRACE_MARGIN_SECONDS = 30
 """Added to `maxTaskSeconds` for the pods' termination grace: the worker's own shutdown."""
 URL_ANNOTATION = f"{GROUP}/redis-url-digest"
+WORKER_NAME_ENV = "TREADLE_WORKER_NAME"
+WORKER_NAME_VARIABLE = {
+    "name": WORKER_NAME_ENV,
+    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+}
+"""A worker learns its pod's name from the downward API: the name status shows it by."""
 """On a pool's pod template: a digest of its workers' Redis URL (never the URL itself)."""
 REDIS_SECRET = "treadle-redis"
 """The namespace's Secret of worker URLs, one key per pool (see services.kube)."""
@@ -275,6 +281,7 @@ def deployment(
             "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": pool}},
         },
         {"name": "TREADLE_SECRETS_DIR", "value": SECRETS_DIR},
+        WORKER_NAME_VARIABLE,
         *({"name": variable.name, "value": variable.value} for variable in spec.env),
     ]
     container: dict[str, Any] = {

@@ -10,7 +10,7 @@ import json
 import random
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from treadle.api import workflows
@@ -23,7 +23,7 @@ from treadle.api.workflows import (
     WorkflowStatus,
 )
 from treadle.core import backoff, budget, causes, conditions, dags, pools, ranges, timestamps
-from treadle.core.messages import TaskMessage, TaskResult
+from treadle.core.messages import Report, TaskMessage, TaskResult, TaskStart
 
 FINISHED = ("Succeeded", "DeadLettered", "Skipped")
 IN_FLIGHT = ("Queued", "Running")
@@ -73,6 +73,14 @@ def due_text(moment: datetime) -> str:
     """A retry time, rounded up to the second status can hold: never earlier than asked."""
     whole = moment.replace(microsecond=0)
     return timestamps.text(whole if whole == moment else whole + timedelta(seconds=1))
+
+
+def _moment(seconds: float) -> str | None:
+    """A worker's clock reading (seconds since the epoch) as status writes times; None when
+    it is unknown (0) or out of range."""
+    if not 0 < seconds < 1e11:
+        return None
+    return timestamps.text(datetime.fromtimestamp(seconds, UTC))
 
 
 def items_digest(values: list[Any]) -> str:
@@ -202,7 +210,11 @@ class RunState:
 
     # results ---------------------------------------------------------------------------------
 
-    def apply(self, result: TaskResult) -> None:
+    def apply(self, report: Report) -> None:
+        if isinstance(report, TaskStart):
+            self.began(report)
+            return
+        result = report
         task = self.by_name.get(result.task)
         entry = self.tasks.get(result.task)
         if task is None or entry is None or result.run != self.run_generation:
@@ -216,6 +228,9 @@ class RunState:
             elif entry.phase not in IN_FLIGHT or entry.attempts != result.attempt:
                 return  # a duplicate or a straggler of an earlier attempt
             entry.log_ref = result.log_ref
+            if result.worker is not None and entry.attempts == result.attempt:
+                entry.worker = result.worker
+                entry.attempt_started_at = entry.attempt_started_at or _moment(result.started_at)
             if result.outcome == "succeeded":
                 entry.phase, entry.finished_at = "Succeeded", timestamps.text(self.now)
                 self.keep_output(entry, result)
@@ -245,6 +260,18 @@ class RunState:
         else:
             entry.failed = (entry.failed or 0) + 1
             self._failed(task, entry, item, result)
+
+    def began(self, start: TaskStart) -> None:
+        """A worker began the attempt: a queued task is Running, on that worker, from then (a
+        forEach task is Running already; its children are not told apart)."""
+        task = self.by_name.get(start.task)
+        entry = self.tasks.get(start.task)
+        if task is None or entry is None or start.run != self.run_generation:
+            return
+        if task.for_each is not None or entry.phase != "Queued" or entry.attempts != start.attempt:
+            return  # ended already, or a straggler of an earlier attempt
+        entry.phase, entry.worker = "Running", start.worker
+        entry.attempt_started_at = _moment(start.started_at)
 
     def _failed(self, task: Task, entry: TaskStatus, item: int | None, result: TaskResult) -> None:
         """A failed attempt: retried after its backoff while `retry.limit` lasts and

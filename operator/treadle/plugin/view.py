@@ -81,6 +81,8 @@ def task_line(
     took = _seconds(entry.get("startedAt"), entry.get("finishedAt"))
     if took:
         detail.append(took)
+    if phase == "Running" and entry.get("worker"):
+        detail.append(f"on {entry['worker']} since {entry.get('attemptStartedAt') or '?'}")
     if entry.get("reason"):
         detail.append(str(entry["reason"]))
     if entry.get("nextRetryAt") and phase == "Retrying":

@@ -22,7 +22,7 @@ from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import PatchType
 
 from treadle.api import GROUP, VERSION, syncjobs, workflows
-from treadle.core import delegation, podspecs
+from treadle.core import delegation, podspecs, pools
 from treadle.core.messages import secret_env_name
 
 Workflow = create_namespaced_resource(GROUP, VERSION, workflows.KIND, workflows.PLURAL)
@@ -230,6 +230,7 @@ def worker_pod(
                 "name": "TREADLE_REDIS_URL",
                 "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": pool}},
             },
+            pools.WORKER_NAME_VARIABLE,
             *(
                 {
                     "name": secret_env_name(secret, key),

@@ -43,7 +43,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from treadle.core import tasklogs
-from treadle.core.messages import INLINE_OUTPUT_LIMIT_BYTES, MessageError, TaskMessage, TaskResult
+from treadle.core.messages import (
+    INLINE_OUTPUT_LIMIT_BYTES,
+    MessageError,
+    TaskMessage,
+    TaskResult,
+    TaskStart,
+)
 from treadle.services import scripts
 from treadle.services.keys import (
     ALL_TASKS,
@@ -310,6 +316,16 @@ class TaskQueue:
                 pipe.set(live_log_key(key), text, ex=LIVE_LOG_TTL_SECONDS)
                 pipe.sadd(logs_index(self.pool, uid), live_log_key(key))
                 pipe.expire(logs_index(self.pool, uid), LOG_TTL_SECONDS)
+            await pipe.execute()
+
+    async def announce(self, starts: Sequence[TaskStart]) -> None:
+        """Tells the operator of attempts that began (and run a while), on the result stream
+        its results travel on: no API write per task, one round trip per batch."""
+        if not starts:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for start in starts:
+                pipe.xadd(self.results, start.encode())  # type: ignore[arg-type]
             await pipe.execute()
 
     async def finish(self, done: Sequence[tuple[Delivery, TaskResult | None]]) -> list[bool]:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 
 from treadle.core import jsonvalues
-from treadle.core.messages import MessageError, TaskMessage, TaskResult
+from treadle.core.messages import MessageError, Report, TaskMessage, decode_report
 from treadle.core.pools import Load, is_shared
 from treadle.core.tasklogs import Address
 from treadle.services.keys import (
@@ -49,7 +49,7 @@ class Received:
 
     pool: str
     id: str
-    result: TaskResult
+    result: Report
 
 
 class ResultStream:
@@ -147,7 +147,7 @@ class ResultStream:
                 if not fields:  # deleted while pending
                     continue
                 try:
-                    result = TaskResult.decode(fields)
+                    result = decode_report(fields)
                 except MessageError as error:
                     junk.setdefault(pool, []).append((entry_id, fields, str(error)))
                     continue

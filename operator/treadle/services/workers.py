@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from treadle.core import actions as kinds
 from treadle.core import redaction, tasklogs
-from treadle.core.messages import TaskMessage, TaskResult
+from treadle.core.messages import WORKER_NAME_LIMIT, TaskMessage, TaskResult, TaskStart
 from treadle.core.tasklogs import LogTail
 from treadle.runtime import Backoff, CancelToken, Directive, checkpoint
 from treadle.services import actions, interrupts, worker_metrics
@@ -46,6 +46,8 @@ LIVE_LOG_SECONDS = 2.0
 """How often what running attempts wrote since is copied to Redis (kubectl treadle logs -f)."""
 CANCEL_CHECK_SECONDS = 1.0
 """How often a worker holding attempts asks whether their workflows were terminated."""
+START_NOTICE_SECONDS = 1.0
+"""An attempt still running this long after it began is announced to the operator (Running)."""
 DEFAULT_MAX_REDELIVERIES = 3
 
 
@@ -171,6 +173,12 @@ class TaskWorker:
     _logs: dict[str, LogTail] = field(default_factory=dict, repr=False)
     """The log of each running attempt (by entry id)."""
     _streamer: asyncio.Task[None] | None = field(default=None, repr=False)
+    name: str = ""
+    """What status calls this worker (its pod's name); default: its consumer's."""
+    start_notice_seconds: float = START_NOTICE_SECONDS
+    _began: dict[str, float] = field(default_factory=dict, repr=False)
+    """When each attempt in hand began (by entry id), until the operator was told of it."""
+    _announcer: asyncio.Task[None] | None = field(default=None, repr=False)
     _not_reading: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     """Clear while a read of the stream is under way (what it returns is this worker's)."""
 
@@ -238,6 +246,7 @@ class TaskWorker:
             if not done:
                 self.idle.clear()
                 self._in_hand[delivery.id] = delivery
+                self._began[delivery.id] = time.time()
                 attempt = asyncio.create_task(self._attempt(delivery))
                 self._running.add(attempt)
                 self._attempts[delivery.id] = attempt
@@ -248,6 +257,8 @@ class TaskWorker:
             self._streamer = asyncio.create_task(self._copy_live_logs())
         if self._watcher is None:
             self._watcher = asyncio.create_task(self._watch_cancelled())
+        if self._announcer is None:
+            self._announcer = asyncio.create_task(self._announce_starts())
         self._flush_soon()
 
     async def _attempt(self, delivery: Delivery) -> None:
@@ -273,8 +284,9 @@ class TaskWorker:
         finally:
             self._attempts.pop(delivery.id, None)
             self._logs.pop(delivery.id, None)
+            self._began.pop(delivery.id, None)
         self.executed += 1
-        self._ended.append((delivery, result))
+        self._ended.append((delivery, dataclasses.replace(result, worker=self._name)))
         self._flush_soon()
 
     def _flush_soon(self) -> None:
@@ -343,6 +355,45 @@ class TaskWorker:
                 continue
             copied.update((d.id, tail.written) for d, tail in changed)
 
+    async def _announce_starts(self) -> None:
+        """Every `start_notice_seconds`, tells the operator of the attempts in hand that began
+        at least that long ago (each once), so that a long task shows Running on its worker
+        within seconds of its start, while a short one costs nothing more than its result."""
+        while True:
+            checkpoint()
+            await asyncio.sleep(self.start_notice_seconds)
+            due = time.time() - self.start_notice_seconds
+            began = [
+                (entry, at) for entry, at in list(self._began.items())
+                if at <= due and entry in self._in_hand
+            ]  # fmt: skip
+            if not began:
+                continue
+            starts = [self._start_of(self._in_hand[entry].message, at) for entry, at in began]
+            try:
+                await self.queue.announce(starts)
+            except Exception:  # Redis away: told next time (or its result says it all)
+                log.warning("could not announce %d running attempts", len(starts))
+                continue
+            for entry, _ in began:
+                self._began.pop(entry, None)
+
+    @property
+    def _name(self) -> str:
+        return (self.name or self.queue.consumer)[:WORKER_NAME_LIMIT]
+
+    def _start_of(self, message: TaskMessage, began: float) -> TaskStart:
+        return TaskStart(
+            workflow_uid=message.workflow_uid,
+            workflow=message.workflow,
+            task=message.task,
+            item=message.item,
+            attempt=message.attempt,
+            run=message.run,
+            worker=self._name,
+            started_at=began,
+        )
+
     async def _watch_cancelled(self) -> None:
         """Cancels the attempts in hand of workflows that were terminated (checked every
         `cancel_check_seconds` while attempts run)."""
@@ -366,7 +417,7 @@ class TaskWorker:
 
     async def close(self) -> None:
         """Stops: attempts still in hand are abandoned (the reaper re-delivers them)."""
-        helpers = [self._flusher, self._keeper, self._watcher, self._streamer]
+        helpers = [self._flusher, self._keeper, self._watcher, self._streamer, self._announcer]
         tasks = [*self._running, *filter(None, helpers)]
         for task in tasks:
             task.cancel()
@@ -396,6 +447,8 @@ class WorkerOptions:
     redis_url: str
     pool: str
     consumer: str
+    name: str = ""
+    """The worker's name in status (its pod's; default: the consumer)."""
     concurrency: int = 32
     batch_size: int = 100
     reap_idle_seconds: float = DEFAULT_REAP_IDLE_SECONDS
@@ -422,6 +475,7 @@ async def serve(options: WorkerOptions, stop: asyncio.Event) -> None:
         batch_size=options.batch_size,
         concurrency=options.concurrency,
         keep_alive_seconds=options.reap_idle_seconds / 3,
+        name=options.name,
     )
     reaper = Reaper(
         TaskQueue(client, options.pool, f"{options.consumer}-reaper"),

@@ -205,7 +205,7 @@ function drawTask(workflow, node) {
   const entry = node.status || {};
   const facts = [["Phase", phase(node.phase)], ["Action", node.action]];
   for (const [label, key] of [["Attempts", "attempts"], ["Started", "startedAt"],
-    ["Finished", "finishedAt"], ["Next retry", "nextRetryAt"], ["Reason", "reason"],
+    ["Worker", "worker"], ["Attempt started", "attemptStartedAt"], ["Finished", "finishedAt"], ["Next retry", "nextRetryAt"], ["Reason", "reason"],
     ["Children", "items"], ["Succeeded", "succeeded"], ["Dead-lettered", "deadLettered"],
     ["Running children", "runningItems"], ["Output stored at", "outputRef"]]) {
     if (entry[key] !== undefined && entry[key] !== null && entry[key] !== "") {
