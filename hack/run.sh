@@ -39,6 +39,8 @@ start() {
     local_cluster=1
   fi
   kubectl=$bin/kubectl
+  # make stop removes what the operator registers in this cluster (it needs to know which).
+  echo "$KUBECONFIG" >"$run/kubeconfig"
 
   # Worker pods on the local cluster have a network of their own: they reach this Redis at the
   # cluster's host address (hack/podnet.py), the operator at 127.0.0.1.
@@ -119,7 +121,7 @@ Try next:
   kubectl explain twf.spec.tasks           # every field, documented
   kubectl apply -f examples/               # the other examples
   tail -f .treadle/logs/operator.log       # the operator's JSON log
-  make stop                                # stop the operator and Redis
+  make stop                                # stop the operator and Redis (and unregister them)
   make cluster-down                        # and the local cluster
 EOF
 }
@@ -134,7 +136,37 @@ stop() {
     kill -9 "$pid" 2>/dev/null || true
   fi
   rm -f "$run/operator.pid"
+  unregister
   bash "$root/hack/redis.sh" stop "$state/redis"
+}
+
+# What the local operator registered in the cluster goes with it, so that the chart can be
+# installed next (helm refuses to take over objects it did not make): the log API's APIService,
+# Service and Endpoints, the webhook configurations (kopf removes them on a clean stop, not
+# after a kill) and the admission policy `make run` applied with the CRDs. The CRDs, and
+# everything users applied, stay.
+unregister() {
+  [[ -f $run/kubeconfig ]] || return 0
+  local config
+  config=$(cat "$run/kubeconfig")
+  rm -f "$run/kubeconfig"
+  [[ -f $config ]] || return 0
+  local k=("$bin/kubectl" --kubeconfig "$config" --request-timeout=10s)
+  "${k[@]}" get --raw /readyz >/dev/null 2>&1 || { say "the cluster is not reachable: nothing unregistered"; return 0; }
+  say "removing what the operator registered (log API, webhooks, admission policy)"
+  local object
+  for object in apiservice/v1alpha1.logs.treadle.dev \
+    validatingwebhookconfiguration/treadle.dev mutatingwebhookconfiguration/treadle.dev \
+    validatingadmissionpolicybinding/treadle-applied-by validatingadmissionpolicy/treadle-applied-by \
+    "-n treadle-system service/treadle-logs" "-n treadle-system endpoints/treadle-logs"; do
+    # shellcheck disable=SC2086  # "-n NS KIND/NAME" splits on purpose
+    # A chart's own objects (a release on this cluster) are not the local operator's to remove.
+    if [[ -z $("${k[@]}" get $object --ignore-not-found \
+      -o 'jsonpath={.metadata.annotations.meta\.helm\.sh/release-name}' 2>/dev/null) ]]; then
+      # shellcheck disable=SC2086
+      "${k[@]}" delete $object --ignore-not-found --wait=false >/dev/null 2>&1 || true
+    fi
+  done
 }
 
 "$@"

@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from support.chart import CHART, IMAGE, RELEASE, SYSTEM, tools_bin
 from support.cluster import CLUSTER, KUBECTL, REPO
 
 
@@ -45,6 +46,37 @@ def test_make_run_starts_everything_and_applies_the_first_example(tmp_path: Path
         )
         assert again.returncode == 0, again.stderr
         assert "operator already running" in again.stderr
+
+        # #32: `make stop`, then the chart, as docs/getting-started.md says: what the local
+        # operator registered goes with it, or helm refuses to install over it.
+        kubectl = [str(KUBECTL), f"--kubeconfig={kubeconfig}"]
+        registered = [
+            "apiservice/v1alpha1.logs.treadle.dev",
+            "validatingadmissionpolicy/treadle-applied-by",
+        ]
+        found = subprocess.run(
+            [*kubectl, "get", *registered, "-o", "name"], capture_output=True, text=True
+        )
+        assert len(found.stdout.split()) == len(registered), found.stderr  # both there
+        stopped = subprocess.run(
+            ["bash", str(run), "stop"], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert stopped.returncode == 0, stopped.stderr
+        left = subprocess.run(
+            [*kubectl, "get", *registered, "validatingwebhookconfiguration/treadle.dev",
+             "mutatingwebhookconfiguration/treadle.dev", "-n", "treadle-system",
+             "service/treadle-logs", "--ignore-not-found", "-o", "name"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        assert left.stdout == ""
+        helm = f"{tools_bin()}/helm"
+        installed = subprocess.run(
+            [helm, f"--kubeconfig={kubeconfig}", "install", RELEASE, str(CHART), "-n", SYSTEM,
+             "--create-namespace", *IMAGE],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert installed.returncode == 0, installed.stderr
+        assert "STATUS: deployed" in installed.stdout
     finally:
         subprocess.run(["bash", str(run), "stop"], env=env, timeout=120)
         subprocess.run([str(CLUSTER), "down"], env=env, timeout=120)
