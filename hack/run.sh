@@ -115,11 +115,15 @@ Treadle is running.$([[ $local_cluster == 1 ]] && echo " The local cluster's kub
 
 Try next:
   export KUBECONFIG=$KUBECONFIG PATH=$bin:$(bash "$root/hack/tools.sh" --print):\$PATH
-  kubectl get twf                          # workflows: Phase, Progress, Age, Message
-  kubectl get twp                          # worker pools: Ready, Backlog, Running
-  kubectl get twf hello -o yaml            # status: tasks, outputs, conditions
+  kubectl treadle get hello                # the workflow as a tree: each task, its phase, output
+  kubectl treadle logs hello               # what its tasks wrote (-f follows a running one)
+  kubectl treadle ui                       # the web UI: workflows, DAGs, logs, sync jobs
+  kubectl get twf,twp                      # workflows and worker pools, as kubectl lists them
   kubectl explain twf.spec.tasks           # every field, documented
-  kubectl apply -f examples/               # the other examples
+  kubectl apply --dry-run=server -f my.yaml   # check a manifest as the operator would (argo lint)
+  kubectl create namespace examples        # the other examples, in a namespace of their own:
+  kubectl apply -n examples -f examples/   #   a 5-minute run (08) and two cron jobs (03, 09) among them
+  kubectl delete namespace examples        #   and all gone again
   tail -f .treadle/logs/operator.log       # the operator's JSON log
   make stop                                # stop the operator and Redis (and unregister them)
   make cluster-down                        # and the local cluster

@@ -219,3 +219,32 @@ def test_stop_lets_the_running_attempt_finish_and_starts_nothing_new(
     refused = crds.plugin("stop", "stopping", "-n", namespace, check=False)
     assert refused.returncode == 1
     assert "has ended already (Stopped)" in refused.stderr
+
+
+def test_an_argo_manifest_is_refused_pointing_at_the_argo_guide(
+    crds: Cluster, namespace: str
+) -> None:
+    """#32: an Argo Workflow's spec got only `unknown field "spec.templates"`."""
+    argo = {
+        "entrypoint": "main",
+        "arguments": {"parameters": [{"name": "day", "value": "2026-12-01"}]},
+        "templates": [{"name": "main", "container": {"image": "alpine", "command": ["date"]}}],
+    }
+    for kind in ("Workflow", "WorkflowTemplate"):
+        refused = crds.kubectl(
+            "apply",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            input=manifest(kind, "from-argo", argo),
+            check=False,
+        )
+        assert refused.returncode == 1
+        assert "are Argo Workflows' fields, not Treadle's" in refused.stderr
+        assert "docs/from-argo.md" in refused.stderr
+        linted = crds.kubectl(
+            "apply", "--dry-run=server", "-n", namespace, "-f", "-",
+            input=manifest(kind, "from-argo", argo), check=False,
+        )  # fmt: skip
+        assert "docs/from-argo.md" in linted.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -131,10 +132,21 @@ def test_the_operator_counts_results_dead_letters_and_finished_workflows(
 def test_the_long_run_example_stops_and_terminates_as_its_comments_say(
     crds: Cluster, operator: OperatorProcess, namespace: str
 ) -> None:
-    crds.kubectl(
-        "apply", "-n", namespace, "-f", str(REPO / "examples" / "08-stop-and-terminate.yaml")
-    )
-    crds.wait("twf/long-run", namespace, "jsonpath={.status.tasks.tick.phase}=Queued", 120)
+    example = str(REPO / "examples" / "08-stop-and-terminate.yaml")
+    crds.kubectl("apply", "-n", namespace, "-f", example)
+    crds.wait("twf/long-run", namespace, "jsonpath={.status.tasks.tick.runningItems}=0-1", 120)
+    began = time.monotonic()
+    stopped = crds.plugin("stop", "long-run", "-n", namespace, "--watch", check=False)
+    assert time.monotonic() - began < 30  # #32: it waited ~10 minutes for a 580 s task
+    assert stopped.returncode == 1
+    status = crds.get("twf", "long-run", namespace)["status"]
+    assert status["phase"] == "Stopped"
+    assert status["tasks"]["tock"]["phase"] == "Skipped"
+    assert status["tasks"]["report"]["output"] == "long-run ended Stopped"
+
+    crds.kubectl("delete", "-n", namespace, "-f", example)
+    crds.kubectl("apply", "-n", namespace, "-f", example)
+    crds.wait("twf/long-run", namespace, "jsonpath={.status.tasks.tick.runningItems}=0-1", 120)
     ended = crds.plugin("terminate", "long-run", "-n", namespace, "--watch", check=False)
     assert ended.returncode == 1
     status = crds.get("twf", "long-run", namespace)["status"]

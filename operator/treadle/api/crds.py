@@ -92,8 +92,16 @@ def _crd(
     columns: list[dict[str, Any]],
     scale: dict[str, str] | None = None,
     rules: tuple[dict[str, str], ...] = (),
+    refused: tuple[dict[str, Schema], tuple[str, str]] | None = None,
 ) -> Schema:
     spec_schema = schema_of(spec_model)
+    if refused is not None:
+        # Fields known only to be refused, with a message that says what to write instead.
+        fields, (rule, message) = refused
+        spec_schema["properties"].update(fields)
+        spec_schema.setdefault("x-kubernetes-validations", []).append(
+            {"rule": rule, "message": message}
+        )
     status_schema = None if status_model is None else schema_of(status_model)
     root: Schema = {
         "type": "object",
@@ -160,6 +168,7 @@ def definitions() -> dict[str, Schema]:
             spec_model=workflows.WorkflowSpec,
             status_model=workflows.WorkflowStatus,
             columns=workflows.PRINTER_COLUMNS,
+            refused=(workflows.ARGO_FIELDS, workflows.NOT_ARGO),
         ),
         f"{workflows.TEMPLATE_PLURAL}.{GROUP}.yaml": _crd(
             kind=workflows.TEMPLATE_KIND,
@@ -171,6 +180,7 @@ def definitions() -> dict[str, Schema]:
             spec_model=workflows.WorkflowTemplateSpec,
             status_model=None,
             columns=workflows.TEMPLATE_COLUMNS,
+            refused=(workflows.ARGO_FIELDS, workflows.NOT_ARGO),
         ),
         f"{syncjobs.PLURAL}.{GROUP}.yaml": _crd(
             kind=syncjobs.KIND,

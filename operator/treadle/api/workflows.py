@@ -41,6 +41,30 @@ TASKS_OR_TEMPLATE = (
     "set tasks (with onExit) or workflowTemplateRef (the template's are run), not both; a "
     "workflow without a template needs at least one task",
 )
+_ARGO = "Argo Workflows' field, refused: see docs/from-argo.md for Treadle's counterpart."
+ARGO_FIELDS: dict[str, dict[str, Any]] = {
+    "entrypoint": {"type": "string", "description": _ARGO},
+    "templates": {
+        "type": "array",
+        "description": _ARGO,
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+    },
+    "arguments": {
+        "type": "object",
+        "description": _ARGO,
+        "x-kubernetes-preserve-unknown-fields": True,
+    },
+}
+"""Fields of an Argo Workflow's spec that the schema knows only to refuse them with a pointer
+to their counterparts (a bare `unknown field "spec.templates"` tells a new user nothing)."""
+ARGO_DOCS = "docs/from-argo.md"
+NOT_ARGO = (
+    " && ".join(f"!has(self.{name})" for name in ARGO_FIELDS),
+    "spec.entrypoint, spec.templates and spec.arguments are Argo Workflows' fields, not "
+    "Treadle's: a Workflow's steps are spec.tasks (each a command, http or python action, with "
+    "dependsOn for the DAG) and its parameters spec.params; " + ARGO_DOCS + " maps every Argo "
+    "field to Treadle's",
+)
 EXACTLY_ONE_ACTION = (
     f"[{', '.join(f'has(self.{name})' for name in ACTIONS)}].exists_one(x, x)",
     f"a task needs exactly one action: {', '.join(ACTIONS[:-1])} or {ACTIONS[-1]}",

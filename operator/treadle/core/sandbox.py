@@ -326,6 +326,31 @@ def _method_bound(owner: Any, name: str, args: tuple[Any, ...]) -> int:
     return 0
 
 
+class TextOutput(str):
+    """A task's output that was text, not JSON, as templates see it: reading a field of it
+    fails saying so (not `'str object' has no attribute 'rows'`)."""
+
+    task: str = ""
+
+    @classmethod
+    def of(cls, task: str, text: str) -> "TextOutput":
+        made = cls(text)
+        made.task = task
+        return made
+
+    def not_json(self, field: str) -> TemplateError:
+        return TemplateError(
+            f"tasks.{self.task}.output is text, not JSON (it printed {str(self)[:60]!r}), so it "
+            f"has no field {field!r}: have the task print a JSON object (echo "
+            f"'{{\"{field}\": ...}}'), or use the text as it is"
+        )
+
+
+def _field_of_text(obj: Any, field: Any) -> bool:
+    """Whether this reads a field of a text output (`tasks.x.output.rows`, `...['rows']`)."""
+    return isinstance(obj, TextOutput) and isinstance(field, str) and not hasattr(str, field)
+
+
 class Bounded(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(_OPERATORS)
     intercepted_unops = frozenset({"-", "+"})
@@ -381,9 +406,15 @@ class Bounded(ImmutableSandboxedEnvironment):
         # param `items`, not dict.items (a forEach over it was refused as a builtin method).
         if isinstance(obj, dict) and attribute in obj:
             return obj[attribute]
+        if _field_of_text(obj, attribute):
+            raise obj.not_json(attribute)
+        if isinstance(obj, TextOutput):
+            obj = str(obj)  # its methods are str's (the allowed ones are listed by type)
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
+        if _field_of_text(obj, argument):
+            raise obj.not_json(argument)
         value = super().getitem(obj, argument)
         if isinstance(argument, slice):
             _budget().charge(value)

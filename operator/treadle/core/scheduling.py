@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from treadle.api.workflows import Task, TaskStatus
-from treadle.core import actions, reads, runs, templating, timestamps
+from treadle.core import actions, reads, runs, sandbox, templating, timestamps
 from treadle.core.messages import TaskMessage
 from treadle.core.runs import OutputId, RunState
 
@@ -19,6 +19,12 @@ MAX_FOR_EACH_ITEMS = 10_000
 
 
 FALSE_WORDS = frozenset({"false", "no", "off", "0", ""})
+
+
+def _as_seen(task: str, output: Any) -> Any:
+    """A task's output as templates see it: text is marked as its task's, so that reading a
+    field of it says the output was text, not JSON."""
+    return sandbox.TextOutput.of(task, output) if isinstance(output, str) else output
 
 
 def truthy(value: Any) -> bool:
@@ -88,7 +94,7 @@ class Run(RunState):
                 continue
             if task.for_each is None:
                 if entry.output_ref is None:
-                    outputs[task.name] = {"output": entry.output}
+                    outputs[task.name] = {"output": _as_seen(task.name, entry.output)}
                     continue
                 wanted: list[OutputId] = [(task.name, None)]
             else:
@@ -96,7 +102,9 @@ class Run(RunState):
             if all(key in stored for key in wanted):
                 values = [stored[key] for key in wanted]
                 outputs[task.name] = (
-                    {"output": values[0]} if task.for_each is None else {"outputs": values}
+                    {"output": _as_seen(task.name, values[0])}
+                    if task.for_each is None
+                    else {"outputs": values}
                 )
             else:
                 outputs[task.name] = {}

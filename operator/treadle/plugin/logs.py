@@ -40,7 +40,10 @@ def add_commands(commands: Any) -> None:
     logs.add_argument("--item", type=int, help="only this forEach child (by index)")
     logs.add_argument("--attempt", type=int, help="only this attempt (1 is the first)")
     logs.add_argument(
-        "-f", "--follow", action="store_true", help="print attempts as they end, until it ends"
+        "-f",
+        "--follow",
+        action="store_true",
+        help="follow: what running attempts wrote, every 2 s, until the workflow ends",
     )
     logs.add_argument("-o", "--output", choices=("text", "json"), default="text")
     logs.set_defaults(handler=print_logs)
