@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from support import loops
 from support.redis_server import RedisServer
 from treadle.core import tasklogs
-from treadle.core.messages import TaskMessage, TaskResult
+from treadle.core.messages import TaskMessage, TaskResult, TaskStart, decode_report
 from treadle.runtime import CancelToken
 from treadle.services import keys, queues
 from treadle.services.guards import Guards
@@ -47,8 +47,9 @@ def sample(name: str, **labels: str) -> float:
 
 
 async def results(client: aioredis.Redis) -> list[TaskResult]:
+    """The results on the stream (not the starts of long attempts)."""
     entries = await client.xrange(RESULTS)
-    return [TaskResult.decode(fields) for _, fields in entries]
+    return [TaskResult.decode(fields) for _, fields in entries if "started" not in fields]
 
 
 async def output_of(client: aioredis.Redis, result: TaskResult) -> Any:
@@ -773,3 +774,24 @@ async def test_a_running_attempts_log_is_copied_as_it_writes_and_the_copy_goes_w
     await worker.close()
     assert await client.get(final) == "first line\ndone\n"
     assert await client.get(live) is None
+
+
+async def test_a_long_attempt_is_announced_once_with_its_worker_and_a_short_one_never(
+    client: aioredis.Redis,
+) -> None:
+    """#32: how a task becomes Running without an API write per task."""
+    queue = await queue_for(client, "w1")
+    await queue.enqueue([command("long", "sleep", "1.5"), command("short", "true")])
+    worker = TaskWorker(queue, block_ms=100, start_notice_seconds=0.3, name="pool-worker-7")
+    await worker.execute(CancelToken())
+    await worker.settle()
+    await worker.close()
+    reports = [decode_report(fields) for _, fields in await client.xrange(RESULTS)]
+    starts = [r for r in reports if isinstance(r, TaskStart)]
+    assert [(s.task, s.worker, s.attempt) for s in starts] == [("long", "pool-worker-7", 1)]
+    ended = {r.task: r for r in reports if isinstance(r, TaskResult)}
+    assert {task: r.worker for task, r in ended.items()} == {
+        "long": "pool-worker-7",
+        "short": "pool-worker-7",
+    }
+    assert abs(ended["long"].started_at - starts[0].started_at) < 0.5
