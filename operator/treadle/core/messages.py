@@ -67,6 +67,17 @@ class TaskMessage:
     def key(self) -> str:
         return idempotency_key(self.workflow_uid, self.task, self.item, self.run)
 
+    def identity(self) -> dict[str, Any]:
+        """Which attempt this is, as its result and start name it."""
+        return {
+            "workflow_uid": self.workflow_uid,
+            "workflow": self.workflow,
+            "task": self.task,
+            "item": self.item,
+            "attempt": self.attempt,
+            "run": self.run,
+        }
+
     @property
     def namespace(self) -> str:
         """The workflow's namespace: its breakers and buckets are that namespace's."""
@@ -199,6 +210,11 @@ class TaskStart:
     worker: str
     started_at: float
 
+    @classmethod
+    def of(cls, message: TaskMessage, worker: str, started_at: float) -> TaskStart:
+        """The start of `message`'s attempt on `worker`."""
+        return cls(**message.identity(), worker=worker, started_at=started_at)
+
     @property
     def key(self) -> str:
         return idempotency_key(self.workflow_uid, self.task, self.item, self.run)
@@ -270,7 +286,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _result_checks(body: dict[str, Any]) -> list[tuple[str, str, bool]]:
+def _identity_checks(body: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """Which attempt a result or start is of."""
     get = body.get
     return [
         ("workflow_uid", "a string", isinstance(get("workflow_uid"), str)),
@@ -278,6 +295,14 @@ def _result_checks(body: dict[str, Any]) -> list[tuple[str, str, bool]]:
         ("task", "a string", isinstance(get("task"), str)),
         ("item", "an integer or null", get("item") is None or _is_int(get("item"))),
         ("attempt", "a positive integer", _is_int(get("attempt")) and body["attempt"] >= 1),
+        ("run", "an integer or null", get("run") is None or _is_int(get("run"))),
+    ]
+
+
+def _result_checks(body: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    get = body.get
+    return [
+        *_identity_checks(body),
         ("outcome", " or ".join(OUTCOMES), get("outcome") in OUTCOMES),
         ("error", "a string or null", get("error") is None or isinstance(get("error"), str)),
         ("started_at", "a number", _is_number(get("started_at", 0.0))),
@@ -288,7 +313,6 @@ def _result_checks(body: dict[str, Any]) -> list[tuple[str, str, bool]]:
             "a string or null",
             get("output_ref") is None or isinstance(get("output_ref"), str),
         ),
-        ("run", "an integer or null", get("run") is None or _is_int(get("run"))),
         ("log", "null", get("log") is None),
         ("log_ref", "a string or null", get("log_ref") is None or isinstance(get("log_ref"), str)),
         ("worker", "a short string or null", get("worker") is None or _is_name(get("worker"))),
@@ -302,12 +326,7 @@ def _is_name(value: Any) -> bool:
 def _start_checks(body: dict[str, Any]) -> list[tuple[str, str, bool]]:
     get = body.get
     return [
-        ("workflow_uid", "a string", isinstance(get("workflow_uid"), str)),
-        ("workflow", "a string", isinstance(get("workflow"), str)),
-        ("task", "a string", isinstance(get("task"), str)),
-        ("item", "an integer or null", get("item") is None or _is_int(get("item"))),
-        ("attempt", "a positive integer", _is_int(get("attempt")) and body["attempt"] >= 1),
-        ("run", "an integer or null", get("run") is None or _is_int(get("run"))),
+        *_identity_checks(body),
         ("worker", "a short string", _is_name(get("worker"))),
         (
             "started_at",

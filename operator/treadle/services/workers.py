@@ -119,12 +119,7 @@ def _result(
     message: TaskMessage, outcome: str, output: object, error: str | None, started: float
 ) -> TaskResult:
     return TaskResult(
-        workflow_uid=message.workflow_uid,
-        workflow=message.workflow,
-        task=message.task,
-        item=message.item,
-        attempt=message.attempt,
-        run=message.run,
+        **message.identity(),
         outcome="succeeded" if outcome == "succeeded" else "failed",
         output=output,
         # A server may echo a Secret back (`401 invalid api key <key>`): the values the
@@ -369,7 +364,9 @@ class TaskWorker:
             ]  # fmt: skip
             if not began:
                 continue
-            starts = [self._start_of(self._in_hand[entry].message, at) for entry, at in began]
+            starts = [
+                TaskStart.of(self._in_hand[entry].message, self._name, at) for entry, at in began
+            ]
             try:
                 await self.queue.announce(starts)
             except Exception:  # Redis away: told next time (or its result says it all)
@@ -381,18 +378,6 @@ class TaskWorker:
     @property
     def _name(self) -> str:
         return (self.name or self.queue.consumer)[:WORKER_NAME_LIMIT]
-
-    def _start_of(self, message: TaskMessage, began: float) -> TaskStart:
-        return TaskStart(
-            workflow_uid=message.workflow_uid,
-            workflow=message.workflow,
-            task=message.task,
-            item=message.item,
-            attempt=message.attempt,
-            run=message.run,
-            worker=self._name,
-            started_at=began,
-        )
 
     async def _watch_cancelled(self) -> None:
         """Cancels the attempts in hand of workflows that were terminated (checked every

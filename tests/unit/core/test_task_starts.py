@@ -15,16 +15,7 @@ from treadle.core.messages import MessageError, TaskMessage, TaskStart, decode_r
 
 
 def start_of(message: TaskMessage, worker: str = "pool-worker-0", at: float = 0.0) -> TaskStart:
-    return TaskStart(
-        workflow_uid=message.workflow_uid,
-        workflow=message.workflow,
-        task=message.task,
-        item=message.item,
-        attempt=message.attempt,
-        run=message.run,
-        worker=worker,
-        started_at=at or T0.timestamp() + 3,
-    )
+    return TaskStart.of(message, worker, at or T0.timestamp() + 3)
 
 
 def test_a_started_attempt_makes_its_task_running_on_its_worker_from_its_start() -> None:
