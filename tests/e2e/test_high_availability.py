@@ -33,7 +33,7 @@ def test_a_standby_pod_takes_over_from_a_killed_leader_pod_and_the_workflow_fini
         first = leader(cluster)
         log = tmp_path / "ran.log"
         cluster.kubectl("apply", "-n", "default", "-f", "-", input=chain(log, 6))
-        cluster.wait("twf/long", "default", "jsonpath={.status.tasks.t1.phase}=Queued", 120)
+        cluster.wait("twf/long", "default", "jsonpath={.status.tasks.t1.attempts}=1", 120)
         # No grace: the node agent SIGKILLs the pod's processes, as a node crash would.
         cluster.kubectl("delete", "pod", first, "-n", SYSTEM, "--grace-period=0", "--force")
         killed = time.monotonic()

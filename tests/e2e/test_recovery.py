@@ -42,7 +42,7 @@ def test_the_operator_killed_mid_run_and_restarted_finishes_with_nothing_lost_or
     log = tmp_path / "ran.log"
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=chain("survivor", log, 4))
     crds.wait(
-        "twf/survivor", namespace, "jsonpath={.status.tasks.t1.phase}=Queued", timeout_seconds=120
+        "twf/survivor", namespace, "jsonpath={.status.tasks.t1.attempts}=1", timeout_seconds=120
     )
     operator.crash_and_restart()
     crds.wait("twf/survivor", namespace, "condition=Ready", timeout_seconds=180)
@@ -56,7 +56,7 @@ def test_a_worker_pod_deleted_mid_task_loses_nothing_and_runs_nothing_twice(
     log = tmp_path / "ran.log"
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=chain("resilient", log, 3))
     crds.wait(
-        "twf/resilient", namespace, "jsonpath={.status.tasks.t1.phase}=Queued", timeout_seconds=120
+        "twf/resilient", namespace, "jsonpath={.status.tasks.t1.attempts}=1", timeout_seconds=120
     )
     # Graceful deletion: the worker finishes its in-flight task, then a new pod takes over.
     crds.kubectl(
@@ -76,7 +76,7 @@ async def test_redis_losing_all_its_data_mid_run_loses_no_task(
     log = tmp_path / "ran.log"
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=chain("amnesia", log, 4))
     crds.wait(
-        "twf/amnesia", namespace, "jsonpath={.status.tasks.t1.phase}=Queued", timeout_seconds=120
+        "twf/amnesia", namespace, "jsonpath={.status.tasks.t1.attempts}=1", timeout_seconds=120
     )
     client = aioredis.Redis.from_url(redis_server_process.url)
     await client.flushall()
@@ -103,7 +103,7 @@ def test_a_worker_process_sigkilled_mid_task_loses_nothing_and_applies_nothing_t
     script = f"echo {{task}} >> {started}; sleep 2; echo {{task}} >> {{log}}"
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=chain("killed", log, 3, script))
     crds.wait(
-        "twf/killed", namespace, "jsonpath={.status.tasks.t1.phase}=Queued", timeout_seconds=120
+        "twf/killed", namespace, "jsonpath={.status.tasks.t1.attempts}=1", timeout_seconds=120
     )
     deadline = time.monotonic() + 30
     while "t1" not in (started.read_text() if started.exists() else "").split():
