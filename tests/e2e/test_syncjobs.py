@@ -138,14 +138,17 @@ def test_a_table_held_by_a_ddl_job_makes_a_writer_wait_then_run_or_skip_after_it
         crds.kubectl("apply", "-n", namespace, "-f", "-", input=job)
     crds.plugin("sync", "run", "migrate", "-n", namespace)
     eventually(lambda: log.exists() and "migrate-start" in log.read_text(), "the migration runs")
-    crds.plugin("sync", "run", "impatient", "-n", namespace)
+    skipped = crds.plugin("sync", "run", "impatient", "-n", namespace, check=False)
+    assert skipped.returncode == 1  # sync run says what came of it
+    assert "skipped: treadle-table-warehouse.orders is held by migrate-manual-" in skipped.stdout
     impatient = eventually(
         lambda: (s := status_of(crds, namespace, "impatient")).get("lastOutcome") and s,
         "the impatient writer's outcome",
     )
     assert (impatient["lastOutcome"], impatient["lastSkipReason"]) == ("Skipped", "TableLocked")
     assert impatient["lastSkipHolder"].startswith("migrate-manual-")
-    crds.plugin("sync", "run", "writer", "-n", namespace)
+    # The writer waits for the table (up to its lockWaitSeconds), and so would `sync run`.
+    crds.plugin("sync", "run", "writer", "-n", namespace, "--timeout", "0")
     eventually(
         lambda: status_of(crds, namespace, "writer").get("attemptsInSlot") is None,
         "the writer waiting for the table",
