@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from support.cluster import Cluster
+from support.cluster import REPO, Cluster
 from support.operator import OperatorProcess
 from support.syncjobs import eventually, reasons, status_of
 
@@ -348,12 +348,18 @@ def test_a_backfill_waiting_for_a_lock_says_so_and_starts_once_the_holder_releas
     assert done["done"] == 1
 
 
-def test_a_backfills_runs_are_all_kept_whatever_the_jobs_history_limits(
+def test_a_24_slot_backfills_runs_are_all_kept_each_told_its_slot_in_its_inline_params(
     crds: Cluster, operator: OperatorProcess, namespace: str
 ) -> None:
-    """#32: a 24-slot backfill kept 5 of its runs (successfulRunsHistoryLimit), so most slots'
-    Workflows, outputs and logs were gone as soon as it ended."""
-    spec = {"tasks": [sh("fill", "echo '{\"rows\": 1}'")]}
+    """#32: examples/09's 24-slot backfill kept 5 of its runs (successfulRunsHistoryLimit), so
+    most slots' Workflows, outputs and logs were gone as soon as it ended; and `{{ slot }}` in
+    the inline spec's own params ran as that literal text."""
+    crds.kubectl("apply", "-n", namespace, "-f", str(REPO / "examples" / "00-worker-pool.yaml"))
+    crds.wait("twp/default", namespace, "condition=Ready", timeout_seconds=120)
+    spec = {
+        "params": {"when": "{{ slot }}"},
+        "tasks": [sh("fill", 'echo \'{"slot": "{{ params.when }}"}\'')],
+    }
     job = {
         "schedule": "0 * * * *",
         "successfulRunsHistoryLimit": 1,
@@ -362,18 +368,24 @@ def test_a_backfills_runs_are_all_kept_whatever_the_jobs_history_limits(
     }
     apply(crds, namespace, manifest("SyncJob", "history", job))
     hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    first = backfill(crds, namespace, *hours_ago(hour, 7, 1), "--parallel", "3", "--watch")
-    assert first.returncode == 0, first.stderr
+    day = backfill(crds, namespace, *hours_ago(hour, 25, 1), "--parallel", "8", "--watch")
+    assert day.returncode == 0, day.stderr
+    assert day.stdout.splitlines()[-1].startswith("Complete: 24/24 slots: 24 succeeded")
     crds.plugin("sync", "run", "history", "-n", namespace)
     eventually(
         lambda: status_of(crds, namespace, "history").get("lastOutcome") == "Succeeded",
         "the run by hand succeeded (and pruned the job's history)",
     )
-    kept = sorted(w["metadata"]["name"] for w in run_workflows(crds, namespace, "history"))
-    assert len([n for n in kept if n.endswith("-b1")]) == 6, kept
-    assert len([n for n in kept if "-manual-" in n]) == 1
-    second = backfill(crds, namespace, *hours_ago(hour, 2, 1), "--rerun", "--watch")
-    assert second.returncode == 0, second.stderr
+    kept = run_workflows(crds, namespace, "history")
+    filled = [w for w in kept if w["metadata"]["name"].endswith("-b1")]
+    assert len(filled) == 24
+    for run in filled:  # each run's slot, rendered in its own params and its task's output
+        slot = run["metadata"]["annotations"]["treadle.dev/slot"]
+        assert run["spec"]["params"]["when"] == slot
+        assert run["status"]["tasks"]["fill"]["output"] == {"slot": slot}
+    assert len([w for w in kept if "-manual-" in w["metadata"]["name"]]) == 1
+    again = backfill(crds, namespace, *hours_ago(hour, 2, 1), "--rerun", "--watch")
+    assert again.returncode == 0, again.stderr
     left = sorted(w["metadata"]["name"] for w in run_workflows(crds, namespace, "history"))
     assert [n for n in left if "-b" in n] == [
         n for n in left if n.endswith("-b2")
