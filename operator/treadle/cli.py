@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import treadle
-from treadle.core.pools import WORKER_NAME_ENV
+from treadle.core.workerpods import WORKER_NAME_ENV
 
 
 def _operator(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ from support.cluster import REPO, Cluster
 from treadle.api import policies
 from treadle.api.syncjobs import SyncJobSpec
 from treadle.api.workflows import Workers
-from treadle.services import kube, runs
+from treadle.core import workerpods
+from treadle.services import runs
 
 CHART = REPO / "charts" / "treadle"
 SERVICE_ACCOUNT = "treadle"
@@ -265,7 +266,7 @@ def test_a_restricted_namespace_admits_every_pod_treadle_creates(
 ) -> None:
     crds.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     crds.kubectl("create", "serviceaccount", SERVICE_ACCOUNT, "-n", namespace)
-    worker = kube.worker_pod(
+    worker = workerpods.workflow_pod(
         workflow_name="wf", namespace=namespace, uid="u", pool="wf-u", index=0,
         spec=Workers(), default_image="treadle:dev", secret_refs=[("api", "token")],
         metrics_port=9091,

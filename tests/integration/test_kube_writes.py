@@ -9,6 +9,7 @@ import json
 from lightkube import AsyncClient, KubeConfig
 
 from support.cluster import Cluster
+from treadle.core import workerpods
 from treadle.core.patches import merge_patch
 from treadle.services import kube
 
@@ -118,7 +119,7 @@ async def test_a_worker_pod_made_from_an_earlier_workers_spec_is_replaced(
 
     def pod(value: str) -> dict[str, object]:
         workers = Workers.model_validate({"env": [{"name": "MODE", "value": value}]})
-        return kube.worker_pod(
+        return workerpods.workflow_pod(
             workflow_name="wf", namespace=namespace, uid="u", pool="wf-u", index=0,
             spec=workers, default_image="treadle:dev",
         )  # fmt: skip

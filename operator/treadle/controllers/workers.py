@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from lightkube import AsyncClient
 
 from treadle.api.workflows import WorkflowSpec, WorkflowStatus
-from treadle.core import engine, notices
+from treadle.core import engine, notices, workerpods
 from treadle.core.messages import TaskResult
 from treadle.core.pools import is_shared, pool_name
 from treadle.services import kube, pool_users
@@ -79,7 +79,7 @@ class WorkerOwner:
         workers = spec.workers
         refs = engine.secret_refs(spec)
         pods = [
-            kube.worker_pod(
+            workerpods.workflow_pod(
                 workflow_name=who.name,
                 namespace=who.namespace,
                 uid=who.uid,

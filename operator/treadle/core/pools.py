@@ -19,25 +19,16 @@ from treadle.api import GROUP, VERSION, pools
 from treadle.api.base import Condition
 from treadle.api.pools import WorkerPoolSpec, WorkerPoolStatus
 from treadle.api.workflows import Task, WorkflowSpec
-from treadle.core import conditions, podspecs
+from treadle.core import conditions, podspecs, workerpods
 
 POOL_LABEL = f"{GROUP}/pool"
 """On a pool's Deployment and pods: the pool's name."""
-COMPONENT_LABEL = "app.kubernetes.io/component"
 SECRETS_DIR = "/var/run/treadle/secrets"
 """Where a pool's pods find its Secrets: `<dir>/<secret>/<key>`."""
 GRACE_MARGIN_SECONDS = 30
 """Added to `maxTaskSeconds` for the pods' termination grace: the worker's own shutdown."""
 URL_ANNOTATION = f"{GROUP}/redis-url-digest"
-WORKER_NAME_ENV = "TREADLE_WORKER_NAME"
-WORKER_NAME_VARIABLE = {
-    "name": WORKER_NAME_ENV,
-    "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
-}
-"""A worker learns its pod's name from the downward API: the name status shows it by."""
 """On a pool's pod template: a digest of its workers' Redis URL (never the URL itself)."""
-REDIS_SECRET = "treadle-redis"
-"""The namespace's Secret of worker URLs, one key per pool (see services.kube)."""
 
 
 def shared_pool(namespace: str, name: str) -> str:
@@ -262,43 +253,33 @@ def deployment(
     `maxTaskSeconds` to finish what they hold when told to stop (rollout, scale-down).
     `url_digest` (a digest of the workers' Redis URL) is on the pod template, so a Redis that
     moved rolls the workers onto its new address."""
-    pool = shared_pool(namespace, name)
-    command = [
-        "treadle",
-        "worker",
-        f"--pool={pool}",
-        f"--concurrency={spec.slots_per_worker}",
-        f"--reap-idle-seconds={spec.redeliver_after_seconds}",
-        f"--drain-seconds={spec.max_task_seconds}",
-    ]
-    annotations: dict[str, str] = {URL_ANNOTATION: url_digest} if url_digest else {}
-    if metrics_port:
-        command.append(f"--metrics-address=0.0.0.0:{metrics_port}")
-        annotations |= {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port)}
-    env: list[dict[str, Any]] = [
-        {
-            "name": "TREADLE_REDIS_URL",
-            "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": pool}},
-        },
-        {"name": "TREADLE_SECRETS_DIR", "value": SECRETS_DIR},
-        WORKER_NAME_VARIABLE,
-        *({"name": variable.name, "value": variable.value} for variable in spec.env),
-    ]
-    container: dict[str, Any] = {
-        "name": "worker",
-        "image": spec.image or default_image,
-        "command": command,
-        "env": env,
-        "volumeMounts": [
+    worker = workerpods.container(
+        pool=shared_pool(namespace, name),
+        image=spec.image or default_image,
+        flags=[
+            f"--concurrency={spec.slots_per_worker}",
+            f"--reap-idle-seconds={spec.redeliver_after_seconds}",
+            f"--drain-seconds={spec.max_task_seconds}",
+        ],
+        env=[
+            {"name": "TREADLE_SECRETS_DIR", "value": SECRETS_DIR},
+            *({"name": variable.name, "value": variable.value} for variable in spec.env),
+        ],
+        resources=spec.resources,
+        metrics_port=metrics_port,
+        mounts=[
             {"name": f"secret-{index}", "mountPath": f"{SECRETS_DIR}/{secret}", "readOnly": True}
             for index, secret in enumerate(spec.secrets)
         ],
+    )
+    annotations = workerpods.metrics_annotations(metrics_port)
+    if url_digest:
+        annotations[URL_ANNOTATION] = url_digest
+    labels = {
+        POOL_LABEL: name,
+        workerpods.COMPONENT_LABEL: "worker",
+        "app.kubernetes.io/name": "treadle",
     }
-    if spec.resources:
-        container["resources"] = spec.resources
-    if metrics_port:
-        container["ports"] = [{"name": "metrics", "containerPort": metrics_port}]
-    labels = {POOL_LABEL: name, COMPONENT_LABEL: "worker", "app.kubernetes.io/name": "treadle"}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -333,7 +314,7 @@ def deployment(
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": spec.max_task_seconds + GRACE_MARGIN_SECONDS,
                     "securityContext": podspecs.restricted_pod_context(),
-                    "containers": [podspecs.restricted_container(container)],
+                    "containers": [worker],
                     "volumes": [
                         {"name": f"secret-{index}", "secret": {"secretName": secret}}
                         for index, secret in enumerate(spec.secrets)

@@ -8,10 +8,8 @@ token: they need nothing from the API server, only Redis.
 from __future__ import annotations
 
 import base64
-import hashlib
-import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,8 +20,7 @@ from lightkube.resources.core_v1 import Pod, Secret
 from lightkube.types import PatchType
 
 from treadle.api import GROUP, VERSION, syncjobs, workflows
-from treadle.core import delegation, podspecs, pools
-from treadle.core.messages import secret_env_name
+from treadle.core import delegation, workerpods
 
 Workflow = create_namespaced_resource(GROUP, VERSION, workflows.KIND, workflows.PLURAL)
 SyncJob = create_namespaced_resource(GROUP, VERSION, syncjobs.KIND, syncjobs.PLURAL)
@@ -31,10 +28,10 @@ WorkflowTemplate = create_namespaced_resource(
     GROUP, VERSION, workflows.TEMPLATE_KIND, workflows.TEMPLATE_PLURAL
 )
 
-REDIS_SECRET = "treadle-redis"
-LABEL_WORKFLOW = f"{GROUP}/workflow"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-SPEC_DIGEST = f"{GROUP}/spec-digest"
+REDIS_SECRET = workerpods.REDIS_SECRET
+LABEL_WORKFLOW = workerpods.WORKFLOW_LABEL
+LABEL_COMPONENT = workerpods.COMPONENT_LABEL
+SPEC_DIGEST = workerpods.SPEC_DIGEST
 """A worker pod's annotation: a digest of what it was made from."""
 FIELD_MANAGER = "treadle-operator"
 
@@ -198,89 +195,6 @@ async def ensure_random_secret(api: AsyncClient, namespace: str, name: str, key:
             return False
         raise
     return True
-
-
-def worker_pod(
-    *,
-    workflow_name: str,
-    namespace: str,
-    uid: str,
-    pool: str,
-    index: int,
-    spec: workflows.Workers,
-    default_image: str,
-    secret_refs: Sequence[tuple[str, str]] = (),
-    metrics_port: int = 0,
-) -> dict[str, Any]:
-    """A worker pod of one workflow, owned by it (garbage-collected with it).  `secret_refs`
-    are the (Secret, key) pairs its HTTP headers read, passed in as environment variables;
-    with a `metrics_port` the worker serves Prometheus metrics there."""
-    command = ["treadle", "worker", f"--pool={pool}"]
-    command.append(f"--reap-idle-seconds={spec.redeliver_after_seconds}")
-    annotations: dict[str, str] = {}
-    if metrics_port:
-        command.append(f"--metrics-address=0.0.0.0:{metrics_port}")
-        annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(metrics_port)}
-    container: dict[str, Any] = {
-        "name": "worker",
-        "image": spec.image or default_image,
-        "command": command,
-        "env": [
-            {
-                "name": "TREADLE_REDIS_URL",
-                "valueFrom": {"secretKeyRef": {"name": REDIS_SECRET, "key": pool}},
-            },
-            pools.WORKER_NAME_VARIABLE,
-            *(
-                {
-                    "name": secret_env_name(secret, key),
-                    "valueFrom": {"secretKeyRef": {"name": secret, "key": key}},
-                }
-                for secret, key in secret_refs
-            ),
-            *(spec.env or []),
-        ],
-    }
-    container = podspecs.restricted_container(container)
-    if spec.resources:
-        container["resources"] = spec.resources
-    if metrics_port:
-        container["ports"] = [{"name": "metrics", "containerPort": metrics_port}]
-    # What the pod was made from: a pod made from an earlier spec (a suspended workflow's
-    # `workers` edited) is replaced, not kept.
-    made_from = json.dumps([container, spec.image], sort_keys=True, default=str)
-    annotations[SPEC_DIGEST] = hashlib.sha256(made_from.encode()).hexdigest()[:16]
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": f"{workflow_name}-worker-{index}",
-            "namespace": namespace,
-            "annotations": annotations,
-            "labels": {
-                LABEL_WORKFLOW: workflow_name,
-                LABEL_COMPONENT: "worker",
-                "app.kubernetes.io/name": "treadle",
-            },
-            "ownerReferences": [
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": workflows.KIND,
-                    "name": workflow_name,
-                    "uid": uid,
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
-        "spec": {
-            "restartPolicy": "Always",
-            "automountServiceAccountToken": False,
-            "terminationGracePeriodSeconds": 30,
-            "securityContext": podspecs.restricted_pod_context(),
-            "containers": [container],
-        },
-    }
 
 
 @dataclass(frozen=True)
