@@ -16,8 +16,7 @@ from support.cluster import REPO, Cluster
 from treadle.api import policies
 from treadle.api.syncjobs import SyncJobSpec
 from treadle.api.workflows import Workers
-from treadle.core import workerpods
-from treadle.services import runs
+from treadle.core import runbodies, workerpods
 
 CHART = REPO / "charts" / "treadle"
 SERVICE_ACCOUNT = "treadle"
@@ -277,8 +276,8 @@ def test_a_restricted_namespace_admits_every_pod_treadle_creates(
             "template": {"spec": {"containers": [{"name": "s", "image": "x"}]}},
         }
     )
-    run = runs.run_pod(
-        runs.NewRun(
+    run = runbodies.run_pod(
+        runbodies.NewRun(
             job="j", namespace=namespace, uid="u", spec=job, name="j-1", slot=datetime.now(UTC),
             locks=[],
         )

@@ -18,7 +18,7 @@ from lightkube.types import PatchType
 from support.cluster import Cluster
 from treadle.controllers.jobs import Attempt
 from treadle.controllers.scheduler import NEVER, Scheduler
-from treadle.core import admission, slots
+from treadle.core import admission, runbodies, slots
 from treadle.runtime import CancelToken
 from treadle.services import kube, runs
 
@@ -142,7 +142,7 @@ async def test_a_lapsed_lock_whose_run_still_lives_goes_to_no_other_run(
         leaseTransitions=3,
     )  # fmt: skip
     await api.create(Lease(metadata=ObjectMeta(name=LOCK, namespace=namespace), spec=spec))
-    labels = {kube.LABEL_COMPONENT: "sync-run", runs.LABEL_HOLDER: first}
+    labels = {kube.LABEL_COMPONENT: "sync-run", runbodies.LABEL_HOLDER: first}
     pod = Pod(
         metadata=ObjectMeta(name=first, namespace=namespace, labels=labels),
         spec={"nodeName": "nowhere", "containers": [{"name": "sync", "image": "x"}]},

@@ -36,7 +36,17 @@ from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
 from treadle.api.syncjobs import SyncJobSpec
 from treadle.controllers import metrics
 from treadle.controllers.jobs import Attempt, Job, WriterAwareLocks
-from treadle.core import admission, backfills, gates, patches, slots, syncs, templating, timestamps
+from treadle.core import (
+    admission,
+    backfills,
+    gates,
+    patches,
+    runbodies,
+    slots,
+    syncs,
+    templating,
+    timestamps,
+)
 from treadle.runtime import CancelToken, Directive, Notify
 from treadle.services import events, kube, runs
 from treadle.services.leases import LeaseStore
@@ -333,9 +343,9 @@ class Scheduler:
     def _holder(self, job: Job, attempt: Attempt, name: str) -> str:
         """Who the attempt's locks are held for: the run alone, or the runs sharing them."""
         if attempt.backfill:
-            return runs.holder_name(job.name, f"backfill-{attempt.backfill}")
+            return runbodies.holder_name(job.name, f"backfill-{attempt.backfill}")
         if job.spec.concurrency_policy == "Allow":
-            return runs.holder_name(job.name, "runs")
+            return runbodies.holder_name(job.name, "runs")
         return name
 
     async def _attempt(self, job: Job, attempt: Attempt) -> datetime | None:
@@ -343,7 +353,7 @@ class Scheduler:
         (a skip's retry, or a moment after an error)."""
         slot, manual = attempt.slot, attempt.manual
         moment = self.clock() if manual else slot.start
-        name = runs.run_name(job.name, moment, manual=manual, backfill=attempt.backfill)
+        name = runbodies.run_name(job.name, moment, manual=manual, backfill=attempt.backfill)
         holder = self._holder(job, attempt, name)
         store = self._store(job)
         try:
@@ -360,11 +370,11 @@ class Scheduler:
                 passed = result.held
             metrics.SYNC_LOCK_WAIT_SECONDS.observe(waited)
             now = self.clock()
-            kind = runs.WORKFLOW if job.spec.workflow is not None else runs.POD
+            kind = runbodies.WORKFLOW if job.spec.workflow is not None else runbodies.POD
             try:
                 await self._template_unchanged(job)
-                body = runs.run_body(
-                    runs.NewRun(
+                body = runbodies.run_body(
+                    runbodies.NewRun(
                         job=job.name,
                         namespace=job.namespace,
                         uid=job.uid,
@@ -459,7 +469,7 @@ class Scheduler:
         await self._tell(job, "Warning", "Failed", message)
         if attempt.backfill:
             status = backfills.started(
-                job.spec, job.status, attempt.slot, now=now, run=name, kind=runs.WORKFLOW,
+                job.spec, job.status, attempt.slot, now=now, run=name, kind=runbodies.WORKFLOW,
                 holder=name,
             )  # fmt: skip
         else:
@@ -653,7 +663,7 @@ class Scheduler:
         name, kind = str(run["name"]), str(run.get("kind") or "Pod")
         await runs.stop_run(self.api, job.namespace, name, kind)
         job.stopping[name] = why
-        if kind != runs.WORKFLOW:
+        if kind != runbodies.WORKFLOW:
             await self._finish(job, run, now, succeeded=False, why=why)
 
     async def _finish(
@@ -686,7 +696,7 @@ class Scheduler:
             keep_succeeded=job.spec.successful_runs_history_limit,
             keep_failed=job.spec.failed_runs_history_limit,
             keep_backfills_from=backfills.kept_from(job.spec, job.status),
-            kinds=(str(run.get("kind") or runs.POD),),
+            kinds=(str(run.get("kind") or runbodies.POD),),
         )
         job.due = None
 

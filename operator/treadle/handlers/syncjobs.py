@@ -26,10 +26,10 @@ from treadle.api import (
 )
 from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
 from treadle.controllers import access, metrics
-from treadle.core import admission
+from treadle.core import admission, runbodies
 from treadle.handlers.registry import registry
 from treadle.runtime.offload import offload
-from treadle.services import kube, runs
+from treadle.services import kube
 
 
 @kopf.on.create(GROUP, VERSION, syncjobs.PLURAL, registry=registry)
@@ -116,14 +116,14 @@ async def syncjob_gone(type: str | None, meta: kopf.Meta, memo: kopf.Memo, **_: 
 @kopf.on.event(
     "v1",
     "pods",
-    labels={runs.LABEL_SYNCJOB: kopf.PRESENT, kube.LABEL_COMPONENT: "sync-run"},
+    labels={runbodies.LABEL_SYNCJOB: kopf.PRESENT, kube.LABEL_COMPONENT: "sync-run"},
     registry=registry,
 )
 @kopf.on.event(
     GROUP,
     VERSION,
     workflows.PLURAL,
-    labels={runs.LABEL_SYNCJOB: kopf.PRESENT, kube.LABEL_COMPONENT: "sync-run"},
+    labels={runbodies.LABEL_SYNCJOB: kopf.PRESENT, kube.LABEL_COMPONENT: "sync-run"},
     registry=registry,
 )
 async def run_changed(
@@ -133,9 +133,11 @@ async def run_changed(
     scheduler = getattr(memo, "scheduler", None)
     if scheduler is None:
         return
-    kind = runs.WORKFLOW if body.get("kind") == workflows.KIND else runs.POD
+    kind = runbodies.WORKFLOW if body.get("kind") == workflows.KIND else runbodies.POD
     phase = (
-        None if type == "DELETED" else runs.phase_of(kind, (body.get("status") or {}).get("phase"))
+        None
+        if type == "DELETED"
+        else runbodies.phase_of(kind, (body.get("status") or {}).get("phase"))
     )
     _tell_owner(scheduler, meta, phase)
 

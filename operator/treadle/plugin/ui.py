@@ -30,9 +30,9 @@ from lightkube import ApiError, AsyncClient, Client
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Namespace, Pod
 
+from treadle.core.runbodies import LABEL_SYNCJOB
 from treadle.plugin import flags, logs, pages, syncjobs
 from treadle.services import kube
-from treadle.services.runs import LABEL_SYNCJOB
 
 COOKIE = "treadle_ui"
 MAX_LISTED = 500

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from treadle.api.syncjobs import SyncJobSpec
-from treadle.core import admission, backfills, slots, slotsets, syncruns, syncs
-from treadle.services import runs
+from treadle.core import admission, backfills, runbodies, slots, slotsets, syncruns, syncs
 
 CREATED = datetime(2025, 1, 1, tzinfo=UTC)
 HOURLY = slots.Schedule("0 * * * *")
@@ -300,7 +299,7 @@ def test_a_rerun_runs_succeeded_slots_too_and_a_cancel_starts_nothing_more() -> 
 
 
 def test_a_runs_workflow_has_the_slot_and_fencing_token_in_its_params() -> None:
-    body = runs.run_body(runs.NewRun(
+    body = runbodies.run_body(runbodies.NewRun(
         job="etl", namespace="ns", uid="u", spec=job(), name="etl-20251015100000",
         slot=at(10), locks=[("treadle-pipeline-etl", 7)], holder="etl-20251015100000",
     ))  # fmt: skip
@@ -312,7 +311,7 @@ def test_a_runs_workflow_has_the_slot_and_fencing_token_in_its_params() -> None:
         "spec": {"workerPool": "p", "params": {"n": 1}, "tasks": TEMPLATE["tasks"]},
         "params": {"token": "{{ fencing_token }}", "for": "{{ job }}@{{ slot }}"},
     })  # fmt: skip
-    spec = runs.run_workflow(runs.NewRun(
+    spec = runbodies.run_workflow(runbodies.NewRun(
         job="etl", namespace="ns", uid="u", spec=inline, name="n", slot=at(10),
         locks=[("treadle-pipeline-etl", 7)],
     ))["spec"]  # fmt: skip

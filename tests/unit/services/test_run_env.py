@@ -6,8 +6,7 @@ import json
 from datetime import UTC, datetime
 
 from treadle.api.syncjobs import SyncJobSpec
-from treadle.core import admission
-from treadle.services import runs
+from treadle.core import admission, runbodies
 
 SLOT = datetime(2026, 12, 3, 2, 0, tzinfo=UTC)
 JOB = SyncJobSpec.model_validate(
@@ -27,8 +26,8 @@ JOB = SyncJobSpec.model_validate(
 
 def test_every_container_gets_the_slot_and_the_fencing_tokens() -> None:
     locks = [("treadle-pipeline-orders", 7), ("treadle-table-warehouse.orders", 3)]
-    pod = runs.run_pod(
-        runs.NewRun(
+    pod = runbodies.run_pod(
+        runbodies.NewRun(
             job="orders", namespace="ns", uid="u", spec=JOB, name="orders-1", slot=SLOT, locks=locks
         )
     )
