@@ -64,13 +64,13 @@ def _worker_logging(log_format: str) -> None:
 def _worker(args: argparse.Namespace) -> int:
     import signal
 
-    from treadle.services import workers
+    from treadle.worker import serving
 
     if not args.redis_url:
         print("treadle worker: set --redis-url or TREADLE_REDIS_URL", file=sys.stderr)
         return 2
     # Read once: task code (a `python:` callable runs in this process) finds no credentials
-    # in the environment, and commands get none (services/actions.HIDDEN_ENV).
+    # in the environment, and commands get none (worker/runners.HIDDEN_ENV).
     os.environ.pop("TREADLE_REDIS_URL", None)
     _worker_logging(args.log_format)
     if args.metrics_address:
@@ -78,7 +78,7 @@ def _worker(args: argparse.Namespace) -> int:
 
         host, _, port = args.metrics_address.rpartition(":")
         prometheus_client.start_http_server(int(port), addr=host or "0.0.0.0")
-    options = workers.WorkerOptions(
+    options = serving.WorkerOptions(
         redis_url=args.redis_url,
         pool=args.pool,
         consumer=args.consumer,
@@ -94,7 +94,7 @@ def _worker(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await workers.serve(options, stop)
+        await serving.serve(options, stop)
 
     asyncio.run(main())
     return 0

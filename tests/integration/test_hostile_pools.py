@@ -14,7 +14,7 @@ from treadle.core.messages import TaskMessage, TaskResult
 from treadle.runtime import CancelToken
 from treadle.services import keys, queues
 from treadle.services.results import ResultStream
-from treadle.services.workers import TaskWorker
+from treadle.worker.serving import TaskWorker
 
 HOSTILE, PEACEFUL = "hostile", "peaceful"
 SERVED: dict[str, dict[str, set[str] | None]] = {HOSTILE: {"h": None}, PEACEFUL: {"p": None}}

@@ -18,7 +18,7 @@ from support.redis_server import RedisServer
 from treadle.core.messages import TaskMessage
 from treadle.services import keys, pool_users, queues
 from treadle.services.results import ResultStream
-from treadle.services.workers import WorkerOptions, serve
+from treadle.worker.serving import WorkerOptions, serve
 
 POOL, OTHER = "wf-mine", "wf-theirs"
 UID = "uid-mine"
@@ -203,7 +203,7 @@ async def test_a_worker_that_redis_does_not_know_yet_waits_for_its_user_instead_
             if "no Redis yet" in record.getMessage():
                 refused.set()
 
-    handler, workers_log = Refusals(), logging.getLogger("treadle.services.workers")
+    handler, workers_log = Refusals(), logging.getLogger("treadle.worker.serving")
     workers_log.addHandler(handler)
     stop = asyncio.Event()
     options = WorkerOptions(url_of(users, redis_server_process, POOL), POOL, "early")

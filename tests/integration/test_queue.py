@@ -20,7 +20,7 @@ from treadle.runtime import CancelToken
 from treadle.services import keys, queues
 from treadle.services.guards import Guards
 from treadle.services.results import QueueDepth, ResultStream
-from treadle.services.workers import Reaper, TaskWorker, WorkerOptions, serve
+from treadle.worker.serving import Reaper, TaskWorker, WorkerOptions, serve
 
 POOL = "test-pool"
 RESULTS = keys.results_stream(POOL)

@@ -9,7 +9,7 @@ from prometheus_client import REGISTRY
 
 import treadle.controllers.metrics
 import treadle.runtime.listeners
-import treadle.services.worker_metrics  # noqa: F401 (registers the worker's metrics)
+import treadle.worker.metrics  # noqa: F401 (registers the worker's metrics)
 from support.cluster import REPO
 
 SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")

@@ -10,7 +10,7 @@ import pytest
 from treadle.api import workflows
 from treadle.core import actions
 from treadle.core.actions import ActionKind
-from treadle.services import actions as runners
+from treadle.worker import runners
 
 SAMPLES = {
     "command": {"args": ["echo", "{{ params.x }}"]},

@@ -4,7 +4,7 @@ and KINDS lists each once; everything else asks this registry, never a kind's na
 
 The kinds' spec models are the Task fields of treadle.api.workflows (ACTIONS), since the CRD
 schema is generated from those models.  Adding a kind: its model and Task field, a module
-here, its line in KINDS, its runner in treadle.services.actions.  tests/unit/core/test_actions
+here, its line in KINDS, its runner in treadle.worker.runners.  tests/unit/core/test_actions
 fails when one part is missing.
 """
 

@@ -15,7 +15,7 @@ class ActionKind(ABC):
     """The Task field it is (treadle.api.workflows.ACTIONS) and its key in a task message."""
     runner: ClassVar[str]
     """`module:function` of the coroutine the worker runs it with, `(spec, attempt) -> output`
-    (treadle.services.actions resolves it)."""
+    (treadle.worker.runners resolves it)."""
 
     @abstractmethod
     def templates(self, spec: Any, path: str) -> Iterator[tuple[str, str]]:

@@ -12,7 +12,7 @@ from treadle.core.actions._base import ActionKind
 
 class Command(ActionKind):
     name = "command"
-    runner = "treadle.services.actions:run_command"
+    runner = "treadle.worker.runners:run_command"
 
     def templates(self, spec: CommandAction, path: str) -> Iterator[tuple[str, str]]:
         for number, arg in enumerate(spec.args):

@@ -17,7 +17,7 @@ from treadle.core.actions._base import ActionKind, render_strings, strings_in
 
 class Http(ActionKind):
     name = "http"
-    runner = "treadle.services.actions:run_http"
+    runner = "treadle.worker.runners:run_http"
 
     def templates(self, spec: HttpAction, path: str) -> Iterator[tuple[str, str]]:
         yield f"{path}.url", spec.url

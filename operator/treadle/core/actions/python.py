@@ -12,7 +12,7 @@ from treadle.core.actions._base import ActionKind, render_strings, strings_in
 
 class Python(ActionKind):
     name = "python"
-    runner = "treadle.services.actions:run_python"
+    runner = "treadle.worker.runners:run_python"
 
     def templates(self, spec: PythonAction, path: str) -> Iterator[tuple[str, str]]:
         yield from strings_in(spec.kwargs, f"{path}.kwargs")

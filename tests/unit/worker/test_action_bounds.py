@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from treadle.services import actions
+from treadle.worker import runners as actions
 
 
 def attempt(timeout_seconds: float) -> actions.Attempt:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import pytest
 
-from treadle.services import interrupts
+from treadle.worker import interrupts
 
 
 def spinner(stopped: list[str]) -> Callable[[], None]:
@@ -46,7 +46,7 @@ def test_the_watchdog_kills_a_process_whose_event_loop_stops_beating() -> None:
     to another worker while it still ran.  Now the frozen worker is killed first."""
     frozen = (
         "import asyncio, time\n"
-        "from treadle.services import interrupts\n"
+        "from treadle.worker import interrupts\n"
         "async def main():\n"
         "    dog = interrupts.Watchdog(0.5)\n"
         "    dog.start()\n"
@@ -68,7 +68,7 @@ def test_the_watchdog_kills_a_process_whose_event_loop_stops_beating() -> None:
 def test_a_beating_process_is_left_alone_and_its_watchdog_ends_with_it() -> None:
     alive = (
         "import asyncio\n"
-        "from treadle.services import interrupts\n"
+        "from treadle.worker import interrupts\n"
         "async def main():\n"
         "    dog = interrupts.Watchdog(0.4)\n"
         "    dog.start()\n"

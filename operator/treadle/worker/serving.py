@@ -26,9 +26,9 @@ from treadle.core import redaction, tasklogs
 from treadle.core.messages import WORKER_NAME_LIMIT, TaskMessage, TaskResult, TaskStart
 from treadle.core.tasklogs import LogTail
 from treadle.runtime import Backoff, CancelToken, Directive, checkpoint
-from treadle.services import actions, interrupts, worker_metrics
 from treadle.services.guards import BreakerSettings, Guards, RateSettings
 from treadle.services.queues import Delivery, TaskQueue, is_missing_group
+from treadle.worker import interrupts, metrics, runners
 
 if TYPE_CHECKING:
     import aiohttp  # imported when the first http task runs: a worker starts in half the time
@@ -72,37 +72,37 @@ async def run_attempt(
         limit = RateSettings(float(rate["perSecond"]), int(rate.get("burst", 1)))
         # The shared bucket says how long until a token is due; no event announces it.
         while (wait := await guards.take(namespace, target, limit)) > 0:
-            worker_metrics.RATE_LIMIT_WAIT_SECONDS.labels(target=target).inc(wait)
+            metrics.RATE_LIMIT_WAIT_SECONDS.labels(target=target).inc(wait)
             await asyncio.sleep(wait)
     started = time.time()
     if breaker_settings and guards and not await guards.admit(namespace, target, breaker_settings):
-        worker_metrics.FAIL_FAST.labels(target=target).inc()
+        metrics.FAIL_FAST.labels(target=target).inc()
         return _result(message, "failed", None, f"circuit open for {target}: failing fast", started)
     result = await _act(message, session, started, LogTail() if log is None else log)
     kind = next(iter(message.action), "unknown")
-    worker_metrics.TASKS.labels(action=kind, outcome=result.outcome).inc()
-    worker_metrics.TASK_SECONDS.labels(action=kind).observe(time.time() - started)
+    metrics.TASKS.labels(action=kind, outcome=result.outcome).inc()
+    metrics.TASK_SECONDS.labels(action=kind).observe(time.time() - started)
     if breaker_settings and guards:
         succeeded = result.outcome == "succeeded"
         failures = await guards.record(namespace, target, succeeded, breaker_settings)
         if failures == breaker_settings.failure_threshold:
-            worker_metrics.BREAKER_OPEN.labels(target=target).inc()
+            metrics.BREAKER_OPEN.labels(target=target).inc()
     return result
 
 
 async def _act(message: TaskMessage, session: Session, started: float, log: LogTail) -> TaskResult:
-    attempt = actions.Attempt(message.timeout_seconds, message.key, session, log)
+    attempt = runners.Attempt(message.timeout_seconds, message.key, session, log)
     result = await _outcome(message, attempt, started)
     if not len(attempt.log) and not attempt.log.dropped:
         return result
-    return dataclasses.replace(result, log=attempt.log.text(actions.secret_values()))
+    return dataclasses.replace(result, log=attempt.log.text(runners.secret_values()))
 
 
-async def _outcome(message: TaskMessage, attempt: actions.Attempt, started: float) -> TaskResult:
+async def _outcome(message: TaskMessage, attempt: runners.Attempt, started: float) -> TaskResult:
     try:
         kind, spec = next(iter(message.action.items()))
-        output = await actions.runner(kind)(spec, attempt)
-    except actions.ActionFailed as error:
+        output = await runners.runner(kind)(spec, attempt)
+    except runners.ActionFailed as error:
         failed = _result(message, "failed", None, str(error), started)
         if error.cause is None:
             return failed
@@ -126,7 +126,7 @@ def _result(
         # worker holds are masked, as in logs, before the error reaches status and Events.
         error=None
         if error is None
-        else redaction.redact(tasklogs.mask(error, actions.secret_values())),
+        else redaction.redact(tasklogs.mask(error, runners.secret_values())),
         started_at=started,
         finished_at=time.time(),
     )
@@ -235,7 +235,7 @@ class TaskWorker:
         succeeded = await self.queue.already_settled(deliveries)
         skipped = [d for d, done in zip(deliveries, succeeded, strict=True) if done]
         self.skipped += len(skipped)
-        worker_metrics.DUPLICATES.inc(len(skipped))
+        metrics.DUPLICATES.inc(len(skipped))
         self._ended.extend((d, None) for d in skipped)
         for delivery, done in zip(deliveries, succeeded, strict=True):
             if not done:
@@ -266,7 +266,7 @@ class TaskWorker:
             # Its workflow was terminated: no one waits for a result; the message goes.
             self._cancelling.discard(delivery.id)
             self.cancelled += 1
-            worker_metrics.CANCELLED.inc()
+            metrics.CANCELLED.inc()
             self._ended.append((delivery, None))
             self._flush_soon()
             return
@@ -341,7 +341,7 @@ class TaskWorker:
             copied = {e: n for e, n in copied.items() if e in self._logs}
             if not changed:
                 continue
-            secrets = actions.secret_values()
+            secrets = runners.secret_values()
             running = [(d.message, tail.text(secrets) or "") for d, tail in changed]
             try:
                 await self.queue.store_live_logs(running)
@@ -422,8 +422,8 @@ class Reaper:
 
     async def execute(self, cancel: CancelToken) -> Directive:
         report = await self.queue.reap(int(self.idle_seconds * 1000), self.max_redeliveries)
-        worker_metrics.REAPED.labels(fate="redelivered").inc(report.republished)
-        worker_metrics.REAPED.labels(fate="dead_lettered").inc(report.dead_lettered)
+        metrics.REAPED.labels(fate="redelivered").inc(report.republished)
+        metrics.REAPED.labels(fate="dead_lettered").inc(report.dead_lettered)
         return Directive.sleep(self.interval_seconds)
 
 

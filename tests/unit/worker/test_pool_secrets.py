@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from treadle.core import messages
-from treadle.services import actions
+from treadle.worker import runners as actions
 
 HEADER = {"name": "Authorization", "valueFrom": {"secretKeyRef": {"name": "api", "key": "token"}}}
 

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from treadle.services import actions, capture
+from treadle.worker import capture
+from treadle.worker import runners as actions
 
 
 def attempt() -> actions.Attempt:

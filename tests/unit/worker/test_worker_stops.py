@@ -19,7 +19,7 @@ import pytest
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.runtime import CancelToken, checkpoint
 from treadle.services.queues import Delivery
-from treadle.services.workers import TaskWorker
+from treadle.worker.serving import TaskWorker
 
 pytestmark = pytest.mark.looptime
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from treadle.core import actions, causes, jsonvalues, messages
 from treadle.core.tasklogs import LogTail
-from treadle.services import capture, interrupts
+from treadle.worker import capture, interrupts
 
 if TYPE_CHECKING:
     import aiohttp
@@ -252,7 +252,7 @@ async def run_python(spec: Mapping[str, Any], attempt: Attempt) -> Any:
         with capture.into(attempt.log):
             if inspect.iscoroutinefunction(function):
                 result = await asyncio.wait_for(function(**kwargs), timeout_seconds)
-            else:  # interrupted past its timeout (services/interrupts.py)
+            else:  # interrupted past its timeout (worker/interrupts.py)
                 result = await interrupts.call_in_thread(function, kwargs, timeout_seconds)
     except TimeoutError as error:
         raise ActionFailed(f"timed out after {timeout_seconds:g} s", TIMED_OUT) from error
