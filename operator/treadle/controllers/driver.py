@@ -161,14 +161,13 @@ class Driver:
         tracked = Tracked(who, spec, status, meta.get("generation"), datetime.now(UTC))
         # The status it comes with is the API server's (a handler may be writing it now): the
         # first progress write waits its turn like any other.
-        tracked.written, tracked.replaced = status.wire(), True
+        tracked.written = status.wire()
         tracked.written_at = tracked.due
         if previous is not None:
             # A run started again (its spec changed around the webhook): the new status comes
             # from the API server, and what was applied since the last write is applied again
             # (the engine ignores what is not of its run).
-            tracked.unacked, tracked.unwritten = previous.unacked, previous.unwritten
-            tracked.retained = previous.retained
+            tracked.ledger = previous.ledger.carried_over()
             tracked.workers.url_given = previous.workers.url_given
             tracked.requeued_epoch = previous.requeued_epoch
             self._output_budget.release(previous.outputs)
@@ -196,7 +195,7 @@ class Driver:
         gone = self.workflows.pop(uid, None)
         if gone is not None:
             self._output_budget.release(gone.outputs)
-            for pool, entry in gone.unacked:
+            for pool, entry in gone.ledger.abandoned():
                 self._orphan_acks[pool].append(entry)
 
     def deleted(self, uid: str, namespace: str, used: set[str] | None = None) -> None:
@@ -274,7 +273,7 @@ class Driver:
                 for pool, entry in ids.get(uid, []):
                     done[pool].append(entry)
                 continue
-            tracked.unacked += ids.get(uid, [])
+            tracked.ledger.received(ids.get(uid, []))
             work.append((tracked, by_workflow.get(uid, [])))
         advanced, failure = await self._advance_all(work, now)
         # Only results whose effect is in written status are acknowledged: after a crash the
@@ -305,13 +304,13 @@ class Driver:
         work = sorted(work, key=lambda item: self._namespace_cpu.get(item[0].who.namespace, 0.0))
 
         async def one(tracked: Tracked, results: list[Report]) -> list[tuple[str, str]]:
-            given, tracked.retained = tracked.retained + results, []
+            given = tracked.ledger.take(results)
             namespace = tracked.who.namespace
             async with slots:
                 if spent[namespace] >= NAMESPACE_CPU_PER_PASS_SECONDS:
                     # Its namespace had its share of this pass: next pass, results and all.
                     current = self.workflows.get(tracked.who.uid, tracked)
-                    current.retained = given + current.retained
+                    current.ledger.keep(given)
                     current.due = now
                     return []
                 try:
@@ -349,7 +348,7 @@ class Driver:
         """A failed advance: its results are kept on the workflow as tracked now (a handler
         may have replaced it) and, unless cancelled, it is advanced again soon."""
         current = self.workflows.get(tracked.who.uid, tracked)
-        current.retained = given + current.retained
+        current.ledger.keep(given)
         if isinstance(error, Exception):
             current.failures += 1
             wait = FAILURE_BACKOFF.delay(current.failures, _UNJITTERED)
@@ -386,7 +385,7 @@ class Driver:
         acknowledge."""
         who = tracked.who
         # Status replaced by the API server's lacks what was applied since the last write.
-        results = (tracked.unwritten if tracked.replaced else []) + results
+        results = tracked.ledger.to_apply(results)
         current, told = self._revive(tracked, now)
         failures, notice = await self.owner.start_overdue(
             who, tracked.spec, current, tracked.workers, now, tracked.pools
@@ -441,9 +440,10 @@ class Driver:
             ),
         )
         told += step.notices
-        fresh = [m for m in step.enqueue if (m.key, m.attempt) not in tracked.enqueued_unwritten]
+        new = set(tracked.ledger.fresh((m.key, m.attempt) for m in step.enqueue))
+        fresh = [m for m in step.enqueue if (m.key, m.attempt) in new]
         await self._enqueue(tracked, fresh)
-        tracked.enqueued_unwritten.update((m.key, m.attempt) for m in fresh)
+        tracked.ledger.enqueued_now(new)
         held = step.finished and _cancelling(tracked, now)
         if step.finished and not held:
             await self.owner.remove(who)
@@ -471,15 +471,14 @@ class Driver:
                     self.forget(who.uid)
                     return []
             tracked.written, tracked.written_at, wrote = wire, now, True
-            acked, tracked.unacked, tracked.unwritten = tracked.unacked, [], []
-            tracked.enqueued_unwritten.clear()
+            acked = tracked.ledger.written()
             if step.finished and not held:
                 # Its Redis keys and pool user go with it; a Failed workflow keeps its stored
                 # outputs (they expire) for a manual retry of what reads them.
                 await self._let_go([(who, tracked.pools)], outputs=step.status.phase == "Succeeded")
                 tracked.workers.url_given = False
         else:
-            tracked.unwritten = results if tracked.replaced else tracked.unwritten + results
+            tracked.ledger.applied(results)
         if tracked.retry is not None:
             await self._clear_retry(tracked)
         for notice in told:
@@ -493,7 +492,7 @@ class Driver:
         metrics.DEAD_LETTERS.inc(step.dead_lettered)
         if step.finished_now:
             metrics.WORKFLOWS_FINISHED.labels(phase=step.status.phase or "").inc()
-        tracked.status, tracked.replaced = step.status, False
+        tracked.status = step.status
         tracked.due = step.wake_at
         if held:
             assert tracked.cancel_sent is not None

@@ -13,6 +13,7 @@ from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.controllers.outputs import LoadedOutputs
 from treadle.controllers.workers import WorkerState
 from treadle.core import engine, pools
+from treadle.core.ledger import Ledger
 from treadle.core.messages import Report
 from treadle.core.requests import AnnotationRequests
 from treadle.services import events
@@ -30,17 +31,9 @@ class Tracked:
     """The last Redis data loss this workflow's in-flight attempts were enqueued again for."""
     written: dict[str, Any] = field(default_factory=dict)
     """The status as last written (camelCase JSON): the base of the next merge patch."""
-    replaced: bool = False
-    """`status` was replaced by the API server's (a handler tracked the workflow again): the
-    results applied since the last write are not in it and are applied again."""
     written_at: datetime | None = None
-    unacked: list[tuple[str, str]] = field(default_factory=list)
-    """Results (pool, entry id) applied to `status` but not yet written: acknowledged once
-    they are."""
-    unwritten: list[Report] = field(default_factory=list)
-    """Those results themselves, to apply again if `status` is replaced before the write."""
-    retained: list[Report] = field(default_factory=list)
-    """Results whose advance failed (API server or Redis away), applied on the next one."""
+    ledger: Ledger[Report] = field(default_factory=Ledger)
+    """Its results received, applied, written and acknowledged (core/ledger.py)."""
     failures: int = 0
     """Advances failed in a row."""
     outputs: LoadedOutputs = field(default_factory=LoadedOutputs)
@@ -50,10 +43,6 @@ class Tracked:
     retry: str | None = None
     """A manual retry asked for (a task name or "all"), carried out on the next pass."""
     retry_requests: AnnotationRequests = field(default_factory=AnnotationRequests)
-    enqueued_unwritten: set[tuple[str, int]] = field(default_factory=set)
-    """Attempts (key, attempt) enqueued by an advance whose status write has not happened yet:
-    an advance that failed after enqueuing and is tried again must not enqueue them twice (the
-    engine, given the same status, asks for the same attempts)."""
 
     cancel_sent: datetime | None = None
     """When its workers were told it was terminated (spec.shutdown: Terminate)."""

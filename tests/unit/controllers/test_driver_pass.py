@@ -95,7 +95,7 @@ async def test_one_workflow_failing_costs_the_others_nothing_and_keeps_its_resul
     acked, failure = await bare._advance_all(work, now)
     assert sorted(flat(acked)) == ["first-result", "last-result"]
     assert failure is None  # the others went on: no back-off for everyone
-    assert [r.task for r in broken.retained] == ["a"]
+    assert [r.task for r in broken.ledger.retained] == ["a"]
     assert broken.due == now + driver.RETRY_AFTER_FAILURE
     assert broken.failures == 1
     # Its next advance is given the result again, before the new ones.
@@ -103,7 +103,7 @@ async def test_one_workflow_failing_costs_the_others_nothing_and_keeps_its_resul
     assert given == [["a"], ["a", "b"]]
     assert flat(acked) == ["broken-result"]
     assert failure is None
-    assert not broken.retained
+    assert not broken.ledger.retained
     assert broken.failures == 0
 
 
@@ -148,7 +148,7 @@ async def test_a_workflow_gone_with_its_namespace_is_forgotten() -> None:
         return False
 
     gone = tracked("gone")
-    gone.unacked = [("wf-gone", "1-0")]
+    gone.ledger.unacked = [("wf-gone", "1-0")]
     bare = bare_driver(advance)
     bare.workflows["gone"], bare._orphan_acks = gone, defaultdict(list)
     bare._exists = exists  # type: ignore[method-assign]
