@@ -43,6 +43,7 @@ from treadle.core import (
     patches,
     runbodies,
     slots,
+    syncrules,
     syncs,
     templating,
     timestamps,
@@ -340,21 +341,13 @@ class Scheduler:
         finally:
             await self._talking.acquire()
 
-    def _holder(self, job: Job, attempt: Attempt, name: str) -> str:
-        """Who the attempt's locks are held for: the run alone, or the runs sharing them."""
-        if attempt.backfill:
-            return runbodies.holder_name(job.name, f"backfill-{attempt.backfill}")
-        if job.spec.concurrency_policy == "Allow":
-            return runbodies.holder_name(job.name, "runs")
-        return name
-
     async def _attempt(self, job: Job, attempt: Attempt) -> datetime | None:
         """Takes the locks and starts the run: None when it started, else when to try again
         (a skip's retry, or a moment after an error)."""
         slot, manual = attempt.slot, attempt.manual
         moment = self.clock() if manual else slot.start
         name = runbodies.run_name(job.name, moment, manual=manual, backfill=attempt.backfill)
-        holder = self._holder(job, attempt, name)
+        holder = syncrules.holder(job.name, job.spec, name, attempt.backfill)
         store = self._store(job)
         try:
             shared = job.held.get(holder)
@@ -549,19 +542,16 @@ class Scheduler:
                 self.wake.notify()
 
     def _writer_of(self, job: Job) -> Callable[[str, str], str | None]:
+        """Which run of another job of its namespace writes a table now (syncrules), asked
+        afresh each time: a lock wait asks again as other jobs' runs start and end."""
+
         def writer(table: str, holder: str) -> str | None:
-            for other in self.jobs.values():
-                if (
-                    other is job
-                    or other.namespace != job.namespace
-                    or other.spec.ddl
-                    or table not in other.spec.tables
-                ):
-                    continue
-                for run in syncs.active_runs(other.status):
-                    if run["holder"] != holder:
-                        return str(run["name"])
-            return None
+            others = [
+                (other.spec, other.status)
+                for other in self.jobs.values()
+                if other is not job and other.namespace == job.namespace
+            ]
+            return syncrules.table_writer(table, holder, others)
 
         return writer
 
@@ -597,7 +587,8 @@ class Scheduler:
                 await self._look_at_run(job, run)
             if await self._finished(job, run, now):
                 continue
-            if (deadline := self._deadline(job, run)) is not None and name not in job.stopping:
+            deadline = syncrules.deadline(job.spec, job.status, run)
+            if deadline is not None and name not in job.stopping:
                 if now >= deadline:
                     why = f"activeDeadlineSeconds ({job.spec.active_deadline_seconds}) exceeded"
                     await self._stop_run(job, run, now, why)
@@ -628,15 +619,6 @@ class Scheduler:
                     job, "Warning", "LockLost", f"{lock} {how}; stopping {run['name']}"
                 )
                 await self._stop_run(job, run, now, f"lost {lock} while it ran")
-
-    def _deadline(self, job: Job, run: dict[str, Any]) -> datetime | None:
-        if job.spec.active_deadline_seconds is None:
-            return None
-        started = timestamps.parse_optional(run.get("started"))
-        started = started or timestamps.parse_optional(job.status.get("lastAttemptTime"))
-        if started is None:
-            return None
-        return started + timedelta(seconds=job.spec.active_deadline_seconds)
 
     async def _look_at_run(self, job: Job, run: dict[str, Any]) -> None:
         """Reads the run's phase, unless a watch event tells it while the read is under way:
