@@ -44,7 +44,7 @@ def parse_request(text: str, *, now: datetime) -> Request | str:
     """The annotation's request, or why it cannot be run (`cancel` is read by the caller)."""
     try:
         given = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # an annotation nested 100,000 deep, too
         return f"not JSON: {text[:80]!r}"
     if not isinstance(given, Mapping):
         return "not a JSON object"

@@ -311,6 +311,10 @@ def started(
     return updated
 
 
+MANUAL_REQUEST_CHARS = 1024
+"""The most of a run-now annotation's value status records (its schema's maxLength)."""
+
+
 def manual_run(
     status: Mapping[str, Any],
     *,
@@ -323,7 +327,9 @@ def manual_run(
     Started, Skipped or Failed; whoever asked reads it once the annotation is gone."""
     updated: dict[str, Any] = patches.copy_json(status)
     updated["manualRun"] = {
-        "requested": requested,
+        # The annotation's value is anyone's (up to 256 KiB): status keeps what fits its
+        # schema, which the plugin's own values (a time) always do.
+        "requested": requested[:MANUAL_REQUEST_CHARS],
         "outcome": outcome,
         "run": run,
         "message": message,

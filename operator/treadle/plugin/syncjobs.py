@@ -25,7 +25,7 @@ from lightkube.resources.core_v1 import Event
 
 from treadle.api import BACKFILL_ANNOTATION, RUN_NOW_ANNOTATION
 from treadle.core import backfills, gates, timestamps
-from treadle.plugin import flags, objects
+from treadle.plugin import flags, objects, terminal
 from treadle.plugin.output import Failure, table
 from treadle.services import kube
 from treadle.services.leases import Held, LeaseStore, current_holder
@@ -204,7 +204,7 @@ def sync_run(client: Client, args: argparse.Namespace) -> int:
         print(f"sync job {args.job}: run {answer.get('run')} started")
         return 0
     if outcome in ("Skipped", "Failed"):
-        print(f"sync job {args.job}: {answer.get('message')}")
+        print(f"sync job {args.job}: {terminal.safe(str(answer.get('message')))}")
         return 1
     print(f"sync job {args.job}: run taken up by the operator ({asked})")
     return 0
@@ -219,8 +219,8 @@ def _manual_run(job: Mapping[str, Any], asked: str) -> dict[str, Any]:
 def sync_status(client: Client, args: argparse.Namespace) -> int:
     rows = status_rows(_get_job(client, args.job))
     width = max(len(label) for label, _ in rows) + 1
-    for label, value in rows:
-        print(f"{label + ':':<{width}} {'' if value is None else value}")
+    for label, value in rows:  # holders and messages are anyone's text: shown inert
+        print(f"{label + ':':<{width}} {'' if value is None else terminal.safe(str(value))}")
     return 0
 
 

@@ -366,3 +366,10 @@ def test_a_workflow_run_is_checked_at_apply_time_naming_the_field() -> None:
     found = admission.syncjob_problems({**base, "workflow": {"spec": cycle}})
     assert len(found) == 1
     assert found[0].startswith("spec.workflow.spec.tasks")
+
+
+def test_a_backfill_request_nested_too_deep_is_refused_as_not_json() -> None:
+    """Else the operator's step raised on every look and the request stayed for ever."""
+    found = backfills.parse_request("[" * 100_000 + "]" * 100_000, now=at(12))
+    assert isinstance(found, str)
+    assert found.startswith("not JSON")

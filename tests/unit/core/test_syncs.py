@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from treadle.api.syncjobs import SyncJobSpec
+from treadle.api.syncjobs import ManualRun, SyncJobSpec
 from treadle.core import slots, syncs
 
 CREATED = datetime(2025, 1, 1, tzinfo=UTC)
@@ -228,3 +228,13 @@ def test_a_success_resets_the_failure_count() -> None:
         "2025-10-15T11:01:00Z",
         None,
     )
+
+
+def test_a_run_now_value_too_long_for_status_is_recorded_cut_not_refused_for_ever() -> None:
+    """A 100 KiB `treadle.dev/run-now` value would make every status write fail the schema
+    (maxLength 1024) and the request never be answered."""
+    told = syncs.manual_run({}, requested="x" * 100_000, outcome="Started", message="run r")
+    assert len(told["manualRun"]["requested"]) == syncs.MANUAL_REQUEST_CHARS == 1024
+    ManualRun.model_validate(told["manualRun"])  # fits the status schema
+    field = ManualRun.model_fields["requested"]
+    assert [m.max_length for m in field.metadata if hasattr(m, "max_length")] == [1024]
