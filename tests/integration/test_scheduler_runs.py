@@ -20,7 +20,7 @@ from treadle.controllers.jobs import Attempt
 from treadle.controllers.scheduler import NEVER, Scheduler
 from treadle.core import admission, runbodies, slots
 from treadle.runtime import CancelToken
-from treadle.services import kube, runs
+from treadle.services import kube, syncjob_runs
 
 RUN = "orders-manual-1"
 LOCK = "treadle-pipeline-shared"
@@ -78,7 +78,7 @@ async def test_a_pod_event_that_lands_while_the_phase_is_read_is_not_overwritten
     api: AsyncClient, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scheduler = await running_job(api, namespace, "Running")
-    read = runs.run_phase
+    read = syncjob_runs.run_phase
 
     async def read_then_hear(
         client: AsyncClient, ns: str, name: str, kind: str = "Pod"
@@ -89,7 +89,7 @@ async def test_a_pod_event_that_lands_while_the_phase_is_read_is_not_overwritten
         scheduler.run_changed(uid, name, "Succeeded")
         return phase
 
-    monkeypatch.setattr(runs, "run_phase", read_then_hear)
+    monkeypatch.setattr(syncjob_runs, "run_phase", read_then_hear)
     await scheduler.execute(CancelToken())
     await scheduler.settle()
     assert await outcome(api, namespace) == ("Succeeded", None)

@@ -12,7 +12,7 @@ A run is a pod or a Workflow named after the job and its slot: after a crash, th
 finds the same run (a 409) and adopts it, so a slot never runs twice.  Status is the record of
 truth: an operator that restarts mid-run finds `activeRuns`, takes their locks again for the
 same holders, and watches the runs to their end.  A lock that lapsed while no operator renewed
-it goes to no one else while its holder's run still lives (`runs.holder_lives`).
+it goes to no one else while its holder's run still lives (`syncjob_runs.holder_lives`).
 
 Runs hold their locks alone (one run at a time: concurrencyPolicy Forbid and Replace), or share
 them under one holder (Allow's runs, a backfill's runs): shared locks are taken with the first
@@ -49,7 +49,7 @@ from treadle.core import (
     timestamps,
 )
 from treadle.runtime import CancelToken, Directive, Notify
-from treadle.services import events, kube, runs
+from treadle.services import events, kube, syncjob_runs
 from treadle.services.leases import LeaseStore
 
 log = logging.getLogger(__name__)
@@ -322,7 +322,7 @@ class Scheduler:
 
     def _store(self, job: Job) -> LeaseStore:
         async def lives(holder: str) -> bool:
-            return await runs.holder_lives(self.api, job.namespace, holder)
+            return await syncjob_runs.holder_lives(self.api, job.namespace, holder)
 
         return LeaseStore(
             self.api,
@@ -379,7 +379,7 @@ class Scheduler:
                         backfill=attempt.backfill,
                     )
                 )
-                created = await runs.create_run(self.api, body)
+                created = await syncjob_runs.create_run(self.api, body)
             except Exception as error:
                 if not shared:
                     for lock in held:
@@ -625,7 +625,9 @@ class Scheduler:
         the event is at least as new, the read's answer may be older."""
         name = str(run["name"])
         job.phases.pop(name, None)
-        phase = await runs.run_phase(self.api, job.namespace, name, str(run.get("kind") or "Pod"))
+        phase = await syncjob_runs.run_phase(
+            self.api, job.namespace, name, str(run.get("kind") or "Pod")
+        )
         job.phases.setdefault(name, phase or GONE)
 
     async def _finished(self, job: Job, run: dict[str, Any], now: datetime) -> bool:
@@ -643,7 +645,7 @@ class Scheduler:
         """Stops a run: a pod is deleted and the run finishes at once; a Workflow is
         terminated and finishes when it has ended."""
         name, kind = str(run["name"]), str(run.get("kind") or "Pod")
-        await runs.stop_run(self.api, job.namespace, name, kind)
+        await syncjob_runs.stop_run(self.api, job.namespace, name, kind)
         job.stopping[name] = why
         if kind != runbodies.WORKFLOW:
             await self._finish(job, run, now, succeeded=False, why=why)
@@ -671,7 +673,7 @@ class Scheduler:
         metrics.SYNC_RUNS.labels(outcome=outcome).inc()
         if not run.get("backfill") and syncs.is_degraded(job.spec, status):
             await self._tell(job, "Warning", "Degraded", syncs.degraded_message(job.spec, status))
-        await runs.prune_runs(
+        await syncjob_runs.prune_runs(
             self.api,
             job.namespace,
             job.name,

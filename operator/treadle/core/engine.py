@@ -63,7 +63,14 @@ from treadle.core.retries import (
     revive,
     start_overdue,
 )
-from treadle.core.runs import FINISHED, IN_FLIGHT, Identity, OutputId, dedicated_pool, items_digest
+from treadle.core.runstate import (
+    FINISHED,
+    IN_FLIGHT,
+    Identity,
+    OutputId,
+    dedicated_pool,
+    items_digest,
+)
 from treadle.core.scheduling import DEFAULT_TIMEOUT_SECONDS, MAX_FOR_EACH_ITEMS, Run
 
 __all__ = [

@@ -7,7 +7,7 @@ import functools
 
 from treadle.api.workflows import Task, WorkflowSpec, WorkflowStatus
 from treadle.core import actions, templating
-from treadle.core.runs import FINISHED
+from treadle.core.runstate import FINISHED
 
 
 def reads(task: Task) -> frozenset[str]:

@@ -13,7 +13,7 @@ from treadle.api.workflows import Task, TaskStatus, WorkflowSpec, WorkflowStatus
 from treadle.core import dags, ranges, templating, timestamps
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.core.notices import Notice
-from treadle.core.runs import IN_FLIGHT, Identity, OutputId
+from treadle.core.runstate import IN_FLIGHT, Identity, OutputId
 from treadle.core.scheduling import Run
 
 

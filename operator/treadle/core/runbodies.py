@@ -1,7 +1,8 @@
 """The bodies of SyncJob runs, built: pods from the job's template (restricted, without a
 token) or Workflows of its `spec.workflow`, named after the job and the slot (so a slot can never
 start twice: a second create is a 409), owned by the job, labelled with who holds their locks,
-and told their slot and fencing tokens.  Pure: services/runs.py makes, reads and prunes them."""
+and told their slot and fencing tokens.  Pure: services/syncjob_runs.py makes, reads and
+prunes them."""
 
 from __future__ import annotations
 
