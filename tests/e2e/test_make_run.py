@@ -24,6 +24,10 @@ def test_make_run_starts_everything_and_applies_the_first_example(tmp_path: Path
         assert "workflow.treadle.dev/hello" in started.stdout
         assert "HELLO WORLD" in started.stdout
         assert "Try next:" in started.stdout
+        # #32: Treadle's own commands first, and the other examples in a namespace of theirs.
+        assert "kubectl treadle get hello" in started.stdout
+        assert "kubectl treadle logs hello" in started.stdout
+        assert "kubectl apply -n examples -f examples/" in started.stdout
         kubeconfig = tmp_path / "state" / "kubeconfig"
         phase = subprocess.run(
             [
