@@ -522,12 +522,11 @@ class Driver:
         self, tracked: Tracked, now: datetime
     ) -> tuple[WorkflowStatus, list[notices.Notice]]:
         """The status to advance from, with a requested manual retry applied."""
-        if tracked.retry is None:
-            tracked.retry = tracked.retry_requests.take(RETRY_ANNOTATION)
-        if tracked.retry is None:
+        target = tracked.retry or tracked.retry_requests.take(RETRY_ANNOTATION)
+        if target is None:
             return tracked.status, []
-        retried = engine.manual_retry(tracked.spec, tracked.status, tracked.retry, now=now)
-        log.info("%s: retry %r: %s", tracked.who.name, tracked.retry, retried.notice.message)
+        retried = engine.manual_retry(tracked.spec, tracked.status, target, now=now)
+        log.info("%s: retry %r: %s", tracked.who.name, target, retried.notice.message)
         metrics.MANUAL_RETRIES.inc(len(retried.revived))
         return retried.status, [retried.notice]
 
@@ -537,7 +536,6 @@ class Driver:
         version = await kube.clear_annotation(
             self.api, who.namespace, who.name, RETRY_ANNOTATION, target
         )
-        tracked.retry = None
         tracked.retry_requests.done(RETRY_ANNOTATION)
         tracked.retry_requests.removed(RETRY_ANNOTATION, version)
 

@@ -67,6 +67,17 @@ class Unrunnable(Exception):
     """A run that may not be made (it fails, as a run that failed at once would)."""
 
 
+def _told_by_hand(
+    attempt: Attempt, status: dict[str, Any], outcome: str, message: str, run: str | None = None
+) -> dict[str, Any]:
+    """The status, telling whoever asked for this attempt by hand what came of it."""
+    if attempt.requested is None:
+        return status
+    return syncs.manual_run(
+        status, requested=attempt.requested, outcome=outcome, message=message, run=run
+    )
+
+
 def _wall_clock() -> datetime:
     return datetime.now(UTC)
 
@@ -406,11 +417,7 @@ class Scheduler:
                     job.status, slot, now=now, run=name, kind=kind, holder=holder,
                     catch_up_since=attempt.catch_up_since,
                 )  # fmt: skip
-            if attempt.requested is not None:
-                status = syncs.manual_run(
-                    status, requested=attempt.requested, outcome="Started", run=name,
-                    message=f"run {name} started",
-                )  # fmt: skip
+            status = _told_by_hand(attempt, status, "Started", f"run {name} started", run=name)
             await self._write(job, status, now, f"run {name} in progress")
             what = "started" if created else "adopted (it existed already)"
             await self._tell(
@@ -468,10 +475,7 @@ class Scheduler:
         else:
             status = syncs.started(job.status, attempt.slot, now=now, run=name)
         status = syncs.finished(job.spec, status, now=now, succeeded=False, run=name)
-        if attempt.requested is not None:
-            status = syncs.manual_run(
-                status, requested=attempt.requested, outcome="Failed", run=name, message=message
-            )
+        status = _told_by_hand(attempt, status, "Failed", message, run=name)
         await self._write(job, status, now, message)
 
     async def _skipped(
@@ -499,10 +503,7 @@ class Scheduler:
         retry = status.get("nextRetryTime")
         then = f"retrying within the slot at {retry}" if retry else "waiting for the next slot"
         message = f"skipped: {held}; {then}"
-        if attempt.requested is not None:
-            status = syncs.manual_run(
-                status, requested=attempt.requested, outcome="Skipped", message=message
-            )
+        status = _told_by_hand(attempt, status, "Skipped", message)
         await self._write(job, status, now, message)
         await self._tell(job, "Normal", "Skipped", message)
         metrics.SYNC_SKIPS.labels(reason=result.reason).inc()
@@ -535,9 +536,10 @@ class Scheduler:
         (a run skipped on it, a backfill waiting for it) try again now, not at their retry
         time."""
         for other in self.jobs.values():
-            if other.namespace != job.namespace or not released & set(other.locks()):
-                continue
-            if other.status.get("lastOutcome") == syncs.SKIPPED or other.backfill_due:
+            if other.namespace == job.namespace and syncrules.waits_for(
+                other.status, other.locks(), backfill_waits=other.backfill_due is not None,
+                released=released,
+            ):  # fmt: skip
                 other.lock_released, other.backfill_due, other.due = True, None, None
                 self.wake.notify()
 

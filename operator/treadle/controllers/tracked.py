@@ -8,7 +8,7 @@ from typing import Any
 
 from lightkube.models.core_v1 import ObjectReference
 
-from treadle.api import GROUP, VERSION, workflows
+from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
 from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.controllers.outputs import LoadedOutputs
 from treadle.controllers.workers import WorkerState
@@ -40,9 +40,8 @@ class Tracked:
     """Stored outputs read back for the templates still to render (controllers.outputs)."""
     workers: WorkerState = field(default_factory=WorkerState)
     """What the owner of its worker pods knows of them (controllers.workers)."""
-    retry: str | None = None
-    """A manual retry asked for (a task name or "all"), carried out on the next pass."""
     retry_requests: AnnotationRequests = field(default_factory=AnnotationRequests)
+    """Its `treadle.dev/retry` requests (a task name or "all")."""
 
     cancel_sent: datetime | None = None
     """When its workers were told it was terminated (spec.shutdown: Terminate)."""
@@ -80,3 +79,8 @@ class Tracked:
             namespace=self.who.namespace,
             uid=self.who.uid,
         )
+
+    @property
+    def retry(self) -> str | None:
+        """The manual retry being carried out (taken, its annotation not yet removed)."""
+        return self.retry_requests.taken.get(RETRY_ANNOTATION)

@@ -51,3 +51,17 @@ def table_writer(
             if run["holder"] != holder:
                 return str(run["name"])
     return None
+
+
+def waits_for(
+    status: Mapping[str, Any],
+    locks: Iterable[str],
+    *,
+    backfill_waits: bool,
+    released: set[str],
+) -> bool:
+    """Whether a job of the same namespace waits for one of the `released` locks: its last
+    run was skipped, or its backfill waits, and it takes one of them.  It then tries again at
+    once, not at its retry time."""
+    waiting = status.get("lastOutcome") == syncs.SKIPPED or backfill_waits
+    return waiting and bool(released & set(locks))

@@ -48,3 +48,16 @@ def test_a_table_is_written_by_another_jobs_run_holding_its_locks_for_someone_el
     assert syncrules.table_writer("warehouse.other", "migrate-1", [(writer, running)]) is None
     assert syncrules.table_writer("warehouse.orders", "migrate-1", [(ddl, running)]) is None
     assert syncrules.table_writer("warehouse.orders", "migrate-1", [(writer, {})]) is None
+
+
+def test_a_released_lock_is_waited_for_by_a_skipped_run_or_a_waiting_backfill_that_takes_it() -> (
+    None
+):
+    released = {"treadle-pipeline-orders"}
+    skipped = {"lastOutcome": "Skipped"}
+    mine = ["treadle-pipeline-orders"]
+    assert syncrules.waits_for(skipped, mine, backfill_waits=False, released=released)
+    assert syncrules.waits_for({}, mine, backfill_waits=True, released=released)
+    assert not syncrules.waits_for({}, mine, backfill_waits=False, released=released)
+    other = ["treadle-pipeline-billing"]
+    assert not syncrules.waits_for(skipped, other, backfill_waits=True, released=released)
