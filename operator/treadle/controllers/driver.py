@@ -156,7 +156,7 @@ class Driver:
             # enqueued since its last write), so only the spec and generation change.
             previous.spec, previous.generation = spec, meta.get("generation")
             previous.status.observed_generation = status.observed_generation
-            previous.due = datetime.now(UTC)
+            previous.look_again()
             return
         tracked = Tracked(who, spec, status, meta.get("generation"), datetime.now(UTC))
         # The status it comes with is the API server's (a handler may be writing it now): the
@@ -178,7 +178,7 @@ class Driver:
         tracked = self.workflows.get(workflow_uid)
         if tracked is not None:
             tracked.workers.checked_at = None
-            tracked.due = datetime.now(UTC)
+            tracked.look_again()
 
     def tracks(self, uid: str) -> bool:
         return uid in self.workflows
@@ -314,9 +314,12 @@ class Driver:
                     current.due = now
                     return []
                 try:
+                    news = tracked.news
                     acked = await self.advance(tracked, given, now)
                     spent[namespace] += tracked.engine_cpu_seconds
                     tracked.failures = 0
+                    if tracked.news != news and tracked.who.uid in self.workflows:
+                        tracked.due = now  # what the watch told during the advance is seen next
                     return acked
                 except ApiError as error:
                     if error.status.code == 404 and not await self._exists(tracked):

@@ -49,6 +49,14 @@ class Job:
     """A new generation was admitted: its failures are reset."""
     requests: AnnotationRequests = field(default_factory=AnnotationRequests)
     """Annotations asking for something (run now, reset failures, backfill)."""
+    news: int = 0
+    """Counts what arrived for the job (a run changed, a lock came free, a new spec): news
+    arriving during a look is not lost when the look ends by setting `due`."""
+
+    def look_again(self) -> None:
+        """Something changed for the job: it is looked at as soon as it is not busy."""
+        self.news += 1
+        self.due = None
 
     @property
     def reference(self) -> ObjectReference:

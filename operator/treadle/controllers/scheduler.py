@@ -114,7 +114,8 @@ class Scheduler:
         else:
             if job.generation != generation:
                 job.spec_changed = True
-            job.spec, job.generation, job.due = spec, generation, None
+            job.spec, job.generation = spec, generation
+            job.look_again()
             if "templateSecrets" in status:
                 job.status["templateSecrets"] = status["templateSecrets"]
         # A request set before the job was tracked (while the operator was away) is taken too.
@@ -135,7 +136,7 @@ class Scheduler:
         job = self.jobs.get(job_uid)
         if job is not None and syncs.run_of(job.status, run) is not None:
             job.phases[run] = phase or GONE
-            job.due = None
+            job.look_again()
             self.wake.notify()
 
     def request(self, job_uid: str, annotation: str, value: str, resource_version: str) -> None:
@@ -165,6 +166,7 @@ class Scheduler:
             await asyncio.wait(busy)
 
     async def _look(self, job: Job) -> None:
+        news = job.news
         try:
             async with self._talking:
                 again: list[datetime] = []
@@ -185,6 +187,8 @@ class Scheduler:
             for annotation in list(job.requests.taken):
                 job.requests.failed(annotation)
             job.due = self.clock() + timedelta(seconds=RETRY_AFTER_ERROR_SECONDS)
+        if job.news != news:
+            job.due = None  # news came during the look: its `due` was decided without it
 
     def _arm(self) -> None:
         """One timer, at the earliest moment any job needs looking at."""
@@ -540,7 +544,8 @@ class Scheduler:
                 other.status, other.locks(), backfill_waits=other.backfill_due is not None,
                 released=released,
             ):  # fmt: skip
-                other.lock_released, other.backfill_due, other.due = True, None, None
+                other.lock_released, other.backfill_due = True, None
+                other.look_again()
                 self.wake.notify()
 
     def _writer_of(self, job: Job) -> Callable[[str, str], str | None]:
@@ -684,7 +689,7 @@ class Scheduler:
             keep_backfills_from=backfills.kept_from(job.spec, job.status),
             kinds=(str(run.get("kind") or runbodies.POD),),
         )
-        job.due = None
+        job.look_again()  # a run's end frees its place: what waited for it is decided anew
 
     async def _reset(self, job: Job, now: datetime) -> None:
         """A new spec, or the reset annotation: a Degraded job schedules again."""

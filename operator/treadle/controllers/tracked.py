@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from lightkube.models.core_v1 import ObjectReference
@@ -27,6 +27,9 @@ class Tracked:
     generation: int | None
     due: datetime | None = None
     """When to advance without results; now-ish for a workflow that was just tracked."""
+    news: int = 0
+    """Counts what arrived from the watch (a spec edit, a worker pod gone): news arriving
+    during an advance is not lost when the advance ends by setting `due`."""
     requeued_epoch: int = 0
     """The last Redis data loss this workflow's in-flight attempts were enqueued again for."""
     written: dict[str, Any] = field(default_factory=dict)
@@ -84,3 +87,8 @@ class Tracked:
     def retry(self) -> str | None:
         """The manual retry being carried out (taken, its annotation not yet removed)."""
         return self.retry_requests.taken.get(RETRY_ANNOTATION)
+
+    def look_again(self) -> None:
+        """Something changed for the workflow: it is advanced on the next pass."""
+        self.news += 1
+        self.due = datetime.now(UTC)

@@ -294,3 +294,30 @@ async def test_a_namespace_past_its_cpu_share_waits_a_pass_and_others_go_first()
     advanced.clear()
     await subject._advance_all([(t, []) for t in heavy + light], now)
     assert advanced[:3] == ["l0", "l1", "l2"]  # the namespace that spent least goes first
+
+
+async def test_news_from_the_watch_during_an_advance_gets_the_workflow_advanced_again() -> None:
+    """The scheduler's lost wake-up (a 24-slot backfill stalled on CI) had a twin here: a spec
+    edit (resume, shutdown) or a worker pod gone, told while the workflow was being advanced,
+    was overwritten by the `due` the advance decided without it."""
+    later = UTC_NOW.replace(year=UTC_NOW.year + 1)
+
+    async def advance(t: Tracked, results: list[TaskResult], now: datetime) -> list[str]:
+        bare.worker_pod_gone(t.who.uid)  # arrives from the watch mid-advance
+        t.due = later  # what the advance decided from what it had seen
+        return []
+
+    edited = tracked("edited")
+    bare = bare_driver(advance)
+    bare.workflows["edited"] = edited
+    await bare._advance_all([(edited, [])], UTC_NOW)
+    assert edited.due == UTC_NOW
+    edited.due = None
+
+    async def quiet(t: Tracked, results: list[TaskResult], now: datetime) -> list[str]:
+        t.due = later
+        return []
+
+    bare.advance = quiet  # type: ignore[method-assign]
+    await bare._advance_all([(edited, [])], UTC_NOW)
+    assert edited.due == later  # no news: the advance's own `due` stands

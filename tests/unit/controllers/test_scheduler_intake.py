@@ -65,3 +65,33 @@ def test_a_released_lock_wakes_the_jobs_of_its_namespace_that_wait_for_it_and_no
     intake._wake_waiters(intake.jobs["uid-ns-holder"], released)
     woken = sorted(job.name for job in intake.jobs.values() if job.lock_released)
     assert woken == ["holder", "waiter"]
+
+
+async def test_a_run_that_ends_while_its_job_is_being_looked_at_gets_the_job_looked_at_again(
+    monkeypatch: Any,
+) -> None:
+    """CI on main 8b49321: a 24-slot backfill stalled at 10 of 24. A run's end came from the
+    watch during a look at its job; the look then set `due` from what it had seen, and the job
+    slept until its next lease renewal, once per lost end."""
+    import asyncio
+
+    intake = scheduler()
+    run = {"name": "etl-b1-1", "holder": "etl-b1-1", "backfill": 1}
+    intake.track(body("etl"), spec(), {"activeRuns": [run]})
+    job = intake.jobs["uid-ns-etl"]
+    looking, finish = asyncio.Event(), asyncio.Event()
+
+    async def step(job: Any, now: Any) -> list[Any]:
+        looking.set()
+        await finish.wait()
+        job.due = job.created.replace(year=2100)  # decided before the run's end was seen
+        return []
+
+    monkeypatch.setattr(intake, "_step", step)
+    look = asyncio.create_task(intake._look(job))
+    await looking.wait()
+    intake.run_changed(job.uid, "etl-b1-1", "Succeeded")
+    finish.set()
+    await look
+    assert job.due is None, "the run's end must be looked at, not slept through"
+    assert job.phases == {"etl-b1-1": "Succeeded"}
