@@ -131,7 +131,7 @@ async def test_a_worker_pod_made_from_an_earlier_workers_spec_is_replaced(
         again = await kube.ensure_worker_pods(api, [pod("old")])
         assert again.created == 0
         await kube.ensure_worker_pods(api, [pod("new")])  # the old one goes
-        for _ in range(100):
+        for _ in range(300):
             made = await kube.ensure_worker_pods(api, [pod("new")])
             if made.created:
                 break

@@ -16,6 +16,7 @@ from lightkube.resources.core_v1 import Event, Pod
 from lightkube.types import PatchType
 
 from support.cluster import Cluster
+from treadle.api.syncjobs import SyncJobStatus
 from treadle.controllers.jobs import Attempt
 from treadle.controllers.scheduler import NEVER, Scheduler
 from treadle.core import admission, runbodies, slots
@@ -60,7 +61,7 @@ async def running_job(api: AsyncClient, namespace: str, phase: str) -> Scheduler
     verdict = admission.admit_syncjob(spec, {}, generation=1, now=datetime.now(UTC))
     assert verdict.runnable is not None
     scheduler = Scheduler(api)
-    scheduler.track(body, verdict.runnable, status)
+    scheduler.track(body, verdict.runnable, SyncJobStatus.model_validate(status))
     return scheduler
 
 
@@ -159,11 +160,11 @@ async def test_a_lapsed_lock_whose_run_still_lives_goes_to_no_other_run(
     verdict = admission.admit_syncjob(job_spec, {}, generation=1, now=datetime.now(UTC))
     assert verdict.runnable is not None
     scheduler = Scheduler(api)
-    scheduler.track(made.to_dict(), verdict.runnable, {})
+    scheduler.track(made.to_dict(), verdict.runnable, SyncJobStatus())
     job = next(iter(scheduler.jobs.values()))
     now = datetime.now(UTC)
     await scheduler._attempt(job, Attempt(slots.Slot(now, now + timedelta(hours=1)), manual=True))
-    assert (job.status["lastOutcome"], job.status["lastSkipHolder"]) == ("Skipped", first)
+    assert (job.status.last_outcome, job.status.last_skip_holder) == ("Skipped", first)
     lease = await api.get(Lease, LOCK, namespace=namespace)
     assert lease.spec is not None
     assert (lease.spec.holderIdentity, lease.spec.leaseTransitions) == (first, 3)
@@ -173,10 +174,10 @@ async def test_a_lapsed_lock_whose_run_still_lives_goes_to_no_other_run(
         patch_type=PatchType.MERGE,
     )  # fmt: skip
     await scheduler._attempt(job, Attempt(slots.Slot(now, now + timedelta(hours=1)), manual=True))
-    assert job.status["activeRun"].startswith("second-manual-")
+    assert (job.status.active_run or "").startswith("second-manual-")
     lease = await api.get(Lease, LOCK, namespace=namespace)
     assert lease.spec is not None
-    assert (lease.spec.holderIdentity, lease.spec.leaseTransitions) == (job.status["activeRun"], 4)
+    assert (lease.spec.holderIdentity, lease.spec.leaseTransitions) == (job.status.active_run, 4)
 
 
 async def test_a_workflow_run_past_its_deadline_is_terminated_then_counts_as_failed(
@@ -201,13 +202,13 @@ async def test_a_workflow_run_past_its_deadline_is_terminated_then_counts_as_fai
     verdict = admission.admit_syncjob(spec, {}, generation=1, now=datetime.now(UTC))
     assert verdict.runnable is not None
     scheduler = Scheduler(api)
-    scheduler.track(made.to_dict(), verdict.runnable, status)
+    scheduler.track(made.to_dict(), verdict.runnable, SyncJobStatus.model_validate(status))
     await scheduler.execute(CancelToken())
     await scheduler.settle()
     found = await api.get(kube.Workflow, run, namespace=namespace)
     assert found["spec"]["shutdown"] == "Terminate"  # terminated (its exit tasks run), not deleted
     job = next(iter(scheduler.jobs.values()))
-    assert [r["name"] for r in job.status["activeRuns"]] == [run]  # until it has ended
+    assert [r.name for r in job.status.active_runs] == [run]  # until it has ended
     await api.patch(
         kube.Workflow.Status, run, {"status": {"phase": "Terminated"}}, namespace=namespace,
         patch_type=PatchType.MERGE,

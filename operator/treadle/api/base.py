@@ -22,6 +22,13 @@ class ResourceModel(BaseModel):
     )
 
 
+class StatusRecord(ResourceModel):
+    """Base of the status models the core treats as values: frozen (a transition returns a new
+    one), and lenient about fields it does not know (the API server prunes those anyway)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
 class StatusModel(ResourceModel):
     """Base of the status models the engine works on: mutable (the engine edits its own working
     copy), and lenient about fields it does not know (the API server prunes those anyway)."""

@@ -12,6 +12,7 @@ from treadle.api.base import (
     Condition,
     Params,
     ResourceModel,
+    StatusRecord,
     cel,
     free_form,
     map_list,
@@ -177,7 +178,7 @@ SyncOutcome = Literal["Succeeded", "Failed", "Skipped"]
 SkipReason = Literal["PipelineLocked", "TableLocked"]
 
 
-class ActiveRun(ResourceModel):
+class ActiveRun(StatusRecord):
     """A run under way."""
 
     name: str
@@ -196,7 +197,7 @@ class ActiveRun(ResourceModel):
 BackfillPhase = Literal["Running", "Complete", "Cancelled"]
 
 
-class Backfill(ResourceModel):
+class Backfill(StatusRecord):
     """The latest backfill (`kubectl treadle sync backfill`): every slot of a range, run
     oldest first under the job's locks."""
 
@@ -227,7 +228,7 @@ class Backfill(ResourceModel):
 ManualRunOutcome = Literal["Waiting", "Started", "Skipped", "Failed"]
 
 
-class ManualRun(ResourceModel):
+class ManualRun(StatusRecord):
     """The latest run asked for by hand (`kubectl treadle sync run`) and what came of it."""
 
     requested: str = Field(max_length=1024)
@@ -240,7 +241,7 @@ class ManualRun(ResourceModel):
     message: str | None = None
 
 
-class TemplateSecrets(ResourceModel):
+class TemplateSecrets(StatusRecord):
     """The Secrets the WorkflowTemplate of `spec.workflow` read when a generation of the job
     was admitted: the ones the applying user was checked for."""
 
@@ -248,7 +249,7 @@ class TemplateSecrets(ResourceModel):
     names: list[str] = Field(default_factory=list, max_length=1000)
 
 
-class SyncJobStatus(ResourceModel):
+class SyncJobStatus(StatusRecord):
     """The record of truth of a sync job's schedule, locks and runs."""
 
     observed_generation: int | None = None

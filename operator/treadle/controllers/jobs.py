@@ -12,7 +12,7 @@ from typing import Any
 from lightkube.models.core_v1 import ObjectReference
 
 from treadle.api import GROUP, VERSION, syncjobs
-from treadle.api.syncjobs import SyncJobSpec
+from treadle.api.syncjobs import SyncJobSpec, SyncJobStatus
 from treadle.core import gates, slots
 from treadle.core.requests import AnnotationRequests
 from treadle.services import events
@@ -25,7 +25,7 @@ class Job:
     name: str
     namespace: str
     spec: SyncJobSpec
-    status: dict[str, Any]
+    status: SyncJobStatus
     """As last written."""
     created: datetime
     generation: int | None
@@ -47,6 +47,8 @@ class Job:
     on it is retried now."""
     spec_changed: bool = False
     """A new generation was admitted: its failures are reset."""
+    written: dict[str, Any] = field(default_factory=dict)
+    """`status` as the API server has it (camelCase JSON): the base of the next merge patch."""
     requests: AnnotationRequests = field(default_factory=AnnotationRequests)
     """Annotations asking for something (run now, reset failures, backfill)."""
     news: int = 0

@@ -33,7 +33,7 @@ from lightkube.resources.coordination_v1 import Lease
 
 from treadle.api import BACKFILL_ANNOTATION, RUN_NOW_ANNOTATION, SYNCJOB_REQUESTS
 from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
-from treadle.api.syncjobs import SyncJobSpec
+from treadle.api.syncjobs import ActiveRun, ManualRunOutcome, SyncJobSpec, SyncJobStatus
 from treadle.controllers import metrics
 from treadle.controllers.jobs import Attempt, Job, WriterAwareLocks
 from treadle.core import (
@@ -68,8 +68,12 @@ class Unrunnable(Exception):
 
 
 def _told_by_hand(
-    attempt: Attempt, status: dict[str, Any], outcome: str, message: str, run: str | None = None
-) -> dict[str, Any]:
+    attempt: Attempt,
+    status: SyncJobStatus,
+    outcome: ManualRunOutcome,
+    message: str,
+    run: str | None = None,
+) -> SyncJobStatus:
     """The status, telling whoever asked for this attempt by hand what came of it."""
     if attempt.requested is None:
         return status
@@ -102,22 +106,25 @@ class Scheduler:
 
     # news from kopf handlers (called on the operator's event loop) ---------------------------
 
-    def track(self, body: dict[str, Any], spec: SyncJobSpec, status: dict[str, Any]) -> None:
+    def track(self, body: dict[str, Any], spec: SyncJobSpec, status: SyncJobStatus) -> None:
         meta = body["metadata"]
         uid, generation = meta["uid"], meta.get("generation")
         job = self.jobs.get(uid)
         if job is None:
             created = timestamps.parse(meta["creationTimestamp"])
             self.jobs[uid] = Job(
-                uid, meta["name"], meta["namespace"], spec, dict(status), created, generation
+                uid, meta["name"], meta["namespace"], spec, status, created, generation
             )
+            self.jobs[uid].written = syncs.wire(status)
         else:
             if job.generation != generation:
                 job.spec_changed = True
             job.spec, job.generation = spec, generation
             job.look_again()
-            if "templateSecrets" in status:
-                job.status["templateSecrets"] = status["templateSecrets"]
+            if status.template_secrets is not None:  # recorded by the handler (kopf's patch)
+                recorded = {"template_secrets": status.template_secrets}
+                job.status = job.status.model_copy(update=recorded)
+                job.written = syncs.wire(job.status)
         # A request set before the job was tracked (while the operator was away) is taken too.
         annotations = meta.get("annotations") or {}
         for annotation in SYNCJOB_REQUESTS:
@@ -239,7 +246,7 @@ class Scheduler:
             return []
         if decision.run and decision.slot is not None:
             if decision.retry:
-                attempt = int(job.status.get("attemptsInSlot") or 0) + 1
+                attempt = (job.status.attempts_in_slot or 0) + 1
                 await self._tell(
                     job,
                     "Normal",
@@ -250,12 +257,12 @@ class Scheduler:
                 await self._tell(job, "Normal", "CatchingUp", decision.reason)
             return [Attempt(decision.slot, catch_up_since=decision.catch_up_since)]
         if not running:
-            waiting = {
-                **job.status,
-                "nextScheduleTime": timestamps.text(syncs.schedule_of(job.spec).next_after(now)),
-            }
+            upcoming = syncs.schedule_of(job.spec).next_after(now)
+            waiting = job.status.model_copy(
+                update={"next_schedule_time": timestamps.text(upcoming)}
+            )
             if decision.abandoned_slot is not None:
-                waiting["nextRetryTime"] = None
+                waiting = waiting.model_copy(update={"next_retry_time": None})
             await self._write(job, waiting, now, decision.reason)
         if decision.wake_at is not None:
             wakes.append(decision.wake_at)
@@ -303,35 +310,35 @@ class Scheduler:
         if isinstance(begun, str):
             return begun
         await self._write(job, begun, now, "backfill begun")
-        backfill = begun["backfill"]
+        backfill = begun.backfill
+        assert backfill is not None
         await self._tell(
             job,
             "Normal",
             "BackfillStarted",
-            f"backfill {backfill['id']} of {backfill['range']}: {backfill['slots']} slots, "
-            f"{backfill['parallel']} at a time",
+            f"backfill {backfill.id} of {backfill.range}: {backfill.slots} slots, "
+            f"{backfill.parallel} at a time",
         )
         return None
 
     async def _backfill_step(self, job: Job, now: datetime, wakes: list[datetime]) -> list[Attempt]:
-        if (job.status.get("backfill") or {}).get("phase") != "Running":
+        if backfills.running(job.status) is None:
             return []
         if job.backfill_due is not None and now < job.backfill_due:
             wakes.append(job.backfill_due)
             return []
         job.backfill_due = None
         stepped = backfills.step(job.spec, job.status, now=now)
+        backfill = stepped.status.backfill
+        assert backfill is not None
         if stepped.status != job.status:
-            backfill = stepped.status["backfill"]
-            told = f"backfill {backfill['id']} {backfill['phase'].lower()}: {backfill['message']}"
+            told = f"backfill {backfill.id} {backfill.phase.lower()}: {backfill.message}"
             await self._write(job, stepped.status, now, told)
-            if backfill.get("phase") == "Complete":
+            if backfill.phase == "Complete":
                 await self._tell(
-                    job, "Normal", "BackfillComplete", f"backfill {backfill['id']}: "
-                    f"{backfill['message']}",
-                )  # fmt: skip
-        identity = int((job.status.get("backfill") or {}).get("id") or 0)
-        return [Attempt(slot, backfill=identity) for slot in stepped.due]
+                    job, "Normal", "BackfillComplete", f"backfill {backfill.id}: {backfill.message}"
+                )
+        return [Attempt(slot, backfill=backfill.id) for slot in stepped.due]
 
     # attempts ---------------------------------------------------------------------------------
 
@@ -407,7 +414,7 @@ class Scheduler:
                     await self._unrunnable(job, attempt, name, now, error.status.message or "")
                     return now
                 raise
-            first = job.status.get("currentSlot") != timestamps.text(slot.start)
+            first = job.status.current_slot != timestamps.text(slot.start)
             job.held[holder] = held
             job.phases.pop(name, None)
             if job.renew_at is None:
@@ -444,7 +451,8 @@ class Scheduler:
         if ref is None:
             return
         template = await kube.template_spec(self.api, job.namespace, ref.name)
-        allowed = (job.status.get("templateSecrets") or {}).get("names") or []
+        recorded = job.status.template_secrets
+        allowed = recorded.names if recorded is not None else []
         problem = admission.new_template_secrets(template, allowed, ref.name)
         if problem is not None:
             raise Unrunnable(problem)
@@ -491,20 +499,19 @@ class Scheduler:
         if attempt.backfill:
             wait = syncs.retry_wait_seconds(job.spec, attempt.slot)
             job.backfill_due = now + timedelta(seconds=wait)
-            backfill = {
-                **(job.status.get("backfill") or {}),
-                "message": f"{backfills.WAITING}: {held}; trying again at "
-                f"{timestamps.text(job.backfill_due)} or once it is released",
-            }
-            await self._write(job, {**job.status, "backfill": backfill}, now, "backfill waiting")
-            await self._tell(job, "Normal", "BackfillWaiting", backfill["message"])
+            message = (
+                f"{backfills.WAITING}: {held}; trying again at "
+                f"{timestamps.text(job.backfill_due)} or once it is released"
+            )
+            await self._write(job, backfills.waiting(job.status, message), now, "backfill waiting")
+            await self._tell(job, "Normal", "BackfillWaiting", message)
             return job.backfill_due
         slot = attempt.slot
         status = syncs.skipped(
             job.spec, job.status, slot, now=now, reason=result.reason, holder=result.holder,
             catch_up_since=attempt.catch_up_since,
         )  # fmt: skip
-        retry = status.get("nextRetryTime")
+        retry = status.next_retry_time
         then = f"retrying within the slot at {retry}" if retry else "waiting for the next slot"
         message = f"skipped: {held}; {then}"
         status = _told_by_hand(attempt, status, "Skipped", message)
@@ -523,12 +530,12 @@ class Scheduler:
         await self._tell(job, "Normal", "RunRequested", "run requested by hand")
         return Attempt(slot, manual=True, requested=value)
 
-    async def _run_now_waits(self, job: Job, now: datetime, running: list[dict[str, Any]]) -> None:
+    async def _run_now_waits(self, job: Job, now: datetime, running: list[ActiveRun]) -> None:
         """A run by hand waits for the run under way (concurrencyPolicy Forbid or Replace):
         status says so, and the request stays set until it starts."""
         value = job.requests.pending[RUN_NOW_ANNOTATION]
         message = (
-            f"waits for run {', '.join(str(r['name']) for r in running)} to end "
+            f"waits for run {', '.join(r.name for r in running)} to end "
             f"(concurrencyPolicy {job.spec.concurrency_policy})"
         )
         told = syncs.manual_run(job.status, requested=value, outcome="Waiting", message=message)
@@ -573,7 +580,7 @@ class Scheduler:
             job.renew_at = None
             return []
         store = self._store(job)
-        for holder in dict.fromkeys(r["holder"] for r in under_way):
+        for holder in dict.fromkeys(r.holder for r in under_way):
             if holder not in job.held and not await self._adopt(job, store, holder, now):
                 continue
         if job.renew_at is None:
@@ -589,7 +596,7 @@ class Scheduler:
             # The safety net for a watch event that never came: look at each run itself.
             job.phases.clear()
         for run in syncs.active_runs(job.status):
-            name = str(run["name"])
+            name = run.name
             if name not in job.phases:
                 await self._look_at_run(job, run)
             if await self._finished(job, run, now):
@@ -621,53 +628,49 @@ class Scheduler:
         """A lock of `holder` went to someone else: its runs stop, and fail."""
         job.held.pop(holder, None)
         for run in syncs.active_runs(job.status):
-            if run["holder"] == holder:
-                await self._tell(
-                    job, "Warning", "LockLost", f"{lock} {how}; stopping {run['name']}"
-                )
+            if run.holder == holder:
+                await self._tell(job, "Warning", "LockLost", f"{lock} {how}; stopping {run.name}")
                 await self._stop_run(job, run, now, f"lost {lock} while it ran")
 
-    async def _look_at_run(self, job: Job, run: dict[str, Any]) -> None:
+    async def _look_at_run(self, job: Job, run: ActiveRun) -> None:
         """Reads the run's phase, unless a watch event tells it while the read is under way:
         the event is at least as new, the read's answer may be older."""
-        name = str(run["name"])
+        name = run.name
         job.phases.pop(name, None)
-        phase = await syncjob_runs.run_phase(
-            self.api, job.namespace, name, str(run.get("kind") or "Pod")
-        )
+        phase = await syncjob_runs.run_phase(self.api, job.namespace, name, run.kind)
         job.phases.setdefault(name, phase or GONE)
 
-    async def _finished(self, job: Job, run: dict[str, Any], now: datetime) -> bool:
+    async def _finished(self, job: Job, run: ActiveRun, now: datetime) -> bool:
         """Finishes the run if it ended or is gone."""
-        name = str(run["name"])
+        name = run.name
         phase = job.phases.get(name)
         if phase not in ("Succeeded", "Failed", GONE):
             return False
-        what = "pod" if run.get("kind", "Pod") == "Pod" else "Workflow"
+        what = "pod" if run.kind == runbodies.POD else "Workflow"
         why = job.stopping.get(name) or {GONE: f"its {what} was deleted"}.get(phase, "failed")
         await self._finish(job, run, now, succeeded=phase == "Succeeded", why=why)
         return True
 
-    async def _stop_run(self, job: Job, run: dict[str, Any], now: datetime, why: str) -> None:
+    async def _stop_run(self, job: Job, run: ActiveRun, now: datetime, why: str) -> None:
         """Stops a run: a pod is deleted and the run finishes at once; a Workflow is
         terminated and finishes when it has ended."""
-        name, kind = str(run["name"]), str(run.get("kind") or "Pod")
+        name, kind = run.name, run.kind
         await syncjob_runs.stop_run(self.api, job.namespace, name, kind)
         job.stopping[name] = why
         if kind != runbodies.WORKFLOW:
             await self._finish(job, run, now, succeeded=False, why=why)
 
     async def _finish(
-        self, job: Job, run: dict[str, Any], now: datetime, *, succeeded: bool, why: str
+        self, job: Job, run: ActiveRun, now: datetime, *, succeeded: bool, why: str
     ) -> None:
-        name, holder = str(run["name"]), str(run["holder"])
+        name, holder = run.name, run.holder
         replaced = job.stopping.pop(name, "").startswith("replaced")
         job.phases.pop(name, None)
         if replaced:
             status = syncs.without_run(job.status, name)
         else:
             status = syncs.finished(job.spec, job.status, now=now, succeeded=succeeded, run=name)
-        if not any(r["holder"] == holder for r in syncs.active_runs(status)):
+        if not any(r.holder == holder for r in syncs.active_runs(status)):
             store = self._store(job)
             released = job.held.pop(holder, [])
             for held in released:
@@ -678,7 +681,7 @@ class Scheduler:
         await self._write(job, status, now, message)
         await self._tell(job, "Normal" if succeeded or replaced else "Warning", outcome, message)
         metrics.SYNC_RUNS.labels(outcome=outcome).inc()
-        if not run.get("backfill") and syncs.is_degraded(job.spec, status):
+        if not run.backfill and syncs.is_degraded(job.spec, status):
             await self._tell(job, "Warning", "Degraded", syncs.degraded_message(job.spec, status))
         await syncjob_runs.prune_runs(
             self.api,
@@ -687,7 +690,7 @@ class Scheduler:
             keep_succeeded=job.spec.successful_runs_history_limit,
             keep_failed=job.spec.failed_runs_history_limit,
             keep_backfills_from=backfills.kept_from(job.spec, job.status),
-            kinds=(str(run.get("kind") or runbodies.POD),),
+            kinds=(run.kind,),
         )
         job.look_again()  # a run's end frees its place: what waited for it is decided anew
 
@@ -696,7 +699,7 @@ class Scheduler:
         value = job.requests.take(RESET_ANNOTATION)
         why = "spec changed" if job.spec_changed else f"{RESET_ANNOTATION}={value}"
         job.spec_changed = False
-        if int(job.status.get("consecutiveFailures") or 0):
+        if syncs.failures(job.status):
             await self._write(job, syncs.reset_failures(job.status), now, "failures reset")
             await self._tell(job, "Normal", "FailuresReset", f"consecutive failures reset ({why})")
         if value is not None:
@@ -704,17 +707,18 @@ class Scheduler:
 
     # writes -----------------------------------------------------------------------------------
 
-    async def _write(self, job: Job, status: dict[str, Any], now: datetime, message: str) -> None:
+    async def _write(self, job: Job, status: SyncJobStatus, now: datetime, message: str) -> None:
         status = syncs.with_conditions(
             job.spec, status, now=now, generation=job.generation, message=message
         )
-        change = patches.merge_patch(job.status, status)
+        wired = syncs.wire(status)
+        change = patches.merge_patch(job.written, wired)
         if change and not await kube.patch_status(
             self.api, kube.SyncJob, job.namespace, job.name, change
         ):
             self.forget(job.uid)
             return
-        job.status = status
+        job.status, job.written = status, wired
 
     async def _tell(self, job: Job, type: str, reason: str, message: str) -> None:
         await events.post(self.api, job.reference, type, reason, message)

@@ -434,12 +434,13 @@ def template_secrets(template: Mapping[str, Any] | None) -> list[str]:
 
 
 def template_to_record(
-    spec: syncjobs.SyncJobSpec, status: Mapping[str, Any], generation: int | None
+    spec: syncjobs.SyncJobSpec, status: syncjobs.SyncJobStatus, generation: int | None
 ) -> str | None:
     """The WorkflowTemplate whose Secrets to record for this generation of a SyncJob (once:
     the webhook checked the applying user for those a moment ago), or None."""
     ref = spec.workflow.workflow_template_ref if spec.workflow is not None else None
-    if ref is None or (status.get("templateSecrets") or {}).get("generation") == generation:
+    recorded = status.template_secrets
+    if ref is None or (recorded is not None and recorded.generation == generation):
         return None
     return ref.name
 

@@ -19,10 +19,10 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Literal
 
-from treadle.api.syncjobs import SyncJobSpec
-from treadle.core import patches, slots, slotsets, syncs, timestamps
+from treadle.api.syncjobs import ActiveRun, Backfill, SyncJobSpec, SyncJobStatus
+from treadle.core import slots, slotsets, syncs, timestamps
 
 SLOT_LIMIT = 10_000
 """Slots one backfill may hold: a year of hourly runs."""
@@ -81,131 +81,148 @@ def slots_in(schedule: slots.Schedule, start: datetime, end: datetime) -> list[d
 
 
 def begin(
-    spec: SyncJobSpec, status: Mapping[str, Any], request: Request, *, now: datetime
-) -> dict[str, Any] | str:
+    spec: SyncJobSpec, status: SyncJobStatus, request: Request, *, now: datetime
+) -> SyncJobStatus | str:
     """The status with a new backfill of `request`, or why it cannot begin."""
-    current = status.get("backfill") or {}
-    if current.get("phase") == "Running":
-        return f"backfill {current.get('id')} ({current.get('range')}) is still running"
+    current = status.backfill
+    if current is not None and current.phase == "Running":
+        return f"backfill {current.id} ({current.range}) is still running"
     found = slots_in(syncs.schedule_of(spec), request.start, request.end)
     if isinstance(found, str):
         return found
-    updated: dict[str, Any] = patches.copy_json(status)
-    updated["backfill"] = {
-        "id": int(current.get("id") or 0) + 1,
-        "range": f"{timestamps.text(request.start)}/{timestamps.text(request.end)}",
-        "slots": len(found),
-        "parallel": request.parallel,
-        "rerun": request.rerun,
-        "next": timestamps.text(found[0]),
-        "done": 0,
-        "failed": 0,
-        "skipped": 0,
-        "phase": "Running",
-        "startTime": timestamps.text(now),
-        "completionTime": None,
-        "message": f"{len(found)} slots to run",
-    }
-    return updated
+    backfill = Backfill(
+        id=(current.id if current is not None else 0) + 1,
+        range=f"{timestamps.text(request.start)}/{timestamps.text(request.end)}",
+        slots=len(found),
+        parallel=request.parallel,
+        rerun=request.rerun,
+        next=timestamps.text(found[0]),
+        phase="Running",
+        start_time=timestamps.text(now),
+        message=f"{len(found)} slots to run",
+    )
+    return status.model_copy(update={"backfill": backfill})
 
 
-def cancel(status: Mapping[str, Any], *, now: datetime) -> dict[str, Any] | None:
+def cancel(status: SyncJobStatus, *, now: datetime) -> SyncJobStatus | None:
     """The status with the running backfill cancelled (runs under way finish); None when none
     runs."""
-    backfill = dict(status.get("backfill") or {})
-    if backfill.get("phase") != "Running":
+    if status.backfill is None or status.backfill.phase != "Running":
         return None
-    backfill.update(
-        phase="Cancelled",
-        next=None,
-        completionTime=timestamps.text(now),
-        message="cancelled: runs under way finish, no other starts",
+    cancelled = status.backfill.model_copy(
+        update={
+            "phase": "Cancelled",
+            "next": None,
+            "completion_time": timestamps.text(now),
+            "message": "cancelled: runs under way finish, no other starts",
+        }
     )
-    return {**status, "backfill": backfill}
+    return status.model_copy(update={"backfill": cancelled})
 
 
-def runs_under_way(status: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [r for r in syncs.active_runs(status) if r.get("backfill")]
+def running(status: SyncJobStatus) -> Backfill | None:
+    """The backfill under way, if one is."""
+    return status.backfill if status.backfill and status.backfill.phase == "Running" else None
+
+
+def waiting(status: SyncJobStatus, message: str) -> SyncJobStatus:
+    """The backfill waits for its locks: its message says for which, and until when."""
+    if status.backfill is None:
+        return status
+    told = status.backfill.model_copy(update={"message": message})
+    return status.model_copy(update={"backfill": told})
+
+
+def runs_under_way(status: SyncJobStatus) -> list[ActiveRun]:
+    return [r for r in syncs.active_runs(status) if r.backfill]
 
 
 @dataclass(frozen=True)
 class Step:
-    status: dict[str, Any]
+    status: SyncJobStatus
     """The status after stepping over succeeded slots (and completing, when all are done)."""
     due: list[slots.Slot]
     """Slots to start now, oldest first (each starts once the one before it did)."""
 
 
-def step(spec: SyncJobSpec, status: Mapping[str, Any], *, now: datetime) -> Step:
+def _end(backfill: Backfill) -> datetime:
+    return timestamps.parse(backfill.range.split("/")[1])
+
+
+def step(spec: SyncJobSpec, status: SyncJobStatus, *, now: datetime) -> Step:
     """What the running backfill does now."""
-    updated: dict[str, Any] = patches.copy_json(status)
-    backfill = dict(updated.get("backfill") or {})
-    if backfill.get("phase") != "Running":
-        return Step(updated, [])
+    backfill = running(status)
+    if backfill is None:
+        return Step(status, [])
     schedule = syncs.schedule_of(spec)
-    end = timestamps.parse(str(backfill["range"]).split("/")[1])
-    cursor = timestamps.parse_optional(backfill.get("next"))
-    room = int(backfill.get("parallel") or 1) - len(runs_under_way(status))
+    end = _end(backfill)
+    cursor = timestamps.parse_optional(backfill.next)
+    room = backfill.parallel - len(runs_under_way(status))
     due: list[slots.Slot] = []
-    stepped = 0
-    while cursor is not None and len(due) < room and stepped < SKIP_LIMIT:
-        if not backfill.get("rerun") and slotsets.contains(updated.get("succeededSlots"), cursor):
+    skipped = 0
+    while cursor is not None and len(due) < room and skipped < SKIP_LIMIT:
+        if not backfill.rerun and slotsets.contains(status.succeeded_slots, cursor):
             if due:
                 break  # the cursor moves past it once the slots before it started
-            backfill["skipped"] = int(backfill.get("skipped") or 0) + 1
-            stepped += 1
+            skipped += 1
             after = schedule.next_after(cursor)
             cursor = after if after < end else None
-            backfill["next"] = timestamps.text(cursor) if cursor else None
+            backfill = backfill.model_copy(
+                update={
+                    "skipped": backfill.skipped + 1,
+                    "next": timestamps.text(cursor) if cursor else None,
+                }
+            )
             continue
         due.append(slots.Slot(cursor, schedule.next_after(cursor)))
         after = schedule.next_after(cursor)
         cursor = after if after < end else None
-    if backfill.get("next") is None and not runs_under_way(status):
-        backfill.update(
-            phase="Complete",
-            completionTime=timestamps.text(now),
-            message=summary(backfill),
+    if backfill.next is None and not runs_under_way(status):
+        backfill = backfill.model_copy(
+            update={
+                "phase": "Complete",
+                "completion_time": timestamps.text(now),
+                "message": summary(backfill),
+            }
         )
-    elif stepped:
-        backfill["message"] = summary(backfill)
-    updated["backfill"] = backfill
-    return Step(updated, due)
+    elif skipped:
+        backfill = backfill.model_copy(update={"message": summary(backfill)})
+    return Step(status.model_copy(update={"backfill": backfill}), due)
 
 
 def started(
     spec: SyncJobSpec,
-    status: Mapping[str, Any],
+    status: SyncJobStatus,
     slot: slots.Slot,
     *,
     now: datetime,
     run: str,
-    kind: str,
+    kind: Literal["Pod", "Workflow"],
     holder: str,
-) -> dict[str, Any]:
+) -> SyncJobStatus:
     """The backfill's run of `slot` exists: it is under way, and the cursor is past it."""
-    updated: dict[str, Any] = patches.copy_json(status)
-    entry = {
-        "name": run,
-        "kind": kind,
-        "slot": timestamps.text(slot.start),
-        "holder": holder,
-        "started": timestamps.text(now),
-        "backfill": True,
-    }
-    updated["activeRuns"] = [*(r for r in syncs.active_runs(status) if r["name"] != run), entry]
-    backfill = dict(updated.get("backfill") or {})
-    end = timestamps.parse(str(backfill["range"]).split("/")[1])
-    after = syncs.schedule_of(spec).next_after(slot.start)
-    backfill["next"] = timestamps.text(after) if after < end else None
-    backfill["message"] = summary(backfill)
-    updated["backfill"] = backfill
-    return updated
+    entry = ActiveRun(
+        name=run,
+        kind=kind,
+        slot=timestamps.text(slot.start),
+        holder=holder,
+        started=timestamps.text(now),
+        backfill=True,
+    )
+    runs = [*(r for r in syncs.active_runs(status) if r.name != run), entry]
+    changed: dict[str, object] = {"active_runs": runs}
+    if status.backfill is not None:
+        after = syncs.schedule_of(spec).next_after(slot.start)
+        moved = status.backfill.model_copy(
+            update={"next": timestamps.text(after) if after < _end(status.backfill) else None}
+        )
+        changed["backfill"] = moved.model_copy(update={"message": summary(moved)})
+    return status.model_copy(update=changed)
 
 
-def kept_from(spec: SyncJobSpec, status: Mapping[str, Any]) -> int:
+def kept_from(spec: SyncJobSpec, status: SyncJobStatus) -> int:
     """The oldest backfill whose runs are kept (`spec.backfillHistoryLimit` of the latest)."""
-    latest = int((status.get("backfill") or {}).get("id") or 0)
+    latest = status.backfill.id if status.backfill is not None else 0
     return latest - spec.backfill_history_limit + 1
 
 
@@ -213,9 +230,17 @@ WAITING = "waiting"
 """How the message of a backfill that waits for its locks begins."""
 
 
-def summary(backfill: Mapping[str, Any]) -> str:
-    done, failed, skipped = (int(backfill.get(k) or 0) for k in ("done", "failed", "skipped"))
+def summary(backfill: Mapping[str, object] | Backfill) -> str:
+    """`done+failed+skipped/slots slots: ...`, of the model or of its JSON (the plugin reads
+    status as JSON)."""
+    if isinstance(backfill, Backfill):
+        backfill = backfill.model_dump(mode="json")
+    done, failed, skipped = (_count(backfill.get(k)) for k in ("done", "failed", "skipped"))
     return (
         f"{done + failed + skipped}/{backfill.get('slots')} slots: {done} succeeded, "
         f"{failed} failed, {skipped} skipped (had succeeded)"
     )
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) else 0

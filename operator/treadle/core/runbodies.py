@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from treadle.api import GROUP, VERSION, syncjobs, workflows
 from treadle.api.syncjobs import SyncJobSpec
@@ -26,7 +26,9 @@ LABEL_HOLDER = f"{GROUP}/lock-holder"
 LABEL_BACKFILL = f"{GROUP}/backfill-id"
 """On a backfill's runs: which backfill of the job (1, 2, ...) made them."""
 NAME_LIMIT = 63
-POD, WORKFLOW = "Pod", "Workflow"
+RunKind = Literal["Pod", "Workflow"]
+POD: RunKind = "Pod"
+WORKFLOW: RunKind = "Workflow"
 FAILED_WORKFLOW_PHASES = ("Failed", "Stopped", "Terminated", "Invalid")
 
 

@@ -5,11 +5,10 @@ controllers/scheduler.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
 
-from treadle.api.syncjobs import SyncJobSpec
+from treadle.api.syncjobs import ActiveRun, SyncJobSpec, SyncJobStatus
 from treadle.core import runbodies, syncs, timestamps
 
 
@@ -23,14 +22,11 @@ def holder(job: str, spec: SyncJobSpec, run: str, backfill: int = 0) -> str:
     return run
 
 
-def deadline(
-    spec: SyncJobSpec, status: Mapping[str, Any], run: Mapping[str, Any]
-) -> datetime | None:
+def deadline(spec: SyncJobSpec, status: SyncJobStatus, run: ActiveRun) -> datetime | None:
     """When the run is past `activeDeadlineSeconds` (None: no deadline, or no start known)."""
     if spec.active_deadline_seconds is None:
         return None
-    started = timestamps.parse_optional(run.get("started"))
-    started = started or timestamps.parse_optional(status.get("lastAttemptTime"))
+    started = timestamps.parse_optional(run.started or status.last_attempt_time)
     if started is None:
         return None
     return started + timedelta(seconds=spec.active_deadline_seconds)
@@ -39,7 +35,7 @@ def deadline(
 def table_writer(
     table: str,
     holder: str,
-    others: Iterable[tuple[SyncJobSpec, Mapping[str, Any]]],
+    others: Iterable[tuple[SyncJobSpec, SyncJobStatus]],
 ) -> str | None:
     """The run under way of another job (`others`: the namespace's other jobs, spec and
     status) that writes `table` and holds its locks for someone else than `holder`: a DDL job
@@ -48,13 +44,13 @@ def table_writer(
         if spec.ddl or table not in spec.tables:
             continue
         for run in syncs.active_runs(status):
-            if run["holder"] != holder:
-                return str(run["name"])
+            if run.holder != holder:
+                return run.name
     return None
 
 
 def waits_for(
-    status: Mapping[str, Any],
+    status: SyncJobStatus,
     locks: Iterable[str],
     *,
     backfill_waits: bool,
@@ -63,5 +59,5 @@ def waits_for(
     """Whether a job of the same namespace waits for one of the `released` locks: its last
     run was skipped, or its backfill waits, and it takes one of them.  It then tries again at
     once, not at its retry time."""
-    waiting = status.get("lastOutcome") == syncs.SKIPPED or backfill_waits
+    waiting = status.last_outcome == syncs.SKIPPED or backfill_waits
     return waiting and bool(released & set(locks))

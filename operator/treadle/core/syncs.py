@@ -23,13 +23,12 @@ no next slot abandons it); a failed one makes way for the next missed slot.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from treadle.api.syncjobs import SyncJobSpec
-from treadle.core import conditions, patches, slots, slotsets, timestamps
+from treadle.api.syncjobs import ActiveRun, ManualRun, ManualRunOutcome, SyncJobSpec, SyncJobStatus
+from treadle.core import conditions, slots, slotsets, timestamps
 
 SUCCEEDED, FAILED, SKIPPED = "Succeeded", "Failed", "Skipped"
 
@@ -75,25 +74,26 @@ def retry_wait_seconds(spec: SyncJobSpec, slot: slots.Slot) -> float:
     )
 
 
-def is_degraded(spec: SyncJobSpec, status: Mapping[str, Any]) -> bool:
-    return int(status.get("consecutiveFailures") or 0) >= spec.max_consecutive_failures
+def is_degraded(spec: SyncJobSpec, status: SyncJobStatus) -> bool:
+    return failures(status) >= spec.max_consecutive_failures
 
 
-def active_runs(status: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The runs under way (a status written before `activeRuns` existed has `activeRun`)."""
-    found = status.get("activeRuns")
-    if isinstance(found, list):
-        return [dict(run) for run in found if isinstance(run, Mapping)]
-    run = status.get("activeRun")
-    if not run:
-        return []
-    slot = status.get("currentSlot") or ""
-    return [{"name": run, "kind": "Pod", "slot": slot, "holder": run, "backfill": False}]
+def failures(status: SyncJobStatus) -> int:
+    return status.consecutive_failures or 0
 
 
-def scheduled_runs(status: Mapping[str, Any]) -> list[dict[str, Any]]:
+def active_runs(status: SyncJobStatus) -> list[ActiveRun]:
+    """The runs under way (a status written before `activeRuns` existed has `activeRun` only;
+    since, `activeRun` is always one of `activeRuns`)."""
+    if status.active_runs or not status.active_run:
+        return list(status.active_runs)
+    run = status.active_run
+    return [ActiveRun(name=run, slot=status.current_slot or "", holder=run)]
+
+
+def scheduled_runs(status: SyncJobStatus) -> list[ActiveRun]:
     """The runs under way that the schedule started (not a backfill's)."""
-    return [run for run in active_runs(status) if not run.get("backfill")]
+    return [run for run in active_runs(status) if not run.backfill]
 
 
 def catch_up_slots(
@@ -111,7 +111,7 @@ def catch_up_slots(
 
 def decide(
     spec: SyncJobSpec,
-    status: Mapping[str, Any],
+    status: SyncJobStatus,
     *,
     now: datetime,
     created: datetime,
@@ -128,15 +128,14 @@ def decide(
     if len(running) >= MAX_ALLOWED_RUNS:
         return Decision(False, f"{len(running)} runs are in progress, the most Allow keeps")
     if is_degraded(spec, status):
-        failures = status.get("consecutiveFailures")
-        return Decision(False, f"degraded after {failures} failed runs in a row")
+        return Decision(False, f"degraded after {failures(status)} failed runs in a row")
     if spec.suspend:
         return Decision(False, "suspended")
     slot = schedule.slot_at(now)
     if slot is None or slot.start < created.replace(microsecond=0):
         return Decision(False, "waiting for the first slot", wake_at=upcoming)
-    current = timestamps.parse_optional(status.get("currentSlot"))
-    since = timestamps.parse_optional(status.get("catchUpSince"))
+    current = timestamps.parse_optional(status.current_slot)
+    since = timestamps.parse_optional(status.catch_up_since)
     if spec.catch_up.policy == "All" and current is not None and current < slot.start:
         caught = _catching_up(
             spec, status, schedule, slot, current, since, now, created, lock_released
@@ -146,7 +145,7 @@ def decide(
     if running and current == slot.start:
         return Decision(False, "a run of this slot is in progress", slot=slot)
     if current != slot.start:
-        abandoned = current if status.get("lastOutcome") == SKIPPED and current else None
+        abandoned = current if status.last_outcome == SKIPPED and current else None
         deadline = spec.starting_deadline_seconds
         late = (now - max(slot.start, since or slot.start)).total_seconds()
         if deadline is not None and late > deadline:
@@ -158,21 +157,21 @@ def decide(
                 wake_at=upcoming,
                 abandoned_slot=abandoned,
             )
-        replace = tuple(r["name"] for r in running) if spec.concurrency_policy == "Replace" else ()
+        replace = tuple(r.name for r in running) if spec.concurrency_policy == "Replace" else ()
         return Decision(True, "new slot", slot=slot, abandoned_slot=abandoned, replace=replace)
     return _in_slot(spec, status, slot, now, upcoming, lock_released)
 
 
 def _in_slot(
     spec: SyncJobSpec,
-    status: Mapping[str, Any],
+    status: SyncJobStatus,
     slot: slots.Slot,
     now: datetime,
     wake: datetime,
     lock_released: bool = False,
 ) -> Decision:
     """The slot was attempted already: what its last outcome leaves to do."""
-    outcome = status.get("lastOutcome")
+    outcome = status.last_outcome
     if outcome == SUCCEEDED:
         return Decision(False, "succeeded in this slot", slot=slot, wake_at=wake)
     if outcome == FAILED:
@@ -181,7 +180,7 @@ def _in_slot(
         )
     if outcome != SKIPPED:
         return Decision(True, "no attempt recorded in this slot", slot=slot)
-    last = timestamps.parse_optional(status.get("lastAttemptTime"))
+    last = timestamps.parse_optional(status.last_attempt_time)
     if last is None:
         return Decision(True, RETRYING_MESSAGE, slot=slot, retry=True)
     if lock_released and slot.end > now:
@@ -196,7 +195,7 @@ def _in_slot(
 
 def _catching_up(
     spec: SyncJobSpec,
-    status: Mapping[str, Any],
+    status: SyncJobStatus,
     schedule: slots.Schedule,
     latest: slots.Slot,
     current: datetime,
@@ -211,7 +210,7 @@ def _catching_up(
     deadline = spec.starting_deadline_seconds
     if deadline is not None and (now - began).total_seconds() > deadline:
         return None  # the rest of the missed slots are given up: the latest slot runs
-    if since is not None and status.get("lastOutcome") == SKIPPED:
+    if since is not None and status.last_outcome == SKIPPED:
         slot = slots.Slot(current, schedule.next_after(current))
         decision = _in_slot(spec, status, slot, now, latest.end, lock_released)
         return Decision(
@@ -243,72 +242,72 @@ def _catching_up(
 # status transitions ----------------------------------------------------------------------
 
 
-def _attempted(status: Mapping[str, Any], slot: slots.Slot, now: datetime) -> dict[str, Any]:
-    updated: dict[str, Any] = patches.copy_json(status)
-    same = updated.get("currentSlot") == timestamps.text(slot.start)
-    updated.update(
-        currentSlot=timestamps.text(slot.start),
-        lastAttemptTime=timestamps.text(now),
-        attemptsInSlot=(int(updated.get("attemptsInSlot") or 0) if same else 0) + 1,
-    )
-    return updated
+def _attempted(status: SyncJobStatus, slot: slots.Slot, now: datetime) -> dict[str, object]:
+    """The fields every attempt of `slot` changes."""
+    same = status.current_slot == timestamps.text(slot.start)
+    return {
+        "current_slot": timestamps.text(slot.start),
+        "last_attempt_time": timestamps.text(now),
+        "attempts_in_slot": ((status.attempts_in_slot or 0) if same else 0) + 1,
+    }
 
 
 def skipped(
     spec: SyncJobSpec,
-    status: Mapping[str, Any],
+    status: SyncJobStatus,
     slot: slots.Slot,
     *,
     now: datetime,
     reason: Literal["PipelineLocked", "TableLocked"],
     holder: str | None,
     catch_up_since: datetime | None = None,
-) -> dict[str, Any]:
+) -> SyncJobStatus:
     """The attempt could not get its locks: Skipped, with the next retry inside the slot (a
     catch-up slot, whose end has passed, is retried after the same wait all the same)."""
-    updated = _attempted(status, slot, now)
     due = now + timedelta(seconds=retry_wait_seconds(spec, slot))
-    updated.update(
-        lastOutcome=SKIPPED,
-        lastSkipReason=reason,
-        lastSkipHolder=holder,
-        nextRetryTime=timestamps.text(due) if due < slot.end or catch_up_since else None,
-        nextScheduleTime=timestamps.text(slot.end),
-    )
+    changed = {
+        **_attempted(status, slot, now),
+        "last_outcome": SKIPPED,
+        "last_skip_reason": reason,
+        "last_skip_holder": holder,
+        "next_retry_time": timestamps.text(due) if due < slot.end or catch_up_since else None,
+        "next_schedule_time": timestamps.text(slot.end),
+    }
     if catch_up_since is not None:
-        updated["catchUpSince"] = timestamps.text(catch_up_since)
-    return updated
+        changed["catch_up_since"] = timestamps.text(catch_up_since)
+    return status.model_copy(update=changed)
 
 
 def started(
-    status: Mapping[str, Any],
+    status: SyncJobStatus,
     slot: slots.Slot,
     *,
     now: datetime,
     run: str,
-    kind: str = "Pod",
+    kind: Literal["Pod", "Workflow"] = "Pod",
     holder: str | None = None,
     catch_up_since: datetime | None = None,
-) -> dict[str, Any]:
+) -> SyncJobStatus:
     """The locks are held and the run (its pod or Workflow) exists."""
-    updated = _attempted(status, slot, now)
-    entry = {
-        "name": run,
-        "kind": kind,
-        "slot": timestamps.text(slot.start),
-        "holder": holder or run,
-        "started": timestamps.text(now),
-    }
-    updated.update(
-        activeRun=run,
-        activeRuns=[*(r for r in active_runs(status) if r["name"] != run), entry],
-        catchUpSince=timestamps.text(catch_up_since) if catch_up_since else None,
-        nextRetryTime=None,
-        lastSkipReason=None,
-        lastSkipHolder=None,
-        nextScheduleTime=timestamps.text(slot.end),
+    entry = ActiveRun(
+        name=run,
+        kind=kind,
+        slot=timestamps.text(slot.start),
+        holder=holder or run,
+        started=timestamps.text(now),
     )
-    return updated
+    return status.model_copy(
+        update={
+            **_attempted(status, slot, now),
+            "active_run": run,
+            "active_runs": [*(r for r in active_runs(status) if r.name != run), entry],
+            "catch_up_since": timestamps.text(catch_up_since) if catch_up_since else None,
+            "next_retry_time": None,
+            "last_skip_reason": None,
+            "last_skip_holder": None,
+            "next_schedule_time": timestamps.text(slot.end),
+        }
+    )
 
 
 MANUAL_REQUEST_CHARS = 1024
@@ -316,104 +315,95 @@ MANUAL_REQUEST_CHARS = 1024
 
 
 def manual_run(
-    status: Mapping[str, Any],
+    status: SyncJobStatus,
     *,
     requested: str,
-    outcome: str,
+    outcome: ManualRunOutcome,
     message: str,
     run: str | None = None,
-) -> dict[str, Any]:
+) -> SyncJobStatus:
     """What came of the run asked for by hand (`treadle.dev/run-now: <requested>`): Waiting,
     Started, Skipped or Failed; whoever asked reads it once the annotation is gone."""
-    updated: dict[str, Any] = patches.copy_json(status)
-    updated["manualRun"] = {
-        # The annotation's value is anyone's (up to 256 KiB): status keeps what fits its
-        # schema, which the plugin's own values (a time) always do.
-        "requested": requested[:MANUAL_REQUEST_CHARS],
-        "outcome": outcome,
-        "run": run,
-        "message": message,
-    }
-    return updated
+    # The annotation's value is anyone's (up to 256 KiB): status keeps what fits its schema,
+    # which the plugin's own values (a time) always do.
+    told = ManualRun(
+        requested=requested[:MANUAL_REQUEST_CHARS], outcome=outcome, run=run, message=message
+    )
+    return status.model_copy(update={"manual_run": told})
 
 
-def without_run(status: Mapping[str, Any], run: str) -> dict[str, Any]:
+def without_run(status: SyncJobStatus, run: str) -> SyncJobStatus:
     """The status with `run` no longer under way; `activeRun` names the newest scheduled run
     still under way."""
-    updated: dict[str, Any] = patches.copy_json(status)
-    left = [r for r in active_runs(status) if r["name"] != run]
-    scheduled = [r for r in left if not r.get("backfill")]
-    updated.update(activeRuns=left, activeRun=scheduled[-1]["name"] if scheduled else None)
-    return updated
+    left = [r for r in active_runs(status) if r.name != run]
+    scheduled = [r for r in left if not r.backfill]
+    newest = scheduled[-1].name if scheduled else None
+    return status.model_copy(update={"active_runs": left, "active_run": newest})
 
 
-def run_of(status: Mapping[str, Any], run: str) -> dict[str, Any] | None:
-    return next((r for r in active_runs(status) if r["name"] == run), None)
+def run_of(status: SyncJobStatus, run: str) -> ActiveRun | None:
+    return next((r for r in active_runs(status) if r.name == run), None)
 
 
 def finished(
     spec: SyncJobSpec,
-    status: Mapping[str, Any],
+    status: SyncJobStatus,
     *,
     now: datetime,
     succeeded: bool,
     run: str | None = None,
-) -> dict[str, Any]:
+) -> SyncJobStatus:
     """The run (default: the active one) ended or was stopped: its outcome, the failure count,
     and its slot among the succeeded ones.  A backfill's run counts in the backfill only."""
-    name = run or str(status.get("activeRun") or "")
-    entry = run_of(status, name) or {}
+    name = run or status.active_run or ""
+    entry = run_of(status, name)
     updated = without_run(status, name)
-    slot = timestamps.parse_optional(entry.get("slot"))
+    slot = timestamps.parse_optional(entry.slot if entry is not None else None)
+    changed: dict[str, object] = {}
     if succeeded and slot is not None:
-        updated["succeededSlots"] = slotsets.add(
-            updated.get("succeededSlots"), slot, schedule_of(spec)
-        )
-    if entry.get("backfill"):
-        backfill = dict(updated.get("backfill") or {})
-        if backfill:
-            key = "done" if succeeded else "failed"
-            backfill[key] = int(backfill.get(key) or 0) + 1
-            updated["backfill"] = backfill
-        return updated
-    if slot is None or updated.get("currentSlot") == timestamps.text(slot):
-        updated["lastOutcome"] = SUCCEEDED if succeeded else FAILED
+        changed["succeeded_slots"] = slotsets.add(updated.succeeded_slots, slot, schedule_of(spec))
+    if entry is not None and entry.backfill:
+        if updated.backfill is not None:
+            counted = "done" if succeeded else "failed"
+            total = getattr(updated.backfill, counted) + 1
+            changed["backfill"] = updated.backfill.model_copy(update={counted: total})
+        return updated.model_copy(update=changed)
+    if slot is None or updated.current_slot == timestamps.text(slot):
+        changed["last_outcome"] = SUCCEEDED if succeeded else FAILED
     if succeeded:
-        updated.update(consecutiveFailures=0, lastSuccessfulTime=timestamps.text(now))
+        changed.update(consecutive_failures=0, last_successful_time=timestamps.text(now))
     else:
-        updated["consecutiveFailures"] = int(updated.get("consecutiveFailures") or 0) + 1
-    return updated
+        changed["consecutive_failures"] = failures(updated) + 1
+    return updated.model_copy(update=changed)
 
 
-def reset_failures(status: Mapping[str, Any]) -> dict[str, Any]:
+def reset_failures(status: SyncJobStatus) -> SyncJobStatus:
     """`treadle.dev/reset-failures` or a spec change: a Degraded job schedules again."""
-    return {**status, "consecutiveFailures": 0}
+    return status.model_copy(update={"consecutive_failures": 0})
 
 
-def degraded_message(spec: SyncJobSpec, status: Mapping[str, Any]) -> str:
-    failures = int(status.get("consecutiveFailures") or 0)
+def degraded_message(spec: SyncJobSpec, status: SyncJobStatus) -> str:
     return (
-        f"{failures} failed runs in a row (maxConsecutiveFailures {spec.max_consecutive_failures})"
-        "; annotate treadle.dev/reset-failures or change the spec to schedule again"
+        f"{failures(status)} failed runs in a row (maxConsecutiveFailures "
+        f"{spec.max_consecutive_failures}); annotate treadle.dev/reset-failures or change the "
+        "spec to schedule again"
     )
 
 
 def with_conditions(
     spec: SyncJobSpec,
-    status: Mapping[str, Any],
+    status: SyncJobStatus,
     *,
     now: datetime,
     generation: int | None,
     message: str,
-) -> dict[str, Any]:
+) -> SyncJobStatus:
     """Ready (scheduling normally) and Degraded (too many failures in a row), kstatus-style."""
-    updated = dict(status)
     degraded = is_degraded(spec, status)
-    failures = int(status.get("consecutiveFailures") or 0)
     why = degraded_message(spec, status)
     reason = "Degraded" if degraded else "Suspended" if spec.suspend else "Scheduling"
     found = conditions.kstatus(
-        conditions.parse(status.get("conditions")),
+        status.conditions,
         ready=not degraded,
         reconciling=False,
         stalled=degraded,
@@ -427,10 +417,13 @@ def with_conditions(
         type="Degraded",
         status="True" if degraded else "False",
         reason="TooManyFailures" if degraded else "Healthy",
-        message=why if degraded else f"{failures} failed runs in a row",
+        message=why if degraded else f"{failures(status)} failed runs in a row",
         generation=generation,
         now=now,
     )
-    updated["conditions"] = conditions.wire(found)
-    updated["observedGeneration"] = generation
-    return updated
+    return status.model_copy(update={"conditions": found, "observed_generation": generation})
+
+
+def wire(status: SyncJobStatus) -> dict[str, Any]:
+    """The status as the API server keeps it (camelCase JSON, no nulls)."""
+    return status.model_dump(mode="json", exclude_none=True)

@@ -62,13 +62,16 @@ async def admit_syncjob(
         kopf.warn(body, reason="Invalid", message=verdict.message)
         return
     metrics.ADMISSIONS.labels(kind=syncjobs.KIND, phase="Scheduled").inc()
-    current = dict(status)
+    current = syncjobs.SyncJobStatus.model_validate(dict(status))
     generation = meta.get("generation")
     if (name := admission.template_to_record(verdict.runnable, current, generation)) is not None:
         async with kube.client() as api:
             template = await kube.template_spec(api, str(meta.get("namespace")), name)
-        recorded = {"generation": generation, "names": admission.template_secrets(template)}
-        patch.status["templateSecrets"] = current["templateSecrets"] = recorded
+        recorded = syncjobs.TemplateSecrets(
+            generation=generation, names=admission.template_secrets(template)
+        )
+        patch.status["templateSecrets"] = recorded.model_dump(mode="json", exclude_none=True)
+        current = current.model_copy(update={"template_secrets": recorded})
     scheduler = getattr(memo, "scheduler", None)
     if scheduler is not None:
         scheduler.track(dict(body), verdict.runnable, current)

@@ -12,7 +12,7 @@ import pytest
 
 from support.cluster import REPO
 from treadle.api.pools import WorkerPoolSpec
-from treadle.api.syncjobs import SyncJobSpec
+from treadle.api.syncjobs import SyncJobSpec, SyncJobStatus
 from treadle.api.workflows import WorkflowSpec
 from treadle.core import engine, pools, slots, syncs
 from treadle.core.messages import TaskResult
@@ -26,7 +26,7 @@ def health(kind: str, obj: dict[str, Any]) -> tuple[str, str]:
     lua = lupa.LuaRuntime()
     lua.globals().obj = lua.table_from(obj, recursive=True)
     found = lua.execute((HEALTH / kind / "health.lua").read_text())
-    return found["status"], found["message"]
+    return found["status"], found.message
 
 
 def workflow_object(status: dict[str, Any] | None, generation: int = 1) -> dict[str, Any]:
@@ -80,13 +80,15 @@ def test_a_sync_job_is_healthy_while_it_schedules_and_degraded_after_too_many_fa
         {"schedule": "0 * * * *", "maxConsecutiveFailures": 2, "template": {"spec": {}}}
     )
     slot = slots.Slot(NOW, NOW.replace(hour=9))
-    status: dict[str, Any] = {}
+    status = SyncJobStatus()
     for _ in range(2):
         status = syncs.finished(
             spec, syncs.started(status, slot, now=NOW, run="j-1"), now=NOW, succeeded=False
         )
-        shown = syncs.with_conditions(spec, status, now=NOW, generation=1, message="waiting")
-        if status["consecutiveFailures"] == 1:
+        shown = syncs.wire(
+            syncs.with_conditions(spec, status, now=NOW, generation=1, message="waiting")
+        )
+        if status.consecutive_failures == 1:
             assert health("SyncJob", sync_object(shown)) == ("Healthy", "last run: Failed")
     status_name, message = health("SyncJob", sync_object(shown))
     assert status_name == "Degraded"
@@ -101,7 +103,9 @@ def test_a_suspended_sync_job_is_suspended() -> None:
     spec = SyncJobSpec.model_validate(
         {"schedule": "0 * * * *", "suspend": True, "template": {"spec": {}}}
     )
-    shown = syncs.with_conditions(spec, {}, now=NOW, generation=1, message="suspended")
+    shown = syncs.wire(
+        syncs.with_conditions(spec, SyncJobStatus(), now=NOW, generation=1, message="suspended")
+    )
     assert health("SyncJob", sync_object(shown, suspend=True)) == (
         "Suspended",
         "spec.suspend is true",

@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from treadle.api import BACKFILL_ANNOTATION, RUN_NOW_ANNOTATION
-from treadle.api.syncjobs import SyncJobSpec
+from treadle.api.syncjobs import ActiveRun, SyncJobSpec, SyncJobStatus
 from treadle.controllers.scheduler import Scheduler
 from treadle.core import gates
 
+SKIPPED = SyncJobStatus(last_outcome="Skipped")
 TEMPLATE = {"spec": {"containers": [{"name": "c", "image": "x"}]}}
 
 
@@ -38,13 +39,13 @@ def scheduler() -> Scheduler:
 
 def test_a_request_set_while_the_operator_was_away_is_taken_when_the_job_is_tracked() -> None:
     intake = scheduler()
-    intake.track(body("etl", annotations={RUN_NOW_ANNOTATION: "t1"}), spec(), {})
+    intake.track(body("etl", annotations={RUN_NOW_ANNOTATION: "t1"}), spec(), SyncJobStatus())
     assert intake.jobs["uid-ns-etl"].requests.pending == {RUN_NOW_ANNOTATION: "t1"}
 
 
 def test_the_watch_repeating_a_request_being_carried_out_queues_nothing_a_new_one_does() -> None:
     intake = scheduler()
-    intake.track(body("etl"), spec(), {})
+    intake.track(body("etl"), spec(), SyncJobStatus())
     job = intake.jobs["uid-ns-etl"]
     intake.request(job.uid, BACKFILL_ANNOTATION, '{"from": "a"}', "101")
     assert job.requests.take(BACKFILL_ANNOTATION) == '{"from": "a"}'
@@ -57,8 +58,8 @@ def test_the_watch_repeating_a_request_being_carried_out_queues_nothing_a_new_on
 def test_a_released_lock_wakes_the_jobs_of_its_namespace_that_wait_for_it_and_no_other() -> None:
     intake = scheduler()
     for name, namespace in (("holder", "ns"), ("waiter", "ns"), ("elsewhere", "other")):
-        intake.track(body(name, namespace), spec(pipeline="orders"), {"lastOutcome": "Skipped"})
-    intake.track(body("unrelated"), spec(pipeline="billing"), {"lastOutcome": "Skipped"})
+        intake.track(body(name, namespace), spec(pipeline="orders"), SKIPPED)
+    intake.track(body("unrelated"), spec(pipeline="billing"), SKIPPED)
     for job in intake.jobs.values():
         job.due = None
     released = {gates.pipeline_lock("orders")}
@@ -76,8 +77,8 @@ async def test_a_run_that_ends_while_its_job_is_being_looked_at_gets_the_job_loo
     import asyncio
 
     intake = scheduler()
-    run = {"name": "etl-b1-1", "holder": "etl-b1-1", "backfill": 1}
-    intake.track(body("etl"), spec(), {"activeRuns": [run]})
+    run = ActiveRun(name="etl-b1-1", holder="etl-b1-1", slot="x", backfill=True)
+    intake.track(body("etl"), spec(), SyncJobStatus(active_runs=[run]))
     job = intake.jobs["uid-ns-etl"]
     looking, finish = asyncio.Event(), asyncio.Event()
 

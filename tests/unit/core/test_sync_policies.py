@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from treadle.api.syncjobs import SyncJobSpec
+from treadle.api.syncjobs import ActiveRun, SyncJobSpec, SyncJobStatus
 from treadle.core import admission, backfills, runbodies, slots, slotsets, syncruns, syncs
 
 CREATED = datetime(2025, 1, 1, tzinfo=UTC)
@@ -26,13 +26,19 @@ def job(**extra: Any) -> SyncJobSpec:
     return SyncJobSpec.model_validate({"schedule": "0 * * * *", "workflow": workflow, **extra})
 
 
-def decide(spec: SyncJobSpec, status: dict[str, Any], now: datetime) -> syncs.Decision:
+def decide(spec: SyncJobSpec, status: SyncJobStatus, now: datetime) -> syncs.Decision:
     return syncs.decide(spec, status, now=now, created=CREATED)
 
 
-def running(slot_hour: int, name: str = "r", **entry: Any) -> dict[str, Any]:
+def running(slot_hour: int, name: str = "r", **entry: Any) -> SyncJobStatus:
     slot = slots.Slot(at(slot_hour), at(slot_hour + 1))
-    return syncs.started({}, slot, now=at(slot_hour), run=name, kind="Workflow", **entry)
+    return syncs.started(
+        SyncJobStatus(), slot, now=at(slot_hour), run=name, kind="Workflow", **entry
+    )
+
+
+def with_(status: SyncJobStatus, **changed: Any) -> SyncJobStatus:
+    return status.model_copy(update=changed)
 
 
 # concurrency policies ---------------------------------------------------------------------
@@ -51,7 +57,7 @@ def test_forbid_waits_for_the_run_under_way_and_allow_starts_beside_it() -> None
 
 
 def test_allow_keeps_at_most_fifty_runs_under_way() -> None:
-    status: dict[str, Any] = {}
+    status = SyncJobStatus()
     for hour in range(syncs.MAX_ALLOWED_RUNS):
         slot = slots.Slot(at(0) + timedelta(hours=hour), at(1) + timedelta(hours=hour))
         status = syncs.started(status, slot, now=slot.start, run=f"r{hour}")
@@ -73,29 +79,28 @@ def test_replace_names_the_runs_to_terminate_when_a_new_slot_begins() -> None:
 def test_an_older_run_ending_after_a_newer_one_began_leaves_the_newer_slots_outcome() -> None:
     spec = job(concurrencyPolicy="Allow")
     both = syncs.started(running(10, "old"), slots.Slot(at(11), at(12)), now=at(11), run="new")
-    assert [r["name"] for r in syncs.active_runs(both)] == ["old", "new"]
+    assert [r.name for r in syncs.active_runs(both)] == ["old", "new"]
     old_failed = syncs.finished(spec, both, now=at(11, 5), succeeded=False, run="old")
-    assert old_failed.get("lastOutcome") is None  # the current slot (11:00) is still running
-    assert old_failed["consecutiveFailures"] == 1
-    assert old_failed["activeRun"] == "new"
+    assert old_failed.last_outcome is None  # the current slot (11:00) is still running
+    assert old_failed.consecutive_failures == 1
+    assert old_failed.active_run == "new"
     done = syncs.finished(spec, old_failed, now=at(11, 30), succeeded=True, run="new")
-    assert (done["lastOutcome"], done["activeRun"], done["activeRuns"]) == ("Succeeded", None, [])
-    assert done["succeededSlots"] == "2025-10-15T11:00:00Z"
+    assert (done.last_outcome, done.active_run, done.active_runs) == ("Succeeded", None, [])
+    assert done.succeeded_slots == "2025-10-15T11:00:00Z"
 
 
 def test_a_status_from_before_active_runs_still_reads_its_run() -> None:
-    old = {"activeRun": "r", "currentSlot": "2025-10-15T10:00:00Z"}
+    old = SyncJobStatus.model_validate({"activeRun": "r", "currentSlot": "2025-10-15T10:00:00Z"})
     assert syncs.active_runs(old) == [
-        {"name": "r", "kind": "Pod", "slot": "2025-10-15T10:00:00Z", "holder": "r",
-         "backfill": False},
-    ]  # fmt: skip
-    assert syncs.finished(job(), old, now=at(10, 5), succeeded=True)["lastOutcome"] == "Succeeded"
+        ActiveRun(name="r", kind="Pod", slot="2025-10-15T10:00:00Z", holder="r", backfill=False),
+    ]
+    assert syncs.finished(job(), old, now=at(10, 5), succeeded=True).last_outcome == "Succeeded"
 
 
 # catch-up ---------------------------------------------------------------------------------
 
 
-def away_since(hour: int) -> dict[str, Any]:
+def away_since(hour: int) -> SyncJobStatus:
     """The job ran the slot of `hour` and then the operator went away."""
     return syncs.finished(job(), running(hour), now=at(hour, 10), succeeded=True)
 
@@ -124,9 +129,9 @@ def test_all_runs_every_missed_slot_oldest_first_at_most_max_runs() -> None:
         if decision.slot.start == at(10):
             break
     assert ran == [8, 9, 10]  # the latest three, oldest first, the current slot last
-    assert status["catchUpSince"] is None
+    assert status.catch_up_since is None
     assert (
-        status["succeededSlots"] == "2025-10-15T05:00:00Z,2025-10-15T08:00:00Z/2025-10-15T10:00:00Z"
+        status.succeeded_slots == "2025-10-15T05:00:00Z,2025-10-15T08:00:00Z/2025-10-15T10:00:00Z"
     )
     assert "2 more to go" in decide(spec, away_since(5), at(10, 3)).reason
 
@@ -137,7 +142,7 @@ def test_a_skipped_catch_up_slot_is_retried_after_the_wait_and_a_failed_one_make
     assert first.slot is not None
     assert first.slot.start == at(9)
     skipped = syncs.skipped(
-        spec, {**away_since(8), "catchUpSince": "2025-10-15T10:03:00Z"},
+        spec, with_(away_since(8), catch_up_since="2025-10-15T10:03:00Z"),
         first.slot, now=at(10, 3), reason="PipelineLocked", holder="x",
     )  # fmt: skip
     soon = decide(spec, skipped, at(10, 3, day=15) + timedelta(seconds=30))
@@ -159,7 +164,7 @@ def test_a_skipped_catch_up_slot_is_retried_after_the_wait_and_a_failed_one_make
 
 def test_catching_up_ends_startingdeadlineseconds_after_it_began() -> None:
     spec = job(catchUp={"policy": "All"}, startingDeadlineSeconds=600)
-    status = {**away_since(5), "catchUpSince": "2025-10-15T10:00:00Z"}
+    status = with_(away_since(5), catch_up_since="2025-10-15T10:00:00Z")
     assert decide(spec, status, at(10, 9)).run  # within 10 min of the return: 06:00 runs
     late = decide(spec, status, at(10, 11))
     assert (late.run, late.catch_up_since) == (False, None)
@@ -220,18 +225,19 @@ def test_a_backfill_request_that_cannot_run_says_why(text: str, problem: str) ->
     assert problem in found
 
 
-def begun(**given: Any) -> dict[str, Any]:
+def begun(**given: Any) -> SyncJobStatus:
     parsed = backfills.parse_request(request(**given), now=at(12))
     assert isinstance(parsed, backfills.Request)
-    status = backfills.begin(job(), {}, parsed, now=at(12))
-    assert isinstance(status, dict)
+    status = backfills.begin(job(), SyncJobStatus(), parsed, now=at(12))
+    assert isinstance(status, SyncJobStatus)
     return status
 
 
 def test_a_backfill_holds_its_range_and_refuses_a_second_or_a_huge_one() -> None:
     status = begun()
-    backfill = status["backfill"]
-    assert (backfill["id"], backfill["slots"], backfill["next"], backfill["phase"]) == (
+    backfill = status.backfill
+    assert backfill is not None
+    assert (backfill.id, backfill.slots, backfill.next, backfill.phase) == (
         1, 6, "2025-10-15T00:00:00Z", "Running",
     )  # fmt: skip
     again = backfills.begin(job(), status, backfills.Request(at(0), at(3)), now=at(12))
@@ -239,21 +245,25 @@ def test_a_backfill_holds_its_range_and_refuses_a_second_or_a_huge_one() -> None
     minutely = SyncJobSpec.model_validate(
         {**job().model_dump(by_alias=True), "schedule": "* * * * *"}
     )
-    huge = backfills.begin(minutely, {}, backfills.Request(at(0, day=1), at(0, day=15)), now=at(12))
+    huge = backfills.begin(
+        minutely, SyncJobStatus(), backfills.Request(at(0, day=1), at(0, day=15)), now=at(12)
+    )
     assert huge == "the range holds more than 10000 slots: split it"
-    empty = backfills.begin(job(), {}, backfills.Request(at(1, 10), at(1, 20)), now=at(12))
+    empty = backfills.begin(
+        job(), SyncJobStatus(), backfills.Request(at(1, 10), at(1, 20)), now=at(12)
+    )
     assert empty == "the range holds no slot of the schedule"
 
 
 def run_backfill(
-    status: dict[str, Any], outcomes: dict[int, bool]
-) -> tuple[dict[str, Any], list[list[int]]]:
+    status: SyncJobStatus, outcomes: dict[int, bool]
+) -> tuple[SyncJobStatus, list[list[int]]]:
     """Steps a backfill to its end; each step's started slots (hours) in order."""
     spec, waves, now = job(), [], at(12)
     for _ in range(20):
         step = backfills.step(spec, status, now=now)
         status = step.status
-        if status["backfill"]["phase"] != "Running":
+        if backfills.running(status) is None:
             break
         for slot in step.due:
             status = backfills.started(
@@ -261,36 +271,36 @@ def run_backfill(
             )
         waves.append([slot.start.hour for slot in step.due])
         for run in backfills.runs_under_way(status):
-            hour = int(run["name"][1:])
+            hour = int(run.name[1:])
             status = syncs.finished(
-                spec, status, now=now, succeeded=outcomes.get(hour, True), run=run["name"]
+                spec, status, now=now, succeeded=outcomes.get(hour, True), run=run.name
             )
         now += timedelta(minutes=1)
     return status, waves
 
 
 def test_a_backfill_runs_oldest_first_in_parallel_and_skips_slots_that_succeeded() -> None:
-    status = begun(parallel=2)
-    status["succeededSlots"] = "2025-10-15T02:00:00Z/2025-10-15T03:00:00Z"
+    status = with_(begun(parallel=2), succeeded_slots="2025-10-15T02:00:00Z/2025-10-15T03:00:00Z")
     done, waves = run_backfill(status, {4: False})
     assert waves == [[0, 1], [4, 5]]
-    backfill = done["backfill"]
-    assert (backfill["done"], backfill["failed"], backfill["skipped"], backfill["phase"]) == (
+    backfill = done.backfill
+    assert backfill is not None
+    assert (backfill.done, backfill.failed, backfill.skipped, backfill.phase) == (
         3, 1, 2, "Complete",
     )  # fmt: skip
-    assert backfill["message"] == "6/6 slots: 3 succeeded, 1 failed, 2 skipped (had succeeded)"
-    assert done.get("lastOutcome") is None
-    assert done.get("consecutiveFailures") is None
+    assert backfill.message == "6/6 slots: 3 succeeded, 1 failed, 2 skipped (had succeeded)"
+    assert done.last_outcome is None
+    assert done.consecutive_failures is None
 
 
 def test_a_rerun_runs_succeeded_slots_too_and_a_cancel_starts_nothing_more() -> None:
-    status = begun(rerun=True)
-    status["succeededSlots"] = "2025-10-15T00:00:00Z/2025-10-15T05:00:00Z"
+    status = with_(begun(rerun=True), succeeded_slots="2025-10-15T00:00:00Z/2025-10-15T05:00:00Z")
     _, waves = run_backfill(status, {})
     assert waves == [[0], [1], [2], [3], [4], [5]]
     cancelled = backfills.cancel(begun(), now=at(12))
     assert cancelled is not None
-    assert cancelled["backfill"]["phase"] == "Cancelled"
+    assert cancelled.backfill is not None
+    assert cancelled.backfill.phase == "Cancelled"
     assert backfills.step(job(), cancelled, now=at(12)).due == []
     assert backfills.cancel(cancelled, now=at(12)) is None
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from treadle.api.syncjobs import ManualRun, SyncJobSpec
+from treadle.api.syncjobs import ManualRun, SyncJobSpec, SyncJobStatus
 from treadle.core import slots, syncs
 
 CREATED = datetime(2025, 1, 1, tzinfo=UTC)
@@ -25,11 +25,20 @@ def at(hour: int, minute: int = 0, second: int = 0, day: int = 15) -> datetime:
 def skipped_at(spec: SyncJobSpec, moment: datetime) -> dict[str, Any]:
     slot = syncs.schedule_of(spec).slot_at(moment)
     assert slot is not None
-    return syncs.skipped(spec, {}, slot, now=moment, reason="PipelineLocked", holder="other")
+    return syncs.skipped(
+        spec, SyncJobStatus(), slot, now=moment, reason="PipelineLocked", holder="other"
+    )
 
 
-def decide(spec: SyncJobSpec, status: dict[str, Any], now: datetime) -> syncs.Decision:
-    return syncs.decide(spec, status, now=now, created=CREATED)
+def status_of(wire: dict[str, Any]) -> SyncJobStatus:
+    return SyncJobStatus.model_validate(wire)
+
+
+def decide(
+    spec: SyncJobSpec, status: SyncJobStatus | dict[str, Any], now: datetime
+) -> syncs.Decision:
+    typed = status if isinstance(status, SyncJobStatus) else status_of(status)
+    return syncs.decide(spec, typed, now=now, created=CREATED)
 
 
 # The seed's slot-aware retry tests ------------------------------------------------------------
@@ -69,9 +78,9 @@ def test_failed_job_no_automatic_retry() -> None:
     spec = job("0 * * * *")
     slot = syncs.schedule_of(spec).slot_at(at(10, 0))
     assert slot is not None
-    running = syncs.started({}, slot, now=at(10, 0), run="orders-202510151000")
+    running = syncs.started(SyncJobStatus(), slot, now=at(10, 0), run="orders-202510151000")
     failed = syncs.finished(spec, running, now=at(10, 1), succeeded=False)
-    assert failed["lastOutcome"] == "Failed"
+    assert failed.last_outcome == "Failed"
     later = decide(spec, failed, at(10, 5))
     assert (later.run, later.reason, later.wake_at) == (
         False,
@@ -83,21 +92,25 @@ def test_failed_job_no_automatic_retry() -> None:
 
 def test_retry_count_below_max_failed_status() -> None:
     spec = job("0 * * * *", maxConsecutiveFailures=3)
-    failed = {"currentSlot": "2025-10-15T10:00:00Z", "lastOutcome": "Failed"}
-    failed["consecutiveFailures"] = 2
+    failed = {
+        "currentSlot": "2025-10-15T10:00:00Z",
+        "lastOutcome": "Failed",
+        "consecutiveFailures": 2,
+    }
     assert not decide(spec, failed, at(10, 30)).run  # below the max: still no retry in the slot
     assert decide(spec, failed, at(11, 0)).run  # the next slot runs
 
 
 def test_failed_job_max_retry_exceeded() -> None:
     spec = job("0 * * * *", maxConsecutiveFailures=3)
-    failed = {"currentSlot": "2025-10-15T10:00:00Z", "lastOutcome": "Failed"}
-    failed["consecutiveFailures"] = 3
+    failed = status_of(
+        {"currentSlot": "2025-10-15T10:00:00Z", "lastOutcome": "Failed", "consecutiveFailures": 3}
+    )
     decision = decide(spec, failed, at(11, 0))
     assert (decision.run, decision.reason) == (False, "degraded after 3 failed runs in a row")
     assert decide(spec, syncs.reset_failures(failed), at(11, 0)).run
     degraded = syncs.with_conditions(spec, failed, now=at(11), generation=1, message="")
-    kinds = {c["type"]: c["status"] for c in degraded["conditions"]}
+    kinds = {c.type: c.status for c in degraded.conditions}
     assert (kinds["Degraded"], kinds["Ready"]) == ("True", "False")
 
 
@@ -118,19 +131,19 @@ def test_daily_job_skipped_retries_all_day() -> None:
         now += timedelta(minutes=1)
     assert attempts[:3] == [at(2, 5), at(2, 10), at(2, 15)]
     assert len(attempts) == 24 * 12 - 1  # every 5 min until the next day's slot
-    assert status["attemptsInSlot"] == 24 * 12
+    assert status.attempts_in_slot == 24 * 12
 
 
 def test_frequent_job_adaptive_backoff() -> None:
     spec = job("*/2 * * * *")
     status = skipped_at(spec, at(10, 0))
-    assert status["nextRetryTime"] == "2025-10-15T10:01:00Z"  # 50% of 2 min
+    assert status.next_retry_time == "2025-10-15T10:01:00Z"  # 50% of 2 min
     assert decide(spec, status, at(10, 1)).run
     retried = syncs.skipped(
         spec, status, syncs.schedule_of(spec).slot_at(at(10, 1)), now=at(10, 1),  # type: ignore[arg-type]
         reason="PipelineLocked", holder="other",
     )  # fmt: skip
-    assert retried["nextRetryTime"] is None  # 10:02 opens the next slot
+    assert retried.next_retry_time is None  # 10:02 opens the next slot
     assert decide(spec, retried, at(10, 1, 59)).reason == "no retry fits before the next slot"
 
 
@@ -177,7 +190,7 @@ def test_minimum_backoff() -> None:
 
 def test_a_slot_before_the_job_existed_never_runs() -> None:
     spec = job("0 * * * *")
-    decision = syncs.decide(spec, {}, now=at(10, 30), created=at(10, 1))
+    decision = syncs.decide(spec, SyncJobStatus(), now=at(10, 30), created=at(10, 1))
     assert (decision.run, decision.wake_at) == (False, at(11, 0))
 
 
@@ -204,26 +217,28 @@ def test_a_running_suspended_or_degraded_job_starts_nothing() -> None:
 def test_a_skipped_attempt_records_reason_holder_and_count() -> None:
     spec = job("0 * * * *")
     status = skipped_at(spec, at(10, 0))
-    assert status == {
-        "currentSlot": "2025-10-15T10:00:00Z",
-        "lastAttemptTime": "2025-10-15T10:00:00Z",
-        "attemptsInSlot": 1,
-        "lastOutcome": "Skipped",
-        "lastSkipReason": "PipelineLocked",
-        "lastSkipHolder": "other",
-        "nextRetryTime": "2025-10-15T10:05:00Z",
-        "nextScheduleTime": "2025-10-15T11:00:00Z",
-    }
+    assert status == status_of(
+        {
+            "currentSlot": "2025-10-15T10:00:00Z",
+            "lastAttemptTime": "2025-10-15T10:00:00Z",
+            "attemptsInSlot": 1,
+            "lastOutcome": "Skipped",
+            "lastSkipReason": "PipelineLocked",
+            "lastSkipHolder": "other",
+            "nextRetryTime": "2025-10-15T10:05:00Z",
+            "nextScheduleTime": "2025-10-15T11:00:00Z",
+        }
+    )
 
 
 def test_a_success_resets_the_failure_count() -> None:
     spec = job("0 * * * *")
     slot = slots.Slot(at(10), at(11))
-    failed = syncs.finished(spec, syncs.started({}, slot, now=at(10), run="r"), now=at(10, 1),
-                            succeeded=False)  # fmt: skip
-    assert failed["consecutiveFailures"] == 1
+    running = syncs.started(SyncJobStatus(), slot, now=at(10), run="r")
+    failed = syncs.finished(spec, running, now=at(10, 1), succeeded=False)
+    assert failed.consecutive_failures == 1
     ok = syncs.finished(spec, failed, now=at(11, 1), succeeded=True)
-    assert (ok["consecutiveFailures"], ok["lastSuccessfulTime"], ok["activeRun"]) == (
+    assert (ok.consecutive_failures, ok.last_successful_time, ok.active_run) == (
         0,
         "2025-10-15T11:01:00Z",
         None,
@@ -233,8 +248,11 @@ def test_a_success_resets_the_failure_count() -> None:
 def test_a_run_now_value_too_long_for_status_is_recorded_cut_not_refused_for_ever() -> None:
     """A 100 KiB `treadle.dev/run-now` value would make every status write fail the schema
     (maxLength 1024) and the request never be answered."""
-    told = syncs.manual_run({}, requested="x" * 100_000, outcome="Started", message="run r")
-    assert len(told["manualRun"]["requested"]) == syncs.MANUAL_REQUEST_CHARS == 1024
-    ManualRun.model_validate(told["manualRun"])  # fits the status schema
+    told = syncs.manual_run(
+        SyncJobStatus(), requested="x" * 100_000, outcome="Started", message="run r"
+    )
+    assert told.manual_run is not None
+    assert len(told.manual_run.requested) == syncs.MANUAL_REQUEST_CHARS == 1024
+    ManualRun.model_validate(told.manual_run.model_dump())  # fits the status schema
     field = ManualRun.model_fields["requested"]
     assert [m.max_length for m in field.metadata if hasattr(m, "max_length")] == [1024]
