@@ -17,7 +17,7 @@ from lightkube.types import PatchType
 
 from support.cluster import Cluster
 from treadle.api.syncjobs import SyncJobStatus
-from treadle.controllers.jobs import Attempt
+from treadle.core.syncsteps import Attempt
 from treadle.controllers.scheduler import NEVER, Scheduler
 from treadle.core import admission, runbodies, slots
 from treadle.runtime import CancelToken
@@ -163,7 +163,9 @@ async def test_a_lapsed_lock_whose_run_still_lives_goes_to_no_other_run(
     scheduler.track(made.to_dict(), verdict.runnable, SyncJobStatus())
     job = next(iter(scheduler.jobs.values()))
     now = datetime.now(UTC)
-    await scheduler._attempt(job, Attempt(slots.Slot(now, now + timedelta(hours=1)), manual=True))
+    await scheduler.attempts.make(
+        job, Attempt(slots.Slot(now, now + timedelta(hours=1)), manual=True)
+    )
     assert (job.status.last_outcome, job.status.last_skip_holder) == ("Skipped", first)
     lease = await api.get(Lease, LOCK, namespace=namespace)
     assert lease.spec is not None
@@ -173,7 +175,9 @@ async def test_a_lapsed_lock_whose_run_still_lives_goes_to_no_other_run(
         Pod.Status, first, {"status": {"phase": "Succeeded"}}, namespace=namespace,
         patch_type=PatchType.MERGE,
     )  # fmt: skip
-    await scheduler._attempt(job, Attempt(slots.Slot(now, now + timedelta(hours=1)), manual=True))
+    await scheduler.attempts.make(
+        job, Attempt(slots.Slot(now, now + timedelta(hours=1)), manual=True)
+    )
     assert (job.status.active_run or "").startswith("second-manual-")
     lease = await api.get(Lease, LOCK, namespace=namespace)
     assert lease.spec is not None

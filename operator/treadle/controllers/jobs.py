@@ -1,5 +1,5 @@
-"""What the SyncJob scheduler keeps of each job between looks, the attempts its decisions ask
-for, and the lock store as a DDL job sees it."""
+"""What the SyncJob scheduler keeps of each job between looks, and the lock store as a DDL job
+sees it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from lightkube.models.core_v1 import ObjectReference
 
 from treadle.api import GROUP, VERSION, syncjobs
 from treadle.api.syncjobs import SyncJobSpec, SyncJobStatus
-from treadle.core import gates, slots
+from treadle.core import gates
 from treadle.core.requests import AnnotationRequests
 from treadle.services import events
 from treadle.services.leases import Held, LeaseStore
@@ -76,19 +76,6 @@ class Job:
         if self.spec.ddl:
             held += [gates.table_lock(table) for table in self.spec.tables]
         return held
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """An attempt the decision asked for: the slot it is for; manual: run by hand (requested:
-    the request's annotation value); backfill: the backfill it belongs to (0: none);
-    catch_up_since: it catches up on a missed slot."""
-
-    slot: slots.Slot
-    manual: bool = False
-    backfill: int = 0
-    catch_up_since: datetime | None = None
-    requested: str | None = None
 
 
 @dataclass

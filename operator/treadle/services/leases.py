@@ -186,6 +186,28 @@ class LeaseStore:
 
         return await self._rewrite(held.lock, held.holder, extend)
 
+    async def take_all(self, locks: list[str], holder: str) -> list[Held] | tuple[str, str]:
+        """Takes every lock for `holder` (after a restart, as the same holder): what is held,
+        or the first lock someone else holds and who."""
+        held = []
+        for lock in locks:
+            taken = await self.take(lock, holder)
+            if isinstance(taken, str):
+                return lock, taken
+            held.append(taken)
+        return held
+
+    async def renew_all(self, held: list[Held]) -> str | None:
+        """Extends every held lock: None, or the first one lost (taken over after expiring)."""
+        for lock in held:
+            if not await self.renew(lock):
+                return lock.lock
+        return None
+
+    async def release_all(self, held: list[Held]) -> None:
+        for lock in held:
+            await self.release(lock.lock, lock.holder)
+
     async def release(self, lock: str, holder: str) -> bool:
         """Gives up `lock` if `holder` holds it; True when it did."""
         self.taken.pop((lock, holder), None)
