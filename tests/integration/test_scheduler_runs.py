@@ -17,9 +17,9 @@ from lightkube.types import PatchType
 
 from support.cluster import Cluster
 from treadle.api.syncjobs import SyncJobStatus
-from treadle.core.syncsteps import Attempt
 from treadle.controllers.scheduler import NEVER, Scheduler
 from treadle.core import admission, runbodies, slots
+from treadle.core.syncsteps import Attempt
 from treadle.runtime import CancelToken
 from treadle.services import kube, syncjob_runs
 

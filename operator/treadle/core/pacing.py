@@ -3,7 +3,9 @@ again: the driver's timing decisions, pure, so they are tested with plain assert
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 WRITE_INTERVAL = timedelta(seconds=1)
 """A workflow's status is written at most this often (and at once when it finishes)."""
@@ -69,3 +71,81 @@ def ttl_due(ttl_seconds: int | None, finished_at: datetime | None) -> datetime |
     if ttl_seconds is None or finished_at is None:
         return None
     return finished_at + timedelta(seconds=ttl_seconds)
+
+
+TERMINATE_HOLD = timedelta(seconds=3)
+"""How long a terminated workflow on pods of its own keeps its pods and Redis user after its
+workers were told: they check every second, and cancel what they hold once they see it."""
+
+Pods = Literal["remove", "ensure", "leave"]
+
+
+@dataclass(frozen=True)
+class Aftermath:
+    """What the driver does after an engine step, besides enqueueing what it asked for."""
+
+    write: bool
+    """Status is written now (and the results it records acknowledged)."""
+    pods: Pods
+    """The workflow's worker pods: removed (it ended), ensured (their check is due), or left."""
+    release: bool
+    """Once the write is done: its Redis keys and pool user go (it ended)."""
+    keep_outputs: bool
+    """Its stored outputs stay when it goes (a Failed run keeps them for a manual retry)."""
+    due: datetime | None
+    """When it is advanced again without news (None: never)."""
+    delete: bool = False
+    """Its ttlSecondsAfterFinished passed: the Workflow is deleted and forgotten."""
+    forget: bool = False
+    """It ended and nothing more is due: forgotten."""
+
+
+def after_step(
+    *,
+    finished: bool,
+    succeeded: bool,
+    wake_at: datetime | None,
+    wants_outputs: bool,
+    own_pods: bool,
+    cancel_sent: datetime | None,
+    checked_at: datetime | None,
+    written_at: datetime | None,
+    retry_asked: bool,
+    retry_pending: bool,
+    ttl_seconds: int | None,
+    finished_at: datetime | None,
+    now: datetime,
+    interval: timedelta = WRITE_INTERVAL,
+) -> Aftermath:
+    """The driver's decisions after a step: the status write (write_now), the pods (a
+    terminated workflow's own pods are held TERMINATE_HOLD for its workers to see the cancel),
+    letting go of what a finished workflow used, and when to look again (its retry or deadline,
+    a pod check, a write waiting for its interval, its TTL)."""
+    held = finished and own_pods and cancel_sent is not None and now < cancel_sent + TERMINATE_HOLD
+    write = write_now(
+        finished=finished,
+        retry_asked=retry_asked,
+        written_at=written_at,
+        now=now,
+        interval=interval,
+    )
+    pods: Pods = (
+        "remove" if finished and not held else "ensure" if pods_due(checked_at, now) else "leave"
+    )
+    release = write and finished and not held
+    if held:
+        assert cancel_sent is not None
+        return Aftermath(write, pods, release, not succeeded, cancel_sent + TERMINATE_HOLD)
+    if finished:
+        due = ttl_due(ttl_seconds, finished_at)
+        delete = due is not None and due <= now
+        forget = due is None and not retry_pending
+        return Aftermath(write, pods, release, not succeeded, due, delete=delete, forget=forget)
+    due = next_advance(
+        now=now,
+        wake_at=wake_at,
+        wants_outputs=wants_outputs,
+        unwritten_since=None if write else written_at,
+        interval=interval,
+    )
+    return Aftermath(write, pods, release, not succeeded, due)

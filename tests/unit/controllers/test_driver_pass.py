@@ -13,7 +13,7 @@ from lightkube import ApiError
 from lightkube.models.meta_v1 import Status
 
 from treadle.api.workflows import WorkflowSpec, WorkflowStatus
-from treadle.controllers import driver, outputs
+from treadle.controllers import sidebyside, wfapply
 from treadle.controllers.driver import Driver, Tracked
 from treadle.core import asides, engine
 from treadle.core.messages import TaskResult
@@ -31,13 +31,38 @@ def flat(acked: list[tuple[str, str]]) -> list[str]:
     return [entry for _, entry in acked]
 
 
-def bare_driver(advance: Any) -> Driver:
-    bare: Driver = object.__new__(Driver)
-    bare.advance = advance  # type: ignore[method-assign]
-    bare.workflows = {}
-    bare._namespace_cpu = {}
-    bare._output_budget = outputs.OutputBudget()
-    return bare
+class Bare:
+    """A driver's side-by-side advances around a stand-in `advance`."""
+
+    def __init__(self, advance: Any) -> None:
+        self.workflows: dict[str, Tracked] = {}
+        self._orphan_acks: dict[str, list[str]] = defaultdict(list)
+        self.sides = sidebyside.SideBySide(
+            lambda t, r, now: self.advance(t, r, now), self.workflows, self.forget, self.exists
+        )
+        self.advance = advance
+
+    async def exists(self, tracked: Tracked) -> bool:
+        return True
+
+    def forget(self, uid: str) -> None:
+        gone = self.workflows.pop(uid, None)
+        if gone is not None:
+            for pool, entry in gone.ledger.abandoned():
+                self._orphan_acks[pool].append(entry)
+
+    async def _advance_all(self, work: Any, now: datetime) -> Any:
+        return await self.sides.run(work, now)
+
+    def worker_pod_gone(self, uid: str) -> None:
+        tracked = self.workflows.get(uid)
+        if tracked is not None:
+            tracked.workers.checked_at = None
+            tracked.look_again()
+
+
+def bare_driver(advance: Any) -> Bare:
+    return Bare(advance)
 
 
 async def test_workflows_are_advanced_side_by_side_at_most_the_limit_at_once() -> None:
@@ -58,11 +83,11 @@ async def test_workflows_are_advanced_side_by_side_at_most_the_limit_at_once() -
     passing = asyncio.create_task(bare_driver(advance)._advance_all(work, datetime.now(UTC)))
     for _ in range(10):
         await asyncio.sleep(0)
-    assert running == driver.ADVANCE_CONCURRENCY  # all at once, up to the limit
+    assert running == sidebyside.ADVANCE_CONCURRENCY  # all at once, up to the limit
     release.set()
     acked, failure = await passing
     assert failure is None
-    assert most == driver.ADVANCE_CONCURRENCY
+    assert most == sidebyside.ADVANCE_CONCURRENCY
     assert sorted(flat(acked)) == sorted(f"w{i}-result" for i in range(100))
 
 
@@ -96,7 +121,7 @@ async def test_one_workflow_failing_costs_the_others_nothing_and_keeps_its_resul
     assert sorted(flat(acked)) == ["first-result", "last-result"]
     assert failure is None  # the others went on: no back-off for everyone
     assert [r.task for r in broken.ledger.retained] == ["a"]
-    assert broken.due == now + driver.RETRY_AFTER_FAILURE
+    assert broken.due == now + sidebyside.RETRY_AFTER_FAILURE
     assert broken.failures == 1
     # Its next advance is given the result again, before the new ones.
     acked, failure = await bare._advance_all([(broken, [result("b")])], now)
@@ -150,8 +175,8 @@ async def test_a_workflow_gone_with_its_namespace_is_forgotten() -> None:
     gone = tracked("gone")
     gone.ledger.unacked = [("wf-gone", "1-0")]
     bare = bare_driver(advance)
-    bare.workflows["gone"], bare._orphan_acks = gone, defaultdict(list)
-    bare._exists = exists  # type: ignore[method-assign]
+    bare.workflows["gone"] = gone
+    bare.sides.exists = exists
     acked, failure = await bare._advance_all([(gone, [])], UTC_NOW)
     assert (flat(acked), failure) == ([], None)
     assert "gone" not in bare.workflows
@@ -194,7 +219,7 @@ async def test_an_advance_retried_after_its_status_write_failed_enqueues_nothing
     async def nothing(*args: Any, **kwargs: Any) -> None:
         return None
 
-    monkeypatch.setattr(driver.kube, "patch_workflow_status", patch_status)
+    monkeypatch.setattr(wfapply.kube, "patch_workflow_status", patch_status)
     results = RecordingResults()
     subject = Driver(results, None, "redis://", "image")  # type: ignore[arg-type]
     monkeypatch.setattr(subject.owner, "ensure", nothing)
@@ -218,20 +243,20 @@ async def test_set_aside_entries_are_told_on_the_workflow_at_most_once_a_minute(
     class Asides:
         asides: list[tuple[str, str]] = []
 
-    monkeypatch.setattr(driver.events, "post", post)
+    monkeypatch.setattr(wfapply.events, "post", post)
     subject = Driver(Asides(), None, "redis://", "image")  # type: ignore[arg-type]
     subject.workflows["w"] = tracked("w")
     served: dict[str, dict[str, Any]] = {"wf-w": {"w": None}}
     subject.results.asides = [("wf-w", "not a task result: junk"), ("wf-w", "forged")]
-    await subject._tell_asides(served)
+    await subject.intake.tell_asides(served)
     subject.results.asides = [("wf-w", "more junk")]
-    await subject._tell_asides(served)  # within the minute: counted, not told
+    await subject.intake.tell_asides(served)  # within the minute: counted, not told
     assert [(name, reason) for name, reason, _ in posted] == [("w", "ResultSetAside")]
     assert posted[0][2].startswith("2 entries of this workflow's result stream were no result")
     assert "(the first: not a task result: junk)" in posted[0][2]
-    subject._asides.told_at["wf-w"] -= asides.EVENT_INTERVAL
+    subject.intake.asides.told_at["wf-w"] -= asides.EVENT_INTERVAL
     subject.results.asides = [("wf-w", "again")]
-    await subject._tell_asides(served)
+    await subject.intake.tell_asides(served)
     assert posted[1][2].startswith("2 entries")  # the one untold and the new one
 
 
@@ -247,12 +272,12 @@ async def test_a_workflow_deleted_while_a_pass_read_its_set_aside_entries_fails_
     class Asides:
         asides: list[tuple[str, str]] = []
 
-    monkeypatch.setattr(driver.events, "post", post)
+    monkeypatch.setattr(wfapply.events, "post", post)
     subject = Driver(Asides(), None, "redis://", "image")  # type: ignore[arg-type]
     subject.workflows["kept"] = tracked("kept")
     served: dict[str, dict[str, Any]] = {"pool": {"gone": None, "kept": None}}
     subject.results.asides = [("pool", "junk")]
-    await subject._tell_asides(served)
+    await subject.intake.tell_asides(served)
     assert posted == ["kept"]
 
 
@@ -262,11 +287,11 @@ def test_only_a_server_away_fails_a_pass_not_one_workflows_own_failure() -> None
     from lightkube.models.meta_v1 import Status
     from redis.exceptions import ConnectionError as RedisConnectionError
 
-    assert driver._away(RedisConnectionError("gone"))
-    assert driver._away(ApiError(status=Status(code=503)))  # type: ignore[call-arg]
-    assert not driver._away(ApiError(status=Status(code=422)))  # type: ignore[call-arg]
-    assert not driver._away(ValueError("surrogates not allowed"))
-    assert not driver._away(RecursionError())
+    assert sidebyside._away(RedisConnectionError("gone"))
+    assert sidebyside._away(ApiError(status=Status(code=503)))  # type: ignore[call-arg]
+    assert not sidebyside._away(ApiError(status=Status(code=422)))  # type: ignore[call-arg]
+    assert not sidebyside._away(ValueError("surrogates not allowed"))
+    assert not sidebyside._away(RecursionError())
 
 
 async def test_a_namespace_past_its_cpu_share_waits_a_pass_and_others_go_first() -> None:
@@ -277,7 +302,7 @@ async def test_a_namespace_past_its_cpu_share_waits_a_pass_and_others_go_first()
         t: Tracked, results: list[TaskResult], now: datetime
     ) -> list[tuple[str, str]]:
         advanced.append(t.who.name)
-        share = driver.NAMESPACE_CPU_PER_PASS_SECONDS
+        share = sidebyside.NAMESPACE_CPU_PER_PASS_SECONDS
         t.engine_cpu_seconds = share * 0.6 if t.who.namespace == "heavy" else 0.0001
         return []
 
