@@ -11,7 +11,7 @@ from lightkube import AsyncClient, KubeConfig
 from support.cluster import Cluster
 from treadle.core import workerpods
 from treadle.core.patches import merge_patch
-from treadle.services import kube
+from treadle.services import kube, statuses
 
 REQUEST = "example.com/request"
 
@@ -75,9 +75,9 @@ async def test_a_status_patch_from_the_last_written_status_removes_dropped_keys(
     before = {"lastOutcome": "Skipped", "lastSkipReason": "PipelineLocked", "nextRetryTime": "x"}
     after = {"lastOutcome": "Succeeded", "attemptsInSlot": 2}
     try:
-        assert await kube.patch_status(api, kube.SyncJob, namespace, "patched", before)
+        assert await statuses.patch_status(api, kube.SyncJob, namespace, "patched", before)
         change = merge_patch(before, after)
-        assert await kube.patch_status(api, kube.SyncJob, namespace, "patched", change)
+        assert await statuses.patch_status(api, kube.SyncJob, namespace, "patched", change)
     finally:
         await api.close()
     status = crds.get("sj", "patched", namespace)["status"]

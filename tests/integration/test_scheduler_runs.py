@@ -21,7 +21,7 @@ from treadle.controllers.scheduler import NEVER, Scheduler
 from treadle.core import admission, runbodies, slots
 from treadle.core.syncsteps import Attempt
 from treadle.runtime import CancelToken
-from treadle.services import kube, syncjob_runs
+from treadle.services import kube, statuses, syncjob_runs
 
 RUN = "orders-manual-1"
 LOCK = "treadle-pipeline-shared"
@@ -51,7 +51,7 @@ async def running_job(api: AsyncClient, namespace: str, phase: str) -> Scheduler
     )
     body: dict[str, Any] = job.to_dict()
     status = {"activeRun": RUN, "lastAttemptTime": "2026-01-01T00:00:00Z"}
-    assert await kube.patch_status(api, kube.SyncJob, namespace, "orders", status)
+    assert await statuses.patch_status(api, kube.SyncJob, namespace, "orders", status)
     pod = Pod(
         metadata=ObjectMeta(name=RUN, namespace=namespace),
         spec={"nodeName": "nowhere", "containers": [{"name": "sync", "image": "x"}]},
@@ -199,7 +199,7 @@ async def test_a_workflow_run_past_its_deadline_is_terminated_then_counts_as_fai
     entry = {"name": run, "kind": "Workflow", "slot": "2026-01-01T00:00:00Z", "holder": run,
              "started": "2026-01-01T00:00:00Z"}  # fmt: skip
     status = {"activeRun": run, "activeRuns": [entry], "currentSlot": "2026-01-01T00:00:00Z"}
-    assert await kube.patch_status(api, kube.SyncJob, namespace, "nightly", status)
+    assert await statuses.patch_status(api, kube.SyncJob, namespace, "nightly", status)
     workflow = {"metadata": {"name": run, "namespace": namespace},
                 "spec": {"suspend": True, "tasks": tasks}}  # fmt: skip
     await api.create(kube.Workflow.from_dict(workflow))

@@ -14,7 +14,7 @@ from treadle.controllers import metrics
 from treadle.controllers.jobs import Job
 from treadle.core import patches, syncs, syncsteps
 from treadle.core.syncsteps import Count, Prune, SyncStep, Tell
-from treadle.services import events, kube, syncjob_runs
+from treadle.services import events, kube, statuses, syncjob_runs
 
 METRICS: dict[str, Counter | Histogram] = {
     syncsteps.RUNS: metrics.SYNC_RUNS,
@@ -61,7 +61,7 @@ class SyncApplier:
         )
         wired = syncs.wire(status)
         change = patches.merge_patch(job.written, wired)
-        if change and not await kube.patch_status(
+        if change and not await statuses.patch_status(
             self.api, kube.SyncJob, job.namespace, job.name, change
         ):
             return False

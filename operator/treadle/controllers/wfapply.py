@@ -15,7 +15,7 @@ from treadle.controllers import metrics
 from treadle.controllers.tracked import Tracked
 from treadle.core import engine, notices, patches
 from treadle.core.messages import Report, TaskResult
-from treadle.services import events, kube
+from treadle.services import events, statuses
 
 
 @dataclass
@@ -28,7 +28,7 @@ class WorkflowApplier:
         change = patches.merge_patch(tracked.written, wire)
         if change:
             with metrics.STATUS_WRITE_SECONDS.time():
-                written = await kube.patch_workflow_status(
+                written = await statuses.patch_workflow_status(
                     self.api, tracked.who.namespace, tracked.who.name, change
                 )
             if not written:

@@ -1,5 +1,5 @@
-"""Kubernetes API calls made outside kopf handlers: status writes of the engine driver, the
-Redis Secret and the worker pods of a workflow.
+"""Kubernetes API calls made outside kopf handlers: the Redis Secret, the worker pods of a
+workflow, annotations and Workflows read or deleted (status writes: services/statuses.py).
 
 Worker pods run with the Pod Security Standards *restricted* profile and no service-account
 token: they need nothing from the API server, only Redis.
@@ -38,32 +38,6 @@ FIELD_MANAGER = "treadle-operator"
 
 def client() -> AsyncClient:
     return AsyncClient(field_manager=FIELD_MANAGER)
-
-
-async def patch_workflow_status(
-    api: AsyncClient, namespace: str, name: str, status: Mapping[str, Any]
-) -> bool:
-    """Merge-patches a workflow's status; False when the workflow is gone."""
-    return await patch_status(api, Workflow, namespace, name, status)
-
-
-async def patch_status(
-    api: AsyncClient, resource: Any, namespace: str, name: str, status: Mapping[str, Any]
-) -> bool:
-    """Merge-patches the status of a Treadle object; False when it is gone."""
-    try:
-        await api.patch(
-            resource.Status,
-            name,
-            {"status": dict(status)},
-            namespace=namespace,
-            patch_type=PatchType.MERGE,
-        )
-    except ApiError as error:
-        if error.status.code == 404:
-            return False
-        raise
-    return True
 
 
 async def clear_annotation(

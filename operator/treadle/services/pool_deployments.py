@@ -15,7 +15,7 @@ from lightkube.types import PatchType
 from treadle.api import GROUP, VERSION, pools
 from treadle.api.pools import WorkerPoolSpec
 from treadle.core.pools import Rollout
-from treadle.services import kube
+from treadle.services import statuses
 
 WorkerPool = create_namespaced_resource(GROUP, VERSION, pools.KIND, pools.PLURAL)
 
@@ -79,7 +79,7 @@ async def patch_status(
     api: AsyncClient, namespace: str, name: str, status: Mapping[str, Any]
 ) -> bool:
     """Merge-patches a pool's status; False when the pool is gone."""
-    return await kube.patch_status(api, WorkerPool, namespace, name, status)
+    return await statuses.patch_status(api, WorkerPool, namespace, name, status)
 
 
 async def specs(api: AsyncClient, namespace: str) -> dict[str, WorkerPoolSpec]:

@@ -219,7 +219,7 @@ async def test_an_advance_retried_after_its_status_write_failed_enqueues_nothing
     async def nothing(*args: Any, **kwargs: Any) -> None:
         return None
 
-    monkeypatch.setattr(wfapply.kube, "patch_workflow_status", patch_status)
+    monkeypatch.setattr(wfapply.statuses, "patch_workflow_status", patch_status)
     results = RecordingResults()
     subject = Driver(results, None, "redis://", "image")  # type: ignore[arg-type]
     monkeypatch.setattr(subject.owner, "ensure", nothing)
