@@ -72,7 +72,7 @@ class Scheduler:
     def __post_init__(self) -> None:
         self.applier = SyncApplier(self.api)
         self.attempts = Attempts(
-            self.api, self.applier, self.clock, asyncio.Semaphore(self.concurrency), self.jobs,
+            self.api, self._apply, self.clock, asyncio.Semaphore(self.concurrency), self.jobs,
             self.lease_seconds, self.lock_poll_seconds,
         )  # fmt: skip
         self.runs = Runs(

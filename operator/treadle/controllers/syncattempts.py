@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -16,9 +16,8 @@ from lightkube.resources.coordination_v1 import Lease
 
 from treadle.api import RUN_NOW_ANNOTATION
 from treadle.controllers.jobs import Job, WriterAwareLocks
-from treadle.controllers.syncapply import SyncApplier
 from treadle.core import admission, gates, runbodies, syncrules, syncsteps, templating
-from treadle.core.syncsteps import Attempt
+from treadle.core.syncsteps import Attempt, SyncStep
 from treadle.services import kube, syncjob_runs
 from treadle.services.leases import Held, LeaseStore
 
@@ -34,7 +33,9 @@ class Unrunnable(Exception):
 @dataclass
 class Attempts:
     api: AsyncClient
-    applier: SyncApplier
+    apply: Callable[[Job, SyncStep, datetime], Awaitable[None]]
+    """Writes a step's status and carries its effects out (the scheduler's, through the
+    applier: a job whose status cannot be written is forgotten)."""
     clock: Callable[[], datetime]
     talking: asyncio.Semaphore
     """Held by the look that makes the attempt; given up while it waits for a lock."""
@@ -86,7 +87,7 @@ class Attempts:
                     )  # fmt: skip
                     if attempt.backfill:
                         job.backfill_due = retry
-                    await self.applier.apply(job, step, self.clock())
+                    await self.apply(job, step, self.clock())
                     return retry
                 held = [store.taken[(lock, holder)] for lock in result.held]
             return await self._run(
@@ -137,7 +138,7 @@ class Attempts:
             if why is None:
                 raise
             step = syncsteps.unrunnable(job.spec, job.status, attempt, run=name, why=why, now=now)
-            await self.applier.apply(job, step, now)
+            await self.apply(job, step, now)
             return now
         job.held[holder] = held
         job.phases.pop(name, None)
@@ -147,7 +148,7 @@ class Attempts:
             job.spec, job.status, attempt, run=name, kind=kind, holder=holder,
             locks=tuple(h.lock for h in held), adopted=not created, waited_seconds=waited, now=now,
         )  # fmt: skip
-        await self.applier.apply(job, step, now)
+        await self.apply(job, step, now)
         return None
 
     async def _template_unchanged(self, job: Job) -> None:

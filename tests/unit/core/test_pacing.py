@@ -4,6 +4,7 @@ advanced again, a finished one deleted."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from treadle.core import pacing
 
@@ -57,3 +58,54 @@ def test_progress_writes_stretch_with_the_workflows_running_and_ends_are_written
     assert pacing.write_now(
         finished=True, retry_asked=False, written_at=recent, now=NOW, interval=five
     )
+
+
+def after(**given: Any) -> pacing.Aftermath:
+    facts: dict[str, Any] = {
+        "finished": False, "succeeded": False, "wake_at": None, "wants_outputs": False,
+        "own_pods": True, "cancel_sent": None, "checked_at": NOW, "written_at": NOW,
+        "retry_asked": False, "retry_pending": False, "ttl_seconds": None, "finished_at": None,
+        "now": NOW,
+    }  # fmt: skip
+    return pacing.after_step(**{**facts, **given})
+
+
+def test_after_a_step_a_running_workflow_writes_on_its_interval_and_looks_again_then() -> None:
+    soon = after(written_at=NOW - timedelta(milliseconds=300))
+    assert (soon.write, soon.pods, soon.release, soon.forget, soon.delete) == (
+        False, "leave", False, False, False,
+    )  # fmt: skip
+    assert soon.due == NOW + timedelta(milliseconds=700)  # its applied results' write
+    due = after(written_at=NOW - timedelta(seconds=2), checked_at=NOW - timedelta(seconds=31))
+    assert (due.write, due.pods) == (True, "ensure")
+    assert due.due == NOW + pacing.POD_CHECK_INTERVAL
+    assert after(retry_asked=True).write  # the annotation goes only after the write
+
+
+def test_after_a_step_a_finished_workflow_lets_go_and_is_forgotten_deleted_or_kept() -> None:
+    ended = after(finished=True, succeeded=True, finished_at=NOW)
+    assert (ended.write, ended.pods, ended.release, ended.keep_outputs) == (
+        True, "remove", True, False,
+    )  # fmt: skip
+    assert (ended.due, ended.forget, ended.delete) == (None, True, False)
+    failed = after(finished=True, finished_at=NOW, ttl_seconds=60)
+    assert (failed.keep_outputs, failed.due, failed.forget) == (
+        True,
+        NOW + timedelta(seconds=60),
+        False,
+    )
+    expired = after(finished=True, finished_at=NOW - timedelta(seconds=61), ttl_seconds=60)
+    assert expired.delete
+    asked = after(finished=True, finished_at=NOW, retry_pending=True)
+    assert not asked.forget  # a retry asked for meanwhile is carried out first
+
+
+def test_after_a_terminate_the_own_pods_are_held_while_workers_learn_of_it() -> None:
+    sent = NOW - timedelta(seconds=1)
+    held = after(finished=True, finished_at=NOW, cancel_sent=sent)
+    assert (held.pods, held.release, held.forget) == ("leave", False, False)
+    assert held.due == sent + pacing.TERMINATE_HOLD
+    shared = after(finished=True, finished_at=NOW, cancel_sent=sent, own_pods=False)
+    assert (shared.pods, shared.release) == ("remove", True)  # a pool's workers stay anyway
+    later = after(finished=True, finished_at=NOW, cancel_sent=NOW - pacing.TERMINATE_HOLD)
+    assert (later.pods, later.release) == ("remove", True)
