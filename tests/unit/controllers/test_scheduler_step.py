@@ -268,3 +268,142 @@ async def test_a_job_whose_status_cannot_be_written_is_forgotten(world: World) -
     subject.track(body("etl"), spec(), SyncJobStatus())
     await look(subject)
     assert "uid-etl" not in subject.jobs
+
+
+async def test_a_run_whose_lock_was_taken_over_is_stopped_and_fails(world: World) -> None:
+    subject = scheduler(world)
+    subject.track(body("etl"), spec(), SyncJobStatus())
+    await look(subject)
+    [run] = world.runs
+    world.locks.holders["treadle-pipeline-etl"] = "someone-else"  # it lapsed and went
+    world.clock[0] = START + timedelta(seconds=21)  # the renewal
+    await look(subject)
+    assert world.stopped == [run]
+    assert world.status["etl"]["lastOutcome"] == "Failed"
+    assert world.reasons("etl") == ["Started", "LockLost", "Failed"]
+    assert world.locks.holders == {"treadle-pipeline-etl": "someone-else"}  # not released
+
+
+async def test_after_a_restart_a_run_under_way_is_adopted_under_its_own_holder(
+    world: World,
+) -> None:
+    run = {"name": "etl-1", "kind": "Pod", "slot": "2026-12-07T10:00:00Z", "holder": "etl-1"}
+    status = SyncJobStatus.model_validate(
+        {"activeRuns": [run], "activeRun": "etl-1", "currentSlot": "2026-12-07T10:00:00Z"}
+    )
+    world.runs["etl-1"] = {}
+    subject = scheduler(world)
+    subject.track(body("etl"), spec(), status)
+    await look(subject)
+    assert world.locks.holders == {"treadle-pipeline-etl": "etl-1"}
+    assert world.runs.keys() == {"etl-1"}  # no second run of the slot
+    subject.run_changed("uid-etl", "etl-1", "Succeeded")
+    await look(subject)
+    assert world.status["etl"]["lastOutcome"] == "Succeeded"
+
+
+async def test_replace_stops_the_run_under_way_and_starts_the_new_slots(world: World) -> None:
+    subject = scheduler(world)
+    subject.track(body("etl"), spec(concurrencyPolicy="Replace"), SyncJobStatus())
+    await look(subject)
+    [old] = world.runs
+    world.clock[0] = START + timedelta(hours=1)
+    await look(subject)
+    assert world.stopped == [old]
+    new = [n for n in world.runs if n != old]
+    assert len(new) == 1
+    assert new[0].startswith("etl-20261207110000")
+    assert world.reasons("etl") == ["Started", "Replacing", "Replaced", "Started"]
+    assert world.status["etl"].get("consecutiveFailures") in (None, 0)
+
+
+async def test_a_run_the_api_server_refuses_fails_at_once_and_gives_its_locks_back(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightkube import ApiError
+    from lightkube.models.meta_v1 import Status
+
+    async def refused(api: Any, body: dict[str, Any]) -> bool:
+        raise ApiError(status=Status(code=422, message="spec.containers: required"))  # type: ignore[call-arg]
+
+    monkeypatch.setattr(syncjob_runs, "create_run", refused)
+    subject = scheduler(world)
+    subject.track(body("etl"), spec(), SyncJobStatus())
+    await look(subject)
+    assert world.status["etl"]["lastOutcome"] == "Failed"
+    assert world.told[-1][2].endswith("could not be made: spec.containers: required")
+    assert world.locks.holders == {}
+
+
+async def test_a_failed_attempt_is_tried_again_later_and_a_run_by_hand_asked_again(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+
+    async def flaky(api: Any, body: dict[str, Any]) -> bool:
+        calls.append(body["metadata"]["name"])
+        if len(calls) == 1:
+            raise ConnectionError("the API server went away")
+        world.runs[body["metadata"]["name"]] = body
+        return True
+
+    monkeypatch.setattr(syncjob_runs, "create_run", flaky)
+    subject = scheduler(world)
+    subject.track(body("etl", {RUN_NOW_ANNOTATION: "t1"}), spec(), SyncJobStatus())
+    await subject.execute(CancelToken())
+    await subject.settle()
+    job = subject.jobs["uid-etl"]
+    assert job.due == START + timedelta(seconds=syncattempts.RETRY_AFTER_ERROR_SECONDS)
+    assert job.requests.pending == {RUN_NOW_ANNOTATION: "t1"}  # asked again, not lost
+    assert world.cleared == []
+    assert world.locks.holders == {}  # what it took is given back
+    await look(subject)
+    assert [n for n in world.runs if "-manual-" in n]
+    assert world.cleared == [("etl", RUN_NOW_ANNOTATION)]
+
+
+async def test_a_degraded_job_schedules_again_after_a_reset_or_a_new_spec(world: World) -> None:
+    from treadle.api import RESET_FAILURES_ANNOTATION
+
+    failed = SyncJobStatus.model_validate(
+        {"consecutiveFailures": 3, "currentSlot": "2026-12-07T09:00:00Z", "lastOutcome": "Failed"}
+    )
+    subject = scheduler(world)
+    subject.track(body("etl"), spec(maxConsecutiveFailures=3), failed)
+    await look(subject)
+    assert world.runs == {}
+    assert world.status["etl"]["conditions"][0]["reason"] == "TooManyFailures"
+    subject.request("uid-etl", RESET_FAILURES_ANNOTATION, "now", "2")
+    await look(subject)
+    assert world.status["etl"]["consecutiveFailures"] == 0
+    assert "FailuresReset" in world.reasons("etl")
+    assert world.cleared == [("etl", RESET_FAILURES_ANNOTATION)]
+    assert len(world.runs) == 1  # the current slot runs at once
+
+
+async def test_a_run_whose_pod_was_deleted_fails_and_says_so(world: World) -> None:
+    subject = scheduler(world)
+    subject.track(body("etl"), spec(), SyncJobStatus())
+    await look(subject)
+    [run] = world.runs
+    subject.run_changed("uid-etl", run, None)  # the watch saw it deleted
+    await look(subject)
+    assert world.status["etl"]["lastOutcome"] == "Failed"
+    assert world.told[-1][2] == f"run {run} its pod was deleted"
+
+
+async def test_allow_runs_slots_beside_each_other_under_one_holder(world: World) -> None:
+    subject = scheduler(world)
+    subject.track(body("etl"), spec(concurrencyPolicy="Allow"), SyncJobStatus())
+    await look(subject)
+    world.clock[0] = START + timedelta(hours=1)
+    await look(subject)
+    assert len(world.runs) == 2
+    assert world.locks.holders == {"treadle-pipeline-etl": "etl-runs"}
+    first, second = sorted(world.runs)
+    subject.run_changed("uid-etl", first, "Succeeded")
+    await look(subject)
+    assert world.locks.holders == {"treadle-pipeline-etl": "etl-runs"}  # the other still runs
+    subject.run_changed("uid-etl", second, "Succeeded")
+    await look(subject)
+    assert world.locks.holders == {}
