@@ -154,13 +154,19 @@ async def look(subject: Scheduler) -> None:
             return
 
 
+async def one_run(world: World, **given: Any) -> tuple[Scheduler, str]:
+    """A scheduler with job `etl` (spec `given`) whose slot's run was made: the run's name."""
+    subject = scheduler(world)
+    subject.track(body("etl"), spec(**given), SyncJobStatus())
+    await look(subject)
+    [run] = world.runs
+    return subject, run
+
+
 async def test_a_slots_run_is_made_under_its_locks_and_its_end_recorded_and_released(
     world: World,
 ) -> None:
-    subject = scheduler(world)
-    subject.track(body("etl"), spec(), SyncJobStatus())
-    await look(subject)
-    [run] = world.runs
+    subject, run = await one_run(world)
     assert run.startswith("etl-20261207100000")
     assert world.locks.holders == {"treadle-pipeline-etl": run}
     assert world.status["etl"]["activeRuns"][0]["name"] == run
@@ -197,10 +203,7 @@ async def test_a_run_skipped_on_a_held_lock_is_retried_as_soon_as_it_is_released
 async def test_a_run_by_hand_waits_for_the_run_under_way_then_starts_and_is_answered_once(
     world: World,
 ) -> None:
-    subject = scheduler(world)
-    subject.track(body("etl"), spec(), SyncJobStatus())
-    await look(subject)
-    [scheduled] = world.runs
+    subject, scheduled = await one_run(world)
     subject.request("uid-etl", RUN_NOW_ANNOTATION, "t1", "2")
     await look(subject)
     manual = world.status["etl"]["manualRun"]
@@ -219,10 +222,7 @@ async def test_a_run_by_hand_waits_for_the_run_under_way_then_starts_and_is_answ
 async def test_a_backfill_runs_its_slots_in_parallel_and_is_complete_when_all_ended(
     world: World,
 ) -> None:
-    subject = scheduler(world)
-    subject.track(body("etl"), spec(), SyncJobStatus())
-    await look(subject)
-    [scheduled] = world.runs
+    subject, scheduled = await one_run(world)
     value = '{"from": "2026-12-07T05:00:00Z", "to": "2026-12-07T08:00:00Z", "parallel": 2}'
     subject.request("uid-etl", BACKFILL_ANNOTATION, value, "2")
     await look(subject)
@@ -249,10 +249,7 @@ async def test_a_backfill_runs_its_slots_in_parallel_and_is_complete_when_all_en
 
 
 async def test_a_run_past_its_deadline_is_stopped_and_fails(world: World) -> None:
-    subject = scheduler(world)
-    subject.track(body("etl"), spec(activeDeadlineSeconds=60), SyncJobStatus())
-    await look(subject)
-    [run] = world.runs
+    subject, run = await one_run(world, activeDeadlineSeconds=60)
     assert subject.jobs["uid-etl"].due == START + timedelta(seconds=20)  # its locks' renewal
     world.clock[0] = START + timedelta(seconds=61)
     await look(subject)
@@ -271,10 +268,7 @@ async def test_a_job_whose_status_cannot_be_written_is_forgotten(world: World) -
 
 
 async def test_a_run_whose_lock_was_taken_over_is_stopped_and_fails(world: World) -> None:
-    subject = scheduler(world)
-    subject.track(body("etl"), spec(), SyncJobStatus())
-    await look(subject)
-    [run] = world.runs
+    subject, run = await one_run(world)
     world.locks.holders["treadle-pipeline-etl"] = "someone-else"  # it lapsed and went
     world.clock[0] = START + timedelta(seconds=21)  # the renewal
     await look(subject)
@@ -303,10 +297,7 @@ async def test_after_a_restart_a_run_under_way_is_adopted_under_its_own_holder(
 
 
 async def test_replace_stops_the_run_under_way_and_starts_the_new_slots(world: World) -> None:
-    subject = scheduler(world)
-    subject.track(body("etl"), spec(concurrencyPolicy="Replace"), SyncJobStatus())
-    await look(subject)
-    [old] = world.runs
+    subject, old = await one_run(world, concurrencyPolicy="Replace")
     world.clock[0] = START + timedelta(hours=1)
     await look(subject)
     assert world.stopped == [old]
@@ -382,10 +373,7 @@ async def test_a_degraded_job_schedules_again_after_a_reset_or_a_new_spec(world:
 
 
 async def test_a_run_whose_pod_was_deleted_fails_and_says_so(world: World) -> None:
-    subject = scheduler(world)
-    subject.track(body("etl"), spec(), SyncJobStatus())
-    await look(subject)
-    [run] = world.runs
+    subject, run = await one_run(world)
     subject.run_changed("uid-etl", run, None)  # the watch saw it deleted
     await look(subject)
     assert world.status["etl"]["lastOutcome"] == "Failed"
@@ -407,3 +395,17 @@ async def test_allow_runs_slots_beside_each_other_under_one_holder(world: World)
     subject.run_changed("uid-etl", second, "Succeeded")
     await look(subject)
     assert world.locks.holders == {}
+
+
+async def test_with_allow_a_run_by_hand_starts_beside_the_run_under_way(world: World) -> None:
+    subject, scheduled = await one_run(world, concurrencyPolicy="Allow")
+    subject.request("uid-etl", RUN_NOW_ANNOTATION, "t1", "2")
+    await look(subject)
+    manual = [n for n in world.runs if "-manual-" in n]
+    assert len(manual) == 1
+    assert world.status["etl"]["manualRun"] == {
+        "requested": "t1", "outcome": "Started", "run": manual[0],
+        "message": f"run {manual[0]} started",
+    }  # fmt: skip
+    assert {r["name"] for r in world.status["etl"]["activeRuns"]} == {scheduled, manual[0]}
+    assert world.reasons("etl") == ["Started", "RunRequested", "Started"]
