@@ -266,8 +266,12 @@ class Run(RunState):
                 for item in sorted(i for i, due in retrying.items() if when[due] <= self.now):
                     if slots <= 0 or self.waits(task):
                         break
-                    del retrying[item]
-                    slots -= self.launch(task, item, int(attempts.get(item, 1)) + 1)
+                    due = retrying.pop(item)
+                    launched = self.launch(task, item, int(attempts.get(item, 1)) + 1)
+                    if not launched and self.render_paused:
+                        retrying[item] = due  # rendering is spent: retried next call
+                        break
+                    slots -= launched
         names = {task.name for task in tasks}
         for name in self.dag.order:
             if name not in names:
@@ -334,7 +338,10 @@ class Run(RunState):
             return slots
         while slots > 0 and item < (entry.items or 0):
             if item not in started:
-                slots -= self.launch(task, item, 1)
+                launched = self.launch(task, item, 1)
+                if not launched and self.render_paused:
+                    break  # this call's rendering is spent: the item is launched next call
+                slots -= launched
             item += 1
         entry.next_item = item
         return slots

@@ -343,3 +343,69 @@ def test_one_call_renders_for_at_most_its_cpu_budget_and_wakes_at_once_for_the_r
     second = step(workflow, first.status)
     launched = {m.task for m in first.enqueue} | {m.task for m in second.enqueue}
     assert len(launched) > len(first.enqueue)
+
+
+def test_a_fan_out_whose_rendering_budget_runs_out_loses_no_child(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found measuring #33 on a busy machine: a 10,000-child fan-out stuck Running at 7,671
+    with nothing in flight. A child that could not be rendered because the call's budget was
+    spent was stepped over all the same (`nextItem` moved past it): it never ran."""
+    from treadle.core import scheduling
+
+    spent = [0.0]
+
+    def clock() -> float:  # each render costs 20 ms of (virtual) CPU
+        spent[0] += 0.02
+        return spent[0]
+
+    monkeypatch.setattr(scheduling.Run, "render_clock", staticmethod(clock))
+    workflow = spec(
+        cmd("each", "echo", "{{ item }}", forEach="{{ params.ids }}"),
+        params={"ids": list(range(50))},
+        concurrency=50,
+    )
+    current = step(workflow, {})
+    assert 0 < len(current.enqueue) < 50  # the budget cut the first call short
+    launched = [m.item for m in current.enqueue]
+    for _ in range(50):
+        if current.status.phase == "Succeeded":
+            break
+        current = step(workflow, current.status, [ok(m) for m in current.enqueue])
+        launched += [m.item for m in current.enqueue]
+    assert sorted(launched) == list(range(50))
+    assert current.status.phase == "Succeeded"
+
+
+def test_a_fan_outs_retries_cut_short_by_the_rendering_budget_are_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same for children waiting for a retry: one taken off `retryAt` and not launched
+    (the budget was spent) was neither running, retrying nor done."""
+    from treadle.core import scheduling
+
+    workflow = spec(
+        cmd("each", "echo", "{{ item }}", forEach="{{ params.ids }}",
+            retry={"limit": 1, "backoff": {"durationSeconds": 1, "jitter": 0}}),
+        params={"ids": list(range(20))},
+        concurrency=20,
+    )  # fmt: skip
+    current = step(workflow, {})
+    assert len(current.enqueue) == 20
+    current = step(workflow, current.status, [failed(m) for m in current.enqueue])
+    spent = [0.0]
+
+    def clock() -> float:
+        spent[0] += 0.02
+        return spent[0]
+
+    monkeypatch.setattr(scheduling.Run, "render_clock", staticmethod(clock))
+    retried: list[int | None] = []
+    now = T0 + timedelta(seconds=5)
+    for _ in range(40):
+        current = step(workflow, current.status, [ok(m) for m in current.enqueue], now=now)
+        retried += [m.item for m in current.enqueue]
+        if current.status.phase == "Succeeded":
+            break
+    assert sorted(i for i in retried if i is not None) == list(range(20))
+    assert current.status.phase == "Succeeded"
