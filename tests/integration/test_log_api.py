@@ -17,7 +17,7 @@ from support import redis_server
 from support.cluster import Cluster
 from support.redis_server import RedisServer, free_port
 from treadle.controllers import logapi
-from treadle.core.runstate import dedicated_pool
+from treadle.core.identity import dedicated_pool
 from treadle.services import keys, kube, queues
 from treadle.services.results import ResultStream
 

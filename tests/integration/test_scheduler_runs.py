@@ -18,7 +18,7 @@ from lightkube.types import PatchType
 from support.cluster import Cluster
 from treadle.api.syncjobs import SyncJobStatus
 from treadle.controllers.scheduler import NEVER, Scheduler
-from treadle.core import admission, runbodies, slots
+from treadle.core import runbodies, slots, syncadmission
 from treadle.core.syncsteps import Attempt
 from treadle.runtime import CancelToken
 from treadle.services import kube, statuses, syncjob_runs
@@ -58,7 +58,7 @@ async def running_job(api: AsyncClient, namespace: str, phase: str) -> Scheduler
     )
     await api.create(pod)
     await set_phase(api, namespace, phase)
-    verdict = admission.admit_syncjob(spec, {}, generation=1, now=datetime.now(UTC))
+    verdict = syncadmission.admit_syncjob(spec, None, generation=1, now=datetime.now(UTC))
     assert verdict.runnable is not None
     scheduler = Scheduler(api)
     scheduler.track(body, verdict.runnable, SyncJobStatus.model_validate(status))
@@ -157,7 +157,7 @@ async def test_a_lapsed_lock_whose_run_still_lives_goes_to_no_other_run(
             {"metadata": {"name": "second", "namespace": namespace}, "spec": job_spec}
         )
     )
-    verdict = admission.admit_syncjob(job_spec, {}, generation=1, now=datetime.now(UTC))
+    verdict = syncadmission.admit_syncjob(job_spec, None, generation=1, now=datetime.now(UTC))
     assert verdict.runnable is not None
     scheduler = Scheduler(api)
     scheduler.track(made.to_dict(), verdict.runnable, SyncJobStatus())
@@ -203,7 +203,7 @@ async def test_a_workflow_run_past_its_deadline_is_terminated_then_counts_as_fai
     workflow = {"metadata": {"name": run, "namespace": namespace},
                 "spec": {"suspend": True, "tasks": tasks}}  # fmt: skip
     await api.create(kube.Workflow.from_dict(workflow))
-    verdict = admission.admit_syncjob(spec, {}, generation=1, now=datetime.now(UTC))
+    verdict = syncadmission.admit_syncjob(spec, None, generation=1, now=datetime.now(UTC))
     assert verdict.runnable is not None
     scheduler = Scheduler(api)
     scheduler.track(made.to_dict(), verdict.runnable, SyncJobStatus.model_validate(status))

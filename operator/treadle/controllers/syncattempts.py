@@ -16,7 +16,7 @@ from lightkube.resources.coordination_v1 import Lease
 
 from treadle.api import RUN_NOW_ANNOTATION
 from treadle.controllers.jobs import Job, WriterAwareLocks
-from treadle.core import admission, gates, runbodies, syncrules, syncsteps, templating
+from treadle.core import gates, runbodies, syncadmission, syncrules, syncsteps, templating
 from treadle.core.syncsteps import Attempt, SyncStep
 from treadle.services import kube, syncjob_runs
 from treadle.services.leases import Held, LeaseStore
@@ -160,7 +160,7 @@ class Attempts:
         template = await kube.template_spec(self.api, job.namespace, ref.name)
         recorded = job.status.template_secrets
         allowed = recorded.names if recorded is not None else []
-        problem = admission.new_template_secrets(template, allowed, ref.name)
+        problem = syncadmission.new_template_secrets(template, allowed, ref.name)
         if problem is not None:
             raise Unrunnable(problem)
 

@@ -6,11 +6,8 @@ so a workflow that slipped past a missing webhook still never runs.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import time
-import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,17 +16,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from treadle.api import pools as pools_api
-from treadle.api import syncjobs, workflows
+from treadle.api import workflows
 from treadle.api.base import Condition
 from treadle.core import (
     actions,
     conditions,
     dags,
+    edits,
     engine,
     podspecs,
     pools,
-    slots,
-    syncruns,
     templates,
     templating,
 )
@@ -64,48 +60,6 @@ def parse(model: type[Model], spec: Any, root: str = "spec") -> tuple[Model | No
 
 
 FINAL_PHASES = (*workflows.ENDED_PHASES, "Invalid")
-
-MUTABLE_FIELDS = ("suspend", "shutdown", "activeDeadlineSeconds")
-"""The only spec fields of a started workflow that may change (SPEC: like a Job's template,
-the rest is fixed once it runs)."""
-
-
-def spec_hash(spec: Mapping[str, Any]) -> str:
-    """Digest of the spec without MUTABLE_FIELDS, to tell an allowed edit from a change."""
-    fixed = {key: value for key, value in spec.items() if key not in MUTABLE_FIELDS}
-    encoded = json.dumps(fixed, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(encoded.encode()).hexdigest()[:16]
-
-
-def has_started(status: workflows.WorkflowStatus | Mapping[str, Any] | None) -> bool:
-    """Whether a workflow's run has begun (an attempt was enqueued, or it ended)."""
-    if not isinstance(status, workflows.WorkflowStatus):
-        current = status or {}
-        started, phase = current.get("startedAt"), current.get("phase")
-    else:
-        started, phase = status.started_at, status.phase
-    return bool(started) or phase in ("Running", *workflows.ENDED_PHASES)
-
-
-def immutable_change(old_spec: Mapping[str, Any], new_spec: Mapping[str, Any]) -> list[str]:
-    """The fields, other than MUTABLE_FIELDS, that differ between two specs."""
-    keys = (set(old_spec) | set(new_spec)) - set(MUTABLE_FIELDS)
-    return sorted(key for key in keys if old_spec.get(key) != new_spec.get(key))
-
-
-def edit_problem(old: Mapping[str, Any] | None, new_spec: Mapping[str, Any]) -> str | None:
-    """Why an update of a workflow (`old`: the object before it) is refused, or None: once a
-    run has started only MUTABLE_FIELDS may change."""
-    if old is None or not has_started(old.get("status")):
-        return None
-    changed = immutable_change(dict(old.get("spec") or {}), new_spec)
-    if not changed:
-        return None
-    return (
-        f"spec.{changed[0]}: a started workflow's spec cannot change (only "
-        f"{', '.join(MUTABLE_FIELDS)} may); to run it with another spec, create a new Workflow "
-        "(metadata.generateName makes a fresh name each time)"
-    )
 
 
 @dataclass(frozen=True)
@@ -147,14 +101,14 @@ def admit(
         return Admission(fresh, None, current=fresh)
     current = read
     new_status = None
-    digest = spec_hash(spec) if isinstance(spec, Mapping) else None
+    digest = edits.spec_hash(spec) if isinstance(spec, Mapping) else None
     frozen = current.template_spec if _keeps_template(spec, current, generation) else template
     parsed, problems = admit_workflow(spec, workflow, frozen)
     if refused:
         parsed, problems = None, [*problems, *refused]
     if is_new_generation(current, generation):
         same_run = current.spec_hash == digest or (
-            current.spec_hash is None and has_started(current)
+            current.spec_hash is None and edits.has_started(current)
         )
         if parsed is not None and current.phase and same_run:
             # Only suspend, shutdown or activeDeadlineSeconds changed (or a status written
@@ -162,7 +116,7 @@ def admit(
             # show its first attempts yet); this generation is now observed.
             new_status = _observed(current, generation, digest)
         else:
-            restarted = parsed is not None and has_started(current)
+            restarted = parsed is not None and edits.has_started(current)
             new_status = _admitted_status(
                 parsed, problems, current, generation=generation, now=now, restarted=restarted
             )
@@ -206,8 +160,8 @@ def _keeps_template(spec: Any, status: workflows.WorkflowStatus, generation: int
         return False
     if status.observed_generation == generation and status.phase:
         return True
-    digest = spec_hash(spec) if isinstance(spec, Mapping) else None
-    return status.spec_hash == digest or (status.spec_hash is None and has_started(status))
+    digest = edits.spec_hash(spec) if isinstance(spec, Mapping) else None
+    return status.spec_hash == digest or (status.spec_hash is None and edits.has_started(status))
 
 
 def retryable(
@@ -373,163 +327,6 @@ def admit_template(spec: Any) -> list[str]:
     return workflow_problems(parsed, {"name": "", "namespace": "", "uid": ""})
 
 
-UNCHECKED: Any = object()
-"""`template` of a SyncJob check that leaves its WorkflowTemplate alone (the operator's: the
-run's Workflow is checked when it is made)."""
-
-
-def syncjob_problems(spec: Any, template: Mapping[str, Any] | None = UNCHECKED) -> list[str]:
-    """A SyncJob's problems: the schema's, then an unparsable schedule or unknown time zone,
-    then its run's (a pod's, or a Workflow's as one made of it would have; `template`: the
-    WorkflowTemplate it runs, None when there is none)."""
-    return _check_syncjob(spec, template)[1]
-
-
-def _under(problem: str, prefix: str) -> str:
-    return prefix + problem.removeprefix("spec.") if problem.startswith("spec.") else problem
-
-
-def _check_syncjob(
-    spec: Any, template: Mapping[str, Any] | None = UNCHECKED
-) -> tuple[syncjobs.SyncJobSpec | None, list[str]]:
-    parsed, problems = parse(syncjobs.SyncJobSpec, spec)
-    if parsed is None:
-        return None, problems
-    try:
-        zoneinfo.ZoneInfo(parsed.time_zone or "UTC")
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        problems.append(f"spec.timeZone: unknown time zone {parsed.time_zone!r} (an IANA name)")
-    try:
-        slots.Schedule(parsed.schedule)
-    except slots.ScheduleError as error:
-        problems.append(f"spec.schedule: {error}")
-    if parsed.template is not None:
-        problems += podspecs.pod_problems(parsed.template.spec, "spec.template.spec")
-        for name in sorted(set(parsed.template.metadata or {}) - {"labels", "annotations"}):
-            problems.append(
-                f"spec.template.metadata.{name}: not allowed (labels and annotations are)"
-            )
-    if parsed.workflow is not None:
-        problems += _workflow_run_problems(dict(spec)["workflow"], template)
-    return (None, problems) if problems else (parsed, [])
-
-
-def _workflow_run_problems(run: Mapping[str, Any], template: Mapping[str, Any] | None) -> list[str]:
-    """A SyncJob's Workflow run: its params render, and a Workflow of it would be admitted."""
-    found = syncruns.problems(run)
-    if found:
-        return found
-    body = syncruns.workflow_spec(run, syncruns.SAMPLE)
-    identity = {"name": "", "namespace": "", "uid": ""}
-    if templates.ref_name(body) is None:
-        return [_under(p, "spec.workflow.spec.") for p in admit_workflow(body, identity)[1]]
-    if template is UNCHECKED:
-        return []
-    return [_under(p, "spec.workflow.") for p in admit_workflow(body, identity, template)[1]]
-
-
-def template_secrets(template: Mapping[str, Any] | None) -> list[str]:
-    """The names of the Secrets a WorkflowTemplate's spec reads."""
-    return sorted({name for name, _ in secrets_named(workflows.KIND, template)})
-
-
-def template_to_record(
-    spec: syncjobs.SyncJobSpec, status: syncjobs.SyncJobStatus, generation: int | None
-) -> str | None:
-    """The WorkflowTemplate whose Secrets to record for this generation of a SyncJob (once:
-    the webhook checked the applying user for those a moment ago), or None."""
-    ref = spec.workflow.workflow_template_ref if spec.workflow is not None else None
-    recorded = status.template_secrets
-    if ref is None or (recorded is not None and recorded.generation == generation):
-        return None
-    return ref.name
-
-
-def new_template_secrets(
-    template: Mapping[str, Any] | None, allowed: Sequence[str], name: str
-) -> str | None:
-    """Why a run of WorkflowTemplate `name` may not be made: it reads a Secret it did not read
-    when the SyncJob was applied (whose user was checked only for those)."""
-    added = sorted(set(template_secrets(template)) - set(allowed))
-    if not added:
-        return None
-    return (
-        f"WorkflowTemplate {name!r} now reads Secret {added[0]!r}, which it did not when this "
-        "SyncJob was applied (apply the SyncJob again to run it with that Secret)"
-    )
-
-
-def secrets_named(kind: str, spec: Any) -> list[tuple[str, str]]:
-    """The Secrets a Workflow or SyncJob spec makes Treadle read for it, each with the field
-    that names it: the webhook asks whether the applying user may `get` each one."""
-    found: list[tuple[str, str]] = []
-    if not isinstance(spec, Mapping):
-        return found
-    if kind == pools_api.KIND:
-        named = spec.get("secrets")
-        return [
-            (name, f"spec.secrets[{index}]")
-            for index, name in enumerate(named if isinstance(named, list) else [])
-            if isinstance(name, str)
-        ]
-    if kind == "SyncJob":
-        template = spec.get("template")
-        pod = template.get("spec") if isinstance(template, Mapping) else None
-        found += [(name, "spec.template.spec") for name in sorted(podspecs.secrets_in_pod(pod))]
-        run = spec.get("workflow")
-        inline = run.get("spec") if isinstance(run, Mapping) else None
-        found += [
-            (name, _under(path, "spec.workflow.spec."))
-            for name, path in secrets_named(workflows.KIND, inline)
-        ]
-        return found
-    workers = spec.get("workers")
-    if isinstance(workers, Mapping):
-        found += [
-            (n, "spec.workers.env") for n in sorted(podspecs.secrets_in_env(workers.get("env")))
-        ]
-    for field in ("tasks", "onExit"):
-        tasks = spec.get(field)
-        for index, task in enumerate(tasks if isinstance(tasks, list) else []):
-            found += actions.secrets_named(task, f"spec.{field}[{index}]")
-    return found
-
-
-@dataclass(frozen=True)
-class SyncJobAdmission:
-    status: dict[str, Any] | None
-    """Status to write: the conditions of an invalid job (None for a valid one)."""
-    runnable: syncjobs.SyncJobSpec | None
-    """The parsed spec of a valid job, for the scheduler."""
-    message: str = ""
-
-
-def admit_syncjob(
-    spec: Any,
-    status: Mapping[str, Any] | None,
-    *,
-    generation: int | None,
-    now: datetime,
-    refused: Sequence[str] = (),
-) -> SyncJobAdmission:
-    """A created, changed or resumed SyncJob: its parsed spec, or the conditions that say why
-    it is invalid (nothing of it ever runs); `refused` as for `admit`."""
-    parsed, problems = _check_syncjob(spec)
-    if refused:
-        parsed, problems = None, [*problems, *refused]
-    if parsed is not None:
-        return SyncJobAdmission(None, parsed)
-    message = "; ".join(problems)
-    found = conditions.invalid(
-        conditions.parse((status or {}).get("conditions")),
-        message,
-        generation=generation,
-        now=now,
-    )
-    wired = conditions.wire(found)
-    return SyncJobAdmission({"conditions": wired, "observedGeneration": generation}, None, message)
-
-
 ADMISSION_CPU_SECONDS = 1.0
 """CPU time checking one spec's templates may take, all of them together (each is bounded on
 its own too: sandbox.MAX_CPU_SECONDS)."""
@@ -622,22 +419,3 @@ def admit_pool(spec: Any, name: str) -> tuple[pools_api.WorkerPoolSpec | None, l
     if parsed is not None:
         problems += pools.env_problems(parsed)
     return (None, problems) if problems else (parsed, [])
-
-
-def workflow_secrets(spec: workflows.WorkflowSpec) -> dict[str, list[tuple[str, str]]]:
-    """The Secrets each task reads (Secret, field), for the check against its pool's."""
-    found: dict[str, list[tuple[str, str]]] = {}
-    raw = spec.model_dump(mode="json", exclude_none=True, by_alias=True)
-    for field in ("tasks", "onExit"):
-        for index, task in enumerate(raw.get(field) or []):
-            found[task["name"]] = list(actions.secrets_named(task, f"spec.{field}[{index}]"))
-    return found
-
-
-def client_refusal(names: Sequence[str], allowed: Sequence[str]) -> str | None:
-    """Why a webhook caller whose certificate (already verified against the client CA) names
-    `names` is refused, or None: with an allow-list, one of its common names must be on it."""
-    if not allowed or set(names) & set(allowed):
-        return None
-    shown = ", ".join(names) or "no common name"
-    return f"client certificate for {shown} is not the API server's ({', '.join(allowed)})"

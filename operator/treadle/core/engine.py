@@ -52,6 +52,7 @@ from treadle.core.budget import (
     fit,
     status_size,
 )
+from treadle.core.identity import Identity, dedicated_pool
 from treadle.core.messages import Report, TaskMessage, TaskResult, TaskStart
 from treadle.core.reads import needed_outputs
 from treadle.core.retries import (
@@ -63,14 +64,8 @@ from treadle.core.retries import (
     revive,
     start_overdue,
 )
-from treadle.core.runstate import (
-    FINISHED,
-    IN_FLIGHT,
-    Identity,
-    OutputId,
-    dedicated_pool,
-    items_digest,
-)
+from treadle.core.runstate import FINISHED, IN_FLIGHT, OutputId
+from treadle.core.runvalues import items_digest
 from treadle.core.scheduling import DEFAULT_TIMEOUT_SECONDS, MAX_FOR_EACH_ITEMS, Run
 
 __all__ = [

@@ -11,9 +11,10 @@ from typing import Any
 
 from treadle.api.workflows import Task, TaskStatus, WorkflowSpec, WorkflowStatus
 from treadle.core import dags, ranges, templating, timestamps
+from treadle.core.identity import Identity
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.core.notices import Notice
-from treadle.core.runstate import IN_FLIGHT, Identity, OutputId
+from treadle.core.runstate import IN_FLIGHT, OutputId
 from treadle.core.scheduling import Run
 
 

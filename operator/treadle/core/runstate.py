@@ -5,12 +5,9 @@ entry point."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from collections.abc import Mapping, MutableMapping
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from treadle.api import workflows
@@ -22,81 +19,15 @@ from treadle.api.workflows import (
     WorkflowSpec,
     WorkflowStatus,
 )
-from treadle.core import backoff, budget, causes, conditions, dags, pools, ranges, timestamps
+from treadle.core import backoff, budget, causes, conditions, dags, ranges, timestamps
+from treadle.core.identity import Identity
 from treadle.core.messages import Report, TaskMessage, TaskResult, TaskStart
+from treadle.core.runvalues import due_text, moment_of, settings_of
 
 FINISHED = ("Succeeded", "DeadLettered", "Skipped")
 IN_FLIGHT = ("Queued", "Running")
 OutputId = tuple[str, int | None]
 """A stored output: (task, forEach child index or None)."""
-
-
-def dedicated_pool(uid: str) -> str:
-    """The pool of a workflow's own worker pods."""
-    return f"wf-{uid}"
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Which workflow: from its metadata (`of`), the one way it is made."""
-
-    uid: str
-    name: str
-    namespace: str
-    pool: str
-
-    @classmethod
-    def of(cls, meta: Mapping[str, Any], worker_pool: str | None = None) -> Identity:
-        """From a workflow's metadata (a uid is missing while the webhook sees a create) and
-        the WorkerPool its status names (None: its own worker pods)."""
-        uid = str(meta.get("uid") or "")
-        name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "")
-        pool = (
-            dedicated_pool(uid)
-            if worker_pool is None
-            else pools.shared_pool(namespace, worker_pool)
-        )
-        return cls(uid=uid, name=name, namespace=namespace, pool=pool)
-
-    @property
-    def shared(self) -> bool:
-        """Whether the workflow runs on a WorkerPool (not on pods of its own)."""
-        return pools.is_shared(self.pool)
-
-    @property
-    def context(self) -> dict[str, str]:
-        """What templates see as `workflow`."""
-        return {"name": self.name, "namespace": self.namespace, "uid": self.uid}
-
-
-def due_text(moment: datetime) -> str:
-    """A retry time, rounded up to the second status can hold: never earlier than asked."""
-    whole = moment.replace(microsecond=0)
-    return timestamps.text(whole if whole == moment else whole + timedelta(seconds=1))
-
-
-def _moment(seconds: float) -> str | None:
-    """A worker's clock reading (seconds since the epoch) as status writes times; None when
-    it is unknown (0) or out of range."""
-    if not 0 < seconds < 1e11:
-        return None
-    return timestamps.text(datetime.fromtimestamp(seconds, UTC))
-
-
-def items_digest(values: list[Any]) -> str:
-    """Names a forEach task's rendered items, so a second rendering is known to agree."""
-    encoded = json.dumps(values, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(encoded).hexdigest()[:16]
-
-
-def settings_of(spec: WorkflowSpec, task: Task) -> workflows.TaskSettings:
-    defaults = spec.defaults
-    return workflows.TaskSettings(
-        timeout_seconds=task.timeout_seconds or defaults.timeout_seconds,
-        retry=task.retry or defaults.retry or workflows.RetryPolicy(),
-        circuit_breaker=task.circuit_breaker or defaults.circuit_breaker,
-        rate_limit=task.rate_limit or defaults.rate_limit,
-    )
 
 
 ItemSet = Literal["running_items", "done_items", "dead_items"]
@@ -230,7 +161,7 @@ class RunState:
             entry.log_ref = result.log_ref
             if result.worker is not None and entry.attempts == result.attempt:
                 entry.worker = result.worker
-                entry.attempt_started_at = entry.attempt_started_at or _moment(result.started_at)
+                entry.attempt_started_at = entry.attempt_started_at or moment_of(result.started_at)
             if result.outcome == "succeeded":
                 entry.phase, entry.finished_at = "Succeeded", timestamps.text(self.now)
                 self.keep_output(entry, result)
@@ -271,7 +202,7 @@ class RunState:
         if task.for_each is not None or entry.phase != "Queued" or entry.attempts != start.attempt:
             return  # ended already, or a straggler of an earlier attempt
         entry.phase, entry.worker = "Running", start.worker
-        entry.attempt_started_at = _moment(start.started_at)
+        entry.attempt_started_at = moment_of(start.started_at)
 
     def _failed(self, task: Task, entry: TaskStatus, item: int | None, result: TaskResult) -> None:
         """A failed attempt: retried after its backoff while `retry.limit` lasts and

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from treadle.api.workflows import Task, TaskStatus
-from treadle.core import actions, reads, runstate, sandbox, templating, timestamps
+from treadle.core import actions, reads, runvalues, sandbox, templating, timestamps
 from treadle.core.messages import TaskMessage
 from treadle.core.runstate import OutputId, RunState
 
@@ -151,7 +151,7 @@ class Run(RunState):
         if kept is not None and kept[0] == digest:
             return kept[1]
         values = self._render_items(task)
-        found = runstate.items_digest(values)
+        found = runvalues.items_digest(values)
         if digest is not None and found != digest:
             raise templating.TemplateError(
                 "forEach rendered to other items than when the task started"
@@ -178,7 +178,7 @@ class Run(RunState):
     def message(
         self, task: Task, item: int | None, attempt: int, action: dict[str, Any]
     ) -> TaskMessage:
-        settings = runstate.settings_of(self.spec, task)
+        settings = runvalues.settings_of(self.spec, task)
         guards: dict[str, Any] = {}
         if settings.circuit_breaker is not None:
             guards["circuitBreaker"] = settings.circuit_breaker.model_dump(by_alias=True)

@@ -23,9 +23,12 @@ no next slot abandons it); a failed one makes way for the next missed slot.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
+
+from pydantic import ValidationError
 
 from treadle.api.syncjobs import ActiveRun, ManualRun, ManualRunOutcome, SyncJobSpec, SyncJobStatus
 from treadle.core import conditions, slots, slotsets, timestamps
@@ -422,6 +425,21 @@ def with_conditions(
         now=now,
     )
     return status.model_copy(update={"conditions": found, "observed_generation": generation})
+
+
+def read_status(raw: Mapping[str, Any] | None) -> SyncJobStatus:
+    """A SyncJob's status as the API server holds it, typed; a field that does not parse (written
+    by another version, or by hand) is left out rather than the whole status refused."""
+    given = dict(raw or {})
+    for _ in range(len(given) + 1):
+        try:
+            return SyncJobStatus.model_validate(given)
+        except ValidationError as error:
+            bad = {str(e["loc"][0]) for e in error.errors() if e["loc"]}
+            if not bad & given.keys():
+                break
+            given = {k: v for k, v in given.items() if k not in bad}
+    return SyncJobStatus()
 
 
 def wire(status: SyncJobStatus) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from treadle.api import (
 )
 from treadle.api import RESET_FAILURES_ANNOTATION as RESET_ANNOTATION
 from treadle.controllers import access, metrics
-from treadle.core import admission, runbodies
+from treadle.core import runbodies, syncadmission, syncs
 from treadle.handlers.registry import registry
 from treadle.runtime.offload import offload
 from treadle.services import kube
@@ -48,9 +48,9 @@ async def admit_syncjob(
         refused = await access.refusals(api, syncjobs.KIND, dict(spec), meta)
     verdict = await offload(  # off the event loop, as for workflows
         functools.partial(
-            admission.admit_syncjob,
+            syncadmission.admit_syncjob,
             dict(spec),
-            dict(status),
+            syncs.read_status(status),
             generation=meta.get("generation"),
             now=datetime.now(UTC),
             refused=refused,
@@ -62,13 +62,14 @@ async def admit_syncjob(
         kopf.warn(body, reason="Invalid", message=verdict.message)
         return
     metrics.ADMISSIONS.labels(kind=syncjobs.KIND, phase="Scheduled").inc()
-    current = syncjobs.SyncJobStatus.model_validate(dict(status))
-    generation = meta.get("generation")
-    if (name := admission.template_to_record(verdict.runnable, current, generation)) is not None:
+    current, generation = syncs.read_status(status), meta.get("generation")
+    if (
+        name := syncadmission.template_to_record(verdict.runnable, current, generation)
+    ) is not None:
         async with kube.client() as api:
             template = await kube.template_spec(api, str(meta.get("namespace")), name)
         recorded = syncjobs.TemplateSecrets(
-            generation=generation, names=admission.template_secrets(template)
+            generation=generation, names=syncadmission.template_secrets(template)
         )
         patch.status["templateSecrets"] = recorded.model_dump(mode="json", exclude_none=True)
         current = current.model_copy(update={"template_secrets": recorded})

@@ -24,7 +24,16 @@ from kopf._core.engines import admission as kopf_admission
 from treadle.api import GROUP, VERSION, syncjobs, workflows
 from treadle.api import pools as pools_api
 from treadle.api.pools import DEFAULT_POOL
-from treadle.core import access, admission, engine, pools, templates
+from treadle.core import (
+    access,
+    admission,
+    edits,
+    engine,
+    pools,
+    secretrefs,
+    syncadmission,
+    templates,
+)
 from treadle.runtime.offload import offload
 from treadle.services import kube, pool_deployments
 
@@ -38,7 +47,7 @@ def _spec_unchanged(spec: kopf.Spec, old: Any) -> bool:
 
 async def _secrets_readable(kind: str, spec: Any, meta: kopf.Meta, userinfo: Any) -> None:
     """Refuses a spec naming a Secret the applying user may not `get` (SPEC, Deployment)."""
-    named = admission.secrets_named(kind, dict(spec))
+    named = secretrefs.secrets_named(kind, dict(spec))
     if not named or not userinfo:
         return
     namespace = str(meta.get("namespace"))
@@ -56,12 +65,12 @@ async def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> 
     old = kwargs.get("old")
     if _spec_unchanged(spec, old):
         return
-    problem = admission.edit_problem(old, dict(spec))
+    problem = edits.edit_problem(old, dict(spec))
     if problem is not None:
         raise kopf.AdmissionError(problem, code=422)
     raw = dict(spec)
     template = await _referenced_template(raw, meta, kwargs.get("dryrun"))
-    if template is admission.UNCHECKED:
+    if template is syncadmission.UNCHECKED:
         if templates.ref_name(raw) is not None:
             return  # a dry run naming a template not made yet
         template = None
@@ -80,15 +89,15 @@ async def validate_workflow(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> 
 
 async def _referenced_template(spec: Any, meta: kopf.Meta, dryrun: Any) -> Any:
     """The spec of the WorkflowTemplate `spec` names (None: there is no such template), or
-    admission.UNCHECKED when it names none, or when a dry run names one not made yet (a file
+    syncadmission.UNCHECKED when it names none, or when a dry run names one not made yet (a file
     holding the template too made none: nothing to check against; applied for real, the
     template comes first and is there)."""
     name = templates.ref_name(spec) if isinstance(spec, Mapping) else None
     if name is None:
-        return admission.UNCHECKED
+        return syncadmission.UNCHECKED
     async with kube.client() as api:
         template = await kube.template_spec(api, str(meta.get("namespace")), name)
-    return admission.UNCHECKED if template is None and dryrun else template
+    return syncadmission.UNCHECKED if template is None and dryrun else template
 
 
 async def _a_syncjobs_run(meta: kopf.Meta, userinfo: Any) -> bool:
@@ -118,7 +127,7 @@ async def _pools_fit(spec: workflows.WorkflowSpec, namespace: str, memo: Any) ->
             found = await pool_deployments.specs(api, namespace)
     chosen = pools.choose(spec, default_exists=DEFAULT_POOL in found)
     problems = pools.pool_problems(
-        spec, chosen, found, admission.workflow_secrets(spec), engine.DEFAULT_TIMEOUT_SECONDS
+        spec, chosen, found, secretrefs.workflow_secrets(spec), engine.DEFAULT_TIMEOUT_SECONDS
     )
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
@@ -162,7 +171,7 @@ async def validate_syncjob(spec: kopf.Spec, meta: kopf.Meta, **kwargs: Any) -> N
         return
     raw = dict(spec)
     template = await _referenced_template(raw.get("workflow"), meta, kwargs.get("dryrun"))
-    problems = await offload(admission.syncjob_problems, raw, template)
+    problems = await offload(syncadmission.syncjob_problems, raw, template)
     if problems:
         raise kopf.AdmissionError("; ".join(problems), code=422)
     await _secrets_readable(syncjobs.KIND, raw, meta, kwargs.get("userinfo"))

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from treadle.api import base
-from treadle.core import access, admission
+from treadle.core import access, admission, secretrefs
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=8),
@@ -79,7 +79,7 @@ def test_a_pools_secret_names_are_found_and_params_are_never_read_as_references(
 
 def test_every_reference_the_webhook_checks_is_one_the_operator_checks_too() -> None:
     spec = {"tasks": [{"name": "t", "command": {"args": ["true"]}}], "secrets": ["p"]}
-    webhook = {name for name, _ in admission.secrets_named("WorkerPool", spec)}
+    webhook = {name for name, _ in secretrefs.secrets_named("WorkerPool", spec)}
     assert {("secrets", n) for n in webhook} <= names(spec)
 
 

@@ -2,7 +2,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from support.conditions import condition
-from treadle.core import admission
+from treadle.core import admission, syncadmission
 
 
 def admitted(spec: Any, *, generation: int) -> dict[str, Any]:
@@ -102,8 +102,8 @@ def test_template_syntax_errors_name_the_field() -> None:
 def test_an_invalid_sync_job_gets_stalled_conditions_and_a_valid_one_its_parsed_spec() -> None:
     now = datetime(2026, 11, 22, tzinfo=UTC)
     template = {"spec": {"containers": [{"name": "s", "image": "x"}]}}
-    bad = admission.admit_syncjob(
-        {"schedule": "61 * * * *", "template": template}, {}, generation=2, now=now
+    bad = syncadmission.admit_syncjob(
+        {"schedule": "61 * * * *", "template": template}, None, generation=2, now=now
     )
     assert bad.runnable is None
     assert bad.message.startswith("spec.schedule:")
@@ -112,8 +112,8 @@ def test_an_invalid_sync_job_gets_stalled_conditions_and_a_valid_one_its_parsed_
     kinds = {c["type"]: (c["status"], c["reason"]) for c in bad.status["conditions"]}
     assert kinds["Ready"] == ("False", "Invalid")
     assert kinds["Stalled"] == ("True", "Invalid")
-    good = admission.admit_syncjob(
-        {"schedule": "0 * * * *", "template": template}, {}, generation=1, now=now
+    good = syncadmission.admit_syncjob(
+        {"schedule": "0 * * * *", "template": template}, None, generation=1, now=now
     )
     assert (good.status, good.runnable is not None) == (None, True)
 
@@ -179,3 +179,19 @@ def test_a_shutdown_set_before_status_shows_the_start_goes_on_with_the_same_run(
     assert stopped.status.run_generation == 1  # the same run
     assert stopped.runnable is not None
     assert stopped.runnable.shutdown == "Stop"
+
+
+def test_a_sync_jobs_status_that_does_not_parse_loses_only_its_bad_fields() -> None:
+    """A status written by another version (or by hand) must not make the job unadmittable."""
+    from treadle.core import syncs
+
+    raw = {
+        "lastOutcome": "Exploded",
+        "consecutiveFailures": 2,
+        "activeRuns": [{"name": "r"}],
+        "currentSlot": "2026-12-07T10:00:00Z",
+    }
+    status = syncs.read_status(raw)
+    assert (status.consecutive_failures, status.current_slot) == (2, "2026-12-07T10:00:00Z")
+    assert (status.last_outcome, status.active_runs) == (None, [])
+    assert syncs.read_status(None) == syncs.read_status({})

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from treadle.core import admission, podspecs
+from treadle.core import admission, podspecs, secretrefs, syncadmission
 
 
 def job(pod: dict[str, Any], **template: Any) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def test_the_root_on_the_node_job_is_refused_naming_each_field() -> None:
         "containers": [{**CONTAINER, "volumeMounts": [{"name": "root", "mountPath": "/host"}]}],
         "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
     }
-    problems = admission.syncjob_problems(job(pod))
+    problems = syncadmission.syncjob_problems(job(pod))
     assert [p.split(":")[0] for p in problems] == [
         "spec.template.spec.hostNetwork",
         "spec.template.spec.serviceAccountName",
@@ -104,12 +104,12 @@ def test_an_ordinary_run_pod_is_allowed() -> None:
         "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
         "priorityClassName": "batch",
     }
-    assert admission.syncjob_problems(job(pod)) == []
+    assert syncadmission.syncjob_problems(job(pod)) == []
     assert podspecs.secrets_in_pod(pod) == {"db", "tls"}
 
 
 def test_template_metadata_may_hold_labels_and_annotations_only() -> None:
-    problems = admission.syncjob_problems(
+    problems = syncadmission.syncjob_problems(
         job(
             {"containers": [CONTAINER]}, metadata={"labels": {"a": "b"}, "namespace": "kube-system"}
         )
@@ -136,7 +136,7 @@ def test_the_secrets_a_workflow_names_are_listed_with_their_fields() -> None:
             }
         ],
     }  # fmt: skip
-    assert admission.secrets_named("Workflow", spec) == [
+    assert secretrefs.secrets_named("Workflow", spec) == [
         ("w", "spec.workers.env"),
         ("api", "spec.tasks[0].http.headers[0].valueFrom"),
     ]

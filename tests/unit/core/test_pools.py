@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from treadle.api.pools import WorkerPoolSpec
 from treadle.api.workflows import WorkflowSpec
-from treadle.core import admission, engine, pools
+from treadle.core import admission, engine, pools, secretrefs
 
 T0 = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
 
@@ -92,7 +92,7 @@ def test_a_secret_the_tasks_pool_does_not_mount_is_refused() -> None:
         },
     }
     spec = workflow(tasks=[task])
-    secrets = admission.workflow_secrets(spec)
+    secrets = secretrefs.workflow_secrets(spec)
     assert secrets == {"call": [("tok", "spec.tasks[0].http.headers[0].valueFrom")]}
     refused = pools.pool_problems(spec, "default", {"default": pool()}, secrets, 60)
     assert refused == [

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from treadle.core import admission
+from treadle.core import syncadmission
 from treadle.core.redaction import MAX_ERROR_CHARS, redact
 
 
@@ -38,7 +38,7 @@ def test_a_long_error_is_bounded() -> None:
 def test_a_table_name_that_is_no_lease_name_is_refused_at_apply_time() -> None:
     spec = {"schedule": "* * * * *", "tables": ["a..b"],
             "template": {"spec": {"containers": [{"name": "c", "command": ["true"]}]}}}  # fmt: skip
-    [problem] = admission.syncjob_problems(spec)
+    [problem] = syncadmission.syncjob_problems(spec)
     assert problem.startswith("spec.tables[0]: String should match pattern")
 
 

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 from treadle.api.syncjobs import SyncJobSpec
-from treadle.core import admission, runbodies
+from treadle.core import runbodies, syncadmission
 
 SLOT = datetime(2026, 12, 3, 2, 0, tzinfo=UTC)
 JOB = SyncJobSpec.model_validate(
@@ -54,4 +54,4 @@ def test_a_run_cannot_be_told_another_token_by_its_spec() -> None:
             }
         },
     }
-    assert any("TREADLE_" in p for p in admission.syncjob_problems(forged))
+    assert any("TREADLE_" in p for p in syncadmission.syncjob_problems(forged))

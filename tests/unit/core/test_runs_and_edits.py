@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from treadle.api.workflows import WorkflowSpec, WorkflowStatus
-from treadle.core import admission, engine
+from treadle.core import admission, edits, engine
 from treadle.core.messages import TaskMessage, TaskResult, idempotency_key
 
 T0 = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -65,7 +65,7 @@ def test_a_new_workflows_attempts_carry_its_run_generation_in_their_key() -> Non
 
 def test_changing_only_the_mutable_fields_of_a_started_workflow_keeps_its_run() -> None:
     status = advance(SPEC, admitted(SPEC, None, 1), []).wire
-    assert admission.has_started(status)
+    assert edits.has_started(status)
     kept = admitted({**SPEC, "activeDeadlineSeconds": 60, "suspend": True}, status, 2)
     assert kept["tasks"] == status["tasks"]
     assert (kept["observedGeneration"], kept["runGeneration"]) == (2, 1)
@@ -88,13 +88,13 @@ def test_changing_the_rest_of_a_started_workflow_runs_it_again_under_a_new_run_g
 
 def test_an_unstarted_workflow_may_change_freely() -> None:
     status = admitted({**SPEC, "suspend": True}, None, 1)
-    assert not admission.has_started(status)
+    assert not edits.has_started(status)
     assert admitted({**SPEC, "params": {"greeting": "x"}}, status, 2)["phase"] == "Pending"
 
 
 def test_the_webhook_names_the_first_fixed_field_that_changed() -> None:
-    assert admission.immutable_change(SPEC, {**SPEC, "suspend": True}) == []
-    assert admission.immutable_change(SPEC, {**SPEC, "params": {}, "concurrency": 2}) == [
+    assert edits.immutable_change(SPEC, {**SPEC, "suspend": True}) == []
+    assert edits.immutable_change(SPEC, {**SPEC, "params": {}, "concurrency": 2}) == [
         "concurrency",
         "params",
     ]

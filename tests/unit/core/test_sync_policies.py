@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from treadle.api.syncjobs import ActiveRun, SyncJobSpec, SyncJobStatus
-from treadle.core import admission, backfills, runbodies, slots, slotsets, syncruns, syncs
+from treadle.core import backfills, runbodies, slots, slotsets, syncadmission, syncruns, syncs
 
 CREATED = datetime(2025, 1, 1, tzinfo=UTC)
 HOURLY = slots.Schedule("0 * * * *")
@@ -348,32 +348,32 @@ def test_a_workflow_run_is_checked_at_apply_time_naming_the_field() -> None:
     base: dict[str, Any] = {"schedule": "0 * * * *"}
     ref = {"workflowTemplateRef": {"name": "etl"}}
     pod = {"spec": {"containers": [{"name": "c", "image": "x"}]}}
-    assert admission.syncjob_problems(base) == [
+    assert syncadmission.syncjob_problems(base) == [
         "spec: set template (a pod) or workflow (a Workflow) for the runs, not both"
     ]
-    assert admission.syncjob_problems({**base, "template": pod, "workflow": ref}) == [
+    assert syncadmission.syncjob_problems({**base, "template": pod, "workflow": ref}) == [
         "spec: set template (a pod) or workflow (a Workflow) for the runs, not both"
     ]
-    assert admission.syncjob_problems({**base, "workflow": {**ref, "spec": TEMPLATE}}) == [
+    assert syncadmission.syncjob_problems({**base, "workflow": {**ref, "spec": TEMPLATE}}) == [
         "spec.workflow: set workflowTemplateRef (a WorkflowTemplate) or spec (a Workflow spec), "
         "not both"
     ]
     typo = {**base, "workflow": {**ref, "params": {"dya": "{{ slot }}"}}}
-    assert admission.syncjob_problems(typo, TEMPLATE) == [
+    assert syncadmission.syncjob_problems(typo, TEMPLATE) == [
         "spec.workflow.params.dya: WorkflowTemplate 'etl' has no parameter 'dya' (its "
         "parameters: day)"
     ]
-    assert admission.syncjob_problems(typo) == []  # the operator's check leaves the template
-    assert admission.syncjob_problems({**base, "workflow": ref}, None) == [
+    assert syncadmission.syncjob_problems(typo) == []  # the operator's check leaves the template
+    assert syncadmission.syncjob_problems({**base, "workflow": ref}, None) == [
         "spec.workflow.workflowTemplateRef.name: WorkflowTemplate 'etl' does not exist in this "
         "namespace"
     ]
     unknown = {**base, "workflow": {**ref, "params": {"day": "{{ slto }}"}}}
-    assert admission.syncjob_problems(unknown, TEMPLATE) == [
+    assert syncadmission.syncjob_problems(unknown, TEMPLATE) == [
         "spec.workflow.params.day: '{{ slto }}': 'slto' is undefined"
     ]
     cycle = {"tasks": [{"name": "a", "dependsOn": ["a"], "command": {"args": ["true"]}}]}
-    found = admission.syncjob_problems({**base, "workflow": {"spec": cycle}})
+    found = syncadmission.syncjob_problems({**base, "workflow": {"spec": cycle}})
     assert len(found) == 1
     assert found[0].startswith("spec.workflow.spec.tasks")
 
