@@ -1,8 +1,10 @@
 """The SyncJob scheduler: one loop of the worker runtime drives every SyncJob.
 
-Each execution decides, for every job whose time came (its slot, its retry, its run's lock
-renewal or deadline), what the pure decision (`treadle.core.syncs`) says, carries it out, and
-writes status; then it arms a timer for the earliest next moment and idles.  kopf timers are
+Each execution looks at every job whose time came (its slot, its retry, its run's lock renewal
+or deadline): it gathers what happened, asks the pure core for the step (`core/syncsteps`,
+over `core/syncs`) and has it carried out (attempts by `syncattempts`, runs under way by
+`syncruns`, status and Events by `syncapply` alone); then it arms a timer for the earliest next
+moment and idles.  kopf timers are
 not used: they do not know cron, and one loop with one timer costs nothing between slots.
 
 Each job is looked at in a task of its own, so one job's API round trips hold up no other job;
