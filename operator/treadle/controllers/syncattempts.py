@@ -91,7 +91,7 @@ class Attempts:
                     return retry
                 held = [store.taken[(lock, holder)] for lock in result.held]
             return await self._run(
-                job, attempt, name, holder, held, shared=bool(shared), waited=waited
+                job, attempt, name, holder, held, store, shared=bool(shared), waited=waited
             )
         except Exception:
             log.exception("sync job %s/%s: attempt failed", job.namespace, job.name)
@@ -106,6 +106,7 @@ class Attempts:
         name: str,
         holder: str,
         held: list[Held],
+        store: LeaseStore,
         *,
         shared: bool,
         waited: float,
@@ -131,9 +132,7 @@ class Attempts:
             created = await syncjob_runs.create_run(self.api, body)
         except Exception as error:
             if not shared:
-                store = self.store(job)
-                for lock in held:
-                    await store.release(lock.lock, lock.holder)
+                await store.release_all(held)
             why = _refusal(error)
             if why is None:
                 raise

@@ -419,3 +419,12 @@ def admit_pool(spec: Any, name: str) -> tuple[pools_api.WorkerPoolSpec | None, l
     if parsed is not None:
         problems += pools.env_problems(parsed)
     return (None, problems) if problems else (parsed, [])
+
+
+def client_refusal(names: Sequence[str], allowed: Sequence[str]) -> str | None:
+    """Why a webhook caller whose certificate (already verified against the client CA) names
+    `names` is refused, or None: with an allow-list, one of its common names must be on it."""
+    if not allowed or set(names) & set(allowed):
+        return None
+    shown = ", ".join(names) or "no common name"
+    return f"client certificate for {shown} is not the API server's ({', '.join(allowed)})"

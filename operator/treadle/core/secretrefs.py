@@ -1,10 +1,9 @@
 """The Secrets a Workflow, SyncJob or WorkerPool spec makes Treadle read, each with the field
-that names it (the webhook asks whether the applying user may `get` each one), and whether a
-webhook caller's certificate is the API server's.  Pure."""
+that names it (the webhook asks whether the applying user may `get` each one).  Pure."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from treadle.api import pools as pools_api
@@ -60,12 +59,3 @@ def workflow_secrets(spec: workflows.WorkflowSpec) -> dict[str, list[tuple[str, 
         for index, task in enumerate(raw.get(field) or []):
             found[task["name"]] = list(actions.secrets_named(task, f"spec.{field}[{index}]"))
     return found
-
-
-def client_refusal(names: Sequence[str], allowed: Sequence[str]) -> str | None:
-    """Why a webhook caller whose certificate (already verified against the client CA) names
-    `names` is refused, or None: with an allow-list, one of its common names must be on it."""
-    if not allowed or set(names) & set(allowed):
-        return None
-    shown = ", ".join(names) or "no common name"
-    return f"client certificate for {shown} is not the API server's ({', '.join(allowed)})"

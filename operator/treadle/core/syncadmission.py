@@ -88,6 +88,14 @@ def template_to_record(
     return ref.name
 
 
+def with_template_secrets(
+    status: syncjobs.SyncJobStatus, template: Mapping[str, Any] | None, generation: int | None
+) -> syncjobs.SyncJobStatus:
+    """The status recording the Secrets `template` reads, for this generation of the job."""
+    recorded = syncjobs.TemplateSecrets(generation=generation, names=template_secrets(template))
+    return status.model_copy(update={"template_secrets": recorded})
+
+
 def new_template_secrets(
     template: Mapping[str, Any] | None, allowed: Sequence[str], name: str
 ) -> str | None:

@@ -22,7 +22,7 @@ from lightkube import ApiError
 from treadle.controllers import driver, liveness, logapi, scheduler
 from treadle.controllers.leadership import Leadership
 from treadle.controllers.pools import PoolKeeper
-from treadle.core import secretrefs
+from treadle.core import admission
 
 # Importing the handler modules registers them in the project's registry.
 from treadle.handlers import (  # noqa: F401
@@ -123,7 +123,7 @@ class TreadleWebhookServer(kopf.WebhookServer):
 
     async def __call__(self, fn: Any) -> AsyncIterator[Any]:
         async def guarded(data: Any, *, sslpeer: Any = None, **kwargs: Any) -> Any:
-            refusal = secretrefs.client_refusal(_peer_names(sslpeer), self.client_names)
+            refusal = admission.client_refusal(_peer_names(sslpeer), self.client_names)
             if refusal is not None:
                 log.warning("webhook call refused: %s", refusal)
                 uid = ((data or {}).get("request") or {}).get("uid", "")

@@ -46,12 +46,13 @@ async def admit_syncjob(
 ) -> None:
     async with kube.client() as api:
         refused = await access.refusals(api, syncjobs.KIND, dict(spec), meta)
+    current, generation = syncs.read_status(status), meta.get("generation")
     verdict = await offload(  # off the event loop, as for workflows
         functools.partial(
             syncadmission.admit_syncjob,
             dict(spec),
-            syncs.read_status(status),
-            generation=meta.get("generation"),
+            current,
+            generation=generation,
             now=datetime.now(UTC),
             refused=refused,
         )
@@ -62,17 +63,13 @@ async def admit_syncjob(
         kopf.warn(body, reason="Invalid", message=verdict.message)
         return
     metrics.ADMISSIONS.labels(kind=syncjobs.KIND, phase="Scheduled").inc()
-    current, generation = syncs.read_status(status), meta.get("generation")
     if (
         name := syncadmission.template_to_record(verdict.runnable, current, generation)
     ) is not None:
         async with kube.client() as api:
             template = await kube.template_spec(api, str(meta.get("namespace")), name)
-        recorded = syncjobs.TemplateSecrets(
-            generation=generation, names=syncadmission.template_secrets(template)
-        )
-        patch.status["templateSecrets"] = recorded.model_dump(mode="json", exclude_none=True)
-        current = current.model_copy(update={"template_secrets": recorded})
+        current = syncadmission.with_template_secrets(current, template, generation)
+        patch.status["templateSecrets"] = syncs.wire(current)["templateSecrets"]
     scheduler = getattr(memo, "scheduler", None)
     if scheduler is not None:
         scheduler.track(dict(body), verdict.runnable, current)

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from treadle.core import secretrefs
+from treadle.core import admission
 
 API_SERVER = "kube-apiserver-webhook-client"
 
 
 def test_a_certificate_naming_an_allowed_subject_is_answered() -> None:
-    assert secretrefs.client_refusal([API_SERVER], [API_SERVER]) is None
-    assert secretrefs.client_refusal(["anyone"], []) is None  # no list: any the CA signed
+    assert admission.client_refusal([API_SERVER], [API_SERVER]) is None
+    assert admission.client_refusal(["anyone"], []) is None  # no list: any the CA signed
 
 
 def test_another_subject_of_the_same_ca_is_refused_with_both_names() -> None:
-    refusal = secretrefs.client_refusal(["treadle-admin"], [API_SERVER])
+    refusal = admission.client_refusal(["treadle-admin"], [API_SERVER])
     assert refusal == (
         "client certificate for treadle-admin is not the API server's "
         "(kube-apiserver-webhook-client)"
     )
-    assert "no common name" in str(secretrefs.client_refusal([], [API_SERVER]))
+    assert "no common name" in str(admission.client_refusal([], [API_SERVER]))
