@@ -29,7 +29,7 @@ TASK_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 MAX_TASKS = 500
 MAX_EXIT_TASKS = 20
 Shutdown = Literal["Stop", "Terminate"]
-ACTIONS = ("http", "command", "python")
+ACTIONS = ("http", "command", "python", "job")
 """The Task fields that are actions, one per kind (treadle.core.actions); a task has exactly one."""
 POOL_OR_WORKERS = (
     "!has(self.workerPool) || !has(self.workers)",
@@ -61,8 +61,8 @@ ARGO_DOCS = "docs/from-argo.md"
 NOT_ARGO = (
     " && ".join(f"!has(self.{name})" for name in ARGO_FIELDS),
     "spec.entrypoint, spec.templates and spec.arguments are Argo Workflows' fields, not "
-    "Treadle's: a Workflow's steps are spec.tasks (each a command, http or python action, with "
-    "dependsOn for the DAG) and its parameters spec.params; " + ARGO_DOCS + " maps every Argo "
+    "Treadle's: a Workflow's steps are spec.tasks (each a command, http, python or job action, "
+    "with dependsOn for the DAG) and its parameters spec.params; " + ARGO_DOCS + " maps every Argo "
     "field to Treadle's",
 )
 EXACTLY_ONE_ACTION = (
@@ -244,6 +244,85 @@ class PythonAction(ResourceModel):
     kwargs: dict[str, Any] | None = free_form("Keyword arguments; string values may use templates.")
 
 
+QUEUE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+IMAGE_PULL_POLICIES = Literal["Always", "IfNotPresent", "Never"]
+
+
+def _pod_part(description: str) -> Any:
+    """A core/v1 pod field kept as written; treadle.core.podspecs checks it at apply time."""
+    return free_form(description)
+
+
+class JobAction(ResourceModel):
+    """Run the task in a pod of its own: each attempt is a batch/v1 Job with this container.
+    The fields are a core/v1 Container's and PodSpec's, flattened (Argo's `container`
+    template); they pass the allow-list of treadle.core.podspecs, and the Secrets,
+    ConfigMaps and claims they name are checked against the applying user's rights.  The
+    output is the container's log parsed as JSON (docs/resources.md, Job steps)."""
+
+    image: str = Field(min_length=1, max_length=1024)
+    """The container image; may use templates."""
+    command: list[Annotated[str, Field(max_length=65536)]] | None = Field(
+        default=None, max_length=1024
+    )
+    """The entrypoint (the image's when unset); each may use templates."""
+    args: list[Annotated[str, Field(max_length=65536)]] | None = Field(
+        default=None, max_length=1024
+    )
+    """Arguments to the entrypoint; each may use templates."""
+    working_dir: str | None = Field(default=None, max_length=4096)
+    """The container's working directory."""
+    image_pull_policy: IMAGE_PULL_POLICIES | None = None
+    """Always, IfNotPresent or Never."""
+    env: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=256,
+        description="Environment variables (core/v1 EnvVar); a value may use templates, a "
+        "valueFrom may name a Secret or ConfigMap the applying user may read.",
+        json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}},
+    )
+    resources: dict[str, Any] | None = _pod_part(
+        "Requests and limits, extended resources (nvidia.com/gpu) included."
+    )
+    volumes: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=64,
+        description="The pod's volumes (core/v1 Volume): emptyDir, configMap, secret, "
+        "persistentVolumeClaim or ephemeral.",
+        json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}},
+    )
+    volume_mounts: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=64,
+        description="Where the volumes go in the container (core/v1 VolumeMount).",
+        json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}},
+    )
+    node_selector: (
+        dict[str, Annotated[str, Field(max_length=63, description="A label's value.")]] | None
+    ) = Field(default=None, max_length=64)
+    """Labels the pod's node must have."""
+    tolerations: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=64,
+        description="Taints the pod tolerates (core/v1 Toleration).",
+        json_schema_extra={"items": {"x-kubernetes-preserve-unknown-fields": True}},
+    )
+    affinity: dict[str, Any] | None = _pod_part("Node and pod affinity (core/v1 Affinity).")
+    priority_class_name: str | None = Field(default=None, max_length=253)
+    """The pod's PriorityClass."""
+    security_context: dict[str, Any] | None = _pod_part(
+        "The container's security context, at least as strict as Pod Security's restricted "
+        "(which is applied whatever it says)."
+    )
+    queue_name: str | None = Field(default=None, max_length=63, pattern=QUEUE_NAME_PATTERN)
+    """A Kueue LocalQueue: set as the Job's label kueue.x-k8s.io/queue-name, so the Job waits
+    (suspended) until Kueue admits it."""
+    start_timeout_seconds: int = Field(default=300, ge=10, le=86400)
+    """How long the pod may take to start (pulled, scheduled, admitted by a queue is not
+    counted): past it the attempt fails with the pod's reason (ImagePullBackOff,
+    Unschedulable) and is retried or dead-lettered like any failure."""
+
+
 class Task(TaskSettings):
     """One node of the DAG."""
 
@@ -266,6 +345,9 @@ class Task(TaskSettings):
     """Run a command in the worker container."""
     python: PythonAction | None = None
     """Call a Python function in the worker."""
+    job: JobAction | None = None
+    """Run the task in a pod of its own, as a batch/v1 Job per attempt (its own image,
+    resources, volumes and node)."""
     worker_pool: str | None = Field(default=None, max_length=63, pattern=POOL_NAME_PATTERN)
     """Run this task on another WorkerPool of the namespace (another image, other resources)
     than the workflow's."""

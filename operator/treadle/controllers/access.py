@@ -16,7 +16,8 @@ from treadle.services import kube
 log = logging.getLogger(__name__)
 
 MAX_REFERENCES = 100
-"""Distinct Secrets, ConfigMaps and PVCs one spec may name (each costs a SubjectAccessReview)."""
+"""Distinct Secrets, ConfigMaps and PVCs one spec may name (each costs a SubjectAccessReview;
+its `job` tasks cost one more, for all of them)."""
 
 
 async def refusals(api: AsyncClient, kind: str, spec: Any, meta: Mapping[str, Any]) -> list[str]:
@@ -44,9 +45,10 @@ async def refusals(api: AsyncClient, kind: str, spec: Any, meta: Mapping[str, An
             api,
             who.user_info(),
             namespace=namespace,
-            verb="get",
+            verb=reference.verb,
+            group=reference.group,
             resource=reference.resource,
-            name=reference.name,
+            name=reference.name or None,
         )
         if not allowed:
             problems.append(access.refusal(reference, who, namespace))

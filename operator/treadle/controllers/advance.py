@@ -21,6 +21,7 @@ from datetime import datetime
 from treadle.api import RETRY_ANNOTATION
 from treadle.api.workflows import WorkflowStatus
 from treadle.controllers import metrics, outputs
+from treadle.controllers.jobtasks import JobTasks
 from treadle.controllers.tracked import Tracked
 from treadle.controllers.wfapply import WorkflowApplier
 from treadle.controllers.workers import WorkerOwner
@@ -60,6 +61,8 @@ class Advancer:
     """Deletes ended workflows' Redis keys, pool users and worker URLs (keeping their stored
     outputs when told so)."""
     forget: Callable[[str], None]
+    jobs: JobTasks | None = None
+    """Makes the Jobs of `job` tasks' attempts (None: an operator without them, in tests)."""
 
     async def advance(
         self, tracked: Tracked, results: list[Report], now: datetime
@@ -110,7 +113,7 @@ class Advancer:
         tracked.ledger.enqueued_now(new)
         if after.pods == "remove":
             await self.owner.remove(who)
-        elif after.pods == "ensure":
+        elif after.pods == "ensure" and tracked.needs_workers:
             await self.owner.ensure(who, tracked.spec, tracked.workers, tracked.pools)
             tracked.workers.checked_at = now
         acked: list[tuple[str, str]] = []
@@ -148,11 +151,12 @@ class Advancer:
         # Status replaced by the API server's lacks what was applied since the last write.
         results = tracked.ledger.to_apply(results)
         current, told = self._revive(tracked, now)
-        failures, notice = await self.owner.start_overdue(
-            who, tracked.spec, current, tracked.workers, now, tracked.pools
-        )
-        results = [*results, *failures]
-        told += [notice] if notice else []
+        if tracked.needs_workers:
+            failures, notice = await self.owner.start_overdue(
+                who, tracked.spec, current, tracked.workers, now, tracked.pools
+            )
+            results = [*results, *failures]
+            told += [notice] if notice else []
         if tracked.lost_results:
             lost = engine.fail_in_flight(tracked.spec, current, who, LOST_RESULT)
             results += [r for r in lost if tracked.pool_of(r.task) in tracked.lost_results]
@@ -160,6 +164,8 @@ class Advancer:
         if tracked.spec.shutdown == "Terminate" and tracked.cancel_sent is None:
             dag = [task.name for task in tracked.spec.tasks]
             await self.results.cancel(sorted(tracked.pools), who.uid, dag, now.timestamp())
+            if self.jobs is not None and tracked.has_jobs:
+                await self.jobs.cancel(who.namespace, who.uid, dag)
             tracked.cancel_sent = now
         await outputs.load(
             self.results,
@@ -205,9 +211,18 @@ class Advancer:
         tracked.retry_requests.removed(RETRY_ANNOTATION, version)
 
     async def enqueue(self, tracked: Tracked, messages: list[TaskMessage]) -> None:
-        """Each attempt onto the task stream of the pool its task runs on."""
+        """Each attempt onto the task stream of the pool its task runs on, or into a Job of its
+        own (a `job` task's: its result comes back on that pool's result stream)."""
         by_pool: dict[str, list[TaskMessage]] = defaultdict(list)
+        own_pods: list[TaskMessage] = []
         for message in messages:
-            by_pool[tracked.pool_of(message.task)].append(message)
+            if message.task in tracked.job_tasks:
+                own_pods.append(message)
+            else:
+                by_pool[tracked.pool_of(message.task)].append(message)
+        if own_pods:
+            if self.jobs is None:
+                raise RuntimeError("job tasks need the operator's JobTasks")
+            await self.jobs.launch(own_pods, tracked.pool_of, tracked.who.uid)
         for pool, batch in sorted(by_pool.items()):
             await self.results.enqueue(pool, batch)

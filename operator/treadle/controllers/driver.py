@@ -25,6 +25,7 @@ from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.controllers import outputs
 from treadle.controllers.advance import Advancer
 from treadle.controllers.intake import ResultIntake
+from treadle.controllers.jobtasks import JobTasks
 from treadle.controllers.sidebyside import SideBySide
 from treadle.controllers.tracked import Tracked
 from treadle.controllers.wfapply import WorkflowApplier
@@ -54,6 +55,8 @@ class Driver:
     worker_metrics_port: int = 0
     pool_ready: PoolReadiness = no_pools
     """How many workers of a WorkerPool are ready, and why not more (the pool keeper's)."""
+    jobs: JobTasks | None = None
+    """Makes `job` tasks' Jobs and reports their ends (None: no job tasks, in tests)."""
     workflows: dict[str, Tracked] = field(default_factory=dict)
     owner: WorkerOwner = field(init=False)
     """Owns each workflow's worker pods, its pool's Redis user and worker URL."""
@@ -87,7 +90,7 @@ class Driver:
             self.results, self.owner, self.applier, self._output_budget, self.workflows,
             lambda: self._lost_epoch,
             lambda gone, outputs: self._let_go(gone, outputs=outputs),
-            self.forget,
+            self.forget, self.jobs,
         )  # fmt: skip
         self.sides = SideBySide(self.advance, self.workflows, self.forget, self._exists)
 

@@ -12,7 +12,7 @@ from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
 from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.controllers.outputs import LoadedOutputs
 from treadle.controllers.workers import WorkerState
-from treadle.core import engine, pools
+from treadle.core import actions, engine, pools
 from treadle.core.ledger import Ledger
 from treadle.core.messages import Report
 from treadle.core.requests import AnnotationRequests
@@ -58,6 +58,8 @@ class Tracked:
     """The pool each task runs on (its own `workerPool`, else the workflow's)."""
     pools: set[str] = field(init=False)
     """Every pool its tasks run on."""
+    job_tasks: frozenset[str] = field(init=False)
+    """Its tasks whose attempts run in Jobs of their own (`job`), not on workers."""
     served: dict[str, frozenset[str]] = field(init=False)
     """The tasks each of its pools runs for it: the only results that pool may send (decided
     once: the driver asks on every pass)."""
@@ -69,6 +71,16 @@ class Tracked:
         for task, pool in self.task_pools.items():
             found[pool].add(task)
         self.served = {pool: frozenset(tasks) for pool, tasks in found.items()}
+        self.job_tasks = frozenset(t.name for t in self.spec.all_tasks if actions.own_pod(t))
+
+    @property
+    def has_jobs(self) -> bool:
+        return bool(self.job_tasks)
+
+    @property
+    def needs_workers(self) -> bool:
+        """Whether any of its tasks runs on workers (one of only `job` tasks needs none)."""
+        return len(self.job_tasks) < len(self.spec.all_tasks)
 
     def pool_of(self, task: str) -> str:
         return self.task_pools.get(task, self.who.pool)

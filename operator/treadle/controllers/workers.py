@@ -150,7 +150,7 @@ class WorkerOwner:
             return [], None
         state.waiting_since = now
         error = f"no worker started within {timeout} s: {state.problem or 'worker pods not ready'}"
-        failures = engine.fail_in_flight(spec, status, who, error)
+        failures = engine.fail_in_flight(spec, status, who, error, workers_only=True)
         if not failures:
             return [], None
         log.warning("%s/%s: %s", who.namespace, who.name, error)

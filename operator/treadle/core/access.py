@@ -18,11 +18,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from treadle.api.policies import APPLIED_BY, APPLIED_BY_GROUPS
+from treadle.core import actions
 
 # APPLIED_BY: the user who created the object or last changed its spec (the API server checks
 # it); APPLIED_BY_GROUPS: that user's groups, comma-separated, as of that request.
 
-RESOURCES = {"secrets": "Secret", "configmaps": "ConfigMap", "persistentvolumeclaims": "PVC"}
+RESOURCES = {
+    "secrets": "Secret",
+    "configmaps": "ConfigMap",
+    "persistentvolumeclaims": "PVC",
+    "jobs": "Job",
+}
 
 # Where a Kubernetes object reference appears in pod specs, env and volume sources: the key of
 # the mapping that holds it, the resource it names, the key of the name.
@@ -35,6 +41,8 @@ _REFERENCE_KEYS: dict[str, tuple[str, str]] = {
     "configMap": ("configmaps", "name"),
     "persistentVolumeClaim": ("persistentvolumeclaims", "claimName"),
 }
+_OWN_POD_KINDS = frozenset(name for name, kind in actions.KINDS.items() if kind.own_pod)
+"""Action fields whose tasks run in Jobs of their own (a task's `job`)."""
 _FREE_FORM = frozenset({"params"})
 """Fields whose contents are the user's data, not references (never walked)."""
 
@@ -51,10 +59,23 @@ class Requester:
 @dataclass(frozen=True)
 class Reference:
     resource: str
-    """Plural of a core resource: secrets, configmaps or persistentvolumeclaims."""
+    """Plural of a core resource: secrets, configmaps or persistentvolumeclaims (or jobs)."""
     name: str
     path: str
     """The field that names it."""
+    verb: str = "get"
+    group: str = ""
+
+    @property
+    def said(self) -> str:
+        """What the spec makes Treadle do on its author's behalf, in words."""
+        if self.verb == "create":
+            return f"runs a pod of its own (a {RESOURCES[self.resource]})"
+        return f"names {RESOURCES[self.resource]} {self.name!r}"
+
+
+JOBS = Reference("jobs", "", "", verb="create", group="batch")
+"""A `job` task makes a Job in the namespace: its author must be allowed to make one."""
 
 
 def stamp(user_info: Mapping[str, Any]) -> dict[str, str]:
@@ -105,6 +126,8 @@ def _walk(spec: Any, root: str) -> Iterator[Reference]:
             if key in _FREE_FORM:
                 continue
             where = f"{path}.{key}"
+            if key in _OWN_POD_KINDS and isinstance(child, Mapping) and "image" in child:
+                yield Reference(JOBS.resource, "", where, verb="create", group="batch")
             kind = _REFERENCE_KEYS.get(str(key))
             if kind is not None and isinstance(child, Mapping):
                 resource, name_key = kind
@@ -126,7 +149,7 @@ def _named(value: Any) -> bool:
 def unstamped(references_: Sequence[Reference], kind: str) -> str:
     first = references_[0]
     return (
-        f"{first.path}: names {RESOURCES[first.resource]} {first.name!r}, but nothing records "
+        f"{first.path}: {first.said}, but nothing records "
         f"who applied this {kind} (annotation {APPLIED_BY}, which the admission webhook sets): "
         "apply it again while the operator runs"
     )
@@ -134,6 +157,6 @@ def unstamped(references_: Sequence[Reference], kind: str) -> str:
 
 def refusal(reference: Reference, who: Requester, namespace: str) -> str:
     return (
-        f"{reference.path}: names {RESOURCES[reference.resource]} {reference.name!r}, which "
-        f"{who.username!r} may not get in namespace {namespace!r}"
+        f"{reference.path}: {reference.said}, which {who.username!r} may not "
+        f"{reference.verb} in namespace {namespace!r}"
     )

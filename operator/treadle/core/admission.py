@@ -374,7 +374,7 @@ def _task_problems(
     spec: workflows.WorkflowSpec,
     workflow: Mapping[str, Any],
 ) -> list[str]:
-    problems = []
+    problems = actions.problems(task, path)
     if task.for_each is not None:
         found = _check_template(
             task.for_each, f"{path}.forEach", task.name, known, readable, item_allowed=False

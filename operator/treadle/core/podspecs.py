@@ -115,16 +115,55 @@ def pod_problems(spec: Any, path: str) -> list[str]:
             problems += container_problems(container, f"{path}.{kind}[{index}]")
     for index, volume in enumerate(_list(spec.get("volumes"))):
         problems += _volume_problems(volume, f"{path}.volumes[{index}]")
-    for index, toleration in enumerate(_list(spec.get("tolerations"))):
-        if (
-            isinstance(toleration, Mapping)
-            and toleration.get("operator") == "Exists"
-            and not (toleration.get("key"))
-        ):
+    return problems + _toleration_problems(spec.get("tolerations"), f"{path}.tolerations")
+
+
+def _toleration_problems(tolerations: Any, path: str) -> list[str]:
+    return [
+        f"{path}[{index}]: operator Exists without a key tolerates every taint (name the "
+        "taint's key)"
+        for index, toleration in enumerate(_list(tolerations))
+        if isinstance(toleration, Mapping)
+        and toleration.get("operator") == "Exists"
+        and not toleration.get("key")
+    ]
+
+
+JOB_CONTAINER_FIELDS = frozenset(
+    {
+        "image",
+        "command",
+        "args",
+        "workingDir",
+        "imagePullPolicy",
+        "env",
+        "resources",
+        "volumeMounts",
+        "securityContext",
+    }
+)
+"""The fields of a `job` task's spec that make its container (the rest make its pod)."""
+
+
+def job_problems(job: Mapping[str, Any], path: str) -> list[str]:
+    """A `job` task's pod, its fields flattened as the task writes them: the same allow-list
+    as a SyncJob run pod's, each problem naming the task's own field."""
+    container = {k: v for k, v in job.items() if k in JOB_CONTAINER_FIELDS}
+    problems = container_problems({"name": "main", **container}, path)
+    volumes = _list(job.get("volumes"))
+    for index, volume in enumerate(volumes):
+        problems += _volume_problems(volume, f"{path}.volumes[{index}]")
+    declared = {v.get("name") for v in volumes if isinstance(v, Mapping)}
+    for index, mount in enumerate(_list(job.get("volumeMounts"))):
+        if isinstance(mount, Mapping) and mount.get("name") not in declared:
             problems.append(
-                f"{path}.tolerations[{index}]: operator Exists without a key tolerates every "
-                "taint (name the taint's key)"
+                f"{path}.volumeMounts[{index}].name: {mount.get('name')!r} is none of the "
+                "job's volumes"
             )
+    problems += _toleration_problems(job.get("tolerations"), f"{path}.tolerations")
+    for field in ("affinity", "resources"):
+        if field in job and not isinstance(job[field], Mapping):
+            problems.append(f"{path}.{field}: must be an object")
     return problems
 
 

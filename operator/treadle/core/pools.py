@@ -19,7 +19,7 @@ from treadle.api import GROUP, VERSION, pools
 from treadle.api.base import Condition
 from treadle.api.pools import WorkerPoolSpec, WorkerPoolStatus
 from treadle.api.workflows import Task, WorkflowSpec
-from treadle.core import conditions, podspecs, workerpods
+from treadle.core import actions, conditions, podspecs, workerpods
 
 POOL_LABEL = f"{GROUP}/pool"
 """On a pool's Deployment and pods: the pool's name."""
@@ -108,6 +108,8 @@ def pool_problems(
         if name not in found:
             problems.append(f"{path}: WorkerPool {name!r} does not exist in this namespace")
     for path, task in task_paths(spec):
+        if actions.own_pod(task):
+            continue  # its own pod mounts what it names; its timeout is its Job's deadline
         runs_on = task.worker_pool or chosen
         pool = found.get(runs_on) if runs_on is not None else None
         if pool is None:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from treadle.api.workflows import Task, TaskStatus, WorkflowSpec, WorkflowStatus
-from treadle.core import dags, ranges, templating, timestamps
+from treadle.core import actions, dags, ranges, templating, timestamps
 from treadle.core.identity import Identity
 from treadle.core.messages import TaskMessage, TaskResult
 from treadle.core.notices import Notice
@@ -140,16 +140,23 @@ def requeue_in_flight(
 
 
 def fail_in_flight(
-    spec: WorkflowSpec, status: WorkflowStatus, who: Identity, error: str
+    spec: WorkflowSpec,
+    status: WorkflowStatus,
+    who: Identity,
+    error: str,
+    *,
+    workers_only: bool = False,
 ) -> list[TaskResult]:
     """Failures of every attempt status says is in flight, with `error`: what the operator
     reports when no worker could start to run them (they are retried like any failure; a
-    worker that starts later skips those whose keys a retry already settled)."""
+    worker that starts later skips those whose keys a retry already settled).  `workers_only`
+    leaves out the attempts that run in Jobs of their own (no worker runs them)."""
     workflow = f"{who.namespace}/{who.name}"
     run = status.run_generation
     return [
         TaskResult(who.uid, workflow, task.name, item, attempt, "failed", None, error, run=run)
         for task, item, attempt in _in_flight_attempts(spec, status)
+        if not (workers_only and actions.own_pod(task))
     ]
 
 

@@ -19,12 +19,13 @@ import kopf
 import prometheus_client
 from lightkube import ApiError
 
-from treadle.controllers import driver, liveness, logapi, scheduler
+from treadle.controllers import driver, jobtasks, liveness, logapi, scheduler
 from treadle.controllers.leadership import Leadership
 from treadle.controllers.pools import PoolKeeper
 from treadle.core import admission
 
 # Importing the handler modules registers them in the project's registry.
+from treadle.handlers import jobtasks as jobtask_handlers  # noqa: F401
 from treadle.handlers import (  # noqa: F401
     pods,
     pools,
@@ -303,6 +304,9 @@ async def run(options: OperatorOptions) -> None:
             users=users.twin() if users is not None else None,
             metrics_port=options.worker_metrics_port,
         )
+        memo.jobtasks = await jobtasks.JobTasks.start(
+            kube.client(), redis_client, lambda uid: memo.driver.tracks(uid)
+        )
         memo.driver = driver.Driver(
             results,
             kube.client(),
@@ -311,6 +315,7 @@ async def run(options: OperatorOptions) -> None:
             users=users,
             worker_metrics_port=options.worker_metrics_port,
             pool_ready=memo.pools.ready,
+            jobs=memo.jobtasks,
         )
         if options.logs_address:
             logs = await _serve_logs(options, results)
@@ -324,6 +329,7 @@ async def run(options: OperatorOptions) -> None:
             pacing=Pacing(min_interval_seconds=driver.PASS_INTERVAL_SECONDS),
         )
         tasks.spawn("engine-driver", loop.run())
+        tasks.spawn("job-tasks", memo.jobtasks.run())
     memo.scheduler = scheduler.Scheduler(kube.client())
     # The scheduler's timer wakes it when a job is due; the poker is the safety net.
     safety, _poking = poker(SCHEDULER_SAFETY_SECONDS, tasks.cancel)

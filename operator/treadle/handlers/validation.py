@@ -46,12 +46,26 @@ def _spec_unchanged(spec: kopf.Spec, old: Any) -> bool:
 
 
 async def _secrets_readable(kind: str, spec: Any, meta: kopf.Meta, userinfo: Any) -> None:
-    """Refuses a spec naming a Secret the applying user may not `get` (SPEC, Deployment)."""
+    """Refuses a spec naming a Secret the applying user may not `get` (SPEC, Deployment), or
+    running `job` tasks when that user may not create Jobs in the namespace."""
     named = secretrefs.secrets_named(kind, dict(spec))
-    if not named or not userinfo:
+    jobs = [r for r in access.references(dict(spec)) if r.verb == "create"]
+    if not (named or jobs) or not userinfo:
         return
     namespace = str(meta.get("namespace"))
     async with kube.client() as api:
+        for reference in jobs[:1]:
+            allowed = await kube.may(
+                api,
+                dict(userinfo),
+                namespace=namespace,
+                verb=reference.verb,
+                group=reference.group,
+                resource=reference.resource,
+            )
+            if not allowed:
+                who = access.Requester(str(userinfo.get("username")))
+                raise kopf.AdmissionError(access.refusal(reference, who, namespace), code=403)
         for secret, path in named:
             if not await kube.may_get_secret(api, namespace, secret, dict(userinfo)):
                 raise kopf.AdmissionError(

@@ -244,6 +244,12 @@ def _resolve(path: str) -> Callable[..., Any]:
     return function  # type: ignore[no-any-return]
 
 
+async def run_job(spec: Mapping[str, Any], attempt: Attempt) -> Any:
+    """A `job` action runs as a Job the operator makes, never on a worker: a message that
+    carries one (forged, or from a version that routed it here) fails, saying so."""
+    raise ActionFailed("a job action runs in a Job of its own, not on a worker")
+
+
 async def run_python(spec: Mapping[str, Any], attempt: Attempt) -> Any:
     timeout_seconds = attempt.timeout_seconds
     function = _resolve(spec["callable"])

@@ -32,7 +32,9 @@ def test_two_tasks_with_the_same_name_are_refused_naming_the_field() -> None:
 def test_a_task_with_two_actions_is_refused_naming_the_task() -> None:
     task = echo("a", http={"url": "http://x"})
     _, problems = admission.parse(workflows.WorkflowSpec, spec(task))
-    assert problems == ["spec.tasks[0]: a task needs exactly one action: http, command or python"]
+    assert problems == [
+        "spec.tasks[0]: a task needs exactly one action: http, command, python or job"
+    ]
 
 
 def test_a_negative_retry_limit_is_refused_naming_the_field() -> None:

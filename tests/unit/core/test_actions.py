@@ -15,6 +15,13 @@ from treadle.worker import runners
 SAMPLES = {
     "command": {"args": ["echo", "{{ params.x }}"]},
     "python": {"callable": "support.tasks:add", "kwargs": {"a": "{{ params.x }}", "b": 2}},
+    "job": {
+        "image": "ghcr.io/acme/etl:{{ params.x }}",
+        "command": ["python", "-m", "etl"],
+        "args": ["--rows", "{{ params.x }}"],
+        "env": [{"name": "MODE", "value": "{{ params.x }}"}, {"name": "N", "valueFrom": {}}],
+        "workingDir": "/data/{{ params.x }}",
+    },
     "http": {
         "url": "https://api.example/{{ params.x }}",
         "headers": [{"name": "X", "value": "{{ params.x }}"}],

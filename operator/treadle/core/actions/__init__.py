@@ -14,12 +14,14 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from treadle.api.workflows import Task
-from treadle.core.actions import command, http, python
+from treadle.core.actions import command, http, job, python
 from treadle.core.actions._base import ActionKind, render_strings, strings_in
 
 __all__ = ["KINDS", "ActionKind", "render_strings", "strings_in"]
 
-KINDS: dict[str, ActionKind] = {kind.name: kind for kind in (command.KIND, http.KIND, python.KIND)}
+KINDS: dict[str, ActionKind] = {
+    kind.name: kind for kind in (command.KIND, http.KIND, python.KIND, job.KIND)
+}
 
 
 def of(task: Task) -> tuple[ActionKind, Any]:
@@ -38,6 +40,26 @@ def render(task: Task, context: Mapping[str, Any]) -> dict[str, Any]:
     """The task's action as its message carries it: `{kind: rendered spec}`."""
     kind, spec = of(task)
     return {kind.name: kind.render(spec, context)}
+
+
+def problems(task: Task, path: str) -> list[str]:
+    """What the schema cannot check of the task's action, each naming its field."""
+    kind, spec = of(task)
+    return kind.problems(spec, f"{path}.{kind.name}")
+
+
+def own_pod(task: Task) -> bool:
+    """Whether the task's attempts run in pods of their own (Jobs), not on workers."""
+    return of(task)[0].own_pod
+
+
+def own_pod_action(action: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The rendered spec of a message's action when it runs in a pod of its own, else None."""
+    for name, rendered in action.items():
+        kind = KINDS.get(name)
+        if kind is not None and kind.own_pod and isinstance(rendered, Mapping):
+            return rendered
+    return None
 
 
 def target(action: Mapping[str, Any], task: str) -> str:

@@ -16,6 +16,9 @@ class ActionKind(ABC):
     runner: ClassVar[str]
     """`module:function` of the coroutine the worker runs it with, `(spec, attempt) -> output`
     (treadle.worker.runners resolves it)."""
+    own_pod: ClassVar[bool] = False
+    """Whether each attempt runs in a pod of its own (a Job the operator makes) instead of on
+    a worker."""
 
     @abstractmethod
     def templates(self, spec: Any, path: str) -> Iterator[tuple[str, str]]:
@@ -24,6 +27,10 @@ class ActionKind(ABC):
     @abstractmethod
     def render(self, spec: Any, context: Mapping[str, Any]) -> dict[str, Any]:
         """The action as a worker runs it, every template rendered (its message's part)."""
+
+    def problems(self, spec: Any, path: str) -> list[str]:
+        """What the schema cannot check of this action's spec, each naming its field."""
+        return []
 
     def target(self, rendered: Mapping[str, Any], task: str) -> str:
         """The breaker and rate-limit target of a rendered action: by default, the task."""

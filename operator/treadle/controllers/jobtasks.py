@@ -1,0 +1,354 @@
+"""`job` tasks: each attempt a batch/v1 Job of its own, made when the driver enqueues it, and
+its end published on its pool's result stream as a worker's would be, so that the driver
+applies it like any result (ack after the status write, duplicates dropped by the attempt's
+idempotency record).
+
+The Jobs and their pods come from the operator's watch (handlers/jobtasks.py); `run` judges each
+Job that changed (core/jobs.judge) and reports: a start once its pod runs, its end with the
+output read from the pod's log.  A Job is marked reported after its end is published, so a
+restarted operator reads no log twice; one published twice is dropped by the record of
+outcomes.  A Job that Treadle did not make (its claim is not signed with the operator's key) is
+never reported, and never adopted in place of an attempt's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+import time
+from collections import defaultdict
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from lightkube import AsyncClient
+
+from treadle.core import actions, jobs
+from treadle.core.messages import TaskMessage, TaskResult, TaskStart
+from treadle.services import taskjobs
+from treadle.services.keys import PREFIX
+from treadle.services.queues import Delivery, TaskQueue
+
+log = logging.getLogger(__name__)
+
+SIGNING_KEY = f"{PREFIX}:operator:job-signing-key"
+"""The key Jobs' claims are signed with: the operator's own (no pool's Redis user reaches it)."""
+LOOK_AGAIN_SECONDS = 2.0
+"""How often Jobs whose pods have not started (or whose workflows are not yet tracked) are
+judged again."""
+CREATE_CONCURRENCY = 16
+ERROR_LOG_TAIL = 500
+
+Where = tuple[str, str]
+"""(namespace, Job name)."""
+
+
+def _slim_job(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What judging and reporting need of a Job (a watch holds thousands)."""
+    meta = body.get("metadata") or {}
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    return {
+        "metadata": {
+            k: meta.get(k)
+            for k in ("name", "namespace", "labels", "annotations", "creationTimestamp")
+        },
+        "spec": {k: spec.get(k) for k in ("suspend", "activeDeadlineSeconds")},
+        "status": {"conditions": status.get("conditions") or []},
+    }
+
+
+def _slim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    status = body.get("status") or {}
+    return {
+        "metadata": {k: meta.get(k) for k in ("name", "creationTimestamp", "deletionTimestamp")},
+        "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
+        "status": {
+            k: status.get(k)
+            for k in ("phase", "reason", "message", "startTime", "conditions", "containerStatuses")
+        },
+    }
+
+
+class JobTasks:
+    """Makes `job` tasks' Jobs and reports how they went."""
+
+    def __init__(
+        self,
+        api: AsyncClient,
+        client: aioredis.Redis,
+        key: bytes,
+        tracks: Callable[[str], bool],
+    ) -> None:
+        self.api = api
+        self.client = client
+        self.key = key
+        self.tracks = tracks
+        """Whether the driver drives the workflow of this uid (a result for one it does not
+        is kept back until it does, or its Job goes)."""
+        self.jobs: dict[Where, dict[str, Any]] = {}
+        self.pods: dict[Where, dict[str, dict[str, Any]]] = defaultdict(dict)
+        self.dirty: set[Where] = set()
+        self.again: set[Where] = set()
+        self.reported: set[Where] = set()
+        self.announced: set[tuple[str, str, str]] = set()
+        self.wake = asyncio.Event()
+        self.queues: dict[str, TaskQueue] = {}
+        self.reports = 0
+
+    @classmethod
+    async def start(
+        cls, api: AsyncClient, client: aioredis.Redis, tracks: Callable[[str], bool]
+    ) -> JobTasks:
+        await client.set(SIGNING_KEY, secrets.token_hex(32), nx=True)
+        key = await client.get(SIGNING_KEY)
+        return cls(api, client, str(key).encode(), tracks)
+
+    # -- the driver's side -------------------------------------------------------------------
+
+    async def launch(
+        self,
+        messages: Sequence[TaskMessage],
+        pool_of: Callable[[str], str],
+        owner_uid: str,
+    ) -> None:
+        """Makes the Job of each attempt.  One that cannot have its Job (a Job of that name
+        that Treadle did not make stands in the way) fails, on its pool's result stream."""
+        gate = asyncio.Semaphore(CREATE_CONCURRENCY)
+
+        async def one(message: TaskMessage) -> TaskResult | None:
+            spec = actions.own_pod_action(message.action)
+            if spec is None:
+                return None
+            body = jobs.job_body(
+                message,
+                spec,
+                pool=pool_of(message.task),
+                owner_uid=owner_uid,
+                key=self.key,
+                deadline_seconds=math.ceil(message.timeout_seconds),
+            )
+            async with gate:
+                found = await taskjobs.create(self.api, body)
+            name = body["metadata"]["name"]
+            if found is None:
+                return None
+            claim = jobs.read_claim(found, self.key)
+            if claim is not None and (claim.workflow_uid, claim.attempt) == (
+                message.workflow_uid,
+                message.attempt,
+            ):
+                # Made before (an advance retried, Redis lost its data): report it again.
+                self.reported.discard((message.namespace, name))
+                self._touch((message.namespace, name))
+                return None
+            return _failure(message, f"a Job named {name!r} exists that Treadle did not make")
+
+        failures = [f for f in await asyncio.gather(*(one(m) for m in messages)) if f]
+        for failure in failures:
+            await self.publish(pool_of(failure.task), [failure])
+
+    async def cancel(self, namespace: str, workflow_uid: str, tasks: Collection[str]) -> None:
+        """Deletes the running Jobs of a terminated workflow's DAG tasks (not its exit tasks)."""
+        deleted = await taskjobs.delete_running(self.api, namespace, workflow_uid, tasks)
+        if deleted:
+            log.info("terminated: deleted %d running Job(s) in %s", deleted, namespace)
+
+    # -- the watch's side --------------------------------------------------------------------
+
+    def job_changed(self, body: Mapping[str, Any], gone: bool) -> None:
+        meta = body.get("metadata") or {}
+        where = (str(meta.get("namespace")), str(meta.get("name")))
+        if gone:
+            job = self.jobs.get(where)
+            if job is not None and where not in self.reported:
+                job["gone"] = True
+                self._touch(where)
+            else:
+                self._forget(where)
+            return
+        self.jobs[where] = _slim_job(body)
+        if (meta.get("annotations") or {}).get(jobs.REPORTED_ANNOTATION):
+            self.reported.add(where)
+        self._touch(where)
+
+    def pod_changed(self, body: Mapping[str, Any], gone: bool) -> None:
+        meta = body.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        job = labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")
+        if not job:
+            return
+        where = (str(meta.get("namespace")), str(job))
+        if gone:
+            self.pods[where].pop(str(meta.get("name")), None)
+        else:
+            self.pods[where][str(meta.get("name"))] = _slim_pod(body)
+        self._touch(where)
+
+    def _touch(self, where: Where) -> None:
+        self.dirty.add(where)
+        self.wake.set()
+
+    def _forget(self, where: Where) -> None:
+        self.jobs.pop(where, None)
+        self.pods.pop(where, None)
+        self.reported.discard(where)
+        self.again.discard(where)
+        self.announced = {a for a in self.announced if a[:2] != where}
+
+    async def run(self) -> None:
+        """Judges the Jobs that changed (and those waiting to start) until cancelled."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), LOOK_AGAIN_SECONDS)
+            self.wake.clear()
+            due = self.dirty | self.again
+            self.dirty, self.again = set(), set()
+            for where in sorted(due):
+                try:
+                    await self.settle(where)
+                except Exception:  # one Job's trouble costs no other: it is looked at again
+                    log.exception("judging Job %s/%s", *where)
+                    self.again.add(where)
+
+    async def settle(self, where: Where, now: datetime | None = None) -> None:
+        job = self.jobs.get(where)
+        if job is None or where in self.reported:
+            if job is not None and not job.get("gone"):
+                self.pods.pop(where, None)  # reported: its pods are no longer looked at
+            return
+        claim = jobs.read_claim(job, self.key)
+        if claim is None:
+            self._forget(where)
+            return
+        if not self.tracks(claim.workflow_uid):
+            self.again.add(where)
+            return
+        now = now or datetime.now(UTC)
+        if job.get("gone"):
+            judged = jobs.Judgement("failed", error="its Job was deleted before it ended")
+        else:
+            judged = jobs.judge(
+                job,
+                list(self.pods.get(where, {}).values()),
+                start_timeout_seconds=claim.start_timeout_seconds,
+                now=now,
+            )
+        if judged.verdict == "running" and judged.pod is not None:
+            await self._announce(where, claim, judged)
+        elif judged.verdict in ("succeeded", "failed"):
+            await self._report(where, claim, judged)
+        elif judged.verdict == "pending" and judged.message:
+            self.again.add(where)
+
+    async def _announce(self, where: Where, claim: jobs.Claim, judged: jobs.Judgement) -> None:
+        marker = (*where, str(judged.pod))
+        if marker in self.announced:
+            return
+        start = TaskStart(
+            workflow_uid=claim.workflow_uid,
+            workflow=claim.workflow,
+            task=claim.task,
+            item=claim.item,
+            attempt=claim.attempt,
+            run=claim.run,
+            worker=_worker(judged),
+            started_at=judged.started_at or time.time(),
+        )
+        await self._queue(claim.pool).announce([start])
+        self.announced.add(marker)
+
+    async def _report(self, where: Where, claim: jobs.Claim, judged: jobs.Judgement) -> None:
+        namespace, name = where
+        text, whole = "", True
+        if judged.log_from is not None:
+            found = await taskjobs.read_log(
+                self.api, namespace, judged.log_from, jobs.OUTPUT_LIMIT_BYTES
+            )
+            text, whole = found if found is not None else ("", True)
+        output: Any = None
+        error = judged.error
+        if judged.verdict == "succeeded":
+            last = text
+            if not whole and judged.log_from is not None:
+                tail = await taskjobs.read_log(
+                    self.api, namespace, judged.log_from, jobs.OUTPUT_LIMIT_BYTES, tail_lines=1
+                )
+                last = tail[0] if tail is not None else ""
+            output = jobs.output_of(last, whole=whole)
+        elif text.strip():
+            error = f"{error}: {text.strip()[-ERROR_LOG_TAIL:]}"
+        kept_log = text if whole else text + f"\n[log cut at {jobs.LOG_LIMIT_BYTES} bytes]\n"
+        result = TaskResult(
+            workflow_uid=claim.workflow_uid,
+            workflow=claim.workflow,
+            task=claim.task,
+            item=claim.item,
+            attempt=claim.attempt,
+            outcome=judged.verdict,  # type: ignore[arg-type]
+            output=output,
+            error=error,
+            started_at=judged.started_at or 0.0,
+            finished_at=time.time(),
+            details=judged.cause.wire() if judged.cause is not None else {},
+            run=claim.run,
+            log=kept_log or None,
+            worker=_worker(judged) if judged.pod else None,
+        )
+        await self.publish(claim.pool, [result])
+        if judged.stop:
+            await taskjobs.delete(self.api, namespace, name)
+        if not self.jobs[where].get("gone"):
+            await taskjobs.mark_reported(self.api, namespace, name, judged.verdict)
+        self.reported.add(where)
+        self.pods.pop(where, None)
+        self.reports += 1
+
+    async def publish(self, pool: str, results: Sequence[TaskResult]) -> None:
+        """Results onto the pool's result stream, once each (the record of outcomes drops a
+        second publication of the same attempt's end)."""
+        queue = self._queue(pool)
+        stored = await queue.store_outputs(results)
+        await queue.finish([(Delivery("", _message_of(r)), r) for r in stored])
+
+    def _queue(self, pool: str) -> TaskQueue:
+        queue = self.queues.get(pool)
+        if queue is None:
+            queue = self.queues[pool] = TaskQueue(self.client, pool, "operator-jobs")
+        return queue
+
+
+def _worker(judged: jobs.Judgement) -> str:
+    pod = judged.pod or "?"
+    return f"{pod} on {judged.node}" if judged.node else pod
+
+
+def _message_of(result: TaskResult) -> TaskMessage:
+    return TaskMessage(
+        workflow_uid=result.workflow_uid,
+        workflow=result.workflow,
+        task=result.task,
+        item=result.item,
+        attempt=result.attempt,
+        action={},
+        run=result.run,
+    )
+
+
+def _failure(message: TaskMessage, error: str) -> TaskResult:
+    return TaskResult(
+        workflow_uid=message.workflow_uid,
+        workflow=message.workflow,
+        task=message.task,
+        item=message.item,
+        attempt=message.attempt,
+        outcome="failed",
+        error=error,
+        run=message.run,
+        finished_at=time.time(),
+    )
