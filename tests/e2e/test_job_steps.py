@@ -1,0 +1,154 @@
+"""A container per step (issue #34): a `job` task runs each attempt as a batch/v1 Job of its own,
+with its own image, env, resources and volumes, between tasks that run on workers; its output
+passes on, its failures are named, and terminate takes its pod down.
+
+The local node agent ignores images (a container names its program, found on the agent's PATH);
+everything else here is the real Job controller and the real API server."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from support.cluster import Cluster
+from support.operator import OperatorProcess
+
+TRAIN = (
+    "import json, os, pathlib;"
+    "pathlib.Path('/scratch/rows').write_text(os.environ['ROWS']);"
+    "print('training on', os.environ['ROWS'], 'rows', flush=True);"
+    "print(json.dumps({'rows': int(pathlib.Path('/scratch/rows').read_text()) * 2,"
+    " 'mode': os.environ['MODE']}))"
+)
+
+
+def manifest(name: str, tasks: list[dict[str, Any]], **spec: Any) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "treadle.dev/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"name": name},
+            "spec": {"tasks": tasks, **spec},
+        }
+    )
+
+
+def job(*args: str, **fields: Any) -> dict[str, Any]:
+    return {"image": "python:3.12-slim", "command": ["python", "-c", *args], **fields}
+
+
+def task_jobs(cluster: Cluster, namespace: str, task: str) -> list[dict[str, Any]]:
+    listed = cluster.kubectl(
+        "get", "jobs", "-n", namespace, "-l", f"treadle.dev/task={task}", "-o", "json"
+    )
+    items: list[dict[str, Any]] = json.loads(listed.stdout)["items"]
+    return items
+
+
+def test_a_job_step_in_the_middle_of_a_dag_passes_its_output_on(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    tasks = [
+        {"name": "extract", "command": {"args": ["echo", '{"rows": 21}']}},
+        {
+            "name": "train",
+            "dependsOn": ["extract"],
+            "job": job(
+                TRAIN,
+                env=[
+                    {"name": "MODE", "value": "full"},
+                    {"name": "ROWS", "value": "{{ tasks.extract.output.rows }}"},
+                ],
+                resources={"requests": {"cpu": "100m", "memory": "64Mi"}},
+                volumes=[{"name": "scratch", "emptyDir": {}}],
+                volumeMounts=[{"name": "scratch", "mountPath": "/scratch"}],
+            ),
+        },
+        {
+            "name": "load",
+            "dependsOn": ["train"],
+            "command": {"args": ["echo", "loaded {{ tasks.train.output.rows }}"]},
+        },
+    ]
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=manifest("mixed", tasks))
+    crds.wait("twf/mixed", namespace, "condition=Ready", timeout_seconds=120)
+    status = crds.get("twf", "mixed", namespace)["status"]
+    train = status["tasks"]["train"]
+    assert train["phase"] == "Succeeded"
+    assert train["output"] == {"rows": 42, "mode": "full"}
+    assert status["tasks"]["load"]["output"] == "loaded 42"
+    (made,) = task_jobs(crds, namespace, "train")
+    assert made["metadata"]["ownerReferences"][0]["name"] == "mixed"
+    container = made["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "python:3.12-slim"
+    assert container["resources"]["requests"]["cpu"] == "100m"
+    assert train["worker"].startswith(made["metadata"]["name"])
+    logs = crds.plugin("logs", "mixed", "train", "-n", namespace).stdout
+    assert "training on 21 rows" in logs
+
+
+def test_a_job_steps_failures_are_named_deadline_unstartable_and_exit_code(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    once = {"limit": 0}
+    tasks = [
+        {
+            "name": "slow",
+            "timeoutSeconds": 3,
+            "retry": once,
+            "job": job("import time; time.sleep(60)"),
+        },
+        {
+            "name": "missing",
+            "retry": once,
+            "job": {"image": "nope:1", "command": ["no-such-program-34"], "startTimeoutSeconds": 10},
+        },
+        {
+            "name": "three",
+            "retry": {"limit": 3, "retryOn": {"exitCodes": [75]}},
+            "job": job("import sys; print('giving up', file=sys.stderr); sys.exit(3)"),
+        },
+    ]
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=manifest("failing", tasks))
+    crds.wait("twf/failing", namespace, "jsonpath={.status.phase}=Failed", timeout_seconds=120)
+    status = crds.get("twf", "failing", namespace)["status"]
+    errors = {name: entry.get("error") for name, entry in status["tasks"].items()}
+    letters = {letter["task"]: letter for letter in status["deadLetters"]}
+    assert set(letters) == {"slow", "missing", "three"}
+    assert "timed out after 3 s" in letters["slow"]["error"]
+    assert "CreateContainerError" in letters["missing"]["error"]
+    assert "no-such-program-34" in letters["missing"]["error"]
+    three = letters["three"]
+    assert three["attempts"] == 1  # exit 3 is not in retryOn.exitCodes: no retry
+    assert "exit code 3 is not in retry.retryOn.exitCodes (75)" in three["error"]
+    assert "giving up" in three["error"]
+    assert errors  # every task says what happened
+
+
+def test_terminate_deletes_a_running_job_steps_pod_within_10_s(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    tasks = [{"name": "long", "job": job("import time; time.sleep(300)"), "timeoutSeconds": 600}]
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=manifest("long", tasks))
+    crds.wait("twf/long", namespace, "jsonpath={.status.tasks.long.phase}=Running", 90)
+    pods = json.loads(
+        crds.kubectl(
+            "get", "pods", "-n", namespace, "-l", "treadle.dev/task=long", "-o", "json"
+        ).stdout
+    )["items"]
+    assert [p["status"]["phase"] for p in pods] == ["Running"]
+    crds.plugin("terminate", "long", "-n", namespace)
+    asked = time.monotonic()
+    while True:
+        left = json.loads(
+            crds.kubectl(
+                "get", "pods", "-n", namespace, "-l", "treadle.dev/task=long", "-o", "json"
+            ).stdout
+        )["items"]
+        if not left:
+            break
+        assert time.monotonic() - asked < 10, [p["metadata"].get("deletionTimestamp") for p in left]
+        time.sleep(0.5)
+    crds.wait("twf/long", namespace, "jsonpath={.status.phase}=Terminated", timeout_seconds=30)
+    assert task_jobs(crds, namespace, "long") == []
