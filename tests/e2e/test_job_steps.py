@@ -102,7 +102,11 @@ def test_a_job_steps_failures_are_named_deadline_unstartable_and_exit_code(
         {
             "name": "missing",
             "retry": once,
-            "job": {"image": "nope:1", "command": ["no-such-program-34"], "startTimeoutSeconds": 10},
+            "job": {
+                "image": "nope:1",
+                "command": ["no-such-program-34"],
+                "startTimeoutSeconds": 10,
+            },
         },
         {
             "name": "three",

@@ -29,6 +29,7 @@ from support.faults import (
     Progress,
     Report,
     fan_out,
+    job_fan_out,
     kill_apiserver_and_restart,
     restart_redis,
     scaled,
@@ -37,6 +38,7 @@ from support.faults import (
 )
 from support.operator import OperatorProcess
 from support.redis_server import RedisServer
+from treadle.core import ranges
 from treadle.services import kube
 
 PYTHONPATH_ENV = [{"name": "PYTHONPATH", "value": str(Path(__file__).parents[1])}]
@@ -60,16 +62,19 @@ def run_with_faults(
     inject: Any,
     spacing: tuple[float, float],
     pool: dict[str, Any] | None = None,
+    manifest: str | None = None,
 ) -> Counts:
     """Runs a fan-out of `tasks` idempotent tasks (on a WorkerPool `pool` with this spec, made
-    first, or on workers of its own), calls `inject()` `faults` times at random moments while
-    it runs, waits for its end and counts."""
+    first, or on workers of its own; or `manifest`, its `{log}` the effects log), calls
+    `inject()` `faults` times at random moments while it runs, waits for its end and counts."""
     log = tmp_path / "effects"
     name = case.replace("_", "-")
     if pool is not None:
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=worker_pool("pool", **pool))
         cluster.wait("twp/pool", namespace, "condition=Ready", timeout_seconds=120)
-    manifest = fan_out(name, log, tasks, seconds, "pool" if pool is not None else None)
+    manifest = (manifest or "").replace("{log}", str(log)) or fan_out(
+        name, log, tasks, seconds, "pool" if pool is not None else None
+    )
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=manifest)
     progress = Progress(cluster, namespace, name)
     started = time.monotonic()
@@ -246,6 +251,47 @@ def test_the_operator_sigkilled_during_a_run(
         spacing=(1.0, 3.0),
     )
     assert_clean(counts)
+
+
+def test_the_operator_sigkilled_while_job_steps_start(
+    crds: Cluster, operator: OperatorProcess, namespace: str, tmp_path: Path, report: Report
+) -> None:
+    """Issue #34: a Job per attempt, named by the attempt, so an operator killed between a
+    Job's create and the status write that records it makes no second Job, and loses none."""
+    tasks = scaled(100, 20)
+
+    def kill_the_operator(_: str) -> bool:
+        operator.crash_and_restart()
+        return True
+
+    counts = run_with_faults(
+        crds,
+        namespace,
+        tmp_path,
+        report,
+        case="operator_sigkill_job_steps",
+        tasks=tasks,
+        seconds=0.2,
+        faults=scaled(10, 2),
+        inject=kill_the_operator,
+        spacing=(0.5, 2.0),
+        manifest=job_fan_out("operator-sigkill-job-steps", "{log}", tasks, 0.2, 20),
+    )
+    assert_clean(counts)
+    status = crds.get("twf", "operator-sigkill-job-steps", namespace)["status"]["tasks"]["work"]
+    attempts = tasks + sum(
+        (int(count) - 1) * len(ranges.decode(items))
+        for count, items in (status.get("itemAttempts") or {}).items()
+    )
+    made = json.loads(
+        crds.kubectl(
+            "get", "jobs", "-n", namespace, "-l", "treadle.dev/task=work", "-o", "json"
+        ).stdout
+    )["items"]
+    claims = [json.loads(j["metadata"]["annotations"]["treadle.dev/attempt"]) for j in made]
+    per_attempt = {(c["item"], c["attempt"]) for c in claims}
+    counts.notes.append(f"{len(made)} Jobs for {attempts} attempts")
+    assert len(per_attempt) == len(made) == attempts, counts
 
 
 def test_redis_restarted_with_its_append_only_file(

@@ -77,6 +77,38 @@ def fan_out(
     return json.dumps(body)
 
 
+def job_fan_out(name: str, log: Path, tasks: int, seconds: float, concurrency: int) -> str:
+    """A workflow of `tasks` forEach children that are `job` tasks: each child attempt a Job of
+    its own running `support.tasks:record`, keyed by item."""
+    program = (
+        "import sys; from support.tasks import record; "
+        "record(log=sys.argv[1], key=sys.argv[2], seconds=float(sys.argv[3]))"
+    )
+    body = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": {
+            "concurrency": concurrency,
+            "params": {"n": tasks},
+            "tasks": [
+                {
+                    "name": "work",
+                    "forEach": "{{ range(params.n) | list }}",
+                    "timeoutSeconds": 120,
+                    "job": {
+                        "image": "python:3.12-slim",
+                        "command": ["python", "-c", program],
+                        "args": [str(log), "{{ item }}", str(seconds)],
+                        "env": [PYTHONPATH],
+                    },
+                }
+            ],
+        },
+    }
+    return json.dumps(body)
+
+
 @dataclass
 class Counts:
     """What one fault case reports."""

@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from lightkube import AsyncClient
 
 from treadle.core import actions, jobs
-from treadle.core.messages import TaskMessage, TaskResult, TaskStart
+from treadle.core.messages import WORKER_NAME_LIMIT, TaskMessage, TaskResult, TaskStart
 from treadle.services import taskjobs
 from treadle.services.keys import PREFIX
 from treadle.services.queues import Delivery, TaskQueue
@@ -324,8 +324,9 @@ class JobTasks:
 
 
 def _worker(judged: jobs.Judgement) -> str:
+    """The pod and its node, as status shows the worker of an attempt."""
     pod = judged.pod or "?"
-    return f"{pod} on {judged.node}" if judged.node else pod
+    return (f"{pod} on {judged.node}" if judged.node else pod)[:WORKER_NAME_LIMIT]
 
 
 def _message_of(result: TaskResult) -> TaskMessage:
