@@ -534,7 +534,10 @@ class TaskStatus(StatusModel):
     """When the latest attempt began on its worker (a task is Running from then until its
     result: workers tell the operator of attempts that run longer than a second)."""
     worker: str | None = None
-    """The worker pod that runs (or ran) the latest attempt."""
+    """The worker pod that runs (or ran) the latest attempt (a `job` task's: its pod and node)."""
+    waiting: str | None = None
+    """Why a Queued attempt has not begun: a `job` task's Job held for admission by a queue
+    (Kueue), or its pod not yet pulled or scheduled."""
     finished_at: str | None = None
     """When the task reached a final phase."""
     next_retry_at: str | None = None

@@ -243,11 +243,17 @@ class JobTasks:
             await self._announce(where, claim, judged)
         elif judged.verdict in ("succeeded", "failed"):
             await self._report(where, claim, judged)
-        elif judged.verdict == "pending" and judged.message:
-            self.again.add(where)
+        elif judged.message is not None:  # suspended, or a pod not starting yet
+            await self._announce(where, claim, judged, waiting=judged.message)
+            if judged.verdict == "pending":
+                self.again.add(where)
 
-    async def _announce(self, where: Where, claim: jobs.Claim, judged: jobs.Judgement) -> None:
-        marker = (*where, str(judged.pod))
+    async def _announce(
+        self, where: Where, claim: jobs.Claim, judged: jobs.Judgement, waiting: str | None = None
+    ) -> None:
+        """Tells the driver the attempt began on its pod (once), or why it has not yet (once
+        per reason)."""
+        marker = (*where, f"{judged.pod}\n{waiting or ''}")
         if marker in self.announced:
             return
         start = TaskStart(
@@ -257,8 +263,9 @@ class JobTasks:
             item=claim.item,
             attempt=claim.attempt,
             run=claim.run,
-            worker=_worker(judged),
+            worker=_worker(judged) if judged.pod else "(no pod yet)",
             started_at=judged.started_at or time.time(),
+            waiting=waiting[:WORKER_NAME_LIMIT] if waiting else None,
         )
         await self._queue(claim.pool).announce([start])
         self.announced.add(marker)

@@ -209,6 +209,9 @@ class TaskStart:
     run: int | None
     worker: str
     started_at: float
+    waiting: str | None = None
+    """Set when the attempt has not begun yet, saying why (a Job held for admission by a
+    queue, its pod not yet pulled or scheduled): its task stays Queued and says so."""
 
     @classmethod
     def of(cls, message: TaskMessage, worker: str, started_at: float) -> TaskStart:
@@ -220,7 +223,10 @@ class TaskStart:
         return idempotency_key(self.workflow_uid, self.task, self.item, self.run)
 
     def encode(self) -> Fields:
-        return {"key": self.key, "uid": self.workflow_uid, "started": json.dumps(asdict(self))}
+        body = asdict(self)
+        if self.waiting is None:
+            del body["waiting"]  # what workers send: the fields of a start before it had one
+        return {"key": self.key, "uid": self.workflow_uid, "started": json.dumps(body)}
 
     @classmethod
     def decode(cls, fields: Fields) -> TaskStart:
@@ -228,7 +234,7 @@ class TaskStart:
             body = json.loads(fields["started"])
         except (KeyError, TypeError, ValueError, RecursionError) as error:
             raise MessageError(f"not a task start: {type(error).__name__}") from error
-        if not isinstance(body, dict) or set(body) != _START_FIELDS:
+        if not isinstance(body, dict) or set(body) not in (_START_FIELDS, _BEGUN_FIELDS):
             raise MessageError("not a task start: its fields are not a start's")
         problems = [f"{name}: {kind}" for name, kind, ok in _start_checks(body) if not ok]
         if problems:
@@ -251,6 +257,7 @@ def decode_report(fields: Fields) -> Report:
 
 
 _START_FIELDS = frozenset(f.name for f in dataclasses.fields(TaskStart))
+_BEGUN_FIELDS = _START_FIELDS - {"waiting"}
 _RESULT_FIELDS = frozenset(f.name for f in dataclasses.fields(TaskResult))
 _IDENTITY = ("workflow_uid", "workflow", "task", "item", "attempt", "run")
 
@@ -328,6 +335,11 @@ def _start_checks(body: dict[str, Any]) -> list[tuple[str, str, bool]]:
     return [
         *_identity_checks(body),
         ("worker", "a short string", _is_name(get("worker"))),
+        (
+            "waiting",
+            "a short string or null",
+            get("waiting") is None or _is_name(get("waiting")),
+        ),
         (
             "started_at",
             "a finite number",

@@ -158,7 +158,7 @@ class RunState:
                 entry.next_retry_at = None
             elif entry.phase not in IN_FLIGHT or entry.attempts != result.attempt:
                 return  # a duplicate or a straggler of an earlier attempt
-            entry.log_ref = result.log_ref
+            entry.log_ref, entry.waiting = result.log_ref, None
             if result.worker is not None and entry.attempts == result.attempt:
                 entry.worker = result.worker
                 entry.attempt_started_at = entry.attempt_started_at or moment_of(result.started_at)
@@ -201,7 +201,10 @@ class RunState:
             return
         if task.for_each is not None or entry.phase != "Queued" or entry.attempts != start.attempt:
             return  # ended already, or a straggler of an earlier attempt
-        entry.phase, entry.worker = "Running", start.worker
+        if start.waiting is not None:
+            entry.waiting = start.waiting
+            return
+        entry.phase, entry.worker, entry.waiting = "Running", start.worker, None
         entry.attempt_started_at = moment_of(start.started_at)
 
     def _failed(self, task: Task, entry: TaskStatus, item: int | None, result: TaskResult) -> None:

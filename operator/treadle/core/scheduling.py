@@ -213,6 +213,7 @@ class Run(RunState):
             entry.started_at = timestamps.text(self.now)
         if item is None:
             entry.phase, entry.attempts, entry.next_retry_at = "Queued", attempt, None
+            entry.waiting = None
             entry.worker = entry.attempt_started_at = None
         else:
             self.items(task.name, "running_items").add(item)

@@ -91,3 +91,28 @@ def test_a_start_whose_key_is_not_its_bodys_is_refused() -> None:
     fields = start_of(message).encode()
     with pytest.raises(MessageError, match="key does not match"):
         decode_report({**fields, "key": "other/slow/-"})
+
+
+def test_an_attempt_told_waiting_stays_queued_and_says_why_until_it_begins() -> None:
+    """Issue #34: a job step's Job held by a queue (or its pod not yet pulled) says so."""
+    workflow = spec(cmd("train"))
+    first = step(workflow, {})
+    held = dataclasses.replace(
+        start_of(first.enqueue[0]), waiting="waiting for admission by queue 'research'"
+    )
+    told = decode_report(held.encode())
+    assert told == held
+    waiting = step(workflow, first.status, [told])
+    entry = waiting.wire["tasks"]["train"]
+    assert (entry["phase"], entry["waiting"]) == ("Queued", held.waiting)
+    began = step(workflow, waiting.status, [start_of(first.enqueue[0])])
+    entry = began.wire["tasks"]["train"]
+    assert entry["phase"] == "Running"
+    assert "waiting" not in entry
+
+
+def test_a_start_from_a_worker_has_the_fields_it_always_had() -> None:
+    workflow = spec(cmd("slow"))
+    first = step(workflow, {})
+    body = json.loads(start_of(first.enqueue[0]).encode()["started"])
+    assert "waiting" not in body
