@@ -3,6 +3,11 @@ workflows (5 tasks, a -> b, c, d -> e) created at once, then one workflow fannin
 children. Every task runs the same command, `true`.
 
     .venv/bin/python bench/argo.py --workflows 1000 --children 10000 [--runs treadle,argo]
+    .venv/bin/python bench/argo.py --scenarios job --job-workflows 20
+
+The `job` scenario runs the small DAG with its middle step in a container of its own on both
+sides: a `job` task on Treadle (a Job per attempt), a step on Argo (a pod per step, as all
+are); seconds and API writes per step compare what a pod per step costs each.
 
 Treadle runs its tasks on a warm WorkerPool of 2 workers (made and ready before the clock
 starts) with the operator `make run` started. Argo is a benchmark-only peer, never a
@@ -85,6 +90,22 @@ def treadle_small(index: int, pool: str) -> dict[str, Any]:
         "metadata": {"name": f"small-{index:04d}"},
         "spec": {"workerPool": pool, "tasks": tasks},
     }
+
+
+JOB_STEP = "c"
+"""In the `job` scenario, the step that runs in a container of its own on both systems."""
+
+
+def treadle_job_dag(index: int, pool: str) -> dict[str, Any]:
+    """The small DAG with its middle step `c` a `job` task: a pod of its own, as every one of
+    Argo's steps is; the other four run on the pool's warm workers."""
+    body = treadle_small(index, pool)
+    body["metadata"]["name"] = f"job-{index:04d}"
+    for task in body["spec"]["tasks"]:
+        if task["name"] == JOB_STEP:
+            del task["command"]
+            task["job"] = {"image": "busybox", "command": COMMAND}
+    return body
 
 
 def treadle_fanout(children: int, pool: str) -> dict[str, Any]:
@@ -306,19 +327,20 @@ def run_scenario(
 ) -> tuple[dict[str, Any], list[tuple[float, int]]]:
     space = f"bench-{system}-{scenario}-{int(time.time())}"
     namespace(space)
-    tasks = size * len(DAG) if scenario == "small" else size
+    tasks = size if scenario == "fanout" else size * len(DAG)
     if system == "treadle":
         pool = warm_pool(space, POOL_WORKERS)
-        bodies = (
-            [treadle_small(i, pool) for i in range(size)]
-            if scenario == "small"
-            else [treadle_fanout(size, pool)]
-        )
+        if scenario == "small":
+            bodies = [treadle_small(i, pool) for i in range(size)]
+        elif scenario == "job":
+            bodies = [treadle_job_dag(i, pool) for i in range(size)]
+        else:
+            bodies = [treadle_fanout(size, pool)]
         outcome = measure(WORKFLOWS, space, bodies, operator_pid(), tasks, timeout)
     else:
         assert tools is not None
         install_argo(tools, space)
-        small = scenario == "small"
+        small = scenario in ("small", "job")
         bodies = [argo_small(i) for i in range(size)] if small else [argo_fanout(size)]
         with argo_controller(tools, space, extra) as pid:
             outcome = measure(ARGO, space, bodies, pid, tasks, timeout)
@@ -333,11 +355,12 @@ def compare(
     runs: dict[str, tuple[dict[str, Any], list[tuple[float, int]]]],
     extra: tuple[str, ...] = (),
 ) -> None:
-    label = (
-        f"{size} workflows x {len(DAG)} tasks (a -> b, c, d -> e)"
-        if scenario == "small"
-        else f"one workflow, {size} children (concurrency/parallelism {CONCURRENCY})"
-    )
+    label = {
+        "small": f"{size} workflows x {len(DAG)} tasks (a -> b, c, d -> e)",
+        "job": f"{size} workflows x {len(DAG)} tasks (a -> b, c, d -> e), step {JOB_STEP} in a "
+        "container of its own (Treadle: a job task; Argo: every step)",
+        "fanout": f"one workflow, {size} children (concurrency/parallelism {CONCURRENCY})",
+    }[scenario]
     result: dict[str, Any] = {
         "scenario": label,
         "command": " ".join(COMMAND),
@@ -373,9 +396,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workflows", type=int, default=1000)
     parser.add_argument("--children", type=int, default=10_000)
+    parser.add_argument(
+        "--job-workflows", type=int, default=20, help="workflows of the `job` scenario"
+    )
     parser.add_argument("--runs", default=",".join(SYSTEMS), help="treadle, argo or both")
     parser.add_argument(
-        "--scenarios", default="small,fanout", help="small (N workflows), fanout or both"
+        "--scenarios",
+        default="small,fanout",
+        help="small (N workflows), job (the small DAG with a container step), fanout",
     )
     parser.add_argument("--timeout", type=float, default=3600, help="seconds a run may take")
     parser.add_argument(
@@ -388,14 +416,14 @@ def main() -> None:
     if unknown := set(systems) - set(SYSTEMS):
         parser.error(f"--runs: unknown {sorted(unknown)}")
     scenarios = [s for s in args.scenarios.split(",") if s]
-    if unknown := set(scenarios) - {"small", "fanout"}:
+    if unknown := set(scenarios) - {"small", "job", "fanout"}:
         parser.error(f"--scenarios: unknown {sorted(unknown)}")
     tools = argo_tools() if "argo" in systems else None
     if tools is not None:
         check_room(tools)
     extra = TUNED if args.argo_tuned else ()
     for scenario in scenarios:
-        size = args.workflows if scenario == "small" else args.children
+        size = {"small": args.workflows, "job": args.job_workflows}.get(scenario, args.children)
         runs = {s: run_scenario(s, scenario, size, tools, args.timeout, extra) for s in systems}
         compare(scenario, size, runs, extra)
 
