@@ -156,3 +156,49 @@ def test_terminate_deletes_a_running_job_steps_pod_within_10_s(
         time.sleep(0.5)
     crds.wait("twf/long", namespace, "jsonpath={.status.phase}=Terminated", timeout_seconds=30)
     assert task_jobs(crds, namespace, "long") == []
+
+
+DOUBLE = (
+    "import json, os;"
+    "items = json.loads(os.environ['TREADLE_ITEMS']);"
+    "print(json.dumps(items[int(os.environ['TREADLE_ITEM_INDEX'])] * 2))"
+)
+
+
+def test_a_job_for_each_of_200_items_is_one_indexed_job_within_its_concurrency(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    tasks = [
+        {
+            "name": "double",
+            "forEach": "{{ range(200) | list }}",
+            "job": job(DOUBLE, resources={"requests": {"cpu": "10m"}}),
+        },
+        {"name": "total", "dependsOn": ["double"], "command": {
+            "args": ["echo", "{{ tasks.double.outputs | sum }}"]}},
+    ]  # fmt: skip
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=manifest("wide", tasks, concurrency=10))
+    most = 0
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        phase = crds.kubectl(
+            "get", "twf", "wide", "-n", namespace, "-o", "jsonpath={.status.phase}"
+        ).stdout
+        if phase in ("Succeeded", "Failed"):
+            break
+        pods = json.loads(
+            crds.kubectl(
+                "get", "pods", "-n", namespace, "-l", "treadle.dev/task=double", "-o", "json"
+            ).stdout
+        )["items"]
+        running = [p for p in pods if p["status"].get("phase") in ("Pending", "Running")]
+        most = max(most, len(running))
+        time.sleep(0.5)
+    status = crds.get("twf", "wide", namespace)["status"]
+    assert status["phase"] == "Succeeded", status.get("message")
+    assert status["tasks"]["total"]["output"] == 2 * sum(range(200))
+    (made,) = task_jobs(crds, namespace, "double")
+    assert (made["spec"]["completionMode"], made["spec"]["completions"]) == ("Indexed", 200)
+    assert made["spec"]["parallelism"] == 10
+    assert 0 < most <= 10
+    assert len(json.dumps(status)) < 4096, len(json.dumps(status))

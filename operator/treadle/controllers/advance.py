@@ -223,6 +223,6 @@ class Advancer:
         if own_pods:
             if self.jobs is None:
                 raise RuntimeError("job tasks need the operator's JobTasks")
-            await self.jobs.launch(own_pods, tracked.pool_of, tracked.who.uid)
+            await self.jobs.launch(own_pods, tracked)
         for pool, batch in sorted(by_pool.items()):
             await self.results.enqueue(pool, batch)

@@ -134,6 +134,13 @@ class Driver:
     def tracks(self, uid: str) -> bool:
         return uid in self.workflows
 
+    def launched(self, uid: str, task: str, item: int) -> bool:
+        """Whether the engine launched this child of a forEach (it counts it in flight, or
+        ended it): its next child to launch is past it."""
+        tracked = self.workflows.get(uid)
+        entry = tracked.status.tasks.get(task) if tracked is not None else None
+        return entry is not None and item < (entry.next_item or 0)
+
     def request_retry(self, uid: str, target: str, resource_version: str) -> None:
         """A `treadle.dev/retry` annotation was seen: revive on the next pass."""
         tracked = self.workflows.get(uid)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import math
 import secrets
@@ -27,6 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from lightkube import AsyncClient
 
+from treadle.controllers.tracked import Tracked
 from treadle.core import actions, jobs
 from treadle.core.messages import WORKER_NAME_LIMIT, TaskMessage, TaskResult, TaskStart
 from treadle.services import taskjobs
@@ -40,6 +43,8 @@ SIGNING_KEY = f"{PREFIX}:operator:job-signing-key"
 LOOK_AGAIN_SECONDS = 2.0
 """How often Jobs whose pods have not started (or whose workflows are not yet tracked) are
 judged again."""
+HELD_BACK_SECONDS = 0.05
+"""How soon a child's end kept back (its launch not yet counted by the engine) is tried again."""
 CREATE_CONCURRENCY = 16
 ERROR_LOG_TAIL = 500
 
@@ -65,8 +70,12 @@ def _slim_job(body: Mapping[str, Any]) -> dict[str, Any]:
 def _slim_pod(body: Mapping[str, Any]) -> dict[str, Any]:
     meta = body.get("metadata") or {}
     status = body.get("status") or {}
+    index = (meta.get("annotations") or {}).get(jobs.INDEX)
     return {
-        "metadata": {k: meta.get(k) for k in ("name", "creationTimestamp", "deletionTimestamp")},
+        "metadata": {
+            **{k: meta.get(k) for k in ("name", "creationTimestamp", "deletionTimestamp")},
+            "annotations": {jobs.INDEX: index} if index is not None else {},
+        },
         "spec": {"nodeName": (body.get("spec") or {}).get("nodeName")},
         "status": {
             k: status.get(k)
@@ -84,6 +93,7 @@ class JobTasks:
         client: aioredis.Redis,
         key: bytes,
         tracks: Callable[[str], bool],
+        launched: Callable[[str, str, int], bool],
     ) -> None:
         self.api = api
         self.client = client
@@ -91,6 +101,18 @@ class JobTasks:
         self.tracks = tracks
         """Whether the driver drives the workflow of this uid (a result for one it does not
         is kept back until it does, or its Job goes)."""
+        self.launched = launched
+        """Whether the driver's engine launched this child of a forEach (uid, task, index): an
+        Indexed Job may run a child before the engine counts it in flight, and its end is
+        kept back until it does (else the engine would drop it as a straggler)."""
+        self.made: set[Where] = set()
+        """Indexed Jobs made (or found made): a child's launch asks for no second create."""
+        self.gone: set[Where] = set()
+        """Indexed Jobs deleted before they ended: their children's first attempts then run
+        as Jobs of their own (never a second Indexed Job rerunning every child)."""
+        self.items_done: dict[Where, set[int]] = defaultdict(set)
+        """Children of each Indexed Job whose ends are published."""
+        self.hurry = False
         self.jobs: dict[Where, dict[str, Any]] = {}
         self.pods: dict[Where, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.dirty: set[Where] = set()
@@ -103,39 +125,63 @@ class JobTasks:
 
     @classmethod
     async def start(
-        cls, api: AsyncClient, client: aioredis.Redis, tracks: Callable[[str], bool]
+        cls,
+        api: AsyncClient,
+        client: aioredis.Redis,
+        tracks: Callable[[str], bool],
+        launched: Callable[[str, str, int], bool],
     ) -> JobTasks:
         await client.set(SIGNING_KEY, secrets.token_hex(32), nx=True)
         key = await client.get(SIGNING_KEY)
-        return cls(api, client, str(key).encode(), tracks)
+        return cls(api, client, str(key).encode(), tracks, launched)
 
     # -- the driver's side -------------------------------------------------------------------
 
-    async def launch(
-        self,
-        messages: Sequence[TaskMessage],
-        pool_of: Callable[[str], str],
-        owner_uid: str,
-    ) -> None:
-        """Makes the Job of each attempt.  One that cannot have its Job (a Job of that name
-        that Treadle did not make stands in the way) fails, on its pool's result stream."""
+    async def launch(self, messages: Sequence[TaskMessage], tracked: Tracked) -> None:
+        """Makes the Job of each attempt: the first attempts of a forEach whose job does not
+        depend on its item share one Indexed Job; every other attempt has one of its own.  An
+        attempt that cannot have its Job (a Job of that name that Treadle did not make stands
+        in the way) fails, on its pool's result stream."""
         gate = asyncio.Semaphore(CREATE_CONCURRENCY)
+        who = tracked.who
+        told: dict[str, str | None] = {}
+        """Each Indexed Job's items as JSON, made once per call (a launch of 10,000 children
+        asks for one Job)."""
 
         async def one(message: TaskMessage) -> TaskResult | None:
             spec = actions.own_pod_action(message.action)
             if spec is None:
                 return None
+            kept = tracked.outputs.rendered.get(message.task)
+            values = kept[1] if kept is not None else None
+            indexed, items = None, None
+            if message.attempt == 1 and message.task in tracked.indexed_tasks and values:
+                first = dataclasses.replace(message, item=None)
+                where = (who.namespace, jobs.job_name(first))
+                if where in self.made:
+                    return None
+                if where not in self.gone:
+                    indexed = (len(values), min(tracked.spec.concurrency, len(values)))
+                    if message.task not in told:
+                        told[message.task] = _json_within(values)
+                    items = told[message.task]
+            if indexed is None and values is not None and message.item is not None:
+                items = _json_within(values[message.item])
             body = jobs.job_body(
                 message,
                 spec,
-                pool=pool_of(message.task),
-                owner_uid=owner_uid,
+                pool=tracked.pool_of(message.task),
+                owner_uid=who.uid,
                 key=self.key,
                 deadline_seconds=math.ceil(message.timeout_seconds),
+                indexed=indexed,
+                items=items,
             )
+            where = (who.namespace, str(body["metadata"]["name"]))
             async with gate:
                 found = await taskjobs.create(self.api, body)
-            name = body["metadata"]["name"]
+            if indexed is not None:
+                self.made.add(where)
             if found is None:
                 return None
             claim = jobs.read_claim(found, self.key)
@@ -144,14 +190,17 @@ class JobTasks:
                 message.attempt,
             ):
                 # Made before (an advance retried, Redis lost its data): report it again.
-                self.reported.discard((message.namespace, name))
-                self._touch((message.namespace, name))
+                self.reported.discard(where)
+                self.items_done.pop(where, None)
+                self._touch(where)
                 return None
+            self.made.discard(where)
+            name = where[1]
             return _failure(message, f"a Job named {name!r} exists that Treadle did not make")
 
         failures = [f for f in await asyncio.gather(*(one(m) for m in messages)) if f]
         for failure in failures:
-            await self.publish(pool_of(failure.task), [failure])
+            await self.publish(tracked.pool_of(failure.task), [failure])
 
     async def cancel(self, namespace: str, workflow_uid: str, tasks: Collection[str]) -> None:
         """Deletes the running Jobs of a terminated workflow's DAG tasks (not its exit tasks)."""
@@ -166,8 +215,12 @@ class JobTasks:
         where = (str(meta.get("namespace")), str(meta.get("name")))
         if gone:
             job = self.jobs.get(where)
+            self.made.discard(where)
             if job is not None and where not in self.reported:
                 job["gone"] = True
+                claim = jobs.read_claim(job, self.key)
+                if claim is not None and claim.completions is not None:
+                    self.gone.add(where)
                 self._touch(where)
             else:
                 self._forget(where)
@@ -199,13 +252,16 @@ class JobTasks:
         self.pods.pop(where, None)
         self.reported.discard(where)
         self.again.discard(where)
+        self.items_done.pop(where, None)
         self.announced = {a for a in self.announced if a[:2] != where}
 
     async def run(self) -> None:
         """Judges the Jobs that changed (and those waiting to start) until cancelled."""
         while True:
+            wait = HELD_BACK_SECONDS if self.hurry else LOOK_AGAIN_SECONDS
+            self.hurry = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), LOOK_AGAIN_SECONDS)
+                await asyncio.wait_for(self.wake.wait(), wait)
             self.wake.clear()
             due = self.dirty | self.again
             self.dirty, self.again = set(), set()
@@ -230,6 +286,9 @@ class JobTasks:
             self.again.add(where)
             return
         now = now or datetime.now(UTC)
+        if claim.completions is not None:
+            await self._settle_indexed(where, claim, job, now)
+            return
         if job.get("gone"):
             judged = jobs.Judgement("failed", error="its Job was deleted before it ended")
         else:
@@ -272,6 +331,80 @@ class JobTasks:
 
     async def _report(self, where: Where, claim: jobs.Claim, judged: jobs.Judgement) -> None:
         namespace, name = where
+        result = await self._result(namespace, claim, judged, claim.item, claim.attempt)
+        await self.publish(claim.pool, [result])
+        if judged.stop:
+            await taskjobs.delete(self.api, namespace, name)
+        if not self.jobs[where].get("gone"):
+            await taskjobs.mark_reported(self.api, namespace, name, judged.verdict)
+        self.reported.add(where)
+        self.pods.pop(where, None)
+        self.reports += 1
+
+    async def _settle_indexed(
+        self, where: Where, claim: jobs.Claim, job: Mapping[str, Any], now: datetime
+    ) -> None:
+        """Reports each child of an Indexed Job that ended (and was launched by the engine),
+        once; the Job is marked reported when every child's end is published."""
+        namespace, name = where
+        assert claim.completions is not None
+        done = self.items_done[where]
+        groups: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for pod in self.pods.get(where, {}).values():
+            index = jobs.index_of(pod)
+            if index is not None and index not in done:
+                groups[index].append(pod)
+        ended: list[tuple[int, jobs.Judgement]] = []
+        for index in range(claim.completions) if job.get("gone") else sorted(groups):
+            if index in done:
+                continue
+            if job.get("gone") and not groups.get(index):
+                judged = jobs.Judgement("failed", error="its Job was deleted before it ended")
+            else:
+                judged = jobs.judge(
+                    _BARE_JOB, groups[index],
+                    start_timeout_seconds=claim.start_timeout_seconds, now=now,
+                )  # fmt: skip
+            if judged.verdict not in ("succeeded", "failed"):
+                if judged.verdict == "pending" and judged.message:
+                    self.again.add(where)
+                continue
+            if not self.launched(claim.workflow_uid, claim.task, index):
+                self.again.add(where)
+                self.hurry = True
+                continue
+            ended.append((index, judged))
+        queue = self._queue(claim.pool)
+        child = [_message_of_claim(claim, index) for index, _ in ended]
+        known = await queue.recorded(child) if child else []
+        results = []
+        for (index, judged), seen in zip(ended, known, strict=True):
+            if not seen:
+                results.append(await self._result(namespace, claim, judged, index, 1))
+            done.add(index)
+            if judged.stop and judged.pod is not None:
+                await taskjobs.delete_pod(self.api, namespace, judged.pod)
+        if results:
+            await self.publish(claim.pool, results)
+            self.reports += len(results)
+        for pod_name, pod in list(self.pods.get(where, {}).items()):
+            if jobs.index_of(pod) in done:
+                del self.pods[where][pod_name]
+        if len(done) >= claim.completions:
+            if not job.get("gone"):
+                await taskjobs.mark_reported(self.api, namespace, name, "ended")
+            self.reported.add(where)
+            self.items_done.pop(where, None)
+
+    async def _result(
+        self,
+        namespace: str,
+        claim: jobs.Claim,
+        judged: jobs.Judgement,
+        item: int | None,
+        attempt: int,
+    ) -> TaskResult:
+        """The attempt's end as a worker would publish it: output and log read from its pod."""
         text, whole = "", True
         if judged.log_from is not None:
             found = await taskjobs.read_log(
@@ -291,12 +424,12 @@ class JobTasks:
         elif text.strip():
             error = f"{error}: {text.strip()[-ERROR_LOG_TAIL:]}"
         kept_log = text if whole else text + f"\n[log cut at {jobs.LOG_LIMIT_BYTES} bytes]\n"
-        result = TaskResult(
+        return TaskResult(
             workflow_uid=claim.workflow_uid,
             workflow=claim.workflow,
             task=claim.task,
-            item=claim.item,
-            attempt=claim.attempt,
+            item=item,
+            attempt=attempt,
             outcome=judged.verdict,  # type: ignore[arg-type]
             output=output,
             error=error,
@@ -307,14 +440,6 @@ class JobTasks:
             log=kept_log or None,
             worker=_worker(judged) if judged.pod else None,
         )
-        await self.publish(claim.pool, [result])
-        if judged.stop:
-            await taskjobs.delete(self.api, namespace, name)
-        if not self.jobs[where].get("gone"):
-            await taskjobs.mark_reported(self.api, namespace, name, judged.verdict)
-        self.reported.add(where)
-        self.pods.pop(where, None)
-        self.reports += 1
 
     async def publish(self, pool: str, results: Sequence[TaskResult]) -> None:
         """Results onto the pool's result stream, once each (the record of outcomes drops a
@@ -334,6 +459,29 @@ def _worker(judged: jobs.Judgement) -> str:
     """The pod and its node, as status shows the worker of an attempt."""
     pod = judged.pod or "?"
     return (f"{pod} on {judged.node}" if judged.node else pod)[:WORKER_NAME_LIMIT]
+
+
+_BARE_JOB: dict[str, Any] = {"metadata": {}, "spec": {}, "status": {}}
+"""An Indexed Job's children are judged by their pods alone."""
+
+
+def _json_within(value: Any) -> str | None:
+    """A forEach's items (or one child's item) as JSON for job pods, when small enough to
+    tell (jobs.ITEMS_LIMIT_BYTES)."""
+    text = json.dumps(value, separators=(",", ":"))
+    return text if len(text.encode()) <= jobs.ITEMS_LIMIT_BYTES else None
+
+
+def _message_of_claim(claim: jobs.Claim, item: int) -> TaskMessage:
+    return TaskMessage(
+        workflow_uid=claim.workflow_uid,
+        workflow=claim.workflow,
+        task=claim.task,
+        item=item,
+        attempt=1,
+        action={},
+        run=claim.run,
+    )
 
 
 def _message_of(result: TaskResult) -> TaskMessage:

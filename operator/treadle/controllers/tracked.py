@@ -12,7 +12,7 @@ from treadle.api import GROUP, RETRY_ANNOTATION, VERSION, workflows
 from treadle.api.workflows import WorkflowSpec, WorkflowStatus
 from treadle.controllers.outputs import LoadedOutputs
 from treadle.controllers.workers import WorkerState
-from treadle.core import actions, engine, pools
+from treadle.core import actions, engine, jobs, pools
 from treadle.core.ledger import Ledger
 from treadle.core.messages import Report
 from treadle.core.requests import AnnotationRequests
@@ -60,6 +60,8 @@ class Tracked:
     """Every pool its tasks run on."""
     job_tasks: frozenset[str] = field(init=False)
     """Its tasks whose attempts run in Jobs of their own (`job`), not on workers."""
+    indexed_tasks: frozenset[str] = field(init=False)
+    """Its forEach `job` tasks whose children's first attempts share one Indexed Job."""
     served: dict[str, frozenset[str]] = field(init=False)
     """The tasks each of its pools runs for it: the only results that pool may send (decided
     once: the driver asks on every pass)."""
@@ -72,6 +74,9 @@ class Tracked:
             found[pool].add(task)
         self.served = {pool: frozenset(tasks) for pool, tasks in found.items()}
         self.job_tasks = frozenset(t.name for t in self.spec.all_tasks if actions.own_pod(t))
+        self.indexed_tasks = frozenset(
+            t.name for t in self.spec.all_tasks if jobs.one_job_for_children(t)
+        )
 
     @property
     def has_jobs(self) -> bool:

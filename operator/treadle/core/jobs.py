@@ -16,6 +16,7 @@ decides.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -25,7 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from treadle.core import causes, jsonvalues, podspecs, timestamps
+from treadle.api.workflows import Task
+from treadle.core import actions, causes, jsonvalues, podspecs, templating, timestamps
 from treadle.core.messages import TaskMessage
 
 JOB_TASK_LABEL = "treadle.dev/job-task"
@@ -38,6 +40,11 @@ SIGNATURE_ANNOTATION = "treadle.dev/signature"
 REPORTED_ANNOTATION = "treadle.dev/reported"
 """Set once the attempt's end is on its pool's result stream: a restarted operator does not
 read the Job's log again."""
+INDEX = "batch.kubernetes.io/job-completion-index"
+"""The annotation (and label) of an Indexed Job's pod that says which child it runs."""
+ITEMS_LIMIT_BYTES = 128 * 1024
+"""The largest forEach items list told to a job's pods (TREADLE_ITEMS); a larger one is not
+told (the pods have their index)."""
 CONTAINER = "main"
 GRACE_SECONDS = 10
 """How long a job pod's process has between SIGTERM and SIGKILL when it is terminated."""
@@ -77,15 +84,21 @@ def job_name(message: TaskMessage) -> str:
     return "-".join(part for part in (workflow, task, digest) if part)[:NAME_LIMIT]
 
 
-def claim(message: TaskMessage, pool: str, start_timeout_seconds: int) -> dict[str, Any]:
-    """What a Job says it runs: the attempt's identity, the pool its result goes to, and how
+def claim(
+    message: TaskMessage, pool: str, start_timeout_seconds: int, completions: int | None = None
+) -> dict[str, Any]:
+    """What a Job says it runs: the attempt's identity (for an Indexed Job, the first attempts
+    of every child of its task: `completions` of them), the pool its result goes to, and how
     long its pod may take to start."""
-    return {
+    body = {
         **message.identity(),
         "pool": pool,
         "timeout": message.timeout_seconds,
         "startTimeoutSeconds": start_timeout_seconds,
     }
+    if completions is not None:
+        body["item"], body["completions"] = None, completions
+    return body
 
 
 def sign(claim_text: str, name: str, namespace: str, key: bytes) -> str:
@@ -105,6 +118,8 @@ class Claim:
     run: int | None
     pool: str
     start_timeout_seconds: int
+    completions: int | None = None
+    """Set for an Indexed Job: it runs the first attempt of children 0 to completions - 1."""
 
 
 def read_claim(job: Mapping[str, Any], key: bytes) -> Claim | None:
@@ -128,6 +143,7 @@ def read_claim(job: Mapping[str, Any], key: bytes) -> Claim | None:
             run=body["run"] if isinstance(body["run"], int) else None,
             pool=str(body["pool"]),
             start_timeout_seconds=int(body["startTimeoutSeconds"]),
+            completions=int(body["completions"]) if "completions" in body else None,
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -144,13 +160,21 @@ def job_body(
     owner_uid: str,
     key: bytes,
     deadline_seconds: int | None,
+    indexed: tuple[int, int] | None = None,
+    items: str | None = None,
 ) -> dict[str, Any]:
-    """The batch/v1 Job of one attempt of a `job` task (`spec` is the rendered action)."""
+    """The batch/v1 Job of one attempt of a `job` task (`spec` is the rendered action); with
+    `indexed` (completions, parallelism), the one Indexed Job of the first attempts of every
+    child of a forEach.  `items`: as JSON, the forEach's items for an Indexed Job's pods
+    (TREADLE_ITEMS), a child's own item for its Job's (TREADLE_ITEM)."""
     namespace, _, workflow = message.workflow.partition("/")
+    if indexed is not None:
+        message = dataclasses.replace(message, item=None, attempt=1)
     name = job_name(message)
     start_timeout = int(spec.get("startTimeoutSeconds", 300))
+    completions = indexed[0] if indexed is not None else None
     claim_text = json.dumps(
-        claim(message, pool, start_timeout), separators=(",", ":"), sort_keys=True
+        claim(message, pool, start_timeout, completions), separators=(",", ":"), sort_keys=True
     )
     labels = {
         JOB_TASK_LABEL: "true",
@@ -160,14 +184,23 @@ def job_body(
     job_labels = dict(labels)
     if spec.get("queueName"):
         job_labels[QUEUE_LABEL] = str(spec["queueName"])
-    told = [
+    told: list[dict[str, Any]] = [
         {"name": "TREADLE_WORKFLOW", "value": message.workflow},
         {"name": "TREADLE_TASK", "value": message.task},
         {"name": "TREADLE_ATTEMPT", "value": str(message.attempt)},
         {"name": "TREADLE_IDEMPOTENCY_KEY", "value": message.key},
     ]
-    if message.item is not None:
+    if indexed is not None:
+        told.append(
+            {
+                "name": "TREADLE_ITEM_INDEX",
+                "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX}']"}},
+            }
+        )
+    elif message.item is not None:
         told.append({"name": "TREADLE_ITEM_INDEX", "value": str(message.item)})
+    if items is not None:
+        told.append({"name": "TREADLE_ITEMS" if indexed else "TREADLE_ITEM", "value": items})
     container: dict[str, Any] = {"name": CONTAINER, "image": spec["image"]}
     for field in ("command", "args", "workingDir", "imagePullPolicy", "resources"):
         if spec.get(field) is not None:
@@ -218,9 +251,41 @@ def job_body(
             "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
-    if deadline_seconds is not None:
+    if indexed is not None:
+        # Each child's pod has the task's timeout; the Job has none (it runs them all).
+        del body["spec"]["backoffLimit"]
+        body["spec"].update(
+            completionMode="Indexed",
+            completions=indexed[0],
+            parallelism=indexed[1],
+            backoffLimitPerIndex=0,
+        )
+        if deadline_seconds is not None:
+            pod["activeDeadlineSeconds"] = deadline_seconds
+    elif deadline_seconds is not None:
         body["spec"]["activeDeadlineSeconds"] = deadline_seconds
     return body
+
+
+def one_job_for_children(task: Task) -> bool:
+    """Whether a forEach `job` task's children run as one Indexed Job: its job's fields do not
+    depend on the item (an Indexed Job's pods share one template; each learns its index)."""
+    if task.for_each is None or not actions.own_pod(task):
+        return False
+    for _, source in actions.templates(task, "spec"):
+        try:
+            if "item" in templating.references(source).names:
+                return False
+        except templating.TemplateError:
+            return False
+    return True
+
+
+def index_of(pod: Mapping[str, Any]) -> int | None:
+    """The child an Indexed Job's pod runs."""
+    meta = pod.get("metadata") or {}
+    text = (meta.get("annotations") or {}).get(INDEX) or (meta.get("labels") or {}).get(INDEX)
+    return int(text) if isinstance(text, str) and text.isdigit() else None
 
 
 # -- judging a Job -------------------------------------------------------------------------

@@ -305,7 +305,10 @@ async def run(options: OperatorOptions) -> None:
             metrics_port=options.worker_metrics_port,
         )
         memo.jobtasks = await jobtasks.JobTasks.start(
-            kube.client(), redis_client, lambda uid: memo.driver.tracks(uid)
+            kube.client(),
+            redis_client,
+            lambda uid: memo.driver.tracks(uid),
+            lambda uid, task, item: memo.driver.launched(uid, task, item),
         )
         memo.driver = driver.Driver(
             results,

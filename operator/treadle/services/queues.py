@@ -229,6 +229,16 @@ class TaskQueue:
             found: list[Any] = await pipe.execute()
         return [bool(done or any(gone)) for done, gone in zip(found[::2], found[1::2], strict=True)]
 
+    async def recorded(self, messages: Sequence[TaskMessage]) -> list[bool]:
+        """Which attempts' ends are recorded already (their success, or this attempt's
+        failure): published before, so not to be read and published again."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for message in messages:
+                done = done_hash(self.pool, message.workflow_uid)
+                pipe.hmget(done, message.key, f"{message.key}#{message.attempt}")
+            found: list[Any] = await pipe.execute()
+        return [any(pair) for pair in found]
+
     async def cancelled(self, deliveries: Sequence[Delivery]) -> set[str]:
         """The entry ids among `deliveries` whose task was cancelled: its workflow was
         terminated (its exit tasks are not: they run after)."""

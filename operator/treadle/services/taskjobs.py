@@ -10,6 +10,7 @@ from typing import Any
 import httpx2 as httpx
 from lightkube import ApiError, AsyncClient
 from lightkube.resources.batch_v1 import Job
+from lightkube.resources.core_v1 import Pod
 from lightkube.types import CascadeType, PatchType
 
 from treadle.core import jobs
@@ -65,6 +66,15 @@ async def delete(api: AsyncClient, namespace: str, name: str) -> None:
     period)."""
     try:
         await api.delete(Job, name, namespace=namespace, cascade=CascadeType.BACKGROUND)
+    except ApiError as error:
+        if error.status.code != 404:
+            raise
+
+
+async def delete_pod(api: AsyncClient, namespace: str, name: str) -> None:
+    """Deletes a job's pod that cannot start (an Indexed Job then counts its child failed)."""
+    try:
+        await api.delete(Pod, name, namespace=namespace)
     except ApiError as error:
         if error.status.code != 404:
             raise

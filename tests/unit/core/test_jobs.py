@@ -311,3 +311,50 @@ def test_a_good_job_task_passes_and_its_secrets_are_found_for_the_access_check()
 
 def test_the_job_allow_list_is_the_run_pods() -> None:
     assert podspecs.JOB_CONTAINER_FIELDS <= podspecs.CONTAINER_FIELDS
+
+
+def test_a_for_each_whose_job_does_not_use_its_item_is_one_indexed_job() -> None:
+    from treadle.api.workflows import Task
+
+    uniform = Task.model_validate(
+        {"name": "t", "forEach": "{{ params.xs }}", "job": {"image": "x", "args": ["go"]}}
+    )
+    per_item = Task.model_validate(
+        {"name": "t", "forEach": "{{ params.xs }}", "job": {"image": "x", "args": ["{{ item }}"]}}
+    )
+    plain = Task.model_validate({"name": "t", "job": {"image": "x"}})
+    assert jobs.one_job_for_children(uniform)
+    assert not jobs.one_job_for_children(per_item)
+    assert not jobs.one_job_for_children(plain)
+
+
+def test_the_indexed_job_runs_every_child_with_the_concurrency_and_a_timeout_per_pod() -> None:
+    job = jobs.job_body(
+        message(item=7), SPEC, pool="p", owner_uid="uid-1", key=KEY, deadline_seconds=30,
+        indexed=(200, 10), items="[1,2]",
+    )  # fmt: skip
+    spec = job["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == (
+        "Indexed",
+        200,
+        10,
+    )
+    assert spec["backoffLimitPerIndex"] == 0
+    assert "backoffLimit" not in spec
+    assert "activeDeadlineSeconds" not in spec
+    assert spec["template"]["spec"]["activeDeadlineSeconds"] == 30
+    env = {v["name"]: v for v in spec["template"]["spec"]["containers"][0]["env"]}
+    assert env["TREADLE_ITEMS"]["value"] == "[1,2]"
+    assert env["TREADLE_ITEM_INDEX"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+    )
+    claim = jobs.read_claim(job, KEY)
+    assert claim is not None
+    assert (claim.item, claim.attempt, claim.completions) == (None, 1, 200)
+    # One name for the task's children, whichever child's launch made it.
+    again = jobs.job_body(
+        message(item=3), SPEC, pool="p", owner_uid="uid-1", key=KEY, deadline_seconds=30,
+        indexed=(200, 10), items="[1,2]",
+    )  # fmt: skip
+    assert again["metadata"]["name"] == job["metadata"]["name"]
+    assert jobs.index_of({"metadata": {"annotations": {jobs.INDEX: "12"}}}) == 12
