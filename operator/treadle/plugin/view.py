@@ -73,7 +73,7 @@ def task_line(
     phase = str(entry.get("phase") or "Pending")
     detail = []
     if wide:
-        action = next((k for k in ("command", "http", "python") if task.get(k)), "")
+        action = next((k for k in ("command", "http", "python", "job") if task.get(k)), "")
         detail.append(f"{action:<7} {entry.get('startedAt') or '-':<20}")
     counted = counts(entry)
     if counted:
@@ -83,6 +83,10 @@ def task_line(
         detail.append(took)
     if phase == "Running" and entry.get("worker"):
         detail.append(f"on {entry['worker']} since {entry.get('attemptStartedAt') or '?'}")
+    elif wide and entry.get("worker"):
+        detail.append(f"ran on {entry['worker']}")
+    if phase == "Queued" and entry.get("waiting"):
+        detail.append(f"waiting: {entry['waiting']}")
     if entry.get("reason"):
         detail.append(str(entry["reason"]))
     if entry.get("nextRetryAt") and phase == "Retrying":

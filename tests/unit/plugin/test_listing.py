@@ -34,3 +34,23 @@ def test_the_wide_tree_names_each_tasks_action_start_and_whole_error() -> None:
     assert len(narrow) < len(wide)
     assert "http    2026-12-03T11:00:00Z" in wide
     assert wide.endswith(error.rstrip())
+
+
+def test_a_job_step_shows_its_pod_and_node_and_why_it_waits() -> None:
+    workflow = {
+        "metadata": {"name": "train", "namespace": "ns"},
+        "spec": {"tasks": [{"name": "fit", "job": {"image": "t:1"}},
+                           {"name": "held", "job": {"image": "t:1"}}]},
+        "status": {
+            "phase": "Running",
+            "tasks": {
+                "fit": {"phase": "Succeeded", "attempts": 1, "worker": "train-fit-1a on node-1"},
+                "held": {"phase": "Queued", "attempts": 1,
+                         "waiting": "waiting for admission by queue 'research'"},
+            },
+        },
+    }  # fmt: skip
+    lines = view.render(workflow, wide=True)
+    assert "job" in lines[1]
+    assert "ran on train-fit-1a on node-1" in lines[1]
+    assert "waiting: waiting for admission by queue 'research'" in lines[2]
