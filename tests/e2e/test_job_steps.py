@@ -202,3 +202,34 @@ def test_a_job_for_each_of_200_items_is_one_indexed_job_within_its_concurrency(
     assert made["spec"]["parallelism"] == 10
     assert 0 < most <= 10
     assert len(json.dumps(status)) < 4096, len(json.dumps(status))
+
+
+def test_a_job_step_suspended_as_kueue_would_waits_saying_so_then_runs_on(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    """Kueue holds a Job by `spec.suspend` (made suspended, or suspended again to preempt it):
+    the step waits without failing, its status says why, and it runs once let go."""
+    program = "import time; time.sleep(4); print('{\"trained\": true}')"
+    tasks = [{"name": "fit", "job": job(program, queueName="research"), "retry": {"limit": 0}}]
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=manifest("queued", tasks))
+    crds.wait("twf/queued", namespace, "jsonpath={.status.tasks.fit.phase}=Running", 90)
+    (made,) = task_jobs(crds, namespace, "fit")
+    assert made["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "research"
+    name = made["metadata"]["name"]
+    crds.kubectl(
+        "patch", "job", name, "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}'
+    )
+    crds.wait("twf/queued", namespace, "jsonpath={.status.tasks.fit.phase}=Queued", 60)
+    entry = crds.get("twf", "queued", namespace)["status"]["tasks"]["fit"]
+    assert entry["waiting"] == "waiting for admission by queue 'research': the Job is suspended"
+    time.sleep(6)  # longer than the step's work: suspended, it neither fails nor ends
+    status = crds.get("twf", "queued", namespace)["status"]
+    assert (status["phase"], status["tasks"]["fit"]["phase"]) == ("Running", "Queued")
+    shown = crds.plugin("get", "queued", "-n", namespace).stdout
+    assert "waiting for admission" in shown
+    crds.kubectl(
+        "patch", "job", name, "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}'
+    )
+    crds.wait("twf/queued", namespace, "condition=Ready", timeout_seconds=90)
+    fit = crds.get("twf", "queued", namespace)["status"]["tasks"]["fit"]
+    assert (fit["output"], fit["attempts"]) == ({"trained": True}, 1)

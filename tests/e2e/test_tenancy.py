@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -388,3 +389,66 @@ def test_a_manifest_over_a_mebibyte_is_checked_not_waved_through(
         "tasks": [{"name": "a", "command": {"args": ["true"]}}]}))  # fmt: skip
     annotations = crds.get("workflow", "fine", namespace)["metadata"]["annotations"]
     assert annotations["treadle.dev/applied-by"]
+
+
+def job_workflow(name: str, **job: Any) -> str:
+    body = {
+        "apiVersion": "treadle.dev/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": name},
+        "spec": {"tasks": [{"name": "step", "job": {"image": "x", "command": ["true"], **job}}]},
+    }
+    return json.dumps(body)
+
+
+def test_a_job_step_lends_no_right_pod_secret_or_job_its_author_lacks(
+    crds: Cluster, namespace: str, creator: str
+) -> None:
+    """Issue #34: a `job` step is a pod the operator makes; writing a Workflow must not be a
+    way around RBAC or the pod allow-list."""
+    # Fields outside the allow-list, each named.
+    rooted = job_workflow(
+        "rooted",
+        volumes=[{"name": "root", "hostPath": {"path": "/"}}],
+        volumeMounts=[{"name": "root", "mountPath": "/host"}],
+        securityContext={"privileged": True},
+    )
+    result = apply_as(crds, creator, namespace, rooted)
+    assert result.returncode != 0
+    for field in ("volumes[0].hostPath", "securityContext.privileged"):
+        assert f"spec.tasks[0].job.{field}: " in result.stderr, result.stderr
+    result = apply_as(crds, creator, namespace, job_workflow("sa", serviceAccountName="admin"))
+    assert result.returncode != 0
+    assert "serviceAccountName" in result.stderr
+    # alice may not create Jobs herself: she may not have Treadle make one for her.
+    result = apply_as(crds, creator, namespace, job_workflow("plain"))
+    assert result.returncode != 0
+    assert (
+        f"spec.tasks[0].job: runs a pod of its own (a Job), which '{creator}' may not create "
+        f"in namespace '{namespace}'" in result.stderr
+    )
+    # Given Jobs, she still may not have her step read a Secret she cannot read.
+    jobs_role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "jobs"},
+        "rules": [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "jobs"},
+        "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": "jobs"},
+        "subjects": [{"apiGroup": RBAC, "kind": "User", "name": creator}],
+    }
+    for body in (jobs_role, binding):
+        crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(body))
+    secret_env = [{"name": "DSN", "valueFrom": {"secretKeyRef": {"name": "db", "key": "dsn"}}}]
+    result = apply_as(crds, creator, namespace, job_workflow("peek", env=secret_env))
+    assert result.returncode != 0
+    assert f"names Secret 'db', which '{creator}' may not get" in result.stderr, result.stderr
+    # And with Jobs allowed, a plain step is hers to run.
+    deadline = time.monotonic() + 30
+    while (result := apply_as(crds, creator, namespace, job_workflow("plain"))).returncode:
+        assert time.monotonic() < deadline, result.stderr  # RBAC caches take a moment
+        time.sleep(1)

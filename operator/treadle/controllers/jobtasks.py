@@ -118,7 +118,8 @@ class JobTasks:
         self.dirty: set[Where] = set()
         self.again: set[Where] = set()
         self.reported: set[Where] = set()
-        self.announced: set[tuple[str, str, str]] = set()
+        self.told: dict[Where, str] = {}
+        """What each Job's attempt was last said to be doing (its pod, or why it waits)."""
         self.wake = asyncio.Event()
         self.queues: dict[str, TaskQueue] = {}
         self.reports = 0
@@ -253,7 +254,7 @@ class JobTasks:
         self.reported.discard(where)
         self.again.discard(where)
         self.items_done.pop(where, None)
-        self.announced = {a for a in self.announced if a[:2] != where}
+        self.told.pop(where, None)
 
     async def run(self) -> None:
         """Judges the Jobs that changed (and those waiting to start) until cancelled."""
@@ -312,8 +313,8 @@ class JobTasks:
     ) -> None:
         """Tells the driver the attempt began on its pod (once), or why it has not yet (once
         per reason)."""
-        marker = (*where, f"{judged.pod}\n{waiting or ''}")
-        if marker in self.announced:
+        marker = f"{judged.pod}\n{waiting or ''}"
+        if self.told.get(where) == marker:
             return
         start = TaskStart(
             workflow_uid=claim.workflow_uid,
@@ -327,7 +328,7 @@ class JobTasks:
             waiting=waiting[:WORKER_NAME_LIMIT] if waiting else None,
         )
         await self._queue(claim.pool).announce([start])
-        self.announced.add(marker)
+        self.told[where] = marker
 
     async def _report(self, where: Where, claim: jobs.Claim, judged: jobs.Judgement) -> None:
         namespace, name = where
@@ -339,6 +340,7 @@ class JobTasks:
             await taskjobs.mark_reported(self.api, namespace, name, judged.verdict)
         self.reported.add(where)
         self.pods.pop(where, None)
+        self.told.pop(where, None)
         self.reports += 1
 
     async def _settle_indexed(

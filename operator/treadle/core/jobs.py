@@ -407,6 +407,14 @@ def judge(
             cause=causes.Cause("timeout"),
             log_from=_name(ordered[-1]) if ordered else None,
         )
+    if (job.get("spec") or {}).get("suspend") and not any(
+        (p.get("status") or {}).get("phase") == "Succeeded" for p in ordered
+    ):
+        # Held by a queue (Kueue creates Jobs suspended, and suspends them again to preempt):
+        # the pods it stopped are not the attempt's failure.
+        queue = ((job.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL)
+        where = f" by queue {queue!r}" if queue else ""
+        return Judgement("suspended", message=f"waiting for admission{where}: the Job is suspended")
     for pod in reversed(ordered):
         phase = (pod.get("status") or {}).get("phase")
         if phase == "Succeeded":
@@ -427,10 +435,6 @@ def judge(
         )
     if _true(conditions, "Complete") is not None:
         return Judgement("succeeded")
-    if (job.get("spec") or {}).get("suspend") and not live:
-        queue = ((job.get("metadata") or {}).get("labels") or {}).get(QUEUE_LABEL)
-        where = f" by queue {queue!r}" if queue else ""
-        return Judgement("suspended", message=f"waiting for admission{where}: the Job is suspended")
     if not live:
         return Judgement("pending")
     pod = live[-1]

@@ -199,11 +199,14 @@ class RunState:
         entry = self.tasks.get(start.task)
         if task is None or entry is None or start.run != self.run_generation:
             return
-        if task.for_each is not None or entry.phase != "Queued" or entry.attempts != start.attempt:
-            return  # ended already, or a straggler of an earlier attempt
-        if start.waiting is not None:
-            entry.waiting = start.waiting
+        if task.for_each is not None or entry.attempts != start.attempt:
+            return  # a straggler of an earlier attempt
+        if start.waiting is not None and entry.phase in ("Queued", "Running"):
+            # Not begun yet, or stopped to wait again (a queue preempted its Job).
+            entry.phase, entry.waiting = "Queued", start.waiting
             return
+        if entry.phase != "Queued":
+            return  # ended already
         entry.phase, entry.worker, entry.waiting = "Running", start.worker, None
         entry.attempt_started_at = moment_of(start.started_at)
 

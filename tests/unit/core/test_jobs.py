@@ -358,3 +358,11 @@ def test_the_indexed_job_runs_every_child_with_the_concurrency_and_a_timeout_per
     )  # fmt: skip
     assert again["metadata"]["name"] == job["metadata"]["name"]
     assert jobs.index_of({"metadata": {"annotations": {jobs.INDEX: "12"}}}) == 12
+
+
+def test_a_job_suspended_again_by_its_queue_waits_its_stopped_pod_is_no_failure() -> None:
+    job = body()
+    job["spec"]["suspend"] = True
+    stopped = pod("Failed", state={"terminated": {"exitCode": 143}})
+    judged = judge(job, [stopped])
+    assert judged.verdict == "suspended"

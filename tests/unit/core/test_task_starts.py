@@ -116,3 +116,20 @@ def test_a_start_from_a_worker_has_the_fields_it_always_had() -> None:
     first = step(workflow, {})
     body = json.loads(start_of(first.enqueue[0]).encode()["started"])
     assert "waiting" not in body
+
+
+def test_a_running_attempt_told_waiting_again_is_queued_again_and_runs_on() -> None:
+    """A queue (Kueue) that preempts a job step suspends its Job: it waits again."""
+    workflow = spec(cmd("train"))
+    first = step(workflow, {})
+    running = step(workflow, first.status, [start_of(first.enqueue[0])])
+    held = dataclasses.replace(start_of(first.enqueue[0]), waiting="waiting for admission")
+    again = step(workflow, running.status, [held])
+    assert (again.wire["tasks"]["train"]["phase"], again.wire["tasks"]["train"]["waiting"]) == (
+        "Queued",
+        "waiting for admission",
+    )
+    resumed = step(workflow, again.status, [start_of(first.enqueue[0], worker="pod-2")])
+    assert resumed.wire["tasks"]["train"]["phase"] == "Running"
+    done = step(workflow, resumed.status, [ok(first.enqueue[0])])
+    assert done.wire["tasks"]["train"]["phase"] == "Succeeded"
