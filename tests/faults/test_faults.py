@@ -102,6 +102,16 @@ def run_with_faults(
     return counts
 
 
+def killing(operator: OperatorProcess) -> Any:
+    """A fault that SIGKILLs the operator and starts it again."""
+
+    def kill_the_operator(_: str) -> bool:
+        operator.crash_and_restart()
+        return True
+
+    return kill_the_operator
+
+
 def assert_clean(counts: Counts) -> None:
     assert counts.outcome == "Succeeded", counts
     assert counts.lost == 0, counts
@@ -234,10 +244,6 @@ def test_a_pools_image_rolled_out_mid_run(
 def test_the_operator_sigkilled_during_a_run(
     crds: Cluster, operator: OperatorProcess, namespace: str, tmp_path: Path, report: Report
 ) -> None:
-    def kill_the_operator(_: str) -> bool:
-        operator.crash_and_restart()
-        return True
-
     counts = run_with_faults(
         crds,
         namespace,
@@ -247,7 +253,7 @@ def test_the_operator_sigkilled_during_a_run(
         tasks=scaled(1000, 100),
         seconds=0.5 if FULL else 0.2,
         faults=scaled(10, 2),
-        inject=kill_the_operator,
+        inject=killing(operator),
         spacing=(1.0, 3.0),
     )
     assert_clean(counts)
@@ -260,10 +266,6 @@ def test_the_operator_sigkilled_while_job_steps_start(
     Job's create and the status write that records it makes no second Job, and loses none."""
     tasks = scaled(100, 20)
 
-    def kill_the_operator(_: str) -> bool:
-        operator.crash_and_restart()
-        return True
-
     counts = run_with_faults(
         crds,
         namespace,
@@ -273,7 +275,7 @@ def test_the_operator_sigkilled_while_job_steps_start(
         tasks=tasks,
         seconds=0.2,
         faults=scaled(10, 2),
-        inject=kill_the_operator,
+        inject=killing(operator),
         spacing=(0.5, 2.0),
         manifest=job_fan_out("operator-sigkill-job-steps", "{log}", tasks, 0.2, 20),
     )

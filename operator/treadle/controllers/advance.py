@@ -125,6 +125,9 @@ class Advancer:
             if after.release:
                 await self.let_go([(who, tracked.pools)], not after.keep_outputs)
                 tracked.workers.url_given = False
+                if self.jobs is not None and tracked.has_jobs:
+                    # Past its deadline its steps were skipped: their pods stop too.
+                    await self.jobs.cancel(who.namespace, who.uid, tracked.job_tasks)
         else:
             tracked.ledger.applied(results)
         if tracked.retry is not None:

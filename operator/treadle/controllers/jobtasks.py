@@ -43,6 +43,9 @@ SIGNING_KEY = f"{PREFIX}:operator:job-signing-key"
 LOOK_AGAIN_SECONDS = 2.0
 """How often Jobs whose pods have not started (or whose workflows are not yet tracked) are
 judged again."""
+UNTRACKED_SECONDS = 600.0
+"""How long a Job whose workflow the driver does not track is looked at again (an operator
+starting tracks its workflows within seconds; an ended workflow's Jobs are left alone)."""
 HELD_BACK_SECONDS = 0.05
 """How soon a child's end kept back (its launch not yet counted by the engine) is tried again."""
 CREATE_CONCURRENCY = 16
@@ -113,6 +116,8 @@ class JobTasks:
         self.items_done: dict[Where, set[int]] = defaultdict(set)
         """Children of each Indexed Job whose ends are published."""
         self.hurry = False
+        self.untracked: dict[Where, float] = {}
+        """Jobs whose workflows the driver does not track, since when (monotonic)."""
         self.jobs: dict[Where, dict[str, Any]] = {}
         self.pods: dict[Where, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.dirty: set[Where] = set()
@@ -197,17 +202,20 @@ class JobTasks:
                 return None
             self.made.discard(where)
             name = where[1]
-            return _failure(message, f"a Job named {name!r} exists that Treadle did not make")
+            error = f"a Job named {name!r} exists that Treadle did not make"
+            return message.failure(error, time.time())
 
         failures = [f for f in await asyncio.gather(*(one(m) for m in messages)) if f]
         for failure in failures:
             await self.publish(tracked.pool_of(failure.task), [failure])
 
     async def cancel(self, namespace: str, workflow_uid: str, tasks: Collection[str]) -> None:
-        """Deletes the running Jobs of a terminated workflow's DAG tasks (not its exit tasks)."""
+        """Deletes a workflow's running Jobs of `tasks`: a terminated workflow's DAG tasks (not
+        its exit tasks), or every task of one that ended with some still running (past its
+        deadline)."""
         deleted = await taskjobs.delete_running(self.api, namespace, workflow_uid, tasks)
         if deleted:
-            log.info("terminated: deleted %d running Job(s) in %s", deleted, namespace)
+            log.info("deleted %d running Job(s) of a workflow in %s", deleted, namespace)
 
     # -- the watch's side --------------------------------------------------------------------
 
@@ -255,6 +263,8 @@ class JobTasks:
         self.again.discard(where)
         self.items_done.pop(where, None)
         self.told.pop(where, None)
+        self.untracked.pop(where, None)
+        self.made.discard(where)
 
     async def run(self) -> None:
         """Judges the Jobs that changed (and those waiting to start) until cancelled."""
@@ -284,8 +294,15 @@ class JobTasks:
             self._forget(where)
             return
         if not self.tracks(claim.workflow_uid):
-            self.again.add(where)
+            # Not yet tracked (the operator is starting), or ended and let go: looked at
+            # again for a while, then only when the Job changes.
+            since = self.untracked.setdefault(where, time.monotonic())
+            if job.get("gone") or time.monotonic() - since > UNTRACKED_SECONDS:
+                self._forget(where)
+            else:
+                self.again.add(where)
             return
+        self.untracked.pop(where, None)
         now = now or datetime.now(UTC)
         if claim.completions is not None:
             await self._settle_indexed(where, claim, job, now)
@@ -377,7 +394,7 @@ class JobTasks:
                 continue
             ended.append((index, judged))
         queue = self._queue(claim.pool)
-        child = [_message_of_claim(claim, index) for index, _ in ended]
+        child = [_message_of(claim, index, 1) for index, _ in ended]
         known = await queue.recorded(child) if child else []
         results = []
         for (index, judged), seen in zip(ended, known, strict=True):
@@ -397,6 +414,7 @@ class JobTasks:
                 await taskjobs.mark_reported(self.api, namespace, name, "ended")
             self.reported.add(where)
             self.items_done.pop(where, None)
+            self.made.discard(where)
 
     async def _result(
         self,
@@ -448,7 +466,7 @@ class JobTasks:
         second publication of the same attempt's end)."""
         queue = self._queue(pool)
         stored = await queue.store_outputs(results)
-        await queue.finish([(Delivery("", _message_of(r)), r) for r in stored])
+        await queue.finish([(Delivery("", _message_of(r, r.item, r.attempt)), r) for r in stored])
 
     def _queue(self, pool: str) -> TaskQueue:
         queue = self.queues.get(pool)
@@ -474,39 +492,15 @@ def _json_within(value: Any) -> str | None:
     return text if len(text.encode()) <= jobs.ITEMS_LIMIT_BYTES else None
 
 
-def _message_of_claim(claim: jobs.Claim, item: int) -> TaskMessage:
+def _message_of(of: jobs.Claim | TaskResult, item: int | None, attempt: int) -> TaskMessage:
+    """The attempt a Job's claim (or a result) names, as a message: what the record of
+    outcomes is keyed by."""
     return TaskMessage(
-        workflow_uid=claim.workflow_uid,
-        workflow=claim.workflow,
-        task=claim.task,
+        workflow_uid=of.workflow_uid,
+        workflow=of.workflow,
+        task=of.task,
         item=item,
-        attempt=1,
+        attempt=attempt,
         action={},
-        run=claim.run,
-    )
-
-
-def _message_of(result: TaskResult) -> TaskMessage:
-    return TaskMessage(
-        workflow_uid=result.workflow_uid,
-        workflow=result.workflow,
-        task=result.task,
-        item=result.item,
-        attempt=result.attempt,
-        action={},
-        run=result.run,
-    )
-
-
-def _failure(message: TaskMessage, error: str) -> TaskResult:
-    return TaskResult(
-        workflow_uid=message.workflow_uid,
-        workflow=message.workflow,
-        task=message.task,
-        item=message.item,
-        attempt=message.attempt,
-        outcome="failed",
-        error=error,
-        run=message.run,
-        finished_at=time.time(),
+        run=of.run,
     )

@@ -78,6 +78,21 @@ class TaskMessage:
             "run": self.run,
         }
 
+    def failure(self, error: str, finished_at: float = 0.0) -> TaskResult:
+        """This attempt failed with `error`, as the operator reports it for an attempt that
+        could not report itself (a poison message, a Job that could not be made)."""
+        return TaskResult(
+            workflow_uid=self.workflow_uid,
+            workflow=self.workflow,
+            task=self.task,
+            item=self.item,
+            attempt=self.attempt,
+            outcome="failed",
+            error=error,
+            finished_at=finished_at,
+            run=self.run,
+        )
+
     @property
     def namespace(self) -> str:
         """The workflow's namespace: its breakers and buckets are that namespace's."""

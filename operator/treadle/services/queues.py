@@ -406,17 +406,7 @@ class TaskQueue:
                 junk.append((entry_id, entries[0][1], str(error)))
                 continue
             reason = f"poison: its worker went silent {message.redeliveries + 1} times"
-            failed = TaskResult(
-                workflow_uid=message.workflow_uid,
-                workflow=message.workflow,
-                task=message.task,
-                item=message.item,
-                attempt=message.attempt,
-                outcome="failed",
-                error=reason,
-                finished_at=time.time(),
-                run=message.run,
-            )
+            failed = message.failure(reason, time.time())
             outcome = await self._reap(
                 keys={
                     "tasks": self.stream,
