@@ -233,3 +233,17 @@ def test_a_job_step_suspended_as_kueue_would_waits_saying_so_then_runs_on(
     crds.wait("twf/queued", namespace, "condition=Ready", timeout_seconds=90)
     fit = crds.get("twf", "queued", namespace)["status"]["tasks"]["fit"]
     assert (fit["output"], fit["attempts"]) == ({"trained": True}, 1)
+
+
+def test_a_workflow_past_its_deadline_stops_its_running_job_step(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    tasks = [{"name": "slow", "job": job("import time; time.sleep(120)"), "timeoutSeconds": 300}]
+    body = manifest("late", tasks, activeDeadlineSeconds=4)
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=body)
+    crds.wait("twf/late", namespace, "jsonpath={.status.phase}=Failed", timeout_seconds=60)
+    assert crds.get("twf", "late", namespace)["status"]["tasks"]["slow"]["reason"] == "Deadline"
+    deadline = time.monotonic() + 20
+    while task_jobs(crds, namespace, "slow"):
+        assert time.monotonic() < deadline, "the skipped step's Job still runs"
+        time.sleep(0.5)

@@ -125,9 +125,10 @@ class Advancer:
             if after.release:
                 await self.let_go([(who, tracked.pools)], not after.keep_outputs)
                 tracked.workers.url_given = False
-                if self.jobs is not None and tracked.has_jobs:
-                    # Past its deadline its steps were skipped: their pods stop too.
-                    await self.jobs.cancel(who.namespace, who.uid, tracked.job_tasks)
+                cut = pacing.cut_short(tracked.job_tasks, step.status)
+                if self.jobs is not None and cut:
+                    # Past its deadline its steps in flight were skipped: their pods stop too.
+                    await self.jobs.cancel(who.namespace, who.uid, cut)
         else:
             tracked.ledger.applied(results)
         if tracked.retry is not None:

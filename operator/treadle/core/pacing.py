@@ -3,9 +3,12 @@ again: the driver's timing decisions, pure, so they are tested with plain assert
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
+
+from treadle.api.workflows import WorkflowStatus
 
 WRITE_INTERVAL = timedelta(seconds=1)
 """A workflow's status is written at most this often (and at once when it finishes)."""
@@ -149,3 +152,15 @@ def after_step(
         interval=interval,
     )
     return Aftermath(write, pods, release, not succeeded, due)
+
+
+def cut_short(tasks: Iterable[str], status: WorkflowStatus) -> list[str]:
+    """Which of `tasks` were skipped after they started (the workflow's deadline passed, or it
+    was terminated): an ended workflow stops what still runs for them."""
+    return sorted(
+        name
+        for name in tasks
+        if (entry := status.tasks.get(name)) is not None
+        and entry.phase == "Skipped"
+        and (entry.attempts or entry.items)
+    )

@@ -109,3 +109,19 @@ def test_after_a_terminate_the_own_pods_are_held_while_workers_learn_of_it() -> 
     assert (shared.pods, shared.release) == ("remove", True)  # a pool's workers stay anyway
     later = after(finished=True, finished_at=NOW, cancel_sent=NOW - pacing.TERMINATE_HOLD)
     assert (later.pods, later.release) == ("remove", True)
+
+
+def test_an_ended_workflow_stops_only_the_steps_it_skipped_after_they_started() -> None:
+    from treadle.api.workflows import WorkflowStatus
+
+    status = WorkflowStatus.of(
+        {
+            "tasks": {
+                "done": {"phase": "Succeeded", "attempts": 1},
+                "cut": {"phase": "Skipped", "reason": "Deadline", "attempts": 1},
+                "fan": {"phase": "Skipped", "reason": "Deadline", "items": 10},
+                "never": {"phase": "Skipped", "reason": "Deadline"},
+            }
+        }
+    )
+    assert pacing.cut_short(["done", "cut", "fan", "never", "absent"], status) == ["cut", "fan"]
