@@ -133,9 +133,15 @@ def test_a_job_steps_failures_are_named_deadline_unstartable_and_exit_code(
 def test_terminate_deletes_a_running_job_steps_pod_within_10_s(
     crds: Cluster, operator: OperatorProcess, namespace: str
 ) -> None:
-    tasks = [{"name": "long", "job": job("import time; time.sleep(300)"), "timeoutSeconds": 600}]
+    program = "import time; print('warming up', flush=True); time.sleep(300)"
+    tasks = [{"name": "long", "job": job(program), "timeoutSeconds": 600}]
     crds.kubectl("apply", "-n", namespace, "-f", "-", input=manifest("long", tasks))
     crds.wait("twf/long", namespace, "jsonpath={.status.tasks.long.phase}=Running", 90)
+    # While it runs, its log so far is read from its pod.
+    deadline = time.monotonic() + 20
+    while "warming up" not in crds.plugin("logs", "long", "long", "-n", namespace).stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
     pods = json.loads(
         crds.kubectl(
             "get", "pods", "-n", namespace, "-l", "treadle.dev/task=long", "-o", "json"

@@ -452,3 +452,37 @@ def test_a_job_step_lends_no_right_pod_secret_or_job_its_author_lacks(
     while (result := apply_as(crds, creator, namespace, job_workflow("plain"))).returncode:
         assert time.monotonic() < deadline, result.stderr  # RBAC caches take a moment
         time.sleep(1)
+    # A step's log is its pod's, unmasked: a reader who may not read pod logs does not get it
+    # through Treadle's log API either, however they may read workflow logs.
+    crds.kubectl(
+        "apply", "-n", namespace, "-f", "-",
+        input=job_workflow("said", command=["python", "-c", "print('the step said this')"]),
+    )  # fmt: skip
+    crds.wait("twf/said", namespace, "condition=Ready", timeout_seconds=90)
+    reader = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "log-reader"},
+        "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "treadle-log-reader"},
+        "subjects": [{"apiGroup": RBAC, "kind": "User", "name": "bob"}],
+    }
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "treadle-log-reader"},
+        "rules": [{"apiGroups": ["logs.treadle.dev"], "resources": ["workflowlogs"],
+                   "verbs": ["get"]}],
+    }  # fmt: skip
+    crds.kubectl("apply", "-f", "-", input=json.dumps(role))
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(reader))
+    deadline = time.monotonic() + 30
+    path = f"/apis/logs.treadle.dev/v1alpha1/namespaces/{namespace}/workflowlogs/said"
+    while True:
+        seen = crds.kubectl("get", "--raw", path, "--as=bob", check=False)
+        if seen.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(1)  # RBAC caches take a moment
+    (attempt,) = json.loads(seen.stdout)["attempts"]
+    assert attempt["note"] == "a job step's log is its pod's: reading it takes get pods/log"
+    assert "log" not in attempt
+    assert "the step said this" in crds.plugin("logs", "said", "-n", namespace).stdout

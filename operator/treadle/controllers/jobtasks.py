@@ -441,8 +441,10 @@ class JobTasks:
                 )
                 last = tail[0] if tail is not None else ""
             output = jobs.output_of(last, whole=whole)
-        elif text.strip():
+        elif text.strip() and not claim.reads_secrets:
             error = f"{error}: {text.strip()[-ERROR_LOG_TAIL:]}"
+        elif text.strip():
+            error = f"{error} (its log is the attempt's log: kubectl treadle logs)"
         kept_log = text if whole else text + f"\n[log cut at {jobs.LOG_LIMIT_BYTES} bytes]\n"
         return TaskResult(
             workflow_uid=claim.workflow_uid,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import ssl
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from treadle.api.workflows import WorkflowStatus
 from treadle.core import admission, tasklogs
 from treadle.core.admission import FINAL_PHASES
 from treadle.core.delegation import FrontProxy
-from treadle.services import certificates, kube
+from treadle.services import certificates, kube, taskjobs
 from treadle.services.results import ResultStream
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 API_VERSION = f"{kube.LOG_API_GROUP}/{kube.LOG_API_VERSION}"
 PREFIX = f"/apis/{API_VERSION}"
 RESOURCE = "workflowlogs"
+LIVE_TAIL_LINES = 2000
+"""How much of a running job step's pod log a read shows (at most tasklogs.LOG_LIMIT_BYTES)."""
 KIND = "WorkflowLog"
 DISCOVERY = {
     "kind": "APIResourceList",
@@ -164,11 +167,28 @@ class LogApi:
         if task is not None and task not in tasks:
             known = ", ".join(sorted(tasks)[:20]) or "none yet"
             return status(404, "NotFound", f'workflow "{name}" has no task "{task}" ({known})')
-        return web.json_response(await self._answer(workflow, task, item, attempt))
+
+        async def may_read_pod_logs() -> bool:
+            return await kube.may(
+                self.api, user.review_subject(), namespace=namespace, verb="get",
+                resource="pods", subresource="log",
+            )  # fmt: skip
+
+        return web.json_response(
+            await self._answer(workflow, task, item, attempt, may_read_pod_logs)
+        )
 
     async def _answer(
-        self, workflow: dict[str, Any], task: str | None, item: int | None, attempt: int | None
+        self,
+        workflow: dict[str, Any],
+        task: str | None,
+        item: int | None,
+        attempt: int | None,
+        may_read_pod_logs: Callable[[], Awaitable[bool]],
     ) -> dict[str, Any]:
+        """The attempts' logs.  A `job` step's log is its pod's, unmasked (Treadle does not
+        read the Secrets its pod is handed): it is shown only to a reader who may read pod
+        logs in the namespace, as `kubectl logs` asks."""
         meta, raw = workflow.get("metadata") or {}, workflow.get("status") or {}
         try:
             current = WorkflowStatus.of(raw)
@@ -185,6 +205,15 @@ class LogApi:
             limit_bytes=tasklogs.MAX_ANSWER_BYTES,
         )
         shown = wanted[: len(texts)]
+        spec = workflow.get("spec") if isinstance(workflow.get("spec"), dict) else None
+        pods = {a.task for a in shown if tasklogs.own_pod_task(current, spec, a.task)}
+        allowed = bool(pods) and await may_read_pod_logs()
+        texts = [
+            (None, False)
+            if address.task in pods and not allowed
+            else await self._from_pod(meta, current, spec, address, found)
+            for address, found in zip(shown, texts, strict=True)
+        ]
         attempts = []
         for address, (text, live) in zip(shown, texts, strict=True):
             entry: dict[str, Any] = {"task": address.task, "attempt": address.attempt}
@@ -195,6 +224,8 @@ class LogApi:
             entry["live"] = live
             if text is not None:
                 entry["log"] = text
+            elif address.task in pods and not allowed:
+                entry["note"] = "a job step's log is its pod's: reading it takes get pods/log"
             attempts.append(entry)
         return {
             "apiVersion": API_VERSION,
@@ -205,6 +236,27 @@ class LogApi:
             "attempts": attempts,
             "omitted": len(wanted) - len(shown),
         }
+
+    async def _from_pod(
+        self,
+        meta: dict[str, Any],
+        current: WorkflowStatus,
+        spec: dict[str, Any] | None,
+        address: tasklogs.Address,
+        found: tuple[str | None, bool],
+    ) -> tuple[str | None, bool]:
+        """A running `job` step's log so far, read from its pod (its stored copy comes when
+        it ends); else what Redis held."""
+        if found[0] is not None:
+            return found
+        pod = tasklogs.running_pod(current, spec, address)
+        if pod is None:
+            return found
+        namespace = str(meta.get("namespace"))
+        read = await taskjobs.read_log(
+            self.api, namespace, pod, tasklogs.LOG_LIMIT_BYTES, tail_lines=LIVE_TAIL_LINES
+        )
+        return (read[0], True) if read is not None else found
 
 
 @dataclass

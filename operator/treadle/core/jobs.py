@@ -101,6 +101,13 @@ def claim(
     return body
 
 
+def reads_secrets(spec: Mapping[str, Any]) -> bool:
+    """Whether a rendered job spec hands its pod a Secret (env, or a volume): its log may then
+    hold a Secret's value, which Treadle cannot mask (it does not read the Secret)."""
+    pod = {"containers": [{"env": spec.get("env")}], "volumes": spec.get("volumes")}
+    return bool(podspecs.secrets_in_pod(pod))
+
+
 def sign(claim_text: str, name: str, namespace: str, key: bytes) -> str:
     payload = f"{namespace}/{name}\n{claim_text}".encode()
     return hmac.new(key, payload, hashlib.sha256).hexdigest()
@@ -120,6 +127,9 @@ class Claim:
     start_timeout_seconds: int
     completions: int | None = None
     """Set for an Indexed Job: it runs the first attempt of children 0 to completions - 1."""
+    reads_secrets: bool = True
+    """Whether its pod is handed a Secret: then its log's tail is not copied into the error
+    (status, dead letters and Events are read by more people than pod logs)."""
 
 
 def read_claim(job: Mapping[str, Any], key: bytes) -> Claim | None:
@@ -144,6 +154,7 @@ def read_claim(job: Mapping[str, Any], key: bytes) -> Claim | None:
             pool=str(body["pool"]),
             start_timeout_seconds=int(body["startTimeoutSeconds"]),
             completions=int(body["completions"]) if "completions" in body else None,
+            reads_secrets=body.get("readsSecrets") is not False,
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -173,9 +184,9 @@ def job_body(
     name = job_name(message)
     start_timeout = int(spec.get("startTimeoutSeconds", 300))
     completions = indexed[0] if indexed is not None else None
-    claim_text = json.dumps(
-        claim(message, pool, start_timeout, completions), separators=(",", ":"), sort_keys=True
-    )
+    claimed = claim(message, pool, start_timeout, completions)
+    claimed["readsSecrets"] = reads_secrets(spec)
+    claim_text = json.dumps(claimed, separators=(",", ":"), sort_keys=True)
     labels = {
         JOB_TASK_LABEL: "true",
         WORKFLOW_UID_LABEL: message.workflow_uid,

@@ -8,11 +8,12 @@ an attempt's log is."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from treadle.api.workflows import TaskStatus, WorkflowStatus
-from treadle.core import ranges, redaction
+from treadle.core import actions, ranges, redaction
 
 LOG_LIMIT_BYTES = 256 * 1024
 """Each attempt keeps the last 256 KiB of what it wrote."""
@@ -157,3 +158,28 @@ def _made(count: int, asked: int | None) -> list[int]:
     if asked is None:
         return list(range(1, count + 1))
     return [asked] if 1 <= asked <= count else []
+
+
+def running_pod(
+    status: WorkflowStatus, spec: Mapping[str, Any] | None, address: Address
+) -> str | None:
+    """The pod whose log is the live log of this attempt: a `job` task's attempt (not a
+    forEach child) running on its pod now.  Its log is read from the pod until it ends and is
+    stored."""
+    entry = status.tasks.get(address.task)
+    if entry is None or address.item is not None or entry.phase != "Running":
+        return None
+    if entry.attempts != address.attempt or not entry.worker:
+        return None
+    if not own_pod_task(status, spec, address.task):
+        return None
+    return entry.worker.split(" ", 1)[0]  # "<pod> on <node>": a pod's name has no space
+
+
+def own_pod_task(status: WorkflowStatus, spec: Mapping[str, Any] | None, task: str) -> bool:
+    """Whether the task (of the spec, or of the template its run froze) runs in pods of its
+    own."""
+    raw = status.template_spec or spec or {}
+    tasks = [*(raw.get("tasks") or []), *(raw.get("onExit") or [])]
+    found = next((t for t in tasks if isinstance(t, Mapping) and t.get("name") == task), None)
+    return found is not None and actions.raw_own_pod(found)

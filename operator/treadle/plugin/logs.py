@@ -83,6 +83,8 @@ def heading(entry: dict[str, Any]) -> str:
 
 
 def body(entry: dict[str, Any]) -> str:
+    if entry.get("note"):
+        return f"({entry['note']})\n"
     if entry.get("stored"):
         return str(entry.get("log") or "")
     if entry.get("ended"):

@@ -366,3 +366,39 @@ def test_a_job_suspended_again_by_its_queue_waits_its_stopped_pod_is_no_failure(
     stopped = pod("Failed", state={"terminated": {"exitCode": 143}})
     judged = judge(job, [stopped])
     assert judged.verdict == "suspended"
+
+
+def test_a_step_handed_a_secret_keeps_its_log_out_of_its_error() -> None:
+    assert not jobs.reads_secrets(SPEC)
+    with_secret = {**SPEC, "env": [{"name": "K", "valueFrom": {"secretKeyRef": {"name": "s"}}}]}
+    assert jobs.reads_secrets(with_secret)
+    mounted = {**SPEC, "volumes": [{"name": "v", "secret": {"secretName": "s"}}]}
+    assert jobs.reads_secrets(mounted)
+    job = jobs.job_body(
+        message(), with_secret, pool="p", owner_uid="uid-1", key=KEY, deadline_seconds=None
+    )
+    claim = jobs.read_claim(job, KEY)
+    assert claim is not None
+    assert claim.reads_secrets
+
+
+def test_a_running_job_steps_live_log_is_its_pods() -> None:
+    from treadle.api.workflows import WorkflowStatus
+    from treadle.core import tasklogs
+
+    spec = {"tasks": [{"name": "fit", "job": {"image": "x"}}, {"name": "w", "command": {}}]}
+    status = WorkflowStatus.of(
+        {
+            "tasks": {
+                "fit": {"phase": "Running", "attempts": 2, "worker": "fit-abc-x1 on node-1"},
+                "w": {"phase": "Running", "attempts": 1, "worker": "pool-worker-0"},
+            }
+        }
+    )
+    assert tasklogs.running_pod(status, spec, tasklogs.Address("fit", None, 2, False)) == (
+        "fit-abc-x1"
+    )
+    assert tasklogs.running_pod(status, spec, tasklogs.Address("fit", None, 1)) is None
+    assert tasklogs.running_pod(status, spec, tasklogs.Address("w", None, 1, False)) is None
+    assert tasklogs.own_pod_task(status, spec, "fit")
+    assert not tasklogs.own_pod_task(status, spec, "w")

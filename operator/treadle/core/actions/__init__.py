@@ -53,6 +53,11 @@ def own_pod(task: Task) -> bool:
     return of(task)[0].own_pod
 
 
+def raw_own_pod(raw_task: Mapping[str, Any]) -> bool:
+    """Whether an unparsed task's action runs in pods of its own."""
+    return any(kind.own_pod and name in raw_task for name, kind in KINDS.items())
+
+
 def own_pod_action(action: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The rendered spec of a message's action when it runs in a pod of its own, else None."""
     for name, rendered in action.items():
