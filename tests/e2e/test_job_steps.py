@@ -253,3 +253,22 @@ def test_a_workflow_past_its_deadline_stops_its_running_job_step(
     while task_jobs(crds, namespace, "slow"):
         assert time.monotonic() < deadline, "the skipped step's Job still runs"
         time.sleep(0.5)
+
+
+def test_a_job_the_api_server_refuses_fails_its_step_with_the_reason(
+    crds: Cluster, operator: OperatorProcess, namespace: str
+) -> None:
+    """What the allow-list lets through but the API server refuses (here an env name it does
+    not take) fails the attempt, saying why, instead of stalling the workflow."""
+    tasks = [
+        {
+            "name": "odd",
+            "retry": {"limit": 0},
+            "job": job("print(1)", env=[{"name": "A=B", "value": "x"}]),
+        }
+    ]
+    crds.kubectl("apply", "-n", namespace, "-f", "-", input=manifest("odd", tasks))
+    crds.wait("twf/odd", namespace, "jsonpath={.status.phase}=Failed", timeout_seconds=60)
+    (letter,) = crds.get("twf", "odd", namespace)["status"]["deadLetters"]
+    assert letter["error"].startswith("the API server refused its Job: ")
+    assert "env[0].name" in letter["error"]

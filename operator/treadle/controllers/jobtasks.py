@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
-from lightkube import AsyncClient
+from lightkube import ApiError, AsyncClient
 
 from treadle.controllers.tracked import Tracked
 from treadle.core import actions, jobs
@@ -184,8 +184,14 @@ class JobTasks:
                 items=items,
             )
             where = (who.namespace, str(body["metadata"]["name"]))
-            async with gate:
-                found = await taskjobs.create(self.api, body)
+            try:
+                async with gate:
+                    found = await taskjobs.create(self.api, body)
+            except ApiError as refusing:
+                refused = taskjobs.refusal(refusing)
+                if refused is None:
+                    raise  # the API server away or busy: the advance is tried again
+                return message.failure(f"the API server refused its Job: {refused}", time.time())
             if indexed is not None:
                 self.made.add(where)
             if found is None:

@@ -33,6 +33,15 @@ async def create(api: AsyncClient, body: dict[str, Any]) -> dict[str, Any] | Non
     return found if found is not None else await create(api, body)
 
 
+def refusal(error: ApiError) -> str | None:
+    """Why the API server refused a Job for good (invalid, too large, forbidden), or None when
+    asking again may succeed (a conflict, too many requests, a server error)."""
+    code = error.status.code or 0
+    if 400 <= code < 500 and code not in (408, 409, 429):
+        return str(error.status.message or error)[:1000]
+    return None
+
+
 async def get(api: AsyncClient, namespace: str, name: str) -> dict[str, Any] | None:
     try:
         job = await api.get(Job, name, namespace=namespace)
