@@ -119,6 +119,8 @@ class JobTasks:
         self.untracked: dict[Where, float] = {}
         """Jobs whose workflows the driver does not track, since when (monotonic)."""
         self.jobs: dict[Where, dict[str, Any]] = {}
+        self.claims: dict[Where, jobs.Claim | None] = {}
+        """Each Job's claim, read (and its signature checked) once per change of the Job."""
         self.pods: dict[Where, dict[str, dict[str, Any]]] = defaultdict(dict)
         self.dirty: set[Where] = set()
         self.again: set[Where] = set()
@@ -233,7 +235,7 @@ class JobTasks:
             self.made.discard(where)
             if job is not None and where not in self.reported:
                 job["gone"] = True
-                claim = jobs.read_claim(job, self.key)
+                claim = self.claims.get(where)
                 if claim is not None and claim.completions is not None:
                     self.gone.add(where)
                 self._touch(where)
@@ -241,6 +243,7 @@ class JobTasks:
                 self._forget(where)
             return
         self.jobs[where] = _slim_job(body)
+        self.claims[where] = jobs.read_claim(body, self.key)
         if (meta.get("annotations") or {}).get(jobs.REPORTED_ANNOTATION):
             self.reported.add(where)
         self._touch(where)
@@ -264,6 +267,7 @@ class JobTasks:
 
     def _forget(self, where: Where) -> None:
         self.jobs.pop(where, None)
+        self.claims.pop(where, None)
         self.pods.pop(where, None)
         self.reported.discard(where)
         self.again.discard(where)
@@ -295,7 +299,7 @@ class JobTasks:
             if job is not None and not job.get("gone"):
                 self.pods.pop(where, None)  # reported: its pods are no longer looked at
             return
-        claim = jobs.read_claim(job, self.key)
+        claim = self.claims.get(where)
         if claim is None:
             self._forget(where)
             return
@@ -314,7 +318,7 @@ class JobTasks:
             await self._settle_indexed(where, claim, job, now)
             return
         if job.get("gone"):
-            judged = jobs.Judgement("failed", error="its Job was deleted before it ended")
+            judged = jobs.GONE
         else:
             judged = jobs.judge(
                 job,
@@ -339,17 +343,12 @@ class JobTasks:
         marker = f"{judged.pod}\n{waiting or ''}"
         if self.told.get(where) == marker:
             return
-        start = TaskStart(
-            workflow_uid=claim.workflow_uid,
-            workflow=claim.workflow,
-            task=claim.task,
-            item=claim.item,
-            attempt=claim.attempt,
-            run=claim.run,
-            worker=_worker(judged) if judged.pod else "(no pod yet)",
-            started_at=judged.started_at or time.time(),
-            waiting=waiting[:WORKER_NAME_LIMIT] if waiting else None,
+        worker = _worker(judged) if judged.pod else "(no pod yet)"
+        start = TaskStart.of(
+            claim.message(claim.item, claim.attempt), worker, judged.started_at or time.time()
         )
+        if waiting:
+            start = dataclasses.replace(start, waiting=waiting[:WORKER_NAME_LIMIT])
         await self._queue(claim.pool).announce([start])
         self.told[where] = marker
 
@@ -384,12 +383,11 @@ class JobTasks:
             if index in done:
                 continue
             if job.get("gone") and not groups.get(index):
-                judged = jobs.Judgement("failed", error="its Job was deleted before it ended")
+                judged = jobs.GONE
             else:
-                judged = jobs.judge(
-                    _BARE_JOB, groups[index],
-                    start_timeout_seconds=claim.start_timeout_seconds, now=now,
-                )  # fmt: skip
+                judged = jobs.judge_child(
+                    groups[index], start_timeout_seconds=claim.start_timeout_seconds, now=now
+                )
             if judged.verdict not in ("succeeded", "failed"):
                 if judged.verdict == "pending" and judged.message:
                     self.again.add(where)
@@ -400,7 +398,7 @@ class JobTasks:
                 continue
             ended.append((index, judged))
         queue = self._queue(claim.pool)
-        child = [_message_of(claim, index, 1) for index, _ in ended]
+        child = [claim.message(index, 1) for index, _ in ended]
         known = await queue.recorded(child) if child else []
         results = []
         for (index, judged), seen in zip(ended, known, strict=True):
@@ -474,7 +472,7 @@ class JobTasks:
         second publication of the same attempt's end)."""
         queue = self._queue(pool)
         stored = await queue.store_outputs(results)
-        await queue.finish([(Delivery("", _message_of(r, r.item, r.attempt)), r) for r in stored])
+        await queue.finish([(Delivery("", _message_of(r)), r) for r in stored])
 
     def _queue(self, pool: str) -> TaskQueue:
         queue = self.queues.get(pool)
@@ -489,10 +487,6 @@ def _worker(judged: jobs.Judgement) -> str:
     return (f"{pod} on {judged.node}" if judged.node else pod)[:WORKER_NAME_LIMIT]
 
 
-_BARE_JOB: dict[str, Any] = {"metadata": {}, "spec": {}, "status": {}}
-"""An Indexed Job's children are judged by their pods alone."""
-
-
 def _json_within(value: Any) -> str | None:
     """A forEach's items (or one child's item) as JSON for job pods, when small enough to
     tell (jobs.ITEMS_LIMIT_BYTES)."""
@@ -500,15 +494,14 @@ def _json_within(value: Any) -> str | None:
     return text if len(text.encode()) <= jobs.ITEMS_LIMIT_BYTES else None
 
 
-def _message_of(of: jobs.Claim | TaskResult, item: int | None, attempt: int) -> TaskMessage:
-    """The attempt a Job's claim (or a result) names, as a message: what the record of
-    outcomes is keyed by."""
+def _message_of(result: TaskResult) -> TaskMessage:
+    """The attempt a result ends, as a message: what the record of outcomes is keyed by."""
     return TaskMessage(
-        workflow_uid=of.workflow_uid,
-        workflow=of.workflow,
-        task=of.task,
-        item=item,
-        attempt=attempt,
+        workflow_uid=result.workflow_uid,
+        workflow=result.workflow,
+        task=result.task,
+        item=result.item,
+        attempt=result.attempt,
         action={},
-        run=of.run,
+        run=result.run,
     )

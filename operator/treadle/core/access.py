@@ -41,8 +41,6 @@ _REFERENCE_KEYS: dict[str, tuple[str, str]] = {
     "configMap": ("configmaps", "name"),
     "persistentVolumeClaim": ("persistentvolumeclaims", "claimName"),
 }
-_OWN_POD_KINDS = frozenset(name for name, kind in actions.KINDS.items() if kind.own_pod)
-"""Action fields whose tasks run in Jobs of their own (a task's `job`)."""
 _FREE_FORM = frozenset({"params"})
 """Fields whose contents are the user's data, not references (never walked)."""
 
@@ -126,7 +124,7 @@ def _walk(spec: Any, root: str) -> Iterator[Reference]:
             if key in _FREE_FORM:
                 continue
             where = f"{path}.{key}"
-            if key in _OWN_POD_KINDS and isinstance(child, Mapping) and "image" in child:
+            if key in actions.OWN_POD_FIELDS and isinstance(child, Mapping) and "image" in child:
                 yield Reference(JOBS.resource, "", where, verb="create", group="batch")
             kind = _REFERENCE_KEYS.get(str(key))
             if kind is not None and isinstance(child, Mapping):

@@ -131,6 +131,19 @@ class Claim:
     """Whether its pod is handed a Secret: then its log's tail is not copied into the error
     (status, dead letters and Events are read by more people than pod logs)."""
 
+    def message(self, item: int | None, attempt: int) -> TaskMessage:
+        """One attempt it runs, as a message (what starts and the record of outcomes name):
+        its own, or a child's of an Indexed Job."""
+        return TaskMessage(
+            workflow_uid=self.workflow_uid,
+            workflow=self.workflow,
+            task=self.task,
+            item=item,
+            attempt=attempt,
+            action={},
+            run=self.run,
+        )
+
 
 def read_claim(job: Mapping[str, Any], key: bytes) -> Claim | None:
     """The attempt a Job runs, when Treadle made it (its signature holds); else None."""
@@ -320,6 +333,18 @@ class Judgement:
     """Whether the Job must be deleted (its pod never started: it would hold its place)."""
     message: str | None = None
     """Why it waits (suspended by a queue, a pod not yet started)."""
+
+
+GONE = Judgement("failed", error="its Job was deleted before it ended")
+"""A Job deleted (by hand, or by a queue) before its attempt ended: the attempt failed."""
+_BARE_JOB: dict[str, Any] = {"metadata": {}, "spec": {}, "status": {}}
+
+
+def judge_child(
+    pods: Sequence[Mapping[str, Any]], *, start_timeout_seconds: int, now: datetime
+) -> Judgement:
+    """How one child of an Indexed Job stands, from its pods alone (the Job runs them all)."""
+    return judge(_BARE_JOB, pods, start_timeout_seconds=start_timeout_seconds, now=now)
 
 
 def _conditions(obj: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:

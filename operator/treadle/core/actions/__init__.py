@@ -53,9 +53,13 @@ def own_pod(task: Task) -> bool:
     return of(task)[0].own_pod
 
 
+OWN_POD_FIELDS = frozenset(name for name, kind in KINDS.items() if kind.own_pod)
+"""The action fields of a task whose attempts run in pods of their own (`job`)."""
+
+
 def raw_own_pod(raw_task: Mapping[str, Any]) -> bool:
     """Whether an unparsed task's action runs in pods of its own."""
-    return any(kind.own_pod and name in raw_task for name, kind in KINDS.items())
+    return any(name in raw_task for name in OWN_POD_FIELDS)
 
 
 def own_pod_action(action: Mapping[str, Any]) -> Mapping[str, Any] | None:
